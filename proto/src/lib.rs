@@ -1,0 +1,12 @@
+//! The gRPC contract between `vigil-proxy` and `vigil-controller`.
+//!
+//! This crate holds only the generated protobuf and tonic types; the proxy and
+//! the controller convert them into their own domain types at their edges.
+//! It depends on nothing of ours.
+
+#![allow(missing_docs, clippy::all)]
+
+/// Version 1 of the Vigil protocol (`package vigil.v1`).
+pub mod v1 {
+    tonic::include_proto!("vigil.v1");
+}
