@@ -1,0 +1,202 @@
+//! The service graph: workloads, external destinations and the internet as
+//! nodes, calls as edges with request statistics (petgraph).
+//!
+//! Owned by the engine task (its only writer). Depends only on `model`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use petgraph::stable_graph::{NodeIndex, StableDiGraph};
+use petgraph::visit::{EdgeRef, IntoEdgeReferences};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{EdgeKey, NodeId, Observation};
+
+/// Most distinct authorities kept per edge (names the destination went by).
+const MAX_AUTHORITIES: usize = 16;
+/// Most distinct endpoints (`METHOD path`) kept per edge.
+const MAX_ENDPOINTS: usize = 64;
+
+/// Statistics of one edge.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EdgeStats {
+    /// Requests (or connections) seen.
+    pub requests: u64,
+    /// Requests the proxies denied.
+    pub denied: u64,
+    /// Requests that failed: status 5xx or no status.
+    pub errors: u64,
+    /// Bytes sent by callers.
+    pub bytes_in: u64,
+    /// Bytes sent back to callers.
+    pub bytes_out: u64,
+    /// Sum of latencies, microseconds.
+    pub latency_sum_us: u64,
+    /// Names the destination was reached by (bounded).
+    pub authorities: BTreeSet<String>,
+    /// Request counts per `METHOD path-template` (bounded).
+    pub endpoints: BTreeMap<String, u64>,
+    /// Unix seconds of the first request.
+    pub first_seen: u64,
+    /// Unix seconds of the latest request.
+    pub last_seen: u64,
+    /// Whether traffic on this edge violated the baseline.
+    pub violation: bool,
+}
+
+impl EdgeStats {
+    fn add(&mut self, obs: &Observation, now: u64) {
+        if self.first_seen == 0 {
+            self.first_seen = now;
+        }
+        self.last_seen = now;
+        self.requests = self.requests.saturating_add(obs.count);
+        self.denied = self.denied.saturating_add(obs.denied);
+        if obs.status == 0 || obs.status >= 500 {
+            self.errors = self.errors.saturating_add(obs.count - obs.denied.min(obs.count));
+        }
+        self.bytes_in = self.bytes_in.saturating_add(obs.bytes_in);
+        self.bytes_out = self.bytes_out.saturating_add(obs.bytes_out);
+        self.latency_sum_us = self.latency_sum_us.saturating_add(obs.latency_sum_us);
+        if !obs.authority.is_empty() && self.authorities.len() < MAX_AUTHORITIES {
+            self.authorities.insert(obs.authority.clone());
+        }
+        if !obs.method.is_empty() {
+            let endpoint = format!("{} {}", obs.method, obs.path);
+            if let Some(n) = self.endpoints.get_mut(&endpoint) {
+                *n = n.saturating_add(obs.count);
+            } else if self.endpoints.len() < MAX_ENDPOINTS {
+                self.endpoints.insert(endpoint, obs.count);
+            }
+        }
+    }
+}
+
+/// The graph itself.
+#[derive(Debug, Default)]
+pub struct Graph {
+    graph: StableDiGraph<NodeId, EdgeStats>,
+    index: HashMap<NodeId, NodeIndex>,
+}
+
+impl Graph {
+    /// Adds a node if it is missing and returns its index.
+    pub fn ensure_node(&mut self, id: &NodeId) -> NodeIndex {
+        if let Some(&ix) = self.index.get(id) {
+            return ix;
+        }
+        let ix = self.graph.add_node(id.clone());
+        self.index.insert(id.clone(), ix);
+        ix
+    }
+
+    fn edge_mut(&mut self, key: &EdgeKey) -> &mut EdgeStats {
+        let a = self.ensure_node(&key.0);
+        let b = self.ensure_node(&key.1);
+        let ix = match self.graph.find_edge(a, b) {
+            Some(ix) => ix,
+            None => self.graph.add_edge(a, b, EdgeStats::default()),
+        };
+        &mut self.graph[ix]
+    }
+
+    /// Adds an observation to the edge `key`, creating nodes as needed.
+    pub fn record(&mut self, key: &EdgeKey, obs: &Observation, now: u64) -> &EdgeStats {
+        let stats = self.edge_mut(key);
+        stats.add(obs, now);
+        stats
+    }
+
+    /// Marks the edge as violating the baseline.
+    pub fn mark_violation(&mut self, key: &EdgeKey) {
+        self.edge_mut(key).violation = true;
+    }
+
+    /// Restores an edge read back from the store.
+    pub fn restore_edge(&mut self, key: &EdgeKey, stats: EdgeStats) {
+        *self.edge_mut(key) = stats;
+    }
+
+    /// The statistics of an edge, if it exists.
+    pub fn edge(&self, key: &EdgeKey) -> Option<&EdgeStats> {
+        let a = *self.index.get(&key.0)?;
+        let b = *self.index.get(&key.1)?;
+        self.graph.find_edge(a, b).map(|ix| &self.graph[ix])
+    }
+
+    /// All nodes.
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeId> {
+        self.graph.node_weights()
+    }
+
+    /// All edges as (source, target, statistics).
+    pub fn edges(&self) -> impl Iterator<Item = (&NodeId, &NodeId, &EdgeStats)> {
+        (&self.graph)
+            .edge_references()
+            .map(|e| (&self.graph[e.source()], &self.graph[e.target()], e.weight()))
+    }
+
+    /// Number of nodes and edges.
+    pub fn len(&self) -> (usize, usize) {
+        (self.graph.node_count(), self.graph.edge_count())
+    }
+
+    /// Whether the graph has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.graph.node_count() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Direction, WorkloadId};
+
+    fn obs(authority: &str, path: &str, status: u16, count: u64) -> Observation {
+        Observation {
+            direction: Direction::Outbound,
+            protocol: "http1",
+            source: None,
+            authority: authority.into(),
+            resolved_addr: None,
+            method: "GET".into(),
+            path: path.into(),
+            status,
+            count,
+            denied: 0,
+            bytes_in: 10,
+            bytes_out: 100,
+            latency_sum_us: 500,
+        }
+    }
+
+    #[test]
+    fn observations_accumulate_on_one_edge() {
+        let mut g = Graph::default();
+        let web = NodeId::Workload(WorkloadId::new("default", "web").unwrap());
+        let key = (web.clone(), NodeId::External("pypi.org:443".into()));
+        g.record(&key, &obs("pypi.org:443", "/simple", 200, 3), 10);
+        let stats = g.record(&key, &obs("pypi.org:443", "/simple", 503, 2), 20).clone();
+        assert_eq!(stats.requests, 5);
+        assert_eq!(stats.errors, 2);
+        assert_eq!(stats.bytes_out, 200);
+        assert_eq!((stats.first_seen, stats.last_seen), (10, 20));
+        assert_eq!(stats.endpoints.get("GET /simple"), Some(&5));
+        assert_eq!(g.len(), (2, 1));
+        assert_eq!(g.edge(&key), Some(&stats));
+        assert_eq!(g.edge(&(key.1.clone(), web)), None);
+    }
+
+    #[test]
+    fn endpoints_and_authorities_are_bounded() {
+        let mut g = Graph::default();
+        let key = (NodeId::Internet, NodeId::External("x:80".into()));
+        for i in 0..1000 {
+            g.record(&key, &obs(&format!("h{i}:80"), &format!("/p{i}"), 200, 1), 1);
+        }
+        let stats = g.edge(&key).unwrap();
+        assert_eq!(stats.requests, 1000);
+        assert_eq!(stats.endpoints.len(), MAX_ENDPOINTS);
+        assert_eq!(stats.authorities.len(), MAX_AUTHORITIES);
+    }
+}

@@ -1,0 +1,197 @@
+//! The inventory: workloads known from sidecar registration, the addresses
+//! they are reached at, and how many sidecars are connected now.
+//!
+//! Resolves the destination a proxy reported into a graph node. Depends only
+//! on `model`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{NodeId, Observation, WorkloadId};
+
+/// What the controller remembers of a registered workload.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadRecord {
+    /// Addresses of its inbound listener, as its sidecar advertised them.
+    pub inbound_addrs: Vec<SocketAddr>,
+    /// Version of its sidecar.
+    pub proxy_version: String,
+    /// Unix seconds of the first registration.
+    pub first_seen: u64,
+    /// Unix seconds of the latest registration.
+    pub last_seen: u64,
+}
+
+/// Registered workloads and connected sidecars.
+#[derive(Debug, Default)]
+pub struct Inventory {
+    workloads: BTreeMap<WorkloadId, WorkloadRecord>,
+    by_addr: HashMap<SocketAddr, WorkloadId>,
+    connected: HashMap<WorkloadId, usize>,
+}
+
+impl Inventory {
+    /// Records a registration; returns the updated record.
+    pub fn register(
+        &mut self,
+        id: &WorkloadId,
+        addrs: &[SocketAddr],
+        version: &str,
+        now: u64,
+    ) -> &WorkloadRecord {
+        let record = self.workloads.entry(id.clone()).or_default();
+        if record.first_seen == 0 {
+            record.first_seen = now;
+        }
+        record.last_seen = now;
+        record.proxy_version = version.to_owned();
+        for addr in addrs {
+            if !record.inbound_addrs.contains(addr) {
+                record.inbound_addrs.push(*addr);
+            }
+            // The newest registration owns an address (a restarted pod may
+            // reuse an IP).
+            self.by_addr.insert(*addr, id.clone());
+        }
+        record
+    }
+
+    /// Restores a record read back from the store.
+    pub fn restore(&mut self, id: WorkloadId, record: WorkloadRecord) {
+        for addr in &record.inbound_addrs {
+            self.by_addr.insert(*addr, id.clone());
+        }
+        self.workloads.insert(id, record);
+    }
+
+    /// Counts a sidecar connection of `id` (true) or its end (false).
+    pub fn set_connected(&mut self, id: &WorkloadId, up: bool) {
+        let n = self.connected.entry(id.clone()).or_default();
+        if up {
+            *n += 1;
+        } else {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.connected.remove(id);
+            }
+        }
+    }
+
+    /// Number of sidecars connected now.
+    pub fn connected(&self) -> usize {
+        self.connected.values().sum()
+    }
+
+    /// Sidecars of `id` connected now.
+    pub fn connected_of(&self, id: &WorkloadId) -> usize {
+        self.connected.get(id).copied().unwrap_or(0)
+    }
+
+    /// All registered workloads.
+    pub fn workloads(&self) -> impl Iterator<Item = (&WorkloadId, &WorkloadRecord)> {
+        self.workloads.iter()
+    }
+
+    /// The record of one workload.
+    pub fn get(&self, id: &WorkloadId) -> Option<&WorkloadRecord> {
+        self.workloads.get(id)
+    }
+
+    /// The graph node an outbound observation of `reporter` went to: a
+    /// workload when the resolved address (or, failing that, the host name)
+    /// is one of ours, else an external destination.
+    pub fn destination(&self, reporter: &WorkloadId, obs: &Observation) -> NodeId {
+        if let Some(id) = obs.resolved_addr.and_then(|a| self.by_addr.get(&a)) {
+            return NodeId::Workload(id.clone());
+        }
+        let host = obs
+            .authority
+            .rsplit_once(':')
+            .map_or(obs.authority.as_str(), |(h, _)| h);
+        if let Some(id) = self.by_host(reporter, host) {
+            return NodeId::Workload(id);
+        }
+        NodeId::External(obs.authority.clone())
+    }
+
+    /// Matches Kubernetes-style names: `name` (same namespace), `name.ns`,
+    /// `name.ns.svc` and `name.ns.svc.cluster.local`.
+    fn by_host(&self, reporter: &WorkloadId, host: &str) -> Option<WorkloadId> {
+        let (name, rest) = host.split_once('.').unwrap_or((host, ""));
+        let namespace = match rest.split('.').next() {
+            Some("") | None => reporter.namespace.as_str(),
+            Some(ns) => {
+                let tail = &rest[ns.len()..];
+                if !matches!(tail, "" | ".svc" | ".svc.cluster.local") {
+                    return None;
+                }
+                ns
+            }
+        };
+        let id = WorkloadId {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        self.workloads.contains_key(&id).then_some(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Direction;
+
+    fn obs(authority: &str, addr: Option<&str>) -> Observation {
+        Observation {
+            direction: Direction::Outbound,
+            protocol: "http1",
+            source: None,
+            authority: authority.into(),
+            resolved_addr: addr.map(|a| a.parse().unwrap()),
+            method: "GET".into(),
+            path: "/".into(),
+            status: 200,
+            count: 1,
+            denied: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            latency_sum_us: 0,
+        }
+    }
+
+    #[test]
+    fn destinations_resolve_by_address_then_by_name() {
+        let mut inv = Inventory::default();
+        let web = WorkloadId::new("shop", "web").unwrap();
+        let db = WorkloadId::new("shop", "db").unwrap();
+        inv.register(&db, &["10.0.0.7:5432".parse().unwrap()], "0.1.0", 1);
+        let wl = |id: &WorkloadId| NodeId::Workload(id.clone());
+        let table = [
+            (obs("anything:1", Some("10.0.0.7:5432")), wl(&db)),
+            (obs("db:5432", None), wl(&db)),
+            (obs("db.shop:5432", None), wl(&db)),
+            (obs("db.shop.svc.cluster.local:5432", None), wl(&db)),
+            (obs("db.other:5432", None), NodeId::External("db.other:5432".into())),
+            (obs("db.shop.evil.com:443", None), NodeId::External("db.shop.evil.com:443".into())),
+            (obs("pypi.org:443", Some("1.2.3.4:443")), NodeId::External("pypi.org:443".into())),
+        ];
+        for (o, expected) in table {
+            assert_eq!(inv.destination(&web, &o), expected, "{}", o.authority);
+        }
+    }
+
+    #[test]
+    fn connections_are_counted_per_workload() {
+        let mut inv = Inventory::default();
+        let web = WorkloadId::new("shop", "web").unwrap();
+        inv.set_connected(&web, true);
+        inv.set_connected(&web, true);
+        inv.set_connected(&web, false);
+        assert_eq!(inv.connected(), 1);
+        inv.set_connected(&web, false);
+        inv.set_connected(&web, false);
+        assert_eq!(inv.connected(), 0);
+    }
+}

@@ -1,0 +1,409 @@
+//! Domain types of the controller: workload identities, graph node ids,
+//! modes, observations and alerts.
+//!
+//! These are plain data with string forms used as storage keys and in the JSON
+//! API. Protobuf types never reach past `ingest`; this module depends on no
+//! other module of the crate.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Longest namespace or workload name accepted (Kubernetes allows 253 for
+/// names and 63 for namespaces; we accept the larger).
+const MAX_NAME_LEN: usize = 253;
+
+/// A name that failed validation.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NameError {
+    /// The name was empty.
+    #[error("{what} is empty")]
+    Empty {
+        /// Which name.
+        what: &'static str,
+    },
+    /// The name was longer than we accept.
+    #[error("{what} is longer than {MAX_NAME_LEN} characters")]
+    TooLong {
+        /// Which name.
+        what: &'static str,
+    },
+    /// The name holds characters outside `[a-z0-9.-_]`.
+    #[error("{what} {name:?} may hold only lower-case letters, digits, '-', '_' and '.'")]
+    BadChar {
+        /// Which name.
+        what: &'static str,
+        /// The rejected name.
+        name: String,
+    },
+    /// A node id string was not one of the known forms.
+    #[error("{0:?} is not a node id (internet, workload:NS/NAME or external:HOST:PORT)")]
+    BadNodeId(String),
+}
+
+/// Checks a namespace or workload name: lower-case DNS-like labels.
+pub fn validate_name(what: &'static str, name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty { what });
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(NameError::TooLong { what });
+    }
+    let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | '_');
+    if !name.chars().all(ok) {
+        return Err(NameError::BadChar {
+            what,
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// The identity of a workload: its namespace and its name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct WorkloadId {
+    /// Namespace, e.g. `notebooks`.
+    pub namespace: String,
+    /// Workload name, e.g. `jupyter-alice`.
+    pub name: String,
+}
+
+impl WorkloadId {
+    /// Builds a validated workload identity.
+    pub fn new(namespace: &str, name: &str) -> Result<Self, NameError> {
+        validate_name("namespace", namespace)?;
+        validate_name("workload name", name)?;
+        Ok(Self {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for WorkloadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+impl FromStr for WorkloadId {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (ns, name) = s
+            .split_once('/')
+            .ok_or_else(|| NameError::BadNodeId(s.to_owned()))?;
+        Self::new(ns, name)
+    }
+}
+
+/// A node of the service graph.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NodeId {
+    /// Callers without a Vigil identity: north-south traffic.
+    Internet,
+    /// A workload with a sidecar.
+    Workload(WorkloadId),
+    /// A destination outside the mesh, as `host:port`.
+    External(String),
+}
+
+impl NodeId {
+    /// The kind of node, as the API names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Internet => "internet",
+            Self::Workload(_) => "workload",
+            Self::External(_) => "external",
+        }
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Internet => f.write_str("internet"),
+            Self::Workload(id) => write!(f, "workload:{id}"),
+            Self::External(authority) => write!(f, "external:{authority}"),
+        }
+    }
+}
+
+impl FromStr for NodeId {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "internet" {
+            return Ok(Self::Internet);
+        }
+        if let Some(id) = s.strip_prefix("workload:") {
+            return Ok(Self::Workload(id.parse()?));
+        }
+        match s.strip_prefix("external:") {
+            Some(authority) if !authority.is_empty() => Ok(Self::External(authority.to_owned())),
+            _ => Err(NameError::BadNodeId(s.to_owned())),
+        }
+    }
+}
+
+/// A directed edge of the graph: who called whom.
+pub type EdgeKey = (NodeId, NodeId);
+
+/// How the controller treats a namespace.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "kebab-case")]
+pub enum Mode {
+    /// Everything observed is added to the baseline.
+    #[default]
+    Learning,
+    /// Everything outside the baseline raises an alert; unless `alert_only`,
+    /// proxies block it.
+    Enforcement {
+        /// Raise alerts but let traffic pass.
+        #[serde(default)]
+        alert_only: bool,
+    },
+}
+
+impl Mode {
+    /// Whether proxies must block what is outside the baseline.
+    pub fn blocks(self) -> bool {
+        matches!(self, Self::Enforcement { alert_only: false })
+    }
+
+    /// The action taken on a violation in this mode.
+    pub fn action(self) -> Action {
+        if self.blocks() {
+            Action::Blocked
+        } else {
+            Action::Flagged
+        }
+    }
+
+    /// Short human name: `learning`, `enforcement` or `alert-only`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Learning => "learning",
+            Self::Enforcement { alert_only: false } => "enforcement",
+            Self::Enforcement { alert_only: true } => "alert-only",
+        }
+    }
+}
+
+/// The modes of all namespaces: a default for namespaces not listed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Modes {
+    /// Mode of namespaces without their own entry (and of new namespaces).
+    pub default: Mode,
+    /// Per-namespace modes.
+    pub namespaces: BTreeMap<String, Mode>,
+}
+
+impl Modes {
+    /// The mode that applies to `namespace`.
+    pub fn of(&self, namespace: &str) -> Mode {
+        self.namespaces
+            .get(namespace)
+            .copied()
+            .unwrap_or(self.default)
+    }
+}
+
+/// Which way a request crossed the reporting sidecar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Into the reporting workload.
+    Inbound,
+    /// Out of the reporting workload.
+    Outbound,
+}
+
+/// Requests aggregated by a sidecar over one interval, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observation {
+    /// Which way the requests went.
+    pub direction: Direction,
+    /// Protocol name, e.g. `http1`, `tcp`.
+    pub protocol: &'static str,
+    /// Inbound: the calling workload, `None` for the internet.
+    pub source: Option<WorkloadId>,
+    /// Outbound: the destination as named, `host:port` in lower case.
+    pub authority: String,
+    /// Outbound: the resolved address of the destination.
+    pub resolved_addr: Option<SocketAddr>,
+    /// HTTP method (or `CONNECT`), may be empty.
+    pub method: String,
+    /// Path template.
+    pub path: String,
+    /// HTTP status, 0 when there was none.
+    pub status: u16,
+    /// Number of requests.
+    pub count: u64,
+    /// How many the proxy denied.
+    pub denied: u64,
+    /// Bytes from the client.
+    pub bytes_in: u64,
+    /// Bytes to the client.
+    pub bytes_out: u64,
+    /// Sum of latencies, microseconds.
+    pub latency_sum_us: u64,
+}
+
+/// What kind of deviation an alert reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// A workload reached an external destination outside the baseline.
+    UnknownEgress,
+    /// A call between workloads, or from the internet, outside the baseline.
+    NewEdge,
+    /// A workload identity never seen while learning.
+    NewDeployment,
+}
+
+impl AlertKind {
+    /// The name used in JSON and tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownEgress => "unknown_egress",
+            Self::NewEdge => "new_edge",
+            Self::NewDeployment => "new_deployment",
+        }
+    }
+}
+
+/// What Vigil did about a violation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Policy blocks it at the proxies.
+    Blocked,
+    /// Reported only (alert-only mode).
+    Flagged,
+}
+
+/// One alert, aggregated over repeats of the same violation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    /// What deviated.
+    pub kind: AlertKind,
+    /// Namespace of the offending workload.
+    pub namespace: String,
+    /// Name of the offending workload.
+    pub workload: String,
+    /// Destination (node id form without prefix: `host:port`, `ns/name`,
+    /// `internet`), empty for `new_deployment`.
+    pub destination: String,
+    /// Blocked or only flagged (the latest action taken).
+    pub action: Action,
+    /// How many requests (or registrations) hit this alert.
+    pub count: u64,
+    /// RFC 3339 time of the first occurrence.
+    pub first_seen: String,
+    /// RFC 3339 time of the latest occurrence.
+    pub last_seen: String,
+}
+
+impl Alert {
+    /// The storage key that identifies repeats of the same alert.
+    pub fn key(&self) -> String {
+        alert_key(self.kind, &self.namespace, &self.workload, &self.destination)
+    }
+}
+
+/// The storage key of an alert.
+pub fn alert_key(kind: AlertKind, namespace: &str, workload: &str, destination: &str) -> String {
+    format!("{}|{namespace}/{workload}|{destination}", kind.as_str())
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Formats Unix seconds as RFC 3339 UTC, e.g. `2026-11-23T17:53:59Z`.
+pub fn rfc3339(unix: u64) -> String {
+    let days = unix / 86_400;
+    let secs = unix % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm), valid for dates after 1970.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_round_trip_through_strings() {
+        let ids = [
+            NodeId::Internet,
+            NodeId::Workload(WorkloadId::new("notebooks", "jupyter-alice").unwrap()),
+            NodeId::External("pypi.org:443".into()),
+        ];
+        for id in ids {
+            assert_eq!(id.to_string().parse::<NodeId>().unwrap(), id);
+        }
+        assert!("workload:nons".parse::<NodeId>().is_err());
+        assert!("external:".parse::<NodeId>().is_err());
+        assert!("pod:x".parse::<NodeId>().is_err());
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert!(WorkloadId::new("default", "web-1.v2_a").is_ok());
+        assert_eq!(
+            WorkloadId::new("", "a"),
+            Err(NameError::Empty { what: "namespace" })
+        );
+        assert!(WorkloadId::new("default", "Web").is_err());
+        assert!(WorkloadId::new("default", "a/b").is_err());
+        assert!(WorkloadId::new("default", &"a".repeat(254)).is_err());
+    }
+
+    #[test]
+    fn modes_fall_back_to_the_default() {
+        let mut modes = Modes::default();
+        assert_eq!(modes.of("x"), Mode::Learning);
+        modes.default = Mode::Enforcement { alert_only: false };
+        modes
+            .namespaces
+            .insert("lab".into(), Mode::Enforcement { alert_only: true });
+        assert!(modes.of("x").blocks());
+        assert!(!modes.of("lab").blocks());
+        assert_eq!(modes.of("lab").action(), Action::Flagged);
+        assert_eq!(modes.of("lab").label(), "alert-only");
+    }
+
+    #[test]
+    fn mode_json_is_tagged() {
+        let json = serde_json::to_string(&Mode::Enforcement { alert_only: true }).unwrap();
+        assert_eq!(json, r#"{"mode":"enforcement","alert_only":true}"#);
+        let back: Mode = serde_json::from_str(r#"{"mode":"learning"}"#).unwrap();
+        assert_eq!(back, Mode::Learning);
+    }
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_456_439), "2026-11-23T17:53:59Z");
+    }
+}

@@ -1,0 +1,209 @@
+//! Policy: compiles what each workload may do from its namespace's mode and
+//! the baseline, and hands it to the sidecars through one `watch` channel per
+//! workload.
+//!
+//! `compile` is pure; `Policies` only keeps the channels and version numbers.
+//! Depends on `model`, `baseline`, `graph` and `inventory`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::baseline::Baseline;
+use crate::graph::Graph;
+use crate::inventory::Inventory;
+use crate::model::{Mode, NodeId, WorkloadId};
+
+/// The source name for callers without a Vigil identity.
+pub const INTERNET_SOURCE: &str = "internet";
+
+/// What one workload's sidecar enforces.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PolicySpec {
+    /// Increases with every change.
+    pub version: u64,
+    /// The namespace's mode.
+    pub mode: Mode,
+    /// Whether the proxy blocks what is not allowed below.
+    pub enforce: bool,
+    /// Outbound destinations allowed by name, `host:port`.
+    pub allowed_authorities: BTreeSet<String>,
+    /// Outbound destinations allowed by address (baseline workloads).
+    pub allowed_addrs: BTreeSet<SocketAddr>,
+    /// Inbound callers allowed: `ns/name` or `internet`.
+    pub allowed_sources: BTreeSet<String>,
+}
+
+/// Compiles the policy of `id` (version left at 0).
+pub fn compile(
+    id: &WorkloadId,
+    mode: Mode,
+    baseline: &Baseline,
+    graph: &Graph,
+    inventory: &Inventory,
+) -> PolicySpec {
+    let mut spec = PolicySpec {
+        version: 0,
+        mode,
+        enforce: mode.blocks(),
+        allowed_authorities: BTreeSet::new(),
+        allowed_addrs: BTreeSet::new(),
+        allowed_sources: BTreeSet::new(),
+    };
+    if !spec.enforce {
+        return spec;
+    }
+    let me = NodeId::Workload(id.clone());
+    for target in baseline.targets_of(&me) {
+        match target {
+            NodeId::External(authority) => {
+                spec.allowed_authorities.insert(authority.clone());
+            }
+            NodeId::Workload(peer) => {
+                if let Some(record) = inventory.get(peer) {
+                    spec.allowed_addrs.extend(record.inbound_addrs.iter().copied());
+                }
+                if let Some(stats) = graph.edge(&(me.clone(), target.clone())) {
+                    spec.allowed_authorities
+                        .extend(stats.authorities.iter().cloned());
+                }
+            }
+            NodeId::Internet => {}
+        }
+    }
+    for source in baseline.sources_of(&me) {
+        spec.allowed_sources.insert(match source {
+            NodeId::Internet => INTERNET_SOURCE.to_owned(),
+            NodeId::Workload(peer) => peer.to_string(),
+            NodeId::External(_) => continue,
+        });
+    }
+    spec
+}
+
+/// The policy channels, one per workload.
+#[derive(Debug, Default)]
+pub struct Policies {
+    channels: HashMap<WorkloadId, watch::Sender<Arc<PolicySpec>>>,
+    version: u64,
+}
+
+impl Policies {
+    /// Publishes `spec` for `id` if it differs from the current one; a new
+    /// version number is assigned then. Returns whether it changed.
+    pub fn publish(&mut self, id: &WorkloadId, mut spec: PolicySpec) -> bool {
+        if let Some(tx) = self.channels.get(id) {
+            let current = tx.borrow();
+            spec.version = current.version;
+            if **current == spec {
+                return false;
+            }
+        }
+        self.version += 1;
+        spec.version = self.version;
+        let spec = Arc::new(spec);
+        match self.channels.get(id) {
+            Some(tx) => {
+                tx.send_replace(spec);
+            }
+            None => {
+                self.channels.insert(id.clone(), watch::Sender::new(spec));
+            }
+        }
+        true
+    }
+
+    /// A receiver of `id`'s policy; `publish` must have run for `id`.
+    pub fn subscribe(&self, id: &WorkloadId) -> Option<watch::Receiver<Arc<PolicySpec>>> {
+        self.channels.get(id).map(watch::Sender::subscribe)
+    }
+
+    /// Workloads with a policy channel.
+    pub fn workloads(&self) -> impl Iterator<Item = &WorkloadId> {
+        self.channels.keys()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Direction, Observation};
+
+    const ENFORCE: Mode = Mode::Enforcement { alert_only: false };
+
+    fn fixture() -> (WorkloadId, Baseline, Graph, Inventory) {
+        let web = WorkloadId::new("shop", "web").unwrap();
+        let db = WorkloadId::new("shop", "db").unwrap();
+        let wl = |id: &WorkloadId| NodeId::Workload(id.clone());
+        let mut inv = Inventory::default();
+        inv.register(&db, &["127.0.0.1:5432".parse().unwrap()], "0", 1);
+        let mut b = Baseline::default();
+        let mut g = Graph::default();
+        let to_db = (wl(&web), wl(&db));
+        let obs = Observation {
+            direction: Direction::Outbound,
+            protocol: "http1",
+            source: None,
+            authority: "db:5432".into(),
+            resolved_addr: None,
+            method: "GET".into(),
+            path: "/".into(),
+            status: 200,
+            count: 1,
+            denied: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            latency_sum_us: 0,
+        };
+        g.record(&to_db, &obs, 1);
+        b.learn_edge(&to_db);
+        b.learn_edge(&(wl(&web), NodeId::External("pypi.org:443".into())));
+        b.learn_edge(&(NodeId::Internet, wl(&web)));
+        b.learn_edge(&(wl(&db), wl(&web)));
+        (web, b, g, inv)
+    }
+
+    #[test]
+    fn enforcement_allows_exactly_the_baseline() {
+        let (web, b, g, inv) = fixture();
+        let spec = compile(&web, ENFORCE, &b, &g, &inv);
+        assert!(spec.enforce);
+        let authorities: Vec<_> = spec.allowed_authorities.iter().map(String::as_str).collect();
+        assert_eq!(authorities, ["db:5432", "pypi.org:443"]);
+        assert_eq!(
+            spec.allowed_addrs.iter().collect::<Vec<_>>(),
+            [&"127.0.0.1:5432".parse::<SocketAddr>().unwrap()]
+        );
+        let sources: Vec<_> = spec.allowed_sources.iter().map(String::as_str).collect();
+        assert_eq!(sources, ["internet", "shop/db"]);
+    }
+
+    #[test]
+    fn learning_and_alert_only_do_not_enforce() {
+        let (web, b, g, inv) = fixture();
+        for mode in [Mode::Learning, Mode::Enforcement { alert_only: true }] {
+            let spec = compile(&web, mode, &b, &g, &inv);
+            assert!(!spec.enforce);
+            assert!(spec.allowed_authorities.is_empty());
+        }
+    }
+
+    #[test]
+    fn publishing_bumps_the_version_only_on_change() {
+        let (web, b, g, inv) = fixture();
+        let mut policies = Policies::default();
+        assert!(policies.publish(&web, compile(&web, Mode::Learning, &b, &g, &inv)));
+        let mut rx = policies.subscribe(&web).unwrap();
+        assert_eq!(rx.borrow_and_update().version, 1);
+        assert!(!policies.publish(&web, compile(&web, Mode::Learning, &b, &g, &inv)));
+        assert!(!rx.has_changed().unwrap());
+        assert!(policies.publish(&web, compile(&web, ENFORCE, &b, &g, &inv)));
+        assert!(rx.has_changed().unwrap());
+        let spec = rx.borrow_and_update();
+        assert_eq!(spec.version, 2);
+        assert!(spec.enforce);
+    }
+}

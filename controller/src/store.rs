@@ -1,0 +1,334 @@
+//! Durable state in an embedded redb database at `<data-dir>/vigil.redb`:
+//! modes, registered workloads, the baseline, the graph's edges and alerts.
+//!
+//! Every engine step writes its changes in one ACID transaction, so a crash
+//! loses at most the step in flight (which the proxy then re-sends, as it was
+//! not acknowledged). Depends on `model`, `baseline`, `graph`, `inventory`.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::baseline::Baseline;
+use crate::graph::EdgeStats;
+use crate::inventory::WorkloadRecord;
+use crate::model::{Alert, EdgeKey, Modes, NodeId, WorkloadId};
+
+/// Key "modes" holds the JSON of [`Modes`].
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+const WORKLOADS: TableDefinition<&str, &str> = TableDefinition::new("workloads");
+const BASELINE_WORKLOADS: TableDefinition<&str, ()> = TableDefinition::new("baseline_workloads");
+const BASELINE_EDGES: TableDefinition<(&str, &str), ()> = TableDefinition::new("baseline_edges");
+const EDGES: TableDefinition<(&str, &str), &str> = TableDefinition::new("edges");
+const ALERTS: TableDefinition<&str, &str> = TableDefinition::new("alerts");
+
+const MODES_KEY: &str = "modes";
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "vigil.redb";
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database file could not be opened or created.
+    #[error(
+        "cannot open the Vigil store {path}: {source}; if the file is corrupt, move it aside \
+         (it is kept, never deleted) and start again to begin a new baseline"
+    )]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// The cause.
+        source: redb::DatabaseError,
+    },
+    /// A read or write failed.
+    #[error("Vigil store {op} failed: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The cause.
+        source: redb::Error,
+    },
+    /// A value could not be encoded.
+    #[error("cannot encode {what} for the store: {source}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// The cause.
+        source: serde_json::Error,
+    },
+}
+
+fn io<E: Into<redb::Error>>(op: &'static str) -> impl FnOnce(E) -> StoreError {
+    move |e| StoreError::Io {
+        op,
+        source: e.into(),
+    }
+}
+
+/// Everything read back at start.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Namespace modes.
+    pub modes: Modes,
+    /// Registered workloads.
+    pub workloads: Vec<(WorkloadId, WorkloadRecord)>,
+    /// The learned baseline.
+    pub baseline: Baseline,
+    /// Graph edges.
+    pub edges: Vec<(EdgeKey, EdgeStats)>,
+    /// Alerts.
+    pub alerts: Vec<Alert>,
+    /// Rows that could not be decoded (kept in the file, skipped here).
+    pub skipped: usize,
+}
+
+/// Changes made by one engine step, written in one transaction.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// New namespace modes.
+    pub modes: Option<Modes>,
+    /// Workloads registered or updated.
+    pub workloads: Vec<(WorkloadId, WorkloadRecord)>,
+    /// Workloads added to the baseline.
+    pub baseline_workloads: Vec<WorkloadId>,
+    /// Edges added to the baseline.
+    pub baseline_edges: Vec<EdgeKey>,
+    /// Edges whose statistics changed.
+    pub edges: Vec<(EdgeKey, EdgeStats)>,
+    /// Alerts created or updated.
+    pub alerts: Vec<Alert>,
+}
+
+impl Changes {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.modes.is_none()
+            && self.workloads.is_empty()
+            && self.baseline_workloads.is_empty()
+            && self.baseline_edges.is_empty()
+            && self.edges.is_empty()
+            && self.alerts.is_empty()
+    }
+}
+
+/// The embedded database.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+}
+
+fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|source| StoreError::Encode { what, source })
+}
+
+fn decode<T: DeserializeOwned>(table: &str, key: &str, json: &str, skipped: &mut usize) -> Option<T> {
+    match serde_json::from_str(json) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!(table, key, error = %e, "skipping an unreadable row of the store");
+            *skipped += 1;
+            None
+        }
+    }
+}
+
+fn edge_key(table: &str, a: &str, b: &str, skipped: &mut usize) -> Option<EdgeKey> {
+    match (a.parse::<NodeId>(), b.parse::<NodeId>()) {
+        (Ok(a), Ok(b)) => Some((a, b)),
+        _ => {
+            tracing::warn!(table, a, b, "skipping an edge with a malformed node id");
+            *skipped += 1;
+            None
+        }
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, creating the directory.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join(DB_FILE);
+        let db = Database::create(&path).map_err(|source| StoreError::Open { path, source })?;
+        let store = Self { db };
+        // Create every table so that reads never meet a missing one.
+        store.write(&Changes::default())?;
+        Ok(store)
+    }
+
+    /// Reads everything back.
+    pub fn load(&self) -> Result<Loaded, StoreError> {
+        let tx = self.db.begin_read().map_err(io("read"))?;
+        let mut out = Loaded::default();
+        let skipped = &mut out.skipped;
+
+        let meta = tx.open_table(META).map_err(io("read"))?;
+        if let Some(json) = meta.get(MODES_KEY).map_err(io("read"))? {
+            if let Some(m) = decode("meta", MODES_KEY, json.value(), skipped) {
+                out.modes = m;
+            }
+        }
+        for row in tx.open_table(WORKLOADS).map_err(io("read"))?.iter().map_err(io("read"))? {
+            let (k, v) = row.map_err(io("read"))?;
+            let (key, json) = (k.value(), v.value());
+            let id = key.parse::<WorkloadId>().ok();
+            match (id, decode::<WorkloadRecord>("workloads", key, json, skipped)) {
+                (Some(id), Some(rec)) => out.workloads.push((id, rec)),
+                (None, Some(_)) => *skipped += 1,
+                _ => {}
+            }
+        }
+        let table = tx.open_table(BASELINE_WORKLOADS).map_err(io("read"))?;
+        for row in table.iter().map_err(io("read"))? {
+            let (k, _) = row.map_err(io("read"))?;
+            match k.value().parse::<WorkloadId>() {
+                Ok(id) => {
+                    out.baseline.learn_workload(&id);
+                }
+                Err(_) => *skipped += 1,
+            }
+        }
+        let table = tx.open_table(BASELINE_EDGES).map_err(io("read"))?;
+        for row in table.iter().map_err(io("read"))? {
+            let (k, _) = row.map_err(io("read"))?;
+            let (a, b) = k.value();
+            if let Some(edge) = edge_key("baseline_edges", a, b, skipped) {
+                out.baseline.learn_edge(&edge);
+            }
+        }
+        for row in tx.open_table(EDGES).map_err(io("read"))?.iter().map_err(io("read"))? {
+            let (k, v) = row.map_err(io("read"))?;
+            let (a, b) = k.value();
+            let edge = edge_key("edges", a, b, skipped);
+            let stats = decode::<EdgeStats>("edges", a, v.value(), skipped);
+            if let (Some(edge), Some(stats)) = (edge, stats) {
+                out.edges.push((edge, stats));
+            }
+        }
+        for row in tx.open_table(ALERTS).map_err(io("read"))?.iter().map_err(io("read"))? {
+            let (k, v) = row.map_err(io("read"))?;
+            if let Some(alert) = decode("alerts", k.value(), v.value(), skipped) {
+                out.alerts.push(alert);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes `changes` in one durable transaction.
+    pub fn write(&self, changes: &Changes) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(io("write"))?;
+        {
+            let mut meta = tx.open_table(META).map_err(io("write"))?;
+            if let Some(modes) = &changes.modes {
+                meta.insert(MODES_KEY, encode("modes", modes)?.as_str())
+                    .map_err(io("write"))?;
+            }
+            let mut table = tx.open_table(WORKLOADS).map_err(io("write"))?;
+            for (id, record) in &changes.workloads {
+                let json = encode("workload", record)?;
+                table.insert(id.to_string().as_str(), json.as_str()).map_err(io("write"))?;
+            }
+            let mut table = tx.open_table(BASELINE_WORKLOADS).map_err(io("write"))?;
+            for id in &changes.baseline_workloads {
+                table.insert(id.to_string().as_str(), ()).map_err(io("write"))?;
+            }
+            let mut table = tx.open_table(BASELINE_EDGES).map_err(io("write"))?;
+            for (a, b) in &changes.baseline_edges {
+                let (a, b) = (a.to_string(), b.to_string());
+                table.insert((a.as_str(), b.as_str()), ()).map_err(io("write"))?;
+            }
+            let mut table = tx.open_table(EDGES).map_err(io("write"))?;
+            for ((a, b), stats) in &changes.edges {
+                let (a, b) = (a.to_string(), b.to_string());
+                let json = encode("edge", stats)?;
+                table.insert((a.as_str(), b.as_str()), json.as_str()).map_err(io("write"))?;
+            }
+            let mut table = tx.open_table(ALERTS).map_err(io("write"))?;
+            for alert in &changes.alerts {
+                let json = encode("alert", alert)?;
+                table.insert(alert.key().as_str(), json.as_str()).map_err(io("write"))?;
+            }
+        }
+        tx.commit().map_err(io("commit"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Action, AlertKind, Mode};
+
+    #[test]
+    fn everything_written_is_read_back_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let web = WorkloadId::new("shop", "web").unwrap();
+        let edge = (NodeId::Workload(web.clone()), NodeId::External("pypi.org:443".into()));
+        let mut modes = Modes::default();
+        modes.namespaces.insert("shop".into(), Mode::Enforcement { alert_only: true });
+        let record = WorkloadRecord {
+            inbound_addrs: vec!["127.0.0.1:4143".parse().unwrap()],
+            proxy_version: "0.1.0".into(),
+            first_seen: 1,
+            last_seen: 2,
+        };
+        let stats = EdgeStats {
+            requests: 7,
+            ..EdgeStats::default()
+        };
+        let alert = Alert {
+            kind: AlertKind::UnknownEgress,
+            namespace: "shop".into(),
+            workload: "web".into(),
+            destination: "pool.example:3333".into(),
+            action: Action::Flagged,
+            count: 3,
+            first_seen: "2026-11-23T00:00:00Z".into(),
+            last_seen: "2026-11-23T00:00:01Z".into(),
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .write(&Changes {
+                    modes: Some(modes.clone()),
+                    workloads: vec![(web.clone(), record.clone())],
+                    baseline_workloads: vec![web.clone()],
+                    baseline_edges: vec![edge.clone()],
+                    edges: vec![(edge.clone(), stats.clone())],
+                    alerts: vec![alert.clone()],
+                })
+                .unwrap();
+        }
+        let loaded = Store::open(dir.path()).unwrap().load().unwrap();
+        assert_eq!(loaded.modes, modes);
+        assert_eq!(loaded.workloads, vec![(web.clone(), record)]);
+        assert!(loaded.baseline.has_workload(&web));
+        assert!(loaded.baseline.has_edge(&edge));
+        assert_eq!(loaded.edges, vec![(edge, stats)]);
+        assert_eq!(loaded.alerts, vec![alert]);
+        assert_eq!(loaded.skipped, 0);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_a_clear_error_and_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        std::fs::write(&path, b"this is not a redb database, it is garbage".repeat(100)).unwrap();
+        let err = Store::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("cannot open the Vigil store"), "{err}");
+        assert!(err.contains("move it aside"), "{err}");
+        assert!(path.exists());
+    }
+
+    #[test]
+    fn unreadable_rows_are_skipped_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tx = store.db.begin_write().unwrap();
+        tx.open_table(ALERTS).unwrap().insert("x", "{not json").unwrap();
+        tx.open_table(EDGES).unwrap().insert(("bogus", "internet"), "{}").unwrap();
+        tx.commit().unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded.skipped, 2);
+        assert!(loaded.alerts.is_empty());
+    }
+}
