@@ -14,3 +14,5 @@ pub mod inventory;
 pub mod model;
 pub mod policy;
 pub mod store;
+pub mod engine;
+pub mod snapshot;

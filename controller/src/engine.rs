@@ -1,0 +1,439 @@
+//! The engine: the one writer of the controller's state.
+//!
+//! It runs on its own thread (store commits are blocking fsyncs), takes typed
+//! [`Command`]s from `ingest` and `api`, applies them in order
+//! (report -> graph -> baseline -> verdict -> alert -> policy), writes each
+//! step's changes in one store transaction, then publishes a fresh
+//! [`Snapshot`] for readers and new policies for the sidecars.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::baseline::Baseline;
+use crate::detect::{self, Verdict};
+use crate::graph::Graph;
+use crate::inventory::Inventory;
+use crate::model::{
+    Alert, AlertKind, Direction, EdgeKey, Mode, Modes, NodeId, Observation, WorkloadId,
+    alert_key, now_unix, rfc3339,
+};
+use crate::policy::{self, Policies, PolicySpec};
+use crate::snapshot::{self, Parts, Snapshot, label};
+use crate::store::{Changes, Store, StoreError};
+
+/// Commands queued before senders wait.
+const QUEUE: usize = 1024;
+/// Commands applied before a snapshot is published, at most.
+const BATCH: usize = 64;
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The change could not be made durable; nothing was acknowledged.
+    #[error("could not store the change: {0}")]
+    Store(#[from] StoreError),
+    /// The engine has stopped (the controller is shutting down).
+    #[error("the controller is shutting down")]
+    Stopped,
+}
+
+/// A reply held back until the snapshot that includes its change is out.
+type Reply = Box<dyn FnOnce() + Send>;
+
+/// A policy channel for one sidecar.
+pub type PolicyRx = watch::Receiver<Arc<PolicySpec>>;
+
+/// A typed change, sent to the engine.
+#[derive(Debug)]
+pub enum Command {
+    /// A sidecar registered.
+    Register {
+        /// Its workload.
+        id: WorkloadId,
+        /// Addresses of its inbound listener.
+        addrs: Vec<SocketAddr>,
+        /// Its version.
+        version: String,
+        /// Receives the policy channel.
+        reply: oneshot::Sender<Result<PolicyRx, EngineError>>,
+    },
+    /// A sidecar's policy stream ended.
+    Disconnect {
+        /// Its workload.
+        id: WorkloadId,
+    },
+    /// A sidecar reported observations.
+    Report {
+        /// The reporting workload.
+        reporter: WorkloadId,
+        /// What it saw.
+        observations: Vec<Observation>,
+        /// Observations it dropped.
+        dropped: u64,
+        /// Answered once the report is stored.
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
+    /// Change the mode of one namespace, or of all when `namespace` is None.
+    SetMode {
+        /// Namespace, or None for every namespace and the default.
+        namespace: Option<String>,
+        /// The new mode.
+        mode: Mode,
+        /// Receives the modes after the change.
+        reply: oneshot::Sender<Result<Modes, EngineError>>,
+    },
+}
+
+/// A cheap, clonable handle to the engine.
+#[derive(Clone, Debug)]
+pub struct Handle {
+    tx: mpsc::Sender<Command>,
+    snapshot: watch::Receiver<Arc<Snapshot>>,
+}
+
+impl Handle {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, EngineError>>) -> Command,
+    ) -> Result<T, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Registers a sidecar and returns its policy channel.
+    pub async fn register(
+        &self,
+        id: WorkloadId,
+        addrs: Vec<SocketAddr>,
+        version: String,
+    ) -> Result<PolicyRx, EngineError> {
+        self.call(|reply| Command::Register {
+            id,
+            addrs,
+            version,
+            reply,
+        })
+        .await
+    }
+
+    /// Tells the engine a sidecar's stream ended (never blocks).
+    pub fn disconnect(&self, id: WorkloadId) {
+        let tx = self.tx.clone();
+        // From a Drop: hand it to a task when the queue is full.
+        if let Err(mpsc::error::TrySendError::Full(cmd)) = tx.try_send(Command::Disconnect { id })
+        {
+            tokio::spawn(async move { tx.send(cmd).await });
+        }
+    }
+
+    /// Applies a report; returns once it is durable.
+    pub async fn report(
+        &self,
+        reporter: WorkloadId,
+        observations: Vec<Observation>,
+        dropped: u64,
+    ) -> Result<(), EngineError> {
+        self.call(|reply| Command::Report {
+            reporter,
+            observations,
+            dropped,
+            reply,
+        })
+        .await
+    }
+
+    /// Changes a mode; returns the modes once durable and pushed.
+    pub async fn set_mode(&self, namespace: Option<String>, mode: Mode) -> Result<Modes, EngineError> {
+        self.call(|reply| Command::SetMode {
+            namespace,
+            mode,
+            reply,
+        })
+        .await
+    }
+
+    /// The latest snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+}
+
+/// All state, owned by the engine thread.
+struct Engine {
+    store: Store,
+    modes: Modes,
+    inventory: Inventory,
+    graph: Graph,
+    baseline: Baseline,
+    alerts: BTreeMap<String, Alert>,
+    policies: Policies,
+    dropped: u64,
+}
+
+/// Loads the state from `store` and starts the engine thread.
+pub fn spawn(store: Store) -> Result<(Handle, std::thread::JoinHandle<()>), StoreError> {
+    let loaded = store.load()?;
+    if loaded.skipped > 0 {
+        tracing::warn!(rows = loaded.skipped, "some stored rows were unreadable and are ignored");
+    }
+    let mut engine = Engine {
+        store,
+        modes: loaded.modes,
+        inventory: Inventory::default(),
+        graph: Graph::default(),
+        baseline: loaded.baseline,
+        alerts: loaded.alerts.into_iter().map(|a| (a.key(), a)).collect(),
+        policies: Policies::default(),
+        dropped: 0,
+    };
+    for (id, record) in loaded.workloads {
+        engine.graph.ensure_node(&NodeId::Workload(id.clone()));
+        engine.inventory.restore(id, record);
+    }
+    for (key, stats) in loaded.edges {
+        engine.graph.restore_edge(&key, stats);
+    }
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let (snap_tx, snap_rx) = watch::channel(Arc::new(engine.snapshot()));
+    let thread = std::thread::Builder::new()
+        .name("vigil-engine".into())
+        .spawn(move || engine.run(rx, snap_tx))
+        .expect("spawning the engine thread");
+    Ok((
+        Handle {
+            tx,
+            snapshot: snap_rx,
+        },
+        thread,
+    ))
+}
+
+impl Engine {
+    fn run(mut self, mut rx: mpsc::Receiver<Command>, snapshots: watch::Sender<Arc<Snapshot>>) {
+        let mut replies = Vec::with_capacity(BATCH);
+        while let Some(cmd) = rx.blocking_recv() {
+            replies.extend(self.apply(cmd));
+            for _ in 1..BATCH {
+                match rx.try_recv() {
+                    Ok(cmd) => replies.extend(self.apply(cmd)),
+                    Err(_) => break,
+                }
+            }
+            snapshots.send_replace(Arc::new(self.snapshot()));
+            // Replies go out after the snapshot: a caller reads its own writes.
+            for reply in replies.drain(..) {
+                reply();
+            }
+        }
+        tracing::debug!("engine stopped");
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        snapshot::build(&Parts {
+            modes: &self.modes,
+            inventory: &self.inventory,
+            graph: &self.graph,
+            baseline: &self.baseline,
+            alerts: &self.alerts,
+            dropped: self.dropped,
+        })
+    }
+
+    /// Applies one command; returns its reply, to be sent once the snapshot
+    /// that includes it is published.
+    fn apply(&mut self, cmd: Command) -> Option<Reply> {
+        match cmd {
+            Command::Register {
+                id,
+                addrs,
+                version,
+                reply,
+            } => {
+                let result = self.register(&id, &addrs, &version);
+                Some(Box::new(move || drop(reply.send(result))))
+            }
+            Command::Disconnect { id } => {
+                self.inventory.set_connected(&id, false);
+                tracing::info!(workload = %id, "sidecar disconnected");
+                None
+            }
+            Command::Report {
+                reporter,
+                observations,
+                dropped,
+                reply,
+            } => {
+                self.dropped = self.dropped.saturating_add(dropped);
+                let result = self.report(&reporter, &observations);
+                Some(Box::new(move || drop(reply.send(result))))
+            }
+            Command::SetMode {
+                namespace,
+                mode,
+                reply,
+            } => {
+                let result = self.set_mode(namespace, mode);
+                Some(Box::new(move || drop(reply.send(result))))
+            }
+        }
+    }
+
+    fn register(
+        &mut self,
+        id: &WorkloadId,
+        addrs: &[SocketAddr],
+        version: &str,
+    ) -> Result<PolicyRx, EngineError> {
+        let now = now_unix();
+        let mut changes = Changes::default();
+        let record = self.inventory.register(id, addrs, version, now).clone();
+        changes.workloads.push((id.clone(), record));
+        self.graph.ensure_node(&NodeId::Workload(id.clone()));
+        let mode = self.modes.of(&id.namespace);
+        if mode == Mode::Learning && self.baseline.learn_workload(id) {
+            changes.baseline_workloads.push(id.clone());
+        }
+        if let Some(verdict) = detect::check_workload(mode, &self.baseline, id) {
+            tracing::warn!(workload = %id, action = ?verdict.action, "new deployment outside the baseline");
+            self.raise(&mut changes, verdict, id, String::new(), 1, now);
+        }
+        self.store.write(&changes)?;
+        self.inventory.set_connected(id, true);
+        tracing::info!(workload = %id, ?addrs, "sidecar registered");
+        self.republish(Some(id));
+        Ok(self.policies.subscribe(id).expect("published above"))
+    }
+
+    fn report(&mut self, reporter: &WorkloadId, observations: &[Observation]) -> Result<(), EngineError> {
+        let now = now_unix();
+        let mode = self.modes.of(&reporter.namespace);
+        let mut changes = Changes::default();
+        let mut touched = BTreeSet::new();
+        if mode == Mode::Learning && self.baseline.learn_workload(reporter) {
+            changes.baseline_workloads.push(reporter.clone());
+        }
+        for obs in observations {
+            let Some(edge) = self.edge_of(reporter, obs) else {
+                continue;
+            };
+            self.graph.record(&edge, obs, now);
+            if mode == Mode::Learning {
+                if self.baseline.learn_edge(&edge) {
+                    changes.baseline_edges.push(edge.clone());
+                }
+            } else if let Some(verdict) = detect::check_edge(mode, &self.baseline, &edge) {
+                self.graph.mark_violation(&edge);
+                let destination = match obs.direction {
+                    Direction::Outbound => label(&edge.1),
+                    Direction::Inbound => label(&edge.0),
+                };
+                self.raise(&mut changes, verdict, reporter, destination, obs.count, now);
+            }
+            touched.insert(edge);
+        }
+        changes.edges = touched
+            .into_iter()
+            .filter_map(|edge| {
+                let stats = self.graph.edge(&edge)?.clone();
+                Some((edge, stats))
+            })
+            .collect();
+        let learned = !changes.baseline_edges.is_empty();
+        self.store.write(&changes)?;
+        if learned {
+            // Nothing is enforced while learning, but keep the compiled
+            // policies (and /config_dump) true to the baseline.
+            self.republish(None);
+        }
+        Ok(())
+    }
+
+    /// The graph edge an observation belongs to. Inbound calls from another
+    /// sidecar are counted by that sidecar's outbound report, so only calls
+    /// from the internet (no Vigil identity) make inbound edges.
+    fn edge_of(&self, reporter: &WorkloadId, obs: &Observation) -> Option<EdgeKey> {
+        let me = NodeId::Workload(reporter.clone());
+        match obs.direction {
+            Direction::Outbound => Some((me, self.inventory.destination(reporter, obs))),
+            Direction::Inbound if obs.source.is_none() => Some((NodeId::Internet, me)),
+            Direction::Inbound => None,
+        }
+    }
+
+    fn raise(
+        &mut self,
+        changes: &mut Changes,
+        verdict: Verdict,
+        id: &WorkloadId,
+        destination: String,
+        count: u64,
+        now: u64,
+    ) {
+        let key = alert_key(verdict.kind, &id.namespace, &id.name, &destination);
+        let at = rfc3339(now);
+        let alert = self.alerts.entry(key).or_insert_with(|| Alert {
+            kind: verdict.kind,
+            namespace: id.namespace.clone(),
+            workload: id.name.clone(),
+            destination,
+            action: verdict.action,
+            count: 0,
+            first_seen: at.clone(),
+            last_seen: at.clone(),
+        });
+        alert.count = alert.count.saturating_add(count);
+        alert.action = verdict.action;
+        alert.last_seen = at;
+        if verdict.kind != AlertKind::NewDeployment || alert.count == 1 {
+            tracing::warn!(kind = alert.kind.as_str(), workload = %id, destination = %alert.destination, action = ?alert.action, "violation");
+        }
+        changes.alerts.push(alert.clone());
+    }
+
+    fn set_mode(&mut self, namespace: Option<String>, mode: Mode) -> Result<Modes, EngineError> {
+        let mut modes = self.modes.clone();
+        match namespace {
+            Some(ns) => {
+                modes.namespaces.insert(ns, mode);
+            }
+            None => {
+                modes.default = mode;
+                modes.namespaces.clear();
+            }
+        }
+        self.store.write(&Changes {
+            modes: Some(modes.clone()),
+            ..Changes::default()
+        })?;
+        self.modes = modes;
+        tracing::info!(modes = ?self.modes, "mode changed");
+        self.republish(None);
+        Ok(self.modes.clone())
+    }
+
+    /// Recompiles and publishes the policy of every workload with a channel
+    /// (and of `extra`); unchanged policies are not re-sent.
+    fn republish(&mut self, extra: Option<&WorkloadId>) {
+        let mut ids: Vec<WorkloadId> = self.policies.workloads().cloned().collect();
+        if let Some(id) = extra {
+            ids.push(id.clone());
+        }
+        for id in ids {
+            let mode = self.modes.of(&id.namespace);
+            let spec = policy::compile(&id, mode, &self.baseline, &self.graph, &self.inventory);
+            if self.policies.publish(&id, spec) {
+                tracing::debug!(workload = %id, mode = mode.label(), "policy published");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,163 @@
+use super::*;
+use crate::model::Action;
+
+const ENFORCE: Mode = Mode::Enforcement { alert_only: false };
+
+fn id(name: &str) -> WorkloadId {
+    WorkloadId::new("default", name).unwrap()
+}
+
+fn outbound(authority: &str, addr: Option<&str>, count: u64) -> Observation {
+    Observation {
+        direction: Direction::Outbound,
+        protocol: "http1",
+        source: None,
+        authority: authority.into(),
+        resolved_addr: addr.map(|a| a.parse().unwrap()),
+        method: "GET".into(),
+        path: "/".into(),
+        status: 200,
+        count,
+        denied: 0,
+        bytes_in: 1,
+        bytes_out: 2,
+        latency_sum_us: 100,
+    }
+}
+
+fn start(dir: &std::path::Path) -> (Handle, std::thread::JoinHandle<()>) {
+    spawn(Store::open(dir).unwrap()).unwrap()
+}
+
+async fn stop(handle: Handle, thread: std::thread::JoinHandle<()>) {
+    drop(handle);
+    tokio::task::spawn_blocking(move || thread.join().unwrap())
+        .await
+        .unwrap();
+}
+
+/// The snapshot after every reply received so far (replies follow it).
+async fn settled(h: &Handle) -> Arc<Snapshot> {
+    h.snapshot()
+}
+
+#[tokio::test]
+async fn learning_then_enforcement_alerts_and_blocks_only_the_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, thread) = start(dir.path());
+    let mut web_policy = h.register(id("web"), vec![], "t".into()).await.unwrap();
+    h.register(id("db"), vec!["127.0.0.1:7001".parse().unwrap()], "t".into())
+        .await
+        .unwrap();
+    assert!(!web_policy.borrow_and_update().enforce);
+
+    h.report(id("web"), vec![outbound("db:7001", Some("127.0.0.1:7001"), 5), outbound("pypi.org:443", None, 2)], 0)
+        .await
+        .unwrap();
+    h.set_mode(None, ENFORCE).await.unwrap();
+    assert!(web_policy.has_changed().unwrap(), "policy pushed on mode change");
+    let policy = web_policy.borrow_and_update().clone();
+    assert!(policy.enforce);
+    assert!(policy.allowed_authorities.contains("pypi.org:443"));
+    assert!(policy.allowed_addrs.contains(&"127.0.0.1:7001".parse().unwrap()));
+
+    // Known traffic raises nothing; unknown egress does.
+    h.report(id("web"), vec![outbound("pypi.org:443", None, 1), outbound("pool.example:3333", None, 3)], 0)
+        .await
+        .unwrap();
+    // A workload never seen while learning is a new deployment.
+    let miner_policy = h.register(id("miner"), vec![], "t".into()).await.unwrap();
+    assert!(miner_policy.borrow().enforce);
+    assert!(miner_policy.borrow().allowed_authorities.is_empty());
+
+    let snap = settled(&h).await;
+    let mut kinds: Vec<_> = snap
+        .alerts
+        .iter()
+        .map(|a| (a.kind, a.workload.as_str(), a.destination.as_str(), a.count, a.action))
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            (AlertKind::UnknownEgress, "web", "pool.example:3333", 3, Action::Blocked),
+            (AlertKind::NewDeployment, "miner", "", 1, Action::Blocked),
+        ]
+    );
+    let edge = snap
+        .graph
+        .edges
+        .iter()
+        .find(|e| e.target == "external:pool.example:3333")
+        .unwrap();
+    assert!(edge.violation && !edge.in_baseline);
+    let db_edge = snap
+        .graph
+        .edges
+        .iter()
+        .find(|e| e.target == "workload:default/db")
+        .expect("the call to db resolved to the db workload by address");
+    assert!(db_edge.in_baseline && !db_edge.violation);
+    assert_eq!(db_edge.requests, 5);
+    stop(h, thread).await;
+}
+
+#[tokio::test]
+async fn mode_baseline_and_alerts_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, thread) = start(dir.path());
+    h.register(id("web"), vec![], "t".into()).await.unwrap();
+    h.report(id("web"), vec![outbound("pypi.org:443", None, 1)], 0)
+        .await
+        .unwrap();
+    h.set_mode(Some("default".into()), Mode::Enforcement { alert_only: true })
+        .await
+        .unwrap();
+    h.report(id("web"), vec![outbound("evil.example:80", None, 1)], 0)
+        .await
+        .unwrap();
+    let before = settled(&h).await;
+    stop(h, thread).await;
+
+    let (h, thread) = start(dir.path());
+    let after = h.snapshot();
+    assert_eq!(after.modes.of("default"), Mode::Enforcement { alert_only: true });
+    assert_eq!(after.alerts, before.alerts);
+    assert_eq!(after.graph.edges, before.graph.edges);
+    assert_eq!(after.counts.baseline_edges, 1);
+    // Alert-only: flagged, not blocked, and the policy does not enforce.
+    assert_eq!(after.alerts[0].action, Action::Flagged);
+    let policy = h.register(id("web"), vec![], "t".into()).await.unwrap();
+    assert!(!policy.borrow().enforce);
+    stop(h, thread).await;
+}
+
+#[tokio::test]
+async fn inbound_calls_from_the_internet_are_edges_and_meshed_ones_are_not_double_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, thread) = start(dir.path());
+    let mut from_internet = outbound("web:80", None, 4);
+    from_internet.direction = Direction::Inbound;
+    let mut from_peer = from_internet.clone();
+    from_peer.source = Some(id("api"));
+    h.report(id("web"), vec![from_internet, from_peer], 0).await.unwrap();
+    let snap = settled(&h).await;
+    assert_eq!(snap.graph.edges.len(), 1);
+    assert_eq!(snap.graph.edges[0].source, "internet");
+    assert_eq!(snap.graph.edges[0].requests, 4);
+    stop(h, thread).await;
+}
+
+#[tokio::test]
+async fn connected_sidecars_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, thread) = start(dir.path());
+    h.register(id("web"), vec![], "t".into()).await.unwrap();
+    h.register(id("db"), vec![], "t".into()).await.unwrap();
+    assert_eq!(settled(&h).await.counts.sidecars_connected, 2);
+    h.disconnect(id("db"));
+    // A round trip orders the disconnect before the read.
+    h.set_mode(None, Mode::Learning).await.unwrap();
+    assert_eq!(settled(&h).await.counts.sidecars_connected, 1);
+    stop(h, thread).await;
+}
