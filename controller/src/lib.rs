@@ -16,3 +16,4 @@ pub mod policy;
 pub mod store;
 pub mod engine;
 pub mod snapshot;
+pub mod ingest;

@@ -1,0 +1,361 @@
+//! The gRPC edge facing the sidecars (`vigil.v1.Controller`).
+//!
+//! Validates and converts protobuf messages into domain types, hands them to
+//! the engine, and streams policy back. No decisions are made here.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+use futures_util::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, WatchStream};
+use tonic::{Request, Response, Status, Streaming};
+use vigil_proto::v1;
+
+use crate::engine::{EngineError, Handle};
+use crate::model::{Direction, NameError, Observation, WorkloadId};
+use crate::policy::PolicySpec;
+
+/// Most observations accepted in one batch.
+const MAX_OBSERVATIONS: usize = 50_000;
+/// Longest authority accepted (RFC 1035 name + port).
+const MAX_AUTHORITY: usize = 261;
+/// Longest path template accepted.
+const MAX_PATH: usize = 2048;
+/// Longest method accepted.
+const MAX_METHOD: usize = 32;
+/// Most inbound addresses a sidecar may advertise.
+const MAX_ADDRS: usize = 64;
+
+/// An observation that failed validation.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ObservationError {
+    /// Direction unset or unknown.
+    #[error("direction {0} is not inbound or outbound")]
+    Direction(i32),
+    /// The source was not `ns/name`.
+    #[error("source: {0}")]
+    Source(NameError),
+    /// The authority was missing, too long or held bad characters.
+    #[error("authority {0:?} is not a host:port")]
+    Authority(String),
+    /// The resolved address did not parse.
+    #[error("resolved address {0:?} is not ip:port")]
+    Addr(String),
+    /// The method was too long or not a token.
+    #[error("method {0:?} is not an HTTP method")]
+    Method(String),
+    /// The path was too long.
+    #[error("path is longer than {MAX_PATH} bytes")]
+    Path,
+    /// The status was not an HTTP status.
+    #[error("status {0} is out of range")]
+    Status(u32),
+    /// More denied than seen.
+    #[error("denied {denied} exceeds count {count}")]
+    Denied {
+        /// Denied requests.
+        denied: u64,
+        /// All requests.
+        count: u64,
+    },
+}
+
+fn protocol_name(p: i32) -> &'static str {
+    match v1::Protocol::try_from(p) {
+        Ok(v1::Protocol::Http1) => "http1",
+        Ok(v1::Protocol::Http2) => "http2",
+        Ok(v1::Protocol::Tcp) => "tcp",
+        Ok(v1::Protocol::Tls) => "tls",
+        Ok(v1::Protocol::Grpc) => "grpc",
+        Ok(v1::Protocol::Stratum) => "stratum",
+        _ => "unknown",
+    }
+}
+
+fn valid_authority(a: &str) -> bool {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']');
+    !a.is_empty() && a.len() <= MAX_AUTHORITY && a.chars().all(ok)
+}
+
+impl TryFrom<v1::Observation> for Observation {
+    type Error = ObservationError;
+
+    fn try_from(o: v1::Observation) -> Result<Self, Self::Error> {
+        let direction = match v1::Direction::try_from(o.direction) {
+            Ok(v1::Direction::Inbound) => Direction::Inbound,
+            Ok(v1::Direction::Outbound) => Direction::Outbound,
+            _ => return Err(ObservationError::Direction(o.direction)),
+        };
+        let source = match o.source.as_str() {
+            "" => None,
+            s => Some(s.parse().map_err(ObservationError::Source)?),
+        };
+        let authority = o.authority.to_ascii_lowercase();
+        let authority_ok = valid_authority(&authority) || (direction == Direction::Inbound && authority.is_empty());
+        if !authority_ok {
+            return Err(ObservationError::Authority(o.authority));
+        }
+        let resolved_addr = match o.resolved_addr.as_str() {
+            "" => None,
+            a => Some(a.parse().map_err(|_| ObservationError::Addr(o.resolved_addr.clone()))?),
+        };
+        if o.method.len() > MAX_METHOD || !o.method.chars().all(|c| c.is_ascii_alphabetic()) {
+            return Err(ObservationError::Method(o.method));
+        }
+        if o.path.len() > MAX_PATH {
+            return Err(ObservationError::Path);
+        }
+        let status = u16::try_from(o.status)
+            .ok()
+            .filter(|s| *s <= 999)
+            .ok_or(ObservationError::Status(o.status))?;
+        if o.denied > o.count {
+            return Err(ObservationError::Denied {
+                denied: o.denied,
+                count: o.count,
+            });
+        }
+        Ok(Self {
+            direction,
+            protocol: protocol_name(o.protocol),
+            source,
+            authority,
+            resolved_addr,
+            method: o.method,
+            path: o.path,
+            status,
+            count: o.count,
+            denied: o.denied,
+            bytes_in: o.bytes_in,
+            bytes_out: o.bytes_out,
+            latency_sum_us: o.latency_sum_us,
+        })
+    }
+}
+
+fn identity(identity: Option<v1::Identity>) -> Result<WorkloadId, Status> {
+    let identity = identity.ok_or_else(|| Status::invalid_argument("identity is missing"))?;
+    let namespace = if identity.namespace.is_empty() {
+        "default"
+    } else {
+        &identity.namespace
+    };
+    WorkloadId::new(namespace, &identity.workload)
+        .map_err(|e| Status::invalid_argument(format!("identity: {e}")))
+}
+
+impl From<&PolicySpec> for v1::Policy {
+    fn from(spec: &PolicySpec) -> Self {
+        Self {
+            version: spec.version,
+            enforce: spec.enforce,
+            allowed_authorities: spec.allowed_authorities.iter().cloned().collect(),
+            allowed_addrs: spec.allowed_addrs.iter().map(ToString::to_string).collect(),
+            allowed_sources: spec.allowed_sources.iter().cloned().collect(),
+            mode: spec.mode.label().to_owned(),
+        }
+    }
+}
+
+fn engine_status(e: EngineError) -> Status {
+    Status::unavailable(e.to_string())
+}
+
+/// Tells the engine when a sidecar's policy stream is dropped.
+struct Connection {
+    engine: Handle,
+    id: WorkloadId,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.engine.disconnect(self.id.clone());
+    }
+}
+
+/// The gRPC service.
+#[derive(Clone, Debug)]
+pub struct Ingest {
+    engine: Handle,
+}
+
+impl Ingest {
+    /// A service feeding `engine`.
+    pub fn new(engine: Handle) -> Self {
+        Self { engine }
+    }
+
+    /// The tonic server wrapper for this service.
+    pub fn into_server(self) -> v1::controller_server::ControllerServer<Self> {
+        v1::controller_server::ControllerServer::new(self)
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl v1::controller_server::Controller for Ingest {
+    type RegisterStream = BoxStream<v1::Policy>;
+    type ReportStream = BoxStream<v1::ReportAck>;
+
+    async fn register(
+        &self,
+        request: Request<v1::Registration>,
+    ) -> Result<Response<Self::RegisterStream>, Status> {
+        let registration = request.into_inner();
+        let id = identity(registration.identity)?;
+        if registration.inbound_addrs.len() > MAX_ADDRS {
+            return Err(Status::invalid_argument(format!("more than {MAX_ADDRS} inbound addresses")));
+        }
+        let addrs = registration
+            .inbound_addrs
+            .iter()
+            .map(|a| {
+                a.parse::<SocketAddr>()
+                    .map_err(|_| Status::invalid_argument(format!("inbound address {a:?} is not ip:port")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let policies = self
+            .engine
+            .register(id.clone(), addrs, registration.proxy_version)
+            .await
+            .map_err(engine_status)?;
+        let connection = Connection {
+            engine: self.engine.clone(),
+            id,
+        };
+        let stream = WatchStream::new(policies).map(move |spec| {
+            let _alive = &connection;
+            Ok(v1::Policy::from(spec.as_ref()))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn report(
+        &self,
+        request: Request<Streaming<v1::ReportBatch>>,
+    ) -> Result<Response<Self::ReportStream>, Status> {
+        let mut batches = request.into_inner();
+        let engine = self.engine.clone();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            loop {
+                let batch = match batches.message().await {
+                    Ok(Some(batch)) => batch,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(%status, "report stream ended");
+                        break;
+                    }
+                };
+                let seq = batch.seq;
+                let result = match apply(&engine, batch).await {
+                    Ok(()) => Ok(v1::ReportAck { seq }),
+                    Err(status) => Err(status),
+                };
+                let failed = result.is_err();
+                if tx.send(result).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Validates one batch and hands it to the engine. Invalid observations are
+/// skipped (and logged); an invalid identity or an oversized batch fails the
+/// stream.
+async fn apply(engine: &Handle, batch: v1::ReportBatch) -> Result<(), Status> {
+    let reporter = identity(batch.identity)?;
+    if batch.observations.len() > MAX_OBSERVATIONS {
+        return Err(Status::invalid_argument(format!(
+            "a batch holds at most {MAX_OBSERVATIONS} observations"
+        )));
+    }
+    let mut observations = Vec::with_capacity(batch.observations.len());
+    let mut rejected = 0u64;
+    for o in batch.observations {
+        match Observation::try_from(o) {
+            Ok(o) => observations.push(o),
+            Err(e) => {
+                rejected += 1;
+                tracing::warn!(workload = %reporter, error = %e, "rejected an observation");
+            }
+        }
+    }
+    engine
+        .report(reporter, observations, batch.dropped.saturating_add(rejected))
+        .await
+        .map_err(engine_status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good() -> v1::Observation {
+        v1::Observation {
+            direction: v1::Direction::Outbound as i32,
+            protocol: v1::Protocol::Http1 as i32,
+            authority: "PyPI.org:443".into(),
+            resolved_addr: "151.101.0.223:443".into(),
+            method: "GET".into(),
+            path: "/simple/{id}".into(),
+            status: 200,
+            count: 3,
+            denied: 1,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn valid_observations_convert_with_a_lowercase_authority() {
+        let o = Observation::try_from(good()).unwrap();
+        assert_eq!(o.authority, "pypi.org:443");
+        assert_eq!(o.protocol, "http1");
+        assert_eq!(o.resolved_addr, Some("151.101.0.223:443".parse().unwrap()));
+    }
+
+    #[test]
+    fn bogus_observations_are_rejected_with_a_reason() {
+        let cases: Vec<(fn(&mut v1::Observation), ObservationError)> = vec![
+            (|o| o.direction = 9, ObservationError::Direction(9)),
+            (|o| o.authority = "a b:80".into(), ObservationError::Authority("a b:80".into())),
+            (|o| o.authority = String::new(), ObservationError::Authority(String::new())),
+            (|o| o.resolved_addr = "nope".into(), ObservationError::Addr("nope".into())),
+            (|o| o.method = "GET\r\n".into(), ObservationError::Method("GET\r\n".into())),
+            (|o| o.path = "/".repeat(5000), ObservationError::Path),
+            (|o| o.status = 70_000, ObservationError::Status(70_000)),
+            (|o| o.denied = 9, ObservationError::Denied { denied: 9, count: 3 }),
+        ];
+        for (mutate, expected) in cases {
+            let mut o = good();
+            mutate(&mut o);
+            assert_eq!(Observation::try_from(o).unwrap_err(), expected);
+        }
+        let mut o = good();
+        o.direction = v1::Direction::Inbound as i32;
+        o.source = "Not/Valid".into();
+        assert!(matches!(Observation::try_from(o), Err(ObservationError::Source(_))));
+    }
+
+    #[test]
+    fn identity_defaults_the_namespace_and_validates_names() {
+        let id = identity(Some(v1::Identity {
+            workload: "web".into(),
+            ..Default::default()
+        }))
+        .unwrap();
+        assert_eq!(id.to_string(), "default/web");
+        assert!(identity(None).is_err());
+        assert!(
+            identity(Some(v1::Identity {
+                workload: "../etc".into(),
+                ..Default::default()
+            }))
+            .is_err()
+        );
+    }
+}
