@@ -75,12 +75,24 @@ mod tests {
         let table = [
             // (mode, edge, expected)
             (Mode::Learning, (wl("web"), pool.clone()), None),
-            (ENFORCE, (wl("web"), NodeId::External("pypi.org:443".into())), None),
+            (
+                ENFORCE,
+                (wl("web"), NodeId::External("pypi.org:443".into())),
+                None,
+            ),
             (ENFORCE, (wl("web"), wl("db")), None),
             (ENFORCE, (NodeId::Internet, wl("web")), None),
-            (ENFORCE, (wl("web"), pool.clone()), blocked(AlertKind::UnknownEgress)),
+            (
+                ENFORCE,
+                (wl("web"), pool.clone()),
+                blocked(AlertKind::UnknownEgress),
+            ),
             (ENFORCE, (wl("db"), wl("web")), blocked(AlertKind::NewEdge)),
-            (ENFORCE, (NodeId::Internet, wl("db")), blocked(AlertKind::NewEdge)),
+            (
+                ENFORCE,
+                (NodeId::Internet, wl("db")),
+                blocked(AlertKind::NewEdge),
+            ),
             (
                 ALERT_ONLY,
                 (wl("web"), pool),

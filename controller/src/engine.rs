@@ -17,8 +17,8 @@ use crate::detect::{self, Verdict};
 use crate::graph::Graph;
 use crate::inventory::Inventory;
 use crate::model::{
-    Alert, AlertKind, Direction, EdgeKey, Mode, Modes, NodeId, Observation, WorkloadId,
-    alert_key, now_unix, rfc3339,
+    Alert, AlertKind, Direction, EdgeKey, Mode, Modes, NodeId, Observation, WorkloadId, alert_key,
+    now_unix, rfc3339,
 };
 use crate::policy::{self, Policies, PolicySpec};
 use crate::snapshot::{self, Parts, Snapshot, label};
@@ -127,8 +127,7 @@ impl Handle {
     pub fn disconnect(&self, id: WorkloadId) {
         let tx = self.tx.clone();
         // From a Drop: hand it to a task when the queue is full.
-        if let Err(mpsc::error::TrySendError::Full(cmd)) = tx.try_send(Command::Disconnect { id })
-        {
+        if let Err(mpsc::error::TrySendError::Full(cmd)) = tx.try_send(Command::Disconnect { id }) {
             tokio::spawn(async move { tx.send(cmd).await });
         }
     }
@@ -150,7 +149,11 @@ impl Handle {
     }
 
     /// Changes a mode; returns the modes once durable and pushed.
-    pub async fn set_mode(&self, namespace: Option<String>, mode: Mode) -> Result<Modes, EngineError> {
+    pub async fn set_mode(
+        &self,
+        namespace: Option<String>,
+        mode: Mode,
+    ) -> Result<Modes, EngineError> {
         self.call(|reply| Command::SetMode {
             namespace,
             mode,
@@ -181,7 +184,10 @@ struct Engine {
 pub fn spawn(store: Store) -> Result<(Handle, std::thread::JoinHandle<()>), StoreError> {
     let loaded = store.load()?;
     if loaded.skipped > 0 {
-        tracing::warn!(rows = loaded.skipped, "some stored rows were unreadable and are ignored");
+        tracing::warn!(
+            rows = loaded.skipped,
+            "some stored rows were unreadable and are ignored"
+        );
     }
     let mut engine = Engine {
         store,
@@ -311,7 +317,11 @@ impl Engine {
         Ok(self.policies.subscribe(id).expect("published above"))
     }
 
-    fn report(&mut self, reporter: &WorkloadId, observations: &[Observation]) -> Result<(), EngineError> {
+    fn report(
+        &mut self,
+        reporter: &WorkloadId,
+        observations: &[Observation],
+    ) -> Result<(), EngineError> {
         let now = now_unix();
         let mode = self.modes.of(&reporter.namespace);
         let mut changes = Changes::default();

@@ -53,7 +53,9 @@ impl EdgeStats {
         self.requests = self.requests.saturating_add(obs.count);
         self.denied = self.denied.saturating_add(obs.denied);
         if obs.status == 0 || obs.status >= 500 {
-            self.errors = self.errors.saturating_add(obs.count - obs.denied.min(obs.count));
+            self.errors = self
+                .errors
+                .saturating_add(obs.count - obs.denied.min(obs.count));
         }
         self.bytes_in = self.bytes_in.saturating_add(obs.bytes_in);
         self.bytes_out = self.bytes_out.saturating_add(obs.bytes_out);
@@ -176,7 +178,9 @@ mod tests {
         let web = NodeId::Workload(WorkloadId::new("default", "web").unwrap());
         let key = (web.clone(), NodeId::External("pypi.org:443".into()));
         g.record(&key, &obs("pypi.org:443", "/simple", 200, 3), 10);
-        let stats = g.record(&key, &obs("pypi.org:443", "/simple", 503, 2), 20).clone();
+        let stats = g
+            .record(&key, &obs("pypi.org:443", "/simple", 503, 2), 20)
+            .clone();
         assert_eq!(stats.requests, 5);
         assert_eq!(stats.errors, 2);
         assert_eq!(stats.bytes_out, 200);
@@ -192,7 +196,11 @@ mod tests {
         let mut g = Graph::default();
         let key = (NodeId::Internet, NodeId::External("x:80".into()));
         for i in 0..1000 {
-            g.record(&key, &obs(&format!("h{i}:80"), &format!("/p{i}"), 200, 1), 1);
+            g.record(
+                &key,
+                &obs(&format!("h{i}:80"), &format!("/p{i}"), 200, 1),
+                1,
+            );
         }
         let stats = g.edge(&key).unwrap();
         assert_eq!(stats.requests, 1000);

@@ -92,13 +92,17 @@ impl TryFrom<v1::Observation> for Observation {
             s => Some(s.parse().map_err(ObservationError::Source)?),
         };
         let authority = o.authority.to_ascii_lowercase();
-        let authority_ok = valid_authority(&authority) || (direction == Direction::Inbound && authority.is_empty());
+        let authority_ok = valid_authority(&authority)
+            || (direction == Direction::Inbound && authority.is_empty());
         if !authority_ok {
             return Err(ObservationError::Authority(o.authority));
         }
         let resolved_addr = match o.resolved_addr.as_str() {
             "" => None,
-            a => Some(a.parse().map_err(|_| ObservationError::Addr(o.resolved_addr.clone()))?),
+            a => Some(
+                a.parse()
+                    .map_err(|_| ObservationError::Addr(o.resolved_addr.clone()))?,
+            ),
         };
         if o.method.len() > MAX_METHOD || !o.method.chars().all(|c| c.is_ascii_alphabetic()) {
             return Err(ObservationError::Method(o.method));
@@ -206,14 +210,17 @@ impl v1::controller_server::Controller for Ingest {
         let registration = request.into_inner();
         let id = identity(registration.identity)?;
         if registration.inbound_addrs.len() > MAX_ADDRS {
-            return Err(Status::invalid_argument(format!("more than {MAX_ADDRS} inbound addresses")));
+            return Err(Status::invalid_argument(format!(
+                "more than {MAX_ADDRS} inbound addresses"
+            )));
         }
         let addrs = registration
             .inbound_addrs
             .iter()
             .map(|a| {
-                a.parse::<SocketAddr>()
-                    .map_err(|_| Status::invalid_argument(format!("inbound address {a:?} is not ip:port")))
+                a.parse::<SocketAddr>().map_err(|_| {
+                    Status::invalid_argument(format!("inbound address {a:?} is not ip:port"))
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let policies = self
@@ -286,7 +293,11 @@ async fn apply(engine: &Handle, batch: v1::ReportBatch) -> Result<(), Status> {
         }
     }
     engine
-        .report(reporter, observations, batch.dropped.saturating_add(rejected))
+        .report(
+            reporter,
+            observations,
+            batch.dropped.saturating_add(rejected),
+        )
         .await
         .map_err(engine_status)
 }
@@ -322,13 +333,31 @@ mod tests {
     fn bogus_observations_are_rejected_with_a_reason() {
         let cases: Vec<(fn(&mut v1::Observation), ObservationError)> = vec![
             (|o| o.direction = 9, ObservationError::Direction(9)),
-            (|o| o.authority = "a b:80".into(), ObservationError::Authority("a b:80".into())),
-            (|o| o.authority = String::new(), ObservationError::Authority(String::new())),
-            (|o| o.resolved_addr = "nope".into(), ObservationError::Addr("nope".into())),
-            (|o| o.method = "GET\r\n".into(), ObservationError::Method("GET\r\n".into())),
+            (
+                |o| o.authority = "a b:80".into(),
+                ObservationError::Authority("a b:80".into()),
+            ),
+            (
+                |o| o.authority = String::new(),
+                ObservationError::Authority(String::new()),
+            ),
+            (
+                |o| o.resolved_addr = "nope".into(),
+                ObservationError::Addr("nope".into()),
+            ),
+            (
+                |o| o.method = "GET\r\n".into(),
+                ObservationError::Method("GET\r\n".into()),
+            ),
             (|o| o.path = "/".repeat(5000), ObservationError::Path),
             (|o| o.status = 70_000, ObservationError::Status(70_000)),
-            (|o| o.denied = 9, ObservationError::Denied { denied: 9, count: 3 }),
+            (
+                |o| o.denied = 9,
+                ObservationError::Denied {
+                    denied: 9,
+                    count: 3,
+                },
+            ),
         ];
         for (mutate, expected) in cases {
             let mut o = good();
@@ -338,7 +367,10 @@ mod tests {
         let mut o = good();
         o.direction = v1::Direction::Inbound as i32;
         o.source = "Not/Valid".into();
-        assert!(matches!(Observation::try_from(o), Err(ObservationError::Source(_))));
+        assert!(matches!(
+            Observation::try_from(o),
+            Err(ObservationError::Source(_))
+        ));
     }
 
     #[test]

@@ -173,9 +173,18 @@ mod tests {
             (obs("db:5432", None), wl(&db)),
             (obs("db.shop:5432", None), wl(&db)),
             (obs("db.shop.svc.cluster.local:5432", None), wl(&db)),
-            (obs("db.other:5432", None), NodeId::External("db.other:5432".into())),
-            (obs("db.shop.evil.com:443", None), NodeId::External("db.shop.evil.com:443".into())),
-            (obs("pypi.org:443", Some("1.2.3.4:443")), NodeId::External("pypi.org:443".into())),
+            (
+                obs("db.other:5432", None),
+                NodeId::External("db.other:5432".into()),
+            ),
+            (
+                obs("db.shop.evil.com:443", None),
+                NodeId::External("db.shop.evil.com:443".into()),
+            ),
+            (
+                obs("pypi.org:443", Some("1.2.3.4:443")),
+                NodeId::External("pypi.org:443".into()),
+            ),
         ];
         for (o, expected) in table {
             assert_eq!(inv.destination(&web, &o), expected, "{}", o.authority);

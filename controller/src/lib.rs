@@ -7,13 +7,20 @@
 //! one writer of all state. This crate never depends on `vigil-proxy`; the
 //! `vigil-proto` crate is the contract.
 
+pub mod api;
+pub mod app;
 pub mod baseline;
+pub mod cli;
+pub mod config;
 pub mod detect;
+pub mod engine;
 pub mod graph;
+pub mod ingest;
 pub mod inventory;
 pub mod model;
 pub mod policy;
-pub mod store;
-pub mod engine;
 pub mod snapshot;
-pub mod ingest;
+pub mod store;
+
+pub use app::{Running, StartError, start};
+pub use config::Args;

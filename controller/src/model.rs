@@ -309,7 +309,12 @@ pub struct Alert {
 impl Alert {
     /// The storage key that identifies repeats of the same alert.
     pub fn key(&self) -> String {
-        alert_key(self.kind, &self.namespace, &self.workload, &self.destination)
+        alert_key(
+            self.kind,
+            &self.namespace,
+            &self.workload,
+            &self.destination,
+        )
     }
 }
 

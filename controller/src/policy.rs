@@ -64,7 +64,8 @@ pub fn compile(
             }
             NodeId::Workload(peer) => {
                 if let Some(record) = inventory.get(peer) {
-                    spec.allowed_addrs.extend(record.inbound_addrs.iter().copied());
+                    spec.allowed_addrs
+                        .extend(record.inbound_addrs.iter().copied());
                 }
                 if let Some(stats) = graph.edge(&(me.clone(), target.clone())) {
                     spec.allowed_authorities
@@ -171,7 +172,11 @@ mod tests {
         let (web, b, g, inv) = fixture();
         let spec = compile(&web, ENFORCE, &b, &g, &inv);
         assert!(spec.enforce);
-        let authorities: Vec<_> = spec.allowed_authorities.iter().map(String::as_str).collect();
+        let authorities: Vec<_> = spec
+            .allowed_authorities
+            .iter()
+            .map(String::as_str)
+            .collect();
         assert_eq!(authorities, ["db:5432", "pypi.org:443"]);
         assert_eq!(
             spec.allowed_addrs.iter().collect::<Vec<_>>(),

@@ -179,7 +179,11 @@ pub fn build(parts: &Parts<'_>) -> Snapshot {
         .collect();
     edges.sort_by(|a, b| (&a.source, &a.target).cmp(&(&b.source, &b.target)));
     let mut alerts: Vec<Alert> = parts.alerts.values().cloned().collect();
-    alerts.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then_with(|| a.key().cmp(&b.key())));
+    alerts.sort_by(|a, b| {
+        b.last_seen
+            .cmp(&a.last_seen)
+            .then_with(|| a.key().cmp(&b.key()))
+    });
     let (baseline_workloads, baseline_edges) = parts.baseline.len();
     let counts = Counts {
         workloads: parts.inventory.workloads().count(),

@@ -123,7 +123,12 @@ fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<String, StoreEr
     serde_json::to_string(value).map_err(|source| StoreError::Encode { what, source })
 }
 
-fn decode<T: DeserializeOwned>(table: &str, key: &str, json: &str, skipped: &mut usize) -> Option<T> {
+fn decode<T: DeserializeOwned>(
+    table: &str,
+    key: &str,
+    json: &str,
+    skipped: &mut usize,
+) -> Option<T> {
     match serde_json::from_str(json) {
         Ok(v) => Some(v),
         Err(e) => {
@@ -168,11 +173,19 @@ impl Store {
                 out.modes = m;
             }
         }
-        for row in tx.open_table(WORKLOADS).map_err(io("read"))?.iter().map_err(io("read"))? {
+        for row in tx
+            .open_table(WORKLOADS)
+            .map_err(io("read"))?
+            .iter()
+            .map_err(io("read"))?
+        {
             let (k, v) = row.map_err(io("read"))?;
             let (key, json) = (k.value(), v.value());
             let id = key.parse::<WorkloadId>().ok();
-            match (id, decode::<WorkloadRecord>("workloads", key, json, skipped)) {
+            match (
+                id,
+                decode::<WorkloadRecord>("workloads", key, json, skipped),
+            ) {
                 (Some(id), Some(rec)) => out.workloads.push((id, rec)),
                 (None, Some(_)) => *skipped += 1,
                 _ => {}
@@ -196,7 +209,12 @@ impl Store {
                 out.baseline.learn_edge(&edge);
             }
         }
-        for row in tx.open_table(EDGES).map_err(io("read"))?.iter().map_err(io("read"))? {
+        for row in tx
+            .open_table(EDGES)
+            .map_err(io("read"))?
+            .iter()
+            .map_err(io("read"))?
+        {
             let (k, v) = row.map_err(io("read"))?;
             let (a, b) = k.value();
             let edge = edge_key("edges", a, b, skipped);
@@ -205,7 +223,12 @@ impl Store {
                 out.edges.push((edge, stats));
             }
         }
-        for row in tx.open_table(ALERTS).map_err(io("read"))?.iter().map_err(io("read"))? {
+        for row in tx
+            .open_table(ALERTS)
+            .map_err(io("read"))?
+            .iter()
+            .map_err(io("read"))?
+        {
             let (k, v) = row.map_err(io("read"))?;
             if let Some(alert) = decode("alerts", k.value(), v.value(), skipped) {
                 out.alerts.push(alert);
@@ -226,27 +249,37 @@ impl Store {
             let mut table = tx.open_table(WORKLOADS).map_err(io("write"))?;
             for (id, record) in &changes.workloads {
                 let json = encode("workload", record)?;
-                table.insert(id.to_string().as_str(), json.as_str()).map_err(io("write"))?;
+                table
+                    .insert(id.to_string().as_str(), json.as_str())
+                    .map_err(io("write"))?;
             }
             let mut table = tx.open_table(BASELINE_WORKLOADS).map_err(io("write"))?;
             for id in &changes.baseline_workloads {
-                table.insert(id.to_string().as_str(), ()).map_err(io("write"))?;
+                table
+                    .insert(id.to_string().as_str(), ())
+                    .map_err(io("write"))?;
             }
             let mut table = tx.open_table(BASELINE_EDGES).map_err(io("write"))?;
             for (a, b) in &changes.baseline_edges {
                 let (a, b) = (a.to_string(), b.to_string());
-                table.insert((a.as_str(), b.as_str()), ()).map_err(io("write"))?;
+                table
+                    .insert((a.as_str(), b.as_str()), ())
+                    .map_err(io("write"))?;
             }
             let mut table = tx.open_table(EDGES).map_err(io("write"))?;
             for ((a, b), stats) in &changes.edges {
                 let (a, b) = (a.to_string(), b.to_string());
                 let json = encode("edge", stats)?;
-                table.insert((a.as_str(), b.as_str()), json.as_str()).map_err(io("write"))?;
+                table
+                    .insert((a.as_str(), b.as_str()), json.as_str())
+                    .map_err(io("write"))?;
             }
             let mut table = tx.open_table(ALERTS).map_err(io("write"))?;
             for alert in &changes.alerts {
                 let json = encode("alert", alert)?;
-                table.insert(alert.key().as_str(), json.as_str()).map_err(io("write"))?;
+                table
+                    .insert(alert.key().as_str(), json.as_str())
+                    .map_err(io("write"))?;
             }
         }
         tx.commit().map_err(io("commit"))
@@ -262,9 +295,14 @@ mod tests {
     fn everything_written_is_read_back_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let web = WorkloadId::new("shop", "web").unwrap();
-        let edge = (NodeId::Workload(web.clone()), NodeId::External("pypi.org:443".into()));
+        let edge = (
+            NodeId::Workload(web.clone()),
+            NodeId::External("pypi.org:443".into()),
+        );
         let mut modes = Modes::default();
-        modes.namespaces.insert("shop".into(), Mode::Enforcement { alert_only: true });
+        modes
+            .namespaces
+            .insert("shop".into(), Mode::Enforcement { alert_only: true });
         let record = WorkloadRecord {
             inbound_addrs: vec!["127.0.0.1:4143".parse().unwrap()],
             proxy_version: "0.1.0".into(),
@@ -312,7 +350,11 @@ mod tests {
     fn a_corrupt_file_is_a_clear_error_and_is_kept() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(DB_FILE);
-        std::fs::write(&path, b"this is not a redb database, it is garbage".repeat(100)).unwrap();
+        std::fs::write(
+            &path,
+            b"this is not a redb database, it is garbage".repeat(100),
+        )
+        .unwrap();
         let err = Store::open(dir.path()).unwrap_err().to_string();
         assert!(err.contains("cannot open the Vigil store"), "{err}");
         assert!(err.contains("move it aside"), "{err}");
@@ -324,8 +366,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let tx = store.db.begin_write().unwrap();
-        tx.open_table(ALERTS).unwrap().insert("x", "{not json").unwrap();
-        tx.open_table(EDGES).unwrap().insert(("bogus", "internet"), "{}").unwrap();
+        tx.open_table(ALERTS)
+            .unwrap()
+            .insert("x", "{not json")
+            .unwrap();
+        tx.open_table(EDGES)
+            .unwrap()
+            .insert(("bogus", "internet"), "{}")
+            .unwrap();
         tx.commit().unwrap();
         let loaded = store.load().unwrap();
         assert_eq!(loaded.skipped, 2);

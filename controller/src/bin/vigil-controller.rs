@@ -1,1 +1,15 @@
-fn main(){}
+//! `vigil-controller`: the control plane binary.
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = vigil_controller::Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&args.log)?)
+        .init();
+    let running = vigil_controller::start(&args).await?;
+    running.wait().await;
+    Ok(())
+}

@@ -46,25 +46,50 @@ async fn learning_then_enforcement_alerts_and_blocks_only_the_new() {
     let dir = tempfile::tempdir().unwrap();
     let (h, thread) = start(dir.path());
     let mut web_policy = h.register(id("web"), vec![], "t".into()).await.unwrap();
-    h.register(id("db"), vec!["127.0.0.1:7001".parse().unwrap()], "t".into())
-        .await
-        .unwrap();
+    h.register(
+        id("db"),
+        vec!["127.0.0.1:7001".parse().unwrap()],
+        "t".into(),
+    )
+    .await
+    .unwrap();
     assert!(!web_policy.borrow_and_update().enforce);
 
-    h.report(id("web"), vec![outbound("db:7001", Some("127.0.0.1:7001"), 5), outbound("pypi.org:443", None, 2)], 0)
-        .await
-        .unwrap();
+    h.report(
+        id("web"),
+        vec![
+            outbound("db:7001", Some("127.0.0.1:7001"), 5),
+            outbound("pypi.org:443", None, 2),
+        ],
+        0,
+    )
+    .await
+    .unwrap();
     h.set_mode(None, ENFORCE).await.unwrap();
-    assert!(web_policy.has_changed().unwrap(), "policy pushed on mode change");
+    assert!(
+        web_policy.has_changed().unwrap(),
+        "policy pushed on mode change"
+    );
     let policy = web_policy.borrow_and_update().clone();
     assert!(policy.enforce);
     assert!(policy.allowed_authorities.contains("pypi.org:443"));
-    assert!(policy.allowed_addrs.contains(&"127.0.0.1:7001".parse().unwrap()));
+    assert!(
+        policy
+            .allowed_addrs
+            .contains(&"127.0.0.1:7001".parse().unwrap())
+    );
 
     // Known traffic raises nothing; unknown egress does.
-    h.report(id("web"), vec![outbound("pypi.org:443", None, 1), outbound("pool.example:3333", None, 3)], 0)
-        .await
-        .unwrap();
+    h.report(
+        id("web"),
+        vec![
+            outbound("pypi.org:443", None, 1),
+            outbound("pool.example:3333", None, 3),
+        ],
+        0,
+    )
+    .await
+    .unwrap();
     // A workload never seen while learning is a new deployment.
     let miner_policy = h.register(id("miner"), vec![], "t".into()).await.unwrap();
     assert!(miner_policy.borrow().enforce);
@@ -74,13 +99,27 @@ async fn learning_then_enforcement_alerts_and_blocks_only_the_new() {
     let mut kinds: Vec<_> = snap
         .alerts
         .iter()
-        .map(|a| (a.kind, a.workload.as_str(), a.destination.as_str(), a.count, a.action))
+        .map(|a| {
+            (
+                a.kind,
+                a.workload.as_str(),
+                a.destination.as_str(),
+                a.count,
+                a.action,
+            )
+        })
         .collect();
     kinds.sort();
     assert_eq!(
         kinds,
         [
-            (AlertKind::UnknownEgress, "web", "pool.example:3333", 3, Action::Blocked),
+            (
+                AlertKind::UnknownEgress,
+                "web",
+                "pool.example:3333",
+                3,
+                Action::Blocked
+            ),
             (AlertKind::NewDeployment, "miner", "", 1, Action::Blocked),
         ]
     );
@@ -110,9 +149,12 @@ async fn mode_baseline_and_alerts_survive_a_restart() {
     h.report(id("web"), vec![outbound("pypi.org:443", None, 1)], 0)
         .await
         .unwrap();
-    h.set_mode(Some("default".into()), Mode::Enforcement { alert_only: true })
-        .await
-        .unwrap();
+    h.set_mode(
+        Some("default".into()),
+        Mode::Enforcement { alert_only: true },
+    )
+    .await
+    .unwrap();
     h.report(id("web"), vec![outbound("evil.example:80", None, 1)], 0)
         .await
         .unwrap();
@@ -121,7 +163,10 @@ async fn mode_baseline_and_alerts_survive_a_restart() {
 
     let (h, thread) = start(dir.path());
     let after = h.snapshot();
-    assert_eq!(after.modes.of("default"), Mode::Enforcement { alert_only: true });
+    assert_eq!(
+        after.modes.of("default"),
+        Mode::Enforcement { alert_only: true }
+    );
     assert_eq!(after.alerts, before.alerts);
     assert_eq!(after.graph.edges, before.graph.edges);
     assert_eq!(after.counts.baseline_edges, 1);
@@ -140,7 +185,9 @@ async fn inbound_calls_from_the_internet_are_edges_and_meshed_ones_are_not_doubl
     from_internet.direction = Direction::Inbound;
     let mut from_peer = from_internet.clone();
     from_peer.source = Some(id("api"));
-    h.report(id("web"), vec![from_internet, from_peer], 0).await.unwrap();
+    h.report(id("web"), vec![from_internet, from_peer], 0)
+        .await
+        .unwrap();
     let snap = settled(&h).await;
     assert_eq!(snap.graph.edges.len(), 1);
     assert_eq!(snap.graph.edges[0].source, "internet");

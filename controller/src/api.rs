@@ -1,0 +1,222 @@
+//! The HTTP API for `vigilctl` (and, later, the web view): JSON reads of the
+//! latest snapshot and typed commands to the engine.
+//!
+//! Secure by default: every `/api/` call needs `Authorization: Bearer
+//! <token>` (the token in `<data-dir>/admin.token`); only `/healthz` is open.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::engine::Handle;
+use crate::model::{Mode, validate_name};
+use crate::snapshot::namespace_modes;
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+struct Api {
+    engine: Handle,
+    token: Arc<str>,
+    started: std::time::Instant,
+}
+
+/// A JSON error response: `{"error": "..."}` with a status code.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+/// Builds the router.
+pub fn router(engine: Handle, token: &str) -> Router {
+    let api = Api {
+        engine,
+        token: token.into(),
+        started: std::time::Instant::now(),
+    };
+    let authed = Router::new()
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/mode", get(modes).put(set_mode).post(set_mode))
+        .route("/api/v1/graph", get(graph))
+        .route("/api/v1/alerts", get(alerts))
+        .fallback(not_found)
+        .route_layer(middleware::from_fn_with_state(api.clone(), authenticate));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(authed)
+        .with_state(api)
+}
+
+/// Compares in time independent of where the inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn authenticate(State(api): State<Api>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(token) if constant_time_eq(token.as_bytes(), api.token.as_bytes()) => {
+            next.run(request).await
+        }
+        Some(_) => unauthorized("the bearer token is wrong"),
+        None => unauthorized("missing Authorization: Bearer <token> header"),
+    }
+}
+
+fn unauthorized(why: &str) -> Response {
+    let body = json!({
+        "error": why,
+        "hint": "use the token in <data-dir>/admin.token (vigilctl --token-file or VIGIL_TOKEN)",
+    });
+    let mut response = (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such API endpoint")
+}
+
+/// `GET /api/v1/status`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StatusView {
+    /// Always true when the controller answers.
+    pub healthy: bool,
+    /// Controller version.
+    pub version: String,
+    /// Seconds since start.
+    pub uptime_seconds: u64,
+    /// Default mode.
+    pub default_mode: Mode,
+    /// Mode per known namespace.
+    pub modes: std::collections::BTreeMap<String, Mode>,
+    /// Counts of workloads, sidecars, graph and alerts.
+    #[serde(flatten)]
+    pub counts: crate::snapshot::Counts,
+}
+
+async fn status(State(api): State<Api>) -> Json<StatusView> {
+    let snap = api.engine.snapshot();
+    Json(StatusView {
+        healthy: true,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        uptime_seconds: api.started.elapsed().as_secs(),
+        default_mode: snap.modes.default,
+        modes: namespace_modes(&snap),
+        counts: snap.counts.clone(),
+    })
+}
+
+/// `GET /api/v1/mode`: the default and every known namespace's mode.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ModesView {
+    /// Mode of namespaces without their own.
+    pub default: Mode,
+    /// Mode per namespace (set explicitly or seen in the graph).
+    pub namespaces: std::collections::BTreeMap<String, Mode>,
+}
+
+async fn modes(State(api): State<Api>) -> Json<ModesView> {
+    let snap = api.engine.snapshot();
+    Json(ModesView {
+        default: snap.modes.default,
+        namespaces: namespace_modes(&snap),
+    })
+}
+
+/// Body of `PUT /api/v1/mode`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SetModeRequest {
+    /// `learning` or `enforcement`.
+    pub mode: String,
+    /// With `enforcement`: alert but do not block.
+    #[serde(default)]
+    pub alert_only: bool,
+    /// Only this namespace; all namespaces (and the default) when absent.
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+async fn set_mode(
+    State(api): State<Api>,
+    body: Result<Json<SetModeRequest>, JsonRejection>,
+) -> Result<Json<ModesView>, ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let mode = match (req.mode.as_str(), req.alert_only) {
+        ("learning", false) => Mode::Learning,
+        ("learning", true) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "alert_only applies to enforcement mode only",
+            ));
+        }
+        ("enforcement", alert_only) => Mode::Enforcement { alert_only },
+        (other, _) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("unknown mode {other:?}: use learning or enforcement"),
+            ));
+        }
+    };
+    if let Some(ns) = &req.namespace {
+        validate_name("namespace", ns)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    }
+    api.engine
+        .set_mode(req.namespace, mode)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(modes(State(api)).await)
+}
+
+async fn graph(State(api): State<Api>) -> Response {
+    Json(&api.engine.snapshot().graph).into_response()
+}
+
+async fn alerts(State(api): State<Api>) -> Response {
+    Json(&api.engine.snapshot().alerts).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison_needs_the_exact_token() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+    }
+}

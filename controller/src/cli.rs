@@ -1,0 +1,466 @@
+//! `vigilctl`: reads and changes the controller through its HTTP API.
+//!
+//! Human output is aligned tables; `--json` prints the API's JSON as is.
+//! Errors say what failed and what to do, and exit non-zero.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode, header};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::de::DeserializeOwned;
+
+use crate::api::{ModesView, SetModeRequest, StatusView};
+use crate::model::{Alert, Mode};
+use crate::snapshot::GraphView;
+
+/// Env var of the controller URL.
+pub const ENV_CONTROLLER: &str = "VIGIL_CONTROLLER";
+/// Env var holding the admin token itself.
+pub const ENV_TOKEN: &str = "VIGIL_TOKEN";
+/// Env var naming the admin token file.
+pub const ENV_TOKEN_FILE: &str = "VIGIL_TOKEN_FILE";
+/// Token file tried last: the controller's default data directory.
+pub const DEFAULT_TOKEN_FILE: &str = "./vigil-data/admin.token";
+
+/// Command line of `vigilctl`.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "vigilctl",
+    version,
+    about = "Read and steer Vigil: modes, service graph, alerts, status"
+)]
+pub struct Cli {
+    /// URL of the controller's HTTP API.
+    #[arg(long, global = true, env = ENV_CONTROLLER, default_value = "http://127.0.0.1:8480")]
+    pub controller: String,
+    /// File holding the admin token (else $VIGIL_TOKEN, else ./vigil-data/admin.token).
+    #[arg(long, global = true, env = ENV_TOKEN_FILE)]
+    pub token_file: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Show the modes, or switch to learning or enforcement.
+    Mode {
+        /// The mode to switch to; shows the modes when absent.
+        #[arg(value_enum)]
+        mode: Option<ModeArg>,
+        /// Only this namespace (default: every namespace, and new ones).
+        #[arg(long, short)]
+        namespace: Option<String>,
+        /// With enforcement: raise alerts but do not block.
+        #[arg(long)]
+        alert_only: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the service graph: nodes and edges.
+    Graph {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the alerts, newest first.
+    Alerts {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the controller's health, sidecars, modes and counts.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Modes that can be switched to.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ModeArg {
+    /// Learn the baseline from what is seen.
+    Learning,
+    /// Alert on (and, unless --alert-only, block) what is outside the baseline.
+    Enforcement,
+}
+
+struct ApiClient {
+    base: String,
+    token: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl ApiClient {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> anyhow::Result<Bytes> {
+        let uri = format!("{}{path}", self.base);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(&uri)
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.token));
+        if body.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .with_context(|| format!("{uri:?} is not a valid URL"))?;
+        let response = tokio::time::timeout(Duration::from_secs(10), self.client.request(req))
+            .await
+            .with_context(|| format!("the controller at {} did not answer within 10 s", self.base))?
+            .with_context(|| format!("cannot reach the controller at {}: is vigil-controller running? (set --controller or {ENV_CONTROLLER})", self.base))?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .context("reading the controller's answer")?
+            .to_bytes();
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        let detail = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+        if status == StatusCode::UNAUTHORIZED {
+            bail!(
+                "the controller refused the token ({detail}): pass the controller's <data-dir>/admin.token with --token-file or {ENV_TOKEN}"
+            );
+        }
+        bail!("the controller answered {status}: {detail}")
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<(T, Bytes)> {
+        let bytes = self.call(Method::GET, path, None).await?;
+        let value = serde_json::from_slice(&bytes).with_context(|| {
+            format!("the controller's answer to {path} is not what vigilctl expects")
+        })?;
+        Ok((value, bytes))
+    }
+}
+
+fn load_token(token_file: Option<&PathBuf>) -> anyhow::Result<String> {
+    let read = |path: &PathBuf| -> anyhow::Result<String> {
+        let token = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the token file {}", path.display()))?;
+        let token = token.trim().to_owned();
+        if token.is_empty() {
+            bail!("the token file {} is empty", path.display());
+        }
+        Ok(token)
+    };
+    if let Some(path) = token_file {
+        return read(path);
+    }
+    if let Ok(token) = std::env::var(ENV_TOKEN) {
+        if !token.trim().is_empty() {
+            return Ok(token.trim().to_owned());
+        }
+    }
+    let default = PathBuf::from(DEFAULT_TOKEN_FILE);
+    if default.exists() {
+        return read(&default);
+    }
+    bail!("no admin token: pass --token-file <data-dir>/admin.token or set {ENV_TOKEN}")
+}
+
+/// Formats rows as a table with aligned columns.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: &mut dyn Iterator<Item = &str>, out: &mut String| {
+        let parts: Vec<String> = cells
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(parts.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(&mut headers.iter().copied(), &mut out);
+    for row in rows {
+        line(&mut row.iter().map(String::as_str), &mut out);
+    }
+    out
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.to_owned()
+}
+
+fn modes_table(view: &ModesView) -> String {
+    let mut rows = vec![vec![
+        "(default)".to_owned(),
+        view.default.label().to_owned(),
+    ]];
+    rows.extend(
+        view.namespaces
+            .iter()
+            .map(|(ns, m)| vec![ns.clone(), m.label().to_owned()]),
+    );
+    table(&["NAMESPACE", "MODE"], &rows)
+}
+
+fn graph_tables(g: &GraphView) -> String {
+    let nodes: Vec<_> = g
+        .nodes
+        .iter()
+        .map(|n| {
+            vec![
+                n.id.clone(),
+                n.kind.clone(),
+                n.namespace.clone().unwrap_or_else(|| "-".into()),
+                n.sidecars.to_string(),
+            ]
+        })
+        .collect();
+    let edges: Vec<_> = g
+        .edges
+        .iter()
+        .map(|e| {
+            vec![
+                e.source.clone(),
+                e.target.clone(),
+                e.requests.to_string(),
+                e.denied.to_string(),
+                yes_no(e.in_baseline),
+                if e.violation {
+                    "VIOLATION".into()
+                } else {
+                    "-".into()
+                },
+            ]
+        })
+        .collect();
+    format!(
+        "{}\n{}",
+        table(&["NODE", "KIND", "NAMESPACE", "SIDECARS"], &nodes),
+        table(
+            &[
+                "SOURCE",
+                "TARGET",
+                "REQUESTS",
+                "DENIED",
+                "BASELINE",
+                "VIOLATION"
+            ],
+            &edges
+        )
+    )
+}
+
+fn alerts_table(alerts: &[Alert]) -> String {
+    if alerts.is_empty() {
+        return "no alerts\n".to_owned();
+    }
+    let rows: Vec<_> = alerts
+        .iter()
+        .map(|a| {
+            vec![
+                a.kind.as_str().to_owned(),
+                a.namespace.clone(),
+                a.workload.clone(),
+                if a.destination.is_empty() {
+                    "-".into()
+                } else {
+                    a.destination.clone()
+                },
+                serde_json::to_value(a.action)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                a.count.to_string(),
+                a.first_seen.clone(),
+                a.last_seen.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "KIND",
+            "NAMESPACE",
+            "WORKLOAD",
+            "DESTINATION",
+            "ACTION",
+            "COUNT",
+            "FIRST SEEN",
+            "LAST SEEN",
+        ],
+        &rows,
+    )
+}
+
+fn status_text(s: &StatusView) -> String {
+    let c = &s.counts;
+    let modes: Vec<String> = s
+        .modes
+        .iter()
+        .map(|(ns, m)| format!("{ns}={}", m.label()))
+        .collect();
+    format!(
+        "controller:          {} (version {}, up {} s)\n\
+         default mode:        {}\n\
+         namespace modes:     {}\n\
+         sidecars connected:  {}\n\
+         workloads:           {}\n\
+         graph:               {} nodes, {} edges\n\
+         baseline:            {} workloads, {} edges\n\
+         alerts:              {}\n\
+         dropped observations: {}\n",
+        if s.healthy { "healthy" } else { "unhealthy" },
+        s.version,
+        s.uptime_seconds,
+        s.default_mode.label(),
+        if modes.is_empty() {
+            "-".into()
+        } else {
+            modes.join(", ")
+        },
+        c.sidecars_connected,
+        c.workloads,
+        c.nodes,
+        c.edges,
+        c.baseline_workloads,
+        c.baseline_edges,
+        c.alerts,
+        c.dropped_observations,
+    )
+}
+
+fn print_json(bytes: &Bytes) -> anyhow::Result<()> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)?;
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(())
+}
+
+/// Runs one `vigilctl` command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let token = load_token(cli.token_file.as_ref())?;
+    let base = cli.controller.trim_end_matches('/').to_owned();
+    if !base.starts_with("http://") {
+        bail!("--controller must be an http:// URL, got {base:?}");
+    }
+    let api = ApiClient {
+        base,
+        token,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+    };
+    match cli.command {
+        Command::Mode {
+            mode: None,
+            json,
+            namespace: _,
+            alert_only: _,
+        } => {
+            let (view, bytes) = api.get::<ModesView>("/api/v1/mode").await?;
+            if json {
+                print_json(&bytes)?
+            } else {
+                print!("{}", modes_table(&view))
+            }
+        }
+        Command::Mode {
+            mode: Some(mode),
+            namespace,
+            alert_only,
+            json,
+        } => {
+            if alert_only && matches!(mode, ModeArg::Learning) {
+                bail!("--alert-only applies to enforcement only");
+            }
+            let request = SetModeRequest {
+                mode: match mode {
+                    ModeArg::Learning => "learning",
+                    ModeArg::Enforcement => "enforcement",
+                }
+                .to_owned(),
+                alert_only,
+                namespace: namespace.clone(),
+            };
+            let bytes = api
+                .call(
+                    Method::PUT,
+                    "/api/v1/mode",
+                    Some(serde_json::to_string(&request)?),
+                )
+                .await?;
+            if json {
+                print_json(&bytes)?;
+            } else {
+                let view: ModesView = serde_json::from_slice(&bytes)?;
+                let label = if alert_only {
+                    Mode::Enforcement { alert_only }
+                } else if matches!(mode, ModeArg::Learning) {
+                    Mode::Learning
+                } else {
+                    Mode::Enforcement { alert_only: false }
+                };
+                println!(
+                    "switched {} to {}",
+                    namespace
+                        .as_deref()
+                        .map_or_else(|| "all namespaces".to_owned(), |n| format!("namespace {n}")),
+                    label.label()
+                );
+                print!("{}", modes_table(&view));
+            }
+        }
+        Command::Graph { json } => {
+            let (view, bytes) = api.get::<GraphView>("/api/v1/graph").await?;
+            if json {
+                print_json(&bytes)?
+            } else {
+                print!("{}", graph_tables(&view))
+            }
+        }
+        Command::Alerts { json } => {
+            let (view, bytes) = api.get::<Vec<Alert>>("/api/v1/alerts").await?;
+            if json {
+                print_json(&bytes)?
+            } else {
+                print!("{}", alerts_table(&view))
+            }
+        }
+        Command::Status { json } => {
+            let (view, bytes) = api.get::<StatusView>("/api/v1/status").await?;
+            if json {
+                print_json(&bytes)?
+            } else {
+                print!("{}", status_text(&view))
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let out = table(
+            &["A", "LONG HEADER"],
+            &[vec!["wide cell".into(), "x".into()]],
+        );
+        assert_eq!(out, "A          LONG HEADER\nwide cell  x\n");
+    }
+}

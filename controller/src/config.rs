@@ -1,0 +1,42 @@
+//! Configuration of `vigil-controller`: one typed tree from flags and
+//! `VIGIL_*` environment variables, validated once at start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+/// Env var names, one constant each (also listed in the README).
+pub mod env {
+    /// `--grpc-addr`.
+    pub const GRPC_ADDR: &str = "VIGIL_GRPC_ADDR";
+    /// `--http-addr`.
+    pub const HTTP_ADDR: &str = "VIGIL_HTTP_ADDR";
+    /// `--data-dir`.
+    pub const DATA_DIR: &str = "VIGIL_DATA_DIR";
+    /// `--log`.
+    pub const LOG: &str = "VIGIL_LOG";
+}
+
+/// Flags of `vigil-controller`.
+#[derive(Clone, Debug, clap::Parser, Serialize)]
+#[command(
+    name = "vigil-controller",
+    version,
+    about = "Vigil's control plane: learns the service graph, raises alerts and pushes policy to the sidecars"
+)]
+pub struct Args {
+    /// Address of the gRPC server the sidecars connect to.
+    #[arg(long, env = env::GRPC_ADDR, default_value = "127.0.0.1:8470")]
+    pub grpc_addr: SocketAddr,
+    /// Address of the HTTP API (vigilctl, web view). Loopback by default:
+    /// expose it only behind a trusted proxy.
+    #[arg(long, env = env::HTTP_ADDR, default_value = "127.0.0.1:8480")]
+    pub http_addr: SocketAddr,
+    /// Directory of the store (vigil.redb) and the admin token (admin.token).
+    #[arg(long, env = env::DATA_DIR, default_value = "./vigil-data")]
+    pub data_dir: PathBuf,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `vigil_controller=debug`.
+    #[arg(long, env = env::LOG, default_value = "info")]
+    pub log: String,
+}
