@@ -1,0 +1,399 @@
+//! Shared harness of the end-to-end tests: the real `vigil-controller`,
+//! `vigil-proxy` and `vigilctl` binaries as processes on free loopback ports,
+//! tiny real HTTP servers as workloads, and `curl` as the client.
+//!
+//! The binaries must be built first (`cargo build --workspace --bins`, which
+//! the README's test command does).
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a readiness wait may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+/// Report interval of test proxies, in milliseconds.
+pub const REPORT_MS: &str = "100";
+
+/// Path of a workspace binary, next to the test executable's directory.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first with `cargo build --workspace --bins`",
+        path.display()
+    );
+    path
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Polls `check` until it returns Some or the deadline passes.
+pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A child process killed when dropped, with its log kept in a file.
+pub struct Proc {
+    child: Child,
+    name: String,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &str, mut cmd: Command, log_dir: &Path) -> Self {
+        let log = log_dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        cmd.stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .env("VIGIL_LOG", "info,vigil_proxy=debug,vigil_controller=debug");
+        // Never inherit the developer's VIGIL_* settings.
+        for (key, _) in std::env::vars() {
+            if key.starts_with("VIGIL_") && key != "VIGIL_LOG" {
+                cmd.env_remove(key);
+            }
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Self {
+            child,
+            name: name.to_owned(),
+            log,
+        }
+    }
+
+    /// Kills the process now (SIGKILL: a crash, not a clean stop).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stops it with SIGTERM and waits.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("----- log of {} -----\n{}", self.name, self.log());
+        }
+    }
+}
+
+/// A running `vigil-controller`.
+pub struct Controller {
+    pub proc: Proc,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+impl Controller {
+    /// Starts a controller on free ports with its data in `data_dir`.
+    pub fn start(data_dir: &Path, log_dir: &Path) -> Self {
+        let grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        Self::start_on(data_dir, log_dir, grpc, http)
+    }
+
+    /// Starts a controller on the given addresses.
+    pub fn start_on(data_dir: &Path, log_dir: &Path, grpc: SocketAddr, http: SocketAddr) -> Self {
+        let mut cmd = Command::new(bin("vigil-controller"));
+        cmd.arg("--grpc-addr").arg(grpc.to_string());
+        cmd.arg("--http-addr").arg(http.to_string());
+        cmd.arg("--data-dir").arg(data_dir);
+        let proc = Proc::spawn("vigil-controller", cmd, log_dir);
+        let ctl = Self {
+            proc,
+            grpc,
+            http,
+            data_dir: data_dir.to_owned(),
+        };
+        wait_for("the controller's /healthz", || {
+            (curl(&[&format!("http://{http}/healthz")]).0 == 200).then_some(())
+        });
+        ctl
+    }
+
+    /// The admin token.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// Runs `vigilctl` against this controller; returns (success, stdout, stderr).
+    pub fn vigilctl(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(bin("vigilctl"))
+            .arg("--controller")
+            .arg(format!("http://{}", self.http))
+            .arg("--token-file")
+            .arg(self.data_dir.join("admin.token"))
+            .args(args)
+            .env_remove("VIGIL_TOKEN")
+            .output()
+            .expect("running vigilctl");
+        text(out)
+    }
+
+    /// `vigilctl <what> --json`, parsed.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let (ok, out, err) = self.vigilctl(&all);
+        assert!(ok, "vigilctl {args:?} failed: {err}");
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("vigilctl {args:?} printed bad JSON ({e}): {out}"))
+    }
+
+    /// Switches modes through vigilctl.
+    pub fn set_mode(&self, args: &[&str]) {
+        let mut all = vec!["mode"];
+        all.extend_from_slice(args);
+        let (ok, _, err) = self.vigilctl(&all);
+        assert!(ok, "vigilctl mode {args:?} failed: {err}");
+    }
+
+    /// Waits until the graph has an edge `source -> target` with at least
+    /// `requests` requests; returns the edge.
+    pub fn wait_edge(&self, source: &str, target: &str, requests: u64) -> serde_json::Value {
+        wait_for(
+            &format!("edge {source} -> {target} with {requests} requests"),
+            || {
+                let graph = self.json(&["graph"]);
+                graph["edges"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|e| {
+                        e["source"] == source
+                            && e["target"] == target
+                            && e["requests"].as_u64().unwrap_or(0) >= requests
+                    })
+                    .cloned()
+            },
+        )
+    }
+
+    /// Waits until an alert matching `kind`, `workload` (and `destination`
+    /// when given) exists; returns it.
+    pub fn wait_alert(
+        &self,
+        kind: &str,
+        workload: &str,
+        destination: Option<&str>,
+    ) -> serde_json::Value {
+        wait_for(&format!("alert {kind} for {workload}"), || {
+            let alerts = self.json(&["alerts"]);
+            alerts
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| {
+                    a["kind"] == kind
+                        && a["workload"] == workload
+                        && destination.is_none_or(|d| a["destination"] == d)
+                })
+                .cloned()
+        })
+    }
+}
+
+fn text(out: Output) -> (bool, String, String) {
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A running `vigil-proxy`.
+pub struct Proxy {
+    pub proc: Proc,
+    pub outbound: SocketAddr,
+    pub inbound: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Proxy {
+    /// Starts a sidecar for `workload` in namespace `default`.
+    pub fn start(
+        workload: &str,
+        controller_grpc: SocketAddr,
+        app: SocketAddr,
+        hosts: &Path,
+        log_dir: &Path,
+    ) -> Self {
+        let outbound = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let inbound = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut cmd = Command::new(bin("vigil-proxy"));
+        cmd.args([
+            "--workload",
+            workload,
+            "--namespace",
+            "default",
+            "--report-interval-ms",
+            REPORT_MS,
+        ]);
+        cmd.arg("--controller")
+            .arg(format!("http://{controller_grpc}"));
+        cmd.arg("--outbound-addr").arg(outbound.to_string());
+        cmd.arg("--inbound-addr").arg(inbound.to_string());
+        cmd.arg("--admin-addr").arg(admin.to_string());
+        cmd.arg("--app-addr").arg(app.to_string());
+        cmd.arg("--hosts-file").arg(hosts);
+        let proc = Proc::spawn(&format!("vigil-proxy-{workload}"), cmd, log_dir);
+        wait_for(&format!("{workload}'s sidecar /ready"), || {
+            (curl(&[&format!("http://{admin}/ready")]).0 == 200).then_some(())
+        });
+        Self {
+            proc,
+            outbound,
+            inbound,
+            admin,
+        }
+    }
+
+    /// GET `url` through this proxy (as `curl -x`); returns (status, body).
+    pub fn get(&self, url: &str) -> (u16, String) {
+        curl(&["-x", &format!("http://{}", self.outbound), url])
+    }
+
+    /// Opens a CONNECT tunnel to `authority` through this proxy and returns
+    /// the status of the CONNECT answer (curl's `%{http_connect}`).
+    pub fn connect_status(&self, authority: &str) -> u16 {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_connect}",
+                "--max-time",
+                "5",
+                "-p",
+                "-x",
+            ])
+            .arg(format!("http://{}", self.outbound))
+            .arg(format!("http://{authority}/"))
+            .output()
+            .expect("running curl");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+
+    /// Waits until this sidecar's policy has `enforce` as given (from
+    /// /config_dump), i.e. the controller's push arrived.
+    pub fn wait_enforce(&self, enforce: bool) {
+        wait_for(&format!("policy enforce={enforce} at the sidecar"), || {
+            let (status, body) = curl(&[&format!("http://{}/config_dump", self.admin)]);
+            let dump: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (status == 200 && dump["policy"]["enforce"] == enforce).then_some(())
+        });
+    }
+}
+
+/// Runs curl with `args`; returns (HTTP status, body). Status 0 when curl
+/// could not connect.
+pub fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "5", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl is installed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// A tiny real HTTP/1.1 server answering `<name> <method> <path>` to every
+/// request, on a thread with its own runtime.
+pub struct Upstream {
+    pub addr: SocketAddr,
+}
+
+impl Upstream {
+    /// Starts one on a free port.
+    pub fn start(name: &'static str) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                serve(name, tokio::net::TcpListener::from_std(listener).unwrap()).await;
+            });
+        });
+        Self { addr }
+    }
+}
+
+async fn serve(name: &'static str, listener: tokio::net::TcpListener) {
+    use hyper::service::service_fn;
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let svc = service_fn(
+                move |req: hyper::Request<hyper::body::Incoming>| async move {
+                    let body = format!("{name} {} {}", req.method(), req.uri().path());
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from(body)),
+                    ))
+                },
+            );
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+/// Writes a hosts file mapping each name to 127.0.0.1.
+pub fn hosts_file(dir: &Path, names: &[&str]) -> PathBuf {
+    let path = dir.join("hosts");
+    let mut f = std::fs::File::create(&path).unwrap();
+    for name in names {
+        writeln!(f, "{name} 127.0.0.1").unwrap();
+    }
+    path
+}

@@ -1,0 +1,300 @@
+//! End-to-end: the real controller, sidecars and vigilctl as processes on
+//! loopback, real HTTP servers as workloads, curl as the client.
+
+mod common;
+
+use common::{Controller, Proxy, Upstream, curl, hosts_file};
+
+/// Learning, then enforcement: known egress and known calls pass, unknown
+/// egress gets 403 and an alert, a new workload is flagged and blocked.
+#[test]
+fn learning_then_enforcement_blocks_what_is_new() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(&tmp.path().join("data"), tmp.path());
+    let pypi = Upstream::start("pypi");
+    let pool = Upstream::start("pool");
+    let web_app = Upstream::start("web");
+    let api_app = Upstream::start("api");
+    let hosts = hosts_file(tmp.path(), &["pypi.test", "pool.test", "api"]);
+    let web = Proxy::start("web", ctl.grpc, web_app.addr, &hosts, tmp.path());
+    let api = Proxy::start("api", ctl.grpc, api_app.addr, &hosts, tmp.path());
+    let pypi_url = format!("http://pypi.test:{}/simple/requests/", pypi.addr.port());
+    let pool_url = format!("http://pool.test:{}/", pool.addr.port());
+    let api_url = format!("http://api:{}/v1/users/8412", api.inbound.port());
+
+    // Learning: everything passes and is learned.
+    let (status, body) = web.get(&pypi_url);
+    assert_eq!((status, body.as_str()), (200, "pypi GET /simple/requests/"));
+    let (status, body) = web.get(&api_url);
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "api GET /v1/users/8412"),
+        "web -> api through api's sidecar"
+    );
+    let (status, _) = curl(&[&format!("http://{}/", web.inbound)]);
+    assert_eq!(status, 200, "the internet -> web");
+    let pypi_node = format!("external:pypi.test:{}", pypi.addr.port());
+    let edge = ctl.wait_edge("workload:default/web", &pypi_node, 1);
+    assert_eq!(edge["in_baseline"], true);
+    let edge = ctl.wait_edge("workload:default/web", "workload:default/api", 1);
+    assert!(
+        edge["endpoints"]["GET /v1/users/{id}"].as_u64().is_some(),
+        "path templated: {edge}"
+    );
+    ctl.wait_edge("internet", "workload:default/web", 1);
+
+    // Enforcement.
+    ctl.set_mode(&["enforcement"]);
+    web.wait_enforce(true);
+    assert_eq!(web.get(&pypi_url).0, 200, "known egress still passes");
+    assert_eq!(
+        web.get(&api_url).0,
+        200,
+        "known east-west call still passes"
+    );
+    let (status, body) = web.get(&pool_url);
+    assert_eq!(status, 403, "unknown egress is blocked: {body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("the 403 body is JSON");
+    assert!(json["error"].as_str().unwrap().contains("denied"), "{json}");
+    let pool_authority = format!("pool.test:{}", pool.addr.port());
+    assert_eq!(
+        web.connect_status(&pool_authority),
+        403,
+        "a denied CONNECT gets 403"
+    );
+    let alert = ctl.wait_alert("unknown_egress", "web", Some(&pool_authority));
+    assert_eq!(alert["action"], "blocked");
+    assert_eq!(alert["namespace"], "default");
+    for field in ["count", "first_seen", "last_seen"] {
+        assert!(!alert[field].is_null(), "alert has {field}: {alert}");
+    }
+    let edge = ctl.wait_edge(
+        "workload:default/web",
+        &format!("external:{pool_authority}"),
+        1,
+    );
+    assert_eq!(
+        (edge["violation"].clone(), edge["in_baseline"].clone()),
+        (true.into(), false.into())
+    );
+
+    // A miner appears: a workload never seen while learning.
+    let miner_app = Upstream::start("miner");
+    let miner = Proxy::start("miner", ctl.grpc, miner_app.addr, &hosts, tmp.path());
+    let alert = ctl.wait_alert("new_deployment", "miner", None);
+    assert_eq!(alert["action"], "blocked");
+    miner.wait_enforce(true);
+    assert_eq!(
+        miner.connect_status(&pool_authority),
+        403,
+        "the miner cannot reach the pool"
+    );
+    assert_eq!(
+        miner.get(&pypi_url).0,
+        403,
+        "nor anything else: nothing of it is in the baseline"
+    );
+    ctl.wait_alert("unknown_egress", "miner", Some(&pool_authority));
+    assert_eq!(web.get(&pypi_url).0, 200, "normal traffic still passes");
+
+    // The human views show the same story.
+    let (ok, table, _) = ctl.vigilctl(&["alerts"]);
+    assert!(
+        ok && table.contains("new_deployment") && table.contains("unknown_egress"),
+        "{table}"
+    );
+    let (ok, status, _) = ctl.vigilctl(&["status"]);
+    assert!(ok && status.contains("sidecars connected:  3"), "{status}");
+}
+
+/// Alert-only: violations are flagged, traffic passes.
+#[test]
+fn alert_only_flags_without_blocking() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(&tmp.path().join("data"), tmp.path());
+    let pypi = Upstream::start("pypi");
+    let pool = Upstream::start("pool");
+    let app = Upstream::start("web");
+    let hosts = hosts_file(tmp.path(), &["pypi.test", "pool.test"]);
+    let web = Proxy::start("web", ctl.grpc, app.addr, &hosts, tmp.path());
+    assert_eq!(
+        web.get(&format!("http://pypi.test:{}/", pypi.addr.port()))
+            .0,
+        200
+    );
+    ctl.wait_edge(
+        "workload:default/web",
+        &format!("external:pypi.test:{}", pypi.addr.port()),
+        1,
+    );
+    ctl.set_mode(&["enforcement", "--alert-only", "--namespace", "default"]);
+    let modes = ctl.json(&["mode"]);
+    assert_eq!(modes["namespaces"]["default"]["mode"], "enforcement");
+    assert_eq!(modes["namespaces"]["default"]["alert_only"], true);
+    let pool_authority = format!("pool.test:{}", pool.addr.port());
+    assert_eq!(
+        web.get(&format!("http://{pool_authority}/x")).0,
+        200,
+        "alert-only lets it pass"
+    );
+    let alert = ctl.wait_alert("unknown_egress", "web", Some(&pool_authority));
+    assert_eq!(alert["action"], "flagged");
+}
+
+/// A controller killed mid-run: the sidecar keeps forwarding under the last
+/// policy; after a restart the mode, baseline and alerts are all there.
+#[test]
+fn controller_restart_keeps_state_and_proxies_keep_enforcing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut ctl = Controller::start(&data, tmp.path());
+    let (grpc, http) = (ctl.grpc, ctl.http);
+    let pypi = Upstream::start("pypi");
+    let pool = Upstream::start("pool");
+    let app = Upstream::start("web");
+    let hosts = hosts_file(tmp.path(), &["pypi.test", "pool.test"]);
+    let web = Proxy::start("web", grpc, app.addr, &hosts, tmp.path());
+    let pypi_url = format!("http://pypi.test:{}/", pypi.addr.port());
+    let pool_authority = format!("pool.test:{}", pool.addr.port());
+    let pool_url = format!("http://{pool_authority}/");
+    assert_eq!(web.get(&pypi_url).0, 200);
+    let pypi_node = format!("external:pypi.test:{}", pypi.addr.port());
+    ctl.wait_edge("workload:default/web", &pypi_node, 1);
+    ctl.set_mode(&["enforcement"]);
+    web.wait_enforce(true);
+    assert_eq!(web.get(&pool_url).0, 403);
+    ctl.wait_alert("unknown_egress", "web", Some(&pool_authority));
+    let token = ctl.token();
+
+    ctl.proc.kill();
+    assert_eq!(
+        curl(&[&format!("http://{http}/healthz")]).0,
+        0,
+        "the controller is down"
+    );
+    assert_eq!(
+        web.get(&pypi_url).0,
+        200,
+        "forwarding goes on without the controller"
+    );
+    assert_eq!(web.get(&pool_url).0, 403, "under the last policy");
+
+    let ctl = Controller::start_on(&data, tmp.path(), grpc, http);
+    assert_eq!(ctl.token(), token, "the admin token is kept");
+    let modes = ctl.json(&["mode"]);
+    assert_eq!(modes["default"]["mode"], "enforcement", "{modes}");
+    let edge = ctl.wait_edge("workload:default/web", &pypi_node, 1);
+    assert_eq!(edge["in_baseline"], true);
+    let alert = ctl.wait_alert("unknown_egress", "web", Some(&pool_authority));
+    assert!(alert["count"].as_u64().unwrap() >= 1);
+    // The sidecar reconnects and reports what it saw while the controller was down.
+    wait_sidecars(&ctl, 1);
+    common::wait_for("requests made during the outage to be reported", || {
+        let graph = ctl.json(&["graph"]);
+        let edge = graph["edges"]
+            .as_array()?
+            .iter()
+            .find(|e| e["target"] == pypi_node)?
+            .clone();
+        (edge["requests"].as_u64()? >= 2).then_some(())
+    });
+    assert_eq!(web.get(&pool_url).0, 403);
+}
+
+fn wait_sidecars(ctl: &Controller, n: u64) {
+    common::wait_for("sidecars to reconnect", || {
+        (ctl.json(&["status"])["sidecars_connected"].as_u64()? == n).then_some(())
+    });
+}
+
+/// The API is closed without the token; vigilctl says so and exits non-zero.
+#[test]
+fn the_api_refuses_a_missing_or_wrong_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(&tmp.path().join("data"), tmp.path());
+    let url = format!("http://{}/api/v1/status", ctl.http);
+    let (status, body) = curl(&[&url]);
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(
+        curl(&["-H", "Authorization: Bearer not-the-token", &url]).0,
+        401
+    );
+    for path in ["/api/v1/graph", "/api/v1/alerts", "/api/v1/mode"] {
+        assert_eq!(
+            curl(&[&format!("http://{}{path}", ctl.http)]).0,
+            401,
+            "{path}"
+        );
+    }
+    let put = curl(&[
+        "-X",
+        "PUT",
+        "-d",
+        r#"{"mode":"enforcement"}"#,
+        &format!("http://{}/api/v1/mode", ctl.http),
+    ]);
+    assert_eq!(put.0, 401, "a mode change without the token is refused");
+    let (status, body) = curl(&[
+        "-H",
+        &format!("Authorization: Bearer {}", ctl.token()),
+        &url,
+    ]);
+    assert_eq!(status, 200, "{body}");
+    let token_path = ctl.data_dir.join("admin.token");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&token_path).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    let wrong = tmp.path().join("wrong.token");
+    std::fs::write(&wrong, "nope\n").unwrap();
+    let out = std::process::Command::new(common::bin("vigilctl"))
+        .args([
+            "--controller",
+            &format!("http://{}", ctl.http),
+            "--token-file",
+        ])
+        .arg(&wrong)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused the token"), "{err}");
+    // A bad request is a clear error, and changes nothing.
+    let (status, body) = curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        &format!("Authorization: Bearer {}", ctl.token()),
+        "-d",
+        r#"{"mode":"chaos"}"#,
+        "-H",
+        "content-type: application/json",
+        &format!("http://{}/api/v1/mode", ctl.http),
+    ]);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("unknown mode"), "{body}");
+    assert_eq!(ctl.json(&["mode"])["default"]["mode"], "learning");
+}
+
+/// vigilctl against no controller: a clear error, non-zero exit.
+#[test]
+fn vigilctl_reports_an_unreachable_controller() {
+    let tmp = tempfile::tempdir().unwrap();
+    let token = tmp.path().join("t");
+    std::fs::write(&token, "x").unwrap();
+    let out = std::process::Command::new(common::bin("vigilctl"))
+        .args([
+            "--controller",
+            &format!("http://127.0.0.1:{}", common::free_port()),
+            "--token-file",
+        ])
+        .arg(&token)
+        .arg("graph")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach the controller"), "{err}");
+}
