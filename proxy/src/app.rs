@@ -1,0 +1,249 @@
+//! Wiring: validate the config, bind every listener, spawn the data path,
+//! telemetry, control and admin tasks, and shut them down in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use vigil_proto::v1;
+
+use crate::admin::{self, AdminState};
+use crate::config::{Args, Config, ConfigError};
+use crate::control::{self, ControlMetrics};
+use crate::http::{self, HttpMetrics, Shared};
+use crate::listener::{self, ListenerError, original_dst};
+use crate::model::Identity;
+use crate::policy::{Policy, PolicyRx};
+use crate::resolve::Resolver;
+use crate::telemetry;
+
+/// Upper bound on draining open connections at shutdown.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Upper bound on sending the last report at shutdown.
+pub const FINAL_REPORT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Capacity of the channel from the aggregator to the report task.
+const BATCH_CAPACITY: usize = 64;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The flags are invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listener could not be bound.
+    #[error(transparent)]
+    Listener(#[from] ListenerError),
+    /// No randomness for the instance id.
+    #[error("cannot generate an instance id: {0}")]
+    Random(getrandom::Error),
+}
+
+/// A started proxy.
+#[derive(Debug)]
+pub struct Running {
+    /// Bound outbound listener address.
+    pub outbound_addr: SocketAddr,
+    /// Bound inbound listener address.
+    pub inbound_addr: SocketAddr,
+    /// Bound admin listener address.
+    pub admin_addr: SocketAddr,
+    policy: PolicyRx,
+    data_shutdown: watch::Sender<bool>,
+    tunnel_stop: watch::Sender<bool>,
+    flush: watch::Sender<bool>,
+    admin_shutdown: watch::Sender<bool>,
+    data_listeners: Vec<JoinHandle<()>>,
+    admin_listener: JoinHandle<()>,
+    aggregator: JoinHandle<()>,
+    reporter: JoinHandle<()>,
+    policy_task: JoinHandle<()>,
+}
+
+fn instance_id() -> Result<String, StartError> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(StartError::Random)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Validates `args`, binds every listener (port 0 allowed) and spawns all
+/// tasks. Forwarding works at once, with an allow-all policy until the
+/// controller sends one.
+pub async fn start(args: Args) -> Result<Running, StartError> {
+    let config = Config::from_args(args)?;
+    let identity = Identity {
+        workload: config.args.workload.clone(),
+        namespace: config.args.namespace.clone(),
+        instance: instance_id()?,
+    };
+    let (outbound, outbound_addr) = listener::bind("outbound", config.args.outbound_addr).await?;
+    let (inbound, inbound_addr) = listener::bind("inbound", config.args.inbound_addr).await?;
+    let (admin, admin_addr) = listener::bind("admin", config.args.admin_addr).await?;
+
+    let mut registry = Registry::default();
+    let (telemetry, records) = telemetry::channel(&mut registry);
+    let http_metrics = HttpMetrics::register(&mut registry);
+    let control_metrics = ControlMetrics::register(&mut registry);
+
+    let (policy_tx, policy) = watch::channel(Arc::new(Policy::allow_all()));
+    let (data_shutdown, _) = watch::channel(false);
+    let (tunnel_stop, _) = watch::channel(false);
+    let (flush, _) = watch::channel(false);
+    let (admin_shutdown, _) = watch::channel(false);
+
+    let shared = Arc::new(Shared {
+        client: http::upstream_client(),
+        policy: policy.clone(),
+        telemetry,
+        metrics: http_metrics,
+        resolver: Resolver::new(config.hosts.clone()),
+        identity: identity.clone(),
+        app_addr: config.args.app_addr,
+        stop: tunnel_stop.subscribe(),
+    });
+
+    // Data path.
+    let out_shared = shared.clone();
+    let outbound_task = listener::spawn(
+        "outbound",
+        outbound,
+        move |stream| {
+            let shared = out_shared.clone();
+            let dst = original_dst(stream, outbound_addr);
+            hyper::service::service_fn(move |req| http::outbound::serve(shared.clone(), dst, req))
+        },
+        data_shutdown.subscribe(),
+        DRAIN_TIMEOUT,
+    );
+    let in_shared = shared.clone();
+    let inbound_task = listener::spawn(
+        "inbound",
+        inbound,
+        move |_| {
+            let shared = in_shared.clone();
+            hyper::service::service_fn(move |req| http::inbound::serve(shared.clone(), req))
+        },
+        data_shutdown.subscribe(),
+        DRAIN_TIMEOUT,
+    );
+
+    // Telemetry and control.
+    let (batch_tx, batch_rx) = mpsc::channel::<v1::ReportBatch>(BATCH_CAPACITY);
+    let aggregator = telemetry::spawn_aggregator(
+        records,
+        identity.to_proto(),
+        config.report_interval(),
+        batch_tx,
+        flush.subscribe(),
+    );
+    let reporter = control::report::spawn(config.args.controller.clone(), batch_rx);
+    let registration = v1::Registration {
+        identity: Some(identity.to_proto()),
+        inbound_addrs: config
+            .advertise_addrs(inbound_addr)
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        proxy_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let policy_task = control::policy::spawn(
+        config.args.controller.clone(),
+        registration,
+        policy_tx,
+        control_metrics,
+    );
+
+    // Admin.
+    let state = Arc::new(AdminState {
+        registry,
+        ready: AtomicBool::new(false),
+        config,
+        policy: policy.clone(),
+    });
+    let admin_state = state.clone();
+    let admin_listener = listener::spawn(
+        "admin",
+        admin,
+        move |_| {
+            let state = admin_state.clone();
+            hyper::service::service_fn(move |req| admin::serve(state.clone(), req))
+        },
+        admin_shutdown.subscribe(),
+        Duration::from_secs(1),
+    );
+    state.ready.store(true, Ordering::Relaxed);
+    tracing::info!(%outbound_addr, %inbound_addr, %admin_addr, identity = %identity.source(), "vigil-proxy started");
+
+    Ok(Running {
+        outbound_addr,
+        inbound_addr,
+        admin_addr,
+        policy,
+        data_shutdown,
+        tunnel_stop,
+        flush,
+        admin_shutdown,
+        data_listeners: vec![outbound_task, inbound_task],
+        admin_listener,
+        aggregator,
+        reporter,
+        policy_task,
+    })
+}
+
+impl Running {
+    /// The policy in force now.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.borrow().clone()
+    }
+
+    /// Stops accepting, drains open connections (at most [`DRAIN_TIMEOUT`]),
+    /// closes tunnels, flushes telemetry and gives the last report
+    /// [`FINAL_REPORT_TIMEOUT`] to reach the controller.
+    pub async fn shutdown(self) {
+        let _ = self.data_shutdown.send(true);
+        for task in self.data_listeners {
+            let _ = task.await;
+        }
+        let _ = self.tunnel_stop.send(true);
+        let _ = self.flush.send(true);
+        let _ = self.aggregator.await;
+        let mut reporter = self.reporter;
+        if tokio::time::timeout(FINAL_REPORT_TIMEOUT, &mut reporter)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the last report was not acknowledged in time");
+            reporter.abort();
+        }
+        self.policy_task.abort();
+        let _ = self.admin_shutdown.send(true);
+        let _ = self.admin_listener.await;
+        tracing::info!("vigil-proxy stopped");
+    }
+
+    /// Runs until ctrl-c or SIGTERM, then shuts down.
+    pub async fn wait(self) {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        self.shutdown().await;
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! Command-line flags and environment variables, validated once at start
+//! into a serialisable [`Config`] (dumped on the admin port).
+//!
+//! Base tier: depends only on `resolve` for the hosts-file parser.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Serialize;
+
+use crate::model::is_valid_name;
+use crate::resolve::{ResolveError, parse_hosts};
+
+/// Env var for `--outbound-addr`.
+pub const ENV_OUTBOUND_ADDR: &str = "VIGIL_OUTBOUND_ADDR";
+/// Env var for `--inbound-addr`.
+pub const ENV_INBOUND_ADDR: &str = "VIGIL_INBOUND_ADDR";
+/// Env var for `--app-addr`.
+pub const ENV_APP_ADDR: &str = "VIGIL_APP_ADDR";
+/// Env var for `--admin-addr`.
+pub const ENV_ADMIN_ADDR: &str = "VIGIL_ADMIN_ADDR";
+/// Env var for `--workload`.
+pub const ENV_WORKLOAD: &str = "VIGIL_WORKLOAD";
+/// Env var for `--namespace`.
+pub const ENV_NAMESPACE: &str = "VIGIL_NAMESPACE";
+/// Env var for `--controller`.
+pub const ENV_CONTROLLER: &str = "VIGIL_CONTROLLER";
+/// Env var for `--hosts-file`.
+pub const ENV_HOSTS_FILE: &str = "VIGIL_HOSTS_FILE";
+/// Env var for `--advertise-addr` (comma-separated).
+pub const ENV_ADVERTISE_ADDR: &str = "VIGIL_ADVERTISE_ADDR";
+/// Env var for `--report-interval-ms`.
+pub const ENV_REPORT_INTERVAL_MS: &str = "VIGIL_REPORT_INTERVAL_MS";
+/// Env var for `--log`.
+pub const ENV_LOG: &str = "VIGIL_LOG";
+
+/// vigil-proxy: the Vigil sidecar. Every flag can also be set by its env var.
+#[derive(Clone, Debug, Parser, Serialize)]
+#[command(name = "vigil-proxy", version)]
+pub struct Args {
+    /// Listener for the workload's outgoing traffic (explicit proxy or iptables redirect).
+    #[arg(long, env = ENV_OUTBOUND_ADDR, default_value = "127.0.0.1:4140")]
+    pub outbound_addr: SocketAddr,
+    /// Listener for peers calling the workload.
+    #[arg(long, env = ENV_INBOUND_ADDR, default_value = "0.0.0.0:4143")]
+    pub inbound_addr: SocketAddr,
+    /// The local workload's address.
+    #[arg(long, env = ENV_APP_ADDR, default_value = "127.0.0.1:8080")]
+    pub app_addr: SocketAddr,
+    /// Admin listener: /live, /ready, /metrics, /config_dump.
+    #[arg(long, env = ENV_ADMIN_ADDR, default_value = "127.0.0.1:4191")]
+    pub admin_addr: SocketAddr,
+    /// Name of the workload beside this proxy.
+    #[arg(long, env = ENV_WORKLOAD)]
+    pub workload: String,
+    /// Namespace of the workload.
+    #[arg(long, env = ENV_NAMESPACE, default_value = "default")]
+    pub namespace: String,
+    /// gRPC URL of vigil-controller.
+    #[arg(long, env = ENV_CONTROLLER, default_value = "http://127.0.0.1:8470")]
+    pub controller: String,
+    /// File of `name ip` (or `ip name...`) lines overriding name resolution.
+    #[arg(long, env = ENV_HOSTS_FILE)]
+    pub hosts_file: Option<PathBuf>,
+    /// Addresses at which peers reach the inbound listener (default: its bound address).
+    #[arg(long, env = ENV_ADVERTISE_ADDR, value_delimiter = ',')]
+    pub advertise_addr: Vec<SocketAddr>,
+    /// How often observations are reported to the controller, in milliseconds.
+    #[arg(long, env = ENV_REPORT_INTERVAL_MS, default_value_t = 1000)]
+    pub report_interval_ms: u64,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = ENV_LOG, default_value = "info")]
+    pub log: String,
+}
+
+/// Why the flags were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--workload` or `--namespace` is not a valid name.
+    #[error("--{flag} {value:?} is invalid: use 1-63 characters of a-z, 0-9, '-', '.', '_'")]
+    BadName {
+        /// The flag.
+        flag: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// `--controller` is not an http(s) URL.
+    #[error("--controller {0:?} is invalid: expected a URL such as http://127.0.0.1:8470")]
+    BadController(String),
+    /// `--log` is not a valid filter.
+    #[error(
+        "--log {value:?} is not a valid tracing filter (e.g. `info` or `vigil_proxy=debug`): {detail}"
+    )]
+    BadLog {
+        /// The value.
+        value: String,
+        /// The parser's message.
+        detail: String,
+    },
+    /// `--report-interval-ms` is zero.
+    #[error("--report-interval-ms must be at least 1")]
+    ZeroInterval,
+    /// The hosts file cannot be read.
+    #[error("cannot read --hosts-file {path}: {source}")]
+    ReadHosts {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The hosts file is malformed.
+    #[error("--hosts-file {path}: {source}")]
+    ParseHosts {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        source: ResolveError,
+    },
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug, Serialize)]
+pub struct Config {
+    /// The flags as given.
+    pub args: Args,
+    /// Parsed hosts-file overrides.
+    pub hosts: HashMap<String, IpAddr>,
+}
+
+impl Config {
+    /// Validates `args` (and reads the hosts file).
+    pub fn from_args(args: Args) -> Result<Config, ConfigError> {
+        for (flag, value) in [("workload", &args.workload), ("namespace", &args.namespace)] {
+            if !is_valid_name(value) {
+                return Err(ConfigError::BadName {
+                    flag,
+                    value: value.clone(),
+                });
+            }
+        }
+        let uri: http::Uri = args
+            .controller
+            .parse()
+            .map_err(|_| ConfigError::BadController(args.controller.clone()))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return Err(ConfigError::BadController(args.controller.clone()));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&args.log) {
+            return Err(ConfigError::BadLog {
+                value: args.log.clone(),
+                detail: e.to_string(),
+            });
+        }
+        if args.report_interval_ms == 0 {
+            return Err(ConfigError::ZeroInterval);
+        }
+        let hosts = match &args.hosts_file {
+            None => HashMap::new(),
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::ReadHosts {
+                        path: path.clone(),
+                        source,
+                    })?;
+                parse_hosts(&text).map_err(|source| ConfigError::ParseHosts {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+        };
+        Ok(Config { args, hosts })
+    }
+
+    /// The reporting interval.
+    pub fn report_interval(&self) -> Duration {
+        Duration::from_millis(self.args.report_interval_ms)
+    }
+
+    /// Addresses advertised to the controller, given the bound inbound address.
+    pub fn advertise_addrs(&self, bound_inbound: SocketAddr) -> Vec<SocketAddr> {
+        if !self.args.advertise_addr.is_empty() {
+            return self.args.advertise_addr.clone();
+        }
+        let mut addr = bound_inbound;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(IpAddr::from([127, 0, 0, 1]));
+        }
+        vec![addr]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<Config, String> {
+        let mut argv = vec!["vigil-proxy"];
+        argv.extend_from_slice(extra);
+        let args = Args::try_parse_from(argv).map_err(|e| e.to_string())?;
+        Config::from_args(args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_validation() {
+        let c = parse(&["--workload", "web"]).unwrap();
+        assert_eq!(c.args.namespace, "default");
+        assert_eq!(c.args.outbound_addr.to_string(), "127.0.0.1:4140");
+        let bound: SocketAddr = "0.0.0.0:4143".parse().unwrap();
+        assert_eq!(
+            c.advertise_addrs(bound),
+            vec!["127.0.0.1:4143".parse().unwrap()]
+        );
+
+        let c = parse(&[
+            "--workload",
+            "web",
+            "--advertise-addr",
+            "10.0.0.1:1,10.0.0.2:2",
+        ])
+        .unwrap();
+        assert_eq!(c.advertise_addrs(bound).len(), 2);
+
+        let cases = [
+            (vec!["--workload", "Web"], "--workload"),
+            (vec!["--workload", "w", "--namespace", "a/b"], "--namespace"),
+            (
+                vec!["--workload", "w", "--controller", "nope"],
+                "--controller",
+            ),
+            (
+                vec!["--workload", "w", "--report-interval-ms", "0"],
+                "--report-interval-ms",
+            ),
+            (
+                vec!["--workload", "w", "--hosts-file", "/nonexistent/x"],
+                "--hosts-file",
+            ),
+            (vec!["--workload", "w", "--app-addr", "x"], "--app-addr"),
+            (vec!["--workload", "w", "--log", "a=b=c"], "--log"),
+        ];
+        for (argv, want) in cases {
+            let err = parse(&argv).unwrap_err();
+            assert!(err.contains(want), "{argv:?}: {err}");
+        }
+    }
+}

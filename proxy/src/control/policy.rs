@@ -1,0 +1,58 @@
+//! The policy task: `Register`, then publish every policy received into
+//! the `watch` channel the data path reads.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use vigil_proto::v1;
+use vigil_proto::v1::controller_client::ControllerClient;
+
+use super::{Backoff, ControlError, ControlMetrics, connect};
+use crate::policy::Policy;
+
+/// Spawns the policy task; it runs until aborted.
+pub fn spawn(
+    url: String,
+    registration: v1::Registration,
+    policy: watch::Sender<Arc<Policy>>,
+    metrics: ControlMetrics,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut backoff = Backoff::default();
+        loop {
+            let result = watch_policy(&url, &registration, &policy, &metrics, &mut backoff).await;
+            metrics.connected.set(0);
+            let delay = backoff.next_delay();
+            if let Err(e) = result {
+                tracing::warn!(error = %e, retry_in = ?delay, "policy stream from the controller failed; keeping the last policy");
+            }
+            tokio::time::sleep(delay).await;
+        }
+    })
+}
+
+async fn watch_policy(
+    url: &str,
+    registration: &v1::Registration,
+    policy: &watch::Sender<Arc<Policy>>,
+    metrics: &ControlMetrics,
+    backoff: &mut Backoff,
+) -> Result<(), ControlError> {
+    let mut client = ControllerClient::new(connect(url).await?);
+    let mut stream = client.register(registration.clone()).await?.into_inner();
+    metrics.connected.set(1);
+    backoff.reset();
+    tracing::info!(controller = %url, "registered with the controller");
+    loop {
+        let Some(message) = stream.message().await? else {
+            return Err(ControlError::StreamEnded);
+        };
+        let next = Policy::try_from(message)?;
+        if next != **policy.borrow() {
+            tracing::info!(version = next.version, mode = %next.mode, enforce = next.enforce, "new policy");
+        }
+        metrics.policy_version.set(next.version as i64);
+        policy.send_replace(Arc::new(next));
+    }
+}

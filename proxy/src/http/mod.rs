@@ -1,0 +1,337 @@
+//! HTTP/1.1 forwarding: the shared upstream client, header hygiene, JSON
+//! error responses and per-request bookkeeping (metrics and telemetry).
+//!
+//! Data-path tier: uses `policy`, `template`, `resolve` and `telemetry`;
+//! never `control` or `admin`.
+
+pub mod body;
+pub mod inbound;
+pub mod outbound;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::model::{Direction, Identity, Record};
+use crate::policy::PolicyRx;
+use crate::resolve::Resolver;
+use crate::telemetry::Telemetry;
+use body::{CountingBody, Finish, ProxyBody, finishing, full};
+
+/// The one pooled upstream client shared by both directions.
+pub type UpstreamClient = Client<HttpConnector, CountingBody<Incoming>>;
+
+/// Builds the pooled upstream client (TCP_NODELAY, keep-alive pool).
+pub fn upstream_client() -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(10)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(connector)
+}
+
+/// `direction` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum DirectionLabel {
+    /// Inbound requests.
+    inbound,
+    /// Outbound requests.
+    outbound,
+}
+
+impl From<Direction> for DirectionLabel {
+    fn from(d: Direction) -> Self {
+        match d {
+            Direction::Inbound => DirectionLabel::inbound,
+            Direction::Outbound => DirectionLabel::outbound,
+        }
+    }
+}
+
+/// `decision` label.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum DecisionLabel {
+    /// Forwarded.
+    allow,
+    /// Denied by policy.
+    deny,
+    /// Failed (bad request, resolution or upstream failure).
+    error,
+}
+
+/// Labels of `vigil_proxy_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Direction.
+    pub direction: DirectionLabel,
+    /// Outcome.
+    pub decision: DecisionLabel,
+}
+
+/// Labels of `vigil_proxy_request_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DurationLabels {
+    /// Direction.
+    pub direction: DirectionLabel,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// Metrics of the HTTP data path.
+#[derive(Clone, Debug)]
+pub struct HttpMetrics {
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<DurationLabels, Histogram, fn() -> Histogram>,
+}
+
+impl HttpMetrics {
+    /// Creates and registers the metrics.
+    pub fn register(registry: &mut Registry) -> Self {
+        let requests = Family::<RequestLabels, Counter>::default();
+        let duration = Family::new_with_constructor(duration_histogram as fn() -> Histogram);
+        registry.register(
+            "vigil_proxy_requests",
+            "Requests and tunnels handled, by direction and decision",
+            requests.clone(),
+        );
+        registry.register(
+            "vigil_proxy_request_duration_seconds",
+            "Time to response headers (or tunnel setup)",
+            duration.clone(),
+        );
+        HttpMetrics { requests, duration }
+    }
+
+    fn record(&self, direction: Direction, decision: DecisionLabel, elapsed: Duration) {
+        let direction = DirectionLabel::from(direction);
+        self.requests
+            .get_or_create(&RequestLabels {
+                direction: direction.clone(),
+                decision,
+            })
+            .inc();
+        self.duration
+            .get_or_create(&DurationLabels { direction })
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// Everything a request handler needs, shared by all connections.
+#[derive(Clone, Debug)]
+pub struct Shared {
+    /// The pooled upstream client.
+    pub client: UpstreamClient,
+    /// The current policy.
+    pub policy: PolicyRx,
+    /// Where records go.
+    pub telemetry: Telemetry,
+    /// Data-path metrics.
+    pub metrics: HttpMetrics,
+    /// Name resolution.
+    pub resolver: Resolver,
+    /// Our identity.
+    pub identity: Identity,
+    /// The local workload's address (inbound target).
+    pub app_addr: SocketAddr,
+    /// Turns true when open tunnels must close (after the drain period).
+    pub stop: watch::Receiver<bool>,
+}
+
+/// A request in flight: its record so far, start time and body counter.
+#[derive(Debug)]
+pub struct Pending {
+    /// The record, filled in as the request progresses.
+    pub record: Record,
+    /// When the request arrived.
+    pub start: Instant,
+    /// Request body bytes.
+    pub bytes_in: Arc<AtomicU64>,
+}
+
+impl Pending {
+    /// Starts tracking a request.
+    pub fn new(record: Record) -> Self {
+        Pending {
+            record,
+            start: Instant::now(),
+            bytes_in: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Shared {
+    /// Counts the request, and wraps the response so that its record is
+    /// emitted when the body is done. `status` is the status recorded (0 for
+    /// transport errors).
+    pub fn respond(
+        &self,
+        mut pending: Pending,
+        response: Response<BoxBody<Bytes, hyper::Error>>,
+        decision: DecisionLabel,
+        status: u16,
+    ) -> Response<ProxyBody> {
+        let elapsed = pending.start.elapsed();
+        self.metrics
+            .record(pending.record.direction, decision, elapsed);
+        pending.record.status = status;
+        pending.record.latency_us = elapsed.as_micros() as u64;
+        pending.record.denied = decision == DecisionLabel::deny;
+        let finish = Finish {
+            record: pending.record,
+            bytes_in: pending.bytes_in,
+            telemetry: self.telemetry.clone(),
+        };
+        response.map(|b| finishing(b, finish))
+    }
+
+    /// Counts a request that produced no record (e.g. not a proxy request).
+    pub fn reject(
+        &self,
+        direction: Direction,
+        start: Instant,
+        response: Response<BoxBody<Bytes, hyper::Error>>,
+    ) -> Response<ProxyBody> {
+        self.metrics
+            .record(direction, DecisionLabel::error, start.elapsed());
+        self.untracked(response)
+    }
+
+    /// Counts a request in the metrics only.
+    pub fn metrics_record(&self, direction: Direction, decision: DecisionLabel, elapsed: Duration) {
+        self.metrics.record(direction, decision, elapsed);
+    }
+
+    /// Wraps a response without emitting any record.
+    pub fn untracked(
+        &self,
+        response: Response<BoxBody<Bytes, hyper::Error>>,
+    ) -> Response<ProxyBody> {
+        response.map(|b| CountingBody::new(b, Arc::new(AtomicU64::new(0))))
+    }
+
+    /// Sends `req` to `addr` through the pooled client: rewrites the URI to
+    /// `http://addr/path?query`, keeps (or sets) Host to `host`, strips
+    /// hop-by-hop headers and counts the request body.
+    pub async fn send(
+        &self,
+        req: Request<Incoming>,
+        addr: SocketAddr,
+        host: &str,
+        pending: &Pending,
+    ) -> Result<Response<BoxBody<Bytes, hyper::Error>>, hyper_util::client::legacy::Error> {
+        let (mut parts, body) = req.into_parts();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        parts.uri =
+            Uri::try_from(format!("http://{addr}{path}")).unwrap_or_else(|_| Uri::from_static("/"));
+        parts.version = http::Version::HTTP_11;
+        strip_hop_by_hop(&mut parts.headers);
+        if !parts.headers.contains_key(header::HOST)
+            && let Ok(value) = HeaderValue::from_str(host)
+        {
+            parts.headers.insert(header::HOST, value);
+        }
+        let body = CountingBody::new(body, pending.bytes_in.clone());
+        let mut response = self
+            .client
+            .request(Request::from_parts(parts, body))
+            .await?;
+        strip_hop_by_hop(response.headers_mut());
+        Ok(response.map(BodyExt::boxed))
+    }
+}
+
+/// Removes hop-by-hop headers: `Connection` and the headers it names, and
+/// the fixed list of RFC 9110 (plus `Proxy-Connection`).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("proxy-connection"),
+        HeaderName::from_static("keep-alive"),
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// A JSON response with this status.
+pub fn json_response(
+    status: StatusCode,
+    value: serde_json::Value,
+) -> Response<BoxBody<Bytes, hyper::Error>> {
+    let mut response = Response::new(full(value.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The 403 sent for a request denied by policy. `about` is the
+/// `("destination", ..)` or `("source", ..)` pair.
+pub fn denied_response(
+    reason: &str,
+    about: (&str, &str),
+    workload: &str,
+    mode: &str,
+) -> Response<BoxBody<Bytes, hyper::Error>> {
+    let mut body = json!({
+        "error": "denied by vigil policy",
+        "reason": reason,
+        "workload": workload,
+        "mode": mode,
+    });
+    body[about.0] = json!(about.1);
+    json_response(StatusCode::FORBIDDEN, body)
+}
+
+/// The 502 sent when the destination cannot be reached or resolved.
+pub fn unavailable_response(
+    destination: &str,
+    detail: &str,
+) -> Response<BoxBody<Bytes, hyper::Error>> {
+    json_response(
+        StatusCode::BAD_GATEWAY,
+        json!({"error": "upstream unavailable", "destination": destination, "detail": detail}),
+    )
+}

@@ -1,0 +1,346 @@
+//! The outbound side: the workload's requests, either as an explicit HTTP
+//! proxy (absolute-form, `CONNECT`) or as an iptables redirect target
+//! (origin-form plus the socket's original destination).
+//!
+//! `classify` decides what a request is (pure, table-tested); `serve` does it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::uri::Authority;
+use http::{Method, Request, Response, StatusCode, Uri, header};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use super::body::{ProxyBody, full};
+use super::{DecisionLabel, Pending, Shared, denied_response, json_response, unavailable_response};
+use crate::model::{Direction, Protocol, Record, SOURCE_HEADER};
+use crate::policy::{Decision, evaluate_outbound};
+use crate::template::template;
+
+/// What an outbound request asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// `CONNECT host:port`: an opaque tunnel.
+    Connect {
+        /// Lower-case host.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+    /// Forward an HTTP request.
+    Forward {
+        /// Lower-case host (as named by the client).
+        host: String,
+        /// Port.
+        port: u16,
+        /// Already known destination (transparent redirect), no resolution.
+        resolved: Option<SocketAddr>,
+    },
+    /// Refuse it with a 400.
+    Reject(Reject),
+}
+
+/// Why an outbound request is refused before policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reject {
+    /// `https://` absolute-form: the client must use CONNECT.
+    HttpsAbsolute,
+    /// Origin-form on a connection that was not redirected.
+    NotProxy,
+    /// The target authority is missing or malformed.
+    BadAuthority,
+}
+
+/// Decides what an outbound request is. `original_dst` is the redirected
+/// destination of the connection, `None` when it was not redirected.
+pub fn classify(
+    method: &Method,
+    uri: &Uri,
+    host: Option<&str>,
+    original_dst: Option<SocketAddr>,
+) -> Target {
+    let split = |a: &Authority, default_port: u16| {
+        (
+            a.host().to_ascii_lowercase(),
+            a.port_u16().unwrap_or(default_port),
+        )
+    };
+    if method == Method::CONNECT {
+        return match uri.authority() {
+            Some(a) => {
+                let (host, port) = split(a, 443);
+                Target::Connect { host, port }
+            }
+            None => Target::Reject(Reject::BadAuthority),
+        };
+    }
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http"), Some(a)) => {
+            let (host, port) = split(a, 80);
+            Target::Forward {
+                host,
+                port,
+                resolved: None,
+            }
+        }
+        (Some("https"), _) => Target::Reject(Reject::HttpsAbsolute),
+        (Some(_), _) => Target::Reject(Reject::BadAuthority),
+        (None, _) => match original_dst {
+            None => Target::Reject(Reject::NotProxy),
+            Some(dst) => match host.map(str::parse::<Authority>) {
+                Some(Ok(a)) => {
+                    let (host, port) = split(&a, 80);
+                    Target::Forward {
+                        host,
+                        port,
+                        resolved: Some(dst),
+                    }
+                }
+                Some(Err(_)) => Target::Reject(Reject::BadAuthority),
+                None => Target::Forward {
+                    host: dst.ip().to_string(),
+                    port: dst.port(),
+                    resolved: Some(dst),
+                },
+            },
+        },
+    }
+}
+
+fn reject_response(
+    reject: Reject,
+) -> Response<http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>> {
+    let detail = match reject {
+        Reject::HttpsAbsolute => {
+            "https:// URLs must be tunnelled: use CONNECT (curl -x / HTTPS_PROXY)"
+        }
+        Reject::NotProxy => {
+            "this is vigil-proxy's outbound listener: use it as an HTTP proxy (curl -x, HTTP_PROXY) or redirect traffic to it with iptables"
+        }
+        Reject::BadAuthority => "the request target has no valid host:port",
+    };
+    let error = match reject {
+        Reject::NotProxy => "not a proxy request",
+        _ => "bad proxy request",
+    };
+    json_response(
+        StatusCode::BAD_REQUEST,
+        json!({"error": error, "detail": detail}),
+    )
+}
+
+/// Handles one outbound request on a connection whose redirected
+/// destination is `original_dst`.
+pub async fn serve(
+    shared: Arc<Shared>,
+    original_dst: Option<SocketAddr>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, std::convert::Infallible> {
+    let start = Instant::now();
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok());
+    let target = classify(req.method(), req.uri(), host, original_dst);
+    let (host, port, resolved) = match target {
+        Target::Reject(reject) => {
+            return Ok(shared.reject(Direction::Outbound, start, reject_response(reject)));
+        }
+        Target::Connect { host, port } => {
+            return Ok(super::super::tcp::connect(shared, req, host, port).await);
+        }
+        Target::Forward {
+            host,
+            port,
+            resolved,
+        } => (host, port, resolved),
+    };
+    let authority = format!("{host}:{port}");
+    let mut pending = Pending::new(Record {
+        direction: Direction::Outbound,
+        protocol: Protocol::Http1,
+        source: String::new(),
+        authority: authority.clone(),
+        resolved,
+        method: req.method().as_str().to_string(),
+        path: template(req.uri().path()),
+        status: 0,
+        latency_us: 0,
+        bytes_in: 0,
+        bytes_out: 0,
+        denied: false,
+    });
+    pending.start = start;
+    let resolved = match resolved {
+        Some(addr) => Ok(addr),
+        None => shared.resolver.resolve(&host, port).await,
+    };
+    pending.record.resolved = resolved.as_ref().ok().copied();
+    let policy = shared.policy.borrow().clone();
+    if let Decision::Deny { reason } =
+        evaluate_outbound(&policy, &authority, pending.record.resolved)
+    {
+        let workload = shared.identity.source();
+        let response =
+            denied_response(reason, ("destination", &authority), &workload, &policy.mode);
+        return Ok(shared.respond(pending, response, DecisionLabel::deny, 403));
+    }
+    let addr = match resolved {
+        Ok(addr) => addr,
+        Err(e) => {
+            let response = unavailable_response(&authority, &e.to_string());
+            return Ok(shared.respond(pending, response, DecisionLabel::error, 0));
+        }
+    };
+    let mut req = req;
+    req.headers_mut().remove(SOURCE_HEADER);
+    if let Ok(value) = http::HeaderValue::from_str(&shared.identity.source()) {
+        req.headers_mut().insert(SOURCE_HEADER, value);
+    }
+    let host_header = req
+        .uri()
+        .authority()
+        .map_or(authority.clone(), |a| a.to_string());
+    match shared.send(req, addr, &host_header, &pending).await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            Ok(shared.respond(pending, response, DecisionLabel::allow, status))
+        }
+        Err(e) => {
+            tracing::debug!(%authority, %addr, error = %e, "upstream request failed");
+            let response = unavailable_response(&authority, &error_chain(&e));
+            Ok(shared.respond(pending, response, DecisionLabel::error, 0))
+        }
+    }
+}
+
+/// An error and its sources, joined with `: `.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// A 200 with an empty body (CONNECT established).
+pub fn empty_ok() -> Response<http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>> {
+    Response::new(full(bytes::Bytes::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Case = (
+        Method,
+        &'static str,
+        Option<&'static str>,
+        Option<SocketAddr>,
+        Target,
+    );
+
+    #[test]
+    fn classifies() {
+        let dst: SocketAddr = "10.0.0.9:8080".parse().unwrap();
+        let fwd = |h: &str, p: u16, r: Option<SocketAddr>| Target::Forward {
+            host: h.into(),
+            port: p,
+            resolved: r,
+        };
+        let cases: Vec<Case> = vec![
+            (
+                Method::GET,
+                "http://API.example.com/x?y",
+                None,
+                None,
+                fwd("api.example.com", 80, None),
+            ),
+            (
+                Method::GET,
+                "http://api:8080/x",
+                Some("other"),
+                Some(dst),
+                fwd("api", 8080, None),
+            ),
+            (
+                Method::GET,
+                "https://api/x",
+                None,
+                None,
+                Target::Reject(Reject::HttpsAbsolute),
+            ),
+            (
+                Method::GET,
+                "ftp://api/x",
+                None,
+                None,
+                Target::Reject(Reject::BadAuthority),
+            ),
+            (
+                Method::CONNECT,
+                "api:443",
+                None,
+                None,
+                Target::Connect {
+                    host: "api".into(),
+                    port: 443,
+                },
+            ),
+            (
+                Method::CONNECT,
+                "pool.example.com:3333",
+                None,
+                None,
+                Target::Connect {
+                    host: "pool.example.com".into(),
+                    port: 3333,
+                },
+            ),
+            (
+                Method::GET,
+                "/x",
+                Some("api"),
+                None,
+                Target::Reject(Reject::NotProxy),
+            ),
+            (
+                Method::GET,
+                "/x",
+                Some("api"),
+                Some(dst),
+                fwd("api", 80, Some(dst)),
+            ),
+            (
+                Method::GET,
+                "/x",
+                Some("api:9000"),
+                Some(dst),
+                fwd("api", 9000, Some(dst)),
+            ),
+            (
+                Method::GET,
+                "/x",
+                None,
+                Some(dst),
+                fwd("10.0.0.9", 8080, Some(dst)),
+            ),
+            (
+                Method::GET,
+                "/x",
+                Some("bad host"),
+                Some(dst),
+                Target::Reject(Reject::BadAuthority),
+            ),
+        ];
+        for (method, uri, host, dst, want) in cases {
+            let uri: Uri = uri.parse().unwrap();
+            assert_eq!(classify(&method, &uri, host, dst), want, "{method} {uri}");
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Small domain types shared across the data path: the identity of this
+//! sidecar, request directions and protocols, and one request's record.
+//!
+//! Base tier: depends only on the proto crate for conversions.
+
+use std::net::SocketAddr;
+
+use serde::Serialize;
+use vigil_proto::v1;
+
+/// Header through which a proxy tells the peer's inbound side who calls.
+pub const SOURCE_HEADER: &str = "vigil-source";
+
+/// The identity of this sidecar (and so of the workload beside it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    /// Workload name.
+    pub workload: String,
+    /// Namespace of the workload.
+    pub namespace: String,
+    /// Random per-process instance id (hex).
+    pub instance: String,
+}
+
+impl Identity {
+    /// `namespace/workload`, the form used in headers and policies.
+    pub fn source(&self) -> String {
+        format!("{}/{}", self.namespace, self.workload)
+    }
+
+    /// The protobuf form.
+    pub fn to_proto(&self) -> v1::Identity {
+        v1::Identity {
+            workload: self.workload.clone(),
+            namespace: self.namespace.clone(),
+            instance: self.instance.clone(),
+        }
+    }
+}
+
+/// True when `name` is a valid namespace or workload name: 1 to 63 bytes of
+/// `[a-z0-9-._]`.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'_')
+        })
+}
+
+/// Parses a `vigil-source` header value: `ns/name` with valid segments.
+pub fn parse_source(value: &str) -> Option<&str> {
+    let (ns, name) = value.split_once('/')?;
+    (is_valid_name(ns) && is_valid_name(name)).then_some(value)
+}
+
+/// Which way a request crossed the sidecar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// From a peer into the local workload.
+    Inbound,
+    /// From the local workload out.
+    Outbound,
+}
+
+impl Direction {
+    /// The protobuf enum value.
+    pub fn to_proto(self) -> v1::Direction {
+        match self {
+            Direction::Inbound => v1::Direction::Inbound,
+            Direction::Outbound => v1::Direction::Outbound,
+        }
+    }
+}
+
+/// The protocol seen on a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// HTTP/1.x requests.
+    Http1,
+    /// An opaque tunnel (CONNECT).
+    Tcp,
+}
+
+impl Protocol {
+    /// The protobuf enum value.
+    pub fn to_proto(self) -> v1::Protocol {
+        match self {
+            Protocol::Http1 => v1::Protocol::Http1,
+            Protocol::Tcp => v1::Protocol::Tcp,
+        }
+    }
+}
+
+/// What the sidecar observed about one request or tunnel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Direction of the request.
+    pub direction: Direction,
+    /// Protocol of the request.
+    pub protocol: Protocol,
+    /// Inbound: the caller `ns/name`, empty for the internet.
+    pub source: String,
+    /// Outbound: the destination as named, `host:port`.
+    pub authority: String,
+    /// Outbound: the resolved address, when known.
+    pub resolved: Option<SocketAddr>,
+    /// HTTP method (`CONNECT` for tunnels).
+    pub method: String,
+    /// Path template.
+    pub path: String,
+    /// HTTP status, 0 for transport errors and tunnels.
+    pub status: u16,
+    /// Time to response headers (or tunnel duration), in microseconds.
+    pub latency_us: u64,
+    /// Bytes from the client.
+    pub bytes_in: u64,
+    /// Bytes to the client.
+    pub bytes_out: u64,
+    /// Whether the local policy denied it.
+    pub denied: bool,
+}
+
+/// Resolves once `signal` is true (or its sender is gone).
+pub async fn stopped(signal: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = signal.wait_for(|stop| *stop).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources() {
+        let cases = [
+            ("default/web", true),
+            ("ns-1/app.v2_x", true),
+            ("Default/web", false),
+            ("default/", false),
+            ("/web", false),
+            ("a/b/c", false),
+            ("web", false),
+            ("ns/we b", false),
+        ];
+        for (value, ok) in cases {
+            assert_eq!(parse_source(value).is_some(), ok, "{value}");
+        }
+        assert!(!is_valid_name(&"a".repeat(64)));
+    }
+}

@@ -1,0 +1,219 @@
+//! The policy a proxy enforces, and the pure decisions taken with it.
+//!
+//! Tier 2: depends only on the proto crate (for the `TryFrom` conversion at
+//! the edge). No I/O.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde::Serialize;
+use vigil_proto::v1;
+
+/// The source name policies use for callers without a Vigil identity.
+pub const INTERNET: &str = "internet";
+
+/// A policy received from the controller, in domain form.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Policy {
+    /// Increases with every change the controller makes.
+    pub version: u64,
+    /// When false everything is forwarded (and still observed).
+    pub enforce: bool,
+    /// Outbound destinations allowed by name, lower-case `host:port`.
+    pub allowed_authorities: HashSet<String>,
+    /// Outbound destinations allowed by resolved address.
+    pub allowed_addrs: HashSet<SocketAddr>,
+    /// Inbound callers allowed: `ns/name` or `internet`.
+    pub allowed_sources: HashSet<String>,
+    /// Human-readable mode, e.g. `learning` or `enforcement`.
+    pub mode: String,
+}
+
+impl Policy {
+    /// The policy used before the controller has sent one: allow everything.
+    pub fn allow_all() -> Self {
+        Policy {
+            version: 0,
+            enforce: false,
+            allowed_authorities: HashSet::new(),
+            allowed_addrs: HashSet::new(),
+            allowed_sources: HashSet::new(),
+            mode: "unknown".to_string(),
+        }
+    }
+}
+
+/// The shared, swappable current policy.
+pub type PolicyRx = tokio::sync::watch::Receiver<Arc<Policy>>;
+
+/// Why a protobuf policy was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PolicyError {
+    /// An `allowed_addrs` entry is not `ip:port`.
+    #[error("policy version {version}: allowed address {value:?} is not ip:port")]
+    BadAddr {
+        /// Policy version.
+        version: u64,
+        /// The offending entry.
+        value: String,
+    },
+}
+
+impl TryFrom<v1::Policy> for Policy {
+    type Error = PolicyError;
+
+    fn try_from(p: v1::Policy) -> Result<Self, Self::Error> {
+        let allowed_addrs = p
+            .allowed_addrs
+            .iter()
+            .map(|a| {
+                a.parse::<SocketAddr>().map_err(|_| PolicyError::BadAddr {
+                    version: p.version,
+                    value: a.clone(),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Policy {
+            version: p.version,
+            enforce: p.enforce,
+            allowed_authorities: p
+                .allowed_authorities
+                .iter()
+                .map(|a| a.to_ascii_lowercase())
+                .collect(),
+            allowed_addrs,
+            allowed_sources: p.allowed_sources.into_iter().collect(),
+            mode: p.mode,
+        })
+    }
+}
+
+/// The outcome of evaluating a policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Forward the request.
+    Allow,
+    /// Refuse it, for this reason.
+    Deny {
+        /// Short human-readable reason.
+        reason: &'static str,
+    },
+}
+
+impl Decision {
+    /// True for [`Decision::Deny`].
+    pub fn is_deny(&self) -> bool {
+        matches!(self, Decision::Deny { .. })
+    }
+}
+
+/// Decides whether the local workload may call `authority` (`host:port`),
+/// which resolved to `resolved` when known.
+pub fn evaluate_outbound(
+    policy: &Policy,
+    authority: &str,
+    resolved: Option<SocketAddr>,
+) -> Decision {
+    if !policy.enforce
+        || policy
+            .allowed_authorities
+            .contains(&authority.to_ascii_lowercase())
+        || resolved.is_some_and(|addr| policy.allowed_addrs.contains(&addr))
+    {
+        Decision::Allow
+    } else {
+        Decision::Deny {
+            reason: "destination not in baseline",
+        }
+    }
+}
+
+/// Decides whether `source` (`ns/name`, `None` for the internet) may call
+/// the local workload.
+pub fn evaluate_inbound(policy: &Policy, source: Option<&str>) -> Decision {
+    if !policy.enforce || policy.allowed_sources.contains(source.unwrap_or(INTERNET)) {
+        Decision::Allow
+    } else {
+        Decision::Deny {
+            reason: "source not in baseline",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enforced() -> Policy {
+        Policy::try_from(v1::Policy {
+            version: 3,
+            enforce: true,
+            allowed_authorities: vec!["API.example.com:443".into(), "db:5432".into()],
+            allowed_addrs: vec!["10.0.0.7:4143".into()],
+            allowed_sources: vec!["default/web".into(), "internet".into()],
+            mode: "enforcement".into(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn outbound() {
+        let p = enforced();
+        let open = Policy::allow_all();
+        let deny = Decision::Deny {
+            reason: "destination not in baseline",
+        };
+        let addr = |s: &str| Some(s.parse().unwrap());
+        let cases = [
+            (&p, "api.example.com:443", None, Decision::Allow),
+            (&p, "Api.Example.com:443", None, Decision::Allow),
+            (&p, "api.example.com:80", None, deny),
+            (&p, "pool.example.com:3333", None, deny),
+            (&p, "svc:80", addr("10.0.0.7:4143"), Decision::Allow),
+            (&p, "svc:80", addr("10.0.0.8:4143"), deny),
+            (&open, "pool.example.com:3333", None, Decision::Allow),
+        ];
+        for (policy, authority, resolved, want) in cases {
+            assert_eq!(
+                evaluate_outbound(policy, authority, resolved),
+                want,
+                "{authority}"
+            );
+        }
+    }
+
+    #[test]
+    fn inbound() {
+        let mut p = enforced();
+        assert_eq!(evaluate_inbound(&p, Some("default/web")), Decision::Allow);
+        assert_eq!(evaluate_inbound(&p, None), Decision::Allow);
+        assert!(evaluate_inbound(&p, Some("default/miner")).is_deny());
+        p.allowed_sources.remove(INTERNET);
+        assert!(evaluate_inbound(&p, None).is_deny());
+        assert_eq!(
+            evaluate_inbound(&Policy::allow_all(), Some("x/y")),
+            Decision::Allow
+        );
+    }
+
+    #[test]
+    fn conversion() {
+        let p = enforced();
+        assert_eq!(p.version, 3);
+        assert!(p.allowed_authorities.contains("api.example.com:443"));
+        assert!(p.allowed_addrs.contains(&"10.0.0.7:4143".parse().unwrap()));
+        let bad = v1::Policy {
+            version: 9,
+            allowed_addrs: vec!["10.0.0.7".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            Policy::try_from(bad),
+            Err(PolicyError::BadAddr {
+                version: 9,
+                value: "10.0.0.7".into()
+            })
+        );
+    }
+}

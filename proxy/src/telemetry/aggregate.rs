@@ -1,0 +1,193 @@
+//! Pure aggregation of request records into report batches.
+
+use std::collections::HashMap;
+
+use vigil_proto::v1;
+
+use crate::model::{Direction, Protocol, Record};
+
+/// The default cap on distinct keys per interval.
+pub const MAX_KEYS: usize = 10_000;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    direction: Direction,
+    protocol: Protocol,
+    source: String,
+    authority: String,
+    resolved: String,
+    method: String,
+    path: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Stats {
+    count: u64,
+    denied: u64,
+    latency_sum_us: u64,
+    latency_max_us: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+/// Merges records over one interval.
+#[derive(Debug)]
+pub struct Aggregator {
+    map: HashMap<Key, Stats>,
+    max_keys: usize,
+    dropped: u64,
+    next_seq: u64,
+}
+
+impl Aggregator {
+    /// An empty aggregator holding at most `max_keys` distinct keys.
+    pub fn new(max_keys: usize) -> Self {
+        Aggregator {
+            map: HashMap::new(),
+            max_keys,
+            dropped: 0,
+            next_seq: 1,
+        }
+    }
+
+    /// Merges one record; counts it as dropped when the key cap is reached.
+    pub fn add(&mut self, r: Record) {
+        let key = Key {
+            direction: r.direction,
+            protocol: r.protocol,
+            source: r.source,
+            authority: r.authority,
+            resolved: r.resolved.map(|a| a.to_string()).unwrap_or_default(),
+            method: r.method,
+            path: r.path,
+            status: r.status,
+        };
+        let full = self.map.len() >= self.max_keys;
+        let stats = match self.map.get_mut(&key) {
+            Some(stats) => stats,
+            None if full => {
+                self.dropped += 1;
+                return;
+            }
+            None => self.map.entry(key).or_default(),
+        };
+        stats.count += 1;
+        stats.denied += u64::from(r.denied);
+        stats.latency_sum_us = stats.latency_sum_us.saturating_add(r.latency_us);
+        stats.latency_max_us = stats.latency_max_us.max(r.latency_us);
+        stats.bytes_in = stats.bytes_in.saturating_add(r.bytes_in);
+        stats.bytes_out = stats.bytes_out.saturating_add(r.bytes_out);
+    }
+
+    /// Counts `n` records lost before they reached the aggregator.
+    pub fn add_dropped(&mut self, n: u64) {
+        self.dropped += n;
+    }
+
+    /// Takes everything merged so far as a batch with the next sequence
+    /// number, or `None` when there is nothing to report.
+    pub fn take_batch(&mut self, identity: &v1::Identity) -> Option<v1::ReportBatch> {
+        if self.map.is_empty() && self.dropped == 0 {
+            return None;
+        }
+        let observations = self
+            .map
+            .drain()
+            .map(|(k, s)| v1::Observation {
+                direction: k.direction.to_proto() as i32,
+                protocol: k.protocol.to_proto() as i32,
+                source: k.source,
+                authority: k.authority,
+                resolved_addr: k.resolved,
+                method: k.method,
+                path: k.path,
+                status: u32::from(k.status),
+                count: s.count,
+                denied: s.denied,
+                latency_sum_us: s.latency_sum_us,
+                latency_max_us: s.latency_max_us,
+                bytes_in: s.bytes_in,
+                bytes_out: s.bytes_out,
+            })
+            .collect();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        Some(v1::ReportBatch {
+            identity: Some(identity.clone()),
+            seq,
+            observations,
+            dropped: std::mem::take(&mut self.dropped),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(path: &str, status: u16, latency_us: u64, denied: bool) -> Record {
+        Record {
+            direction: Direction::Outbound,
+            protocol: Protocol::Http1,
+            source: String::new(),
+            authority: "api:80".into(),
+            resolved: Some("10.0.0.1:80".parse().unwrap()),
+            method: "GET".into(),
+            path: path.into(),
+            status,
+            latency_us,
+            bytes_in: 10,
+            bytes_out: 100,
+            denied,
+        }
+    }
+
+    #[test]
+    fn merges_by_key() {
+        let mut agg = Aggregator::new(MAX_KEYS);
+        let id = v1::Identity::default();
+        assert_eq!(agg.take_batch(&id), None);
+        agg.add(record("/a", 200, 10, false));
+        agg.add(record("/a", 200, 30, false));
+        agg.add(record("/a", 403, 5, true));
+        agg.add(record("/b", 200, 7, false));
+        let batch = agg.take_batch(&id).unwrap();
+        assert_eq!(batch.seq, 1);
+        assert_eq!(batch.observations.len(), 3);
+        let a = batch
+            .observations
+            .iter()
+            .find(|o| o.path == "/a" && o.status == 200)
+            .unwrap();
+        assert_eq!(
+            (a.count, a.denied, a.latency_sum_us, a.latency_max_us),
+            (2, 0, 40, 30)
+        );
+        assert_eq!((a.bytes_in, a.bytes_out), (20, 200));
+        assert_eq!(a.resolved_addr, "10.0.0.1:80");
+        let denied = batch.observations.iter().find(|o| o.status == 403).unwrap();
+        assert_eq!(denied.denied, 1);
+        assert_eq!(agg.take_batch(&id), None);
+        agg.add(record("/a", 200, 1, false));
+        assert_eq!(agg.take_batch(&id).unwrap().seq, 2);
+    }
+
+    #[test]
+    fn caps_keys_and_counts_drops() {
+        let mut agg = Aggregator::new(2);
+        agg.add(record("/a", 200, 1, false));
+        agg.add(record("/b", 200, 1, false));
+        agg.add(record("/c", 200, 1, false));
+        agg.add(record("/a", 200, 1, false)); // existing key still merges
+        agg.add_dropped(5);
+        let batch = agg.take_batch(&v1::Identity::default()).unwrap();
+        assert_eq!(batch.observations.len(), 2);
+        assert_eq!(batch.dropped, 6);
+        let total: u64 = batch.observations.iter().map(|o| o.count).sum();
+        assert_eq!(total, 3);
+        // A batch with only drops is still reported; then the count resets.
+        agg.add_dropped(1);
+        assert_eq!(agg.take_batch(&v1::Identity::default()).unwrap().dropped, 1);
+    }
+}
