@@ -166,10 +166,10 @@ fn load_token(token_file: Option<&PathBuf>) -> anyhow::Result<String> {
     if let Some(path) = token_file {
         return read(path);
     }
-    if let Ok(token) = std::env::var(ENV_TOKEN) {
-        if !token.trim().is_empty() {
-            return Ok(token.trim().to_owned());
-        }
+    if let Ok(token) = std::env::var(ENV_TOKEN)
+        && !token.trim().is_empty()
+    {
+        return Ok(token.trim().to_owned());
     }
     let default = PathBuf::from(DEFAULT_TOKEN_FILE);
     if default.exists() {

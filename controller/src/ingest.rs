@@ -331,7 +331,8 @@ mod tests {
 
     #[test]
     fn bogus_observations_are_rejected_with_a_reason() {
-        let cases: Vec<(fn(&mut v1::Observation), ObservationError)> = vec![
+        type Mutation = fn(&mut v1::Observation);
+        let cases: Vec<(Mutation, ObservationError)> = vec![
             (|o| o.direction = 9, ObservationError::Direction(9)),
             (
                 |o| o.authority = "a b:80".into(),

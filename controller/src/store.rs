@@ -168,10 +168,10 @@ impl Store {
         let skipped = &mut out.skipped;
 
         let meta = tx.open_table(META).map_err(io("read"))?;
-        if let Some(json) = meta.get(MODES_KEY).map_err(io("read"))? {
-            if let Some(m) = decode("meta", MODES_KEY, json.value(), skipped) {
-                out.modes = m;
-            }
+        if let Some(json) = meta.get(MODES_KEY).map_err(io("read"))?
+            && let Some(m) = decode("meta", MODES_KEY, json.value(), skipped)
+        {
+            out.modes = m;
         }
         for row in tx
             .open_table(WORKLOADS)
