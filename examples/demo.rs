@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
+use clap::Parser;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
@@ -144,19 +145,30 @@ async fn sidecar(
     grpc: SocketAddr,
     hosts: &Path,
 ) -> anyhow::Result<Sidecar> {
-    let args = vigil_proxy::Args {
-        outbound_addr: "127.0.0.1:0".parse()?,
-        inbound_addr: "127.0.0.1:0".parse()?,
-        app_addr: app,
-        admin_addr: "127.0.0.1:0".parse()?,
-        workload: workload.to_owned(),
-        namespace: NAMESPACE.to_owned(),
-        controller: format!("http://{grpc}"),
-        hosts_file: Some(hosts.to_owned()),
-        advertise_addr: Vec::new(),
-        report_interval_ms: REPORT_MS,
-        log: "warn".to_owned(),
-    };
+    let controller = format!("http://{grpc}");
+    let (app, report_ms) = (app.to_string(), REPORT_MS.to_string());
+    let mut args = vigil_proxy::Args::try_parse_from([
+        "vigil-proxy",
+        "--workload",
+        workload,
+        "--namespace",
+        NAMESPACE,
+        "--controller",
+        &controller,
+        "--app-addr",
+        &app,
+        "--outbound-addr",
+        "127.0.0.1:0",
+        "--inbound-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--report-interval-ms",
+        &report_ms,
+        "--log",
+        "warn",
+    ])?;
+    args.hosts_file = Some(hosts.to_owned());
     let running = vigil_proxy::start(args)
         .await
         .with_context(|| format!("starting {workload}'s sidecar"))?;

@@ -13,16 +13,17 @@ use vigil_proto::v1;
 
 use crate::admin::{self, AdminState};
 use crate::config::{Args, Config, ConfigError};
+use crate::connection;
 use crate::control::{self, ControlMetrics};
 use crate::http::{self, HttpMetrics, Shared};
-use crate::listener::{self, ListenerError, original_dst};
+use crate::listener::{self, ListenerError};
 use crate::model::Identity;
 use crate::policy::{Policy, PolicyRx};
 use crate::resolve::Resolver;
 use crate::telemetry;
 
-/// Upper bound on draining open connections at shutdown.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most open connections to the admin listener.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
 /// Upper bound on sending the last report at shutdown.
 pub const FINAL_REPORT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Capacity of the channel from the aggregator to the report task.
@@ -95,7 +96,8 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
     let (admin_shutdown, _) = watch::channel(false);
 
     let shared = Arc::new(Shared {
-        client: http::upstream_client(),
+        client: http::UpstreamClients::new(),
+        limits: config.args.limits.clone(),
         policy: policy.clone(),
         telemetry,
         metrics: http_metrics,
@@ -106,28 +108,32 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
     });
 
     // Data path.
-    let out_shared = shared.clone();
+    let limits = &config.args.limits;
+    let builder = Arc::new(listener::http_builder(limits));
+    let (out_shared, out_builder) = (shared.clone(), builder.clone());
     let outbound_task = listener::spawn(
         "outbound",
         outbound,
-        move |stream| {
-            let shared = out_shared.clone();
-            let dst = original_dst(stream, outbound_addr);
-            hyper::service::service_fn(move |req| http::outbound::serve(shared.clone(), dst, req))
+        limits.max_connections,
+        move |accepted| {
+            connection::outbound(
+                out_shared.clone(),
+                out_builder.clone(),
+                outbound_addr,
+                accepted,
+            )
         },
         data_shutdown.subscribe(),
-        DRAIN_TIMEOUT,
+        limits.drain_timeout(),
     );
-    let in_shared = shared.clone();
+    let (in_shared, in_builder) = (shared.clone(), builder);
     let inbound_task = listener::spawn(
         "inbound",
         inbound,
-        move |_| {
-            let shared = in_shared.clone();
-            hyper::service::service_fn(move |req| http::inbound::serve(shared.clone(), req))
-        },
+        limits.max_connections,
+        move |accepted| connection::inbound(in_shared.clone(), in_builder.clone(), accepted),
         data_shutdown.subscribe(),
-        DRAIN_TIMEOUT,
+        limits.drain_timeout(),
     );
 
     // Telemetry and control.
@@ -164,12 +170,19 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
         policy: policy.clone(),
     });
     let admin_state = state.clone();
+    let admin_builder = Arc::new(listener::http_builder(&state.config.args.limits));
     let admin_listener = listener::spawn(
         "admin",
         admin,
-        move |_| {
+        ADMIN_MAX_CONNECTIONS,
+        move |accepted| {
             let state = admin_state.clone();
-            hyper::service::service_fn(move |req| admin::serve(state.clone(), req))
+            let builder = admin_builder.clone();
+            async move {
+                let service =
+                    hyper::service::service_fn(move |req| admin::serve(state.clone(), req));
+                listener::serve_http(&builder, accepted.watcher, accepted.stream, service).await;
+            }
         },
         admin_shutdown.subscribe(),
         Duration::from_secs(1),
@@ -200,7 +213,7 @@ impl Running {
         self.policy.borrow().clone()
     }
 
-    /// Stops accepting, drains open connections (at most [`DRAIN_TIMEOUT`]),
+    /// Stops accepting, drains open connections (at most `--drain-timeout-ms`),
     /// closes tunnels, flushes telemetry and gives the last report
     /// [`FINAL_REPORT_TIMEOUT`] to reach the controller.
     pub async fn shutdown(self) {

@@ -36,6 +36,18 @@ pub const ENV_ADVERTISE_ADDR: &str = "VIGIL_ADVERTISE_ADDR";
 pub const ENV_REPORT_INTERVAL_MS: &str = "VIGIL_REPORT_INTERVAL_MS";
 /// Env var for `--log`.
 pub const ENV_LOG: &str = "VIGIL_LOG";
+/// Env var of `--max-connections`.
+pub const ENV_MAX_CONNECTIONS: &str = "VIGIL_MAX_CONNECTIONS";
+/// Env var of `--max-header-bytes`.
+pub const ENV_MAX_HEADER_BYTES: &str = "VIGIL_MAX_HEADER_BYTES";
+/// Env var of `--header-read-timeout-ms`.
+pub const ENV_HEADER_READ_TIMEOUT_MS: &str = "VIGIL_HEADER_READ_TIMEOUT_MS";
+/// Env var of `--idle-timeout-ms`.
+pub const ENV_IDLE_TIMEOUT_MS: &str = "VIGIL_IDLE_TIMEOUT_MS";
+/// Env var of `--detect-timeout-ms`.
+pub const ENV_DETECT_TIMEOUT_MS: &str = "VIGIL_DETECT_TIMEOUT_MS";
+/// Env var of `--drain-timeout-ms`.
+pub const ENV_DRAIN_TIMEOUT_MS: &str = "VIGIL_DRAIN_TIMEOUT_MS";
 
 /// vigil-proxy: the Vigil sidecar. Every flag can also be set by its env var.
 #[derive(Clone, Debug, Parser, Serialize)]
@@ -74,6 +86,70 @@ pub struct Args {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = ENV_LOG, default_value = "info")]
     pub log: String,
+    /// Limits and timeouts of the data path.
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+/// Limits and timeouts: each bounds what one slow or hostile client can hold.
+#[derive(Clone, Debug, clap::Args, Serialize)]
+pub struct Limits {
+    /// Most open connections per listener; further ones are closed at once.
+    #[arg(long, env = ENV_MAX_CONNECTIONS, default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Largest HTTP/1 request head, and HTTP/2 header list, in bytes.
+    #[arg(long, env = ENV_MAX_HEADER_BYTES, default_value_t = 64 * 1024)]
+    pub max_header_bytes: usize,
+    /// How long a client may take to send request headers, in milliseconds.
+    #[arg(long, env = ENV_HEADER_READ_TIMEOUT_MS, default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+    /// How long a connection may stay without traffic, in milliseconds
+    /// (HTTP keep-alive connections and opaque TCP/TLS streams).
+    #[arg(long, env = ENV_IDLE_TIMEOUT_MS, default_value_t = 300_000)]
+    pub idle_timeout_ms: u64,
+    /// How long to wait for a client's first bytes before treating the
+    /// connection as opaque TCP (server-first protocols), in milliseconds.
+    #[arg(long, env = ENV_DETECT_TIMEOUT_MS, default_value_t = 500)]
+    pub detect_timeout_ms: u64,
+    /// How long in-flight requests may take to finish on SIGTERM, in milliseconds.
+    #[arg(long, env = ENV_DRAIN_TIMEOUT_MS, default_value_t = 10_000)]
+    pub drain_timeout_ms: u64,
+}
+
+impl Limits {
+    /// `--header-read-timeout-ms`.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+    /// `--idle-timeout-ms`.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+    /// `--detect-timeout-ms`.
+    pub fn detect_timeout(&self) -> Duration {
+        Duration::from_millis(self.detect_timeout_ms)
+    }
+    /// `--drain-timeout-ms`.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let zero = [
+            ("max-connections", self.max_connections as u64),
+            ("max-header-bytes", self.max_header_bytes as u64),
+            ("header-read-timeout-ms", self.header_read_timeout_ms),
+            ("idle-timeout-ms", self.idle_timeout_ms),
+            ("detect-timeout-ms", self.detect_timeout_ms),
+        ];
+        if let Some((flag, _)) = zero.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::Zero(flag));
+        }
+        if self.max_header_bytes < 8192 {
+            return Err(ConfigError::HeaderLimit(self.max_header_bytes));
+        }
+        Ok(())
+    }
 }
 
 /// Why the flags were refused.
@@ -103,6 +179,12 @@ pub enum ConfigError {
     /// `--report-interval-ms` is zero.
     #[error("--report-interval-ms must be at least 1")]
     ZeroInterval,
+    /// A limit is zero.
+    #[error("--{0} must be at least 1")]
+    Zero(&'static str),
+    /// `--max-header-bytes` is too small for real clients.
+    #[error("--max-header-bytes {0} is too small: use at least 8192")]
+    HeaderLimit(usize),
     /// The hosts file cannot be read.
     #[error("cannot read --hosts-file {path}: {source}")]
     ReadHosts {
@@ -157,6 +239,7 @@ impl Config {
         if args.report_interval_ms == 0 {
             return Err(ConfigError::ZeroInterval);
         }
+        args.limits.validate()?;
         let hosts = match &args.hosts_file {
             None => HashMap::new(),
             Some(path) => {
@@ -240,6 +323,18 @@ mod tests {
             ),
             (vec!["--workload", "w", "--app-addr", "x"], "--app-addr"),
             (vec!["--workload", "w", "--log", "a=b=c"], "--log"),
+            (
+                vec!["--workload", "w", "--max-connections", "0"],
+                "--max-connections",
+            ),
+            (
+                vec!["--workload", "w", "--max-header-bytes", "100"],
+                "--max-header-bytes",
+            ),
+            (
+                vec!["--workload", "w", "--detect-timeout-ms", "0"],
+                "--detect-timeout-ms",
+            ),
         ];
         for (argv, want) in cases {
             let err = parse(&argv).unwrap_err();

@@ -11,12 +11,16 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod connection;
 pub mod control;
+pub mod detect;
 pub mod http;
+pub mod init;
 pub mod listener;
 pub mod model;
 pub mod policy;
 pub mod resolve;
+pub mod sniff;
 pub mod tcp;
 pub mod telemetry;
 pub mod template;

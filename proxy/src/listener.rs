@@ -1,11 +1,13 @@
 //! Listeners: binding, the original destination of redirected connections,
 //! and the accept loop with a bounded graceful drain.
 //!
-//! Each accepted connection goes through [`serve_connection`], where a
-//! protocol `detect` step will be inserted (HTTP/2, TLS, opaque TCP); for now
-//! every connection is served as HTTP/1.1.
+//! Each accepted connection goes to a handler (see `app`), which decides
+//! what the connection is (`sniff`) and serves it with [`serve_http`] or as
+//! an opaque stream (`tcp`).
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -13,12 +15,12 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 
-/// How long a client may take to send request headers.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::config::Limits;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -64,40 +66,67 @@ pub fn original_dst(stream: &TcpStream, listener_addr: SocketAddr) -> Option<Soc
     (dst != listener_addr && Some(dst) != local).then_some(dst)
 }
 
-/// Spawns the accept loop: each connection is served with the service
-/// `make` returns for it. When `shutdown` turns true the loop stops
-/// accepting and waits at most `drain` for open connections.
-pub fn spawn<M, S, B>(
+/// Builds the HTTP server for a listener from the limits: HTTP/1.1 and
+/// HTTP/2 (prior knowledge), header size limits and the header-read timeout.
+pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout())
+        .max_buf_size(limits.max_header_bytes)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
+}
+
+/// One accepted connection, handed to the listener's handler.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The client connection.
+    pub stream: TcpStream,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Graceful-shutdown watcher for HTTP connections.
+    pub watcher: Watcher,
+    /// Holds one of the listener's connection slots until dropped.
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// Spawns the accept loop: each connection goes to `handle` on its own task.
+/// At most `max_connections` are open at once; past that, new connections
+/// are closed at once (and counted). When `shutdown` turns true the loop
+/// stops accepting and waits at most `drain` for open HTTP connections.
+pub fn spawn<H, F>(
     name: &'static str,
     listener: TcpListener,
-    make: M,
+    max_connections: usize,
+    handle: H,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) -> JoinHandle<()>
 where
-    M: Fn(&TcpStream) -> S + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    H: Fn(Accepted) -> F + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .keep_alive(true);
+    let slots = Arc::new(Semaphore::new(max_connections));
     tokio::spawn(async move {
         let graceful = GracefulShutdown::new();
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _peer)) => {
+                    Ok((stream, peer)) => {
+                        let Ok(permit) = slots.clone().try_acquire_owned() else {
+                            tracing::warn!(listener = name, %peer, max_connections, "connection limit reached; closing a new connection");
+                            continue;
+                        };
                         let _ = stream.set_nodelay(true);
-                        let service = make(&stream);
-                        serve_connection(builder.clone(), stream, service, graceful.watcher());
+                        tokio::spawn(handle(Accepted { stream, peer, watcher: graceful.watcher(), permit }));
                     }
                     Err(e) => {
                         tracing::warn!(listener = name, error = %e, "accept failed");
@@ -120,13 +149,15 @@ where
     })
 }
 
-/// Serves one accepted connection. The protocol `detect` step goes here.
-fn serve_connection<S, B>(
-    builder: auto::Builder<TokioExecutor>,
-    stream: TcpStream,
-    service: S,
+/// Serves HTTP/1.1 (with upgrades) or HTTP/2 on `io` until the client is
+/// done or the graceful shutdown ends it.
+pub async fn serve_http<I, S, B>(
+    builder: &auto::Builder<TokioExecutor>,
     watcher: Watcher,
+    io: I,
+    service: S,
 ) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
@@ -134,11 +165,8 @@ fn serve_connection<S, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    tokio::spawn(async move {
-        let io = TokioIo::new(stream);
-        let conn = builder.serve_connection_with_upgrades(io, service);
-        if let Err(e) = watcher.watch(conn.into_owned()).await {
-            tracing::debug!(error = %e, "connection ended with an error");
-        }
-    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
 }

@@ -1,12 +1,34 @@
-//! The `vigil-proxy` binary: parse flags, initialise logging, run.
+//! The `vigil-proxy` binary: `vigil-proxy init ...` writes the pod's
+//! iptables rules and exits; anything else parses the sidecar's flags,
+//! initialises logging and runs the sidecar.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "init") {
+        return init();
+    }
+    proxy()
+}
+
+/// `vigil-proxy init`: plan and apply (or print) the iptables rules.
+fn init() -> ExitCode {
+    let args = vigil_proxy::init::InitArgs::parse_from(std::env::args_os().skip(1));
+    match vigil_proxy::init::run(&args, &mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: vigil-proxy init: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The sidecar.
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn proxy() -> ExitCode {
     let args = vigil_proxy::Args::parse();
     let filter = match EnvFilter::try_new(&args.log) {
         Ok(filter) => filter,

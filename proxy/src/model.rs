@@ -78,7 +78,15 @@ impl Direction {
 pub enum Protocol {
     /// HTTP/1.x requests.
     Http1,
-    /// An opaque tunnel (CONNECT).
+    /// HTTP/2 requests (other than gRPC).
+    Http2,
+    /// gRPC calls (HTTP/2 with `content-type: application/grpc`).
+    Grpc,
+    /// TLS, forwarded without decryption; named by its SNI.
+    Tls,
+    /// The Stratum mining protocol, on any port.
+    Stratum,
+    /// An opaque TCP stream or tunnel (CONNECT).
     Tcp,
 }
 
@@ -87,7 +95,25 @@ impl Protocol {
     pub fn to_proto(self) -> v1::Protocol {
         match self {
             Protocol::Http1 => v1::Protocol::Http1,
+            Protocol::Http2 => v1::Protocol::Http2,
+            Protocol::Grpc => v1::Protocol::Grpc,
+            Protocol::Tls => v1::Protocol::Tls,
+            Protocol::Stratum => v1::Protocol::Stratum,
             Protocol::Tcp => v1::Protocol::Tcp,
+        }
+    }
+
+    /// The protocol of an HTTP request: gRPC, HTTP/2 or HTTP/1.
+    pub fn of_request<B>(req: &http::Request<B>) -> Self {
+        let grpc = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/grpc"));
+        match (grpc, req.version()) {
+            (true, _) => Protocol::Grpc,
+            (false, http::Version::HTTP_2) => Protocol::Http2,
+            _ => Protocol::Http1,
         }
     }
 }

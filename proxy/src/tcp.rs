@@ -1,24 +1,77 @@
-//! Opaque TCP tunnels opened with HTTP `CONNECT`: policy first, then the
-//! upstream connection, then `200` and a byte-for-byte copy.
+//! Opaque streams: HTTP `CONNECT` tunnels, and redirected connections that
+//! are not HTTP (TLS by SNI, Stratum, plain TCP). Policy first, then the
+//! upstream connection, then a byte-for-byte copy with byte counts, an idle
+//! timeout and one telemetry record when the stream ends.
 //!
-//! Data-path tier: uses `policy`, `telemetry` and the `http` helpers.
+//! Data-path tier: uses `policy`, `sniff`, `telemetry` and the `http` helpers.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use crate::detect::Protocol as Detected;
 use crate::http::body::ProxyBody;
 use crate::http::outbound::empty_ok;
 use crate::http::{DecisionLabel, Pending, Shared, denied_response, unavailable_response};
 use crate::model::{Direction, Protocol, Record};
-use crate::policy::{Decision, evaluate_outbound};
+use crate::policy::{Decision, evaluate_inbound, evaluate_outbound};
+use crate::sniff::{PrefixedIo, sniff};
 
-/// How long connecting to the tunnel's destination may take.
+/// How long connecting to a stream's destination may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The protocol recorded for an opaque stream, from what detection found.
+pub fn stream_protocol(detected: &Detected) -> Protocol {
+    match detected {
+        Detected::Tls(_) => Protocol::Tls,
+        Detected::Stratum(_) => Protocol::Stratum,
+        Detected::Http2 => Protocol::Http2,
+        Detected::Http1 => Protocol::Http1,
+        Detected::Opaque => Protocol::Tcp,
+    }
+}
+
+/// The name an opaque outbound stream is known by: the TLS SNI with the
+/// original port when there is one, else the original destination.
+pub fn stream_authority(detected: &Detected, dst: SocketAddr) -> String {
+    match detected {
+        Detected::Tls(hello) => match &hello.sni {
+            Some(sni) => format!("{sni}:{}", dst.port()),
+            None => dst.to_string(),
+        },
+        _ => dst.to_string(),
+    }
+}
+
+fn record(
+    direction: Direction,
+    protocol: Protocol,
+    authority: String,
+    resolved: Option<SocketAddr>,
+    method: &str,
+) -> Record {
+    Record {
+        direction,
+        protocol,
+        source: String::new(),
+        authority,
+        resolved,
+        method: method.to_string(),
+        path: String::new(),
+        status: 0,
+        latency_us: 0,
+        bytes_in: 0,
+        bytes_out: 0,
+        denied: false,
+    }
+}
 
 /// Handles `CONNECT host:port`.
 pub async fn connect(
@@ -30,20 +83,13 @@ pub async fn connect(
     let start = Instant::now();
     let authority = format!("{host}:{port}");
     let resolved = shared.resolver.resolve(&host, port).await;
-    let mut record = Record {
-        direction: Direction::Outbound,
-        protocol: Protocol::Tcp,
-        source: String::new(),
-        authority: authority.clone(),
-        resolved: resolved.as_ref().ok().copied(),
-        method: "CONNECT".to_string(),
-        path: String::new(),
-        status: 0,
-        latency_us: 0,
-        bytes_in: 0,
-        bytes_out: 0,
-        denied: false,
-    };
+    let mut record = record(
+        Direction::Outbound,
+        Protocol::Tcp,
+        authority.clone(),
+        resolved.as_ref().ok().copied(),
+        "CONNECT",
+    );
     let policy = shared.policy.borrow().clone();
     if let Decision::Deny { reason } = evaluate_outbound(&policy, &authority, record.resolved) {
         let workload = shared.identity.source();
@@ -58,44 +104,244 @@ pub async fn connect(
             return shared.respond(Pending::new(record), response, DecisionLabel::error, 0);
         }
     };
-    let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => {
-            let response = unavailable_response(&authority, &e.to_string());
-            return shared.respond(Pending::new(record), response, DecisionLabel::error, 0);
-        }
-        Err(_) => {
-            let response = unavailable_response(&authority, "connect timed out");
+    let upstream = match dial(addr).await {
+        Ok(stream) => stream,
+        Err(detail) => {
+            let response = unavailable_response(&authority, &detail);
             return shared.respond(Pending::new(record), response, DecisionLabel::error, 0);
         }
     };
-    let _ = upstream.set_nodelay(true);
     shared.metrics_record(Direction::Outbound, DecisionLabel::allow, start.elapsed());
     let tunnel_shared = shared.clone();
     tokio::spawn(async move {
-        let mut stop = tunnel_shared.stop.clone();
-        let mut upstream = upstream;
-        let copied = tokio::select! {
-            upgraded = hyper::upgrade::on(req) => match upgraded {
-                Ok(upgraded) => {
-                    let mut client = TokioIo::new(upgraded);
-                    tokio::select! {
-                        r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => r.ok(),
-                        _ = crate::model::stopped(&mut stop) => None,
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(%authority, error = %e, "CONNECT upgrade failed");
-                    None
-                }
-            },
-            _ = crate::model::stopped(&mut stop) => None,
+        let upgraded = match hyper::upgrade::on(req).await {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                tracing::debug!(%authority, error = %e, "CONNECT upgrade failed");
+                return;
+            }
         };
-        let (bytes_in, bytes_out) = copied.unwrap_or_default();
-        record.bytes_in = bytes_in;
-        record.bytes_out = bytes_out;
-        record.latency_us = start.elapsed().as_micros() as u64;
-        tunnel_shared.telemetry.emit(record);
+        // What runs inside the tunnel (TLS, Stratum, ...) is recorded too.
+        let limits = &tunnel_shared.limits;
+        let client = match sniff(TokioIo::new(upgraded), limits.detect_timeout()).await {
+            Ok(sniffed) => {
+                record.protocol = stream_protocol(&sniffed.protocol);
+                if record.protocol == Protocol::Stratum {
+                    tracing::warn!(%authority, "Stratum mining protocol in a CONNECT tunnel");
+                }
+                sniffed.io
+            }
+            Err(e) => {
+                tracing::debug!(%authority, error = %e, "CONNECT tunnel closed early");
+                return;
+            }
+        };
+        pipe(&tunnel_shared, client, upstream, record, start).await;
     });
     shared.untracked(empty_ok())
+}
+
+/// Connects to `addr` within [`CONNECT_TIMEOUT`]; the error is a short
+/// human-readable detail.
+async fn dial(addr: SocketAddr) -> Result<TcpStream, String> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("connect timed out".to_string()),
+    }
+}
+
+/// Forwards a redirected outbound connection that is not HTTP to its
+/// original destination `dst`. Denied streams are reset (TCP RST), so the
+/// client sees the connection refused rather than a half-open stream.
+pub async fn forward_outbound(
+    shared: Arc<Shared>,
+    client: PrefixedIo<TcpStream>,
+    detected: &Detected,
+    dst: SocketAddr,
+) {
+    let start = Instant::now();
+    let authority = stream_authority(detected, dst);
+    let mut record = record(
+        Direction::Outbound,
+        stream_protocol(detected),
+        authority.clone(),
+        Some(dst),
+        "",
+    );
+    if record.protocol == Protocol::Stratum {
+        tracing::warn!(%authority, "Stratum mining protocol detected");
+    }
+    let policy = shared.policy.borrow().clone();
+    if let Decision::Deny { reason } = evaluate_outbound(&policy, &authority, Some(dst)) {
+        tracing::info!(%authority, reason, protocol = ?record.protocol, "denied an opaque stream; resetting it");
+        reset(client.get_ref());
+        record.denied = true;
+        shared.metrics_record(Direction::Outbound, DecisionLabel::deny, start.elapsed());
+        shared.telemetry.emit(record);
+        return;
+    }
+    match dial(dst).await {
+        Ok(upstream) => {
+            shared.metrics_record(Direction::Outbound, DecisionLabel::allow, start.elapsed());
+            pipe(&shared, client, upstream, record, start).await;
+        }
+        Err(detail) => {
+            tracing::debug!(%authority, %detail, "opaque upstream unavailable");
+            reset(client.get_ref());
+            shared.metrics_record(Direction::Outbound, DecisionLabel::error, start.elapsed());
+            shared.telemetry.emit(record);
+        }
+    }
+}
+
+/// Forwards an inbound connection that is not HTTP to the application.
+/// Such callers carry no Vigil identity: they are the internet.
+pub async fn forward_inbound(
+    shared: Arc<Shared>,
+    client: PrefixedIo<TcpStream>,
+    detected: &Detected,
+) {
+    let start = Instant::now();
+    let app = shared.app_addr;
+    let mut record = record(
+        Direction::Inbound,
+        stream_protocol(detected),
+        String::new(),
+        None,
+        "",
+    );
+    let policy = shared.policy.borrow().clone();
+    if let Decision::Deny { reason } = evaluate_inbound(&policy, None) {
+        tracing::info!(reason, "denied an inbound opaque stream; resetting it");
+        reset(client.get_ref());
+        record.denied = true;
+        shared.metrics_record(Direction::Inbound, DecisionLabel::deny, start.elapsed());
+        shared.telemetry.emit(record);
+        return;
+    }
+    match dial(app).await {
+        Ok(upstream) => {
+            shared.metrics_record(Direction::Inbound, DecisionLabel::allow, start.elapsed());
+            pipe(&shared, client, upstream, record, start).await;
+        }
+        Err(detail) => {
+            tracing::debug!(%app, %detail, "application unavailable");
+            reset(client.get_ref());
+            shared.metrics_record(Direction::Inbound, DecisionLabel::error, start.elapsed());
+            shared.telemetry.emit(record);
+        }
+    }
+}
+
+/// Closes with a TCP RST instead of a FIN.
+fn reset(stream: &TcpStream) {
+    let _ = stream.set_zero_linger();
+}
+
+/// Copies both ways until either side closes, the stream is idle for the
+/// idle timeout, or the proxy stops; then emits the record with the bytes.
+async fn pipe<C>(
+    shared: &Shared,
+    client: C,
+    upstream: TcpStream,
+    mut record: Record,
+    start: Instant,
+) where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let activity = Arc::new(AtomicU64::new(0));
+    let mut client = Active::new(client, activity.clone());
+    let mut upstream = Active::new(upstream, activity.clone());
+    let mut stop = shared.stop.clone();
+    let idle = shared.limits.idle_timeout();
+    let outcome = tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => r.map_err(|e| e.to_string()),
+        () = idle_watch(&activity, idle) => Err("idle timeout".to_string()),
+        () = crate::model::stopped(&mut stop) => Err("proxy stopping".to_string()),
+    };
+    if let Err(why) = outcome {
+        tracing::debug!(authority = %record.authority, %why, "stream ended");
+    }
+    record.bytes_in = client.read;
+    record.bytes_out = upstream.read;
+    record.latency_us = start.elapsed().as_micros() as u64;
+    shared.telemetry.emit(record);
+}
+
+/// Resolves once no byte moved for `idle`.
+async fn idle_watch(activity: &AtomicU64, idle: Duration) {
+    loop {
+        let seen = activity.load(Ordering::Relaxed);
+        tokio::time::sleep(idle).await;
+        if activity.load(Ordering::Relaxed) == seen {
+            return;
+        }
+    }
+}
+
+/// A stream that counts the bytes read from it and bumps a shared activity
+/// counter on every read and write (bytes are counted even when the copy
+/// ends with an error).
+struct Active<T> {
+    io: T,
+    read: u64,
+    activity: Arc<AtomicU64>,
+}
+
+impl<T> Active<T> {
+    fn new(io: T, activity: Arc<AtomicU64>) -> Self {
+        Self {
+            io,
+            read: 0,
+            activity,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Active<T> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut this.io).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        if n > 0 {
+            this.read += n;
+            this.activity.fetch_add(1, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Active<T> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        this.activity.fetch_add(1, Ordering::Relaxed);
+        std::pin::Pin::new(&mut this.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
 }

@@ -397,3 +397,24 @@ pub fn hosts_file(dir: &Path, names: &[&str]) -> PathBuf {
     }
     path
 }
+
+/// Starts `cmd` as a [`Proc`] named `name`, its output logged in `log_dir`
+/// (for commands the helpers above do not cover, e.g. `ip netns exec ...`).
+pub fn spawn_proc(name: &str, cmd: Command, log_dir: &Path) -> Proc {
+    Proc::spawn(name, cmd, log_dir)
+}
+
+/// Serves [`Upstream`]'s answer (`<name> <method> <path>`) on `addr`
+/// forever, on the calling thread (for helper processes).
+pub fn serve_forever(name: &'static str, addr: SocketAddr) {
+    let listener = std::net::TcpListener::bind(addr)
+        .unwrap_or_else(|e| panic!("cannot listen on {addr}: {e}"));
+    listener.set_nonblocking(true).unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            serve(name, tokio::net::TcpListener::from_std(listener).unwrap()).await;
+        });
+}

@@ -27,7 +27,7 @@ pub async fn serve(
     req.headers_mut().remove(SOURCE_HEADER);
     let pending = Pending::new(Record {
         direction: Direction::Inbound,
-        protocol: Protocol::Http1,
+        protocol: Protocol::of_request(&req),
         source: source.clone().unwrap_or_default(),
         authority: String::new(),
         resolved: None,

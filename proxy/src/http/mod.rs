@@ -32,6 +32,7 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio::sync::watch;
 
+use crate::config::Limits;
 use crate::model::{Direction, Identity, Record};
 use crate::policy::PolicyRx;
 use crate::resolve::Resolver;
@@ -41,14 +42,44 @@ use body::{CountingBody, Finish, ProxyBody, finishing, full};
 /// The one pooled upstream client shared by both directions.
 pub type UpstreamClient = Client<HttpConnector, CountingBody<Incoming>>;
 
-/// Builds the pooled upstream client (TCP_NODELAY, keep-alive pool).
-pub fn upstream_client() -> UpstreamClient {
+/// Builds a pooled upstream client (TCP_NODELAY, keep-alive pool): HTTP/1.1,
+/// or HTTP/2 with prior knowledge when `h2` (for clients that spoke HTTP/2
+/// to us, gRPC among them).
+pub fn upstream_client(h2: bool) -> UpstreamClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(10)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(connector)
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder.pool_idle_timeout(Duration::from_secs(90));
+    if h2 {
+        builder.http2_only(true);
+    }
+    builder.build(connector)
+}
+
+/// The upstream clients, by protocol.
+#[derive(Clone, Debug)]
+pub struct UpstreamClients {
+    /// HTTP/1.1.
+    pub http1: UpstreamClient,
+    /// HTTP/2 prior knowledge.
+    pub http2: UpstreamClient,
+}
+
+impl UpstreamClients {
+    /// Both pools.
+    pub fn new() -> Self {
+        Self {
+            http1: upstream_client(false),
+            http2: upstream_client(true),
+        }
+    }
+}
+
+impl Default for UpstreamClients {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// `direction` label.
@@ -144,8 +175,10 @@ impl HttpMetrics {
 /// Everything a request handler needs, shared by all connections.
 #[derive(Clone, Debug)]
 pub struct Shared {
-    /// The pooled upstream client.
-    pub client: UpstreamClient,
+    /// The pooled upstream clients.
+    pub client: UpstreamClients,
+    /// Limits and timeouts.
+    pub limits: Limits,
     /// The current policy.
     pub policy: PolicyRx,
     /// Where records go.
@@ -234,48 +267,104 @@ impl Shared {
         response.map(|b| CountingBody::new(b, Arc::new(AtomicU64::new(0))))
     }
 
-    /// Sends `req` to `addr` through the pooled client: rewrites the URI to
+    /// Sends `req` to `addr` through a pooled client: rewrites the URI to
     /// `http://addr/path?query`, keeps (or sets) Host to `host`, strips
-    /// hop-by-hop headers and counts the request body.
+    /// hop-by-hop headers and counts the request body. HTTP/2 goes out as
+    /// HTTP/2 (trailers and streaming kept); an HTTP/1.1 upgrade (WebSocket,
+    /// h2c) is passed through and, on `101`, spliced byte for byte.
     pub async fn send(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         addr: SocketAddr,
         host: &str,
         pending: &Pending,
     ) -> Result<Response<BoxBody<Bytes, hyper::Error>>, hyper_util::client::legacy::Error> {
+        let h2 = req.version() == http::Version::HTTP_2;
+        let upgrade = (!h2 && req.headers().contains_key(header::UPGRADE))
+            .then(|| (upgrade_headers(req.headers()), hyper::upgrade::on(&mut req)));
         let (mut parts, body) = req.into_parts();
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         parts.uri =
             Uri::try_from(format!("http://{addr}{path}")).unwrap_or_else(|_| Uri::from_static("/"));
-        parts.version = http::Version::HTTP_11;
+        parts.version = if h2 {
+            http::Version::HTTP_2
+        } else {
+            http::Version::HTTP_11
+        };
         strip_hop_by_hop(&mut parts.headers);
-        if !parts.headers.contains_key(header::HOST)
+        if let Some((kept, _)) = &upgrade {
+            parts.headers.extend(kept.clone());
+        }
+        if !h2
+            && !parts.headers.contains_key(header::HOST)
             && let Ok(value) = HeaderValue::from_str(host)
         {
             parts.headers.insert(header::HOST, value);
         }
         let body = CountingBody::new(body, pending.bytes_in.clone());
-        let mut response = self
-            .client
-            .request(Request::from_parts(parts, body))
-            .await?;
-        strip_hop_by_hop(response.headers_mut());
+        let client = if h2 {
+            &self.client.http2
+        } else {
+            &self.client.http1
+        };
+        let mut response = client.request(Request::from_parts(parts, body)).await?;
+        match upgrade {
+            Some((_, client_side)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                let kept = upgrade_headers(response.headers());
+                let server_side = hyper::upgrade::on(&mut response);
+                strip_hop_by_hop(response.headers_mut());
+                response.headers_mut().extend(kept);
+                tokio::spawn(splice(client_side, server_side));
+            }
+            _ => strip_hop_by_hop(response.headers_mut()),
+        }
         Ok(response.map(BodyExt::boxed))
     }
 }
 
-/// Removes hop-by-hop headers: `Connection` and the headers it names, and
-/// the fixed list of RFC 9110 (plus `Proxy-Connection`).
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+/// The headers an upgrade needs end to end: `Connection`, `Upgrade` and the
+/// headers `Connection` names (e.g. `HTTP2-Settings` for h2c).
+fn upgrade_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut kept = HeaderMap::new();
+    for name in connection_named(headers)
+        .into_iter()
+        .chain([header::CONNECTION, header::UPGRADE])
+    {
+        for value in headers.get_all(&name) {
+            kept.append(name.clone(), value.clone());
+        }
+    }
+    kept
+}
+
+/// Copies bytes both ways between the two sides of an upgraded connection.
+async fn splice(client: hyper::upgrade::OnUpgrade, server: hyper::upgrade::OnUpgrade) {
+    match tokio::try_join!(client, server) {
+        Ok((client, server)) => {
+            let mut client = hyper_util::rt::TokioIo::new(client);
+            let mut server = hyper_util::rt::TokioIo::new(server);
+            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
+                tracing::debug!(error = %e, "upgraded connection ended");
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+    }
+}
+
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
+        .collect()
+}
+
+/// Removes hop-by-hop headers: `Connection` and the headers it names, and
+/// the fixed list of RFC 9110 (plus `Proxy-Connection`).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    for name in connection_named(headers) {
         headers.remove(name);
     }
     for name in [

@@ -55,11 +55,14 @@ pub enum Reject {
 
 /// Decides what an outbound request is. `original_dst` is the redirected
 /// destination of the connection, `None` when it was not redirected.
+/// HTTP/2 requests always carry `:scheme` and `:authority`; on a redirected
+/// connection they go to the original destination.
 pub fn classify(
     method: &Method,
     uri: &Uri,
     host: Option<&str>,
     original_dst: Option<SocketAddr>,
+    version: http::Version,
 ) -> Target {
     let split = |a: &Authority, default_port: u16| {
         (
@@ -76,13 +79,14 @@ pub fn classify(
             None => Target::Reject(Reject::BadAuthority),
         };
     }
+    let redirected_h2 = version == http::Version::HTTP_2 && original_dst.is_some();
     match (uri.scheme_str(), uri.authority()) {
         (Some("http"), Some(a)) => {
             let (host, port) = split(a, 80);
             Target::Forward {
                 host,
                 port,
-                resolved: None,
+                resolved: original_dst.filter(|_| redirected_h2),
             }
         }
         (Some("https"), _) => Target::Reject(Reject::HttpsAbsolute),
@@ -143,7 +147,7 @@ pub async fn serve(
         .headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok());
-    let target = classify(req.method(), req.uri(), host, original_dst);
+    let target = classify(req.method(), req.uri(), host, original_dst, req.version());
     let (host, port, resolved) = match target {
         Target::Reject(reject) => {
             return Ok(shared.reject(Direction::Outbound, start, reject_response(reject)));
@@ -160,7 +164,7 @@ pub async fn serve(
     let authority = format!("{host}:{port}");
     let mut pending = Pending::new(Record {
         direction: Direction::Outbound,
-        protocol: Protocol::Http1,
+        protocol: Protocol::of_request(&req),
         source: String::new(),
         authority: authority.clone(),
         resolved,
@@ -340,7 +344,24 @@ mod tests {
         ];
         for (method, uri, host, dst, want) in cases {
             let uri: Uri = uri.parse().unwrap();
-            assert_eq!(classify(&method, &uri, host, dst), want, "{method} {uri}");
+            let v1 = http::Version::HTTP_11;
+            assert_eq!(
+                classify(&method, &uri, host, dst, v1),
+                want,
+                "{method} {uri}"
+            );
         }
+        // HTTP/2 on a redirected connection goes to the original destination;
+        // to an explicit proxy, to the named authority.
+        let uri: Uri = "http://api:8080/pkg.Svc/Call".parse().unwrap();
+        let h2 = http::Version::HTTP_2;
+        assert_eq!(
+            classify(&Method::POST, &uri, None, Some(dst), h2),
+            fwd("api", 8080, Some(dst))
+        );
+        assert_eq!(
+            classify(&Method::POST, &uri, None, None, h2),
+            fwd("api", 8080, None)
+        );
     }
 }

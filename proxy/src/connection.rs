@@ -1,0 +1,83 @@
+//! Per-connection routing for the two data listeners: decide what an
+//! accepted connection is, then serve it as HTTP (`http`) or as an opaque
+//! stream (`tcp`).
+//!
+//! Outbound: a connection that was not redirected is a client using us as an
+//! explicit proxy, so it speaks HTTP. A redirected one may be anything: its
+//! first bytes are sniffed (HTTP/1, HTTP/2, TLS with SNI, Stratum, or opaque
+//! after the detect timeout). Inbound connections are sniffed the same way.
+//!
+//! Data-path tier.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+
+use crate::detect::Protocol as Detected;
+use crate::http::{self, Shared};
+use crate::listener::{Accepted, original_dst, serve_http};
+use crate::sniff::sniff;
+use crate::tcp;
+
+/// Serves one connection accepted by the outbound listener at `listener_addr`.
+pub async fn outbound(
+    shared: Arc<Shared>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    listener_addr: SocketAddr,
+    accepted: Accepted,
+) {
+    let Accepted {
+        stream,
+        peer,
+        watcher,
+        permit: _permit,
+    } = accepted;
+    let dst = original_dst(&stream, listener_addr);
+    let Some(dst) = dst else {
+        let service =
+            hyper::service::service_fn(move |req| http::outbound::serve(shared.clone(), None, req));
+        return serve_http(&builder, watcher, stream, service).await;
+    };
+    let sniffed = match sniff(stream, shared.limits.detect_timeout()).await {
+        Ok(sniffed) => sniffed,
+        Err(e) => return tracing::debug!(%peer, error = %e, "connection failed during detection"),
+    };
+    tracing::trace!(%peer, %dst, protocol = ?sniffed.protocol, "outbound connection");
+    match &sniffed.protocol {
+        Detected::Http1 | Detected::Http2 => {
+            let service = hyper::service::service_fn(move |req| {
+                http::outbound::serve(shared.clone(), Some(dst), req)
+            });
+            serve_http(&builder, watcher, sniffed.io, service).await;
+        }
+        detected => tcp::forward_outbound(shared, sniffed.io, detected, dst).await,
+    }
+}
+
+/// Serves one connection accepted by the inbound listener.
+pub async fn inbound(
+    shared: Arc<Shared>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    accepted: Accepted,
+) {
+    let Accepted {
+        stream,
+        peer,
+        watcher,
+        permit: _permit,
+    } = accepted;
+    let sniffed = match sniff(stream, shared.limits.detect_timeout()).await {
+        Ok(sniffed) => sniffed,
+        Err(e) => return tracing::debug!(%peer, error = %e, "connection failed during detection"),
+    };
+    match &sniffed.protocol {
+        Detected::Http1 | Detected::Http2 => {
+            let service =
+                hyper::service::service_fn(move |req| http::inbound::serve(shared.clone(), req));
+            serve_http(&builder, watcher, sniffed.io, service).await;
+        }
+        detected => tcp::forward_inbound(shared, sniffed.io, detected).await,
+    }
+}

@@ -1,0 +1,137 @@
+//! Protocol detection on the first bytes of a connection: HTTP/1.x, HTTP/2
+//! with prior knowledge, TLS (with its SNI and ALPN), Stratum mining, or
+//! opaque.
+//!
+//! Pure logic on bytes (tier 2): nothing here does I/O. The caller peeks at
+//! the connection, calls [`detect`] with everything read so far, and reads
+//! more while it answers [`Detection::NeedMore`]. At EOF or on a peek timeout
+//! with `NeedMore`, the caller should treat the stream as
+//! [`Protocol::Opaque`]. Depends on nothing else in the crate.
+//!
+//! The answer depends only on the first [`MAX_PEEK`] bytes, and once it is
+//! `Done` for some bytes it stays the same for any bytes appended to them.
+
+pub mod stratum;
+pub mod tls;
+
+pub use stratum::{Stratum, looks_like_stratum, parse_stratum};
+pub use tls::{ClientHello, TlsError, parse_client_hello};
+
+/// Past this many bytes without a decision, the stream is opaque.
+pub const MAX_PEEK: usize = 16 * 1024;
+
+/// The HTTP/2 connection preface a client with prior knowledge sends.
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// HTTP/1.x request methods, each followed by the space of a request line.
+/// (`PRI` is only the HTTP/2 preface.) An h2c upgrade is HTTP/1.x with an
+/// `Upgrade: h2c` header, so it is detected as [`Protocol::Http1`].
+const HTTP1_METHODS: &[&[u8]] = &[
+    b"GET ",
+    b"HEAD ",
+    b"POST ",
+    b"PUT ",
+    b"DELETE ",
+    b"CONNECT ",
+    b"OPTIONS ",
+    b"TRACE ",
+    b"PATCH ",
+];
+
+/// The application protocol of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Protocol {
+    /// An HTTP/1.x request line (including an h2c upgrade request).
+    Http1,
+    /// The HTTP/2 prior-knowledge preface.
+    Http2,
+    /// A TLS ClientHello, with what it asks for.
+    Tls(ClientHello),
+    /// A Stratum mining request.
+    Stratum(Stratum),
+    /// Anything else, malformed TLS included.
+    Opaque,
+}
+
+impl Protocol {
+    /// A short fixed name, for metric labels and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::Http2 => "http2",
+            Protocol::Tls(_) => "tls",
+            Protocol::Stratum(_) => "stratum",
+            Protocol::Opaque => "opaque",
+        }
+    }
+}
+
+/// The answer of [`detect`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Detection {
+    /// The protocol is decided.
+    Done(Protocol),
+    /// The bytes so far are a prefix of something recognisable: read more.
+    NeedMore,
+}
+
+/// Detects the protocol from the first bytes of a connection.
+pub fn detect(buf: &[u8]) -> Detection {
+    let buf = buf.get(..MAX_PEEK).unwrap_or(buf);
+    match detect_unbounded(buf) {
+        Detection::NeedMore if buf.len() >= MAX_PEEK => Detection::Done(Protocol::Opaque),
+        other => other,
+    }
+}
+
+/// The rules in order, without the size cap.
+fn detect_unbounded(buf: &[u8]) -> Detection {
+    use Detection::{Done, NeedMore};
+    let Some(&first) = buf.first() else {
+        return NeedMore;
+    };
+    if buf.starts_with(H2_PREFACE) {
+        return Done(Protocol::Http2);
+    }
+    if H2_PREFACE.starts_with(buf) {
+        return NeedMore;
+    }
+    if first == 0x16 {
+        return match parse_client_hello(buf) {
+            Ok(hello) => Done(Protocol::Tls(hello)),
+            Err(TlsError::Incomplete) => NeedMore,
+            Err(TlsError::NotTls | TlsError::Malformed(_)) => Done(Protocol::Opaque),
+        };
+    }
+    if HTTP1_METHODS.iter().any(|m| buf.starts_with(m)) {
+        return Done(Protocol::Http1);
+    }
+    if HTTP1_METHODS.iter().any(|m| m.starts_with(buf)) {
+        return NeedMore;
+    }
+    if first == b'{' {
+        return detect_json_line(buf);
+    }
+    Done(Protocol::Opaque)
+}
+
+/// A stream that opens with `{`: Stratum once its first line is complete.
+fn detect_json_line(buf: &[u8]) -> Detection {
+    let window = buf.get(..stratum::MAX_LINE).unwrap_or(buf);
+    if !window.contains(&b'\n') {
+        return if buf.len() < stratum::MAX_LINE {
+            Detection::NeedMore
+        } else {
+            Detection::Done(Protocol::Opaque)
+        };
+    }
+    match parse_stratum(buf) {
+        Some(found) => Detection::Done(Protocol::Stratum(found)),
+        None => Detection::Done(Protocol::Opaque),
+    }
+}
+
+#[cfg(test)]
+mod testdata;
+#[cfg(test)]
+mod tests;

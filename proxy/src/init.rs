@@ -1,0 +1,450 @@
+//! `vigil-proxy init`: the pod's init step (like linkerd's proxy-init or
+//! istio-init). It writes iptables `nat` rules so that the pod's TCP traffic
+//! passes through the sidecar: inbound to the inbound listener, outbound to
+//! the outbound listener (a transparent redirect target).
+//!
+//! Decide, then do: [`plan`] and [`plan_remove`] turn the flags into a list
+//! of [`IptablesCommand`]s (pure, table-tested); [`apply`] runs them. Vigil
+//! only touches its own chains, [`INBOUND_CHAIN`] and [`OUTBOUND_CHAIN`],
+//! and one jump to each from `PREROUTING` and `OUTPUT`: planning is
+//! idempotent (flush and refill its chains, add a jump only when `-C` says
+//! it is absent) and `--remove` deletes exactly those.
+//!
+//! Base tier: depends on nothing else in this crate.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::process::{Command, Output};
+use std::str::FromStr;
+
+use clap::Parser;
+
+/// The chain that `PREROUTING` jumps to for TCP arriving at the pod.
+pub const INBOUND_CHAIN: &str = "VIGIL_INBOUND";
+/// The chain that `OUTPUT` jumps to for TCP leaving the pod.
+pub const OUTBOUND_CHAIN: &str = "VIGIL_OUTBOUND";
+/// Destinations never redirected outbound: the pod talking to itself.
+pub const LOOPBACK_CIDR: &str = "127.0.0.0/8";
+
+/// Env var for `--inbound-port`.
+pub const ENV_INIT_INBOUND_PORT: &str = "VIGIL_INIT_INBOUND_PORT";
+/// Env var for `--outbound-port`.
+pub const ENV_INIT_OUTBOUND_PORT: &str = "VIGIL_INIT_OUTBOUND_PORT";
+/// Env var for `--proxy-uid`.
+pub const ENV_INIT_PROXY_UID: &str = "VIGIL_INIT_PROXY_UID";
+/// Env var for `--skip-inbound-ports` (comma-separated).
+pub const ENV_INIT_SKIP_INBOUND_PORTS: &str = "VIGIL_INIT_SKIP_INBOUND_PORTS";
+/// Env var for `--skip-outbound-ports` (comma-separated).
+pub const ENV_INIT_SKIP_OUTBOUND_PORTS: &str = "VIGIL_INIT_SKIP_OUTBOUND_PORTS";
+/// Env var for `--skip-outbound-cidrs` (comma-separated).
+pub const ENV_INIT_SKIP_OUTBOUND_CIDRS: &str = "VIGIL_INIT_SKIP_OUTBOUND_CIDRS";
+/// Env var for `--iptables`.
+pub const ENV_INIT_IPTABLES: &str = "VIGIL_INIT_IPTABLES";
+/// Env var for `--dry-run` (`true`/`false`).
+pub const ENV_INIT_DRY_RUN: &str = "VIGIL_INIT_DRY_RUN";
+/// Env var for `--remove` (`true`/`false`).
+pub const ENV_INIT_REMOVE: &str = "VIGIL_INIT_REMOVE";
+
+/// vigil-proxy init: redirect the pod's TCP traffic through the sidecar with
+/// iptables (nat table, chains VIGIL_INBOUND and VIGIL_OUTBOUND). Run it as
+/// root (or with CAP_NET_ADMIN) in the pod's network namespace before the
+/// sidecar and the workload start. Every flag can also be set by its env var.
+#[derive(Clone, Debug, Parser, PartialEq, Eq)]
+#[command(name = "vigil-proxy init", bin_name = "vigil-proxy init", version)]
+pub struct InitArgs {
+    /// Port of the sidecar's inbound listener (`--inbound-addr`).
+    #[arg(long, env = ENV_INIT_INBOUND_PORT, default_value_t = 4143,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub inbound_port: u16,
+    /// Port of the sidecar's outbound listener (`--outbound-addr`).
+    #[arg(long, env = ENV_INIT_OUTBOUND_PORT, default_value_t = 4140,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub outbound_port: u16,
+    /// uid the sidecar runs as: its own connections are never redirected
+    /// (without this, they would loop back into it).
+    #[arg(long, env = ENV_INIT_PROXY_UID, default_value_t = 2102)]
+    pub proxy_uid: u32,
+    /// Inbound ports not redirected, e.g. `4191,9000-9100` (the default is
+    /// the sidecar's admin port; pass "" for none).
+    #[arg(long, env = ENV_INIT_SKIP_INBOUND_PORTS, default_value = "4191", value_name = "PORTS")]
+    pub skip_inbound_ports: PortList,
+    /// Outbound destination ports not redirected, e.g. `25,5432`.
+    #[arg(long, env = ENV_INIT_SKIP_OUTBOUND_PORTS, default_value = "", value_name = "PORTS")]
+    pub skip_outbound_ports: PortList,
+    /// Outbound destination IPv4 networks not redirected, e.g.
+    /// `10.96.0.0/12,169.254.169.254`.
+    #[arg(long, env = ENV_INIT_SKIP_OUTBOUND_CIDRS, default_value = "", value_name = "CIDRS")]
+    pub skip_outbound_cidrs: CidrList,
+    /// The iptables binary: `iptables`, `iptables-legacy` or `iptables-nft`.
+    #[arg(long, env = ENV_INIT_IPTABLES, default_value = "iptables")]
+    pub iptables: String,
+    /// Print the commands (as a shell script) instead of running them.
+    #[arg(long, env = ENV_INIT_DRY_RUN)]
+    pub dry_run: bool,
+    /// Delete Vigil's jumps and chains (and nothing else) instead.
+    #[arg(long, env = ENV_INIT_REMOVE)]
+    pub remove: bool,
+}
+
+/// Why init failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// A port list entry is not a port or a `first-last` range.
+    #[error("{0:?} is not a port (1-65535) or a range such as 9000-9100")]
+    BadPort(String),
+    /// A CIDR list entry is not an IPv4 address or network.
+    #[error("{0:?} is not an IPv4 address or network such as 10.96.0.0/12")]
+    BadCidr(String),
+    /// The iptables binary could not be started.
+    #[error(
+        "cannot run `{command}`: {source} (is iptables installed? choose the binary with --iptables)"
+    )]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// An iptables command exited with an error.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Failed {
+        /// The command line.
+        command: String,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+}
+
+/// One port or an inclusive range of ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRange {
+    /// First port.
+    pub first: u16,
+    /// Last port (equal to `first` for a single port).
+    pub last: u16,
+}
+
+impl FromStr for PortRange {
+    type Err = InitError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || InitError::BadPort(s.to_string());
+        let port = |p: &str| p.trim().parse::<u16>().ok().filter(|p| *p != 0);
+        let (first, last) = match s.split_once(['-', ':']) {
+            Some((a, b)) => (port(a).ok_or_else(bad)?, port(b).ok_or_else(bad)?),
+            None => {
+                let p = port(s).ok_or_else(bad)?;
+                (p, p)
+            }
+        };
+        if first > last {
+            return Err(bad());
+        }
+        Ok(PortRange { first, last })
+    }
+}
+
+impl fmt::Display for PortRange {
+    /// iptables `--dport` syntax: `80` or `9000:9100`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}:{}", self.first, self.last)
+        }
+    }
+}
+
+/// A comma-separated list of ports and ranges (empty allowed).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortList(pub Vec<PortRange>);
+
+impl FromStr for PortList {
+    type Err = InitError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        split_list(s)
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .map(PortList)
+    }
+}
+
+/// An IPv4 network, `addr/prefix`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv4Cidr {
+    /// Network address (host bits as given).
+    pub addr: Ipv4Addr,
+    /// Prefix length, 0-32.
+    pub prefix: u8,
+}
+
+impl FromStr for Ipv4Cidr {
+    type Err = InitError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || InitError::BadCidr(s.to_string());
+        let (addr, prefix) = s.trim().split_once('/').unwrap_or((s.trim(), "32"));
+        let addr = addr.parse().map_err(|_| bad())?;
+        let prefix = prefix.parse().ok().filter(|p| *p <= 32).ok_or_else(bad)?;
+        Ok(Ipv4Cidr { addr, prefix })
+    }
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// A comma-separated list of IPv4 networks (empty allowed).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CidrList(pub Vec<Ipv4Cidr>);
+
+impl FromStr for CidrList {
+    type Err = InitError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        split_list(s)
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .map(CidrList)
+    }
+}
+
+fn split_list(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',').map(str::trim).filter(|item| !item.is_empty())
+}
+
+/// When an [`IptablesCommand`] runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Guard {
+    /// Always.
+    Always,
+    /// Only if this check command (same binary) succeeds.
+    IfOk(Vec<String>),
+    /// Only if this check command (same binary) fails.
+    UnlessOk(Vec<String>),
+}
+
+/// One iptables invocation, possibly guarded by a check. Displayed as a
+/// shell line (`check || command`), which is what `--dry-run` prints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IptablesCommand {
+    /// The binary, e.g. `iptables`.
+    pub program: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// When it runs.
+    pub guard: Guard,
+}
+
+impl IptablesCommand {
+    /// The command line of `args` run by this command's binary.
+    fn line(&self, args: &[String]) -> String {
+        std::iter::once(self.program.as_str())
+            .chain(args.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+impl fmt::Display for IptablesCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let command = self.line(&self.args);
+        match &self.guard {
+            Guard::Always => write!(f, "{command}"),
+            Guard::IfOk(check) => write!(f, "{} 2>/dev/null && {command}", self.line(check)),
+            Guard::UnlessOk(check) => write!(f, "{} 2>/dev/null || {command}", self.line(check)),
+        }
+    }
+}
+
+/// Builds `iptables -w -t nat <op> <rest...>` arguments.
+fn nat(op: &str, rest: &[&str]) -> Vec<String> {
+    ["-w", "-t", "nat", op]
+        .into_iter()
+        .chain(rest.iter().copied())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The jump from a built-in chain to Vigil's chain: (parent, rule spec).
+fn jumps() -> [(&'static str, [&'static str; 4]); 2] {
+    [
+        ("PREROUTING", ["-p", "tcp", "-j", INBOUND_CHAIN]),
+        ("OUTPUT", ["-p", "tcp", "-j", OUTBOUND_CHAIN]),
+    ]
+}
+
+/// The rules of `VIGIL_INBOUND`, as rule specs (after `-A VIGIL_INBOUND`).
+pub fn inbound_rules(args: &InitArgs) -> Vec<Vec<String>> {
+    let mut rules: Vec<Vec<String>> = args
+        .skip_inbound_ports
+        .0
+        .iter()
+        .map(|p| strings(&["-p", "tcp", "--dport", &p.to_string(), "-j", "RETURN"]))
+        .collect();
+    let to = args.inbound_port.to_string();
+    rules.push(strings(&["-p", "tcp", "-j", "REDIRECT", "--to-ports", &to]));
+    rules
+}
+
+/// The rules of `VIGIL_OUTBOUND`, as rule specs (after `-A VIGIL_OUTBOUND`):
+/// the sidecar's own traffic and loopback first, then the skips, then the
+/// redirect.
+pub fn outbound_rules(args: &InitArgs) -> Vec<Vec<String>> {
+    let uid = args.proxy_uid.to_string();
+    let mut rules = vec![
+        strings(&["-m", "owner", "--uid-owner", &uid, "-j", "RETURN"]),
+        strings(&["-d", LOOPBACK_CIDR, "-j", "RETURN"]),
+    ];
+    for p in &args.skip_outbound_ports.0 {
+        rules.push(strings(&[
+            "-p",
+            "tcp",
+            "--dport",
+            &p.to_string(),
+            "-j",
+            "RETURN",
+        ]));
+    }
+    for cidr in &args.skip_outbound_cidrs.0 {
+        rules.push(strings(&["-d", &cidr.to_string(), "-j", "RETURN"]));
+    }
+    let to = args.outbound_port.to_string();
+    rules.push(strings(&["-p", "tcp", "-j", "REDIRECT", "--to-ports", &to]));
+    rules
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// The commands that install Vigil's rules: create the chains if absent,
+/// flush and refill them, then add each jump unless `-C` finds it. Running
+/// them twice yields the same ruleset.
+pub fn plan(args: &InitArgs) -> Vec<IptablesCommand> {
+    let program = args.iptables.clone();
+    let make = |a: Vec<String>, guard: Guard| IptablesCommand {
+        program: program.clone(),
+        args: a,
+        guard,
+    };
+    let mut out = Vec::new();
+    let chains = [
+        (INBOUND_CHAIN, inbound_rules(args)),
+        (OUTBOUND_CHAIN, outbound_rules(args)),
+    ];
+    for (chain, _) in &chains {
+        out.push(make(
+            nat("-N", &[chain]),
+            Guard::UnlessOk(nat("-S", &[chain])),
+        ));
+        out.push(make(nat("-F", &[chain]), Guard::Always));
+    }
+    for (chain, rules) in &chains {
+        for rule in rules {
+            let mut a = nat("-A", &[chain]);
+            a.extend(rule.iter().cloned());
+            out.push(make(a, Guard::Always));
+        }
+    }
+    for (parent, spec) in jumps() {
+        let check = [&[parent][..], &spec[..]].concat();
+        let add = nat("-A", &check);
+        out.push(make(add, Guard::UnlessOk(nat("-C", &check))));
+    }
+    out
+}
+
+/// The commands that remove Vigil's jumps and chains, each guarded so that
+/// removing twice (or when nothing was installed) succeeds. Every other rule
+/// is left alone.
+pub fn plan_remove(args: &InitArgs) -> Vec<IptablesCommand> {
+    let make = |a: Vec<String>, guard: Guard| IptablesCommand {
+        program: args.iptables.clone(),
+        args: a,
+        guard,
+    };
+    let mut out = Vec::new();
+    for (parent, spec) in jumps() {
+        let check = [&[parent][..], &spec[..]].concat();
+        out.push(make(nat("-D", &check), Guard::IfOk(nat("-C", &check))));
+    }
+    for chain in [INBOUND_CHAIN, OUTBOUND_CHAIN] {
+        for op in ["-F", "-X"] {
+            out.push(make(nat(op, &[chain]), Guard::IfOk(nat("-S", &[chain]))));
+        }
+    }
+    out
+}
+
+/// Runs `commands` in order with [`std::process::Command`], stopping at the
+/// first failure.
+pub fn apply(commands: &[IptablesCommand]) -> Result<(), InitError> {
+    apply_with(commands, |program, args| {
+        Command::new(program).args(args).output()
+    })
+}
+
+/// [`apply`] with an injectable runner (tests use a fake one).
+pub fn apply_with(
+    commands: &[IptablesCommand],
+    mut run: impl FnMut(&str, &[String]) -> std::io::Result<Output>,
+) -> Result<(), InitError> {
+    let mut exec = |command: &IptablesCommand, args: &[String]| {
+        run(&command.program, args).map_err(|source| InitError::Spawn {
+            command: command.line(args),
+            source,
+        })
+    };
+    for command in commands {
+        let wanted = match &command.guard {
+            Guard::Always => true,
+            Guard::IfOk(check) => exec(command, check)?.status.success(),
+            Guard::UnlessOk(check) => !exec(command, check)?.status.success(),
+        };
+        if !wanted {
+            continue;
+        }
+        let output = exec(command, &command.args)?;
+        if !output.status.success() {
+            return Err(InitError::Failed {
+                command: command.line(&command.args),
+                status: output.status,
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Runs `vigil-proxy init`: plans, then prints (`--dry-run`) or applies.
+/// What was done is written to `out`.
+pub fn run(args: &InitArgs, out: &mut impl std::io::Write) -> Result<(), InitError> {
+    let commands = if args.remove {
+        plan_remove(args)
+    } else {
+        plan(args)
+    };
+    if args.dry_run {
+        for command in &commands {
+            let _ = writeln!(out, "{command}");
+        }
+        return Ok(());
+    }
+    apply(&commands)?;
+    let done = if args.remove { "removed" } else { "installed" };
+    let _ = writeln!(
+        out,
+        "vigil-proxy init: {done} {INBOUND_CHAIN} and {OUTBOUND_CHAIN} (nat table, {})",
+        args.iptables
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

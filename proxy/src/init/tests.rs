@@ -1,0 +1,188 @@
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+
+use super::*;
+
+fn parse(extra: &[&str]) -> Result<InitArgs, String> {
+    let mut argv = vec!["vigil-proxy init"];
+    argv.extend_from_slice(extra);
+    InitArgs::try_parse_from(argv).map_err(|e| e.to_string())
+}
+
+fn lines(commands: &[IptablesCommand]) -> Vec<String> {
+    commands.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn plans_the_default_rules() {
+    let args = parse(&[]).unwrap();
+    let want = [
+        "iptables -w -t nat -S VIGIL_INBOUND 2>/dev/null || iptables -w -t nat -N VIGIL_INBOUND",
+        "iptables -w -t nat -F VIGIL_INBOUND",
+        "iptables -w -t nat -S VIGIL_OUTBOUND 2>/dev/null || iptables -w -t nat -N VIGIL_OUTBOUND",
+        "iptables -w -t nat -F VIGIL_OUTBOUND",
+        "iptables -w -t nat -A VIGIL_INBOUND -p tcp --dport 4191 -j RETURN",
+        "iptables -w -t nat -A VIGIL_INBOUND -p tcp -j REDIRECT --to-ports 4143",
+        "iptables -w -t nat -A VIGIL_OUTBOUND -m owner --uid-owner 2102 -j RETURN",
+        "iptables -w -t nat -A VIGIL_OUTBOUND -d 127.0.0.0/8 -j RETURN",
+        "iptables -w -t nat -A VIGIL_OUTBOUND -p tcp -j REDIRECT --to-ports 4140",
+        "iptables -w -t nat -C PREROUTING -p tcp -j VIGIL_INBOUND 2>/dev/null || iptables -w -t nat -A PREROUTING -p tcp -j VIGIL_INBOUND",
+        "iptables -w -t nat -C OUTPUT -p tcp -j VIGIL_OUTBOUND 2>/dev/null || iptables -w -t nat -A OUTPUT -p tcp -j VIGIL_OUTBOUND",
+    ];
+    assert_eq!(lines(&plan(&args)), want);
+}
+
+#[test]
+fn plans_skips_ports_uid_and_binary() {
+    let args = parse(&[
+        "--iptables",
+        "iptables-legacy",
+        "--proxy-uid",
+        "1337",
+        "--inbound-port",
+        "15006",
+        "--outbound-port",
+        "15001",
+        "--skip-inbound-ports",
+        "22, 9000-9100",
+        "--skip-outbound-ports",
+        "5432",
+        "--skip-outbound-cidrs",
+        "10.96.0.0/12,169.254.169.254",
+    ])
+    .unwrap();
+    let rules: Vec<String> = lines(&plan(&args))
+        .into_iter()
+        .filter(|l| l.contains(" -A VIGIL_"))
+        .collect();
+    let p = "iptables-legacy -w -t nat -A";
+    assert_eq!(
+        rules,
+        [
+            format!("{p} VIGIL_INBOUND -p tcp --dport 22 -j RETURN"),
+            format!("{p} VIGIL_INBOUND -p tcp --dport 9000:9100 -j RETURN"),
+            format!("{p} VIGIL_INBOUND -p tcp -j REDIRECT --to-ports 15006"),
+            format!("{p} VIGIL_OUTBOUND -m owner --uid-owner 1337 -j RETURN"),
+            format!("{p} VIGIL_OUTBOUND -d 127.0.0.0/8 -j RETURN"),
+            format!("{p} VIGIL_OUTBOUND -p tcp --dport 5432 -j RETURN"),
+            format!("{p} VIGIL_OUTBOUND -d 10.96.0.0/12 -j RETURN"),
+            format!("{p} VIGIL_OUTBOUND -d 169.254.169.254/32 -j RETURN"),
+            format!("{p} VIGIL_OUTBOUND -p tcp -j REDIRECT --to-ports 15001"),
+        ]
+    );
+    let none = parse(&["--skip-inbound-ports", ""]).unwrap();
+    assert_eq!(inbound_rules(&none).len(), 1, "\"\" skips nothing");
+}
+
+#[test]
+fn plans_removal_of_only_its_own_rules() {
+    let args = parse(&["--remove"]).unwrap();
+    assert!(args.remove);
+    let want = [
+        "iptables -w -t nat -C PREROUTING -p tcp -j VIGIL_INBOUND 2>/dev/null && iptables -w -t nat -D PREROUTING -p tcp -j VIGIL_INBOUND",
+        "iptables -w -t nat -C OUTPUT -p tcp -j VIGIL_OUTBOUND 2>/dev/null && iptables -w -t nat -D OUTPUT -p tcp -j VIGIL_OUTBOUND",
+        "iptables -w -t nat -S VIGIL_INBOUND 2>/dev/null && iptables -w -t nat -F VIGIL_INBOUND",
+        "iptables -w -t nat -S VIGIL_INBOUND 2>/dev/null && iptables -w -t nat -X VIGIL_INBOUND",
+        "iptables -w -t nat -S VIGIL_OUTBOUND 2>/dev/null && iptables -w -t nat -F VIGIL_OUTBOUND",
+        "iptables -w -t nat -S VIGIL_OUTBOUND 2>/dev/null && iptables -w -t nat -X VIGIL_OUTBOUND",
+    ];
+    assert_eq!(lines(&plan_remove(&args)), want);
+}
+
+#[test]
+fn refuses_bad_values() {
+    let cases = [
+        (vec!["--skip-inbound-ports", "0"], "--skip-inbound-ports"),
+        (vec!["--skip-inbound-ports", "80,x"], "\"x\""),
+        (vec!["--skip-outbound-ports", "9100-9000"], "9100-9000"),
+        (vec!["--skip-outbound-ports", "70000"], "70000"),
+        (vec!["--skip-outbound-cidrs", "10.0.0.0/33"], "10.0.0.0/33"),
+        (vec!["--skip-outbound-cidrs", "fd00::/8"], "fd00::/8"),
+        (vec!["--inbound-port", "0"], "--inbound-port"),
+        (vec!["--proxy-uid", "x"], "--proxy-uid"),
+    ];
+    for (argv, want) in cases {
+        let err = parse(&argv).unwrap_err();
+        assert!(err.contains(want), "{argv:?}: {err}");
+    }
+}
+
+fn output(code: i32, stderr: &str) -> Output {
+    Output {
+        status: ExitStatus::from_raw(code << 8),
+        stdout: Vec::new(),
+        stderr: stderr.as_bytes().to_vec(),
+    }
+}
+
+#[test]
+fn applies_guards_and_reports_failures() {
+    let args = parse(&[]).unwrap();
+    // A table where VIGIL_INBOUND exists and the PREROUTING jump is present.
+    let mut ran = Vec::new();
+    let result = apply_with(&plan(&args), |program, a| {
+        let line = format!("{program} {}", a.join(" "));
+        let code = match a[3].as_str() {
+            "-S" if a[4] == INBOUND_CHAIN => 0,
+            "-C" if a[4] == "PREROUTING" => 0,
+            "-S" | "-C" => 1,
+            _ => 0,
+        };
+        ran.push(line);
+        Ok(output(code, ""))
+    });
+    result.unwrap();
+    let changes: Vec<&String> = ran
+        .iter()
+        .filter(|l| !l.contains(" -S ") && !l.contains(" -C ") && !l.contains(" -A VIGIL_"))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            "iptables -w -t nat -F VIGIL_INBOUND",
+            "iptables -w -t nat -N VIGIL_OUTBOUND",
+            "iptables -w -t nat -F VIGIL_OUTBOUND",
+            "iptables -w -t nat -A OUTPUT -p tcp -j VIGIL_OUTBOUND",
+        ]
+    );
+
+    let err = apply_with(&plan(&args), |_, a| {
+        let code = if a[3] == "-A" { 4 } else { 0 };
+        Ok(output(
+            code,
+            "iptables: No chain/target/match by that name.\n",
+        ))
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("`iptables -w -t nat -A VIGIL_INBOUND -p tcp --dport 4191 -j RETURN` failed")
+            && err.contains("exit status: 4")
+            && err.ends_with("No chain/target/match by that name."),
+        "{err}"
+    );
+
+    let err = apply_with(&plan(&args), |_, _| {
+        Err(std::io::Error::from(std::io::ErrorKind::NotFound))
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("cannot run `iptables -w -t nat -S VIGIL_INBOUND`"),
+        "{err}"
+    );
+    assert!(err.contains("--iptables"), "{err}");
+}
+
+#[test]
+fn dry_run_prints_without_running() {
+    let args = parse(&["--dry-run", "--iptables", "/nonexistent/iptables"]).unwrap();
+    let mut out = Vec::new();
+    run(&args, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(text.lines().count(), plan(&args).len());
+    assert!(
+        text.starts_with("/nonexistent/iptables -w -t nat -S VIGIL_INBOUND"),
+        "{text}"
+    );
+}
