@@ -298,3 +298,72 @@ fn vigilctl_reports_an_unreachable_controller() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot reach the controller"), "{err}");
 }
+
+/// A miner speaking Stratum through a CONNECT tunnel on an innocent port is
+/// recognised and flagged, even in learning mode, and never learned.
+#[test]
+fn stratum_is_detected_and_flagged_while_learning() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(&tmp.path().join("data"), tmp.path());
+    // A pretend pool on loopback answering mining.subscribe.
+    let pool = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let pool_port = pool.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in pool.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_ok() && line.contains("mining.subscribe") {
+                let mut stream = stream;
+                let _ = stream.write_all(b"{\"id\":1,\"result\":[[\"mining.notify\",\"ae68\"],\"0800\",4],\"error\":null}\n");
+            }
+        }
+    });
+    let app = Upstream::start("notebook");
+    let hosts = hosts_file(tmp.path(), &["cdn.example.test"]);
+    let nb = Proxy::start("notebook", ctl.grpc, app.addr, &hosts, tmp.path());
+
+    let mut tunnel = std::net::TcpStream::connect(nb.outbound).unwrap();
+    tunnel
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(tunnel, "CONNECT cdn.example.test:{pool_port} HTTP/1.1\r\nHost: cdn.example.test:{pool_port}\r\n\r\n").unwrap();
+    let mut head = [0u8; 512];
+    let n = tunnel.read(&mut head).unwrap();
+    assert!(
+        String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"),
+        "tunnel opened"
+    );
+    tunnel
+        .write_all(b"{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[\"cgminer/4.10.0\"]}\n")
+        .unwrap();
+    let mut answer = String::new();
+    BufReader::new(&tunnel).read_line(&mut answer).unwrap();
+    assert!(
+        answer.contains("mining.notify"),
+        "learning mode lets it pass: {answer}"
+    );
+    drop(tunnel);
+
+    let destination = format!("cdn.example.test:{pool_port}");
+    let alert = ctl.wait_alert("mining_protocol", "notebook", Some(&destination));
+    assert_eq!(alert["action"], "flagged");
+    let edge = ctl.wait_edge(
+        "workload:default/notebook",
+        &format!("external:{destination}"),
+        1,
+    );
+    assert_eq!(
+        edge["in_baseline"], false,
+        "a mining edge is never learned: {edge}"
+    );
+    assert_eq!(edge["violation"], true);
+    assert!(
+        edge["protocols"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "stratum"),
+        "{edge}"
+    );
+}

@@ -31,6 +31,19 @@ pub fn check_edge(mode: Mode, baseline: &Baseline, edge: &EdgeKey) -> Option<Ver
     })
 }
 
+/// Protocols that are never normal: mining pools speak Stratum.
+pub const MINING_PROTOCOLS: &[&str] = &["stratum"];
+
+/// Judges the protocol of traffic, whatever the mode and the baseline: a
+/// mining protocol is flagged even while learning (and never learned), and
+/// blocked in enforcement.
+pub fn check_protocol(mode: Mode, protocol: &str) -> Option<Verdict> {
+    MINING_PROTOCOLS.contains(&protocol).then_some(Verdict {
+        kind: AlertKind::MiningProtocol,
+        action: mode.action(),
+    })
+}
+
 /// Judges a workload that registered in a namespace in `mode`.
 pub fn check_workload(mode: Mode, baseline: &Baseline, id: &WorkloadId) -> Option<Verdict> {
     if mode == Mode::Learning || baseline.has_workload(id) {
@@ -105,6 +118,27 @@ mod tests {
         for (mode, edge, expected) in table {
             assert_eq!(check_edge(mode, &b, &edge), expected, "{mode:?} {edge:?}");
         }
+    }
+
+    #[test]
+    fn mining_protocols_are_flagged_in_every_mode() {
+        assert_eq!(check_protocol(ENFORCE, "http1"), None);
+        assert_eq!(check_protocol(Mode::Learning, "tls"), None);
+        let verdict = |action| {
+            Some(Verdict {
+                kind: AlertKind::MiningProtocol,
+                action,
+            })
+        };
+        assert_eq!(
+            check_protocol(Mode::Learning, "stratum"),
+            verdict(Action::Flagged)
+        );
+        assert_eq!(
+            check_protocol(ALERT_ONLY, "stratum"),
+            verdict(Action::Flagged)
+        );
+        assert_eq!(check_protocol(ENFORCE, "stratum"), verdict(Action::Blocked));
     }
 
     #[test]

@@ -334,16 +334,29 @@ impl Engine {
                 continue;
             };
             self.graph.record(&edge, obs, now);
+            let destination = match obs.direction {
+                Direction::Outbound => label(&edge.1),
+                Direction::Inbound => label(&edge.0),
+            };
+            let mining = detect::check_protocol(mode, obs.protocol);
+            if let Some(verdict) = mining {
+                self.graph.mark_violation(&edge);
+                self.raise(
+                    &mut changes,
+                    verdict,
+                    reporter,
+                    destination.clone(),
+                    obs.count,
+                    now,
+                );
+            }
             if mode == Mode::Learning {
-                if self.baseline.learn_edge(&edge) {
+                // Never learned: a miner seen while learning stays abnormal.
+                if mining.is_none() && self.baseline.learn_edge(&edge) {
                     changes.baseline_edges.push(edge.clone());
                 }
             } else if let Some(verdict) = detect::check_edge(mode, &self.baseline, &edge) {
                 self.graph.mark_violation(&edge);
-                let destination = match obs.direction {
-                    Direction::Outbound => label(&edge.1),
-                    Direction::Inbound => label(&edge.0),
-                };
                 self.raise(&mut changes, verdict, reporter, destination, obs.count, now);
             }
             touched.insert(edge);

@@ -36,6 +36,8 @@ pub struct EdgeStats {
     pub authorities: BTreeSet<String>,
     /// Request counts per `METHOD path-template` (bounded).
     pub endpoints: BTreeMap<String, u64>,
+    /// Protocols seen: `http1`, `http2`, `grpc`, `tls`, `tcp`, `stratum`.
+    pub protocols: BTreeSet<String>,
     /// Unix seconds of the first request.
     pub first_seen: u64,
     /// Unix seconds of the latest request.
@@ -62,6 +64,9 @@ impl EdgeStats {
         self.latency_sum_us = self.latency_sum_us.saturating_add(obs.latency_sum_us);
         if !obs.authority.is_empty() && self.authorities.len() < MAX_AUTHORITIES {
             self.authorities.insert(obs.authority.clone());
+        }
+        if !self.protocols.contains(obs.protocol) {
+            self.protocols.insert(obs.protocol.to_owned());
         }
         if !obs.method.is_empty() {
             let endpoint = format!("{} {}", obs.method, obs.path);

@@ -261,6 +261,8 @@ pub enum AlertKind {
     NewEdge,
     /// A workload identity never seen while learning.
     NewDeployment,
+    /// A mining protocol (Stratum) on any port, in any mode.
+    MiningProtocol,
 }
 
 impl AlertKind {
@@ -270,6 +272,7 @@ impl AlertKind {
             Self::UnknownEgress => "unknown_egress",
             Self::NewEdge => "new_edge",
             Self::NewDeployment => "new_deployment",
+            Self::MiningProtocol => "mining_protocol",
         }
     }
 }

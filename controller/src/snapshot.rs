@@ -55,6 +55,9 @@ pub struct EdgeView {
     pub mean_latency_ms: f64,
     /// Request counts per `METHOD path-template`.
     pub endpoints: BTreeMap<String, u64>,
+    /// Protocols seen on the edge.
+    #[serde(default)]
+    pub protocols: Vec<String>,
     /// RFC 3339 time of the first request.
     pub first_seen: String,
     /// RFC 3339 time of the latest request.
@@ -173,6 +176,7 @@ pub fn build(parts: &Parts<'_>) -> Snapshot {
                 stats.latency_sum_us as f64 / stats.requests as f64 / 1000.0
             },
             endpoints: stats.endpoints.clone(),
+            protocols: stats.protocols.iter().cloned().collect(),
             first_seen: rfc3339(stats.first_seen),
             last_seen: rfc3339(stats.last_seen),
         })

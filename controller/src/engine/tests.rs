@@ -208,3 +208,37 @@ async fn connected_sidecars_are_counted() {
     assert_eq!(settled(&h).await.counts.sidecars_connected, 1);
     stop(h, thread).await;
 }
+
+#[tokio::test]
+async fn stratum_is_flagged_while_learning_and_never_learned() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, thread) = start(dir.path());
+    let mut miner = outbound("pool.example:443", None, 1);
+    miner.protocol = "stratum";
+    miner.method = String::new();
+    h.report(id("web"), vec![miner.clone()], 0).await.unwrap();
+    let snap = settled(&h).await;
+    assert_eq!(snap.alerts.len(), 1);
+    assert_eq!(snap.alerts[0].kind, AlertKind::MiningProtocol);
+    assert_eq!(snap.alerts[0].action, Action::Flagged);
+    let edge = &snap.graph.edges[0];
+    assert!(!edge.in_baseline && edge.violation);
+    assert_eq!(edge.protocols, ["stratum"]);
+
+    h.set_mode(None, ENFORCE).await.unwrap();
+    h.report(id("web"), vec![miner], 0).await.unwrap();
+    let snap = settled(&h).await;
+    let alert = snap
+        .alerts
+        .iter()
+        .find(|a| a.kind == AlertKind::MiningProtocol)
+        .unwrap();
+    assert_eq!((alert.count, alert.action), (2, Action::Blocked));
+    // The same edge is also unknown egress: it was never learned.
+    assert!(
+        snap.alerts
+            .iter()
+            .any(|a| a.kind == AlertKind::UnknownEgress)
+    );
+    stop(h, thread).await;
+}

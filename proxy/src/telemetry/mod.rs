@@ -6,6 +6,7 @@
 //! through a plain channel.
 
 mod aggregate;
+pub mod metrics;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,6 +48,7 @@ impl Telemetry {
 pub struct Records {
     rx: mpsc::Receiver<Record>,
     dropped: Arc<AtomicU64>,
+    metrics: metrics::ObservedMetrics,
 }
 
 /// Creates the record channel and registers its metrics.
@@ -65,7 +67,11 @@ pub fn channel(registry: &mut Registry) -> (Telemetry, Records) {
             dropped: dropped.clone(),
             dropped_total,
         },
-        Records { rx, dropped },
+        Records {
+            rx,
+            dropped,
+            metrics: metrics::ObservedMetrics::register(registry),
+        },
     )
 }
 
@@ -86,12 +92,16 @@ pub fn spawn_aggregator(
         tick.tick().await;
         loop {
             tokio::select! {
-                Some(record) = records.rx.recv() => agg.add(record),
+                Some(record) = records.rx.recv() => {
+                    records.metrics.observe(&record);
+                    agg.add(record);
+                }
                 _ = tick.tick() => flush(&mut agg, &records, &identity, &batches),
                 _ = crate::model::stopped(&mut shutdown) => break,
             }
         }
         while let Ok(record) = records.rx.try_recv() {
+            records.metrics.observe(&record);
             agg.add(record);
         }
         flush(&mut agg, &records, &identity, &batches);

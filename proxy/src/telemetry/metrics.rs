@@ -1,0 +1,181 @@
+//! Prometheus metrics of observed traffic, per direction, protocol and
+//! destination. Updated by the aggregator task, off the request path.
+//!
+//! Cardinality is bounded: the first [`MAX_DESTINATIONS`] destinations get
+//! their own label value, later ones share `other`.
+
+use std::collections::HashSet;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::model::{Direction, Protocol, Record};
+
+/// Distinct destination label values kept; the rest are `other`.
+pub const MAX_DESTINATIONS: usize = 100;
+/// The label value shared by destinations past the bound.
+pub const OTHER: &str = "other";
+
+/// `protocol` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ProtocolLabel {
+    /// HTTP/1.x.
+    http1,
+    /// HTTP/2.
+    http2,
+    /// gRPC.
+    grpc,
+    /// TLS (not decrypted).
+    tls,
+    /// Stratum mining protocol.
+    stratum,
+    /// Opaque TCP.
+    tcp,
+}
+
+impl From<Protocol> for ProtocolLabel {
+    fn from(p: Protocol) -> Self {
+        match p {
+            Protocol::Http1 => Self::http1,
+            Protocol::Http2 => Self::http2,
+            Protocol::Grpc => Self::grpc,
+            Protocol::Tls => Self::tls,
+            Protocol::Stratum => Self::stratum,
+            Protocol::Tcp => Self::tcp,
+        }
+    }
+}
+
+/// Labels of the observed-traffic metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObservedLabels {
+    /// `inbound` or `outbound`.
+    pub direction: String,
+    /// Protocol.
+    pub protocol: ProtocolLabel,
+    /// Outbound: `host:port` (bounded); inbound: the caller `ns/name`,
+    /// `internet` (bounded).
+    pub destination: String,
+}
+
+/// The metrics and the set of destinations given their own label.
+#[derive(Debug)]
+pub struct ObservedMetrics {
+    requests: Family<ObservedLabels, Counter>,
+    denied: Family<ObservedLabels, Counter>,
+    latency: Family<ObservedLabels, Histogram, fn() -> Histogram>,
+    named: HashSet<String>,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl ObservedMetrics {
+    /// Creates and registers the metrics.
+    pub fn register(registry: &mut Registry) -> Self {
+        let requests = Family::default();
+        let denied = Family::default();
+        let latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "vigil_proxy_observed_requests",
+            "Requests and streams observed, by direction, protocol and destination",
+            requests.clone(),
+        );
+        registry.register(
+            "vigil_proxy_observed_denied",
+            "Requests and streams denied by policy, by direction, protocol and destination",
+            denied.clone(),
+        );
+        registry.register(
+            "vigil_proxy_observed_latency_seconds",
+            "Time to response headers (requests) or stream duration, by direction, protocol and destination",
+            latency.clone(),
+        );
+        Self {
+            requests,
+            denied,
+            latency,
+            named: HashSet::new(),
+        }
+    }
+
+    /// The label value for `name`, bounded.
+    fn destination(&mut self, name: &str) -> String {
+        if self.named.contains(name) {
+            return name.to_owned();
+        }
+        if self.named.len() < MAX_DESTINATIONS {
+            self.named.insert(name.to_owned());
+            return name.to_owned();
+        }
+        OTHER.to_owned()
+    }
+
+    /// Counts one record.
+    pub fn observe(&mut self, record: &Record) {
+        let (direction, name) = match record.direction {
+            Direction::Outbound => ("outbound", record.authority.as_str()),
+            Direction::Inbound if record.source.is_empty() => ("inbound", "internet"),
+            Direction::Inbound => ("inbound", record.source.as_str()),
+        };
+        let labels = ObservedLabels {
+            direction: direction.to_owned(),
+            protocol: record.protocol.into(),
+            destination: self.destination(name),
+        };
+        self.requests.get_or_create(&labels).inc();
+        if record.denied {
+            self.denied.get_or_create(&labels).inc();
+        }
+        self.latency
+            .get_or_create(&labels)
+            .observe(record.latency_us as f64 / 1e6);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(authority: &str) -> Record {
+        Record {
+            direction: Direction::Outbound,
+            protocol: Protocol::Tls,
+            source: String::new(),
+            authority: authority.into(),
+            resolved: None,
+            method: String::new(),
+            path: String::new(),
+            status: 0,
+            latency_us: 1500,
+            bytes_in: 0,
+            bytes_out: 0,
+            denied: true,
+        }
+    }
+
+    #[test]
+    fn destinations_are_bounded_and_encoded() {
+        let mut registry = Registry::default();
+        let mut metrics = ObservedMetrics::register(&mut registry);
+        for i in 0..(MAX_DESTINATIONS + 50) {
+            metrics.observe(&record(&format!("h{i}.example:443")));
+        }
+        metrics.observe(&record("h0.example:443"));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("vigil_proxy_observed_requests_total{"))
+            .count();
+        assert_eq!(series, MAX_DESTINATIONS + 1, "100 named + other");
+        assert!(text.contains(r#"vigil_proxy_observed_requests_total{direction="outbound",protocol="tls",destination="h0.example:443"} 2"#), "{text}");
+        assert!(text.contains(r#"destination="other"} 50"#), "{text}");
+        assert!(text.contains("vigil_proxy_observed_denied_total"));
+    }
+}
