@@ -11,9 +11,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
+use tokio::net::TcpStream;
 
 use crate::detect::Protocol as Detected;
 use crate::http::{self, Shared};
@@ -36,6 +38,12 @@ pub async fn outbound(
     } = accepted;
     let dst = original_dst(&stream, listener_addr);
     let Some(dst) = dst else {
+        // hyper's header-read timeout only starts once the HTTP version is
+        // known, i.e. after the client's first bytes: bound the wait for them
+        // too, or a client that sends nothing holds a connection slot forever.
+        if !first_bytes(&stream, shared.limits.header_read_timeout()).await {
+            return tracing::debug!(%peer, "no request within the header-read timeout; closing");
+        }
         let service =
             hyper::service::service_fn(move |req| http::outbound::serve(shared.clone(), None, req));
         return serve_http(&builder, watcher, stream, service).await;
@@ -54,6 +62,16 @@ pub async fn outbound(
         }
         detected => tcp::forward_outbound(shared, sniffed.io, detected, dst).await,
     }
+}
+
+/// Waits at most `timeout` for the client's first bytes, without consuming
+/// them; false when none came (or the client closed).
+async fn first_bytes(stream: &TcpStream, timeout: Duration) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(timeout, stream.peek(&mut byte)).await,
+        Ok(Ok(n)) if n > 0
+    )
 }
 
 /// Serves one connection accepted by the inbound listener.

@@ -96,6 +96,24 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// Sends SIGTERM and returns at once (see [`Proc::wait_exit`]).
+    pub fn signal_term(&self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -TERM {} failed", self.child.id());
+    }
+
+    /// Waits (up to [`DEADLINE`]) for the process to exit; returns its status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let name = self.name.clone();
+        wait_for(&format!("{name} to exit"), || {
+            self.child.try_wait().expect("checking the process")
+        })
+    }
+
     /// Its log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -256,6 +274,19 @@ impl Proxy {
         hosts: &Path,
         log_dir: &Path,
     ) -> Self {
+        Self::start_with(workload, controller_grpc, app, hosts, log_dir, &[])
+    }
+
+    /// [`Proxy::start`] with `extra_args` appended to the command line
+    /// (e.g. `["--max-connections", "2"]`).
+    pub fn start_with(
+        workload: &str,
+        controller_grpc: SocketAddr,
+        app: SocketAddr,
+        hosts: &Path,
+        log_dir: &Path,
+        extra_args: &[&str],
+    ) -> Self {
         let outbound = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let inbound = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -275,6 +306,7 @@ impl Proxy {
         cmd.arg("--admin-addr").arg(admin.to_string());
         cmd.arg("--app-addr").arg(app.to_string());
         cmd.arg("--hosts-file").arg(hosts);
+        cmd.args(extra_args);
         let proc = Proc::spawn(&format!("vigil-proxy-{workload}"), cmd, log_dir);
         wait_for(&format!("{workload}'s sidecar /ready"), || {
             (curl(&[&format!("http://{admin}/ready")]).0 == 200).then_some(())

@@ -1,0 +1,439 @@
+//! End-to-end: transparent interception in real network namespaces.
+//! `vigil-proxy init` writes the iptables rules, the sidecar runs under its
+//! own uid, and plain clients (curl without `-x`) are redirected through it.
+//!
+//! These tests need root, `ip` (iproute2), `iptables` + `iptables-save`,
+//! `setpriv` and curl. Without them each test prints why it is skipped and
+//! passes; CI runs them as root. Every namespace gets a unique name and is
+//! deleted on drop; every iptables command in a namespace uses the same
+//! binary ([`IPTABLES`]), so one firewall backend per namespace.
+//!
+//! Layout of the end-to-end test:
+//! ```text
+//!  root ns                  pod ns                                 server ns
+//!  vigil-controller  veth   vigil-proxy (uid 2102), app   veth     pypi :8000
+//!  gRPC 10.77.a.b+1 ------- 10.77.a.b+2   10.66.0.1 ------------- 10.66.0.2
+//!  API 127.0.0.1            iptables: vigil-proxy init             pool :8001
+//! ```
+
+mod common;
+
+use std::ffi::OsStr;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use common::{Controller, Proc, bin, free_port, serve_forever, spawn_proc, wait_for};
+
+/// The iptables binary used in every namespace (with [`IPTABLES_SAVE`]).
+const IPTABLES: &str = "iptables";
+/// The matching dump tool.
+const IPTABLES_SAVE: &str = "iptables-save";
+/// The sidecar's uid (and gid), as `vigil-proxy init --proxy-uid`.
+const PROXY_UID: &str = "2102";
+/// Env var that turns [`helper_http_server`] into a server: `name@ip:port`.
+const SERVE_ENV: &str = "TRANSPARENT_TEST_SERVE";
+
+/// Not a test of Vigil: the body of the helper HTTP servers this file starts
+/// inside namespaces (by re-running this test binary with [`SERVE_ENV`]).
+/// Without the env var it returns at once.
+#[test]
+fn helper_http_server() {
+    let Ok(spec) = std::env::var(SERVE_ENV) else {
+        return;
+    };
+    let (name, addr) = spec.split_once('@').expect("name@ip:port");
+    let name: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    serve_forever(name, addr.parse().expect("ip:port"));
+}
+
+/// `init` in a fresh namespace: the chains and jumps appear, a second run
+/// changes nothing, `--remove` restores exactly the earlier ruleset.
+#[test]
+fn init_is_idempotent_and_removes_only_its_own_rules() {
+    if !able("init_is_idempotent_and_removes_only_its_own_rules") {
+        return;
+    }
+    let ns = Netns::new("init");
+    let proxy = bin("vigil-proxy");
+    let init = |extra: &[&str]| {
+        let mut cmd = ns.cmd(&proxy);
+        cmd.args(["init", "--iptables", IPTABLES]).args(extra);
+        check(&mut cmd)
+    };
+    ns.run(
+        IPTABLES,
+        &[
+            "-t", "nat", "-A", "OUTPUT", "-p", "udp", "--dport", "53", "-j", "RETURN",
+        ],
+    );
+    let unrelated = "-A OUTPUT -p udp -m udp --dport 53 -j RETURN";
+    let before = ns.nat_rules();
+    assert!(before.contains(&unrelated.to_owned()), "{before:#?}");
+
+    init(&[]);
+    let once = ns.nat_rules();
+    for want in [
+        ":VIGIL_INBOUND -",
+        ":VIGIL_OUTBOUND -",
+        "-A PREROUTING -p tcp -j VIGIL_INBOUND",
+        "-A OUTPUT -p tcp -j VIGIL_OUTBOUND",
+        "-A VIGIL_INBOUND -p tcp -m tcp --dport 4191 -j RETURN",
+        "-A VIGIL_INBOUND -p tcp -j REDIRECT --to-ports 4143",
+        "-A VIGIL_OUTBOUND -m owner --uid-owner 2102 -j RETURN",
+        "-A VIGIL_OUTBOUND -d 127.0.0.0/8 -j RETURN",
+        "-A VIGIL_OUTBOUND -p tcp -j REDIRECT --to-ports 4140",
+        unrelated,
+    ] {
+        assert!(
+            once.contains(&want.to_owned()),
+            "missing {want:?} in {once:#?}"
+        );
+    }
+    init(&[]);
+    assert_eq!(ns.nat_rules(), once, "a second run changes nothing");
+
+    // Other flags (here through env vars) replace Vigil's rules, not add to them.
+    let mut cmd = ns.cmd(&proxy);
+    cmd.args(["init", "--iptables", IPTABLES])
+        .env("VIGIL_INIT_PROXY_UID", "1337")
+        .env("VIGIL_INIT_SKIP_OUTBOUND_CIDRS", "10.96.0.0/12");
+    check(&mut cmd);
+    let other = ns.nat_rules();
+    assert!(other.contains(&"-A VIGIL_OUTBOUND -d 10.96.0.0/12 -j RETURN".to_owned()));
+    assert!(other.contains(&"-A VIGIL_OUTBOUND -m owner --uid-owner 1337 -j RETURN".to_owned()));
+    assert_eq!(other.len(), once.len() + 1, "{other:#?}");
+
+    init(&["--remove"]);
+    assert_eq!(
+        ns.nat_rules(),
+        before,
+        "--remove restores the earlier ruleset"
+    );
+    init(&["--remove"]);
+    assert_eq!(ns.nat_rules(), before, "removing twice is fine");
+
+    let out = ns
+        .cmd(&proxy)
+        .args(["init", "--iptables", "/nonexistent/iptables"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a missing binary fails");
+    assert!(
+        stderr.contains("/nonexistent/iptables -w -t nat"),
+        "{stderr}"
+    );
+}
+
+/// Outbound and inbound traffic of a pod, redirected to its sidecar with
+/// no client configuration; learned, then enforced.
+#[test]
+fn transparent_redirect_is_observed_and_enforced() {
+    if !able("transparent_redirect_is_observed_and_enforced") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Network::new();
+    let (pod, srv) = (&net.pod, &net.server);
+
+    // Workloads: two servers outside the pod, the app inside it.
+    let _pypi = helper(srv, "pypi", "10.66.0.2:8000", tmp.path());
+    let _pool = helper(srv, "pool", "10.66.0.2:8001", tmp.path());
+    let _app = helper(pod, "web", "127.0.0.1:8080", tmp.path());
+    for (ns, url) in [
+        (srv, "http://10.66.0.2:8000/"),
+        (srv, "http://10.66.0.2:8001/"),
+        (pod, "http://127.0.0.1:8080/"),
+    ] {
+        wait_for(&format!("{url} in {}", ns.name), || {
+            (ns.curl(&[url]).0 == 200).then_some(())
+        });
+    }
+
+    // The controller in the root namespace, its gRPC port on the pod link.
+    let grpc = SocketAddr::from((net.root_ip, free_port()));
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let ctl = Controller::start_on(&tmp.path().join("data"), tmp.path(), grpc, http);
+
+    // The pod: rules first (as an init container), then the sidecar.
+    let out = check(pod.cmd(bin("vigil-proxy")).args([
+        "init",
+        "--iptables",
+        IPTABLES,
+        "--proxy-uid",
+        PROXY_UID,
+    ]));
+    assert!(out.contains("installed"), "{out}");
+    let _sidecar = sidecar(pod, grpc, tmp.path());
+
+    // Outbound: plain curl, redirected to the sidecar's outbound listener.
+    let (status, body) = pod.curl(&["http://10.66.0.2:8000/simple/x"]);
+    assert_eq!((status, body.as_str()), (200, "pypi GET /simple/x"));
+    let edge = ctl.wait_edge("workload:default/web", "external:10.66.0.2:8000", 1);
+    assert_eq!(edge["in_baseline"], true, "{edge}");
+    // An explicit proxy client in the same pod is not redirected twice.
+    let (status, body) = pod.curl(&["-x", "http://127.0.0.1:4140", "http://10.66.0.2:8000/e"]);
+    assert_eq!((status, body.as_str()), (200, "pypi GET /e"));
+    ctl.wait_edge("workload:default/web", "external:10.66.0.2:8000", 2);
+
+    // Inbound: the pod's IP on the app port, redirected to the inbound
+    // listener (the app itself only listens on loopback).
+    let (status, body) = srv.curl(&["http://10.66.0.1:8080/hi"]);
+    assert_eq!((status, body.as_str()), (200, "web GET /hi"));
+    ctl.wait_edge("internet", "workload:default/web", 1);
+
+    // Enforcement: the learned destination passes, a new one gets 403.
+    ctl.set_mode(&["enforcement"]);
+    wait_for("policy enforce=true at the sidecar", || {
+        let (status, body) = pod.curl(&["http://127.0.0.1:4191/config_dump"]);
+        let dump: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (status == 200 && dump["policy"]["enforce"] == true).then_some(())
+    });
+    assert_eq!(pod.curl(&["http://10.66.0.2:8000/simple/y"]).0, 200);
+    let (status, body) = pod.curl(&["http://10.66.0.2:8001/"]);
+    assert_eq!(status, 403, "a new destination is blocked: {body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("the 403 body is JSON");
+    assert!(
+        json["error"].as_str().unwrap_or("").contains("denied"),
+        "{json}"
+    );
+    let alert = ctl.wait_alert("unknown_egress", "web", Some("10.66.0.2:8001"));
+    assert_eq!(alert["action"], "blocked");
+    assert_eq!(
+        srv.curl(&["http://10.66.0.1:8080/hi"]).0,
+        200,
+        "learned inbound"
+    );
+}
+
+/// Prints why the test is skipped and returns false when it cannot run.
+fn able(test: &str) -> bool {
+    let missing = if !is_root() {
+        Some("not running as root".to_owned())
+    } else {
+        ["ip", IPTABLES, IPTABLES_SAVE, "setpriv", "curl"]
+            .into_iter()
+            .find(|tool| !on_path(tool))
+            .map(|tool| format!("`{tool}` is not installed"))
+    };
+    match missing {
+        None => true,
+        Some(why) => {
+            eprintln!(
+                "SKIPPED {test}: {why}. It needs root, iproute2, iptables, setpriv and curl \
+                 (apt-get install -y iptables iproute2); CI runs it."
+            );
+            false
+        }
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
+}
+
+/// Runs `cmd`; panics with its stderr when it fails; returns its stdout.
+fn check(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network namespace with `lo` up, deleted on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new(role: &str) -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("vigil-{role}-{}-{n}", std::process::id());
+        check(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Netns { name };
+        ns.run("ip", &["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `program` to be run inside the namespace.
+    fn cmd(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).arg(program);
+        cmd
+    }
+
+    /// Runs `program args` inside; panics on failure; returns stdout.
+    fn run(&self, program: &str, args: &[&str]) -> String {
+        check(self.cmd(program).args(args))
+    }
+
+    /// The nat table as `iptables-save` prints it, without comments and
+    /// packet counters.
+    fn nat_rules(&self) -> Vec<String> {
+        self.run(IPTABLES_SAVE, &["-t", "nat"])
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| match l.split_once(" [") {
+                Some((chain, _)) if l.starts_with(':') => chain.to_owned(),
+                _ => l.to_owned(),
+            })
+            .collect()
+    }
+
+    /// curl from inside (as root); returns (status, body), status 0 when it
+    /// could not connect.
+    fn curl(&self, args: &[&str]) -> (u16, String) {
+        let out = self
+            .cmd("curl")
+            .args(["-s", "--max-time", "5", "-w", "\n%{http_code}"])
+            .args(args)
+            .output()
+            .expect("running curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+        (code.trim().parse().unwrap_or(0), body.to_owned())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// The pod and server namespaces joined by a veth pair (10.66.0.1/30 <->
+/// 10.66.0.2/30), and a veth pair from the root namespace into the pod
+/// (for the controller), on a /30 of 10.77.0.0/16 chosen by the pid.
+struct Network {
+    root_link: String,
+    root_ip: Ipv4Addr,
+    pod: Netns,
+    server: Netns,
+}
+
+impl Network {
+    fn new() -> Self {
+        let pod = Netns::new("pod");
+        let server = Netns::new("srv");
+        pod.run(
+            "ip",
+            &[
+                "link",
+                "add",
+                "eth0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &server.name,
+            ],
+        );
+        for (ns, ip) in [(&pod, "10.66.0.1/30"), (&server, "10.66.0.2/30")] {
+            ns.run("ip", &["addr", "add", ip, "dev", "eth0"]);
+            ns.run("ip", &["link", "set", "eth0", "up"]);
+        }
+        // Unique per process in the root namespace: its name and its /30.
+        let pid = std::process::id();
+        let block = pid % 16384;
+        let base = u32::from(Ipv4Addr::new(10, 77, 0, 0)) + block * 4;
+        let (root_ip, pod_ip) = (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2));
+        let root_link = format!("vgc{pid}");
+        check(Command::new("ip").args([
+            "link", "add", &root_link, "type", "veth", "peer", "name", "ctl0", "netns", &pod.name,
+        ]));
+        let network = Network {
+            root_link,
+            root_ip,
+            pod,
+            server,
+        };
+        let root_cidr = format!("{root_ip}/30");
+        check(Command::new("ip").args(["addr", "add", &root_cidr, "dev", &network.root_link]));
+        check(Command::new("ip").args(["link", "set", &network.root_link, "up"]));
+        let pod_cidr = format!("{pod_ip}/30");
+        network
+            .pod
+            .run("ip", &["addr", "add", &pod_cidr, "dev", "ctl0"]);
+        network.pod.run("ip", &["link", "set", "ctl0", "up"]);
+        network
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.root_link])
+            .status();
+    }
+}
+
+/// Starts a helper HTTP server answering `<name> <method> <path>` on `addr`
+/// inside `ns` (this test binary, re-run as [`helper_http_server`]).
+fn helper(ns: &Netns, name: &str, addr: &str, log_dir: &Path) -> Proc {
+    let mut cmd = ns.cmd(std::env::current_exe().unwrap());
+    cmd.args(["helper_http_server", "--exact", "--nocapture"])
+        .env(SERVE_ENV, format!("{name}@{addr}"));
+    spawn_proc(&format!("{name}-{}", ns.name), cmd, log_dir)
+}
+
+/// Starts `vigil-proxy` for workload `web` in `pod` as uid/gid
+/// [`PROXY_UID`], with the pod ports of the README, and waits until ready.
+fn sidecar(pod: &Netns, grpc: SocketAddr, log_dir: &Path) -> Proc {
+    let proxy = executable_copy(&bin("vigil-proxy"), log_dir);
+    let mut cmd = pod.cmd("setpriv");
+    cmd.args(["--reuid", PROXY_UID, "--regid", PROXY_UID, "--clear-groups"])
+        .arg(&proxy)
+        .args(["--workload", "web", "--namespace", "default"])
+        .args(["--report-interval-ms", common::REPORT_MS])
+        .args(["--outbound-addr", "127.0.0.1:4140"])
+        .args(["--inbound-addr", "0.0.0.0:4143"])
+        .args(["--admin-addr", "127.0.0.1:4191"])
+        .args(["--app-addr", "127.0.0.1:8080"])
+        .arg("--controller")
+        .arg(format!("http://{grpc}"));
+    let proc = spawn_proc("vigil-proxy-web", cmd, log_dir);
+    wait_for("the sidecar's /ready", || {
+        (pod.curl(&["http://127.0.0.1:4191/ready"]).0 == 200).then_some(())
+    });
+    proc
+}
+
+/// A copy of `binary` that the sidecar's uid can execute (the build
+/// directory may sit under a home directory it cannot enter).
+fn executable_copy(binary: &Path, near: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = near.join("bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    for d in [near, dir.as_path()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let copy = dir.join(binary.file_name().unwrap());
+    std::fs::copy(binary, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    copy
+}
