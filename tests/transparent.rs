@@ -44,8 +44,32 @@ fn helper_http_server() {
         return;
     };
     let (name, addr) = spec.split_once('@').expect("name@ip:port");
-    let name: &'static str = Box::leak(name.to_owned().into_boxed_str());
-    serve_forever(name, addr.parse().expect("ip:port"));
+    let addr: SocketAddr = addr.parse().expect("ip:port");
+    match name {
+        "echo" => serve_tcp(addr, None),
+        "banner" => serve_tcp(addr, Some(b"220 banner\r\n")),
+        _ => serve_forever(Box::leak(name.to_owned().into_boxed_str()), addr),
+    }
+}
+
+/// A plain TCP echo server; with a banner, the server speaks first.
+fn serve_tcp(addr: SocketAddr, banner: Option<&'static [u8]>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind(addr).expect("bind");
+    for stream in listener.incoming().flatten() {
+        std::thread::spawn(move || {
+            let mut stream = stream;
+            if let Some(banner) = banner {
+                let _ = stream.write_all(banner);
+            }
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 || stream.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        });
+    }
 }
 
 /// `init` in a fresh namespace: the chains and jumps appear, a second run
@@ -357,12 +381,15 @@ impl Network {
             ns.run("ip", &["addr", "add", ip, "dev", "eth0"]);
             ns.run("ip", &["link", "set", "eth0", "up"]);
         }
-        // Unique per process in the root namespace: its name and its /30.
+        // Unique per process and test in the root namespace: its name and
+        // its /30 (tests may run as threads of one process).
+        static NETWORKS: AtomicU32 = AtomicU32::new(0);
+        let n = NETWORKS.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
-        let block = pid % 16384;
+        let block = (pid * 8 + n) % 16384;
         let base = u32::from(Ipv4Addr::new(10, 77, 0, 0)) + block * 4;
         let (root_ip, pod_ip) = (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2));
-        let root_link = format!("vgc{pid}");
+        let root_link = format!("vgc{pid}x{n}");
         check(Command::new("ip").args([
             "link", "add", &root_link, "type", "veth", "peer", "name", "ctl0", "netns", &pod.name,
         ]));
@@ -436,4 +463,114 @@ fn executable_copy(binary: &Path, near: &Path) -> PathBuf {
     std::fs::copy(binary, &copy).unwrap();
     std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
     copy
+}
+
+/// Redirected TLS is forwarded without decryption and named by its SNI, so
+/// policy can tell two names on one IP apart; a denied TLS stream is reset.
+/// Plain TCP (client-first and server-first) passes byte for byte.
+#[test]
+fn transparent_tls_by_sni_and_opaque_tcp() {
+    if !able("transparent_tls_by_sni_and_opaque_tcp") || !on_path("openssl") || !on_path("bash") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Network::new();
+    let (pod, srv) = (&net.pod, &net.server);
+    let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
+    check(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=pypi.test",
+                "-keyout",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+    );
+    // A real TLS server (OpenSSL) outside the pod, and two TCP servers.
+    let mut tls = srv.cmd("openssl");
+    tls.args(["s_server", "-accept", "8443", "-www", "-quiet", "-cert"])
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key);
+    let _tls = spawn_proc("openssl-s_server", tls, tmp.path());
+    let _echo = helper(srv, "echo", "10.66.0.2:9000", tmp.path());
+    let _banner = helper(srv, "banner", "10.66.0.2:9001", tmp.path());
+    let _app = helper(pod, "web", "127.0.0.1:8080", tmp.path());
+    let https = |name: &str| {
+        let resolve = format!("{name}:8443:10.66.0.2");
+        let url = format!("https://{name}:8443/");
+        pod.curl(&["-k", "--resolve", &resolve, &url])
+    };
+    wait_for("the TLS server", || {
+        (srv.curl(&["-k", "https://10.66.0.2:8443/"]).0 == 200).then_some(())
+    });
+
+    let grpc = SocketAddr::from((net.root_ip, free_port()));
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let ctl = Controller::start_on(&tmp.path().join("data"), tmp.path(), grpc, http);
+    check(pod.cmd(bin("vigil-proxy")).args([
+        "init",
+        "--iptables",
+        IPTABLES,
+        "--proxy-uid",
+        PROXY_UID,
+    ]));
+    let _sidecar = sidecar(pod, grpc, tmp.path());
+
+    // TLS: learned by SNI name, not by IP.
+    let (status, body) = https("pypi.test");
+    assert_eq!(status, 200, "TLS through the redirect: {body}");
+    let edge = ctl.wait_edge("workload:default/web", "external:pypi.test:8443", 1);
+    assert_eq!(edge["protocols"], serde_json::json!(["tls"]), "{edge}");
+    // Opaque TCP, client first and server first (after the detect timeout).
+    let tcp = |script: &str| check(pod.cmd("bash").args(["-c", script]));
+    let echoed =
+        tcp("exec 3<>/dev/tcp/10.66.0.2/9000; printf 'ping\\n' >&3; timeout 5 head -c 5 <&3");
+    assert_eq!(echoed, "ping\n");
+    let banner = tcp("exec 3<>/dev/tcp/10.66.0.2/9001; timeout 5 head -c 12 <&3");
+    assert_eq!(banner, "220 banner\r\n", "a server-first protocol works");
+    let edge = ctl.wait_edge("workload:default/web", "external:10.66.0.2:9000", 1);
+    assert_eq!(edge["protocols"], serde_json::json!(["tcp"]), "{edge}");
+    ctl.wait_edge("workload:default/web", "external:10.66.0.2:9001", 1);
+
+    // Enforcement: another SNI name on the same IP and port is reset.
+    ctl.set_mode(&["enforcement"]);
+    wait_for("policy enforce=true at the sidecar", || {
+        let (status, body) = pod.curl(&["http://127.0.0.1:4191/config_dump"]);
+        let dump: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (status == 200 && dump["policy"]["enforce"] == true).then_some(())
+    });
+    assert_eq!(https("pypi.test").0, 200, "the learned name still passes");
+    let out = pod
+        .cmd("curl")
+        .args([
+            "-sk",
+            "--max-time",
+            "5",
+            "--resolve",
+            "evil.test:8443:10.66.0.2",
+            "https://evil.test:8443/",
+        ])
+        .output()
+        .unwrap();
+    let code = out.status.code();
+    assert!(
+        matches!(code, Some(35 | 56)),
+        "curl sees the connection reset during the handshake, got {code:?}"
+    );
+    let alert = ctl.wait_alert("unknown_egress", "web", Some("evil.test:8443"));
+    assert_eq!(alert["action"], "blocked");
+    assert_eq!(
+        tcp("exec 3<>/dev/tcp/10.66.0.2/9000; printf 'again\\n' >&3; timeout 5 head -c 6 <&3"),
+        "again\n"
+    );
 }
