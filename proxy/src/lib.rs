@@ -1,11 +1,13 @@
 //! vigil-proxy: Vigil's sidecar. It forwards the workload's outbound and
-//! inbound HTTP/1.1 traffic, enforces the policy the controller sends, and
-//! reports what it observed.
+//! inbound traffic (HTTP/1.1, HTTP/2 and gRPC, TLS by SNI, Stratum, opaque
+//! TCP), enforces the policy the controller sends, and reports what it
+//! observed. `vigil-proxy init` writes the iptables rules of transparent
+//! interception.
 //!
 //! Modules are tiered (each uses only those above it): base (`config`,
-//! `model`), pure logic (`template`, `policy`, `resolve`), data path
-//! (`listener`, `http`, `tcp`, `telemetry`), outside I/O (`control`,
-//! `admin`), wiring (`app`). It must not depend on vigil-controller: the
+//! `model`), pure logic (`detect`, `template`, `policy`, `resolve`, `init`'s
+//! plan), data path (`listener`, `sniff`, `connection`, `http`, `tcp`,
+//! `telemetry`), outside I/O (`control`, `admin`), wiring (`app`). It must not depend on vigil-controller: the
 //! proto crate is the contract.
 
 pub mod admin;
