@@ -1,6 +1,6 @@
 //! Pure aggregation of request records into report batches.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use vigil_proto::v1;
 
@@ -8,6 +8,46 @@ use crate::model::{Direction, Protocol, Record};
 
 /// The default cap on distinct keys per interval.
 pub const MAX_KEYS: usize = 10_000;
+/// Distinct path templates remembered per destination (per caller inbound);
+/// past it, new paths are reported as [`OTHER_PATH`], so a scanner walking
+/// random paths cannot blow up memory or the controller's graph.
+pub const MAX_TEMPLATES_PER_DESTINATION: usize = 100;
+/// Destinations whose templates are remembered; paths to further ones are
+/// reported as [`OTHER_PATH`].
+pub const MAX_TRACKED_DESTINATIONS: usize = 1024;
+/// The path reported for templates past the bounds.
+pub const OTHER_PATH: &str = "/{other}";
+
+/// Which path templates have been reported, per destination, for the life
+/// of the process (bounded both ways).
+#[derive(Debug, Default)]
+struct Templates {
+    seen: HashMap<(Direction, String), HashSet<String>>,
+}
+
+impl Templates {
+    /// `path` if it is known or there is room for it, else [`OTHER_PATH`].
+    fn admit(&mut self, direction: Direction, peer: &str, path: String) -> String {
+        if path.is_empty() {
+            return path;
+        }
+        let key = (direction, peer.to_owned());
+        let tracked = self.seen.len();
+        let paths = match self.seen.get_mut(&key) {
+            Some(paths) => paths,
+            None if tracked >= MAX_TRACKED_DESTINATIONS => return OTHER_PATH.to_owned(),
+            None => self.seen.entry(key).or_default(),
+        };
+        if paths.contains(&path) {
+            return path;
+        }
+        if paths.len() >= MAX_TEMPLATES_PER_DESTINATION {
+            return OTHER_PATH.to_owned();
+        }
+        paths.insert(path.clone());
+        path
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Key {
@@ -38,6 +78,7 @@ pub struct Aggregator {
     max_keys: usize,
     dropped: u64,
     next_seq: u64,
+    templates: Templates,
 }
 
 impl Aggregator {
@@ -48,11 +89,17 @@ impl Aggregator {
             max_keys,
             dropped: 0,
             next_seq: 1,
+            templates: Templates::default(),
         }
     }
 
     /// Merges one record; counts it as dropped when the key cap is reached.
     pub fn add(&mut self, r: Record) {
+        let peer = match r.direction {
+            Direction::Outbound => &r.authority,
+            Direction::Inbound => &r.source,
+        };
+        let path = self.templates.admit(r.direction, peer, r.path);
         let key = Key {
             direction: r.direction,
             protocol: r.protocol,
@@ -60,7 +107,7 @@ impl Aggregator {
             authority: r.authority,
             resolved: r.resolved.map(|a| a.to_string()).unwrap_or_default(),
             method: r.method,
-            path: r.path,
+            path,
             status: r.status,
         };
         let full = self.map.len() >= self.max_keys;
@@ -189,5 +236,36 @@ mod tests {
         // A batch with only drops is still reported; then the count resets.
         agg.add_dropped(1);
         assert_eq!(agg.take_batch(&v1::Identity::default()).unwrap().dropped, 1);
+    }
+
+    #[test]
+    fn a_scanner_cannot_grow_templates_past_the_bound() {
+        let mut agg = Aggregator::new(MAX_KEYS);
+        for i in 0..(MAX_TEMPLATES_PER_DESTINATION + 500) {
+            agg.add(record(&format!("/probe-{i}"), 404, 1, false));
+        }
+        agg.add(record("/probe-0", 404, 1, false)); // a known template stays itself
+        let mut other = record("/fresh", 200, 1, false);
+        other.authority = "other:80".into(); // other destinations are unaffected
+        agg.add(other);
+        let batch = agg.take_batch(&v1::Identity::default()).unwrap();
+        let to_api: Vec<_> = batch
+            .observations
+            .iter()
+            .filter(|o| o.authority == "api:80")
+            .collect();
+        assert_eq!(
+            to_api.len(),
+            MAX_TEMPLATES_PER_DESTINATION + 1,
+            "100 templates + {OTHER_PATH}"
+        );
+        let overflow = to_api.iter().find(|o| o.path == OTHER_PATH).unwrap();
+        assert_eq!(overflow.count, 500);
+        assert_eq!(
+            to_api.iter().find(|o| o.path == "/probe-0").unwrap().count,
+            2
+        );
+        assert!(batch.observations.iter().any(|o| o.path == "/fresh"));
+        assert_eq!(batch.dropped, 0);
     }
 }
