@@ -529,8 +529,8 @@ fn oversized_request_headers_get_431() {
 }
 
 /// `--header-read-timeout-ms`: a client that sends half a request line and
-/// stalls is disconnected, and so is one that sends nothing at all; a prompt
-/// client is served.
+/// stalls is disconnected, and so are one that sends nothing at all and one
+/// that stops inside the HTTP/2 preface; a prompt client is served.
 #[test]
 fn a_stalled_request_head_is_disconnected() {
     let tmp = tempfile::tempdir().unwrap();
@@ -545,6 +545,13 @@ fn a_stalled_request_head_is_disconnected() {
     let mut silent = connect(proxy.outbound);
     let answer = read_until_closed(&mut silent);
     assert!(answer.is_empty(), "a silent client is closed: {answer:?}");
+    let mut half_preface = connect(proxy.outbound);
+    half_preface.write_all(b"PRI * HTTP/2.0\r\n").unwrap();
+    let answer = read_until_closed(&mut half_preface);
+    assert!(
+        answer.is_empty(),
+        "half an HTTP/2 preface is closed: {answer:?}"
+    );
     assert_eq!(proxy.get(&url).0, 200, "a prompt client is served");
 }
 

@@ -103,8 +103,9 @@ pub struct Limits {
     /// How long a client may take to send request headers, in milliseconds.
     #[arg(long, env = ENV_HEADER_READ_TIMEOUT_MS, default_value_t = 10_000)]
     pub header_read_timeout_ms: u64,
-    /// How long a connection may stay without traffic, in milliseconds
-    /// (HTTP keep-alive connections and opaque TCP/TLS streams).
+    /// How long an opaque stream (TCP, TLS, CONNECT tunnel) may stay
+    /// without traffic, in milliseconds. Idle HTTP keep-alive connections
+    /// are closed by the header-read timeout.
     #[arg(long, env = ENV_IDLE_TIMEOUT_MS, default_value_t = 300_000)]
     pub idle_timeout_ms: u64,
     /// How long to wait for a client's first bytes before treating the

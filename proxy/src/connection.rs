@@ -11,11 +11,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
-use tokio::net::TcpStream;
 
 use crate::detect::Protocol as Detected;
 use crate::http::{self, Shared};
@@ -38,15 +36,22 @@ pub async fn outbound(
     } = accepted;
     let dst = original_dst(&stream, listener_addr);
     let Some(dst) = dst else {
-        // hyper's header-read timeout only starts once the HTTP version is
-        // known, i.e. after the client's first bytes: bound the wait for them
-        // too, or a client that sends nothing holds a connection slot forever.
-        if !first_bytes(&stream, shared.limits.header_read_timeout()).await {
-            return tracing::debug!(%peer, "no request within the header-read timeout; closing");
+        // An explicit-proxy client speaks HTTP. hyper's header-read timeout
+        // only starts once the HTTP version is known, so the version itself
+        // is read here within that timeout: a client that sends nothing, or
+        // half an HTTP/2 preface, cannot hold a connection slot forever.
+        let sniffed = match sniff(stream, shared.limits.header_read_timeout()).await {
+            Ok(sniffed) => sniffed,
+            Err(e) => {
+                return tracing::debug!(%peer, error = %e, "connection failed before a request");
+            }
+        };
+        if !matches!(sniffed.protocol, Detected::Http1 | Detected::Http2) {
+            return tracing::debug!(%peer, "no HTTP request within the header-read timeout; closing");
         }
         let service =
             hyper::service::service_fn(move |req| http::outbound::serve(shared.clone(), None, req));
-        return serve_http(&builder, watcher, stream, service).await;
+        return serve_http(&builder, watcher, sniffed.io, service).await;
     };
     let sniffed = match sniff(stream, shared.limits.detect_timeout()).await {
         Ok(sniffed) => sniffed,
@@ -62,16 +67,6 @@ pub async fn outbound(
         }
         detected => tcp::forward_outbound(shared, sniffed.io, detected, dst).await,
     }
-}
-
-/// Waits at most `timeout` for the client's first bytes, without consuming
-/// them; false when none came (or the client closed).
-async fn first_bytes(stream: &TcpStream, timeout: Duration) -> bool {
-    let mut byte = [0u8; 1];
-    matches!(
-        tokio::time::timeout(timeout, stream.peek(&mut byte)).await,
-        Ok(Ok(n)) if n > 0
-    )
 }
 
 /// Serves one connection accepted by the inbound listener.
