@@ -165,7 +165,7 @@ pub async fn forward_outbound(
 ) {
     let start = Instant::now();
     let authority = stream_authority(detected, dst);
-    let mut record = record(
+    let record = record(
         Direction::Outbound,
         stream_protocol(detected),
         authority.clone(),
@@ -175,27 +175,8 @@ pub async fn forward_outbound(
     if record.protocol == Protocol::Stratum {
         tracing::warn!(%authority, "Stratum mining protocol detected");
     }
-    let policy = shared.policy.borrow().clone();
-    if let Decision::Deny { reason } = evaluate_outbound(&policy, &authority, Some(dst)) {
-        tracing::info!(%authority, reason, protocol = ?record.protocol, "denied an opaque stream; resetting it");
-        reset(client.get_ref());
-        record.denied = true;
-        shared.metrics_record(Direction::Outbound, DecisionLabel::deny, start.elapsed());
-        shared.telemetry.emit(record);
-        return;
-    }
-    match dial(dst).await {
-        Ok(upstream) => {
-            shared.metrics_record(Direction::Outbound, DecisionLabel::allow, start.elapsed());
-            pipe(&shared, client, upstream, record, start).await;
-        }
-        Err(detail) => {
-            tracing::debug!(%authority, %detail, "opaque upstream unavailable");
-            reset(client.get_ref());
-            shared.metrics_record(Direction::Outbound, DecisionLabel::error, start.elapsed());
-            shared.telemetry.emit(record);
-        }
-    }
+    let decision = evaluate_outbound(&shared.policy.borrow(), &authority, Some(dst));
+    decide_then_pipe(&shared, client, decision, dst, record, start).await;
 }
 
 /// Forwards an inbound connection that is not HTTP to the application.
@@ -207,31 +188,45 @@ pub async fn forward_inbound(
 ) {
     let start = Instant::now();
     let app = shared.app_addr;
-    let mut record = record(
+    let record = record(
         Direction::Inbound,
         stream_protocol(detected),
         String::new(),
         None,
         "",
     );
-    let policy = shared.policy.borrow().clone();
-    if let Decision::Deny { reason } = evaluate_inbound(&policy, None) {
-        tracing::info!(reason, "denied an inbound opaque stream; resetting it");
+    let decision = evaluate_inbound(&shared.policy.borrow(), None);
+    decide_then_pipe(&shared, client, decision, app, record, start).await;
+}
+
+/// Carries out a policy decision on an opaque stream: denied -> reset and
+/// record; allowed -> dial `target` and pipe (reset when it is unreachable).
+async fn decide_then_pipe(
+    shared: &Shared,
+    client: PrefixedIo<TcpStream>,
+    decision: Decision,
+    target: SocketAddr,
+    mut record: Record,
+    start: Instant,
+) {
+    let direction = record.direction;
+    if let Decision::Deny { reason } = decision {
+        tracing::info!(authority = %record.authority, reason, protocol = ?record.protocol, ?direction, "denied an opaque stream; resetting it");
         reset(client.get_ref());
         record.denied = true;
-        shared.metrics_record(Direction::Inbound, DecisionLabel::deny, start.elapsed());
+        shared.metrics_record(direction, DecisionLabel::deny, start.elapsed());
         shared.telemetry.emit(record);
         return;
     }
-    match dial(app).await {
+    match dial(target).await {
         Ok(upstream) => {
-            shared.metrics_record(Direction::Inbound, DecisionLabel::allow, start.elapsed());
-            pipe(&shared, client, upstream, record, start).await;
+            shared.metrics_record(direction, DecisionLabel::allow, start.elapsed());
+            pipe(shared, client, upstream, record, start).await;
         }
         Err(detail) => {
-            tracing::debug!(%app, %detail, "application unavailable");
+            tracing::debug!(%target, %detail, "opaque stream's destination unavailable");
             reset(client.get_ref());
-            shared.metrics_record(Direction::Inbound, DecisionLabel::error, start.elapsed());
+            shared.metrics_record(direction, DecisionLabel::error, start.elapsed());
             shared.telemetry.emit(record);
         }
     }
