@@ -6,7 +6,7 @@
 //! step's changes in one store transaction, then publishes a fresh
 //! [`Snapshot`] for readers and new policies for the sidecars.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -17,8 +17,8 @@ use crate::detect::{self, Verdict};
 use crate::graph::Graph;
 use crate::inventory::Inventory;
 use crate::model::{
-    Alert, AlertKind, Direction, EdgeKey, Mode, Modes, NodeId, Observation, WorkloadId, alert_key,
-    now_unix, rfc3339,
+    Alert, AlertKind, Batch, Direction, EdgeKey, Mode, Modes, NodeId, Observation, WorkloadId,
+    alert_key, now_unix, rfc3339,
 };
 use crate::policy::{self, Policies, PolicySpec};
 use crate::snapshot::{self, Parts, Snapshot, label};
@@ -67,12 +67,8 @@ pub enum Command {
     },
     /// A sidecar reported observations.
     Report {
-        /// The reporting workload.
-        reporter: WorkloadId,
-        /// What it saw.
-        observations: Vec<Observation>,
-        /// Observations it dropped.
-        dropped: u64,
+        /// The report.
+        batch: Batch,
         /// Answered once the report is stored.
         reply: oneshot::Sender<Result<(), EngineError>>,
     },
@@ -133,19 +129,8 @@ impl Handle {
     }
 
     /// Applies a report; returns once it is durable.
-    pub async fn report(
-        &self,
-        reporter: WorkloadId,
-        observations: Vec<Observation>,
-        dropped: u64,
-    ) -> Result<(), EngineError> {
-        self.call(|reply| Command::Report {
-            reporter,
-            observations,
-            dropped,
-            reply,
-        })
-        .await
+    pub async fn report(&self, batch: Batch) -> Result<(), EngineError> {
+        self.call(|reply| Command::Report { batch, reply }).await
     }
 
     /// Changes a mode; returns the modes once durable and pushed.
@@ -178,6 +163,8 @@ struct Engine {
     alerts: BTreeMap<String, Alert>,
     policies: Policies,
     dropped: u64,
+    /// Last applied batch per sidecar process: (seq, unix seconds).
+    seqs: HashMap<String, (u64, u64)>,
 }
 
 /// Loads the state from `store` and starts the engine thread.
@@ -198,6 +185,7 @@ pub fn spawn(store: Store) -> Result<(Handle, std::thread::JoinHandle<()>), Stor
         alerts: loaded.alerts.into_iter().map(|a| (a.key(), a)).collect(),
         policies: Policies::default(),
         dropped: 0,
+        seqs: loaded.report_seqs,
     };
     for (id, record) in loaded.workloads {
         engine.graph.ensure_node(&NodeId::Workload(id.clone()));
@@ -270,14 +258,8 @@ impl Engine {
                 tracing::info!(workload = %id, "sidecar disconnected");
                 None
             }
-            Command::Report {
-                reporter,
-                observations,
-                dropped,
-                reply,
-            } => {
-                self.dropped = self.dropped.saturating_add(dropped);
-                let result = self.report(&reporter, &observations);
+            Command::Report { batch, reply } => {
+                let result = self.report(&batch);
                 Some(Box::new(move || drop(reply.send(result))))
             }
             Command::SetMode {
@@ -317,14 +299,23 @@ impl Engine {
         Ok(self.policies.subscribe(id).expect("published above"))
     }
 
-    fn report(
-        &mut self,
-        reporter: &WorkloadId,
-        observations: &[Observation],
-    ) -> Result<(), EngineError> {
+    fn report(&mut self, batch: &Batch) -> Result<(), EngineError> {
         let now = now_unix();
+        if !batch.instance.is_empty() {
+            match self.seqs.get(&batch.instance) {
+                Some(&(last, _)) if batch.seq <= last => {
+                    tracing::debug!(instance = %batch.instance, seq = batch.seq, "duplicate report batch, already applied");
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+        let (reporter, observations) = (&batch.reporter, &batch.observations);
         let mode = self.modes.of(&reporter.namespace);
         let mut changes = Changes::default();
+        if !batch.instance.is_empty() {
+            changes.report_seq = Some((batch.instance.clone(), batch.seq, now));
+        }
         let mut touched = BTreeSet::new();
         if mode == Mode::Learning && self.baseline.learn_workload(reporter) {
             changes.baseline_workloads.push(reporter.clone());
@@ -370,6 +361,10 @@ impl Engine {
             .collect();
         let learned = !changes.baseline_edges.is_empty();
         self.store.write(&changes)?;
+        if let Some((instance, seq, at)) = changes.report_seq {
+            self.seqs.insert(instance, (seq, at));
+        }
+        self.dropped = self.dropped.saturating_add(batch.dropped);
         if learned {
             // Nothing is enforced while learning, but keep the compiled
             // policies (and /config_dump) true to the baseline.

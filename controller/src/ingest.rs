@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 use vigil_proto::v1;
 
 use crate::engine::{EngineError, Handle};
-use crate::model::{Direction, NameError, Observation, WorkloadId};
+use crate::model::{Batch, Direction, NameError, Observation, WorkloadId};
 use crate::policy::PolicySpec;
 
 /// Most observations accepted in one batch.
@@ -275,6 +275,16 @@ impl v1::controller_server::Controller for Ingest {
 /// skipped (and logged); an invalid identity or an oversized batch fails the
 /// stream.
 async fn apply(engine: &Handle, batch: v1::ReportBatch) -> Result<(), Status> {
+    let instance = batch
+        .identity
+        .as_ref()
+        .map(|i| i.instance.clone())
+        .unwrap_or_default();
+    if instance.len() > 64 {
+        return Err(Status::invalid_argument(
+            "identity.instance is longer than 64 bytes",
+        ));
+    }
     let reporter = identity(batch.identity)?;
     if batch.observations.len() > MAX_OBSERVATIONS {
         return Err(Status::invalid_argument(format!(
@@ -293,11 +303,13 @@ async fn apply(engine: &Handle, batch: v1::ReportBatch) -> Result<(), Status> {
         }
     }
     engine
-        .report(
+        .report(Batch {
             reporter,
+            instance,
+            seq: batch.seq,
             observations,
-            batch.dropped.saturating_add(rejected),
-        )
+            dropped: batch.dropped.saturating_add(rejected),
+        })
         .await
         .map_err(engine_status)
 }

@@ -251,6 +251,22 @@ pub struct Observation {
     pub latency_sum_us: u64,
 }
 
+/// One report from one sidecar process: its observations of an interval.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    /// The reporting workload.
+    pub reporter: WorkloadId,
+    /// The sidecar process (random per process; empty if unknown).
+    pub instance: String,
+    /// Sequence number within that process: a batch re-sent after a lost
+    /// acknowledgement carries the same number and is applied once.
+    pub seq: u64,
+    /// What it saw.
+    pub observations: Vec<Observation>,
+    /// Observations it dropped (its buffers were full) or we rejected.
+    pub dropped: u64,
+}
+
 /// What kind of deviation an alert reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -23,6 +23,10 @@ const BASELINE_WORKLOADS: TableDefinition<&str, ()> = TableDefinition::new("base
 const BASELINE_EDGES: TableDefinition<(&str, &str), ()> = TableDefinition::new("baseline_edges");
 const EDGES: TableDefinition<(&str, &str), &str> = TableDefinition::new("edges");
 const ALERTS: TableDefinition<&str, &str> = TableDefinition::new("alerts");
+/// Sidecar process -> (last applied batch seq, unix seconds).
+const REPORT_SEQS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("report_seqs");
+/// Sequence numbers of processes silent for this long are forgotten.
+const SEQ_RETENTION_SECS: u64 = 7 * 86_400;
 
 const MODES_KEY: &str = "modes";
 /// File name of the database inside the data directory.
@@ -80,6 +84,8 @@ pub struct Loaded {
     pub edges: Vec<(EdgeKey, EdgeStats)>,
     /// Alerts.
     pub alerts: Vec<Alert>,
+    /// Last applied report batch per sidecar process: (seq, unix seconds).
+    pub report_seqs: std::collections::HashMap<String, (u64, u64)>,
     /// Rows that could not be decoded (kept in the file, skipped here).
     pub skipped: usize,
 }
@@ -99,6 +105,8 @@ pub struct Changes {
     pub edges: Vec<(EdgeKey, EdgeStats)>,
     /// Alerts created or updated.
     pub alerts: Vec<Alert>,
+    /// The report batch applied: (sidecar process, seq, unix seconds).
+    pub report_seq: Option<(String, u64, u64)>,
 }
 
 impl Changes {
@@ -110,6 +118,7 @@ impl Changes {
             && self.baseline_edges.is_empty()
             && self.edges.is_empty()
             && self.alerts.is_empty()
+            && self.report_seq.is_none()
     }
 }
 
@@ -234,6 +243,15 @@ impl Store {
                 out.alerts.push(alert);
             }
         }
+        let oldest = crate::model::now_unix().saturating_sub(SEQ_RETENTION_SECS);
+        let table = tx.open_table(REPORT_SEQS).map_err(io("read"))?;
+        for row in table.iter().map_err(io("read"))? {
+            let (k, v) = row.map_err(io("read"))?;
+            let (seq, at) = v.value();
+            if at >= oldest {
+                out.report_seqs.insert(k.value().to_owned(), (seq, at));
+            }
+        }
         Ok(out)
     }
 
@@ -279,6 +297,12 @@ impl Store {
                 let json = encode("alert", alert)?;
                 table
                     .insert(alert.key().as_str(), json.as_str())
+                    .map_err(io("write"))?;
+            }
+            let mut table = tx.open_table(REPORT_SEQS).map_err(io("write"))?;
+            if let Some((instance, seq, at)) = &changes.report_seq {
+                table
+                    .insert(instance.as_str(), (*seq, *at))
                     .map_err(io("write"))?;
             }
         }
@@ -333,6 +357,7 @@ mod tests {
                     baseline_edges: vec![edge.clone()],
                     edges: vec![(edge.clone(), stats.clone())],
                     alerts: vec![alert.clone()],
+                    report_seq: Some(("abc".into(), 7, crate::model::now_unix())),
                 })
                 .unwrap();
         }
@@ -343,6 +368,7 @@ mod tests {
         assert!(loaded.baseline.has_edge(&edge));
         assert_eq!(loaded.edges, vec![(edge, stats)]);
         assert_eq!(loaded.alerts, vec![alert]);
+        assert_eq!(loaded.report_seqs["abc"].0, 7);
         assert_eq!(loaded.skipped, 0);
     }
 

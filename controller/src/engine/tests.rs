@@ -25,6 +25,23 @@ fn outbound(authority: &str, addr: Option<&str>, count: u64) -> Observation {
     }
 }
 
+/// Reports `observations` as one batch with no instance (never deduplicated).
+async fn report(
+    h: &Handle,
+    reporter: WorkloadId,
+    observations: Vec<Observation>,
+    dropped: u64,
+) -> Result<(), EngineError> {
+    h.report(Batch {
+        reporter,
+        instance: String::new(),
+        seq: 0,
+        observations,
+        dropped,
+    })
+    .await
+}
+
 fn start(dir: &std::path::Path) -> (Handle, std::thread::JoinHandle<()>) {
     spawn(Store::open(dir).unwrap()).unwrap()
 }
@@ -55,7 +72,8 @@ async fn learning_then_enforcement_alerts_and_blocks_only_the_new() {
     .unwrap();
     assert!(!web_policy.borrow_and_update().enforce);
 
-    h.report(
+    report(
+        &h,
         id("web"),
         vec![
             outbound("db:7001", Some("127.0.0.1:7001"), 5),
@@ -80,7 +98,8 @@ async fn learning_then_enforcement_alerts_and_blocks_only_the_new() {
     );
 
     // Known traffic raises nothing; unknown egress does.
-    h.report(
+    report(
+        &h,
         id("web"),
         vec![
             outbound("pypi.org:443", None, 1),
@@ -146,7 +165,7 @@ async fn mode_baseline_and_alerts_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (h, thread) = start(dir.path());
     h.register(id("web"), vec![], "t".into()).await.unwrap();
-    h.report(id("web"), vec![outbound("pypi.org:443", None, 1)], 0)
+    report(&h, id("web"), vec![outbound("pypi.org:443", None, 1)], 0)
         .await
         .unwrap();
     h.set_mode(
@@ -155,7 +174,7 @@ async fn mode_baseline_and_alerts_survive_a_restart() {
     )
     .await
     .unwrap();
-    h.report(id("web"), vec![outbound("evil.example:80", None, 1)], 0)
+    report(&h, id("web"), vec![outbound("evil.example:80", None, 1)], 0)
         .await
         .unwrap();
     let before = settled(&h).await;
@@ -185,7 +204,7 @@ async fn inbound_calls_from_the_internet_are_edges_and_meshed_ones_are_not_doubl
     from_internet.direction = Direction::Inbound;
     let mut from_peer = from_internet.clone();
     from_peer.source = Some(id("api"));
-    h.report(id("web"), vec![from_internet, from_peer], 0)
+    report(&h, id("web"), vec![from_internet, from_peer], 0)
         .await
         .unwrap();
     let snap = settled(&h).await;
@@ -216,7 +235,7 @@ async fn stratum_is_flagged_while_learning_and_never_learned() {
     let mut miner = outbound("pool.example:443", None, 1);
     miner.protocol = "stratum";
     miner.method = String::new();
-    h.report(id("web"), vec![miner.clone()], 0).await.unwrap();
+    report(&h, id("web"), vec![miner.clone()], 0).await.unwrap();
     let snap = settled(&h).await;
     assert_eq!(snap.alerts.len(), 1);
     assert_eq!(snap.alerts[0].kind, AlertKind::MiningProtocol);
@@ -226,7 +245,7 @@ async fn stratum_is_flagged_while_learning_and_never_learned() {
     assert_eq!(edge.protocols, ["stratum"]);
 
     h.set_mode(None, ENFORCE).await.unwrap();
-    h.report(id("web"), vec![miner], 0).await.unwrap();
+    report(&h, id("web"), vec![miner], 0).await.unwrap();
     let snap = settled(&h).await;
     let alert = snap
         .alerts
@@ -240,5 +259,32 @@ async fn stratum_is_flagged_while_learning_and_never_learned() {
             .iter()
             .any(|a| a.kind == AlertKind::UnknownEgress)
     );
+    stop(h, thread).await;
+}
+
+#[tokio::test]
+async fn a_batch_resent_after_a_lost_ack_is_applied_once_even_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let batch = |seq| Batch {
+        reporter: id("web"),
+        instance: "3f2a".into(),
+        seq,
+        observations: vec![outbound("pypi.org:443", None, 5)],
+        dropped: 0,
+    };
+    let (h, thread) = start(dir.path());
+    h.report(batch(1)).await.unwrap();
+    h.report(batch(1)).await.unwrap();
+    assert_eq!(settled(&h).await.graph.edges[0].requests, 5);
+    stop(h, thread).await;
+    let (h, thread) = start(dir.path());
+    h.report(batch(1)).await.unwrap();
+    assert_eq!(
+        h.snapshot().graph.edges[0].requests,
+        5,
+        "still once after a restart"
+    );
+    h.report(batch(2)).await.unwrap();
+    assert_eq!(h.snapshot().graph.edges[0].requests, 10);
     stop(h, thread).await;
 }
