@@ -217,7 +217,7 @@ async fn api_get(http: SocketAddr, token: &str, path: &str) -> anyhow::Result<se
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("VIGIL_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(std::env::var("VIGIL_LOG").unwrap_or_else(|_| "error".into()))
         .init();
     let data_dir = PathBuf::from(DATA_DIR);
     if data_dir.exists() {
