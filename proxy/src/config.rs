@@ -51,7 +51,11 @@ pub const ENV_DRAIN_TIMEOUT_MS: &str = "VIGIL_DRAIN_TIMEOUT_MS";
 
 /// vigil-proxy: the Vigil sidecar. Every flag can also be set by its env var.
 #[derive(Clone, Debug, Parser, Serialize)]
-#[command(name = "vigil-proxy", version)]
+#[command(
+    name = "vigil-proxy",
+    version,
+    after_help = "Transparent interception: run `vigil-proxy init --help` (the pod's init container writes the iptables rules)."
+)]
 pub struct Args {
     /// Listener for the workload's outgoing traffic (explicit proxy or iptables redirect).
     #[arg(long, env = ENV_OUTBOUND_ADDR, default_value = "127.0.0.1:4140")]
