@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use common::{Controller, Proc, bin, free_port, serve_forever, spawn_proc, wait_for};
+use common::{Controller, Proc, bin, serve_forever, spawn_proc, wait_for};
 
 /// The iptables binary used in every namespace (with [`IPTABLES_SAVE`]).
 const IPTABLES: &str = "iptables";
@@ -177,9 +177,10 @@ fn transparent_redirect_is_observed_and_enforced() {
     }
 
     // The controller in the root namespace, its gRPC port on the pod link.
-    let grpc = SocketAddr::from((net.root_ip, free_port()));
-    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let grpc = SocketAddr::from((net.root_ip, 0));
+    let http = SocketAddr::from(([127, 0, 0, 1], 0));
     let ctl = Controller::start_on(&tmp.path().join("data"), tmp.path(), grpc, http);
+    let grpc = ctl.grpc;
 
     // The pod: rules first (as an init container), then the sidecar.
     let out = check(pod.cmd(bin("vigil-proxy")).args([
@@ -514,9 +515,10 @@ fn transparent_tls_by_sni_and_opaque_tcp() {
         (srv.curl(&["-k", "https://10.66.0.2:8443/"]).0 == 200).then_some(())
     });
 
-    let grpc = SocketAddr::from((net.root_ip, free_port()));
-    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let grpc = SocketAddr::from((net.root_ip, 0));
+    let http = SocketAddr::from(([127, 0, 0, 1], 0));
     let ctl = Controller::start_on(&tmp.path().join("data"), tmp.path(), grpc, http);
+    let grpc = ctl.grpc;
     check(pod.cmd(bin("vigil-proxy")).args([
         "init",
         "--iptables",

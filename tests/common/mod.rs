@@ -118,6 +118,36 @@ impl Proc {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The address logged as `key=ip:port` (e.g. in a start line). Panics
+    /// if the process has exited (it could not start).
+    pub fn logged_addr(&self, key: &str) -> Option<SocketAddr> {
+        let log = self.log();
+        let needle = format!("{key}=");
+        let found = log.lines().find_map(|line| {
+            let rest = &line[line.find(&needle)? + needle.len()..];
+            rest.split_whitespace().next()?.parse().ok()
+        });
+        if found.is_none() {
+            assert!(
+                !self.exited(),
+                "{} exited before it started:\n{log}",
+                self.name
+            );
+        }
+        found
+    }
+
+    /// Whether the process has exited (a zombie not yet waited for).
+    fn exited(&self) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()));
+        match stat {
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+            Err(_) => true,
+        }
+    }
 }
 
 impl Drop for Proc {
@@ -140,9 +170,8 @@ pub struct Controller {
 impl Controller {
     /// Starts a controller on free ports with its data in `data_dir`.
     pub fn start(data_dir: &Path, log_dir: &Path) -> Self {
-        let grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        Self::start_on(data_dir, log_dir, grpc, http)
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self::start_on(data_dir, log_dir, any, any)
     }
 
     /// Starts a controller on the given addresses.
@@ -152,6 +181,13 @@ impl Controller {
         cmd.arg("--http-addr").arg(http.to_string());
         cmd.arg("--data-dir").arg(data_dir);
         let proc = Proc::spawn("vigil-controller", cmd, log_dir);
+        // Port 0 binds free ports: read the bound ones from the start line.
+        let (grpc, http) = wait_for("the controller's start line", || {
+            Some((
+                proc.logged_addr("grpc_addr")?,
+                proc.logged_addr("http_addr")?,
+            ))
+        });
         let ctl = Self {
             proc,
             grpc,
@@ -287,9 +323,9 @@ impl Proxy {
         log_dir: &Path,
         extra_args: &[&str],
     ) -> Self {
-        let outbound = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let inbound = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        // Port 0 binds free ports (no race with other tests); the bound ones
+        // are read back from the proxy's start line.
+        let any = "127.0.0.1:0";
         let mut cmd = Command::new(bin("vigil-proxy"));
         cmd.args([
             "--workload",
@@ -301,13 +337,25 @@ impl Proxy {
         ]);
         cmd.arg("--controller")
             .arg(format!("http://{controller_grpc}"));
-        cmd.arg("--outbound-addr").arg(outbound.to_string());
-        cmd.arg("--inbound-addr").arg(inbound.to_string());
-        cmd.arg("--admin-addr").arg(admin.to_string());
+        cmd.args([
+            "--outbound-addr",
+            any,
+            "--inbound-addr",
+            any,
+            "--admin-addr",
+            any,
+        ]);
         cmd.arg("--app-addr").arg(app.to_string());
         cmd.arg("--hosts-file").arg(hosts);
         cmd.args(extra_args);
         let proc = Proc::spawn(&format!("vigil-proxy-{workload}"), cmd, log_dir);
+        let (outbound, inbound, admin) = wait_for(&format!("{workload}'s start line"), || {
+            Some((
+                proc.logged_addr("outbound_addr")?,
+                proc.logged_addr("inbound_addr")?,
+                proc.logged_addr("admin_addr")?,
+            ))
+        });
         wait_for(&format!("{workload}'s sidecar /ready"), || {
             (curl(&[&format!("http://{admin}/ready")]).0 == 200).then_some(())
         });
