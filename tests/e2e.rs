@@ -42,6 +42,14 @@ fn learning_then_enforcement_blocks_what_is_new() {
         "path templated: {edge}"
     );
     ctl.wait_edge("internet", "workload:default/web", 1);
+    let series = format!(
+        r#"vigil_proxy_observed_requests_total{{direction="outbound",protocol="http1",destination="pypi.test:{}"}}"#,
+        pypi.addr.port()
+    );
+    common::wait_for("per-destination metrics on /metrics", || {
+        let (status, metrics) = curl(&[&format!("http://{}/metrics", web.admin)]);
+        (status == 200 && metrics.contains(&series)).then_some(())
+    });
 
     // Enforcement.
     ctl.set_mode(&["enforcement"]);
