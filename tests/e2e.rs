@@ -375,3 +375,71 @@ fn stratum_is_detected_and_flagged_while_learning() {
         "{edge}"
     );
 }
+
+/// A new sidecar judges its very first request by the controller's policy:
+/// it waits (bounded by `--policy-wait-ms`) for the first one, here until a
+/// controller in enforcement comes up. With `--default-policy deny` it fails
+/// closed when no controller answers in time; by default it fails open.
+#[test]
+fn the_first_request_is_judged_by_policy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut ctl = Controller::start(&data, tmp.path());
+    let (grpc, http) = (ctl.grpc, ctl.http);
+    ctl.set_mode(&["enforcement"]);
+    ctl.proc.kill();
+    let pool = Upstream::start("pool");
+    let app = Upstream::start("miner");
+    let hosts = hosts_file(tmp.path(), &["pool.test"]);
+    let url = format!("http://pool.test:{}/", pool.addr.port());
+
+    let miner = Proxy::start_with(
+        "miner",
+        grpc,
+        app.addr,
+        &hosts,
+        tmp.path(),
+        &["--policy-wait-ms", "15000"],
+    );
+    let outbound = miner.outbound;
+    let first = std::thread::spawn(move || {
+        curl(&[
+            "-x",
+            &format!("http://{outbound}"),
+            "--max-time",
+            "20",
+            &url,
+        ])
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!first.is_finished(), "the first request waits for a policy");
+    let _ctl = Controller::start_on(&data, tmp.path(), grpc, http);
+    let (status, body) = first.join().unwrap();
+    assert_eq!(
+        status, 403,
+        "judged by the controller's policy once it came: {body}"
+    );
+
+    let url = format!("http://pool.test:{}/", pool.addr.port());
+    let nowhere: std::net::SocketAddr = ([127, 0, 0, 1], common::free_port()).into();
+    let closed = Proxy::start_with(
+        "lonely",
+        nowhere,
+        app.addr,
+        &hosts,
+        tmp.path(),
+        &["--default-policy", "deny", "--policy-wait-ms", "200"],
+    );
+    let (status, body) = closed.get(&url);
+    assert_eq!(status, 403, "fail closed without a controller: {body}");
+    assert!(body.contains("no policy from the controller"), "{body}");
+    let open = Proxy::start_with(
+        "open",
+        nowhere,
+        app.addr,
+        &hosts,
+        tmp.path(),
+        &["--policy-wait-ms", "200"],
+    );
+    assert_eq!(open.get(&url).0, 200, "the default is to fail open");
+}

@@ -105,6 +105,9 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
         identity: identity.clone(),
         app_addr: config.args.app_addr,
         stop: tunnel_stop.subscribe(),
+        policy_deadline: tokio::time::Instant::now()
+            + Duration::from_millis(config.args.policy_wait_ms),
+        default_policy: Arc::new(config.args.default_policy.policy()),
     });
 
     // Data path.

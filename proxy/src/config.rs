@@ -36,6 +36,10 @@ pub const ENV_ADVERTISE_ADDR: &str = "VIGIL_ADVERTISE_ADDR";
 pub const ENV_REPORT_INTERVAL_MS: &str = "VIGIL_REPORT_INTERVAL_MS";
 /// Env var for `--log`.
 pub const ENV_LOG: &str = "VIGIL_LOG";
+/// Env var of `--default-policy`.
+pub const ENV_DEFAULT_POLICY: &str = "VIGIL_DEFAULT_POLICY";
+/// Env var of `--policy-wait-ms`.
+pub const ENV_POLICY_WAIT_MS: &str = "VIGIL_POLICY_WAIT_MS";
 /// Env var of `--max-connections`.
 pub const ENV_MAX_CONNECTIONS: &str = "VIGIL_MAX_CONNECTIONS";
 /// Env var of `--max-header-bytes`.
@@ -90,6 +94,16 @@ pub struct Args {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = ENV_LOG, default_value = "info")]
     pub log: String,
+    /// What to do before the controller's first policy arrives: `allow`
+    /// (fail open) or `deny` (fail closed).
+    #[arg(long, env = ENV_DEFAULT_POLICY, value_enum, default_value = "allow")]
+    pub default_policy: crate::policy::DefaultPolicy,
+    /// How long a request waits for the first policy after start, in
+    /// milliseconds, before `--default-policy` applies. Policy arrives within
+    /// milliseconds when the controller is up, so the first packets of a new
+    /// pod are judged by it, not by the default.
+    #[arg(long, env = ENV_POLICY_WAIT_MS, default_value_t = 2000)]
+    pub policy_wait_ms: u64,
     /// Limits and timeouts of the data path.
     #[command(flatten)]
     pub limits: Limits,

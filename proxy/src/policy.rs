@@ -42,6 +42,41 @@ impl Policy {
             mode: "unknown".to_string(),
         }
     }
+
+    /// The policy of `--default-policy deny` when the controller has sent
+    /// none in time: block everything (fail closed).
+    pub fn deny_all() -> Self {
+        Policy {
+            enforce: true,
+            mode: "no policy from the controller".to_string(),
+            ..Self::allow_all()
+        }
+    }
+
+    /// Whether this came from the controller (version 0 never does).
+    pub fn is_from_controller(&self) -> bool {
+        self.version > 0
+    }
+}
+
+/// What a proxy does before its first policy arrives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultPolicy {
+    /// Forward (fail open): the workload works while the controller is away.
+    Allow,
+    /// Block (fail closed): nothing passes until a policy arrives.
+    Deny,
+}
+
+impl DefaultPolicy {
+    /// The policy applied.
+    pub fn policy(self) -> Policy {
+        match self {
+            Self::Allow => Policy::allow_all(),
+            Self::Deny => Policy::deny_all(),
+        }
+    }
 }
 
 /// The shared, swappable current policy.

@@ -90,7 +90,7 @@ pub async fn connect(
         resolved.as_ref().ok().copied(),
         "CONNECT",
     );
-    let policy = shared.policy.borrow().clone();
+    let policy = shared.current_policy().await;
     if let Decision::Deny { reason } = evaluate_outbound(&policy, &authority, record.resolved) {
         let workload = shared.identity.source();
         let response =
@@ -175,7 +175,7 @@ pub async fn forward_outbound(
     if record.protocol == Protocol::Stratum {
         tracing::warn!(%authority, "Stratum mining protocol detected");
     }
-    let decision = evaluate_outbound(&shared.policy.borrow(), &authority, Some(dst));
+    let decision = evaluate_outbound(&*shared.current_policy().await, &authority, Some(dst));
     decide_then_pipe(&shared, client, decision, dst, record, start).await;
 }
 
@@ -195,7 +195,7 @@ pub async fn forward_inbound(
         None,
         "",
     );
-    let decision = evaluate_inbound(&shared.policy.borrow(), None);
+    let decision = evaluate_inbound(&*shared.current_policy().await, None);
     decide_then_pipe(&shared, client, decision, app, record, start).await;
 }
 

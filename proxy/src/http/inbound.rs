@@ -39,7 +39,7 @@ pub async fn serve(
         bytes_out: 0,
         denied: false,
     });
-    let policy = shared.policy.borrow().clone();
+    let policy = shared.current_policy().await;
     if let Decision::Deny { reason } = evaluate_inbound(&policy, source.as_deref()) {
         let workload = shared.identity.source();
         let caller = source.as_deref().unwrap_or(INTERNET);

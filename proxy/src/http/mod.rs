@@ -34,7 +34,7 @@ use tokio::sync::watch;
 
 use crate::config::Limits;
 use crate::model::{Direction, Identity, Record};
-use crate::policy::PolicyRx;
+use crate::policy::{Policy, PolicyRx};
 use crate::resolve::Resolver;
 use crate::telemetry::Telemetry;
 use body::{CountingBody, Finish, ProxyBody, finishing, full};
@@ -193,6 +193,10 @@ pub struct Shared {
     pub app_addr: SocketAddr,
     /// Turns true when open tunnels must close (after the drain period).
     pub stop: watch::Receiver<bool>,
+    /// Until when requests wait for the controller's first policy.
+    pub policy_deadline: tokio::time::Instant,
+    /// The policy applied when none came by then (`--default-policy`).
+    pub default_policy: Arc<Policy>,
 }
 
 /// A request in flight: its record so far, start time and body counter.
@@ -218,6 +222,22 @@ impl Pending {
 }
 
 impl Shared {
+    /// The policy to judge a request by: the controller's latest; before
+    /// the first one arrives, a wait for it bounded by `--policy-wait-ms`
+    /// after start, then `--default-policy`.
+    pub async fn current_policy(&self) -> Arc<Policy> {
+        let current = self.policy.borrow().clone();
+        if current.is_from_controller() {
+            return current;
+        }
+        let mut rx = self.policy.clone();
+        let first = rx.wait_for(|p| p.is_from_controller());
+        match tokio::time::timeout_at(self.policy_deadline, first).await {
+            Ok(Ok(policy)) => policy.clone(),
+            _ => self.default_policy.clone(),
+        }
+    }
+
     /// Counts the request, and wraps the response so that its record is
     /// emitted when the body is done. `status` is the status recorded (0 for
     /// transport errors).

@@ -182,7 +182,7 @@ pub async fn serve(
         None => shared.resolver.resolve(&host, port).await,
     };
     pending.record.resolved = resolved.as_ref().ok().copied();
-    let policy = shared.policy.borrow().clone();
+    let policy = shared.current_policy().await;
     if let Decision::Deny { reason } =
         evaluate_outbound(&policy, &authority, pending.record.resolved)
     {
