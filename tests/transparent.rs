@@ -198,16 +198,35 @@ fn transparent_redirect_is_observed_and_enforced() {
     assert_eq!((status, body.as_str()), (200, "pypi GET /simple/x"));
     let edge = ctl.wait_edge("workload:default/web", "external:10.66.0.2:8000", 1);
     assert_eq!(edge["in_baseline"], true, "{edge}");
+    // HTTP/2 with prior knowledge (h2c), redirected: served as HTTP/2 and
+    // forwarded as HTTP/2 to the original destination.
+    let (status, body) = pod.curl(&["--http2-prior-knowledge", "http://10.66.0.2:8000/h2"]);
+    assert_eq!((status, body.as_str()), (200, "pypi GET /h2"));
+    let edge = ctl.wait_edge("workload:default/web", "external:10.66.0.2:8000", 2);
+    assert!(
+        edge["protocols"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "http2"),
+        "{edge}"
+    );
     // An explicit proxy client in the same pod is not redirected twice.
     let (status, body) = pod.curl(&["-x", "http://127.0.0.1:4140", "http://10.66.0.2:8000/e"]);
     assert_eq!((status, body.as_str()), (200, "pypi GET /e"));
-    ctl.wait_edge("workload:default/web", "external:10.66.0.2:8000", 2);
+    ctl.wait_edge("workload:default/web", "external:10.66.0.2:8000", 3);
 
     // Inbound: the pod's IP on the app port, redirected to the inbound
     // listener (the app itself only listens on loopback).
     let (status, body) = srv.curl(&["http://10.66.0.1:8080/hi"]);
     assert_eq!((status, body.as_str()), (200, "web GET /hi"));
     ctl.wait_edge("internet", "workload:default/web", 1);
+    let (status, body) = srv.curl(&["--http2-prior-knowledge", "http://10.66.0.1:8080/h2in"]);
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "web GET /h2in"),
+        "inbound HTTP/2"
+    );
 
     // Enforcement: the learned destination passes, a new one gets 403.
     ctl.set_mode(&["enforcement"]);

@@ -421,7 +421,7 @@ pub fn curl(args: &[&str]) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_owned())
 }
 
-/// A tiny real HTTP/1.1 server answering `<name> <method> <path>` to every
+/// A tiny real HTTP/1.1 and HTTP/2 (h2c) server answering `<name> <method> <path>` to every
 /// request, on a thread with its own runtime.
 pub struct Upstream {
     pub addr: SocketAddr,
@@ -461,9 +461,11 @@ async fn serve(name: &'static str, listener: tokio::net::TcpListener) {
                     ))
                 },
             );
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                .await;
+            // HTTP/1.1 and HTTP/2 with prior knowledge (h2c), like a real app.
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
         });
     }
 }
