@@ -166,10 +166,12 @@ fn transparent_redirect_is_observed_and_enforced() {
     let _pypi = helper(srv, "pypi", "10.66.0.2:8000", tmp.path());
     let _pool = helper(srv, "pool", "10.66.0.2:8001", tmp.path());
     let _app = helper(pod, "web", "127.0.0.1:8080", tmp.path());
+    let _metrics = helper(pod, "web-metrics", "127.0.0.1:9090", tmp.path());
     for (ns, url) in [
         (srv, "http://10.66.0.2:8000/"),
         (srv, "http://10.66.0.2:8001/"),
         (pod, "http://127.0.0.1:8080/"),
+        (pod, "http://127.0.0.1:9090/"),
     ] {
         wait_for(&format!("{url} in {}", ns.name), || {
             (ns.curl(&[url]).0 == 200).then_some(())
@@ -227,6 +229,9 @@ fn transparent_redirect_is_observed_and_enforced() {
         (200, "web GET /h2in"),
         "inbound HTTP/2"
     );
+    // A second port of the pod reaches the app on that port, not --app-addr.
+    let (status, body) = srv.curl(&["http://10.66.0.1:9090/m"]);
+    assert_eq!((status, body.as_str()), (200, "web-metrics GET /m"));
 
     // Enforcement: the learned destination passes, a new one gets 403.
     ctl.set_mode(&["enforcement"]);

@@ -134,7 +134,14 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
         "inbound",
         inbound,
         limits.max_connections,
-        move |accepted| connection::inbound(in_shared.clone(), in_builder.clone(), accepted),
+        move |accepted| {
+            connection::inbound(
+                in_shared.clone(),
+                in_builder.clone(),
+                inbound_addr,
+                accepted,
+            )
+        },
         data_shutdown.subscribe(),
         limits.drain_timeout(),
     );

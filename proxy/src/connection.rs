@@ -69,10 +69,21 @@ pub async fn outbound(
     }
 }
 
-/// Serves one connection accepted by the inbound listener.
+/// Where an inbound connection goes: the app port the caller asked for when
+/// the connection was redirected (a pod may serve several ports), on the
+/// app's address; `--app-addr` itself otherwise.
+pub fn inbound_target(app_addr: SocketAddr, original_dst: Option<SocketAddr>) -> SocketAddr {
+    match original_dst {
+        Some(dst) => SocketAddr::new(app_addr.ip(), dst.port()),
+        None => app_addr,
+    }
+}
+
+/// Serves one connection accepted by the inbound listener at `listener_addr`.
 pub async fn inbound(
     shared: Arc<Shared>,
     builder: Arc<auto::Builder<TokioExecutor>>,
+    listener_addr: SocketAddr,
     accepted: Accepted,
 ) {
     let Accepted {
@@ -81,16 +92,34 @@ pub async fn inbound(
         watcher,
         permit: _permit,
     } = accepted;
+    let app = inbound_target(shared.app_addr, original_dst(&stream, listener_addr));
     let sniffed = match sniff(stream, shared.limits.detect_timeout()).await {
         Ok(sniffed) => sniffed,
         Err(e) => return tracing::debug!(%peer, error = %e, "connection failed during detection"),
     };
     match &sniffed.protocol {
         Detected::Http1 | Detected::Http2 => {
-            let service =
-                hyper::service::service_fn(move |req| http::inbound::serve(shared.clone(), req));
+            let service = hyper::service::service_fn(move |req| {
+                http::inbound::serve(shared.clone(), app, req)
+            });
             serve_http(&builder, watcher, sniffed.io, service).await;
         }
-        detected => tcp::forward_inbound(shared, sniffed.io, detected).await,
+        detected => tcp::forward_inbound(shared, sniffed.io, detected, app).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirected_inbound_keeps_the_port_the_caller_asked_for() {
+        let app: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(inbound_target(app, None), app);
+        let metrics: SocketAddr = "10.0.0.5:9090".parse().unwrap();
+        assert_eq!(
+            inbound_target(app, Some(metrics)),
+            "127.0.0.1:9090".parse().unwrap()
+        );
     }
 }

@@ -185,9 +185,9 @@ pub async fn forward_inbound(
     shared: Arc<Shared>,
     client: PrefixedIo<TcpStream>,
     detected: &Detected,
+    app: SocketAddr,
 ) {
     let start = Instant::now();
-    let app = shared.app_addr;
     let record = record(
         Direction::Inbound,
         stream_protocol(detected),

@@ -13,9 +13,10 @@ use crate::model::{Direction, Protocol, Record, SOURCE_HEADER, parse_source};
 use crate::policy::{Decision, INTERNET, evaluate_inbound};
 use crate::template::template;
 
-/// Handles one inbound request: identify, decide, forward to the app.
+/// Handles one inbound request: identify, decide, forward to the app at `app`.
 pub async fn serve(
     shared: Arc<Shared>,
+    app: std::net::SocketAddr,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
     let source = req
@@ -46,7 +47,6 @@ pub async fn serve(
         let response = denied_response(reason, ("source", caller), &workload, &policy.mode);
         return Ok(shared.respond(pending, response, DecisionLabel::deny, 403));
     }
-    let app = shared.app_addr;
     let host = app.to_string();
     match shared.send(req, app, &host, &pending).await {
         Ok(response) => {
