@@ -443,3 +443,57 @@ fn the_first_request_is_judged_by_policy() {
     );
     assert_eq!(open.get(&url).0, 200, "the default is to fail open");
 }
+
+/// With `--policy-cache`, a sidecar restarted while the controller is down
+/// enforces the last policy it had, at once.
+#[test]
+fn a_restarted_sidecar_enforces_its_cached_policy_without_a_controller() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ctl = Controller::start(&tmp.path().join("data"), tmp.path());
+    let pypi = Upstream::start("pypi");
+    let pool = Upstream::start("pool");
+    let app = Upstream::start("web");
+    let hosts = hosts_file(tmp.path(), &["pypi.test", "pool.test"]);
+    let cache = tmp.path().join("policy.json");
+    let cache_arg = cache.to_str().unwrap();
+    let pypi_url = format!("http://pypi.test:{}/", pypi.addr.port());
+    let pool_url = format!("http://pool.test:{}/", pool.addr.port());
+    let mut web = Proxy::start_with(
+        "web",
+        ctl.grpc,
+        app.addr,
+        &hosts,
+        tmp.path(),
+        &["--policy-cache", cache_arg],
+    );
+    assert_eq!(web.get(&pypi_url).0, 200);
+    ctl.wait_edge(
+        "workload:default/web",
+        &format!("external:pypi.test:{}", pypi.addr.port()),
+        1,
+    );
+    ctl.set_mode(&["enforcement"]);
+    web.wait_enforce(true);
+    common::wait_for("the policy cache", || {
+        let text = std::fs::read_to_string(&cache).ok()?;
+        text.contains("\"enforce\":true").then_some(())
+    });
+
+    ctl.proc.kill();
+    web.proc.kill();
+    let nowhere = ctl.grpc;
+    let web = Proxy::start_with(
+        "web",
+        nowhere,
+        app.addr,
+        &hosts,
+        tmp.path(),
+        &["--policy-cache", cache_arg, "--policy-wait-ms", "60000"],
+    );
+    let (status, body) = web.get(&pool_url);
+    assert_eq!(
+        status, 403,
+        "the cached policy blocks at once, no wait: {body}"
+    );
+    assert_eq!(web.get(&pypi_url).0, 200, "and allows what it allowed");
+}

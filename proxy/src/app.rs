@@ -89,7 +89,23 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
     let http_metrics = HttpMetrics::register(&mut registry);
     let control_metrics = ControlMetrics::register(&mut registry);
 
-    let (policy_tx, policy) = watch::channel(Arc::new(Policy::allow_all()));
+    let initial = match config
+        .args
+        .policy_cache
+        .as_deref()
+        .map(control::cache::load)
+    {
+        Some(Ok(Some(cached))) => {
+            tracing::info!(version = cached.version, mode = %cached.mode, "enforcing the cached policy until the controller answers");
+            cached
+        }
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "starting without the cached policy");
+            Policy::allow_all()
+        }
+        Some(Ok(None)) | None => Policy::allow_all(),
+    };
+    let (policy_tx, policy) = watch::channel(Arc::new(initial));
     let (data_shutdown, _) = watch::channel(false);
     let (tunnel_stop, _) = watch::channel(false);
     let (flush, _) = watch::channel(false);
@@ -170,6 +186,7 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
         registration,
         policy_tx,
         control_metrics,
+        config.args.policy_cache.clone(),
     );
 
     // Admin.

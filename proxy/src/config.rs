@@ -38,6 +38,8 @@ pub const ENV_REPORT_INTERVAL_MS: &str = "VIGIL_REPORT_INTERVAL_MS";
 pub const ENV_LOG: &str = "VIGIL_LOG";
 /// Env var of `--default-policy`.
 pub const ENV_DEFAULT_POLICY: &str = "VIGIL_DEFAULT_POLICY";
+/// Env var of `--policy-cache`.
+pub const ENV_POLICY_CACHE: &str = "VIGIL_POLICY_CACHE";
 /// Env var of `--policy-wait-ms`.
 pub const ENV_POLICY_WAIT_MS: &str = "VIGIL_POLICY_WAIT_MS";
 /// Env var of `--max-connections`.
@@ -104,6 +106,10 @@ pub struct Args {
     /// pod are judged by it, not by the default.
     #[arg(long, env = ENV_POLICY_WAIT_MS, default_value_t = 2000)]
     pub policy_wait_ms: u64,
+    /// File keeping the last policy received, so a restarted sidecar enforces
+    /// it while the controller is away (e.g. on an emptyDir volume).
+    #[arg(long, env = ENV_POLICY_CACHE)]
+    pub policy_cache: Option<PathBuf>,
     /// Limits and timeouts of the data path.
     #[command(flatten)]
     pub limits: Limits,

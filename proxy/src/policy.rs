@@ -7,14 +7,14 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use vigil_proto::v1;
 
 /// The source name policies use for callers without a Vigil identity.
 pub const INTERNET: &str = "internet";
 
 /// A policy received from the controller, in domain form.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
     /// Increases with every change the controller makes.
     pub version: u64,

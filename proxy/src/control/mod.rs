@@ -6,6 +6,7 @@
 //! Outside-I/O tier: publishes into the policy `watch` and consumes the
 //! telemetry batch channel; the data path never calls into it.
 
+pub mod cache;
 pub mod policy;
 pub mod report;
 

@@ -1,6 +1,7 @@
 //! The policy task: `Register`, then publish every policy received into
 //! the `watch` channel the data path reads.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -17,11 +18,20 @@ pub fn spawn(
     registration: v1::Registration,
     policy: watch::Sender<Arc<Policy>>,
     metrics: ControlMetrics,
+    cache: Option<PathBuf>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut backoff = Backoff::default();
         loop {
-            let result = watch_policy(&url, &registration, &policy, &metrics, &mut backoff).await;
+            let result = watch_policy(
+                &url,
+                &registration,
+                &policy,
+                &metrics,
+                &mut backoff,
+                cache.as_deref(),
+            )
+            .await;
             metrics.connected.set(0);
             let delay = backoff.next_delay();
             if let Err(e) = result {
@@ -38,6 +48,7 @@ async fn watch_policy(
     policy: &watch::Sender<Arc<Policy>>,
     metrics: &ControlMetrics,
     backoff: &mut Backoff,
+    cache: Option<&Path>,
 ) -> Result<(), ControlError> {
     let mut client = ControllerClient::new(connect(url).await?);
     let mut stream = client.register(registration.clone()).await?.into_inner();
@@ -49,8 +60,14 @@ async fn watch_policy(
             return Err(ControlError::StreamEnded);
         };
         let next = Policy::try_from(message)?;
-        if next != **policy.borrow() {
+        let changed = next != **policy.borrow();
+        if changed {
             tracing::info!(version = next.version, mode = %next.mode, enforce = next.enforce, "new policy");
+            if let Some(path) = cache
+                && let Err(e) = super::cache::save(path, &next).await
+            {
+                tracing::warn!(error = %e, "could not cache the policy");
+            }
         }
         metrics.policy_version.set(next.version as i64);
         policy.send_replace(Arc::new(next));
