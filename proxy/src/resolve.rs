@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Why a hosts file or a name could not be resolved.
 #[derive(Debug, thiserror::Error)]
@@ -67,16 +69,55 @@ pub fn parse_hosts(text: &str) -> Result<HashMap<String, IpAddr>, ResolveError> 
     Ok(hosts)
 }
 
+/// How long a name resolved by the system resolver is reused. The system
+/// resolver does not report record TTLs; ten seconds keeps a sidecar from
+/// calling it on every request while following DNS changes promptly.
+pub const DNS_CACHE_TTL: Duration = Duration::from_secs(10);
+/// Most names cached; when full, expired entries are dropped, then all.
+pub const DNS_CACHE_SIZE: usize = 4096;
+
+/// Names resolved by the system resolver, with when they were resolved.
+#[derive(Debug, Default)]
+struct DnsCache {
+    entries: HashMap<String, (IpAddr, Instant)>,
+}
+
+impl DnsCache {
+    fn get(&self, host: &str, now: Instant) -> Option<IpAddr> {
+        let (ip, at) = self.entries.get(host)?;
+        (now.duration_since(*at) < DNS_CACHE_TTL).then_some(*ip)
+    }
+
+    fn put(&mut self, host: &str, ip: IpAddr, now: Instant) {
+        if self.entries.len() >= DNS_CACHE_SIZE {
+            self.entries
+                .retain(|_, (_, at)| now.duration_since(*at) < DNS_CACHE_TTL);
+            if self.entries.len() >= DNS_CACHE_SIZE {
+                self.entries.clear();
+            }
+        }
+        self.entries.insert(host.to_owned(), (ip, now));
+    }
+}
+
 /// Resolves `host` + `port` to one socket address.
 #[derive(Clone, Debug, Default)]
 pub struct Resolver {
     hosts: HashMap<String, IpAddr>,
+    cache: Arc<Mutex<DnsCache>>,
 }
 
 impl Resolver {
     /// A resolver with these hosts-file overrides.
     pub fn new(hosts: HashMap<String, IpAddr>) -> Self {
-        Resolver { hosts }
+        Resolver {
+            hosts,
+            cache: Arc::default(),
+        }
+    }
+
+    fn cached(&self, host: &str) -> Option<IpAddr> {
+        self.cache.lock().ok()?.get(host, Instant::now())
     }
 
     /// Resolves without I/O when possible (IP literal or hosts file).
@@ -90,26 +131,58 @@ impl Resolver {
             .map(|ip| SocketAddr::new(*ip, port))
     }
 
-    /// Resolves `host:port`, using the system resolver last.
+    /// Resolves `host:port`, using the system resolver last (its answers
+    /// are reused for [`DNS_CACHE_TTL`]).
     pub async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, ResolveError> {
         if let Some(addr) = self.resolve_static(host, port) {
             return Ok(addr);
         }
-        let mut addrs = tokio::net::lookup_host((host, port))
+        let host = host.to_ascii_lowercase();
+        if let Some(ip) = self.cached(&host) {
+            return Ok(SocketAddr::new(ip, port));
+        }
+        let mut addrs = tokio::net::lookup_host((host.as_str(), port))
             .await
             .map_err(|source| ResolveError::Lookup {
-                host: host.to_string(),
+                host: host.clone(),
                 source,
             })?;
-        addrs.next().ok_or_else(|| ResolveError::NoAddress {
-            host: host.to_string(),
-        })
+        let addr = addrs
+            .next()
+            .ok_or_else(|| ResolveError::NoAddress { host: host.clone() })?;
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.put(&host, addr.ip(), Instant::now());
+        }
+        Ok(addr)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_answers_expire_and_the_cache_is_bounded() {
+        let mut cache = DnsCache::default();
+        let t0 = Instant::now();
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        cache.put("pypi.org", ip, t0);
+        assert_eq!(cache.get("pypi.org", t0 + Duration::from_secs(9)), Some(ip));
+        assert_eq!(cache.get("pypi.org", t0 + DNS_CACHE_TTL), None);
+        for i in 0..(DNS_CACHE_SIZE + 10) {
+            cache.put(&format!("h{i}"), ip, t0);
+        }
+        assert!(cache.entries.len() <= DNS_CACHE_SIZE);
+    }
+
+    #[tokio::test]
+    async fn system_answers_are_cached() {
+        let resolver = Resolver::default();
+        let first = resolver.resolve("LocalHost", 80).await.unwrap();
+        assert!(first.ip().is_loopback());
+        assert_eq!(resolver.cached("localhost"), Some(first.ip()));
+        assert_eq!(resolver.resolve("localhost", 81).await.unwrap().port(), 81);
+    }
 
     #[test]
     fn hosts_file() {
