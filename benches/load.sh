@@ -11,6 +11,7 @@
 #   haproxy    wrk -> haproxy (HTTP mode) -> nginx
 #   inbound    wrk -> vigil-proxy inbound listener -> nginx (the app)
 #   outbound   wrk -> vigil-proxy outbound listener, absolute-form -> nginx
+#   out-dns    the same, naming the upstream `localhost` (system resolver)
 # vigil-proxy runs with a controller, in learning mode, reporting normally.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -75,6 +76,9 @@ done
 cat > "$work/absolute.lua" <<LUA
 wrk.path = "http://127.0.0.1:$NGINX/"
 LUA
+cat > "$work/named.lua" <<LUA
+wrk.path = "http://localhost:$NGINX/"
+LUA
 
 run() { # name url [script]
   local name=$1 url=$2 script=${3:-}
@@ -91,6 +95,7 @@ run() { # name url [script]
   run haproxy "http://127.0.0.1:$HAP/"
   run inbound "http://127.0.0.1:$IN/"
   run outbound "http://127.0.0.1:$OUT/" "$work/absolute.lua"
+  run out-dns "http://127.0.0.1:$OUT/" "$work/named.lua"
 } > "$work/results"
 rss=$(awk '/VmRSS/ {print $2" "$3}' /proc/"${pids[3]}"/status)
 direct=$(awk '$1=="direct" {print $2}' "$work/results")
