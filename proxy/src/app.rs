@@ -20,6 +20,7 @@ use crate::listener::{self, ListenerError};
 use crate::model::Identity;
 use crate::policy::{Policy, PolicyRx};
 use crate::resolve::Resolver;
+use crate::runtime::ControlRuntime;
 use crate::telemetry;
 
 /// Most open connections to the admin listener.
@@ -41,6 +42,9 @@ pub enum StartError {
     /// No randomness for the instance id.
     #[error("cannot generate an instance id: {0}")]
     Random(getrandom::Error),
+    /// The control runtime could not start.
+    #[error("cannot start the control runtime: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// A started proxy.
@@ -62,6 +66,7 @@ pub struct Running {
     aggregator: JoinHandle<()>,
     reporter: JoinHandle<()>,
     policy_task: JoinHandle<()>,
+    control_rt: ControlRuntime,
 }
 
 fn instance_id() -> Result<String, StartError> {
@@ -162,7 +167,10 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
         limits.drain_timeout(),
     );
 
-    // Telemetry and control.
+    // Telemetry, control and admin run on their own small runtime: entering
+    // it makes `tokio::spawn` and socket registration below use it.
+    let control_rt = ControlRuntime::start().map_err(StartError::Runtime)?;
+    let entered = control_rt.handle().enter();
     let (batch_tx, batch_rx) = mpsc::channel::<v1::ReportBatch>(BATCH_CAPACITY);
     let aggregator = telemetry::spawn_aggregator(
         records,
@@ -197,6 +205,10 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
         policy: policy.clone(),
     });
     let admin_state = state.clone();
+    let admin = admin
+        .into_std()
+        .and_then(tokio::net::TcpListener::from_std)
+        .map_err(StartError::Runtime)?;
     let admin_builder = Arc::new(listener::http_builder(&state.config.args.limits));
     let admin_listener = listener::spawn(
         "admin",
@@ -214,6 +226,7 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
         admin_shutdown.subscribe(),
         Duration::from_secs(1),
     );
+    drop(entered);
     state.ready.store(true, Ordering::Relaxed);
     tracing::info!(%outbound_addr, %inbound_addr, %admin_addr, identity = %identity.source(), "vigil-proxy started");
 
@@ -231,6 +244,7 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
         aggregator,
         reporter,
         policy_task,
+        control_rt,
     })
 }
 
@@ -262,6 +276,7 @@ impl Running {
         self.policy_task.abort();
         let _ = self.admin_shutdown.send(true);
         let _ = self.admin_listener.await;
+        self.control_rt.stop().await;
         tracing::info!("vigil-proxy stopped");
     }
 
