@@ -497,3 +497,35 @@ fn a_restarted_sidecar_enforces_its_cached_policy_without_a_controller() {
     );
     assert_eq!(web.get(&pypi_url).0, 200, "and allows what it allowed");
 }
+
+/// A corrupt store is a clear error at start, and the file is kept.
+#[test]
+fn a_corrupt_store_stops_the_controller_with_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let garbage = b"not a database ".repeat(500);
+    std::fs::write(data.join("vigil.redb"), &garbage).unwrap();
+    let out = std::process::Command::new(common::bin("vigil-controller"))
+        .args([
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot open the Vigil store") && err.contains("move it aside"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(data.join("vigil.redb")).unwrap(),
+        garbage,
+        "nothing is lost"
+    );
+}
