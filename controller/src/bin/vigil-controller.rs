@@ -1,16 +1,35 @@
 //! `vigil-controller`: the control plane binary.
 
+use std::process::ExitCode;
+
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let args = vigil_controller::Args::parse();
+    let filter = match EnvFilter::try_new(&args.log) {
+        Ok(filter) => filter,
+        Err(e) => {
+            eprintln!(
+                "error: --log {:?} is not a valid tracing filter: {e}",
+                args.log
+            );
+            return ExitCode::FAILURE;
+        }
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(&args.log)?)
+        .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
-    let running = vigil_controller::start(&args).await?;
-    running.wait().await;
-    Ok(())
+    match vigil_controller::start(&args).await {
+        Ok(running) => {
+            running.wait().await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
