@@ -113,6 +113,18 @@ fn learning_then_enforcement_blocks_what_is_new() {
     );
     let (ok, status, _) = ctl.vigilctl(&["status"]);
     assert!(ok && status.contains("sidecars connected:  3"), "{status}");
+    // The controller's own metrics: open like /healthz, counts only.
+    let (code, metrics) = curl(&[&format!("http://{}/metrics", ctl.http)]);
+    assert_eq!(code, 200);
+    for series in [
+        "vigil_controller_sidecars_connected 3",
+        "vigil_controller_violations_total{kind=\"unknown_egress\"}",
+        "vigil_controller_violations_total{kind=\"new_deployment\"} 1",
+        "vigil_controller_reports_total{result=\"applied\"}",
+    ] {
+        assert!(metrics.contains(series), "{series} in {metrics}");
+    }
+    assert!(!metrics.contains("pool.test"), "no destinations in labels");
 }
 
 /// Alert-only: violations are flagged, traffic passes.

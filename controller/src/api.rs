@@ -2,7 +2,8 @@
 //! latest snapshot and typed commands to the engine.
 //!
 //! Secure by default: every `/api/` call needs `Authorization: Bearer
-//! <token>` (the token in `<data-dir>/admin.token`); only `/healthz` is open.
+//! <token>` (the token in `<data-dir>/admin.token`); only `/healthz` and
+//! `/metrics` (counts, no names) are open.
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -26,6 +28,7 @@ struct Api {
     engine: Handle,
     token: Arc<str>,
     started: std::time::Instant,
+    registry: Arc<Registry>,
 }
 
 /// A JSON error response: `{"error": "..."}` with a status code.
@@ -51,11 +54,12 @@ impl IntoResponse for ApiError {
 }
 
 /// Builds the router.
-pub fn router(engine: Handle, token: &str) -> Router {
+pub fn router(engine: Handle, token: &str, registry: Arc<Registry>) -> Router {
     let api = Api {
         engine,
         token: token.into(),
         started: std::time::Instant::now(),
+        registry,
     };
     let authed = Router::new()
         .route("/api/v1/status", get(status))
@@ -66,6 +70,7 @@ pub fn router(engine: Handle, token: &str) -> Router {
         .route_layer(middleware::from_fn_with_state(api.clone(), authenticate));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
         .merge(authed)
         .with_state(api)
 }
@@ -102,6 +107,22 @@ fn unauthorized(why: &str) -> Response {
         header::HeaderValue::from_static("Bearer"),
     );
     response
+}
+
+/// `GET /metrics`: Prometheus text (counts only, no auth, like `/healthz`).
+async fn metrics(State(api): State<Api>) -> Response {
+    let mut text = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &api.registry) {
+        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn not_found() -> ApiError {

@@ -127,7 +127,8 @@ pub async fn start(args: &Args) -> Result<Running, StartError> {
         })?;
     let (token_path, token) = admin_token(&args.data_dir)?;
     let store = Store::open(&args.data_dir)?;
-    let (handle, engine) = engine::spawn(store)?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let (handle, engine) = engine::spawn(store, &mut registry)?;
     let grpc = bind("gRPC", args.grpc_addr).await?;
     let http = bind("HTTP API", args.http_addr).await?;
     let grpc_addr = grpc.local_addr().map_err(|source| StartError::Bind {
@@ -157,7 +158,7 @@ pub async fn start(args: &Args) -> Result<Running, StartError> {
         }
     });
     let mut stop = signal;
-    let router = crate::api::router(handle, &token);
+    let router = crate::api::router(handle, &token, std::sync::Arc::new(registry));
     let http_task = tokio::spawn(async move {
         let served = axum::serve(http, router)
             .with_graceful_shutdown(async move {

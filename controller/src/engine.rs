@@ -16,6 +16,7 @@ use crate::baseline::Baseline;
 use crate::detect::{self, Verdict};
 use crate::graph::Graph;
 use crate::inventory::Inventory;
+use crate::metrics::{EngineMetrics, ReportResult, ViolationLabels};
 use crate::model::{
     Alert, AlertKind, Batch, Direction, EdgeKey, Mode, Modes, NodeId, Observation, WorkloadId,
     alert_key, now_unix, rfc3339,
@@ -165,10 +166,14 @@ struct Engine {
     dropped: u64,
     /// Last applied batch per sidecar process: (seq, unix seconds).
     seqs: HashMap<String, (u64, u64)>,
+    metrics: EngineMetrics,
 }
 
 /// Loads the state from `store` and starts the engine thread.
-pub fn spawn(store: Store) -> Result<(Handle, std::thread::JoinHandle<()>), StoreError> {
+pub fn spawn(
+    store: Store,
+    registry: &mut prometheus_client::registry::Registry,
+) -> Result<(Handle, std::thread::JoinHandle<()>), StoreError> {
     let loaded = store.load()?;
     if loaded.skipped > 0 {
         tracing::warn!(
@@ -186,6 +191,7 @@ pub fn spawn(store: Store) -> Result<(Handle, std::thread::JoinHandle<()>), Stor
         policies: Policies::default(),
         dropped: 0,
         seqs: loaded.report_seqs,
+        metrics: EngineMetrics::register(registry),
     };
     for (id, record) in loaded.workloads {
         engine.graph.ensure_node(&NodeId::Workload(id.clone()));
@@ -255,6 +261,9 @@ impl Engine {
             }
             Command::Disconnect { id } => {
                 self.inventory.set_connected(&id, false);
+                self.metrics
+                    .sidecars_connected
+                    .set(self.inventory.connected() as i64);
                 tracing::info!(workload = %id, "sidecar disconnected");
                 None
             }
@@ -292,8 +301,11 @@ impl Engine {
             tracing::warn!(workload = %id, action = ?verdict.action, "new deployment outside the baseline");
             self.raise(&mut changes, verdict, id, String::new(), 1, now);
         }
-        self.store.write(&changes)?;
+        self.commit(&changes)?;
         self.inventory.set_connected(id, true);
+        self.metrics
+            .sidecars_connected
+            .set(self.inventory.connected() as i64);
         tracing::info!(workload = %id, ?addrs, "sidecar registered");
         self.republish(Some(id));
         Ok(self.policies.subscribe(id).expect("published above"))
@@ -305,6 +317,7 @@ impl Engine {
             match self.seqs.get(&batch.instance) {
                 Some(&(last, _)) if batch.seq <= last => {
                     tracing::debug!(instance = %batch.instance, seq = batch.seq, "duplicate report batch, already applied");
+                    self.metrics.report(ReportResult::duplicate);
                     return Ok(());
                 }
                 _ => {}
@@ -360,7 +373,12 @@ impl Engine {
             })
             .collect();
         let learned = !changes.baseline_edges.is_empty();
-        self.store.write(&changes)?;
+        if let Err(e) = self.commit(&changes) {
+            self.metrics.report(ReportResult::failed);
+            return Err(e.into());
+        }
+        self.metrics.report(ReportResult::applied);
+        self.metrics.observations.inc_by(observations.len() as u64);
         if let Some((instance, seq, at)) = changes.report_seq {
             self.seqs.insert(instance, (seq, at));
         }
@@ -385,6 +403,16 @@ impl Engine {
         }
     }
 
+    /// Writes one step's changes, timed.
+    fn commit(&mut self, changes: &Changes) -> Result<(), StoreError> {
+        let start = std::time::Instant::now();
+        let result = self.store.write(changes);
+        self.metrics
+            .commit_seconds
+            .observe(start.elapsed().as_secs_f64());
+        result
+    }
+
     fn raise(
         &mut self,
         changes: &mut Changes,
@@ -394,6 +422,12 @@ impl Engine {
         count: u64,
         now: u64,
     ) {
+        self.metrics
+            .violations
+            .get_or_create(&ViolationLabels {
+                kind: verdict.kind.into(),
+            })
+            .inc_by(count);
         let key = alert_key(verdict.kind, &id.namespace, &id.name, &destination);
         let at = rfc3339(now);
         let alert = self.alerts.entry(key).or_insert_with(|| Alert {
@@ -426,7 +460,7 @@ impl Engine {
                 modes.namespaces.clear();
             }
         }
-        self.store.write(&Changes {
+        self.commit(&Changes {
             modes: Some(modes.clone()),
             ..Changes::default()
         })?;
@@ -447,6 +481,7 @@ impl Engine {
             let mode = self.modes.of(&id.namespace);
             let spec = policy::compile(&id, mode, &self.baseline, &self.graph, &self.inventory);
             if self.policies.publish(&id, spec) {
+                self.metrics.policy_updates.inc();
                 tracing::debug!(workload = %id, mode = mode.label(), "policy published");
             }
         }

@@ -17,6 +17,7 @@ pub mod engine;
 pub mod graph;
 pub mod ingest;
 pub mod inventory;
+pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod snapshot;

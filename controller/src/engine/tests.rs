@@ -43,7 +43,11 @@ async fn report(
 }
 
 fn start(dir: &std::path::Path) -> (Handle, std::thread::JoinHandle<()>) {
-    spawn(Store::open(dir).unwrap()).unwrap()
+    spawn(
+        Store::open(dir).unwrap(),
+        &mut prometheus_client::registry::Registry::default(),
+    )
+    .unwrap()
 }
 
 async fn stop(handle: Handle, thread: std::thread::JoinHandle<()>) {

@@ -1,0 +1,130 @@
+//! Prometheus metrics of the controller, served unauthenticated on the API
+//! port at `/metrics` (counts only: no workload names or destinations in
+//! labels, so nothing about the graph leaks and cardinality is fixed).
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::model::AlertKind;
+
+/// What happened to a report batch.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ReportResult {
+    /// Applied and stored.
+    applied,
+    /// Already applied (re-sent after a lost acknowledgement).
+    duplicate,
+    /// Could not be stored; the proxy will re-send it.
+    failed,
+}
+
+/// Labels of `vigil_controller_reports_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReportLabels {
+    /// Outcome.
+    pub result: ReportResult,
+}
+
+/// Labels of `vigil_controller_violations_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ViolationLabels {
+    /// Alert kind.
+    pub kind: KindLabel,
+}
+
+/// `kind` label: the alert kinds.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum KindLabel {
+    /// `unknown_egress`.
+    unknown_egress,
+    /// `new_edge`.
+    new_edge,
+    /// `new_deployment`.
+    new_deployment,
+    /// `mining_protocol`.
+    mining_protocol,
+}
+
+impl From<AlertKind> for KindLabel {
+    fn from(kind: AlertKind) -> Self {
+        match kind {
+            AlertKind::UnknownEgress => Self::unknown_egress,
+            AlertKind::NewEdge => Self::new_edge,
+            AlertKind::NewDeployment => Self::new_deployment,
+            AlertKind::MiningProtocol => Self::mining_protocol,
+        }
+    }
+}
+
+/// The engine's metrics.
+#[derive(Clone, Debug)]
+pub struct EngineMetrics {
+    /// Report batches by outcome.
+    pub reports: Family<ReportLabels, Counter>,
+    /// Observations applied.
+    pub observations: Counter,
+    /// Requests (or registrations) that violated the baseline, by kind.
+    pub violations: Family<ViolationLabels, Counter>,
+    /// Store commit time.
+    pub commit_seconds: Histogram,
+    /// Sidecars connected now.
+    pub sidecars_connected: Gauge,
+    /// Policies published to sidecars (changed ones only).
+    pub policy_updates: Counter,
+}
+
+impl EngineMetrics {
+    /// Creates and registers the metrics.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            reports: Family::default(),
+            observations: Counter::default(),
+            violations: Family::default(),
+            commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            sidecars_connected: Gauge::default(),
+            policy_updates: Counter::default(),
+        };
+        registry.register(
+            "vigil_controller_reports",
+            "Report batches from sidecars, by outcome",
+            metrics.reports.clone(),
+        );
+        registry.register(
+            "vigil_controller_observations",
+            "Observations applied to the graph",
+            metrics.observations.clone(),
+        );
+        registry.register(
+            "vigil_controller_violations",
+            "Requests and registrations outside the baseline, by alert kind",
+            metrics.violations.clone(),
+        );
+        registry.register(
+            "vigil_controller_store_commit_seconds",
+            "Time to commit one engine step to the store",
+            metrics.commit_seconds.clone(),
+        );
+        registry.register(
+            "vigil_controller_sidecars_connected",
+            "Sidecars with an open policy stream",
+            metrics.sidecars_connected.clone(),
+        );
+        registry.register(
+            "vigil_controller_policy_updates",
+            "Policies published to sidecars",
+            metrics.policy_updates.clone(),
+        );
+        metrics
+    }
+
+    /// Counts one report batch.
+    pub fn report(&self, result: ReportResult) {
+        self.reports.get_or_create(&ReportLabels { result }).inc();
+    }
+}
