@@ -23,7 +23,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vigil_proto::v1;
 
-use common::{Controller, Proxy, Upstream, curl, free_port, hosts_file, wait_for};
+use common::{Controller, Proxy, Upstream, curl, free_port, hosts_file, spawn_server, wait_for};
 
 /// How long one blocking socket read may wait before the test fails.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -360,33 +360,6 @@ fn start_tls_upstream(cert: &Path, key: &Path, name: &'static str) -> SocketAddr
             let _ = tls.shutdown().await;
         }
     })
-}
-
-/// Runs `handle` for each connection accepted on a free loopback port, on a
-/// thread with its own runtime; returns the address.
-fn spawn_server<H, F>(handle: H) -> SocketAddr
-where
-    H: Fn(tokio::net::TcpStream) -> F + Send + 'static,
-    F: std::future::Future<Output = ()> + Send + 'static,
-{
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                if let Ok((stream, _)) = listener.accept().await {
-                    tokio::spawn(handle(stream));
-                }
-            }
-        });
-    });
-    addr
 }
 
 // ---------------------------------------------------------------- WebSocket

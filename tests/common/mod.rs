@@ -430,44 +430,61 @@ pub struct Upstream {
 impl Upstream {
     /// Starts one on a free port.
     pub fn start(name: &'static str) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                serve(name, tokio::net::TcpListener::from_std(listener).unwrap()).await;
-            });
-        });
-        Self { addr }
+        Self {
+            addr: spawn_server(move |stream| serve_connection(name, stream)),
+        }
     }
 }
 
-async fn serve(name: &'static str, listener: tokio::net::TcpListener) {
-    use hyper::service::service_fn;
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        tokio::spawn(async move {
-            let svc = service_fn(
-                move |req: hyper::Request<hyper::body::Incoming>| async move {
-                    let body = format!("{name} {} {}", req.method(), req.uri().path());
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                        http_body_util::Full::new(bytes::Bytes::from(body)),
-                    ))
-                },
-            );
-            // HTTP/1.1 and HTTP/2 with prior knowledge (h2c), like a real app.
-            let _ =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
+/// Runs `handle` for each connection accepted on a free loopback port, on a
+/// thread with its own runtime; returns the address.
+pub fn spawn_server<H, F>(handle: H) -> SocketAddr
+where
+    H: Fn(tokio::net::TcpStream) -> F + Send + 'static,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                if let Ok((stream, _)) = listener.accept().await {
+                    tokio::spawn(handle(stream));
+                }
+            }
         });
+    });
+    addr
+}
+
+async fn serve(name: &'static str, listener: tokio::net::TcpListener) {
+    loop {
+        if let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve_connection(name, stream));
+        }
     }
+}
+
+/// Answers `<name> <method> <path>` on one connection, in HTTP/1.1 or
+/// HTTP/2 with prior knowledge (h2c), like a real app.
+async fn serve_connection(name: &'static str, stream: tokio::net::TcpStream) {
+    let svc = hyper::service::service_fn(
+        move |req: hyper::Request<hyper::body::Incoming>| async move {
+            let body = format!("{name} {} {}", req.method(), req.uri().path());
+            Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                bytes::Bytes::from(body),
+            )))
+        },
+    );
+    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+        .await;
 }
 
 /// Writes a hosts file mapping each name to 127.0.0.1.
