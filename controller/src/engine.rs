@@ -23,7 +23,7 @@ use crate::model::{
 };
 use crate::policy::{self, Policies, PolicySpec};
 use crate::snapshot::{self, Parts, Snapshot, label};
-use crate::store::{Changes, Store, StoreError};
+use crate::store::{Changes, Loaded, Store, StoreError};
 
 /// Commands queued before senders wait.
 const QUEUE: usize = 1024;
@@ -183,23 +183,17 @@ pub fn spawn(
     }
     let mut engine = Engine {
         store,
-        modes: loaded.modes,
+        modes: Modes::default(),
         inventory: Inventory::default(),
         graph: Graph::default(),
-        baseline: loaded.baseline,
-        alerts: loaded.alerts.into_iter().map(|a| (a.key(), a)).collect(),
+        baseline: Baseline::default(),
+        alerts: BTreeMap::new(),
         policies: Policies::default(),
         dropped: 0,
-        seqs: loaded.report_seqs,
+        seqs: HashMap::new(),
         metrics: EngineMetrics::register(registry),
     };
-    for (id, record) in loaded.workloads {
-        engine.graph.ensure_node(&NodeId::Workload(id.clone()));
-        engine.inventory.restore(id, record);
-    }
-    for (key, stats) in loaded.edges {
-        engine.graph.restore_edge(&key, stats);
-    }
+    engine.load_state(loaded);
     let (tx, rx) = mpsc::channel(QUEUE);
     let (snap_tx, snap_rx) = watch::channel(Arc::new(engine.snapshot()));
     let thread = std::thread::Builder::new()
@@ -403,13 +397,41 @@ impl Engine {
         }
     }
 
-    /// Writes one step's changes, timed.
+    /// Replaces the durable state in memory with what was `loaded`
+    /// (connection counts and policy channels stay).
+    fn load_state(&mut self, loaded: Loaded) {
+        self.modes = loaded.modes;
+        self.baseline = loaded.baseline;
+        self.alerts = loaded.alerts.into_iter().map(|a| (a.key(), a)).collect();
+        self.seqs = loaded.report_seqs;
+        self.graph = Graph::default();
+        self.inventory.clear_records();
+        for (id, record) in loaded.workloads {
+            self.graph.ensure_node(&NodeId::Workload(id.clone()));
+            self.inventory.restore(id, record);
+        }
+        for (key, stats) in loaded.edges {
+            self.graph.restore_edge(&key, stats);
+        }
+    }
+
+    /// Writes one step's changes, timed. When the write fails, the step was
+    /// already applied in memory: memory is reloaded from the store so that
+    /// it never runs ahead of disk (the sender re-sends, nothing is counted
+    /// twice).
     fn commit(&mut self, changes: &Changes) -> Result<(), StoreError> {
         let start = std::time::Instant::now();
         let result = self.store.write(changes);
         self.metrics
             .commit_seconds
             .observe(start.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "store write failed; reloading the state from the store");
+            match self.store.load() {
+                Ok(loaded) => self.load_state(loaded),
+                Err(e) => tracing::error!(error = %e, "reloading the store failed too"),
+            }
+        }
         result
     }
 

@@ -66,6 +66,12 @@ impl Inventory {
         self.workloads.insert(id, record);
     }
 
+    /// Forgets every record (connection counts stay), before a restore.
+    pub fn clear_records(&mut self) {
+        self.workloads.clear();
+        self.by_addr.clear();
+    }
+
     /// Counts a sidecar connection of `id` (true) or its end (false).
     pub fn set_connected(&mut self, id: &WorkloadId, up: bool) {
         let n = self.connected.entry(id.clone()).or_default();

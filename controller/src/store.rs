@@ -126,6 +126,9 @@ impl Changes {
 #[derive(Debug)]
 pub struct Store {
     db: Database,
+    /// Tests: make the next write fail, as a full disk would.
+    #[cfg(test)]
+    fail_next: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<String, StoreError> {
@@ -164,7 +167,11 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join(DB_FILE);
         let db = Database::create(&path).map_err(|source| StoreError::Open { path, source })?;
-        let store = Self { db };
+        let store = Self {
+            db,
+            #[cfg(test)]
+            fail_next: std::sync::Arc::default(),
+        };
         // Create every table so that reads never meet a missing one.
         store.write(&Changes::default())?;
         Ok(store)
@@ -255,8 +262,24 @@ impl Store {
         Ok(out)
     }
 
+    /// Tests: a switch that, when set, makes the next [`Store::write`] fail.
+    #[cfg(test)]
+    pub fn fail_switch(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        self.fail_next.clone()
+    }
+
     /// Writes `changes` in one durable transaction.
     pub fn write(&self, changes: &Changes) -> Result<(), StoreError> {
+        #[cfg(test)]
+        if self
+            .fail_next
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(StoreError::Io {
+                op: "write",
+                source: redb::Error::Corrupted("injected by a test".into()),
+            });
+        }
         let tx = self.db.begin_write().map_err(io("write"))?;
         {
             let mut meta = tx.open_table(META).map_err(io("write"))?;

@@ -292,3 +292,34 @@ async fn a_batch_resent_after_a_lost_ack_is_applied_once_even_across_restarts() 
     assert_eq!(h.snapshot().graph.edges[0].requests, 10);
     stop(h, thread).await;
 }
+
+#[tokio::test]
+async fn a_failed_write_leaves_memory_equal_to_disk_and_the_resend_counts_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let fail = store.fail_switch();
+    let (h, thread) = spawn(store, &mut prometheus_client::registry::Registry::default()).unwrap();
+    let batch = |seq| Batch {
+        reporter: id("web"),
+        instance: "9c1d".into(),
+        seq,
+        observations: vec![outbound("pypi.org:443", None, 5)],
+        dropped: 0,
+    };
+    h.report(batch(1)).await.unwrap();
+    fail.store(true, std::sync::atomic::Ordering::Relaxed);
+    let err = h.report(batch(2)).await.unwrap_err();
+    assert!(err.to_string().contains("could not store"), "{err}");
+    assert_eq!(
+        h.snapshot().graph.edges[0].requests,
+        5,
+        "memory did not run ahead of disk"
+    );
+    h.report(batch(2)).await.unwrap();
+    assert_eq!(
+        h.snapshot().graph.edges[0].requests,
+        10,
+        "the re-sent batch counts once"
+    );
+    stop(h, thread).await;
+}
