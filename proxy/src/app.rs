@@ -124,6 +124,8 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
         metrics: http_metrics,
         resolver: Resolver::new(config.hosts.clone()),
         identity: identity.clone(),
+        source: ::http::HeaderValue::from_str(&identity.source())
+            .expect("validated names are valid header text"),
         app_addr: config.args.app_addr,
         stop: tunnel_stop.subscribe(),
         policy_deadline: tokio::time::Instant::now()

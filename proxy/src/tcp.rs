@@ -92,9 +92,12 @@ pub async fn connect(
     );
     let policy = shared.current_policy().await;
     if let Decision::Deny { reason } = evaluate_outbound(&policy, &authority, record.resolved) {
-        let workload = shared.identity.source();
-        let response =
-            denied_response(reason, ("destination", &authority), &workload, &policy.mode);
+        let response = denied_response(
+            reason,
+            ("destination", &authority),
+            shared.workload(),
+            &policy.mode,
+        );
         return shared.respond(Pending::new(record), response, DecisionLabel::deny, 403);
     }
     let addr = match resolved {

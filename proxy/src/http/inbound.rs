@@ -7,8 +7,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use super::body::ProxyBody;
-use super::outbound::error_chain;
-use super::{DecisionLabel, Pending, Shared, denied_response, unavailable_response};
+use super::{DecisionLabel, Pending, Shared, denied_response};
 use crate::model::{Direction, Protocol, Record, SOURCE_HEADER, parse_source};
 use crate::policy::{Decision, INTERNET, evaluate_inbound};
 use crate::template::template;
@@ -42,21 +41,9 @@ pub async fn serve(
     });
     let policy = shared.current_policy().await;
     if let Decision::Deny { reason } = evaluate_inbound(&policy, source.as_deref()) {
-        let workload = shared.identity.source();
         let caller = source.as_deref().unwrap_or(INTERNET);
-        let response = denied_response(reason, ("source", caller), &workload, &policy.mode);
+        let response = denied_response(reason, ("source", caller), shared.workload(), &policy.mode);
         return Ok(shared.respond(pending, response, DecisionLabel::deny, 403));
     }
-    let host = app.to_string();
-    match shared.send(req, app, &host, &pending).await {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            Ok(shared.respond(pending, response, DecisionLabel::allow, status))
-        }
-        Err(e) => {
-            tracing::debug!(%app, error = %e, "application request failed");
-            let response = unavailable_response(&host, &error_chain(&e));
-            Ok(shared.respond(pending, response, DecisionLabel::error, 0))
-        }
-    }
+    Ok(shared.forward(req, app, &app.to_string(), pending).await)
 }

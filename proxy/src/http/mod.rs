@@ -189,6 +189,9 @@ pub struct Shared {
     pub resolver: Resolver,
     /// Our identity.
     pub identity: Identity,
+    /// `namespace/workload`, built once: the `vigil-source` header value on
+    /// every outbound request and the `workload` of 403 bodies.
+    pub source: HeaderValue,
     /// The local workload's address (inbound target).
     pub app_addr: SocketAddr,
     /// Turns true when open tunnels must close (after the drain period).
@@ -260,6 +263,33 @@ impl Shared {
             telemetry: self.telemetry.clone(),
         };
         response.map(|b| finishing(b, finish))
+    }
+
+    /// `namespace/workload` as text.
+    pub fn workload(&self) -> &str {
+        self.source.to_str().unwrap_or_default()
+    }
+
+    /// Sends `req` to `addr` (see [`Shared::send`]) and answers with the
+    /// upstream's response, or a 502 naming `destination` when it fails.
+    pub async fn forward(
+        &self,
+        req: Request<Incoming>,
+        addr: SocketAddr,
+        destination: &str,
+        pending: Pending,
+    ) -> Response<ProxyBody> {
+        match self.send(req, addr, destination, &pending).await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                self.respond(pending, response, DecisionLabel::allow, status)
+            }
+            Err(e) => {
+                tracing::debug!(%destination, %addr, error = %e, "upstream request failed");
+                let response = unavailable_response(destination, &outbound::error_chain(&e));
+                self.respond(pending, response, DecisionLabel::error, 0)
+            }
+        }
     }
 
     /// Counts a request that produced no record (e.g. not a proxy request).

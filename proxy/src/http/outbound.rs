@@ -186,9 +186,12 @@ pub async fn serve(
     if let Decision::Deny { reason } =
         evaluate_outbound(&policy, &authority, pending.record.resolved)
     {
-        let workload = shared.identity.source();
-        let response =
-            denied_response(reason, ("destination", &authority), &workload, &policy.mode);
+        let response = denied_response(
+            reason,
+            ("destination", &authority),
+            shared.workload(),
+            &policy.mode,
+        );
         return Ok(shared.respond(pending, response, DecisionLabel::deny, 403));
     }
     let addr = match resolved {
@@ -199,25 +202,9 @@ pub async fn serve(
         }
     };
     let mut req = req;
-    req.headers_mut().remove(SOURCE_HEADER);
-    if let Ok(value) = http::HeaderValue::from_str(&shared.identity.source()) {
-        req.headers_mut().insert(SOURCE_HEADER, value);
-    }
-    let host_header = req
-        .uri()
-        .authority()
-        .map_or(authority.clone(), |a| a.to_string());
-    match shared.send(req, addr, &host_header, &pending).await {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            Ok(shared.respond(pending, response, DecisionLabel::allow, status))
-        }
-        Err(e) => {
-            tracing::debug!(%authority, %addr, error = %e, "upstream request failed");
-            let response = unavailable_response(&authority, &error_chain(&e));
-            Ok(shared.respond(pending, response, DecisionLabel::error, 0))
-        }
-    }
+    req.headers_mut()
+        .insert(SOURCE_HEADER, shared.source.clone());
+    Ok(shared.forward(req, addr, &authority, pending).await)
 }
 
 /// An error and its sources, joined with `: `.
