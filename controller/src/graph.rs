@@ -157,23 +157,16 @@ impl Graph {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Direction, WorkloadId};
+    use crate::model::{WorkloadId, outbound};
 
     fn obs(authority: &str, path: &str, status: u16, count: u64) -> Observation {
         Observation {
-            direction: Direction::Outbound,
-            protocol: "http1",
-            source: None,
-            authority: authority.into(),
-            resolved_addr: None,
-            method: "GET".into(),
             path: path.into(),
             status,
-            count,
-            denied: 0,
             bytes_in: 10,
             bytes_out: 100,
             latency_sum_us: 500,
+            ..outbound(authority, None, count)
         }
     }
 

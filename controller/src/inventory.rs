@@ -147,25 +147,7 @@ impl Inventory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Direction;
-
-    fn obs(authority: &str, addr: Option<&str>) -> Observation {
-        Observation {
-            direction: Direction::Outbound,
-            protocol: "http1",
-            source: None,
-            authority: authority.into(),
-            resolved_addr: addr.map(|a| a.parse().unwrap()),
-            method: "GET".into(),
-            path: "/".into(),
-            status: 200,
-            count: 1,
-            denied: 0,
-            bytes_in: 0,
-            bytes_out: 0,
-            latency_sum_us: 0,
-        }
-    }
+    use crate::model::outbound;
 
     #[test]
     fn destinations_resolve_by_address_then_by_name() {
@@ -175,20 +157,20 @@ mod tests {
         inv.register(&db, &["10.0.0.7:5432".parse().unwrap()], "0.1.0", 1);
         let wl = |id: &WorkloadId| NodeId::Workload(id.clone());
         let table = [
-            (obs("anything:1", Some("10.0.0.7:5432")), wl(&db)),
-            (obs("db:5432", None), wl(&db)),
-            (obs("db.shop:5432", None), wl(&db)),
-            (obs("db.shop.svc.cluster.local:5432", None), wl(&db)),
+            (outbound("anything:1", Some("10.0.0.7:5432"), 1), wl(&db)),
+            (outbound("db:5432", None, 1), wl(&db)),
+            (outbound("db.shop:5432", None, 1), wl(&db)),
+            (outbound("db.shop.svc.cluster.local:5432", None, 1), wl(&db)),
             (
-                obs("db.other:5432", None),
+                outbound("db.other:5432", None, 1),
                 NodeId::External("db.other:5432".into()),
             ),
             (
-                obs("db.shop.evil.com:443", None),
+                outbound("db.shop.evil.com:443", None, 1),
                 NodeId::External("db.shop.evil.com:443".into()),
             ),
             (
-                obs("pypi.org:443", Some("1.2.3.4:443")),
+                outbound("pypi.org:443", Some("1.2.3.4:443"), 1),
                 NodeId::External("pypi.org:443".into()),
             ),
         ];

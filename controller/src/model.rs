@@ -267,6 +267,27 @@ pub struct Batch {
     pub dropped: u64,
 }
 
+/// Test fixture: `count` outbound `GET /` requests to `authority`
+/// (resolved to `addr` when given), answered 200.
+#[cfg(test)]
+pub(crate) fn outbound(authority: &str, addr: Option<&str>, count: u64) -> Observation {
+    Observation {
+        direction: Direction::Outbound,
+        protocol: "http1",
+        source: None,
+        authority: authority.into(),
+        resolved_addr: addr.map(|a| a.parse().expect("ip:port")),
+        method: "GET".into(),
+        path: "/".into(),
+        status: 200,
+        count,
+        denied: 0,
+        bytes_in: 1,
+        bytes_out: 2,
+        latency_sum_us: 100,
+    }
+}
+
 /// What kind of deviation an alert reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

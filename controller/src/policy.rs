@@ -131,7 +131,7 @@ impl Policies {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Direction, Observation};
+    use crate::model::outbound;
 
     const ENFORCE: Mode = Mode::Enforcement { alert_only: false };
 
@@ -144,21 +144,7 @@ mod tests {
         let mut b = Baseline::default();
         let mut g = Graph::default();
         let to_db = (wl(&web), wl(&db));
-        let obs = Observation {
-            direction: Direction::Outbound,
-            protocol: "http1",
-            source: None,
-            authority: "db:5432".into(),
-            resolved_addr: None,
-            method: "GET".into(),
-            path: "/".into(),
-            status: 200,
-            count: 1,
-            denied: 0,
-            bytes_in: 0,
-            bytes_out: 0,
-            latency_sum_us: 0,
-        };
+        let obs = outbound("db:5432", None, 1);
         g.record(&to_db, &obs, 1);
         b.learn_edge(&to_db);
         b.learn_edge(&(wl(&web), NodeId::External("pypi.org:443".into())));

@@ -1,28 +1,10 @@
 use super::*;
-use crate::model::Action;
+use crate::model::{Action, outbound};
 
 const ENFORCE: Mode = Mode::Enforcement { alert_only: false };
 
 fn id(name: &str) -> WorkloadId {
     WorkloadId::new("default", name).unwrap()
-}
-
-fn outbound(authority: &str, addr: Option<&str>, count: u64) -> Observation {
-    Observation {
-        direction: Direction::Outbound,
-        protocol: "http1",
-        source: None,
-        authority: authority.into(),
-        resolved_addr: addr.map(|a| a.parse().unwrap()),
-        method: "GET".into(),
-        path: "/".into(),
-        status: 200,
-        count,
-        denied: 0,
-        bytes_in: 1,
-        bytes_out: 2,
-        latency_sum_us: 100,
-    }
 }
 
 /// Reports `observations` as one batch with no instance (never deduplicated).
