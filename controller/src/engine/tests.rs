@@ -39,11 +39,6 @@ async fn stop(handle: Handle, thread: std::thread::JoinHandle<()>) {
         .unwrap();
 }
 
-/// The snapshot after every reply received so far (replies follow it).
-async fn settled(h: &Handle) -> Arc<Snapshot> {
-    h.snapshot()
-}
-
 #[tokio::test]
 async fn learning_then_enforcement_alerts_and_blocks_only_the_new() {
     let dir = tempfile::tempdir().unwrap();
@@ -100,7 +95,7 @@ async fn learning_then_enforcement_alerts_and_blocks_only_the_new() {
     assert!(miner_policy.borrow().enforce);
     assert!(miner_policy.borrow().allowed_authorities.is_empty());
 
-    let snap = settled(&h).await;
+    let snap = h.snapshot();
     let mut kinds: Vec<_> = snap
         .alerts
         .iter()
@@ -163,7 +158,7 @@ async fn mode_baseline_and_alerts_survive_a_restart() {
     report(&h, id("web"), vec![outbound("evil.example:80", None, 1)], 0)
         .await
         .unwrap();
-    let before = settled(&h).await;
+    let before = h.snapshot();
     stop(h, thread).await;
 
     let (h, thread) = start(dir.path());
@@ -193,7 +188,7 @@ async fn inbound_calls_from_the_internet_are_edges_and_meshed_ones_are_not_doubl
     report(&h, id("web"), vec![from_internet, from_peer], 0)
         .await
         .unwrap();
-    let snap = settled(&h).await;
+    let snap = h.snapshot();
     assert_eq!(snap.graph.edges.len(), 1);
     assert_eq!(snap.graph.edges[0].source, "internet");
     assert_eq!(snap.graph.edges[0].requests, 4);
@@ -206,11 +201,11 @@ async fn connected_sidecars_are_counted() {
     let (h, thread) = start(dir.path());
     h.register(id("web"), vec![], "t".into()).await.unwrap();
     h.register(id("db"), vec![], "t".into()).await.unwrap();
-    assert_eq!(settled(&h).await.counts.sidecars_connected, 2);
+    assert_eq!(h.snapshot().counts.sidecars_connected, 2);
     h.disconnect(id("db"));
     // A round trip orders the disconnect before the read.
     h.set_mode(None, Mode::Learning).await.unwrap();
-    assert_eq!(settled(&h).await.counts.sidecars_connected, 1);
+    assert_eq!(h.snapshot().counts.sidecars_connected, 1);
     stop(h, thread).await;
 }
 
@@ -222,7 +217,7 @@ async fn stratum_is_flagged_while_learning_and_never_learned() {
     miner.protocol = "stratum";
     miner.method = String::new();
     report(&h, id("web"), vec![miner.clone()], 0).await.unwrap();
-    let snap = settled(&h).await;
+    let snap = h.snapshot();
     assert_eq!(snap.alerts.len(), 1);
     assert_eq!(snap.alerts[0].kind, AlertKind::MiningProtocol);
     assert_eq!(snap.alerts[0].action, Action::Flagged);
@@ -232,7 +227,7 @@ async fn stratum_is_flagged_while_learning_and_never_learned() {
 
     h.set_mode(None, ENFORCE).await.unwrap();
     report(&h, id("web"), vec![miner], 0).await.unwrap();
-    let snap = settled(&h).await;
+    let snap = h.snapshot();
     let alert = snap
         .alerts
         .iter()
@@ -261,7 +256,7 @@ async fn a_batch_resent_after_a_lost_ack_is_applied_once_even_across_restarts() 
     let (h, thread) = start(dir.path());
     h.report(batch(1)).await.unwrap();
     h.report(batch(1)).await.unwrap();
-    assert_eq!(settled(&h).await.graph.edges[0].requests, 5);
+    assert_eq!(h.snapshot().graph.edges[0].requests, 5);
     stop(h, thread).await;
     let (h, thread) = start(dir.path());
     h.report(batch(1)).await.unwrap();
