@@ -167,7 +167,7 @@ fn alert_only_flags_without_blocking() {
 fn controller_restart_keeps_state_and_proxies_keep_enforcing() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let mut ctl = Controller::start(&data, tmp.path());
+    let mut ctl = Controller::start_restartable(&data, tmp.path());
     let (grpc, http) = (ctl.grpc, ctl.http);
     let pypi = Upstream::start("pypi");
     let pool = Upstream::start("pool");
@@ -307,7 +307,7 @@ fn vigilctl_reports_an_unreachable_controller() {
     let out = std::process::Command::new(common::bin("vigilctl"))
         .args([
             "--controller",
-            &format!("http://127.0.0.1:{}", common::free_port()),
+            &format!("http://{}", common::NOWHERE),
             "--token-file",
         ])
         .arg(&token)
@@ -396,7 +396,7 @@ fn stratum_is_detected_and_flagged_while_learning() {
 fn the_first_request_is_judged_by_policy() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let mut ctl = Controller::start(&data, tmp.path());
+    let mut ctl = Controller::start_restartable(&data, tmp.path());
     let (grpc, http) = (ctl.grpc, ctl.http);
     ctl.set_mode(&["enforcement"]);
     ctl.proc.kill();
@@ -433,7 +433,7 @@ fn the_first_request_is_judged_by_policy() {
     );
 
     let url = format!("http://pool.test:{}/", pool.addr.port());
-    let nowhere: std::net::SocketAddr = ([127, 0, 0, 1], common::free_port()).into();
+    let nowhere = common::NOWHERE;
     let closed = Proxy::start_with(
         "lonely",
         nowhere,

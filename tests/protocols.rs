@@ -23,7 +23,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vigil_proto::v1;
 
-use common::{Controller, Proxy, Upstream, curl, free_port, hosts_file, spawn_server, wait_for};
+use common::{Controller, Proxy, Upstream, curl, hosts_file, spawn_server, wait_for};
 
 /// How long one blocking socket read may wait before the test fails.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -651,7 +651,7 @@ fn start_slow_upstream(started: Arc<AtomicUsize>, delay: Duration) -> SocketAddr
 /// A loopback address where no controller listens: the proxy forwards
 /// under its allow-all start policy.
 fn unreachable_controller() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], free_port()))
+    common::NOWHERE
 }
 
 /// A blocking connection whose reads fail after [`READ_TIMEOUT`].

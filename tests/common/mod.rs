@@ -31,12 +31,43 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A free loopback port (bound then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+/// A loopback address where nothing listens: connections are refused.
+///
+/// Port 1 (tcpmux) is never served here, and unlike a port from `bind(0)`
+/// no other test's controller can come to own it mid-test.
+pub const NOWHERE: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);
+
+/// A free loopback port outside the kernel's ephemeral range, for a process
+/// that is killed and restarted on the same port.
+///
+/// A port from `bind(0)` comes from the ephemeral range, so once its owner
+/// dies any other test's `bind(0)`, or any outgoing connection's local port,
+/// may take it before the restart. Ports below the range are only ever taken
+/// by an explicit bind, so a random one is safe to reuse.
+pub fn restartable_port() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let base = 10_000u16.min(low / 2);
+    let span = u64::from(low - base);
+    let mut seed = u64::from(std::process::id())
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+    for _ in 0..1000 {
+        // xorshift: cheap and good enough to spread parallel tests apart.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let port = base + (seed % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range {low}")
 }
 
 /// Polls `check` until it returns Some or the deadline passes.
@@ -172,6 +203,14 @@ impl Controller {
     pub fn start(data_dir: &Path, log_dir: &Path) -> Self {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         Self::start_on(data_dir, log_dir, any, any)
+    }
+
+    /// Starts a controller on ports that stay free for a restart with
+    /// [`Controller::start_on`] after it is killed.
+    pub fn start_restartable(data_dir: &Path, log_dir: &Path) -> Self {
+        let grpc = SocketAddr::from(([127, 0, 0, 1], restartable_port()));
+        let http = SocketAddr::from(([127, 0, 0, 1], restartable_port()));
+        Self::start_on(data_dir, log_dir, grpc, http)
     }
 
     /// Starts a controller on the given addresses.
