@@ -2,8 +2,8 @@
 //! `vigil-proxy init` writes the iptables rules, the sidecar runs under its
 //! own uid, and plain clients (curl without `-x`) are redirected through it.
 //!
-//! These tests need root, `ip` (iproute2), `iptables` + `iptables-save`,
-//! `setpriv` and curl. Without them each test prints why it is skipped and
+//! These tests need root, `ip` (iproute2), `iptables` + `iptables-save`
+//! (and `ip6tables-save` on a kernel with IPv6), `setpriv` and curl. Without them each test prints why it is skipped and
 //! passes; CI runs them as root. Every namespace gets a unique name and is
 //! deleted on drop; every iptables command in a namespace uses the same
 //! binary ([`IPTABLES`]), so one firewall backend per namespace.
@@ -14,6 +14,8 @@
 //!  vigil-controller  veth   vigil-proxy (uid 2102), app   veth     pypi :8000
 //!  gRPC 10.77.a.b+1 ------- 10.77.a.b+2   10.66.0.1 ------------- 10.66.0.2
 //!  API 127.0.0.1            iptables: vigil-proxy init             pool :8001
+//!                                         fd66::1 --------------- fd66::2
+//!                           ip6tables (with IPv6)                  pypi6, pool6
 //! ```
 
 mod common;
@@ -30,6 +32,8 @@ use common::{Controller, Proc, bin, serve_forever, spawn_proc, wait_for};
 const IPTABLES: &str = "iptables";
 /// The matching dump tool.
 const IPTABLES_SAVE: &str = "iptables-save";
+/// Its IPv6 twin (`vigil-proxy init` derives `ip6tables` from [`IPTABLES`]).
+const IP6TABLES_SAVE: &str = "ip6tables-save";
 /// The sidecar's uid (and gid), as `vigil-proxy init --proxy-uid`.
 const PROXY_UID: &str = "2102";
 /// Env var that turns [`helper_http_server`] into a server: `name@ip:port`.
@@ -115,6 +119,25 @@ fn init_is_idempotent_and_removes_only_its_own_rules() {
             "missing {want:?} in {once:#?}"
         );
     }
+    if ipv6() {
+        let v6 = once
+            .iter()
+            .skip_while(|l| !l.contains(IP6TABLES_SAVE))
+            .collect::<Vec<_>>();
+        for want in [
+            "-A OUTPUT -p tcp -j VIGIL_OUTBOUND",
+            "-A VIGIL_OUTBOUND -d ::1/128 -j RETURN",
+            "-A VIGIL_OUTBOUND -p tcp -j REDIRECT --to-ports 4140",
+            "-A VIGIL_INBOUND -p tcp -j REDIRECT --to-ports 4143",
+        ] {
+            assert!(
+                v6.iter().any(|l| *l == want),
+                "IPv6: missing {want:?} in {v6:#?}"
+            );
+        }
+    } else {
+        eprintln!("no IPv6 in this kernel: only the IPv4 rules are checked");
+    }
     init(&[]);
     assert_eq!(ns.nat_rules(), once, "a second run changes nothing");
 
@@ -167,12 +190,26 @@ fn transparent_redirect_is_observed_and_enforced() {
     let _pool = helper(srv, "pool", "10.66.0.2:8001", tmp.path());
     let _app = helper(pod, "web", "127.0.0.1:8080", tmp.path());
     let _metrics = helper(pod, "web-metrics", "127.0.0.1:9090", tmp.path());
-    for (ns, url) in [
+    let mut ready = vec![
         (srv, "http://10.66.0.2:8000/"),
         (srv, "http://10.66.0.2:8001/"),
         (pod, "http://127.0.0.1:8080/"),
         (pod, "http://127.0.0.1:9090/"),
-    ] {
+    ];
+    // The same servers on IPv6, a way around a sidecar that only sees IPv4.
+    let v6 = ipv6();
+    let _v6_servers = v6.then(|| {
+        ready.push((srv, "http://[fd66::2]:8000/"));
+        ready.push((srv, "http://[fd66::2]:8001/"));
+        [
+            helper(srv, "pypi6", "[fd66::2]:8000", tmp.path()),
+            helper(srv, "pool6", "[fd66::2]:8001", tmp.path()),
+        ]
+    });
+    if !v6 {
+        eprintln!("no IPv6 in this kernel: only IPv4 traffic is checked");
+    }
+    for (ns, url) in ready {
         wait_for(&format!("{url} in {}", ns.name), || {
             (ns.curl(&[url]).0 == 200).then_some(())
         });
@@ -218,6 +255,21 @@ fn transparent_redirect_is_observed_and_enforced() {
     assert_eq!((status, body.as_str()), (200, "pypi GET /e"));
     ctl.wait_edge("workload:default/web", "external:10.66.0.2:8000", 3);
 
+    // IPv6: redirected by the ip6tables rules to the IPv6 listeners.
+    if v6 {
+        let (status, body) = pod.curl(&["http://[fd66::2]:8000/v6"]);
+        assert_eq!((status, body.as_str()), (200, "pypi6 GET /v6"));
+        let edge = ctl.wait_edge("workload:default/web", "external:[fd66::2]:8000", 1);
+        assert_eq!(edge["in_baseline"], true, "{edge}");
+        let (status, body) = srv.curl(&["http://[fd66::1]:8080/hi6"]);
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "web GET /hi6"),
+            "inbound IPv6"
+        );
+        ctl.wait_edge("internet", "workload:default/web", 1);
+    }
+
     // Inbound: the pod's IP on the app port, redirected to the inbound
     // listener (the app itself only listens on loopback).
     let (status, body) = srv.curl(&["http://10.66.0.1:8080/hi"]);
@@ -250,6 +302,12 @@ fn transparent_redirect_is_observed_and_enforced() {
     );
     let alert = ctl.wait_alert("unknown_egress", "web", Some("10.66.0.2:8001"));
     assert_eq!(alert["action"], "blocked");
+    if v6 {
+        assert_eq!(pod.curl(&["http://[fd66::2]:8000/v6"]).0, 200, "learned");
+        let (status, body) = pod.curl(&["http://[fd66::2]:8001/"]);
+        assert_eq!(status, 403, "no way around over IPv6: {body}");
+        ctl.wait_alert("unknown_egress", "web", Some("[fd66::2]:8001"));
+    }
     assert_eq!(
         srv.curl(&["http://10.66.0.1:8080/hi"]).0,
         200,
@@ -264,6 +322,7 @@ fn able(test: &str) -> bool {
     } else {
         ["ip", IPTABLES, IPTABLES_SAVE, "setpriv", "curl"]
             .into_iter()
+            .chain(ipv6().then_some(IP6TABLES_SAVE))
             .find(|tool| !on_path(tool))
             .map(|tool| format!("`{tool}` is not installed"))
     };
@@ -277,6 +336,12 @@ fn able(test: &str) -> bool {
             false
         }
     }
+}
+
+/// Whether the kernel speaks IPv6 (then init writes ip6tables rules too,
+/// and the end-to-end test checks IPv6 traffic).
+fn ipv6() -> bool {
+    Path::new("/proc/net/if_inet6").exists()
 }
 
 fn is_root() -> bool {
@@ -337,15 +402,26 @@ impl Netns {
         check(self.cmd(program).args(args))
     }
 
-    /// The nat table as `iptables-save` prints it, without comments and
-    /// packet counters.
+    /// The nat tables as `iptables-save` then (with IPv6) `ip6tables-save`
+    /// print them, without comments and packet counters.
     fn nat_rules(&self) -> Vec<String> {
-        self.run(IPTABLES_SAVE, &["-t", "nat"])
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(|l| match l.split_once(" [") {
-                Some((chain, _)) if l.starts_with(':') => chain.to_owned(),
-                _ => l.to_owned(),
+        let mut saves = vec![IPTABLES_SAVE];
+        if ipv6() {
+            saves.push(IP6TABLES_SAVE);
+        }
+        saves
+            .into_iter()
+            .flat_map(|save| {
+                let text = self.run(save, &["-t", "nat"]);
+                let rules: Vec<String> = text
+                    .lines()
+                    .filter(|l| !l.starts_with('#'))
+                    .map(|l| match l.split_once(" [") {
+                        Some((chain, _)) if l.starts_with(':') => chain.to_owned(),
+                        _ => l.to_owned(),
+                    })
+                    .collect();
+                std::iter::once(format!("# {save}")).chain(rules)
             })
             .collect()
     }
@@ -374,7 +450,8 @@ impl Drop for Netns {
 }
 
 /// The pod and server namespaces joined by a veth pair (10.66.0.1/30 <->
-/// 10.66.0.2/30), and a veth pair from the root namespace into the pod
+/// 10.66.0.2/30, and fd66::1/64 <-> fd66::2/64 when the kernel speaks
+/// IPv6), and a veth pair from the root namespace into the pod
 /// (for the controller), on a /30 of 10.77.0.0/16 chosen by the pid.
 struct Network {
     root_link: String,
@@ -402,8 +479,15 @@ impl Network {
                 &server.name,
             ],
         );
-        for (ns, ip) in [(&pod, "10.66.0.1/30"), (&server, "10.66.0.2/30")] {
+        for (ns, ip, ip6) in [
+            (&pod, "10.66.0.1/30", "fd66::1/64"),
+            (&server, "10.66.0.2/30", "fd66::2/64"),
+        ] {
             ns.run("ip", &["addr", "add", ip, "dev", "eth0"]);
+            if ipv6() {
+                // nodad: usable at once, not after duplicate detection.
+                ns.run("ip", &["-6", "addr", "add", ip6, "dev", "eth0", "nodad"]);
+            }
             ns.run("ip", &["link", "set", "eth0", "up"]);
         }
         // Unique per process and test in the root namespace: its name and

@@ -54,6 +54,10 @@ pub struct Running {
     pub outbound_addr: SocketAddr,
     /// Bound inbound listener address.
     pub inbound_addr: SocketAddr,
+    /// Bound IPv6 outbound listener address, if any.
+    pub outbound_addr6: Option<SocketAddr>,
+    /// Bound IPv6 inbound listener address, if any.
+    pub inbound_addr6: Option<SocketAddr>,
     /// Bound admin listener address.
     pub admin_addr: SocketAddr,
     policy: PolicyRx,
@@ -88,6 +92,16 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
     let (outbound, outbound_addr) = listener::bind("outbound", config.args.outbound_addr).await?;
     let (inbound, inbound_addr) = listener::bind("inbound", config.args.inbound_addr).await?;
     let (admin, admin_addr) = listener::bind("admin", config.args.admin_addr).await?;
+    let outbound6 = match config.args.outbound_addr6.0 {
+        Some(addr) => listener::bind_v6_only("outbound6", addr).await?,
+        None => None,
+    };
+    let inbound6 = match config.args.inbound_addr6.0 {
+        Some(addr) => listener::bind_v6_only("inbound6", addr).await?,
+        None => None,
+    };
+    let outbound_addr6 = outbound6.as_ref().map(|(_, addr)| *addr);
+    let inbound_addr6 = inbound6.as_ref().map(|(_, addr)| *addr);
 
     let mut registry = Registry::default();
     let (telemetry, records) = telemetry::channel(&mut registry);
@@ -136,38 +150,35 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
     // Data path.
     let limits = &config.args.limits;
     let builder = Arc::new(listener::http_builder(limits));
-    let (out_shared, out_builder) = (shared.clone(), builder.clone());
-    let outbound_task = listener::spawn(
-        "outbound",
-        outbound,
-        limits.max_connections,
-        move |accepted| {
-            connection::outbound(
-                out_shared.clone(),
-                out_builder.clone(),
-                outbound_addr,
-                accepted,
-            )
-        },
-        data_shutdown.subscribe(),
-        limits.drain_timeout(),
-    );
-    let (in_shared, in_builder) = (shared.clone(), builder);
-    let inbound_task = listener::spawn(
-        "inbound",
-        inbound,
-        limits.max_connections,
-        move |accepted| {
-            connection::inbound(
-                in_shared.clone(),
-                in_builder.clone(),
-                inbound_addr,
-                accepted,
-            )
-        },
-        data_shutdown.subscribe(),
-        limits.drain_timeout(),
-    );
+    let spawn_outbound = |listener, addr| {
+        let (shared, builder) = (shared.clone(), builder.clone());
+        listener::spawn(
+            "outbound",
+            listener,
+            limits.max_connections,
+            move |accepted| connection::outbound(shared.clone(), builder.clone(), addr, accepted),
+            data_shutdown.subscribe(),
+            limits.drain_timeout(),
+        )
+    };
+    let spawn_inbound = |listener, addr| {
+        let (shared, builder) = (shared.clone(), builder.clone());
+        listener::spawn(
+            "inbound",
+            listener,
+            limits.max_connections,
+            move |accepted| connection::inbound(shared.clone(), builder.clone(), addr, accepted),
+            data_shutdown.subscribe(),
+            limits.drain_timeout(),
+        )
+    };
+    // Each listener has its own connection cap: the IPv6 twins add to it.
+    let mut data_listeners = vec![
+        spawn_outbound(outbound, outbound_addr),
+        spawn_inbound(inbound, inbound_addr),
+    ];
+    data_listeners.extend(outbound6.map(|(l, addr)| spawn_outbound(l, addr)));
+    data_listeners.extend(inbound6.map(|(l, addr)| spawn_inbound(l, addr)));
 
     // Telemetry, control and admin run on their own small runtime: entering
     // it makes `tokio::spawn` and socket registration below use it.
@@ -230,18 +241,29 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
     );
     drop(entered);
     state.ready.store(true, Ordering::Relaxed);
-    tracing::info!(%outbound_addr, %inbound_addr, %admin_addr, identity = %identity.source(), "vigil-proxy started");
+    let off = |addr: Option<SocketAddr>| addr.map_or_else(|| "off".to_string(), |a| a.to_string());
+    tracing::info!(
+        %outbound_addr,
+        %inbound_addr,
+        %admin_addr,
+        outbound_addr6 = %off(outbound_addr6),
+        inbound_addr6 = %off(inbound_addr6),
+        identity = %identity.source(),
+        "vigil-proxy started"
+    );
 
     Ok(Running {
         outbound_addr,
         inbound_addr,
+        outbound_addr6,
+        inbound_addr6,
         admin_addr,
         policy,
         data_shutdown,
         tunnel_stop,
         flush,
         admin_shutdown,
-        data_listeners: vec![outbound_task, inbound_task],
+        data_listeners,
         admin_listener,
         aggregator,
         reporter,

@@ -18,6 +18,10 @@ use crate::resolve::{ResolveError, parse_hosts};
 pub const ENV_OUTBOUND_ADDR: &str = "VIGIL_OUTBOUND_ADDR";
 /// Env var for `--inbound-addr`.
 pub const ENV_INBOUND_ADDR: &str = "VIGIL_INBOUND_ADDR";
+/// Env var for `--outbound-addr6`.
+pub const ENV_OUTBOUND_ADDR6: &str = "VIGIL_OUTBOUND_ADDR6";
+/// Env var for `--inbound-addr6`.
+pub const ENV_INBOUND_ADDR6: &str = "VIGIL_INBOUND_ADDR6";
 /// Env var for `--app-addr`.
 pub const ENV_APP_ADDR: &str = "VIGIL_APP_ADDR";
 /// Env var for `--admin-addr`.
@@ -55,6 +59,21 @@ pub const ENV_DETECT_TIMEOUT_MS: &str = "VIGIL_DETECT_TIMEOUT_MS";
 /// Env var of `--drain-timeout-ms`.
 pub const ENV_DRAIN_TIMEOUT_MS: &str = "VIGIL_DRAIN_TIMEOUT_MS";
 
+/// A listener address, or `off` for no listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+impl std::str::FromStr for OptionalAddr {
+    type Err = std::net::AddrParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "" | "off" => Ok(OptionalAddr(None)),
+            addr => addr.parse().map(|a| OptionalAddr(Some(a))),
+        }
+    }
+}
+
 /// vigil-proxy: the Vigil sidecar. Every flag can also be set by its env var.
 #[derive(Clone, Debug, Parser, Serialize)]
 #[command(
@@ -69,6 +88,14 @@ pub struct Args {
     /// Listener for peers calling the workload.
     #[arg(long, env = ENV_INBOUND_ADDR, default_value = "0.0.0.0:4143")]
     pub inbound_addr: SocketAddr,
+    /// IPv6 twin of --outbound-addr, where ip6tables redirects the
+    /// workload's IPv6 traffic (`off` for none; skipped without IPv6).
+    #[arg(long, env = ENV_OUTBOUND_ADDR6, default_value = "[::1]:4140")]
+    pub outbound_addr6: OptionalAddr,
+    /// IPv6 twin of --inbound-addr, IPv6 only (`off` for none; skipped
+    /// without IPv6).
+    #[arg(long, env = ENV_INBOUND_ADDR6, default_value = "[::]:4143")]
+    pub inbound_addr6: OptionalAddr,
     /// The local workload's address.
     #[arg(long, env = ENV_APP_ADDR, default_value = "127.0.0.1:8080")]
     pub app_addr: SocketAddr,
@@ -201,6 +228,14 @@ pub enum ConfigError {
         /// The parser's message.
         detail: String,
     },
+    /// An IPv6 listener flag holds an IPv4 address.
+    #[error("--{flag} {addr} is not an IPv6 address: use e.g. [::1]:4140, or off")]
+    NotIpv6 {
+        /// The flag.
+        flag: &'static str,
+        /// Its value.
+        addr: SocketAddr,
+    },
     /// `--report-interval-ms` is zero.
     #[error("--report-interval-ms must be at least 1")]
     ZeroInterval,
@@ -261,6 +296,14 @@ impl Config {
                 detail: e.to_string(),
             });
         }
+        for (flag, addr) in [
+            ("outbound-addr6", args.outbound_addr6),
+            ("inbound-addr6", args.inbound_addr6),
+        ] {
+            if let Some(addr) = addr.0.filter(SocketAddr::is_ipv4) {
+                return Err(ConfigError::NotIpv6 { flag, addr });
+            }
+        }
         if args.report_interval_ms == 0 {
             return Err(ConfigError::ZeroInterval);
         }
@@ -316,6 +359,14 @@ mod tests {
         let c = parse(&["--workload", "web"]).unwrap();
         assert_eq!(c.args.namespace, "default");
         assert_eq!(c.args.outbound_addr.to_string(), "127.0.0.1:4140");
+        assert_eq!(
+            c.args.outbound_addr6.0,
+            Some("[::1]:4140".parse().unwrap()),
+            "the IPv6 twins are on by default"
+        );
+        assert_eq!(c.args.inbound_addr6.0, Some("[::]:4143".parse().unwrap()));
+        let off = parse(&["--workload", "w", "--outbound-addr6", "off"]).unwrap();
+        assert_eq!(off.args.outbound_addr6.0, None);
         let bound: SocketAddr = "0.0.0.0:4143".parse().unwrap();
         assert_eq!(
             c.advertise_addrs(bound),
@@ -347,6 +398,14 @@ mod tests {
                 "--hosts-file",
             ),
             (vec!["--workload", "w", "--app-addr", "x"], "--app-addr"),
+            (
+                vec!["--workload", "w", "--inbound-addr6", "0.0.0.0:4143"],
+                "--inbound-addr6 0.0.0.0:4143 is not an IPv6 address",
+            ),
+            (
+                vec!["--workload", "w", "--outbound-addr6", "nope"],
+                "--outbound-addr6",
+            ),
             (vec!["--workload", "w", "--log", "a=b=c"], "--log"),
             (
                 vec!["--workload", "w", "--max-connections", "0"],

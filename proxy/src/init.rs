@@ -10,21 +10,32 @@
 //! idempotent (flush and refill its chains, add a jump only when `-C` says
 //! it is absent) and `--remove` deletes exactly those.
 //!
+//! Both IP families: the same chains are written with `ip6tables` whenever
+//! the kernel speaks IPv6 (`--ipv6 auto`), because a pod whose IPv6 TCP is
+//! not redirected has a way around the sidecar. If that cannot be done,
+//! init fails rather than leave the hole open; `--ipv6 off` opts out.
+//!
 //! Base tier: depends on nothing else in this crate.
 
-use std::fmt;
-use std::net::Ipv4Addr;
-use std::process::{Command, Output};
-use std::str::FromStr;
+mod values;
 
-use clap::Parser;
+use std::fmt;
+use std::process::{Command, Output};
+
+use clap::{Parser, ValueEnum};
+
+pub use values::{CidrList, IpCidr, PortList, PortRange};
 
 /// The chain that `PREROUTING` jumps to for TCP arriving at the pod.
 pub const INBOUND_CHAIN: &str = "VIGIL_INBOUND";
 /// The chain that `OUTPUT` jumps to for TCP leaving the pod.
 pub const OUTBOUND_CHAIN: &str = "VIGIL_OUTBOUND";
-/// Destinations never redirected outbound: the pod talking to itself.
+/// IPv4 destinations never redirected outbound: the pod talking to itself.
 pub const LOOPBACK_CIDR: &str = "127.0.0.0/8";
+/// The IPv6 counterpart of [`LOOPBACK_CIDR`].
+pub const LOOPBACK_CIDR6: &str = "::1/128";
+/// Exists when the kernel (in this network namespace) speaks IPv6.
+const IF_INET6: &str = "/proc/net/if_inet6";
 
 /// Env var for `--inbound-port`.
 pub const ENV_INIT_INBOUND_PORT: &str = "VIGIL_INIT_INBOUND_PORT";
@@ -40,6 +51,10 @@ pub const ENV_INIT_SKIP_OUTBOUND_PORTS: &str = "VIGIL_INIT_SKIP_OUTBOUND_PORTS";
 pub const ENV_INIT_SKIP_OUTBOUND_CIDRS: &str = "VIGIL_INIT_SKIP_OUTBOUND_CIDRS";
 /// Env var for `--iptables`.
 pub const ENV_INIT_IPTABLES: &str = "VIGIL_INIT_IPTABLES";
+/// Env var for `--ipv6` (`auto`, `on` or `off`).
+pub const ENV_INIT_IPV6: &str = "VIGIL_INIT_IPV6";
+/// Env var for `--ip6tables`.
+pub const ENV_INIT_IP6TABLES: &str = "VIGIL_INIT_IP6TABLES";
 /// Env var for `--dry-run` (`true`/`false`).
 pub const ENV_INIT_DRY_RUN: &str = "VIGIL_INIT_DRY_RUN";
 /// Env var for `--remove` (`true`/`false`).
@@ -71,13 +86,22 @@ pub struct InitArgs {
     /// Outbound destination ports not redirected, e.g. `25,5432`.
     #[arg(long, env = ENV_INIT_SKIP_OUTBOUND_PORTS, default_value = "", value_name = "PORTS")]
     pub skip_outbound_ports: PortList,
-    /// Outbound destination IPv4 networks not redirected, e.g.
-    /// `10.96.0.0/12,169.254.169.254`.
+    /// Outbound destination networks not redirected, IPv4 or IPv6, e.g.
+    /// `10.96.0.0/12,169.254.169.254,fd00:10:96::/112`.
     #[arg(long, env = ENV_INIT_SKIP_OUTBOUND_CIDRS, default_value = "", value_name = "CIDRS")]
     pub skip_outbound_cidrs: CidrList,
     /// The iptables binary: `iptables`, `iptables-legacy` or `iptables-nft`.
     #[arg(long, env = ENV_INIT_IPTABLES, default_value = "iptables")]
     pub iptables: String,
+    /// Redirect IPv6 TCP too: `auto` does when the kernel speaks IPv6
+    /// (and fails if it cannot, rather than leave a way around the
+    /// sidecar), `on` always does, `off` never does.
+    #[arg(long, env = ENV_INIT_IPV6, value_enum, default_value_t = Ipv6Mode::Auto)]
+    pub ipv6: Ipv6Mode,
+    /// The ip6tables binary (default: `--iptables` with `iptables` in its
+    /// name changed to `ip6tables`, e.g. `ip6tables-legacy`).
+    #[arg(long, env = ENV_INIT_IP6TABLES)]
+    pub ip6tables: Option<String>,
     /// Print the commands (as a shell script) instead of running them.
     #[arg(long, env = ENV_INIT_DRY_RUN)]
     pub dry_run: bool,
@@ -86,18 +110,81 @@ pub struct InitArgs {
     pub remove: bool,
 }
 
+/// Whether `init` writes IPv6 rules too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Ipv6Mode {
+    /// When the kernel speaks IPv6.
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
+}
+
+/// One IP family's rules: the binary that writes them, and which family.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Family {
+    /// `iptables` or `ip6tables` (or a variant).
+    pub program: String,
+    /// Whether this is IPv6.
+    pub v6: bool,
+}
+
+impl InitArgs {
+    /// The ip6tables binary: `--ip6tables`, or `--iptables` renamed.
+    pub fn ip6tables(&self) -> String {
+        if let Some(program) = &self.ip6tables {
+            return program.clone();
+        }
+        let (dir, name) = match self.iptables.rsplit_once('/') {
+            Some((dir, name)) => (format!("{dir}/"), name),
+            None => (String::new(), self.iptables.as_str()),
+        };
+        match name.strip_prefix("iptables") {
+            Some(rest) => format!("{dir}ip6tables{rest}"),
+            None => format!("{dir}ip6tables"),
+        }
+    }
+
+    /// The families to write rules for, given whether the kernel speaks
+    /// IPv6: IPv4 always, then IPv6 unless `--ipv6` rules it out.
+    pub fn families(&self, kernel_ipv6: bool) -> Vec<Family> {
+        let mut out = vec![Family {
+            program: self.iptables.clone(),
+            v6: false,
+        }];
+        let v6 = match self.ipv6 {
+            Ipv6Mode::On => true,
+            Ipv6Mode::Off => false,
+            Ipv6Mode::Auto => kernel_ipv6,
+        };
+        if v6 {
+            out.push(Family {
+                program: self.ip6tables(),
+                v6: true,
+            });
+        }
+        out
+    }
+}
+
+/// Whether the kernel, in this network namespace, speaks IPv6.
+pub fn kernel_ipv6() -> bool {
+    std::path::Path::new(IF_INET6).exists()
+}
+
 /// Why init failed.
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
     /// A port list entry is not a port or a `first-last` range.
     #[error("{0:?} is not a port (1-65535) or a range such as 9000-9100")]
     BadPort(String),
-    /// A CIDR list entry is not an IPv4 address or network.
-    #[error("{0:?} is not an IPv4 address or network such as 10.96.0.0/12")]
+    /// A CIDR list entry is not an IP address or network.
+    #[error("{0:?} is not an IP address or network such as 10.96.0.0/12 or fd00::/8")]
     BadCidr(String),
     /// The iptables binary could not be started.
     #[error(
-        "cannot run `{command}`: {source} (is iptables installed? choose the binary with --iptables)"
+        "cannot run `{command}`: {source} (is iptables installed? choose the binaries with --iptables and --ip6tables; --ipv6 off skips IPv6)"
     )]
     Spawn {
         /// The command line.
@@ -115,107 +202,6 @@ pub enum InitError {
         /// What it printed on stderr.
         stderr: String,
     },
-}
-
-/// One port or an inclusive range of ports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PortRange {
-    /// First port.
-    pub first: u16,
-    /// Last port (equal to `first` for a single port).
-    pub last: u16,
-}
-
-impl FromStr for PortRange {
-    type Err = InitError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || InitError::BadPort(s.to_string());
-        let port = |p: &str| p.trim().parse::<u16>().ok().filter(|p| *p != 0);
-        let (first, last) = match s.split_once(['-', ':']) {
-            Some((a, b)) => (port(a).ok_or_else(bad)?, port(b).ok_or_else(bad)?),
-            None => {
-                let p = port(s).ok_or_else(bad)?;
-                (p, p)
-            }
-        };
-        if first > last {
-            return Err(bad());
-        }
-        Ok(PortRange { first, last })
-    }
-}
-
-impl fmt::Display for PortRange {
-    /// iptables `--dport` syntax: `80` or `9000:9100`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.first == self.last {
-            write!(f, "{}", self.first)
-        } else {
-            write!(f, "{}:{}", self.first, self.last)
-        }
-    }
-}
-
-/// A comma-separated list of ports and ranges (empty allowed).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PortList(pub Vec<PortRange>);
-
-impl FromStr for PortList {
-    type Err = InitError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        split_list(s)
-            .map(str::parse)
-            .collect::<Result<_, _>>()
-            .map(PortList)
-    }
-}
-
-/// An IPv4 network, `addr/prefix`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ipv4Cidr {
-    /// Network address (host bits as given).
-    pub addr: Ipv4Addr,
-    /// Prefix length, 0-32.
-    pub prefix: u8,
-}
-
-impl FromStr for Ipv4Cidr {
-    type Err = InitError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || InitError::BadCidr(s.to_string());
-        let (addr, prefix) = s.trim().split_once('/').unwrap_or((s.trim(), "32"));
-        let addr = addr.parse().map_err(|_| bad())?;
-        let prefix = prefix.parse().ok().filter(|p| *p <= 32).ok_or_else(bad)?;
-        Ok(Ipv4Cidr { addr, prefix })
-    }
-}
-
-impl fmt::Display for Ipv4Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-/// A comma-separated list of IPv4 networks (empty allowed).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CidrList(pub Vec<Ipv4Cidr>);
-
-impl FromStr for CidrList {
-    type Err = InitError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        split_list(s)
-            .map(str::parse)
-            .collect::<Result<_, _>>()
-            .map(CidrList)
-    }
-}
-
-fn split_list(s: &str) -> impl Iterator<Item = &str> {
-    s.split(',').map(str::trim).filter(|item| !item.is_empty())
 }
 
 /// When an [`IptablesCommand`] runs.
@@ -292,14 +278,15 @@ pub fn inbound_rules(args: &InitArgs) -> Vec<Vec<String>> {
     rules
 }
 
-/// The rules of `VIGIL_OUTBOUND`, as rule specs (after `-A VIGIL_OUTBOUND`):
-/// the sidecar's own traffic and loopback first, then the skips, then the
-/// redirect.
-pub fn outbound_rules(args: &InitArgs) -> Vec<Vec<String>> {
+/// The rules of `VIGIL_OUTBOUND` for one family, as rule specs (after
+/// `-A VIGIL_OUTBOUND`): the sidecar's own traffic and loopback first, then
+/// the skips (networks of this family only), then the redirect.
+pub fn outbound_rules(args: &InitArgs, v6: bool) -> Vec<Vec<String>> {
     let uid = args.proxy_uid.to_string();
+    let loopback = if v6 { LOOPBACK_CIDR6 } else { LOOPBACK_CIDR };
     let mut rules = vec![
         strings(&["-m", "owner", "--uid-owner", &uid, "-j", "RETURN"]),
-        strings(&["-d", LOOPBACK_CIDR, "-j", "RETURN"]),
+        strings(&["-d", loopback, "-j", "RETURN"]),
     ];
     for p in &args.skip_outbound_ports.0 {
         rules.push(strings(&[
@@ -311,7 +298,12 @@ pub fn outbound_rules(args: &InitArgs) -> Vec<Vec<String>> {
             "RETURN",
         ]));
     }
-    for cidr in &args.skip_outbound_cidrs.0 {
+    for cidr in args
+        .skip_outbound_cidrs
+        .0
+        .iter()
+        .filter(|c| c.addr.is_ipv6() == v6)
+    {
         rules.push(strings(&["-d", &cidr.to_string(), "-j", "RETURN"]));
     }
     let to = args.outbound_port.to_string();
@@ -323,20 +315,26 @@ fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
-/// The commands that install Vigil's rules: create the chains if absent,
-/// flush and refill them, then add each jump unless `-C` finds it. Running
-/// them twice yields the same ruleset.
-pub fn plan(args: &InitArgs) -> Vec<IptablesCommand> {
-    let program = args.iptables.clone();
+/// The commands that install Vigil's rules for each of `families`: create
+/// the chains if absent, flush and refill them, then add each jump unless
+/// `-C` finds it. Running them twice yields the same ruleset.
+pub fn plan(args: &InitArgs, families: &[Family]) -> Vec<IptablesCommand> {
+    families
+        .iter()
+        .flat_map(|family| plan_family(args, family))
+        .collect()
+}
+
+fn plan_family(args: &InitArgs, family: &Family) -> Vec<IptablesCommand> {
     let make = |a: Vec<String>, guard: Guard| IptablesCommand {
-        program: program.clone(),
+        program: family.program.clone(),
         args: a,
         guard,
     };
     let mut out = Vec::new();
     let chains = [
         (INBOUND_CHAIN, inbound_rules(args)),
-        (OUTBOUND_CHAIN, outbound_rules(args)),
+        (OUTBOUND_CHAIN, outbound_rules(args, family.v6)),
     ];
     for (chain, _) in &chains {
         out.push(make(
@@ -360,12 +358,16 @@ pub fn plan(args: &InitArgs) -> Vec<IptablesCommand> {
     out
 }
 
-/// The commands that remove Vigil's jumps and chains, each guarded so that
-/// removing twice (or when nothing was installed) succeeds. Every other rule
-/// is left alone.
-pub fn plan_remove(args: &InitArgs) -> Vec<IptablesCommand> {
+/// The commands that remove Vigil's jumps and chains for each of
+/// `families`, each guarded so that removing twice (or when nothing was
+/// installed) succeeds. Every other rule is left alone.
+pub fn plan_remove(families: &[Family]) -> Vec<IptablesCommand> {
+    families.iter().flat_map(plan_remove_family).collect()
+}
+
+fn plan_remove_family(family: &Family) -> Vec<IptablesCommand> {
     let make = |a: Vec<String>, guard: Guard| IptablesCommand {
-        program: args.iptables.clone(),
+        program: family.program.clone(),
         args: a,
         guard,
     };
@@ -425,10 +427,11 @@ pub fn apply_with(
 /// Runs `vigil-proxy init`: plans, then prints (`--dry-run`) or applies.
 /// What was done is written to `out`.
 pub fn run(args: &InitArgs, out: &mut impl std::io::Write) -> Result<(), InitError> {
+    let families = args.families(kernel_ipv6());
     let commands = if args.remove {
-        plan_remove(args)
+        plan_remove(&families)
     } else {
-        plan(args)
+        plan(args, &families)
     };
     if args.dry_run {
         for command in &commands {
@@ -438,10 +441,11 @@ pub fn run(args: &InitArgs, out: &mut impl std::io::Write) -> Result<(), InitErr
     }
     apply(&commands)?;
     let done = if args.remove { "removed" } else { "installed" };
+    let programs: Vec<&str> = families.iter().map(|f| f.program.as_str()).collect();
     let _ = writeln!(
         out,
         "vigil-proxy init: {done} {INBOUND_CHAIN} and {OUTBOUND_CHAIN} (nat table, {})",
-        args.iptables
+        programs.join(" and ")
     );
     Ok(())
 }

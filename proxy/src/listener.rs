@@ -50,6 +50,44 @@ pub async fn bind(
     Ok((listener, local))
 }
 
+/// Binds an IPv6 listener with `IPV6_V6ONLY` (so `[::]:P` and
+/// `0.0.0.0:P` can coexist), the twin of an IPv4 one. Returns `None`, with a
+/// warning, when this host has no IPv6: there is then nothing to listen
+/// for, and ip6tables cannot redirect to it either.
+pub async fn bind_v6_only(
+    name: &'static str,
+    addr: SocketAddr,
+) -> Result<Option<(TcpListener, SocketAddr)>, ListenerError> {
+    use nix::sys::socket::{setsockopt, sockopt::Ipv6V6Only};
+    let err = |source| ListenerError::Bind { name, addr, source };
+    let unavailable = |e: &std::io::Error| {
+        matches!(
+            e.raw_os_error().map(nix::errno::Errno::from_raw),
+            Some(nix::errno::Errno::EAFNOSUPPORT | nix::errno::Errno::EADDRNOTAVAIL)
+        )
+    };
+    let bound = (|| {
+        let socket = tokio::net::TcpSocket::new_v6()?;
+        if addr.is_ipv6() {
+            setsockopt(&socket, Ipv6V6Only, &true)?;
+        }
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(1024)
+    })();
+    match bound {
+        Ok(listener) => {
+            let local = listener.local_addr().map_err(err)?;
+            Ok(Some((listener, local)))
+        }
+        Err(e) if unavailable(&e) => {
+            tracing::warn!(listener = name, %addr, error = %e, "no IPv6 here: not listening on IPv6");
+            Ok(None)
+        }
+        Err(e) => Err(err(e)),
+    }
+}
+
 /// The destination a connection had before an iptables `REDIRECT`, or
 /// `None` when it was not redirected (it equals the listener's address).
 pub fn original_dst(stream: &TcpStream, listener_addr: SocketAddr) -> Option<SocketAddr> {

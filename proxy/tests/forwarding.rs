@@ -273,6 +273,10 @@ async fn forwards_enforces_and_reports() -> Result<()> {
         "127.0.0.1:0",
         "--admin-addr",
         "127.0.0.1:0",
+        "--outbound-addr6",
+        "[::1]:0",
+        "--inbound-addr6",
+        "[::]:0",
         "--app-addr",
         &app_s,
         "--controller",
@@ -355,6 +359,22 @@ async fn forwards_enforces_and_reports() -> Result<()> {
     let (line, _) = connect(outbound, &format!("blocked.test:{}", echo.port())).await?;
     assert!(line.contains(" 403"), "{line}");
 
+    // The IPv6 twins (where ip6tables redirects) serve and enforce alike.
+    match (running.outbound_addr6, running.inbound_addr6) {
+        (Some(out6), Some(in6)) => {
+            assert!(out6.is_ipv6() && in6.is_ipv6(), "{out6} {in6}");
+            let url = format!("http://allowed.test:{}/v6", app.port());
+            let (status, body) = get(out6, &url, &[]).await?;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(get(out6, &denied, &[]).await?.0, 403);
+            let in6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, in6.port()));
+            let (status, body) = get(in6, "/v6", &[("vigil-source", "default/client")]).await?;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(get(in6, "/v6", &[]).await?.0, 403);
+        }
+        other => eprintln!("SKIPPED the IPv6 listeners: this host has no IPv6 ({other:?})"),
+    }
+
     // Inbound: known caller allowed, header stripped; others denied.
     let (status, body) = get(inbound, "/hello/42", &[("vigil-source", "default/client")]).await?;
     assert_eq!(status, 200, "{body}");
@@ -388,7 +408,7 @@ async fn forwards_enforces_and_reports() -> Result<()> {
             .any(|o| o.source == "default/miner" && o.denied == 1 && o.status == 403);
         let denied = obs
             .iter()
-            .any(|o| o.authority.starts_with("denied.test:") && o.denied == 1 && o.status == 403);
+            .any(|o| o.authority.starts_with("denied.test:") && o.denied >= 1 && o.status == 403);
         let tunnel = obs.iter().any(|o| {
             o.method == "CONNECT"
                 && o.protocol == v1::Protocol::Tcp as i32

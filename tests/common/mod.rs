@@ -383,6 +383,10 @@ impl Proxy {
             any,
             "--admin-addr",
             any,
+            "--outbound-addr6",
+            "[::1]:0",
+            "--inbound-addr6",
+            "[::]:0",
         ]);
         cmd.arg("--app-addr").arg(app.to_string());
         cmd.arg("--hosts-file").arg(hosts);

@@ -104,7 +104,11 @@ pub fn classify(
                 }
                 Some(Err(_)) => Target::Reject(Reject::BadAuthority),
                 None => Target::Forward {
-                    host: dst.ip().to_string(),
+                    // `[ip]` for IPv6, so that `host:port` stays one name.
+                    host: match dst {
+                        SocketAddr::V4(v4) => v4.ip().to_string(),
+                        SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
+                    },
                     port: dst.port(),
                     resolved: Some(dst),
                 },
@@ -239,6 +243,7 @@ mod tests {
     #[test]
     fn classifies() {
         let dst: SocketAddr = "10.0.0.9:8080".parse().unwrap();
+        let dst6: SocketAddr = "[fd66::2]:8000".parse().unwrap();
         let fwd = |h: &str, p: u16, r: Option<SocketAddr>| Target::Forward {
             host: h.into(),
             port: p,
@@ -320,6 +325,20 @@ mod tests {
                 None,
                 Some(dst),
                 fwd("10.0.0.9", 8080, Some(dst)),
+            ),
+            (
+                Method::GET,
+                "/x",
+                None,
+                Some(dst6),
+                fwd("[fd66::2]", 8000, Some(dst6)),
+            ),
+            (
+                Method::GET,
+                "/x",
+                Some("[fd66::2]:8000"),
+                Some(dst6),
+                fwd("[fd66::2]", 8000, Some(dst6)),
             ),
             (
                 Method::GET,

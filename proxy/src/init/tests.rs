@@ -13,6 +13,11 @@ fn lines(commands: &[IptablesCommand]) -> Vec<String> {
     commands.iter().map(ToString::to_string).collect()
 }
 
+/// The IPv4 family alone, as on a kernel without IPv6.
+fn v4(args: &InitArgs) -> Vec<Family> {
+    args.families(false)
+}
+
 #[test]
 fn plans_the_default_rules() {
     let args = parse(&[]).unwrap();
@@ -29,7 +34,7 @@ fn plans_the_default_rules() {
         "iptables -w -t nat -C PREROUTING -p tcp -j VIGIL_INBOUND 2>/dev/null || iptables -w -t nat -A PREROUTING -p tcp -j VIGIL_INBOUND",
         "iptables -w -t nat -C OUTPUT -p tcp -j VIGIL_OUTBOUND 2>/dev/null || iptables -w -t nat -A OUTPUT -p tcp -j VIGIL_OUTBOUND",
     ];
-    assert_eq!(lines(&plan(&args)), want);
+    assert_eq!(lines(&plan(&args, &v4(&args))), want);
 }
 
 #[test]
@@ -51,7 +56,7 @@ fn plans_skips_ports_uid_and_binary() {
         "10.96.0.0/12,169.254.169.254",
     ])
     .unwrap();
-    let rules: Vec<String> = lines(&plan(&args))
+    let rules: Vec<String> = lines(&plan(&args, &v4(&args)))
         .into_iter()
         .filter(|l| l.contains(" -A VIGIL_"))
         .collect();
@@ -86,7 +91,7 @@ fn plans_removal_of_only_its_own_rules() {
         "iptables -w -t nat -S VIGIL_OUTBOUND 2>/dev/null && iptables -w -t nat -F VIGIL_OUTBOUND",
         "iptables -w -t nat -S VIGIL_OUTBOUND 2>/dev/null && iptables -w -t nat -X VIGIL_OUTBOUND",
     ];
-    assert_eq!(lines(&plan_remove(&args)), want);
+    assert_eq!(lines(&plan_remove(&v4(&args))), want);
 }
 
 #[test]
@@ -97,7 +102,9 @@ fn refuses_bad_values() {
         (vec!["--skip-outbound-ports", "9100-9000"], "9100-9000"),
         (vec!["--skip-outbound-ports", "70000"], "70000"),
         (vec!["--skip-outbound-cidrs", "10.0.0.0/33"], "10.0.0.0/33"),
-        (vec!["--skip-outbound-cidrs", "fd00::/8"], "fd00::/8"),
+        (vec!["--skip-outbound-cidrs", "fd00::/129"], "fd00::/129"),
+        (vec!["--skip-outbound-cidrs", "10.0.0.0/8,nope"], "\"nope\""),
+        (vec!["--ipv6", "maybe"], "--ipv6"),
         (vec!["--inbound-port", "0"], "--inbound-port"),
         (vec!["--proxy-uid", "x"], "--proxy-uid"),
     ];
@@ -120,7 +127,7 @@ fn applies_guards_and_reports_failures() {
     let args = parse(&[]).unwrap();
     // A table where VIGIL_INBOUND exists and the PREROUTING jump is present.
     let mut ran = Vec::new();
-    let result = apply_with(&plan(&args), |program, a| {
+    let result = apply_with(&plan(&args, &v4(&args)), |program, a| {
         let line = format!("{program} {}", a.join(" "));
         let code = match a[3].as_str() {
             "-S" if a[4] == INBOUND_CHAIN => 0,
@@ -146,7 +153,7 @@ fn applies_guards_and_reports_failures() {
         ]
     );
 
-    let err = apply_with(&plan(&args), |_, a| {
+    let err = apply_with(&plan(&args, &v4(&args)), |_, a| {
         let code = if a[3] == "-A" { 4 } else { 0 };
         Ok(output(
             code,
@@ -162,7 +169,7 @@ fn applies_guards_and_reports_failures() {
         "{err}"
     );
 
-    let err = apply_with(&plan(&args), |_, _| {
+    let err = apply_with(&plan(&args, &v4(&args)), |_, _| {
         Err(std::io::Error::from(std::io::ErrorKind::NotFound))
     })
     .unwrap_err()
@@ -180,9 +187,83 @@ fn dry_run_prints_without_running() {
     let mut out = Vec::new();
     run(&args, &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
-    assert_eq!(text.lines().count(), plan(&args).len());
+    assert_eq!(
+        text.lines().count(),
+        plan(&args, &args.families(kernel_ipv6())).len()
+    );
     assert!(
         text.starts_with("/nonexistent/iptables -w -t nat -S VIGIL_INBOUND"),
         "{text}"
     );
+}
+
+#[test]
+fn plans_ipv6_with_ip6tables_and_only_ipv6_networks() {
+    let args = parse(&[
+        "--iptables",
+        "/usr/sbin/iptables-legacy",
+        "--skip-outbound-cidrs",
+        "10.96.0.0/12, fd00:10:96::/112,2001:db8::1",
+    ])
+    .unwrap();
+    assert_eq!(
+        args.ipv6,
+        Ipv6Mode::Auto,
+        "IPv6 follows the kernel by default"
+    );
+    let both = args.families(true);
+    assert_eq!(
+        both.iter().map(|f| f.program.as_str()).collect::<Vec<_>>(),
+        ["/usr/sbin/iptables-legacy", "/usr/sbin/ip6tables-legacy"]
+    );
+    assert_eq!(args.families(false).len(), 1, "no IPv6 in the kernel");
+    let v6: Vec<String> = lines(&plan(&args, &both[1..]));
+    let p = "/usr/sbin/ip6tables-legacy -w -t nat -A VIGIL_OUTBOUND";
+    let outbound: Vec<&String> = v6.iter().filter(|l| l.starts_with(p)).collect();
+    assert_eq!(
+        outbound,
+        [
+            &format!("{p} -m owner --uid-owner 2102 -j RETURN"),
+            &format!("{p} -d ::1/128 -j RETURN"),
+            &format!("{p} -d fd00:10:96::/112 -j RETURN"),
+            &format!("{p} -d 2001:db8::1/128 -j RETURN"),
+            &format!("{p} -p tcp -j REDIRECT --to-ports 4140"),
+        ]
+    );
+    assert!(
+        v6.iter().all(|l| !l.contains("10.96.0.0")),
+        "IPv4 networks stay out of ip6tables: {v6:#?}"
+    );
+    let v4_rules = lines(&plan(&args, &both[..1]));
+    assert!(
+        v4_rules
+            .iter()
+            .all(|l| !l.contains("fd00") && !l.contains("::")),
+        "{v4_rules:#?}"
+    );
+    assert!(
+        v6.iter()
+            .any(|l| l.ends_with("-A PREROUTING -p tcp -j VIGIL_INBOUND")),
+        "{v6:#?}"
+    );
+    // Both families, IPv4 first; removal covers both too.
+    assert_eq!(plan(&args, &both).len(), v4_rules.len() + v6.len());
+    let removal = lines(&plan_remove(&both));
+    assert!(
+        removal[0].starts_with("/usr/sbin/iptables-legacy "),
+        "{removal:#?}"
+    );
+    assert!(
+        removal
+            .last()
+            .unwrap()
+            .contains("ip6tables-legacy -w -t nat -X VIGIL_OUTBOUND")
+    );
+
+    let on = parse(&["--ipv6", "on", "--ip6tables", "my6tables"]).unwrap();
+    assert_eq!(on.families(false)[1].program, "my6tables", "on: always");
+    let off = parse(&["--ipv6", "off"]).unwrap();
+    assert_eq!(off.families(true).len(), 1, "off: never");
+    let odd = parse(&["--iptables", "xt"]).unwrap();
+    assert_eq!(odd.ip6tables(), "ip6tables");
 }
