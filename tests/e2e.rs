@@ -33,6 +33,14 @@ fn learning_then_enforcement_blocks_what_is_new() {
     );
     let (status, _) = curl(&[&format!("http://{}/", web.inbound)]);
     assert_eq!(status, 200, "the internet -> web");
+    // Another method (WebDAV, as Jupyter file browsers may use) is still
+    // HTTP to the sniffer, so its endpoint is recorded, not an opaque stream.
+    let (status, body) = curl(&[
+        "-X",
+        "PROPFIND",
+        &format!("http://{}/files/8412/", web.inbound),
+    ]);
+    assert_eq!((status, body.as_str()), (200, "web PROPFIND /files/8412/"));
     let pypi_node = format!("external:pypi.test:{}", pypi.addr.port());
     let edge = ctl.wait_edge("workload:default/web", &pypi_node, 1);
     assert_eq!(edge["in_baseline"], true);
@@ -41,7 +49,13 @@ fn learning_then_enforcement_blocks_what_is_new() {
         edge["endpoints"]["GET /v1/users/{id}"].as_u64().is_some(),
         "path templated: {edge}"
     );
-    ctl.wait_edge("internet", "workload:default/web", 1);
+    let edge = ctl.wait_edge("internet", "workload:default/web", 2);
+    assert!(
+        edge["endpoints"]["PROPFIND /files/{id}/"]
+            .as_u64()
+            .is_some(),
+        "another method is seen as HTTP: {edge}"
+    );
     let series = format!(
         r#"vigil_proxy_observed_requests_total{{direction="outbound",protocol="http1",destination="pypi.test:{}"}}"#,
         pypi.addr.port()

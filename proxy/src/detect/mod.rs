@@ -23,8 +23,16 @@ pub const MAX_PEEK: usize = 16 * 1024;
 /// The HTTP/2 connection preface a client with prior knowledge sends.
 pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// HTTP/1.x request methods, each followed by the space of a request line.
-/// (`PRI` is only the HTTP/2 preface.) An h2c upgrade is HTTP/1.x with an
+/// Longest method token of an HTTP/1.x request line with another method
+/// (WebDAV's `PROPFIND`, `MKCOL`, ...).
+const MAX_METHOD: usize = 32;
+/// Longest request line with another method: past it, the stream is opaque.
+const MAX_REQUEST_LINE: usize = 8 * 1024;
+
+/// The common HTTP/1.x request methods, each followed by the space of a
+/// request line: decided on these first bytes alone. Any other method is
+/// decided on its whole request line (see [`detect_request_line`]). (`PRI`
+/// is only the HTTP/2 preface.) An h2c upgrade is HTTP/1.x with an
 /// `Upgrade: h2c` header, so it is detected as [`Protocol::Http1`].
 const HTTP1_METHODS: &[&[u8]] = &[
     b"GET ",
@@ -112,7 +120,44 @@ fn detect_unbounded(buf: &[u8]) -> Detection {
     if first == b'{' {
         return detect_json_line(buf);
     }
-    Done(Protocol::Opaque)
+    detect_request_line(buf)
+}
+
+/// An HTTP/1.x request line with another method: `METHOD SP target SP
+/// HTTP/1.x CRLF`, the method in upper case (as every registered one is).
+fn detect_request_line(buf: &[u8]) -> Detection {
+    use Detection::{Done, NeedMore};
+    let is_method = |b: &u8| b.is_ascii_uppercase() || matches!(b, b'-' | b'_');
+    let method = buf.iter().take_while(|b| is_method(b)).count();
+    if method == buf.len() {
+        return if method <= MAX_METHOD {
+            NeedMore
+        } else {
+            Done(Protocol::Opaque)
+        };
+    }
+    if method == 0 || method > MAX_METHOD || buf[method] != b' ' || &buf[..method] == b"PRI" {
+        return Done(Protocol::Opaque);
+    }
+    let window = buf.get(..MAX_REQUEST_LINE).unwrap_or(buf);
+    let Some(end) = window.iter().position(|b| *b == b'\n') else {
+        return if buf.len() < MAX_REQUEST_LINE {
+            NeedMore
+        } else {
+            Done(Protocol::Opaque)
+        };
+    };
+    let line = &buf[method + 1..end];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let target_ok = |t: &[u8]| !t.is_empty() && t.iter().all(|b| b.is_ascii_graphic());
+    match line.iter().rposition(|b| *b == b' ') {
+        Some(sp)
+            if target_ok(&line[..sp]) && matches!(&line[sp + 1..], b"HTTP/1.1" | b"HTTP/1.0") =>
+        {
+            Done(Protocol::Http1)
+        }
+        _ => Done(Protocol::Opaque),
+    }
 }
 
 /// A stream that opens with `{`: Stratum once its first line is complete.

@@ -84,10 +84,20 @@ fn table() -> Vec<(Vec<u8>, Detection, usize)> {
         (
             b"SSH-2.0-OpenSSH_9.6\r\n".to_vec(),
             done(Protocol::Opaque),
-            1,
+            5,
         ),
         (b"*1\r\n$4\r\nPING\r\n".to_vec(), done(Protocol::Opaque), 1),
-        (b"GEX / HTTP/1.1\r\n".to_vec(), done(Protocol::Opaque), 3),
+        (
+            b"PROPFIND /files/ HTTP/1.1\r\nDepth: 1\r\n\r\n".to_vec(),
+            done(Protocol::Http1),
+            27,
+        ),
+        (b"MKCOL /d HTTP/1.0\n".to_vec(), done(Protocol::Http1), 18),
+        (b"GEX / HTTP/1.1\r\n".to_vec(), done(Protocol::Http1), 16),
+        (b"PING\r\n".to_vec(), done(Protocol::Opaque), 5),
+        (b"AUTH secret\r\n".to_vec(), done(Protocol::Opaque), 13),
+        (b"GEX / HTTP/2.0\r\n".to_vec(), done(Protocol::Opaque), 16),
+        (b"GEX  HTTP/1.1\r\n".to_vec(), done(Protocol::Opaque), 15),
         (b"get / HTTP/1.1\r\n".to_vec(), done(Protocol::Opaque), 1),
         (b"GET\t/ HTTP/1.1\r\n".to_vec(), done(Protocol::Opaque), 4),
         (
