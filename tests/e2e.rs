@@ -86,6 +86,10 @@ fn learning_then_enforcement_blocks_what_is_new() {
     );
     let alert = ctl.wait_alert("unknown_egress", "web", Some(&pool_authority));
     assert_eq!(alert["action"], "blocked");
+    assert_eq!(
+        alert["denied"], alert["count"],
+        "every request to the pool was denied: {alert}"
+    );
     assert_eq!(alert["namespace"], "default");
     for field in ["count", "first_seen", "last_seen"] {
         assert!(!alert[field].is_null(), "alert has {field}: {alert}");
@@ -173,6 +177,7 @@ fn alert_only_flags_without_blocking() {
     );
     let alert = ctl.wait_alert("unknown_egress", "web", Some(&pool_authority));
     assert_eq!(alert["action"], "flagged");
+    assert_eq!(alert["denied"], 0, "it got through: {alert}");
 }
 
 /// A controller killed mid-run: the sidecar keeps forwarding under the last

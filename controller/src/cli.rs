@@ -288,6 +288,7 @@ fn alerts_table(alerts: &[Alert]) -> String {
                     .and_then(|v| v.as_str().map(str::to_owned))
                     .unwrap_or_default(),
                 a.count.to_string(),
+                a.denied.to_string(),
                 a.first_seen.clone(),
                 a.last_seen.clone(),
             ]
@@ -301,6 +302,7 @@ fn alerts_table(alerts: &[Alert]) -> String {
             "DESTINATION",
             "ACTION",
             "COUNT",
+            "DENIED",
             "FIRST SEEN",
             "LAST SEEN",
         ],

@@ -5,7 +5,7 @@
 //! `baseline` only.
 
 use crate::baseline::Baseline;
-use crate::model::{Action, AlertKind, EdgeKey, Mode, NodeId, WorkloadId};
+use crate::model::{Action, AlertKind, EdgeKey, Mode, NodeId, Observation, WorkloadId};
 
 /// A deviation from the baseline and what is done about it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,6 +14,42 @@ pub struct Verdict {
     pub kind: AlertKind,
     /// Blocked or flagged, from the mode.
     pub action: Action,
+}
+
+/// How much traffic hit a verdict, and how much of it the proxies denied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Hits {
+    /// Requests (or connections) seen.
+    pub count: u64,
+    /// How many of them the proxies denied.
+    pub denied: u64,
+}
+
+impl Hits {
+    /// The hits of one observation.
+    pub fn of(obs: &Observation) -> Self {
+        Hits {
+            count: obs.count,
+            denied: obs.denied.min(obs.count),
+        }
+    }
+}
+
+impl Verdict {
+    /// The verdict on traffic that was seen: the action is what happened
+    /// to it, `blocked` only when the proxies denied all of it. A mode that
+    /// blocks says what will happen; traffic that got through (before the
+    /// policy reached the proxy) must not be reported as blocked.
+    pub fn seen(self, hits: Hits) -> Verdict {
+        let action = if hits.count == 0 {
+            self.action
+        } else if hits.denied >= hits.count {
+            Action::Blocked
+        } else {
+            Action::Flagged
+        };
+        Verdict { action, ..self }
+    }
 }
 
 /// Judges traffic on `edge` in a namespace in `mode`.
@@ -159,5 +195,34 @@ mod tests {
             check_workload(ALERT_ONLY, &b, &miner).map(|v| v.action),
             Some(Action::Flagged)
         );
+    }
+
+    #[test]
+    fn the_action_on_seen_traffic_is_what_happened_to_it() {
+        let blocking = Verdict {
+            kind: AlertKind::UnknownEgress,
+            action: Action::Blocked,
+        };
+        let flagging = Verdict {
+            action: Action::Flagged,
+            ..blocking
+        };
+        let hits = |count, denied| Hits { count, denied };
+        let cases = [
+            (blocking, hits(3, 3), Action::Blocked),
+            (blocking, hits(3, 2), Action::Flagged),
+            (blocking, hits(1, 0), Action::Flagged),
+            (flagging, hits(2, 0), Action::Flagged),
+            (flagging, hits(2, 2), Action::Blocked),
+            (blocking, hits(0, 0), Action::Blocked),
+            (flagging, hits(0, 0), Action::Flagged),
+        ];
+        for (verdict, hits, want) in cases {
+            assert_eq!(verdict.seen(hits).action, want, "{verdict:?} {hits:?}");
+            assert_eq!(verdict.seen(hits).kind, verdict.kind);
+        }
+        let mut obs = crate::model::outbound("a:1", None, 2);
+        obs.denied = 9;
+        assert_eq!(Hits::of(&obs), hits(2, 2), "denied is capped by count");
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::baseline::Baseline;
-use crate::detect::{self, Verdict};
+use crate::detect::{self, Hits, Verdict};
 use crate::graph::Graph;
 use crate::inventory::Inventory;
 use crate::metrics::{EngineMetrics, ReportResult, ViolationLabels};
@@ -293,7 +293,11 @@ impl Engine {
         }
         if let Some(verdict) = detect::check_workload(mode, &self.baseline, id) {
             tracing::warn!(workload = %id, action = ?verdict.action, "new deployment outside the baseline");
-            self.raise(&mut changes, verdict, id, String::new(), 1, now);
+            let hits = Hits {
+                count: 1,
+                denied: 0,
+            };
+            self.raise(&mut changes, verdict, id, String::new(), hits, now);
         }
         self.commit(&changes)?;
         self.inventory.set_connected(id, true);
@@ -337,14 +341,15 @@ impl Engine {
                 Direction::Inbound => label(&edge.0),
             };
             let mining = detect::check_protocol(mode, obs.protocol);
+            let hits = Hits::of(obs);
             if let Some(verdict) = mining {
                 self.graph.mark_violation(&edge);
                 self.raise(
                     &mut changes,
-                    verdict,
+                    verdict.seen(hits),
                     reporter,
                     destination.clone(),
-                    obs.count,
+                    hits,
                     now,
                 );
             }
@@ -355,7 +360,14 @@ impl Engine {
                 }
             } else if let Some(verdict) = detect::check_edge(mode, &self.baseline, &edge) {
                 self.graph.mark_violation(&edge);
-                self.raise(&mut changes, verdict, reporter, destination, obs.count, now);
+                self.raise(
+                    &mut changes,
+                    verdict.seen(hits),
+                    reporter,
+                    destination,
+                    hits,
+                    now,
+                );
             }
             touched.insert(edge);
         }
@@ -441,9 +453,10 @@ impl Engine {
         verdict: Verdict,
         id: &WorkloadId,
         destination: String,
-        count: u64,
+        hits: Hits,
         now: u64,
     ) {
+        let Hits { count, denied } = hits;
         self.metrics
             .violations
             .get_or_create(&ViolationLabels {
@@ -459,10 +472,12 @@ impl Engine {
             destination,
             action: verdict.action,
             count: 0,
+            denied: 0,
             first_seen: at.clone(),
             last_seen: at.clone(),
         });
         alert.count = alert.count.saturating_add(count);
+        alert.denied = alert.denied.saturating_add(denied);
         alert.action = verdict.action;
         alert.last_seen = at;
         if verdict.kind != AlertKind::NewDeployment || alert.count == 1 {

@@ -318,9 +318,10 @@ impl AlertKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
-    /// Policy blocks it at the proxies.
+    /// Blocked at the proxies.
     Blocked,
-    /// Reported only (alert-only mode).
+    /// Reported only: it got through (alert-only mode, or before the
+    /// policy arrived).
     Flagged,
 }
 
@@ -336,10 +337,17 @@ pub struct Alert {
     /// Destination (node id form without prefix: `host:port`, `ns/name`,
     /// `internet`), empty for `new_deployment`.
     pub destination: String,
-    /// Blocked or only flagged (the latest action taken).
+    /// What happened to the latest traffic: `blocked` when the proxies
+    /// denied all of it, `flagged` when some of it passed (alert-only, or
+    /// before the policy reached the proxy). For `new_deployment`, which
+    /// has no traffic, what the mode does to the workload.
     pub action: Action,
     /// How many requests (or registrations) hit this alert.
     pub count: u64,
+    /// How many of those requests the proxies denied (`count - denied`
+    /// got through).
+    #[serde(default)]
+    pub denied: u64,
     /// RFC 3339 time of the first occurrence.
     pub first_seen: String,
     /// RFC 3339 time of the latest occurrence.

@@ -367,6 +367,7 @@ mod tests {
             destination: "pool.example:3333".into(),
             action: Action::Flagged,
             count: 3,
+            denied: 1,
             first_seen: "2026-11-23T00:00:00Z".into(),
             last_seen: "2026-11-23T00:00:01Z".into(),
         };

@@ -78,13 +78,18 @@ async fn learning_then_enforcement_alerts_and_blocks_only_the_new() {
             .contains(&"127.0.0.1:7001".parse().unwrap())
     );
 
-    // Known traffic raises nothing; unknown egress does.
+    // Known traffic raises nothing; unknown egress does. The proxy denied
+    // the pool; a request that got through (before its policy arrived) is
+    // reported as flagged, never as blocked.
+    let mut pool = outbound("pool.example:3333", None, 3);
+    pool.denied = 3;
     report(
         &h,
         id("web"),
         vec![
             outbound("pypi.org:443", None, 1),
-            outbound("pool.example:3333", None, 3),
+            pool,
+            outbound("early.example:80", None, 1),
         ],
         0,
     )
@@ -104,7 +109,7 @@ async fn learning_then_enforcement_alerts_and_blocks_only_the_new() {
                 a.kind,
                 a.workload.as_str(),
                 a.destination.as_str(),
-                a.count,
+                (a.count, a.denied),
                 a.action,
             )
         })
@@ -116,11 +121,24 @@ async fn learning_then_enforcement_alerts_and_blocks_only_the_new() {
             (
                 AlertKind::UnknownEgress,
                 "web",
+                "early.example:80",
+                (1, 0),
+                Action::Flagged
+            ),
+            (
+                AlertKind::UnknownEgress,
+                "web",
                 "pool.example:3333",
-                3,
+                (3, 3),
                 Action::Blocked
             ),
-            (AlertKind::NewDeployment, "miner", "", 1, Action::Blocked),
+            (
+                AlertKind::NewDeployment,
+                "miner",
+                "",
+                (1, 0),
+                Action::Blocked
+            ),
         ]
     );
     let edge = snap
@@ -226,6 +244,7 @@ async fn stratum_is_flagged_while_learning_and_never_learned() {
     assert_eq!(edge.protocols, ["stratum"]);
 
     h.set_mode(None, ENFORCE).await.unwrap();
+    miner.denied = 1;
     report(&h, id("web"), vec![miner], 0).await.unwrap();
     let snap = h.snapshot();
     let alert = snap
@@ -233,7 +252,11 @@ async fn stratum_is_flagged_while_learning_and_never_learned() {
         .iter()
         .find(|a| a.kind == AlertKind::MiningProtocol)
         .unwrap();
-    assert_eq!((alert.count, alert.action), (2, Action::Blocked));
+    assert_eq!(
+        (alert.count, alert.denied, alert.action),
+        (2, 1, Action::Blocked),
+        "the latest was denied; one got through while learning"
+    );
     // The same edge is also unknown egress: it was never learned.
     assert!(
         snap.alerts
