@@ -514,9 +514,17 @@ impl Engine {
         if let Some(id) = extra {
             ids.push(id.clone());
         }
+        let source_ips = Arc::new(policy::source_ips(&self.inventory));
         for id in ids {
             let mode = self.modes.of(&id.namespace);
-            let spec = policy::compile(&id, mode, &self.baseline, &self.graph, &self.inventory);
+            let spec = policy::compile(
+                &id,
+                mode,
+                &self.baseline,
+                &self.graph,
+                &self.inventory,
+                &source_ips,
+            );
             if self.policies.publish(&id, spec) {
                 self.metrics.policy_updates.inc();
                 tracing::debug!(workload = %id, mode = mode.label(), "policy published");

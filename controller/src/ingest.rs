@@ -158,6 +158,14 @@ impl From<&PolicySpec> for v1::Policy {
             allowed_addrs: spec.allowed_addrs.iter().map(ToString::to_string).collect(),
             allowed_sources: spec.allowed_sources.iter().cloned().collect(),
             mode: spec.mode.label().to_owned(),
+            source_ips: spec
+                .source_ips
+                .iter()
+                .map(|(id, ips)| {
+                    let ips = ips.iter().map(ToString::to_string).collect();
+                    (id.clone(), v1::SourceIps { ips })
+                })
+                .collect(),
         }
     }
 }

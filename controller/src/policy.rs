@@ -5,8 +5,8 @@
 //! `compile` is pure; `Policies` only keeps the channels and version numbers.
 //! Depends on `model`, `baseline`, `graph` and `inventory`.
 
-use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -35,15 +35,41 @@ pub struct PolicySpec {
     pub allowed_addrs: BTreeSet<SocketAddr>,
     /// Inbound callers allowed: `ns/name` or `internet`.
     pub allowed_sources: BTreeSet<String>,
+    /// The IPs each registered workload (`ns/name`) calls from, so that a
+    /// sidecar believes a `vigil-source` header only from its owner.
+    pub source_ips: Arc<SourceIps>,
 }
 
-/// Compiles the policy of `id` (version left at 0).
+/// The IPs each registered workload calls from, by `ns/name`.
+pub type SourceIps = BTreeMap<String, BTreeSet<IpAddr>>;
+
+/// The IPs each registered workload calls from: those of the inbound
+/// addresses its sidecar advertised (its pod IP). Unspecified addresses
+/// (`0.0.0.0`) say nothing and are left out.
+pub fn source_ips(inventory: &Inventory) -> SourceIps {
+    inventory
+        .workloads()
+        .map(|(id, record)| {
+            let ips = record
+                .inbound_addrs
+                .iter()
+                .map(|a| a.ip().to_canonical())
+                .filter(|ip| !ip.is_unspecified())
+                .collect();
+            (id.to_string(), ips)
+        })
+        .collect()
+}
+
+/// Compiles the policy of `id` (version left at 0). `source_ips` (from
+/// [`source_ips`]) is shared by every workload's policy.
 pub fn compile(
     id: &WorkloadId,
     mode: Mode,
     baseline: &Baseline,
     graph: &Graph,
     inventory: &Inventory,
+    source_ips: &Arc<SourceIps>,
 ) -> PolicySpec {
     let mut spec = PolicySpec {
         version: 0,
@@ -52,6 +78,7 @@ pub fn compile(
         allowed_authorities: BTreeSet::new(),
         allowed_addrs: BTreeSet::new(),
         allowed_sources: BTreeSet::new(),
+        source_ips: source_ips.clone(),
     };
     if !spec.enforce {
         return spec;
@@ -135,6 +162,10 @@ mod tests {
 
     const ENFORCE: Mode = Mode::Enforcement { alert_only: false };
 
+    fn ips(inv: &Inventory) -> Arc<SourceIps> {
+        Arc::new(source_ips(inv))
+    }
+
     fn fixture() -> (WorkloadId, Baseline, Graph, Inventory) {
         let web = WorkloadId::new("shop", "web").unwrap();
         let db = WorkloadId::new("shop", "db").unwrap();
@@ -156,7 +187,7 @@ mod tests {
     #[test]
     fn enforcement_allows_exactly_the_baseline() {
         let (web, b, g, inv) = fixture();
-        let spec = compile(&web, ENFORCE, &b, &g, &inv);
+        let spec = compile(&web, ENFORCE, &b, &g, &inv, &ips(&inv));
         assert!(spec.enforce);
         let authorities: Vec<_> = spec
             .allowed_authorities
@@ -173,10 +204,37 @@ mod tests {
     }
 
     #[test]
+    fn every_policy_names_the_ips_each_workload_calls_from() {
+        let (web, b, g, mut inv) = fixture();
+        let lab = WorkloadId::new("lab", "nb").unwrap();
+        let addrs = [
+            "10.1.2.3:4143".parse().unwrap(),
+            "[::ffff:10.1.2.4]:4143".parse().unwrap(),
+            "0.0.0.0:4143".parse().unwrap(),
+        ];
+        inv.register(&lab, &addrs, "0", 1);
+        for mode in [Mode::Learning, ENFORCE] {
+            let spec = compile(&web, mode, &b, &g, &inv, &ips(&inv));
+            let want: SourceIps = [
+                (
+                    "lab/nb".to_owned(),
+                    ["10.1.2.3".parse().unwrap(), "10.1.2.4".parse().unwrap()].into(),
+                ),
+                ("shop/db".to_owned(), ["127.0.0.1".parse().unwrap()].into()),
+            ]
+            .into();
+            assert_eq!(
+                *spec.source_ips, want,
+                "{mode:?}: all registered workloads, mapped IPv4 made plain, 0.0.0.0 left out"
+            );
+        }
+    }
+
+    #[test]
     fn learning_and_alert_only_do_not_enforce() {
         let (web, b, g, inv) = fixture();
         for mode in [Mode::Learning, Mode::Enforcement { alert_only: true }] {
-            let spec = compile(&web, mode, &b, &g, &inv);
+            let spec = compile(&web, mode, &b, &g, &inv, &ips(&inv));
             assert!(!spec.enforce);
             assert!(spec.allowed_authorities.is_empty());
         }
@@ -186,12 +244,18 @@ mod tests {
     fn publishing_bumps_the_version_only_on_change() {
         let (web, b, g, inv) = fixture();
         let mut policies = Policies::default();
-        assert!(policies.publish(&web, compile(&web, Mode::Learning, &b, &g, &inv)));
+        assert!(policies.publish(
+            &web,
+            compile(&web, Mode::Learning, &b, &g, &inv, &ips(&inv))
+        ));
         let mut rx = policies.subscribe(&web).unwrap();
         assert_eq!(rx.borrow_and_update().version, 1);
-        assert!(!policies.publish(&web, compile(&web, Mode::Learning, &b, &g, &inv)));
+        assert!(!policies.publish(
+            &web,
+            compile(&web, Mode::Learning, &b, &g, &inv, &ips(&inv))
+        ));
         assert!(!rx.has_changed().unwrap());
-        assert!(policies.publish(&web, compile(&web, ENFORCE, &b, &g, &inv)));
+        assert!(policies.publish(&web, compile(&web, ENFORCE, &b, &g, &inv, &ips(&inv))));
         assert!(rx.has_changed().unwrap());
         let spec = rx.borrow_and_update();
         assert_eq!(spec.version, 2);

@@ -3,8 +3,8 @@
 //! Tier 2: depends only on the proto crate (for the `TryFrom` conversion at
 //! the edge). No I/O.
 
-use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,10 @@ pub struct Policy {
     pub allowed_sources: HashSet<String>,
     /// Human-readable mode, e.g. `learning` or `enforcement`.
     pub mode: String,
+    /// The IPs each registered workload (`ns/name`) calls from: a
+    /// `vigil-source` header naming one is believed only from these.
+    #[serde(default)]
+    pub source_ips: HashMap<String, HashSet<IpAddr>>,
 }
 
 impl Policy {
@@ -40,6 +44,7 @@ impl Policy {
             allowed_addrs: HashSet::new(),
             allowed_sources: HashSet::new(),
             mode: "unknown".to_string(),
+            source_ips: HashMap::new(),
         }
     }
 
@@ -93,6 +98,16 @@ pub enum PolicyError {
         /// The offending entry.
         value: String,
     },
+    /// A `source_ips` entry is not an IP address.
+    #[error("policy version {version}: source IP {value:?} of {source_name} is not an IP address")]
+    BadIp {
+        /// Policy version.
+        version: u64,
+        /// The workload it belongs to.
+        source_name: String,
+        /// The offending entry.
+        value: String,
+    },
 }
 
 impl TryFrom<v1::Policy> for Policy {
@@ -109,7 +124,28 @@ impl TryFrom<v1::Policy> for Policy {
                 })
             })
             .collect::<Result<_, _>>()?;
+        let source_ips = p
+            .source_ips
+            .into_iter()
+            .map(|(name, ips)| {
+                let ips = ips
+                    .ips
+                    .iter()
+                    .map(|ip| {
+                        ip.parse::<IpAddr>()
+                            .map(|ip| ip.to_canonical())
+                            .map_err(|_| PolicyError::BadIp {
+                                version: p.version,
+                                source_name: name.clone(),
+                                value: ip.clone(),
+                            })
+                    })
+                    .collect::<Result<_, _>>()?;
+                Ok((name, ips))
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Policy {
+            source_ips,
             version: p.version,
             enforce: p.enforce,
             allowed_authorities: p
@@ -164,6 +200,46 @@ pub fn evaluate_outbound(
     }
 }
 
+/// Who an inbound caller is, once its `vigil-source` claim is checked
+/// against the IP it called from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// No claim: the internet.
+    Internet,
+    /// A registered workload, calling from one of its IPs.
+    Verified(String),
+    /// A name the policy has no IPs for (not registered, or registered after
+    /// this policy): kept as claimed. Only a policy that allows it lets it in.
+    Unverified(String),
+    /// A registered workload's name, from an IP that is not its: someone
+    /// else (a client through an ingress, say) claiming to be it. Treated
+    /// as the internet.
+    Spoofed(String),
+}
+
+impl Caller {
+    /// The identity used for policy and telemetry: `None` is the internet.
+    pub fn identity(&self) -> Option<&str> {
+        match self {
+            Caller::Verified(name) | Caller::Unverified(name) => Some(name),
+            Caller::Internet | Caller::Spoofed(_) => None,
+        }
+    }
+}
+
+/// Checks an inbound caller's claimed identity against the IP (`peer`) it
+/// called from.
+pub fn identify_caller(policy: &Policy, claimed: Option<&str>, peer: IpAddr) -> Caller {
+    let Some(name) = claimed else {
+        return Caller::Internet;
+    };
+    match policy.source_ips.get(name) {
+        None => Caller::Unverified(name.to_owned()),
+        Some(ips) if ips.contains(&peer.to_canonical()) => Caller::Verified(name.to_owned()),
+        Some(_) => Caller::Spoofed(name.to_owned()),
+    }
+}
+
 /// Decides whether `source` (`ns/name`, `None` for the internet) may call
 /// the local workload.
 pub fn evaluate_inbound(policy: &Policy, source: Option<&str>) -> Decision {
@@ -188,6 +264,13 @@ mod tests {
             allowed_addrs: vec!["10.0.0.7:4143".into()],
             allowed_sources: vec!["default/web".into(), "internet".into()],
             mode: "enforcement".into(),
+            source_ips: [(
+                "default/web".to_owned(),
+                v1::SourceIps {
+                    ips: vec!["10.0.0.5".into(), "fd00::5".into()],
+                },
+            )]
+            .into(),
         })
         .unwrap()
     }
@@ -233,6 +316,44 @@ mod tests {
     }
 
     #[test]
+    fn a_claimed_source_is_believed_only_from_its_ips() {
+        let p = enforced();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let web = || "default/web".to_owned();
+        let cases = [
+            (None, "203.0.113.9", Caller::Internet),
+            (Some("default/web"), "10.0.0.5", Caller::Verified(web())),
+            (
+                Some("default/web"),
+                "::ffff:10.0.0.5",
+                Caller::Verified(web()),
+            ),
+            (Some("default/web"), "fd00::5", Caller::Verified(web())),
+            (Some("default/web"), "203.0.113.9", Caller::Spoofed(web())),
+            (
+                Some("default/new"),
+                "10.0.0.9",
+                Caller::Unverified("default/new".into()),
+            ),
+        ];
+        for (claimed, peer, want) in cases {
+            let got = identify_caller(&p, claimed, ip(peer));
+            assert_eq!(got, want, "{claimed:?} from {peer}");
+        }
+        // A spoofed claim is the internet: judged (and recorded) as such.
+        let spoofed = identify_caller(&p, Some("default/web"), ip("203.0.113.9"));
+        assert_eq!(spoofed.identity(), None);
+        let mut no_internet = p.clone();
+        no_internet.allowed_sources.remove(INTERNET);
+        assert!(evaluate_inbound(&no_internet, spoofed.identity()).is_deny());
+        assert_eq!(
+            Caller::Unverified("a/b".into()).identity(),
+            Some("a/b"),
+            "an unknown name is kept, and only a policy that allows it lets it in"
+        );
+    }
+
+    #[test]
     fn conversion() {
         let p = enforced();
         assert_eq!(p.version, 3);
@@ -248,6 +369,25 @@ mod tests {
             Err(PolicyError::BadAddr {
                 version: 9,
                 value: "10.0.0.7".into()
+            })
+        );
+        let bad = v1::Policy {
+            version: 10,
+            source_ips: [(
+                "a/b".to_owned(),
+                v1::SourceIps {
+                    ips: vec!["nope".into()],
+                },
+            )]
+            .into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            Policy::try_from(bad),
+            Err(PolicyError::BadIp {
+                version: 10,
+                source_name: "a/b".into(),
+                value: "nope".into()
             })
         );
     }

@@ -167,6 +167,21 @@ async fn get(addr: SocketAddr, uri: &str, headers: &[(&str, &str)]) -> Result<(u
     send(&mut sender, uri, headers).await
 }
 
+/// [`get`] from the local IP `from` (any of 127/8 on loopback).
+async fn get_from(
+    from: std::net::IpAddr,
+    addr: SocketAddr,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, String)> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from, 0))?;
+    let stream = socket.connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    send(&mut sender, uri, headers).await
+}
+
 async fn send(
     sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
     uri: &str,
@@ -234,6 +249,14 @@ async fn forwards_enforces_and_reports() -> Result<()> {
         allowed_addrs: vec![],
         allowed_sources: vec!["default/client".into()],
         mode: "enforcement".into(),
+        // client's sidecar calls from loopback (both families).
+        source_ips: [(
+            "default/client".to_owned(),
+            v1::SourceIps {
+                ips: vec!["127.0.0.1".into(), "::1".into()],
+            },
+        )]
+        .into(),
     });
     let (kill_tx, kill_rx) = watch::channel(false);
     let fake = FakeController {
@@ -387,6 +410,18 @@ async fn forwards_enforces_and_reports() -> Result<()> {
         403
     );
     assert_eq!(get(inbound, "/hello", &[]).await?.0, 403);
+    // The same claim from an IP client does not call from is not believed:
+    // the caller is the internet, which this policy does not allow.
+    let (status, body) = get_from(
+        [127, 0, 0, 2].into(),
+        inbound,
+        "/hello",
+        &[("vigil-source", "default/client")],
+    )
+    .await?;
+    assert_eq!(status, 403, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(json["source"], "internet", "{json}");
 
     // Reports reach the controller.
     let authority = format!("allowed.test:{}", app.port());
@@ -436,6 +471,10 @@ async fn forwards_enforces_and_reports() -> Result<()> {
     );
     assert!(
         metrics.contains("vigil_proxy_policy_version 7"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vigil_proxy_spoofed_sources_total 1"),
         "{metrics}"
     );
     let (status, dump) = get(admin, &format!("{admin_base}/config_dump"), &[]).await?;

@@ -1,5 +1,7 @@
 //! The inbound side: peers calling the local workload. The caller is named
-//! by the `vigil-source` header its own proxy set (absent: the internet).
+//! by the `vigil-source` header its own proxy set (absent: the internet),
+//! believed only from an IP that workload calls from (see
+//! [`identify_caller`]).
 
 use std::sync::Arc;
 
@@ -9,23 +11,33 @@ use hyper::body::Incoming;
 use super::body::ProxyBody;
 use super::{DecisionLabel, Pending, Shared, denied_response};
 use crate::model::{Direction, Protocol, Record, SOURCE_HEADER, parse_source};
-use crate::policy::{Decision, INTERNET, evaluate_inbound};
+use crate::policy::{Caller, Decision, INTERNET, evaluate_inbound, identify_caller};
 use crate::template::template;
 
-/// Handles one inbound request: identify, decide, forward to the app at `app`.
+/// Handles one inbound request from `peer`: identify, decide, forward to
+/// the app at `app`.
 pub async fn serve(
     shared: Arc<Shared>,
     app: std::net::SocketAddr,
+    peer: std::net::IpAddr,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
-    let source = req
+    let start = std::time::Instant::now();
+    let claimed = req
         .headers()
         .get(SOURCE_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_source)
         .map(str::to_string);
     req.headers_mut().remove(SOURCE_HEADER);
-    let pending = Pending::new(Record {
+    let policy = shared.current_policy().await;
+    let caller = identify_caller(&policy, claimed.as_deref(), peer);
+    if let Caller::Spoofed(name) = &caller {
+        shared.metrics.spoofed_sources.inc();
+        tracing::debug!(%peer, claimed = %name, "vigil-source from an IP that workload does not call from; the caller is the internet");
+    }
+    let source = caller.identity().map(str::to_string);
+    let mut pending = Pending::new(Record {
         direction: Direction::Inbound,
         protocol: Protocol::of_request(&req),
         source: source.clone().unwrap_or_default(),
@@ -39,7 +51,7 @@ pub async fn serve(
         bytes_out: 0,
         denied: false,
     });
-    let policy = shared.current_policy().await;
+    pending.start = start;
     if let Decision::Deny { reason } = evaluate_inbound(&policy, source.as_deref()) {
         let caller = source.as_deref().unwrap_or(INTERNET);
         let response = denied_response(reason, ("source", caller), shared.workload(), &policy.mode);

@@ -138,6 +138,9 @@ fn duration_histogram() -> Histogram {
 pub struct HttpMetrics {
     requests: Family<RequestLabels, Counter>,
     duration: Family<DurationLabels, Histogram, fn() -> Histogram>,
+    /// Inbound requests whose `vigil-source` named a workload that does not
+    /// call from the peer's IP (treated as the internet).
+    pub spoofed_sources: Counter,
 }
 
 impl HttpMetrics {
@@ -155,7 +158,17 @@ impl HttpMetrics {
             "Time to response headers (or tunnel setup)",
             duration.clone(),
         );
-        HttpMetrics { requests, duration }
+        let spoofed_sources = Counter::default();
+        registry.register(
+            "vigil_proxy_spoofed_sources",
+            "Inbound requests whose vigil-source header named a workload that does not call from their IP; they count as the internet",
+            spoofed_sources.clone(),
+        );
+        HttpMetrics {
+            requests,
+            duration,
+            spoofed_sources,
+        }
     }
 
     fn record(&self, direction: Direction, decision: DecisionLabel, elapsed: Duration) {
