@@ -127,7 +127,12 @@ fn learning_then_enforcement_blocks_what_is_new() {
     // but calls from an IP web does not call from is the internet to api's
     // sidecar: never seen there while learning, so refused.
     let api_direct = format!("http://{}/v1/users/1", api.inbound);
-    let spoof = ["-H", "vigil-source: default/web", "--interface", "127.0.0.2"];
+    let spoof = [
+        "-H",
+        "vigil-source: default/web",
+        "--interface",
+        "127.0.0.2",
+    ];
     let (status, body) = curl(&[&spoof[..], &[api_direct.as_str()]].concat());
     assert_eq!(status, 403, "a spoofed identity is not believed: {body}");
     let json: serde_json::Value = serde_json::from_str(&body).expect("the 403 body is JSON");

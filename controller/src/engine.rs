@@ -7,7 +7,7 @@
 //! [`Snapshot`] for readers and new policies for the sidecars.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -58,6 +58,8 @@ pub enum Command {
         addrs: Vec<SocketAddr>,
         /// Its version.
         version: String,
+        /// The IP the registration came from.
+        from: Option<IpAddr>,
         /// Receives the policy channel.
         reply: oneshot::Sender<Result<PolicyRx, EngineError>>,
     },
@@ -110,11 +112,13 @@ impl Handle {
         id: WorkloadId,
         addrs: Vec<SocketAddr>,
         version: String,
+        from: Option<IpAddr>,
     ) -> Result<PolicyRx, EngineError> {
         self.call(|reply| Command::Register {
             id,
             addrs,
             version,
+            from,
             reply,
         })
         .await
@@ -248,9 +252,10 @@ impl Engine {
                 id,
                 addrs,
                 version,
+                from,
                 reply,
             } => {
-                let result = self.register(&id, &addrs, &version);
+                let result = self.register(&id, &addrs, &version, from);
                 Some(Box::new(move || drop(reply.send(result))))
             }
             Command::Disconnect { id } => {
@@ -281,10 +286,14 @@ impl Engine {
         id: &WorkloadId,
         addrs: &[SocketAddr],
         version: &str,
+        from: Option<IpAddr>,
     ) -> Result<PolicyRx, EngineError> {
         let now = now_unix();
         let mut changes = Changes::default();
-        let record = self.inventory.register(id, addrs, version, now).clone();
+        let record = self
+            .inventory
+            .register(id, addrs, version, from, now)
+            .clone();
         changes.workloads.push((id.clone(), record));
         self.graph.ensure_node(&NodeId::Workload(id.clone()));
         let mode = self.modes.of(&id.namespace);
@@ -418,7 +427,10 @@ impl Engine {
         self.seqs = loaded.report_seqs;
         self.graph = Graph::default();
         self.inventory.clear_records();
-        for (id, record) in loaded.workloads {
+        // Oldest first, so that the newest registration owns a reused address.
+        let mut workloads = loaded.workloads;
+        workloads.sort_by_key(|(_, record)| record.last_seen);
+        for (id, record) in workloads {
             self.graph.ensure_node(&NodeId::Workload(id.clone()));
             self.inventory.restore(id, record);
         }

@@ -215,6 +215,7 @@ impl v1::controller_server::Controller for Ingest {
         &self,
         request: Request<v1::Registration>,
     ) -> Result<Response<Self::RegisterStream>, Status> {
+        let from = request.remote_addr().map(|a| a.ip());
         let registration = request.into_inner();
         let id = identity(registration.identity)?;
         if registration.inbound_addrs.len() > MAX_ADDRS {
@@ -233,7 +234,7 @@ impl v1::controller_server::Controller for Ingest {
             .collect::<Result<Vec<_>, _>>()?;
         let policies = self
             .engine
-            .register(id.clone(), addrs, registration.proxy_version)
+            .register(id.clone(), addrs, registration.proxy_version, from)
             .await
             .map_err(engine_status)?;
         let connection = Connection {

@@ -4,8 +4,8 @@
 //! Resolves the destination a proxy reported into a graph node. Depends only
 //! on `model`.
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +22,10 @@ pub struct WorkloadRecord {
     pub first_seen: u64,
     /// Unix seconds of the latest registration.
     pub last_seen: u64,
+    /// The IP its sidecar's latest registration came from (its pod IP in
+    /// a cluster), when known.
+    #[serde(default)]
+    pub registered_from: Option<IpAddr>,
 }
 
 /// Registered workloads and connected sidecars.
@@ -33,15 +37,18 @@ pub struct Inventory {
 }
 
 impl Inventory {
-    /// Records a registration; returns the updated record.
+    /// Records a registration that came from `from`; returns the updated
+    /// record.
     pub fn register(
         &mut self,
         id: &WorkloadId,
         addrs: &[SocketAddr],
         version: &str,
+        from: Option<IpAddr>,
         now: u64,
     ) -> &WorkloadRecord {
         let record = self.workloads.entry(id.clone()).or_default();
+        record.registered_from = from.map(|ip| ip.to_canonical());
         if record.first_seen == 0 {
             record.first_seen = now;
         }
@@ -100,6 +107,24 @@ impl Inventory {
         self.workloads.iter()
     }
 
+    /// The IPs `id` calls from: those of the inbound addresses it owns
+    /// (the newest registration owns a reused address) and the one its
+    /// latest registration came from; unspecified ones say nothing.
+    pub fn source_ips(&self, id: &WorkloadId) -> BTreeSet<IpAddr> {
+        let Some(record) = self.workloads.get(id) else {
+            return BTreeSet::new();
+        };
+        record
+            .inbound_addrs
+            .iter()
+            .filter(|addr| self.by_addr.get(addr) == Some(id))
+            .map(|addr| addr.ip())
+            .chain(record.registered_from)
+            .map(|ip| ip.to_canonical())
+            .filter(|ip| !ip.is_unspecified())
+            .collect()
+    }
+
     /// The record of one workload.
     pub fn get(&self, id: &WorkloadId) -> Option<&WorkloadRecord> {
         self.workloads.get(id)
@@ -150,11 +175,37 @@ mod tests {
     use crate::model::outbound;
 
     #[test]
+    fn a_workload_calls_from_the_ips_it_owns_and_registered_from() {
+        let mut inv = Inventory::default();
+        let (a, b) = (
+            WorkloadId::new("lab", "a").unwrap(),
+            WorkloadId::new("lab", "b").unwrap(),
+        );
+        let addr = "10.0.0.7:4143".parse().unwrap();
+        inv.register(&a, &[addr], "0", Some("10.0.0.7".parse().unwrap()), 1);
+        assert_eq!(inv.source_ips(&a), ["10.0.0.7".parse().unwrap()].into());
+        // a's pod restarts elsewhere and b's new pod gets its old IP.
+        let moved = "10.0.0.8:4143".parse().unwrap();
+        inv.register(&a, &[moved], "0", Some("10.0.0.8".parse().unwrap()), 2);
+        inv.register(&b, &[addr], "0", Some("10.0.0.7".parse().unwrap()), 3);
+        assert_eq!(
+            inv.source_ips(&a),
+            ["10.0.0.8".parse().unwrap()].into(),
+            "an IP now owned by b is no longer a's"
+        );
+        assert_eq!(inv.source_ips(&b), ["10.0.0.7".parse().unwrap()].into());
+        assert!(
+            inv.source_ips(&WorkloadId::new("lab", "c").unwrap())
+                .is_empty()
+        );
+    }
+
+    #[test]
     fn destinations_resolve_by_address_then_by_name() {
         let mut inv = Inventory::default();
         let web = WorkloadId::new("shop", "web").unwrap();
         let db = WorkloadId::new("shop", "db").unwrap();
-        inv.register(&db, &["10.0.0.7:5432".parse().unwrap()], "0.1.0", 1);
+        inv.register(&db, &["10.0.0.7:5432".parse().unwrap()], "0.1.0", None, 1);
         let wl = |id: &WorkloadId| NodeId::Workload(id.clone());
         let table = [
             (outbound("anything:1", Some("10.0.0.7:5432"), 1), wl(&db)),

@@ -43,21 +43,13 @@ pub struct PolicySpec {
 /// The IPs each registered workload calls from, by `ns/name`.
 pub type SourceIps = BTreeMap<String, BTreeSet<IpAddr>>;
 
-/// The IPs each registered workload calls from: those of the inbound
-/// addresses its sidecar advertised (its pod IP). Unspecified addresses
-/// (`0.0.0.0`) say nothing and are left out.
+/// The IPs each registered workload calls from (see
+/// [`Inventory::source_ips`]): those of the inbound addresses its sidecar
+/// advertised, and the one it registered from (its pod IP).
 pub fn source_ips(inventory: &Inventory) -> SourceIps {
     inventory
         .workloads()
-        .map(|(id, record)| {
-            let ips = record
-                .inbound_addrs
-                .iter()
-                .map(|a| a.ip().to_canonical())
-                .filter(|ip| !ip.is_unspecified())
-                .collect();
-            (id.to_string(), ips)
-        })
+        .map(|(id, _)| (id.to_string(), inventory.source_ips(id)))
         .collect()
 }
 
@@ -171,7 +163,7 @@ mod tests {
         let db = WorkloadId::new("shop", "db").unwrap();
         let wl = |id: &WorkloadId| NodeId::Workload(id.clone());
         let mut inv = Inventory::default();
-        inv.register(&db, &["127.0.0.1:5432".parse().unwrap()], "0", 1);
+        inv.register(&db, &["127.0.0.1:5432".parse().unwrap()], "0", None, 1);
         let mut b = Baseline::default();
         let mut g = Graph::default();
         let to_db = (wl(&web), wl(&db));
@@ -212,20 +204,22 @@ mod tests {
             "[::ffff:10.1.2.4]:4143".parse().unwrap(),
             "0.0.0.0:4143".parse().unwrap(),
         ];
-        inv.register(&lab, &addrs, "0", 1);
+        inv.register(&lab, &addrs, "0", Some("10.1.2.5".parse().unwrap()), 1);
         for mode in [Mode::Learning, ENFORCE] {
             let spec = compile(&web, mode, &b, &g, &inv, &ips(&inv));
             let want: SourceIps = [
                 (
                     "lab/nb".to_owned(),
-                    ["10.1.2.3".parse().unwrap(), "10.1.2.4".parse().unwrap()].into(),
+                    ["10.1.2.3", "10.1.2.4", "10.1.2.5"]
+                        .map(|ip| ip.parse().unwrap())
+                        .into(),
                 ),
                 ("shop/db".to_owned(), ["127.0.0.1".parse().unwrap()].into()),
             ]
             .into();
             assert_eq!(
                 *spec.source_ips, want,
-                "{mode:?}: all registered workloads, mapped IPv4 made plain, 0.0.0.0 left out"
+                "{mode:?}: all registered workloads, with the IP each registered from; mapped IPv4 made plain, 0.0.0.0 left out"
             );
         }
     }

@@ -355,6 +355,7 @@ mod tests {
             proxy_version: "0.1.0".into(),
             first_seen: 1,
             last_seen: 2,
+            registered_from: Some("10.0.0.9".parse().unwrap()),
         };
         let stats = EdgeStats {
             requests: 7,

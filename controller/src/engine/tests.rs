@@ -43,11 +43,15 @@ async fn stop(handle: Handle, thread: std::thread::JoinHandle<()>) {
 async fn learning_then_enforcement_alerts_and_blocks_only_the_new() {
     let dir = tempfile::tempdir().unwrap();
     let (h, thread) = start(dir.path());
-    let mut web_policy = h.register(id("web"), vec![], "t".into()).await.unwrap();
+    let mut web_policy = h
+        .register(id("web"), vec![], "t".into(), None)
+        .await
+        .unwrap();
     h.register(
         id("db"),
         vec!["127.0.0.1:7001".parse().unwrap()],
         "t".into(),
+        None,
     )
     .await
     .unwrap();
@@ -96,7 +100,10 @@ async fn learning_then_enforcement_alerts_and_blocks_only_the_new() {
     .await
     .unwrap();
     // A workload never seen while learning is a new deployment.
-    let miner_policy = h.register(id("miner"), vec![], "t".into()).await.unwrap();
+    let miner_policy = h
+        .register(id("miner"), vec![], "t".into(), None)
+        .await
+        .unwrap();
     assert!(miner_policy.borrow().enforce);
     assert!(miner_policy.borrow().allowed_authorities.is_empty());
 
@@ -163,7 +170,9 @@ async fn learning_then_enforcement_alerts_and_blocks_only_the_new() {
 async fn mode_baseline_and_alerts_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (h, thread) = start(dir.path());
-    h.register(id("web"), vec![], "t".into()).await.unwrap();
+    h.register(id("web"), vec![], "t".into(), None)
+        .await
+        .unwrap();
     report(&h, id("web"), vec![outbound("pypi.org:443", None, 1)], 0)
         .await
         .unwrap();
@@ -190,7 +199,10 @@ async fn mode_baseline_and_alerts_survive_a_restart() {
     assert_eq!(after.counts.baseline_edges, 1);
     // Alert-only: flagged, not blocked, and the policy does not enforce.
     assert_eq!(after.alerts[0].action, Action::Flagged);
-    let policy = h.register(id("web"), vec![], "t".into()).await.unwrap();
+    let policy = h
+        .register(id("web"), vec![], "t".into(), None)
+        .await
+        .unwrap();
     assert!(!policy.borrow().enforce);
     stop(h, thread).await;
 }
@@ -217,8 +229,12 @@ async fn inbound_calls_from_the_internet_are_edges_and_meshed_ones_are_not_doubl
 async fn connected_sidecars_are_counted() {
     let dir = tempfile::tempdir().unwrap();
     let (h, thread) = start(dir.path());
-    h.register(id("web"), vec![], "t".into()).await.unwrap();
-    h.register(id("db"), vec![], "t".into()).await.unwrap();
+    h.register(id("web"), vec![], "t".into(), None)
+        .await
+        .unwrap();
+    h.register(id("db"), vec![], "t".into(), None)
+        .await
+        .unwrap();
     assert_eq!(h.snapshot().counts.sidecars_connected, 2);
     h.disconnect(id("db"));
     // A round trip orders the disconnect before the read.
