@@ -144,6 +144,7 @@ async fn sidecar(
     app: SocketAddr,
     grpc: SocketAddr,
     hosts: &Path,
+    token: &Path,
 ) -> anyhow::Result<Sidecar> {
     let controller = format!("http://{grpc}");
     let (app, report_ms) = (app.to_string(), REPORT_MS.to_string());
@@ -173,6 +174,7 @@ async fn sidecar(
         "warn",
     ])?;
     args.hosts_file = Some(hosts.to_owned());
+    args.controller_token_file = Some(token.to_owned());
     let running = vigil_proxy::start(args)
         .await
         .with_context(|| format!("starting {workload}'s sidecar"))?;
@@ -232,6 +234,7 @@ async fn main() -> anyhow::Result<()> {
         grpc_addr: "127.0.0.1:8470".parse()?,
         http_addr: "127.0.0.1:8480".parse()?,
         data_dir: data_dir.clone(),
+        sidecar_token_file: None,
         log: "warn".into(),
     };
     let controller = vigil_controller::start(&controller_args).await.context(
@@ -242,6 +245,7 @@ async fn main() -> anyhow::Result<()> {
         controller.http_addr,
         controller.token.clone(),
     );
+    let sidecar_token = controller.sidecar_token_path.clone();
 
     say("Starting a notebook platform on loopback");
     let pypi = serve_http("package index").await?;
@@ -253,8 +257,8 @@ async fn main() -> anyhow::Result<()> {
         &hosts,
         "pypi.demo 127.0.0.1\npool.minexmr.demo 127.0.0.1\nmodel-api 127.0.0.1\n",
     )?;
-    let jupyter = sidecar("jupyter", jupyter_app, grpc, &hosts).await?;
-    let models = sidecar("model-api", models_app, grpc, &hosts).await?;
+    let jupyter = sidecar("jupyter", jupyter_app, grpc, &hosts, &sidecar_token).await?;
+    let models = sidecar("model-api", models_app, grpc, &hosts, &sidecar_token).await?;
     println!("  controller        gRPC {grpc}, API http://{http}");
     println!(
         "  jupyter           app {jupyter_app}, sidecar in {} out {}",
@@ -338,7 +342,7 @@ async fn main() -> anyhow::Result<()> {
 
     say("3. An attacker deploys a miner through the open dashboard");
     let miner_app = serve_http("xmrig").await?;
-    let miner = sidecar("xmrig-miner", miner_app, grpc, &hosts).await?;
+    let miner = sidecar("xmrig-miner", miner_app, grpc, &hosts, &sidecar_token).await?;
     miner.wait_enforcing().await;
     show(
         &format!("xmrig-miner CONNECT {pool_authority}"),

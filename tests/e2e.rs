@@ -333,6 +333,56 @@ fn the_api_refuses_a_missing_or_wrong_token() {
     assert_eq!(ctl.json(&["mode"])["default"]["mode"], "learning");
 }
 
+/// The gRPC port wants the sidecar token: a sidecar without it (or with a
+/// wrong one) is refused with a clear log line and never registered.
+#[test]
+fn a_sidecar_without_the_token_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(&tmp.path().join("data"), tmp.path());
+    let mode = std::fs::metadata(common::sidecar_token_file(tmp.path()))
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .unwrap();
+    assert_eq!(mode, 0o600, "the sidecar token is a secret");
+    let wrong = tmp.path().join("wrong.token");
+    std::fs::write(&wrong, "not-the-token\n").unwrap();
+    let start = |name: &str, token: Option<&std::path::Path>| {
+        let mut cmd = std::process::Command::new(common::bin("vigil-proxy"));
+        cmd.args(["--workload", name, "--controller"])
+            .arg(format!("http://{}", ctl.grpc))
+            .args([
+                "--outbound-addr",
+                "127.0.0.1:0",
+                "--inbound-addr",
+                "127.0.0.1:0",
+            ])
+            .args(["--admin-addr", "127.0.0.1:0", "--outbound-addr6", "off"])
+            .args(["--inbound-addr6", "off"]);
+        if let Some(token) = token {
+            cmd.arg("--controller-token-file").arg(token);
+        }
+        common::spawn_proc(&format!("vigil-proxy-{name}"), cmd, tmp.path())
+    };
+    let anonymous = start("anonymous", None);
+    let impostor = start("impostor", Some(&wrong));
+    for (proc, why) in [
+        (&anonymous, "missing the sidecar token"),
+        (&impostor, "the sidecar token is wrong"),
+    ] {
+        common::wait_for(&format!("{why} in the proxy's log"), || {
+            proc.log().contains(why).then_some(())
+        });
+    }
+    let graph = ctl.json(&["graph"]);
+    assert!(
+        graph["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["name"] != "anonymous" && n["name"] != "impostor"),
+        "neither registered: {graph}"
+    );
+}
+
 /// vigilctl against no controller: a clear error, non-zero exit.
 #[test]
 fn vigilctl_reports_an_unreachable_controller() {

@@ -41,7 +41,8 @@ fn grpc_streams_and_trailers_pass_through_the_proxy() {
     let hosts = hosts_file(tmp.path(), &[]);
     let web = Proxy::start("web", ctl.grpc, app.addr, &hosts, tmp.path());
 
-    runtime().block_on(grpc_calls(web.outbound, ctl.grpc));
+    let token = std::fs::read_to_string(common::sidecar_token_file(tmp.path())).unwrap();
+    runtime().block_on(grpc_calls(web.outbound, ctl.grpc, token.trim()));
 
     let target = format!("external:127.0.0.1:{}", ctl.grpc.port());
     let edge = wait_for("the Report call on web's edge to the controller", || {
@@ -68,7 +69,7 @@ fn grpc_streams_and_trailers_pass_through_the_proxy() {
 }
 
 /// The calls of [`grpc_streams_and_trailers_pass_through_the_proxy`].
-async fn grpc_calls(proxy: SocketAddr, controller: SocketAddr) {
+async fn grpc_calls(proxy: SocketAddr, controller: SocketAddr, token: &str) {
     let origin = format!("http://127.0.0.1:{}", controller.port());
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{proxy}"))
         .unwrap()
@@ -90,7 +91,19 @@ async fn grpc_calls(proxy: SocketAddr, controller: SocketAddr) {
         inbound_addrs: vec![],
         proxy_version: "e2e".into(),
     };
-    let mut policies = within(client.register(registration))
+    fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        let bearer = format!("Bearer {token}").parse().unwrap();
+        request.metadata_mut().insert("authorization", bearer);
+        request
+    }
+    let authorized = |message| with_token(message, token);
+    // The controller's gRPC port wants the sidecar token.
+    let status = within(client.register(registration.clone()))
+        .await
+        .expect_err("no token, no registration");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    let mut policies = within(client.register(authorized(registration)))
         .await
         .expect("Register through the proxy")
         .into_inner();
@@ -103,7 +116,8 @@ async fn grpc_calls(proxy: SocketAddr, controller: SocketAddr) {
     // Bidi streaming, interleaved: each ack comes back before the next
     // batch is sent, so nothing is buffered until the request ends.
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let mut acks = within(client.report(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    let reports = with_token(tokio_stream::wrappers::ReceiverStream::new(rx), token);
+    let mut acks = within(client.report(reports))
         .await
         .expect("Report through the proxy")
         .into_inner();
@@ -155,7 +169,7 @@ async fn grpc_calls(proxy: SocketAddr, controller: SocketAddr) {
         inbound_addrs: vec![],
         proxy_version: "e2e".into(),
     };
-    let status = within(client.register(bad))
+    let status = within(client.register(authorized(bad)))
         .await
         .expect_err("an invalid identity is refused");
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");

@@ -541,6 +541,12 @@ fn helper(ns: &Netns, name: &str, addr: &str, log_dir: &Path) -> Proc {
 /// [`PROXY_UID`], with the pod ports of the README, and waits until ready.
 fn sidecar(pod: &Netns, grpc: SocketAddr, log_dir: &Path) -> Proc {
     let proxy = executable_copy(&bin("vigil-proxy"), log_dir);
+    // The controller's token file is root's (0600): the sidecar's uid gets
+    // its own copy, as a mounted secret would be.
+    let token = log_dir.join("bin").join("sidecar.token");
+    std::fs::copy(common::sidecar_token_file(log_dir), &token).unwrap();
+    let uid = PROXY_UID.parse().unwrap();
+    std::os::unix::fs::chown(&token, Some(uid), Some(uid)).unwrap();
     let mut cmd = pod.cmd("setpriv");
     cmd.args(["--reuid", PROXY_UID, "--regid", PROXY_UID, "--clear-groups"])
         .arg(&proxy)
@@ -550,6 +556,8 @@ fn sidecar(pod: &Netns, grpc: SocketAddr, log_dir: &Path) -> Proc {
         .args(["--inbound-addr", "0.0.0.0:4143"])
         .args(["--admin-addr", "127.0.0.1:4191"])
         .args(["--app-addr", "127.0.0.1:8080"])
+        .arg("--controller-token-file")
+        .arg(&token)
         .arg("--controller")
         .arg(format!("http://{grpc}"));
     let proc = spawn_proc("vigil-proxy-web", cmd, log_dir);

@@ -75,20 +75,14 @@ pub fn router(engine: Handle, token: &str, registry: Arc<Registry>) -> Router {
         .with_state(api)
 }
 
-/// Compares in time independent of where the inputs differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn authenticate(State(api): State<Api>, request: Request, next: Next) -> Response {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(crate::token::bearer);
     match presented {
-        Some(token) if constant_time_eq(token.as_bytes(), api.token.as_bytes()) => {
+        Some(token) if crate::token::constant_time_eq(token.as_bytes(), api.token.as_bytes()) => {
             next.run(request).await
         }
         Some(_) => unauthorized("the bearer token is wrong"),
@@ -227,17 +221,4 @@ async fn graph(State(api): State<Api>) -> Response {
 
 async fn alerts(State(api): State<Api>) -> Response {
     Json(&api.engine.snapshot().alerts).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_comparison_needs_the_exact_token() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-        assert!(!constant_time_eq(b"", b"a"));
-    }
 }

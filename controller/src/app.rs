@@ -1,9 +1,8 @@
 //! Wiring: opens the store, starts the engine, the gRPC server and the HTTP
 //! API, and shuts them down in order.
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use tokio::net::TcpListener;
@@ -15,9 +14,13 @@ use crate::config::Args;
 use crate::engine;
 use crate::ingest::Ingest;
 use crate::store::{Store, StoreError};
+use crate::token::{self, TokenError};
 
 /// File name of the admin token inside the data directory.
 pub const TOKEN_FILE: &str = "admin.token";
+/// File name of the sidecar token inside the data directory (the default
+/// of `--sidecar-token-file`).
+pub const SIDECAR_TOKEN_FILE: &str = "sidecar.token";
 
 /// Why the controller could not start.
 #[derive(Debug, thiserror::Error)]
@@ -30,14 +33,9 @@ pub enum StartError {
         /// The cause.
         source: std::io::Error,
     },
-    /// The admin token could not be read or written.
-    #[error("cannot read or create the admin token {path}: {source}")]
-    Token {
-        /// The token file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
+    /// A token could not be read or written.
+    #[error(transparent)]
+    Token(#[from] TokenError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -64,6 +62,8 @@ pub struct Running {
     pub token_path: PathBuf,
     /// The admin token.
     pub token: String,
+    /// Path of the token sidecars present on the gRPC port.
+    pub sidecar_token_path: PathBuf,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     engine: std::thread::JoinHandle<()>,
@@ -72,40 +72,7 @@ pub struct Running {
 /// Reads the admin token, or creates it (mode 0600) on first start.
 pub fn admin_token(data_dir: &Path) -> Result<(PathBuf, String), StartError> {
     let path = data_dir.join(TOKEN_FILE);
-    let err = |source| StartError::Token {
-        path: path.clone(),
-        source,
-    };
-    match std::fs::read_to_string(&path) {
-        Ok(token) if !token.trim().is_empty() => {
-            let mode = std::fs::metadata(&path).map_err(err)?.permissions().mode();
-            if mode & 0o077 != 0 {
-                tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "the admin token is readable by others: chmod 600 it");
-            }
-            return Ok((path, token.trim().to_owned()));
-        }
-        Ok(_) => {
-            return Err(err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "the file is empty; delete it to get a new token",
-            )));
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(e)),
-    }
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| err(std::io::Error::other(e.to_string())))?;
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(err)?;
-    writeln!(file, "{token}")
-        .and_then(|()| file.sync_all())
-        .map_err(err)?;
-    tracing::info!(path = %path.display(), "wrote a new admin token");
+    let token = token::load_or_create(&path, "admin")?;
     Ok((path, token))
 }
 
@@ -126,6 +93,11 @@ pub async fn start(args: &Args) -> Result<Running, StartError> {
             source,
         })?;
     let (token_path, token) = admin_token(&args.data_dir)?;
+    let sidecar_token_path = args
+        .sidecar_token_file
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join(SIDECAR_TOKEN_FILE));
+    let sidecar_token = token::load_or_create(&sidecar_token_path, "sidecar")?;
     let store = Store::open(&args.data_dir)?;
     let mut registry = prometheus_client::registry::Registry::default();
     let (handle, engine) = engine::spawn(store, &mut registry)?;
@@ -144,7 +116,7 @@ pub async fn start(args: &Args) -> Result<Running, StartError> {
     let (shutdown, signal) = watch::channel(false);
 
     let mut stop = signal.clone();
-    let ingest = Ingest::new(handle.clone()).into_server();
+    let ingest = Ingest::new(handle.clone()).into_server(sidecar_token);
     let grpc_task = tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
@@ -169,12 +141,13 @@ pub async fn start(args: &Args) -> Result<Running, StartError> {
             tracing::error!(error = %e, "HTTP API failed");
         }
     });
-    tracing::info!(%grpc_addr, %http_addr, data_dir = %args.data_dir.display(), "vigil-controller started");
+    tracing::info!(%grpc_addr, %http_addr, data_dir = %args.data_dir.display(), sidecar_token_file = %sidecar_token_path.display(), "vigil-controller started");
     Ok(Running {
         grpc_addr,
         http_addr,
         token_path,
         token,
+        sidecar_token_path,
         shutdown,
         tasks: vec![grpc_task, http_task],
         engine,
@@ -215,31 +188,5 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_admin_token_is_created_once_with_mode_0600() {
-        let dir = tempfile::tempdir().unwrap();
-        let (path, token) = admin_token(dir.path()).unwrap();
-        assert_eq!(token.len(), 64);
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-        let (_, again) = admin_token(dir.path()).unwrap();
-        assert_eq!(again, token);
-        let other = tempfile::tempdir().unwrap();
-        assert_ne!(admin_token(other.path()).unwrap().1, token);
-    }
-
-    #[test]
-    fn an_empty_token_file_is_an_error_not_an_open_door() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(TOKEN_FILE), "\n").unwrap();
-        let err = admin_token(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("empty"), "{err}");
     }
 }

@@ -16,6 +16,8 @@ pub mod env {
     pub const DATA_DIR: &str = "VIGIL_DATA_DIR";
     /// `--log`.
     pub const LOG: &str = "VIGIL_LOG";
+    /// `--sidecar-token-file`.
+    pub const SIDECAR_TOKEN_FILE: &str = "VIGIL_SIDECAR_TOKEN_FILE";
 }
 
 /// Flags of `vigil-controller`.
@@ -36,6 +38,12 @@ pub struct Args {
     /// Directory of the store (vigil.redb) and the admin token (admin.token).
     #[arg(long, env = env::DATA_DIR, default_value = "./vigil-data")]
     pub data_dir: PathBuf,
+    /// The token every sidecar must present on the gRPC port (created,
+    /// mode 0600, on first start). Give it to the sidecars as a secret:
+    /// `vigil-proxy --controller-token-file`. Default:
+    /// `<data-dir>/sidecar.token`.
+    #[arg(long, env = env::SIDECAR_TOKEN_FILE)]
+    pub sidecar_token_file: Option<PathBuf>,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `vigil_controller=debug`.
     #[arg(long, env = env::LOG, default_value = "info")]
     pub log: String,

@@ -9,6 +9,7 @@ use std::pin::Pin;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, WatchStream};
+use tonic::service::{Interceptor, interceptor::InterceptedService};
 use tonic::{Request, Response, Status, Streaming};
 use vigil_proto::v1;
 
@@ -198,9 +199,47 @@ impl Ingest {
         Self { engine }
     }
 
-    /// The tonic server wrapper for this service.
-    pub fn into_server(self) -> v1::controller_server::ControllerServer<Self> {
-        v1::controller_server::ControllerServer::new(self)
+    /// The tonic server for this service: every call must present
+    /// `authorization: Bearer <sidecar token>`.
+    pub fn into_server(
+        self,
+        sidecar_token: String,
+    ) -> InterceptedService<v1::controller_server::ControllerServer<Self>, SidecarAuth> {
+        v1::controller_server::ControllerServer::with_interceptor(
+            self,
+            SidecarAuth {
+                token: sidecar_token.into(),
+            },
+        )
+    }
+}
+
+/// Refuses gRPC calls without the sidecar token (`UNAUTHENTICATED`), so
+/// that code which merely reaches the port cannot register workloads, read
+/// their policies or feed the baseline.
+#[derive(Clone, Debug)]
+pub struct SidecarAuth {
+    token: std::sync::Arc<str>,
+}
+
+impl Interceptor for SidecarAuth {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::token::bearer);
+        match presented {
+            Some(token)
+                if crate::token::constant_time_eq(token.as_bytes(), self.token.as_bytes()) =>
+            {
+                Ok(request)
+            }
+            Some(_) => Err(Status::unauthenticated("the sidecar token is wrong")),
+            None => Err(Status::unauthenticated(
+                "missing the sidecar token: start vigil-proxy with --controller-token-file",
+            )),
+        }
     }
 }
 

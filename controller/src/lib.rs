@@ -22,6 +22,7 @@ pub mod model;
 pub mod policy;
 pub mod snapshot;
 pub mod store;
+pub mod token;
 
 pub use app::{Running, StartError, start};
 pub use config::Args;

@@ -192,7 +192,11 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
         batch_tx,
         flush.subscribe(),
     );
-    let reporter = control::report::spawn(config.args.controller.clone(), batch_rx);
+    let target = control::Target {
+        url: config.args.controller.clone(),
+        token_file: config.args.controller_token_file.clone(),
+    };
+    let reporter = control::report::spawn(target.clone(), batch_rx);
     let registration = v1::Registration {
         identity: Some(identity.to_proto()),
         inbound_addrs: config
@@ -203,7 +207,7 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
         proxy_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     let policy_task = control::policy::spawn(
-        config.args.controller.clone(),
+        target,
         registration,
         policy_tx,
         control_metrics,

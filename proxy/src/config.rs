@@ -22,6 +22,8 @@ pub const ENV_INBOUND_ADDR: &str = "VIGIL_INBOUND_ADDR";
 pub const ENV_OUTBOUND_ADDR6: &str = "VIGIL_OUTBOUND_ADDR6";
 /// Env var for `--inbound-addr6`.
 pub const ENV_INBOUND_ADDR6: &str = "VIGIL_INBOUND_ADDR6";
+/// Env var for `--controller-token-file`.
+pub const ENV_CONTROLLER_TOKEN_FILE: &str = "VIGIL_CONTROLLER_TOKEN_FILE";
 /// Env var for `--app-addr`.
 pub const ENV_APP_ADDR: &str = "VIGIL_APP_ADDR";
 /// Env var for `--admin-addr`.
@@ -111,6 +113,11 @@ pub struct Args {
     /// gRPC URL of vigil-controller.
     #[arg(long, env = ENV_CONTROLLER, default_value = "http://127.0.0.1:8470")]
     pub controller: String,
+    /// File holding the sidecar token the controller requires (its
+    /// `<data-dir>/sidecar.token`, mounted as a secret). Read at each
+    /// connect.
+    #[arg(long, env = ENV_CONTROLLER_TOKEN_FILE)]
+    pub controller_token_file: Option<PathBuf>,
     /// File of `name ip` (or `ip name...`) lines overriding name resolution.
     #[arg(long, env = ENV_HOSTS_FILE)]
     pub hosts_file: Option<PathBuf>,

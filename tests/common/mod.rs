@@ -190,6 +190,13 @@ impl Drop for Proc {
     }
 }
 
+/// Where the harness keeps the sidecar token: the controllers it starts
+/// create it there (`--sidecar-token-file`), and the proxies it starts with
+/// the same `log_dir` present it (`--controller-token-file`).
+pub fn sidecar_token_file(log_dir: &Path) -> PathBuf {
+    log_dir.join("sidecar.token")
+}
+
 /// A running `vigil-controller`.
 pub struct Controller {
     pub proc: Proc,
@@ -219,6 +226,8 @@ impl Controller {
         cmd.arg("--grpc-addr").arg(grpc.to_string());
         cmd.arg("--http-addr").arg(http.to_string());
         cmd.arg("--data-dir").arg(data_dir);
+        cmd.arg("--sidecar-token-file")
+            .arg(sidecar_token_file(log_dir));
         let proc = Proc::spawn("vigil-controller", cmd, log_dir);
         // Port 0 binds free ports: read the bound ones from the start line.
         let (grpc, http) = wait_for("the controller's start line", || {
@@ -376,6 +385,8 @@ impl Proxy {
         ]);
         cmd.arg("--controller")
             .arg(format!("http://{controller_grpc}"));
+        cmd.arg("--controller-token-file")
+            .arg(sidecar_token_file(log_dir));
         cmd.args([
             "--outbound-addr",
             any,

@@ -3,6 +3,9 @@
 //! and never affect forwarding: when the controller is away the proxy keeps
 //! enforcing the last policy it received.
 //!
+//! Every call carries the sidecar token (`--controller-token-file`, read
+//! again at each connect so that a rotated secret is picked up).
+//!
 //! Outside-I/O tier: publishes into the policy `watch` and consumes the
 //! telemetry batch channel; the data path never calls into it.
 
@@ -10,11 +13,13 @@ pub mod cache;
 pub mod policy;
 pub mod report;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tonic::transport::{Channel, Endpoint};
+use vigil_proto::v1::controller_client::ControllerClient;
 
 /// First reconnect delay.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -41,6 +46,14 @@ pub enum ControlError {
         url: String,
         /// The transport error.
         source: tonic::transport::Error,
+    },
+    /// The sidecar token could not be read.
+    #[error("cannot read the sidecar token --controller-token-file {path}: {source}")]
+    Token {
+        /// The token file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
     },
     /// A call or stream failed.
     #[error("controller call failed: {0}")]
@@ -103,6 +116,45 @@ impl ControlMetrics {
             m.policy_version.clone(),
         );
         m
+    }
+}
+
+/// The controller, and the token that proves this is one of its sidecars.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// gRPC URL, e.g. `http://127.0.0.1:8470`.
+    pub url: String,
+    /// File holding the sidecar token, if any.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Target {
+    /// A client on a new connection.
+    pub async fn client(&self) -> Result<ControllerClient<Channel>, ControlError> {
+        Ok(ControllerClient::new(connect(&self.url).await?))
+    }
+
+    /// `message` as a request that carries the sidecar token.
+    pub async fn request<T>(&self, message: T) -> Result<tonic::Request<T>, ControlError> {
+        let mut request = tonic::Request::new(message);
+        let Some(path) = &self.token_file else {
+            return Ok(request);
+        };
+        let err = |source| ControlError::Token {
+            path: path.clone(),
+            source,
+        };
+        let token = tokio::fs::read_to_string(path).await.map_err(err)?;
+        let invalid = |why: &str| err(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(invalid("the file is empty"));
+        }
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| invalid("the token is not printable ASCII"))?;
+        request.metadata_mut().insert("authorization", value);
+        Ok(request)
     }
 }
 

@@ -7,14 +7,13 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use vigil_proto::v1;
-use vigil_proto::v1::controller_client::ControllerClient;
 
-use super::{Backoff, ControlError, ControlMetrics, connect};
+use super::{Backoff, ControlError, ControlMetrics, Target};
 use crate::policy::Policy;
 
 /// Spawns the policy task; it runs until aborted.
 pub fn spawn(
-    url: String,
+    target: Target,
     registration: v1::Registration,
     policy: watch::Sender<Arc<Policy>>,
     metrics: ControlMetrics,
@@ -24,7 +23,7 @@ pub fn spawn(
         let mut backoff = Backoff::default();
         loop {
             let result = watch_policy(
-                &url,
+                &target,
                 &registration,
                 &policy,
                 &metrics,
@@ -43,18 +42,19 @@ pub fn spawn(
 }
 
 async fn watch_policy(
-    url: &str,
+    target: &Target,
     registration: &v1::Registration,
     policy: &watch::Sender<Arc<Policy>>,
     metrics: &ControlMetrics,
     backoff: &mut Backoff,
     cache: Option<&Path>,
 ) -> Result<(), ControlError> {
-    let mut client = ControllerClient::new(connect(url).await?);
-    let mut stream = client.register(registration.clone()).await?.into_inner();
+    let mut client = target.client().await?;
+    let request = target.request(registration.clone()).await?;
+    let mut stream = client.register(request).await?.into_inner();
     metrics.connected.set(1);
     backoff.reset();
-    tracing::info!(controller = %url, "registered with the controller");
+    tracing::info!(controller = %target.url, "registered with the controller");
     loop {
         let Some(message) = stream.message().await? else {
             return Err(ControlError::StreamEnded);

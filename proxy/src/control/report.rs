@@ -7,9 +7,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use vigil_proto::v1;
-use vigil_proto::v1::controller_client::ControllerClient;
 
-use super::{Backoff, ControlError, connect};
+use super::{Backoff, ControlError, Target};
 
 /// How many unacknowledged batches are kept.
 pub const QUEUE_CAPACITY: usize = 600;
@@ -65,13 +64,14 @@ impl ReportQueue {
 
 /// Spawns the report task. It ends once `batches` is closed and everything
 /// was acknowledged (or when aborted).
-pub fn spawn(url: String, mut batches: mpsc::Receiver<v1::ReportBatch>) -> JoinHandle<()> {
+pub fn spawn(target: Target, mut batches: mpsc::Receiver<v1::ReportBatch>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut queue = ReportQueue::new(QUEUE_CAPACITY);
         let mut backoff = Backoff::default();
         let mut closed = false;
         loop {
-            match stream_reports(&url, &mut queue, &mut batches, &mut closed, &mut backoff).await {
+            match stream_reports(&target, &mut queue, &mut batches, &mut closed, &mut backoff).await
+            {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "report stream to the controller failed; will resend")
@@ -95,21 +95,19 @@ pub fn spawn(url: String, mut batches: mpsc::Receiver<v1::ReportBatch>) -> JoinH
 }
 
 async fn stream_reports(
-    url: &str,
+    target: &Target,
     queue: &mut ReportQueue,
     batches: &mut mpsc::Receiver<v1::ReportBatch>,
     closed: &mut bool,
     backoff: &mut Backoff,
 ) -> Result<(), ControlError> {
-    let mut client = ControllerClient::new(connect(url).await?);
+    let mut client = target.client().await?;
     let (tx, rx) = mpsc::unbounded_channel();
     for batch in queue.iter() {
         let _ = tx.send(batch.clone());
     }
-    let mut acks = client
-        .report(UnboundedReceiverStream::new(rx))
-        .await?
-        .into_inner();
+    let request = target.request(UnboundedReceiverStream::new(rx)).await?;
+    let mut acks = client.report(request).await?.into_inner();
     backoff.reset();
     loop {
         if *closed && queue.is_empty() {
