@@ -376,6 +376,70 @@ fn start_tls_upstream(cert: &Path, key: &Path, name: &'static str) -> SocketAddr
     })
 }
 
+// ---------------------------------------------------------------- h2c
+
+/// curl's `--http2` on plain http offers an h2c upgrade. The sidecar
+/// declines it for the client (RFC 9113 deprecates it): the upstream never
+/// sees the offer and answers in HTTP/1.1, so each request on the
+/// connection stays visible to policy and telemetry instead of vanishing
+/// into a spliced stream after `101`.
+#[test]
+fn an_h2c_upgrade_offer_is_declined_so_every_request_stays_visible() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(&tmp.path().join("data"), tmp.path());
+    let upstream = spawn_server(|stream| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = stream;
+        let mut buf = Vec::new();
+        loop {
+            // One request head at a time (keep-alive), no bodies here.
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                let mut chunk = [0u8; 1024];
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            buf.drain(..end);
+            let body = if head.contains("upgrade: h2c") || head.contains("http2-settings") {
+                "offered h2c"
+            } else {
+                "plain http/1.1"
+            };
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            if stream.write_all(response.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    });
+    let app = Upstream::start("web");
+    let hosts = hosts_file(tmp.path(), &["h2c.test"]);
+    let proxy = Proxy::start("web", ctl.grpc, app.addr, &hosts, tmp.path());
+    let base = format!("http://h2c.test:{}", upstream.port());
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--http2", "-x"])
+        .arg(format!("http://{}", proxy.outbound))
+        .arg(format!("{base}/one/1"))
+        .arg(format!("{base}/two/2"))
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(body, "plain http/1.1plain http/1.1", "{out:?}");
+    let edge = ctl.wait_edge(
+        "workload:default/web",
+        &format!("external:h2c.test:{}", upstream.port()),
+        2,
+    );
+    for endpoint in ["GET /one/{id}", "GET /two/{id}"] {
+        assert!(edge["endpoints"][endpoint].as_u64().is_some(), "{edge}");
+    }
+}
+
 // ---------------------------------------------------------------- WebSocket
 
 /// A WebSocket handshake (HTTP/1.1 upgrade) through the explicit proxy gets

@@ -33,7 +33,8 @@ const MAX_REQUEST_LINE: usize = 8 * 1024;
 /// request line: decided on these first bytes alone. Any other method is
 /// decided on its whole request line (see [`detect_request_line`]). (`PRI`
 /// is only the HTTP/2 preface.) An h2c upgrade is HTTP/1.x with an
-/// `Upgrade: h2c` header, so it is detected as [`Protocol::Http1`].
+/// `Upgrade: h2c` header, so it is detected as [`Protocol::Http1`] (the
+/// HTTP layer then declines the offer).
 const HTTP1_METHODS: &[&[u8]] = &[
     b"GET ",
     b"HEAD ",

@@ -333,8 +333,9 @@ impl Shared {
     /// Sends `req` to `addr` through a pooled client: rewrites the URI to
     /// `http://addr/path?query`, keeps (or sets) Host to `host`, strips
     /// hop-by-hop headers and counts the request body. HTTP/2 goes out as
-    /// HTTP/2 (trailers and streaming kept); an HTTP/1.1 upgrade (WebSocket,
-    /// h2c) is passed through and, on `101`, spliced byte for byte.
+    /// HTTP/2 (trailers and streaming kept); an HTTP/1.1 upgrade (WebSocket)
+    /// is passed through and, on `101`, spliced byte for byte. An h2c
+    /// upgrade offer is declined (see [`decline_h2c`]).
     pub async fn send(
         &self,
         mut req: Request<Incoming>,
@@ -343,6 +344,7 @@ impl Shared {
         pending: &Pending,
     ) -> Result<Response<BoxBody<Bytes, hyper::Error>>, hyper_util::client::legacy::Error> {
         let h2 = req.version() == http::Version::HTTP_2;
+        decline_h2c(req.headers_mut());
         let upgrade = (!h2 && req.headers().contains_key(header::UPGRADE))
             .then(|| (upgrade_headers(req.headers()), hyper::upgrade::on(&mut req)));
         let (mut parts, body) = req.into_parts();
@@ -383,6 +385,39 @@ impl Shared {
         }
         Ok(response.map(BodyExt::boxed))
     }
+}
+
+/// Removes an HTTP/1.1 `Upgrade: h2c` offer (and its `HTTP2-Settings`), so
+/// that the upstream answers in HTTP/1.1 and every later request on the
+/// connection stays visible to policy and telemetry, instead of becoming an
+/// opaque spliced stream after `101`. A server may always ignore the offer
+/// (RFC 7540, section 3.2), and RFC 9113 deprecates it; clients that want
+/// HTTP/2 without TLS use prior knowledge, which is proxied as HTTP/2.
+/// Returns whether there was an offer.
+pub fn decline_h2c(headers: &mut HeaderMap) -> bool {
+    let h2c = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("h2c"));
+    if h2c {
+        let others: Vec<HeaderValue> = headers
+            .get_all(header::UPGRADE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("h2c"))
+            .filter_map(|t| HeaderValue::from_str(t).ok())
+            .collect();
+        headers.remove(header::UPGRADE);
+        headers.remove("http2-settings");
+        for other in others {
+            headers.append(header::UPGRADE, other);
+        }
+    }
+    h2c
 }
 
 /// The headers an upgrade needs end to end: `Connection`, `Upgrade` and the

@@ -35,3 +35,34 @@ fn denied_body() {
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
 }
+
+#[test]
+fn an_h2c_upgrade_offer_is_declined_and_others_kept() {
+    let headers = |pairs: &[(&str, &str)]| {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    };
+    let mut h2c = headers(&[
+        ("connection", "Upgrade, HTTP2-Settings"),
+        ("upgrade", "h2c"),
+        ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+        ("host", "api"),
+    ]);
+    assert!(decline_h2c(&mut h2c));
+    assert!(!h2c.contains_key("upgrade") && !h2c.contains_key("http2-settings"));
+    assert_eq!(h2c["host"], "api");
+
+    let mut mixed = headers(&[("upgrade", "H2C, websocket")]);
+    assert!(decline_h2c(&mut mixed));
+    assert_eq!(mixed["upgrade"], "websocket", "other offers stay");
+
+    let mut ws = headers(&[("upgrade", "websocket"), ("connection", "Upgrade")]);
+    assert!(!decline_h2c(&mut ws));
+    assert_eq!(ws["upgrade"], "websocket");
+}
