@@ -17,7 +17,7 @@ use crate::connection;
 use crate::control::{self, ControlMetrics};
 use crate::http::{self, HttpMetrics, Shared};
 use crate::listener::{self, ListenerError};
-use crate::model::Identity;
+use crate::model::{Direction, Identity};
 use crate::policy::{Policy, PolicyRx};
 use crate::resolve::Resolver;
 use crate::runtime::ControlRuntime;
@@ -150,35 +150,40 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
     // Data path.
     let limits = &config.args.limits;
     let builder = Arc::new(listener::http_builder(limits));
-    let spawn_outbound = |listener, addr| {
+    let spawn_data = |direction: Direction, listener, addr: SocketAddr| {
         let (shared, builder) = (shared.clone(), builder.clone());
+        let name = match direction {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        };
         listener::spawn(
-            "outbound",
+            name,
             listener,
             limits.max_connections,
-            move |accepted| connection::outbound(shared.clone(), builder.clone(), addr, accepted),
-            data_shutdown.subscribe(),
-            limits.drain_timeout(),
-        )
-    };
-    let spawn_inbound = |listener, addr| {
-        let (shared, builder) = (shared.clone(), builder.clone());
-        listener::spawn(
-            "inbound",
-            listener,
-            limits.max_connections,
-            move |accepted| connection::inbound(shared.clone(), builder.clone(), addr, accepted),
+            move |accepted| {
+                let (shared, builder) = (shared.clone(), builder.clone());
+                async move {
+                    match direction {
+                        Direction::Outbound => {
+                            connection::outbound(shared, builder, addr, accepted).await
+                        }
+                        Direction::Inbound => {
+                            connection::inbound(shared, builder, addr, accepted).await
+                        }
+                    }
+                }
+            },
             data_shutdown.subscribe(),
             limits.drain_timeout(),
         )
     };
     // Each listener has its own connection cap: the IPv6 twins add to it.
     let mut data_listeners = vec![
-        spawn_outbound(outbound, outbound_addr),
-        spawn_inbound(inbound, inbound_addr),
+        spawn_data(Direction::Outbound, outbound, outbound_addr),
+        spawn_data(Direction::Inbound, inbound, inbound_addr),
     ];
-    data_listeners.extend(outbound6.map(|(l, addr)| spawn_outbound(l, addr)));
-    data_listeners.extend(inbound6.map(|(l, addr)| spawn_inbound(l, addr)));
+    data_listeners.extend(outbound6.map(|(l, addr)| spawn_data(Direction::Outbound, l, addr)));
+    data_listeners.extend(inbound6.map(|(l, addr)| spawn_data(Direction::Inbound, l, addr)));
 
     // Telemetry, control and admin run on their own small runtime: entering
     // it makes `tokio::spawn` and socket registration below use it.

@@ -55,10 +55,7 @@ impl FromStr for PortList {
     type Err = InitError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        split_list(s)
-            .map(str::parse)
-            .collect::<Result<_, _>>()
-            .map(PortList)
+        parse_list(s).map(PortList)
     }
 }
 
@@ -106,13 +103,15 @@ impl FromStr for CidrList {
     type Err = InitError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        split_list(s)
-            .map(str::parse)
-            .collect::<Result<_, _>>()
-            .map(CidrList)
+        parse_list(s).map(CidrList)
     }
 }
 
-fn split_list(s: &str) -> impl Iterator<Item = &str> {
-    s.split(',').map(str::trim).filter(|item| !item.is_empty())
+/// Parses each item of a comma-separated list (blank items skipped).
+fn parse_list<T: FromStr<Err = InitError>>(s: &str) -> Result<Vec<T>, InitError> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::parse)
+        .collect()
 }
