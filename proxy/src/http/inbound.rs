@@ -10,9 +10,8 @@ use hyper::body::Incoming;
 
 use super::body::ProxyBody;
 use super::{DecisionLabel, Pending, Shared, denied_response};
-use crate::model::{Direction, Protocol, Record, SOURCE_HEADER, parse_source};
+use crate::model::{Direction, SOURCE_HEADER, parse_source};
 use crate::policy::{Caller, Decision, INTERNET, evaluate_inbound, identify_caller};
-use crate::template::template;
 
 /// Handles one inbound request from `peer`: identify, decide, forward to
 /// the app at `app`.
@@ -37,21 +36,8 @@ pub async fn serve(
         tracing::debug!(%peer, claimed = %name, "vigil-source from an IP that workload does not call from; the caller is the internet");
     }
     let source = caller.identity().map(str::to_string);
-    let mut pending = Pending::new(Record {
-        direction: Direction::Inbound,
-        protocol: Protocol::of_request(&req),
-        source: source.clone().unwrap_or_default(),
-        authority: String::new(),
-        resolved: None,
-        method: req.method().as_str().to_string(),
-        path: template(req.uri().path()),
-        status: 0,
-        latency_us: 0,
-        bytes_in: 0,
-        bytes_out: 0,
-        denied: false,
-    });
-    pending.start = start;
+    let mut pending = Pending::for_request(Direction::Inbound, &req, start);
+    pending.record.source = source.clone().unwrap_or_default();
     if let Decision::Deny { reason } = evaluate_inbound(&policy, source.as_deref()) {
         let caller = source.as_deref().unwrap_or(INTERNET);
         let response = denied_response(reason, ("source", caller), shared.workload(), &policy.mode);

@@ -33,7 +33,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::config::Limits;
-use crate::model::{Direction, Identity, Record};
+use crate::model::{Direction, Identity, Protocol, Record};
 use crate::policy::{Policy, PolicyRx};
 use crate::resolve::Resolver;
 use crate::telemetry::Telemetry;
@@ -234,6 +234,28 @@ impl Pending {
             start: Instant::now(),
             bytes_in: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Starts tracking `req`, which arrived at `start`: its protocol,
+    /// method and path template. The caller fills in who called or where it
+    /// goes.
+    pub fn for_request<B>(direction: Direction, req: &Request<B>, start: Instant) -> Self {
+        let mut pending = Pending::new(Record {
+            direction,
+            protocol: Protocol::of_request(req),
+            source: String::new(),
+            authority: String::new(),
+            resolved: None,
+            method: req.method().as_str().to_string(),
+            path: crate::template::template(req.uri().path()),
+            status: 0,
+            latency_us: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            denied: false,
+        });
+        pending.start = start;
+        pending
     }
 }
 

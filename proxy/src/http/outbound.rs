@@ -15,9 +15,8 @@ use serde_json::json;
 
 use super::body::{ProxyBody, full};
 use super::{DecisionLabel, Pending, Shared, denied_response, json_response, unavailable_response};
-use crate::model::{Direction, Protocol, Record, SOURCE_HEADER};
+use crate::model::{Direction, SOURCE_HEADER};
 use crate::policy::{Decision, evaluate_outbound};
-use crate::template::template;
 
 /// What an outbound request asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,21 +165,9 @@ pub async fn serve(
         } => (host, port, resolved),
     };
     let authority = format!("{host}:{port}");
-    let mut pending = Pending::new(Record {
-        direction: Direction::Outbound,
-        protocol: Protocol::of_request(&req),
-        source: String::new(),
-        authority: authority.clone(),
-        resolved,
-        method: req.method().as_str().to_string(),
-        path: template(req.uri().path()),
-        status: 0,
-        latency_us: 0,
-        bytes_in: 0,
-        bytes_out: 0,
-        denied: false,
-    });
-    pending.start = start;
+    let mut pending = Pending::for_request(Direction::Outbound, &req, start);
+    pending.record.authority = authority.clone();
+    pending.record.resolved = resolved;
     let resolved = match resolved {
         Some(addr) => Ok(addr),
         None => shared.resolver.resolve(&host, port).await,
