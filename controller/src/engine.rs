@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::baseline::Baseline;
 use crate::detect::{self, Hits, Verdict};
@@ -21,142 +21,21 @@ use crate::model::{
     Alert, AlertKind, Batch, Direction, EdgeKey, Mode, Modes, NodeId, Observation, WorkloadId,
     alert_key, now_unix, rfc3339,
 };
-use crate::policy::{self, Policies, PolicySpec};
+use crate::policy::{self, Policies};
 use crate::snapshot::{self, Parts, Snapshot, label};
 use crate::store::{Changes, Loaded, Store, StoreError};
+
+mod handle;
+
+pub use handle::{Command, EngineError, Handle, PolicyRx};
 
 /// Commands queued before senders wait.
 const QUEUE: usize = 1024;
 /// Commands applied before a snapshot is published, at most.
 const BATCH: usize = 64;
 
-/// Why a command failed.
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    /// The change could not be made durable; nothing was acknowledged.
-    #[error("could not store the change: {0}")]
-    Store(#[from] StoreError),
-    /// The engine has stopped (the controller is shutting down).
-    #[error("the controller is shutting down")]
-    Stopped,
-}
-
 /// A reply held back until the snapshot that includes its change is out.
 type Reply = Box<dyn FnOnce() + Send>;
-
-/// A policy channel for one sidecar.
-pub type PolicyRx = watch::Receiver<Arc<PolicySpec>>;
-
-/// A typed change, sent to the engine.
-#[derive(Debug)]
-pub enum Command {
-    /// A sidecar registered.
-    Register {
-        /// Its workload.
-        id: WorkloadId,
-        /// Addresses of its inbound listener.
-        addrs: Vec<SocketAddr>,
-        /// Its version.
-        version: String,
-        /// The IP the registration came from.
-        from: Option<IpAddr>,
-        /// Receives the policy channel.
-        reply: oneshot::Sender<Result<PolicyRx, EngineError>>,
-    },
-    /// A sidecar's policy stream ended.
-    Disconnect {
-        /// Its workload.
-        id: WorkloadId,
-    },
-    /// A sidecar reported observations.
-    Report {
-        /// The report.
-        batch: Batch,
-        /// Answered once the report is stored.
-        reply: oneshot::Sender<Result<(), EngineError>>,
-    },
-    /// Change the mode of one namespace, or of all when `namespace` is None.
-    SetMode {
-        /// Namespace, or None for every namespace and the default.
-        namespace: Option<String>,
-        /// The new mode.
-        mode: Mode,
-        /// Receives the modes after the change.
-        reply: oneshot::Sender<Result<Modes, EngineError>>,
-    },
-}
-
-/// A cheap, clonable handle to the engine.
-#[derive(Clone, Debug)]
-pub struct Handle {
-    tx: mpsc::Sender<Command>,
-    snapshot: watch::Receiver<Arc<Snapshot>>,
-}
-
-impl Handle {
-    async fn call<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, EngineError>>) -> Command,
-    ) -> Result<T, EngineError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(make(reply))
-            .await
-            .map_err(|_| EngineError::Stopped)?;
-        rx.await.map_err(|_| EngineError::Stopped)?
-    }
-
-    /// Registers a sidecar and returns its policy channel.
-    pub async fn register(
-        &self,
-        id: WorkloadId,
-        addrs: Vec<SocketAddr>,
-        version: String,
-        from: Option<IpAddr>,
-    ) -> Result<PolicyRx, EngineError> {
-        self.call(|reply| Command::Register {
-            id,
-            addrs,
-            version,
-            from,
-            reply,
-        })
-        .await
-    }
-
-    /// Tells the engine a sidecar's stream ended (never blocks).
-    pub fn disconnect(&self, id: WorkloadId) {
-        let tx = self.tx.clone();
-        // From a Drop: hand it to a task when the queue is full.
-        if let Err(mpsc::error::TrySendError::Full(cmd)) = tx.try_send(Command::Disconnect { id }) {
-            tokio::spawn(async move { tx.send(cmd).await });
-        }
-    }
-
-    /// Applies a report; returns once it is durable.
-    pub async fn report(&self, batch: Batch) -> Result<(), EngineError> {
-        self.call(|reply| Command::Report { batch, reply }).await
-    }
-
-    /// Changes a mode; returns the modes once durable and pushed.
-    pub async fn set_mode(
-        &self,
-        namespace: Option<String>,
-        mode: Mode,
-    ) -> Result<Modes, EngineError> {
-        self.call(|reply| Command::SetMode {
-            namespace,
-            mode,
-            reply,
-        })
-        .await
-    }
-
-    /// The latest snapshot.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.borrow().clone()
-    }
-}
 
 /// All state, owned by the engine thread.
 struct Engine {
@@ -341,44 +220,9 @@ impl Engine {
             changes.baseline_workloads.push(reporter.clone());
         }
         for obs in observations {
-            let Some(edge) = self.edge_of(reporter, obs) else {
-                continue;
-            };
-            self.graph.record(&edge, obs, now);
-            let destination = match obs.direction {
-                Direction::Outbound => label(&edge.1),
-                Direction::Inbound => label(&edge.0),
-            };
-            let mining = detect::check_protocol(mode, obs.protocol);
-            let hits = Hits::of(obs);
-            if let Some(verdict) = mining {
-                self.graph.mark_violation(&edge);
-                self.raise(
-                    &mut changes,
-                    verdict.seen(hits),
-                    reporter,
-                    destination.clone(),
-                    hits,
-                    now,
-                );
+            if let Some(edge) = self.observe(&mut changes, mode, reporter, obs, now) {
+                touched.insert(edge);
             }
-            if mode == Mode::Learning {
-                // Never learned: a miner seen while learning stays abnormal.
-                if mining.is_none() && self.baseline.learn_edge(&edge) {
-                    changes.baseline_edges.push(edge.clone());
-                }
-            } else if let Some(verdict) = detect::check_edge(mode, &self.baseline, &edge) {
-                self.graph.mark_violation(&edge);
-                self.raise(
-                    &mut changes,
-                    verdict.seen(hits),
-                    reporter,
-                    destination,
-                    hits,
-                    now,
-                );
-            }
-            touched.insert(edge);
         }
         changes.edges = touched
             .into_iter()
@@ -404,6 +248,54 @@ impl Engine {
             self.republish(None);
         }
         Ok(())
+    }
+
+    /// Applies one observation of `reporter` (in a namespace in `mode`):
+    /// graph, baseline or verdicts and alerts. Returns the edge it touched.
+    fn observe(
+        &mut self,
+        changes: &mut Changes,
+        mode: Mode,
+        reporter: &WorkloadId,
+        obs: &Observation,
+        now: u64,
+    ) -> Option<EdgeKey> {
+        let edge = self.edge_of(reporter, obs)?;
+        self.graph.record(&edge, obs, now);
+        let destination = match obs.direction {
+            Direction::Outbound => label(&edge.1),
+            Direction::Inbound => label(&edge.0),
+        };
+        let mining = detect::check_protocol(mode, obs.protocol);
+        let hits = Hits::of(obs);
+        if let Some(verdict) = mining {
+            self.graph.mark_violation(&edge);
+            self.raise(
+                changes,
+                verdict.seen(hits),
+                reporter,
+                destination.clone(),
+                hits,
+                now,
+            );
+        }
+        if mode == Mode::Learning {
+            // Never learned: a miner seen while learning stays abnormal.
+            if mining.is_none() && self.baseline.learn_edge(&edge) {
+                changes.baseline_edges.push(edge.clone());
+            }
+        } else if let Some(verdict) = detect::check_edge(mode, &self.baseline, &edge) {
+            self.graph.mark_violation(&edge);
+            self.raise(
+                changes,
+                verdict.seen(hits),
+                reporter,
+                destination,
+                hits,
+                now,
+            );
+        }
+        Some(edge)
     }
 
     /// The graph edge an observation belongs to. Inbound calls from another
