@@ -1,4 +1,5 @@
 use super::*;
+use http::header::{HeaderMap, HeaderName};
 
 #[test]
 fn strips_hop_by_hop() {
