@@ -92,11 +92,15 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
     let (outbound, outbound_addr) = listener::bind("outbound", config.args.outbound_addr).await?;
     let (inbound, inbound_addr) = listener::bind("inbound", config.args.inbound_addr).await?;
     let (admin, admin_addr) = listener::bind("admin", config.args.admin_addr).await?;
-    let outbound6 = match config.args.outbound_addr6.0 {
+    let outbound6 = match config
+        .args
+        .outbound_addr6
+        .resolve(config.args.outbound_addr)
+    {
         Some(addr) => listener::bind_v6_only("outbound6", addr).await?,
         None => None,
     };
-    let inbound6 = match config.args.inbound_addr6.0 {
+    let inbound6 = match config.args.inbound_addr6.resolve(config.args.inbound_addr) {
         Some(addr) => listener::bind_v6_only("inbound6", addr).await?,
         None => None,
     };

@@ -61,17 +61,45 @@ pub const ENV_DETECT_TIMEOUT_MS: &str = "VIGIL_DETECT_TIMEOUT_MS";
 /// Env var of `--drain-timeout-ms`.
 pub const ENV_DRAIN_TIMEOUT_MS: &str = "VIGIL_DRAIN_TIMEOUT_MS";
 
-/// A listener address, or `off` for no listener.
+/// The IPv6 twin of a listener: `auto`, `off`, or an address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct OptionalAddr(pub Option<SocketAddr>);
+#[serde(rename_all = "lowercase")]
+pub enum TwinAddr {
+    /// Follow the IPv4 listener: `[::1]` for loopback, `[::]` for any
+    /// address, on the same port; none for another address.
+    Auto,
+    /// No IPv6 listener.
+    Off,
+    /// This address.
+    Addr(SocketAddr),
+}
 
-impl std::str::FromStr for OptionalAddr {
+impl TwinAddr {
+    /// The IPv6 address to listen on beside the IPv4 listener at `v4`.
+    pub fn resolve(self, v4: SocketAddr) -> Option<SocketAddr> {
+        match self {
+            TwinAddr::Off => None,
+            TwinAddr::Addr(addr) => Some(addr),
+            TwinAddr::Auto => {
+                let ip = match v4.ip() {
+                    ip if ip.is_loopback() => std::net::Ipv6Addr::LOCALHOST,
+                    ip if ip.is_unspecified() => std::net::Ipv6Addr::UNSPECIFIED,
+                    _ => return None,
+                };
+                Some(SocketAddr::from((ip, v4.port())))
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for TwinAddr {
     type Err = std::net::AddrParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim() {
-            "" | "off" => Ok(OptionalAddr(None)),
-            addr => addr.parse().map(|a| OptionalAddr(Some(a))),
+            "auto" => Ok(TwinAddr::Auto),
+            "" | "off" => Ok(TwinAddr::Off),
+            addr => addr.parse().map(TwinAddr::Addr),
         }
     }
 }
@@ -91,13 +119,16 @@ pub struct Args {
     #[arg(long, env = ENV_INBOUND_ADDR, default_value = "0.0.0.0:4143")]
     pub inbound_addr: SocketAddr,
     /// IPv6 twin of --outbound-addr, where ip6tables redirects the
-    /// workload's IPv6 traffic (`off` for none; skipped without IPv6).
-    #[arg(long, env = ENV_OUTBOUND_ADDR6, default_value = "[::1]:4140")]
-    pub outbound_addr6: OptionalAddr,
-    /// IPv6 twin of --inbound-addr, IPv6 only (`off` for none; skipped
-    /// without IPv6).
-    #[arg(long, env = ENV_INBOUND_ADDR6, default_value = "[::]:4143")]
-    pub inbound_addr6: OptionalAddr,
+    /// workload's IPv6 traffic: `auto` (`[::1]` on the same port when
+    /// --outbound-addr is loopback), an address, or `off`. Skipped on a host
+    /// without IPv6.
+    #[arg(long, env = ENV_OUTBOUND_ADDR6, default_value = "auto")]
+    pub outbound_addr6: TwinAddr,
+    /// IPv6 twin of --inbound-addr, IPv6 only: `auto` (`[::]` on the same
+    /// port when --inbound-addr is 0.0.0.0, `[::1]` when loopback), an
+    /// address, or `off`. Skipped on a host without IPv6.
+    #[arg(long, env = ENV_INBOUND_ADDR6, default_value = "auto")]
+    pub inbound_addr6: TwinAddr,
     /// The local workload's address.
     #[arg(long, env = ENV_APP_ADDR, default_value = "127.0.0.1:8080")]
     pub app_addr: SocketAddr,
@@ -303,11 +334,13 @@ impl Config {
                 detail: e.to_string(),
             });
         }
-        for (flag, addr) in [
+        for (flag, twin) in [
             ("outbound-addr6", args.outbound_addr6),
             ("inbound-addr6", args.inbound_addr6),
         ] {
-            if let Some(addr) = addr.0.filter(SocketAddr::is_ipv4) {
+            if let TwinAddr::Addr(addr) = twin
+                && addr.is_ipv4()
+            {
                 return Err(ConfigError::NotIpv6 { flag, addr });
             }
         }
@@ -366,14 +399,36 @@ mod tests {
         let c = parse(&["--workload", "web"]).unwrap();
         assert_eq!(c.args.namespace, "default");
         assert_eq!(c.args.outbound_addr.to_string(), "127.0.0.1:4140");
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
         assert_eq!(
-            c.args.outbound_addr6.0,
-            Some("[::1]:4140".parse().unwrap()),
+            c.args.outbound_addr6.resolve(c.args.outbound_addr),
+            Some(addr("[::1]:4140")),
             "the IPv6 twins are on by default"
         );
-        assert_eq!(c.args.inbound_addr6.0, Some("[::]:4143".parse().unwrap()));
+        assert_eq!(
+            c.args.inbound_addr6.resolve(c.args.inbound_addr),
+            Some(addr("[::]:4143"))
+        );
+        let twins = [
+            (TwinAddr::Auto, "127.0.0.1:5140", Some("[::1]:5140")),
+            (TwinAddr::Auto, "0.0.0.0:0", Some("[::]:0")),
+            (TwinAddr::Auto, "10.0.0.5:4143", None),
+            (TwinAddr::Off, "127.0.0.1:4140", None),
+            (
+                TwinAddr::Addr(addr("[fd00::1]:9")),
+                "0.0.0.0:1",
+                Some("[fd00::1]:9"),
+            ),
+        ];
+        for (twin, v4, want) in twins {
+            assert_eq!(
+                twin.resolve(addr(v4)),
+                want.map(addr),
+                "{twin:?} beside {v4}"
+            );
+        }
         let off = parse(&["--workload", "w", "--outbound-addr6", "off"]).unwrap();
-        assert_eq!(off.args.outbound_addr6.0, None);
+        assert_eq!(off.args.outbound_addr6, TwinAddr::Off);
         let bound: SocketAddr = "0.0.0.0:4143".parse().unwrap();
         assert_eq!(
             c.advertise_addrs(bound),

@@ -394,11 +394,8 @@ impl Proxy {
             any,
             "--admin-addr",
             any,
-            "--outbound-addr6",
-            "[::1]:0",
-            "--inbound-addr6",
-            "[::]:0",
         ]);
+        // The IPv6 twins are on their default, `auto`: [::1] on port 0 too.
         cmd.arg("--app-addr").arg(app.to_string());
         cmd.arg("--hosts-file").arg(hosts);
         cmd.args(extra_args);
