@@ -12,7 +12,8 @@
 #   inbound    wrk -> vigil-proxy inbound listener -> nginx (the app)
 #   outbound   wrk -> vigil-proxy outbound listener, absolute-form -> nginx
 #   out-dns    the same, naming the upstream `localhost` (system resolver)
-# vigil-proxy runs with a controller, in learning mode, reporting normally.
+# vigil-proxy runs with a controller (with its sidecar token), in learning
+# mode, reporting normally.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -68,7 +69,7 @@ haproxy -f "$work/haproxy.cfg" -q & pids+=($!)
 "$bin/vigil-controller" --grpc-addr 127.0.0.1:$GRPC --http-addr 127.0.0.1:$API --data-dir "$work/data" --log warn & pids+=($!)
 "$bin/vigil-proxy" --workload bench --controller http://127.0.0.1:$GRPC \
   --inbound-addr 127.0.0.1:$IN --outbound-addr 127.0.0.1:$OUT --admin-addr 127.0.0.1:$ADMIN \
-  --app-addr 127.0.0.1:$NGINX --log warn & pids+=($!)
+  --app-addr 127.0.0.1:$NGINX --controller-token-file "$work/data/sidecar.token" --log warn & pids+=($!)
 
 for url in "http://127.0.0.1:$NGINX/" "http://127.0.0.1:$HAP/" "http://127.0.0.1:$IN/" "http://127.0.0.1:$ADMIN/ready"; do
   for _ in $(seq 100); do curl -sf -o /dev/null "$url" && break; sleep 0.05; done
