@@ -372,6 +372,13 @@ fn a_sidecar_without_the_token_is_refused() {
             proc.log().contains(why).then_some(())
         });
     }
+    let (_, metrics) = curl(&[&format!("http://{}/metrics", ctl.http)]);
+    let refused: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("vigil_controller_grpc_unauthenticated_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(refused >= 2, "refused calls are counted: {metrics}");
     let graph = ctl.json(&["graph"]);
     assert!(
         graph["nodes"]

@@ -116,7 +116,7 @@ pub async fn start(args: &Args) -> Result<Running, StartError> {
     let (shutdown, signal) = watch::channel(false);
 
     let mut stop = signal.clone();
-    let ingest = Ingest::new(handle.clone()).into_server(sidecar_token);
+    let ingest = Ingest::new(handle.clone()).into_server(sidecar_token, &mut registry);
     let grpc_task = tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))

@@ -201,14 +201,24 @@ impl Ingest {
 
     /// The tonic server for this service: every call must present
     /// `authorization: Bearer <sidecar token>`.
+    /// Refused calls are counted in `vigil_controller_grpc_unauthenticated`
+    /// (registered in `registry`): code probing the port is a signal too.
     pub fn into_server(
         self,
         sidecar_token: String,
+        registry: &mut prometheus_client::registry::Registry,
     ) -> InterceptedService<v1::controller_server::ControllerServer<Self>, SidecarAuth> {
+        let refused = prometheus_client::metrics::counter::Counter::default();
+        registry.register(
+            "vigil_controller_grpc_unauthenticated",
+            "gRPC calls refused for a missing or wrong sidecar token",
+            refused.clone(),
+        );
         v1::controller_server::ControllerServer::with_interceptor(
             self,
             SidecarAuth {
                 token: sidecar_token.into(),
+                refused,
             },
         )
     }
@@ -220,6 +230,7 @@ impl Ingest {
 #[derive(Clone, Debug)]
 pub struct SidecarAuth {
     token: std::sync::Arc<str>,
+    refused: prometheus_client::metrics::counter::Counter,
 }
 
 impl Interceptor for SidecarAuth {
@@ -235,10 +246,16 @@ impl Interceptor for SidecarAuth {
             {
                 Ok(request)
             }
-            Some(_) => Err(Status::unauthenticated("the sidecar token is wrong")),
-            None => Err(Status::unauthenticated(
-                "missing the sidecar token: start vigil-proxy with --controller-token-file",
-            )),
+            Some(_) => {
+                self.refused.inc();
+                Err(Status::unauthenticated("the sidecar token is wrong"))
+            }
+            None => {
+                self.refused.inc();
+                Err(Status::unauthenticated(
+                    "missing the sidecar token: start vigil-proxy with --controller-token-file",
+                ))
+            }
         }
     }
 }
