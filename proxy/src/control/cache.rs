@@ -85,8 +85,21 @@ mod tests {
         policy.version = 7;
         policy.allowed_authorities.insert("pypi.org:443".into());
         policy.allowed_addrs.insert("10.0.0.1:80".parse().unwrap());
+        policy.source_ips.insert(
+            "default/web".into(),
+            ["10.0.0.5".parse().unwrap()].into_iter().collect(),
+        );
         save(&path, &policy).await.unwrap();
         assert_eq!(load(&path).unwrap(), Some(policy));
+        // A cache written before source_ips existed still loads.
+        std::fs::write(
+            &path,
+            br#"{"version":3,"enforce":true,"allowed_authorities":["pypi.org:443"],
+                "allowed_addrs":[],"allowed_sources":["internet"],"mode":"enforcement"}"#,
+        )
+        .unwrap();
+        let old = load(&path).unwrap().expect("the older cache");
+        assert!(old.enforce && old.source_ips.is_empty());
         std::fs::write(&path, b"{\"version\": 1").unwrap();
         let err = load(&path).unwrap_err().to_string();
         assert!(err.contains("not a Vigil policy"), "{err}");
