@@ -430,4 +430,29 @@ mod tests {
         assert_eq!(loaded.skipped, 2);
         assert!(loaded.alerts.is_empty());
     }
+
+    #[test]
+    fn rows_written_before_the_newer_fields_still_decode() {
+        let mut skipped = 0;
+        let alert: Alert = decode(
+            "alerts",
+            "k",
+            r#"{"kind":"unknown_egress","namespace":"lab","workload":"nb",
+                "destination":"pool.example:3333","action":"blocked","count":4,
+                "first_seen":"2026-11-23T00:00:00Z","last_seen":"2026-11-23T00:00:01Z"}"#,
+            &mut skipped,
+        )
+        .expect("an alert without denied");
+        assert_eq!((alert.count, alert.denied), (4, 0));
+        let record: WorkloadRecord = decode(
+            "workloads",
+            "lab/nb",
+            r#"{"inbound_addrs":["10.0.0.5:4143"],"proxy_version":"0.1.0",
+                "first_seen":1,"last_seen":2}"#,
+            &mut skipped,
+        )
+        .expect("a record without registered_from");
+        assert_eq!(record.registered_from, None);
+        assert_eq!(skipped, 0);
+    }
 }
