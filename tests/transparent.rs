@@ -169,7 +169,7 @@ fn init_is_idempotent_and_removes_only_its_own_rules() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a missing binary fails");
     assert!(
-        stderr.contains("/nonexistent/iptables -w -t nat"),
+        stderr.contains("cannot run `/nonexistent/iptables-restore -w --noflush`"),
         "{stderr}"
     );
 }

@@ -7,8 +7,10 @@
 //! of [`IptablesCommand`]s (pure, table-tested); [`apply`] runs them. Vigil
 //! only touches its own chains, [`INBOUND_CHAIN`] and [`OUTBOUND_CHAIN`],
 //! and one jump to each from `PREROUTING` and `OUTPUT`: planning is
-//! idempotent (flush and refill its chains, add a jump only when `-C` says
-//! it is absent) and `--remove` deletes exactly those.
+//! idempotent (one `iptables-restore --noflush` transaction creates or
+//! flushes and refills its chains, so a re-run swaps their rules at once;
+//! a jump is added only when `-C` says it is absent) and `--remove` deletes
+//! exactly those.
 //!
 //! Both IP families: the same chains are written with `ip6tables` whenever
 //! the kernel speaks IPv6 (`--ipv6 auto`), because a pod whose IPv6 TCP is
@@ -17,13 +19,14 @@
 //!
 //! Base tier: depends on nothing else in this crate.
 
+mod apply;
 mod values;
 
 use std::fmt;
-use std::process::{Command, Output};
 
 use clap::{Parser, ValueEnum};
 
+pub use apply::{apply, apply_with};
 pub use values::{CidrList, IpCidr, PortList, PortRange};
 
 /// The chain that `PREROUTING` jumps to for TCP arriving at the pod.
@@ -215,8 +218,9 @@ pub enum Guard {
     UnlessOk(Vec<String>),
 }
 
-/// One iptables invocation, possibly guarded by a check. Displayed as a
-/// shell line (`check || command`), which is what `--dry-run` prints.
+/// One iptables invocation, possibly guarded by a check, possibly fed on
+/// stdin (`iptables-restore`). Displayed as a shell line (`check ||
+/// command`, or a heredoc), which is what `--dry-run` prints.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IptablesCommand {
     /// The binary, e.g. `iptables`.
@@ -225,6 +229,8 @@ pub struct IptablesCommand {
     pub args: Vec<String>,
     /// When it runs.
     pub guard: Guard,
+    /// What it reads on stdin, if anything.
+    pub stdin: Option<String>,
 }
 
 impl IptablesCommand {
@@ -239,7 +245,10 @@ impl IptablesCommand {
 
 impl fmt::Display for IptablesCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let command = self.line(&self.args);
+        let mut command = self.line(&self.args);
+        if let Some(input) = &self.stdin {
+            command = format!("{command} <<'EOF'\n{input}EOF");
+        }
         match &self.guard {
             Guard::Always => write!(f, "{command}"),
             Guard::IfOk(check) => write!(f, "{} 2>/dev/null && {command}", self.line(check)),
@@ -315,9 +324,17 @@ fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
-/// The commands that install Vigil's rules for each of `families`: create
-/// the chains if absent, flush and refill them, then add each jump unless
-/// `-C` finds it. Running them twice yields the same ruleset.
+/// The iptables-restore binary beside `program`: `iptables-legacy` ->
+/// `iptables-legacy-restore`, `/usr/sbin/ip6tables` ->
+/// `/usr/sbin/ip6tables-restore`.
+pub fn restore_program(program: &str) -> String {
+    format!("{program}-restore")
+}
+
+/// The commands that install Vigil's rules for each of `families`: one
+/// `iptables-restore --noflush` that creates or flushes and fills the
+/// chains in one transaction, then each jump unless `-C` finds it. Running
+/// them twice yields the same ruleset.
 pub fn plan(args: &InitArgs, families: &[Family]) -> Vec<IptablesCommand> {
     families
         .iter()
@@ -330,26 +347,30 @@ fn plan_family(args: &InitArgs, family: &Family) -> Vec<IptablesCommand> {
         program: family.program.clone(),
         args: a,
         guard,
+        stdin: None,
     };
-    let mut out = Vec::new();
     let chains = [
         (INBOUND_CHAIN, inbound_rules(args)),
         (OUTBOUND_CHAIN, outbound_rules(args, family.v6)),
     ];
+    // One iptables-restore transaction creates (or flushes) and fills both
+    // chains: a re-run swaps their rules at once, never leaving them empty.
+    let mut input = String::from("*nat\n");
     for (chain, _) in &chains {
-        out.push(make(
-            nat("-N", &[chain]),
-            Guard::UnlessOk(nat("-S", &[chain])),
-        ));
-        out.push(make(nat("-F", &[chain]), Guard::Always));
+        input.push_str(&format!(":{chain} - [0:0]\n"));
     }
     for (chain, rules) in &chains {
         for rule in rules {
-            let mut a = nat("-A", &[chain]);
-            a.extend(rule.iter().cloned());
-            out.push(make(a, Guard::Always));
+            input.push_str(&format!("-A {chain} {}\n", rule.join(" ")));
         }
     }
+    input.push_str("COMMIT\n");
+    let mut out = vec![IptablesCommand {
+        program: restore_program(&family.program),
+        args: strings(&["-w", "--noflush"]),
+        guard: Guard::Always,
+        stdin: Some(input),
+    }];
     for (parent, spec) in jumps() {
         let check = [&[parent][..], &spec[..]].concat();
         let add = nat("-A", &check);
@@ -370,6 +391,7 @@ fn plan_remove_family(family: &Family) -> Vec<IptablesCommand> {
         program: family.program.clone(),
         args: a,
         guard,
+        stdin: None,
     };
     let mut out = Vec::new();
     for (parent, spec) in jumps() {
@@ -382,46 +404,6 @@ fn plan_remove_family(family: &Family) -> Vec<IptablesCommand> {
         }
     }
     out
-}
-
-/// Runs `commands` in order with [`std::process::Command`], stopping at the
-/// first failure.
-pub fn apply(commands: &[IptablesCommand]) -> Result<(), InitError> {
-    apply_with(commands, |program, args| {
-        Command::new(program).args(args).output()
-    })
-}
-
-/// [`apply`] with an injectable runner (tests use a fake one).
-pub fn apply_with(
-    commands: &[IptablesCommand],
-    mut run: impl FnMut(&str, &[String]) -> std::io::Result<Output>,
-) -> Result<(), InitError> {
-    let mut exec = |command: &IptablesCommand, args: &[String]| {
-        run(&command.program, args).map_err(|source| InitError::Spawn {
-            command: command.line(args),
-            source,
-        })
-    };
-    for command in commands {
-        let wanted = match &command.guard {
-            Guard::Always => true,
-            Guard::IfOk(check) => exec(command, check)?.status.success(),
-            Guard::UnlessOk(check) => !exec(command, check)?.status.success(),
-        };
-        if !wanted {
-            continue;
-        }
-        let output = exec(command, &command.args)?;
-        if !output.status.success() {
-            return Err(InitError::Failed {
-                command: command.line(&command.args),
-                status: output.status,
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// Runs `vigil-proxy init`: plans, then prints (`--dry-run`) or applies.

@@ -1,5 +1,5 @@
 use std::os::unix::process::ExitStatusExt;
-use std::process::ExitStatus;
+use std::process::{ExitStatus, Output};
 
 use super::*;
 
@@ -13,6 +13,21 @@ fn lines(commands: &[IptablesCommand]) -> Vec<String> {
     commands.iter().map(ToString::to_string).collect()
 }
 
+/// The rules a plan's iptables-restore transactions append, each prefixed
+/// with its restore binary.
+fn restored(commands: &[IptablesCommand]) -> Vec<String> {
+    commands
+        .iter()
+        .filter_map(|c| Some((&c.program, c.stdin.as_ref()?)))
+        .flat_map(|(program, input)| {
+            input
+                .lines()
+                .filter(|l| l.starts_with("-A "))
+                .map(move |l| format!("{program} {l}"))
+        })
+        .collect()
+}
+
 /// The IPv4 family alone, as on a kernel without IPv6.
 fn v4(args: &InitArgs) -> Vec<Family> {
     args.families(false)
@@ -22,15 +37,17 @@ fn v4(args: &InitArgs) -> Vec<Family> {
 fn plans_the_default_rules() {
     let args = parse(&[]).unwrap();
     let want = [
-        "iptables -w -t nat -S VIGIL_INBOUND 2>/dev/null || iptables -w -t nat -N VIGIL_INBOUND",
-        "iptables -w -t nat -F VIGIL_INBOUND",
-        "iptables -w -t nat -S VIGIL_OUTBOUND 2>/dev/null || iptables -w -t nat -N VIGIL_OUTBOUND",
-        "iptables -w -t nat -F VIGIL_OUTBOUND",
-        "iptables -w -t nat -A VIGIL_INBOUND -p tcp --dport 4191 -j RETURN",
-        "iptables -w -t nat -A VIGIL_INBOUND -p tcp -j REDIRECT --to-ports 4143",
-        "iptables -w -t nat -A VIGIL_OUTBOUND -m owner --uid-owner 2102 -j RETURN",
-        "iptables -w -t nat -A VIGIL_OUTBOUND -d 127.0.0.0/8 -j RETURN",
-        "iptables -w -t nat -A VIGIL_OUTBOUND -p tcp -j REDIRECT --to-ports 4140",
+        "iptables-restore -w --noflush <<'EOF'\n\
+         *nat\n\
+         :VIGIL_INBOUND - [0:0]\n\
+         :VIGIL_OUTBOUND - [0:0]\n\
+         -A VIGIL_INBOUND -p tcp --dport 4191 -j RETURN\n\
+         -A VIGIL_INBOUND -p tcp -j REDIRECT --to-ports 4143\n\
+         -A VIGIL_OUTBOUND -m owner --uid-owner 2102 -j RETURN\n\
+         -A VIGIL_OUTBOUND -d 127.0.0.0/8 -j RETURN\n\
+         -A VIGIL_OUTBOUND -p tcp -j REDIRECT --to-ports 4140\n\
+         COMMIT\n\
+         EOF",
         "iptables -w -t nat -C PREROUTING -p tcp -j VIGIL_INBOUND 2>/dev/null || iptables -w -t nat -A PREROUTING -p tcp -j VIGIL_INBOUND",
         "iptables -w -t nat -C OUTPUT -p tcp -j VIGIL_OUTBOUND 2>/dev/null || iptables -w -t nat -A OUTPUT -p tcp -j VIGIL_OUTBOUND",
     ];
@@ -56,11 +73,8 @@ fn plans_skips_ports_uid_and_binary() {
         "10.96.0.0/12,169.254.169.254",
     ])
     .unwrap();
-    let rules: Vec<String> = lines(&plan(&args, &v4(&args)))
-        .into_iter()
-        .filter(|l| l.contains(" -A VIGIL_"))
-        .collect();
-    let p = "iptables-legacy -w -t nat -A";
+    let rules = restored(&plan(&args, &v4(&args)));
+    let p = "iptables-legacy-restore -A";
     assert_eq!(
         rules,
         [
@@ -125,57 +139,64 @@ fn output(code: i32, stderr: &str) -> Output {
 #[test]
 fn applies_guards_and_reports_failures() {
     let args = parse(&[]).unwrap();
-    // A table where VIGIL_INBOUND exists and the PREROUTING jump is present.
+    // A table where the PREROUTING jump is present already.
     let mut ran = Vec::new();
-    let result = apply_with(&plan(&args, &v4(&args)), |program, a| {
-        let line = format!("{program} {}", a.join(" "));
-        let code = match a[3].as_str() {
-            "-S" if a[4] == INBOUND_CHAIN => 0,
-            "-C" if a[4] == "PREROUTING" => 0,
-            "-S" | "-C" => 1,
+    let result = apply_with(&plan(&args, &v4(&args)), |program, a, stdin| {
+        let code = match a.get(3).map(String::as_str) {
+            Some("-C") if a[4] == "PREROUTING" => 0,
+            Some("-C") => 1,
             _ => 0,
         };
-        ran.push(line);
+        ran.push((
+            format!("{program} {}", a.join(" ")),
+            stdin.map(str::to_owned),
+        ));
         Ok(output(code, ""))
     });
     result.unwrap();
-    let changes: Vec<&String> = ran
+    let changes: Vec<&str> = ran
         .iter()
-        .filter(|l| !l.contains(" -S ") && !l.contains(" -C ") && !l.contains(" -A VIGIL_"))
+        .map(|(line, _)| line.as_str())
+        .filter(|l| !l.contains(" -C "))
         .collect();
     assert_eq!(
         changes,
         [
-            "iptables -w -t nat -F VIGIL_INBOUND",
-            "iptables -w -t nat -N VIGIL_OUTBOUND",
-            "iptables -w -t nat -F VIGIL_OUTBOUND",
+            "iptables-restore -w --noflush",
             "iptables -w -t nat -A OUTPUT -p tcp -j VIGIL_OUTBOUND",
         ]
     );
+    let fed = ran[0].1.as_deref().unwrap();
+    assert!(
+        fed.starts_with("*nat\n:VIGIL_INBOUND - [0:0]\n") && fed.ends_with("COMMIT\n"),
+        "the restore is fed its transaction: {fed}"
+    );
+    assert!(ran[1..].iter().all(|(_, stdin)| stdin.is_none()));
 
-    let err = apply_with(&plan(&args, &v4(&args)), |_, a| {
-        let code = if a[3] == "-A" { 4 } else { 0 };
-        Ok(output(
-            code,
-            "iptables: No chain/target/match by that name.\n",
-        ))
+    let err = apply_with(&plan(&args, &v4(&args)), |_, a, _| {
+        let code = if a.contains(&"--noflush".to_owned()) {
+            2
+        } else {
+            0
+        };
+        Ok(output(code, "iptables-restore: line 4 failed\n"))
     })
     .unwrap_err()
     .to_string();
     assert!(
-        err.contains("`iptables -w -t nat -A VIGIL_INBOUND -p tcp --dport 4191 -j RETURN` failed")
-            && err.contains("exit status: 4")
-            && err.ends_with("No chain/target/match by that name."),
+        err.contains("`iptables-restore -w --noflush` failed")
+            && err.contains("exit status: 2")
+            && err.ends_with("line 4 failed"),
         "{err}"
     );
 
-    let err = apply_with(&plan(&args, &v4(&args)), |_, _| {
+    let err = apply_with(&plan(&args, &v4(&args)), |_, _, _| {
         Err(std::io::Error::from(std::io::ErrorKind::NotFound))
     })
     .unwrap_err()
     .to_string();
     assert!(
-        err.contains("cannot run `iptables -w -t nat -S VIGIL_INBOUND`"),
+        err.contains("cannot run `iptables-restore -w --noflush`"),
         "{err}"
     );
     assert!(err.contains("--iptables"), "{err}");
@@ -187,12 +208,13 @@ fn dry_run_prints_without_running() {
     let mut out = Vec::new();
     run(&args, &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
-    assert_eq!(
-        text.lines().count(),
-        plan(&args, &args.families(kernel_ipv6())).len()
-    );
+    let want: String = plan(&args, &args.families(kernel_ipv6()))
+        .iter()
+        .map(|c| format!("{c}\n"))
+        .collect();
+    assert_eq!(text, want);
     assert!(
-        text.starts_with("/nonexistent/iptables -w -t nat -S VIGIL_INBOUND"),
+        text.starts_with("/nonexistent/iptables-restore -w --noflush <<'EOF'\n*nat\n"),
         "{text}"
     );
 }
@@ -218,8 +240,9 @@ fn plans_ipv6_with_ip6tables_and_only_ipv6_networks() {
     );
     assert_eq!(args.families(false).len(), 1, "no IPv6 in the kernel");
     let v6: Vec<String> = lines(&plan(&args, &both[1..]));
-    let p = "/usr/sbin/ip6tables-legacy -w -t nat -A VIGIL_OUTBOUND";
-    let outbound: Vec<&String> = v6.iter().filter(|l| l.starts_with(p)).collect();
+    let p = "/usr/sbin/ip6tables-legacy-restore -A VIGIL_OUTBOUND";
+    let v6_rules = restored(&plan(&args, &both[1..]));
+    let outbound: Vec<&String> = v6_rules.iter().filter(|l| l.starts_with(p)).collect();
     assert_eq!(
         outbound,
         [
