@@ -213,22 +213,56 @@ impl Controller {
     }
 
     /// Starts a controller on ports that stay free for a restart with
-    /// [`Controller::start_on`] after it is killed.
+    /// [`Controller::start_on`] after it is killed. Two tests may pick the
+    /// same random port at once: then the start is retried on others.
     pub fn start_restartable(data_dir: &Path, log_dir: &Path) -> Self {
-        let grpc = SocketAddr::from(([127, 0, 0, 1], restartable_port()));
-        let http = SocketAddr::from(([127, 0, 0, 1], restartable_port()));
-        Self::start_on(data_dir, log_dir, grpc, http)
+        let mut last = String::new();
+        for _ in 0..5 {
+            let grpc = restartable_port();
+            let http = loop {
+                let port = restartable_port();
+                if port != grpc {
+                    break port;
+                }
+            };
+            let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+            let proc = Self::spawn_on(data_dir, log_dir, loopback(grpc), loopback(http));
+            let started = wait_for("the controller to start or exit", || {
+                if proc.log().contains("vigil-controller started") {
+                    Some(true)
+                } else {
+                    proc.exited().then_some(false)
+                }
+            });
+            if started {
+                return Self::ready(proc, data_dir);
+            }
+            last = proc.log();
+            assert!(
+                last.contains("Address already in use"),
+                "vigil-controller exited before it started:\n{last}"
+            );
+        }
+        panic!("no free ports for a restartable controller:\n{last}")
     }
 
     /// Starts a controller on the given addresses.
     pub fn start_on(data_dir: &Path, log_dir: &Path, grpc: SocketAddr, http: SocketAddr) -> Self {
+        Self::ready(Self::spawn_on(data_dir, log_dir, grpc, http), data_dir)
+    }
+
+    fn spawn_on(data_dir: &Path, log_dir: &Path, grpc: SocketAddr, http: SocketAddr) -> Proc {
         let mut cmd = Command::new(bin("vigil-controller"));
         cmd.arg("--grpc-addr").arg(grpc.to_string());
         cmd.arg("--http-addr").arg(http.to_string());
         cmd.arg("--data-dir").arg(data_dir);
         cmd.arg("--sidecar-token-file")
             .arg(sidecar_token_file(log_dir));
-        let proc = Proc::spawn("vigil-controller", cmd, log_dir);
+        Proc::spawn("vigil-controller", cmd, log_dir)
+    }
+
+    /// Waits until `proc` has started and answers `/healthz`.
+    fn ready(proc: Proc, data_dir: &Path) -> Self {
         // Port 0 binds free ports: read the bound ones from the start line.
         let (grpc, http) = wait_for("the controller's start line", || {
             Some((
