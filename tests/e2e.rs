@@ -138,6 +138,8 @@ fn learning_then_enforcement_blocks_what_is_new() {
     let json: serde_json::Value = serde_json::from_str(&body).expect("the 403 body is JSON");
     assert_eq!(json["source"], "internet", "{json}");
     ctl.wait_alert("new_edge", "api", Some("internet"));
+    let alert = ctl.wait_alert("spoofed_source", "api", Some("default/web"));
+    assert_eq!(alert["action"], "blocked", "the impostor is named: {alert}");
 
     // The human views show the same story.
     let (ok, table, _) = ctl.vigilctl(&["alerts"]);

@@ -80,6 +80,18 @@ pub fn check_protocol(mode: Mode, protocol: &str) -> Option<Verdict> {
     })
 }
 
+/// Judges a caller's unproven claim to a workload's identity, whatever the
+/// mode: always an alert (flagged, or blocked when every such request was
+/// denied as the internet), since someone is impersonating a workload.
+pub fn check_claim(obs: &Observation) -> Option<(Verdict, &WorkloadId)> {
+    let claimed = obs.claimed_source.as_ref()?;
+    let verdict = Verdict {
+        kind: AlertKind::SpoofedSource,
+        action: Action::Flagged,
+    };
+    Some((verdict, claimed))
+}
+
 /// Judges a workload that registered in a namespace in `mode`.
 pub fn check_workload(mode: Mode, baseline: &Baseline, id: &WorkloadId) -> Option<Verdict> {
     if mode == Mode::Learning || baseline.has_workload(id) {
@@ -224,5 +236,16 @@ mod tests {
         let mut obs = crate::model::outbound("a:1", None, 2);
         obs.denied = 9;
         assert_eq!(Hits::of(&obs), hits(2, 2), "denied is capped by count");
+    }
+
+    #[test]
+    fn only_an_unproven_claim_is_an_impersonation() {
+        let mut obs = crate::model::outbound("", None, 1);
+        assert_eq!(check_claim(&obs), None);
+        let web = WorkloadId::new("default", "web").unwrap();
+        obs.claimed_source = Some(web.clone());
+        let (verdict, claimed) = check_claim(&obs).unwrap();
+        assert_eq!(verdict.kind, AlertKind::SpoofedSource);
+        assert_eq!(claimed, &web);
     }
 }

@@ -279,9 +279,22 @@ impl Engine {
                 now,
             );
         }
+        let claim = detect::check_claim(obs);
+        if let Some((verdict, claimed)) = claim {
+            self.graph.mark_violation(&edge);
+            self.raise(
+                changes,
+                verdict.seen(hits),
+                reporter,
+                claimed.to_string(),
+                hits,
+                now,
+            );
+        }
         if mode == Mode::Learning {
-            // Never learned: a miner seen while learning stays abnormal.
-            if mining.is_none() && self.baseline.learn_edge(&edge) {
+            // Never learned: a miner, or an impersonator, seen while
+            // learning stays abnormal.
+            if mining.is_none() && claim.is_none() && self.baseline.learn_edge(&edge) {
                 changes.baseline_edges.push(edge.clone());
             }
         } else if let Some(verdict) = detect::check_edge(mode, &self.baseline, &edge) {

@@ -37,6 +37,10 @@ pub enum ObservationError {
     /// The source was not `ns/name`.
     #[error("source: {0}")]
     Source(NameError),
+    /// The claimed source was not `ns/name`, or came with a verified source
+    /// or on an outbound observation.
+    #[error("claimed source {0:?} is not an unproven inbound ns/name")]
+    ClaimedSource(String),
     /// The authority was missing, too long or held bad characters.
     #[error("authority {0:?} is not a host:port")]
     Authority(String),
@@ -121,10 +125,19 @@ impl TryFrom<v1::Observation> for Observation {
                 count: o.count,
             });
         }
+        let claimed_source = match o.claimed_source.as_str() {
+            "" => None,
+            c if direction == Direction::Inbound && source.is_none() => Some(
+                c.parse()
+                    .map_err(|_| ObservationError::ClaimedSource(o.claimed_source.clone()))?,
+            ),
+            _ => return Err(ObservationError::ClaimedSource(o.claimed_source)),
+        };
         Ok(Self {
             direction,
             protocol: protocol_name(o.protocol),
             source,
+            claimed_source,
             authority,
             resolved_addr,
             method: o.method,
@@ -449,6 +462,42 @@ mod tests {
             Observation::try_from(o),
             Err(ObservationError::Source(_))
         ));
+    }
+
+    #[test]
+    fn a_claimed_source_is_only_an_unproven_inbound_name() {
+        let inbound = |source: &str, claimed: &str| v1::Observation {
+            direction: v1::Direction::Inbound as i32,
+            authority: String::new(),
+            source: source.into(),
+            claimed_source: claimed.into(),
+            ..good()
+        };
+        let ok = Observation::try_from(inbound("", "default/web")).unwrap();
+        assert_eq!(ok.claimed_source, Some("default/web".parse().unwrap()));
+        assert_eq!(ok.source, None);
+        for (o, why) in [
+            (inbound("", "Not A Name"), "not a name"),
+            (
+                inbound("default/api", "default/web"),
+                "with a verified source",
+            ),
+            (
+                v1::Observation {
+                    claimed_source: "default/web".into(),
+                    ..good()
+                },
+                "outbound",
+            ),
+        ] {
+            assert!(
+                matches!(
+                    Observation::try_from(o),
+                    Err(ObservationError::ClaimedSource(_))
+                ),
+                "{why}"
+            );
+        }
     }
 
     #[test]

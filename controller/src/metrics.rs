@@ -49,6 +49,8 @@ pub enum KindLabel {
     new_deployment,
     /// `mining_protocol`.
     mining_protocol,
+    /// `spoofed_source`.
+    spoofed_source,
 }
 
 impl From<AlertKind> for KindLabel {
@@ -58,6 +60,7 @@ impl From<AlertKind> for KindLabel {
             AlertKind::NewEdge => Self::new_edge,
             AlertKind::NewDeployment => Self::new_deployment,
             AlertKind::MiningProtocol => Self::mining_protocol,
+            AlertKind::SpoofedSource => Self::spoofed_source,
         }
     }
 }

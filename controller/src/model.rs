@@ -229,6 +229,9 @@ pub struct Observation {
     pub protocol: &'static str,
     /// Inbound: the calling workload, `None` for the internet.
     pub source: Option<WorkloadId>,
+    /// Inbound from the internet: the workload the caller claimed to be,
+    /// from an IP that workload does not call from.
+    pub claimed_source: Option<WorkloadId>,
     /// Outbound: the destination as named, `host:port` in lower case.
     pub authority: String,
     /// Outbound: the resolved address of the destination.
@@ -275,6 +278,7 @@ pub(crate) fn outbound(authority: &str, addr: Option<&str>, count: u64) -> Obser
         direction: Direction::Outbound,
         protocol: "http1",
         source: None,
+        claimed_source: None,
         authority: authority.into(),
         resolved_addr: addr.map(|a| a.parse().expect("ip:port")),
         method: "GET".into(),
@@ -300,6 +304,9 @@ pub enum AlertKind {
     NewDeployment,
     /// A mining protocol (Stratum) on any port, in any mode.
     MiningProtocol,
+    /// A caller claimed a workload's identity from an IP that workload does
+    /// not call from (in any mode); it was judged as the internet.
+    SpoofedSource,
 }
 
 impl AlertKind {
@@ -310,6 +317,7 @@ impl AlertKind {
             Self::NewEdge => "new_edge",
             Self::NewDeployment => "new_deployment",
             Self::MiningProtocol => "mining_protocol",
+            Self::SpoofedSource => "spoofed_source",
         }
     }
 }

@@ -145,6 +145,10 @@ pub struct Record {
     pub bytes_out: u64,
     /// Whether the local policy denied it.
     pub denied: bool,
+    /// Inbound: the `ns/name` the caller claimed in `vigil-source` from an
+    /// IP that workload does not call from (`source` is then the
+    /// internet); empty otherwise.
+    pub claimed_source: String,
 }
 
 /// Resolves once `signal` is true (or its sender is gone).

@@ -70,6 +70,7 @@ fn record(
         bytes_in: 0,
         bytes_out: 0,
         denied: false,
+        claimed_source: String::new(),
     }
 }
 

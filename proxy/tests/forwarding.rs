@@ -441,6 +441,9 @@ async fn forwards_enforces_and_reports() -> Result<()> {
         let inbound_denied = obs
             .iter()
             .any(|o| o.source == "default/miner" && o.denied == 1 && o.status == 403);
+        let spoofed = obs.iter().any(|o| {
+            o.source.is_empty() && o.claimed_source == "default/client" && o.status == 403
+        });
         let denied = obs
             .iter()
             .any(|o| o.authority.starts_with("denied.test:") && o.denied >= 1 && o.status == 403);
@@ -451,7 +454,7 @@ async fn forwards_enforces_and_reports() -> Result<()> {
                 && o.bytes_in == 4
                 && o.bytes_out == 4
         });
-        out == 2 && inbound_ok && inbound_denied && denied && tunnel
+        out == 2 && inbound_ok && inbound_denied && spoofed && denied && tunnel
     })
     .await
     .with_context(|| format!("{:#?}", observations(&fake.reports)))?;

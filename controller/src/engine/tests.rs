@@ -339,3 +339,55 @@ async fn a_failed_write_leaves_memory_equal_to_disk_and_the_resend_counts_once()
     );
     stop(h, thread).await;
 }
+
+#[tokio::test]
+async fn an_impersonation_is_alerted_in_every_mode_and_never_learned() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, thread) = start(dir.path());
+    h.register(id("api"), vec![], "t".into(), None)
+        .await
+        .unwrap();
+    let mut spoofed = outbound("", None, 2);
+    spoofed.direction = Direction::Inbound;
+    spoofed.claimed_source = Some(id("web"));
+    report(&h, id("api"), vec![spoofed.clone()], 0)
+        .await
+        .unwrap();
+    let snap = h.snapshot();
+    let alert = snap
+        .alerts
+        .iter()
+        .find(|a| a.kind == AlertKind::SpoofedSource)
+        .expect("a spoofed_source alert while learning");
+    assert_eq!(
+        (
+            alert.workload.as_str(),
+            alert.destination.as_str(),
+            alert.action
+        ),
+        ("api", "default/web", Action::Flagged),
+        "it names the victim and the claimed identity; it got through"
+    );
+    let edge = snap
+        .graph
+        .edges
+        .iter()
+        .find(|e| e.source == "internet")
+        .unwrap();
+    assert!(!edge.in_baseline && edge.violation, "not learned: {edge:?}");
+
+    h.set_mode(None, ENFORCE).await.unwrap();
+    spoofed.denied = 2;
+    report(&h, id("api"), vec![spoofed], 0).await.unwrap();
+    let snap = h.snapshot();
+    let alert = snap
+        .alerts
+        .iter()
+        .find(|a| a.kind == AlertKind::SpoofedSource)
+        .unwrap();
+    assert_eq!(
+        (alert.count, alert.denied, alert.action),
+        (4, 2, Action::Blocked)
+    );
+    stop(h, thread).await;
+}

@@ -38,6 +38,9 @@ pub async fn serve(
     let source = caller.identity().map(str::to_string);
     let mut pending = Pending::for_request(Direction::Inbound, &req, start);
     pending.record.source = source.clone().unwrap_or_default();
+    if let Caller::Spoofed(name) = caller {
+        pending.record.claimed_source = name;
+    }
     if let Decision::Deny { reason } = evaluate_inbound(&policy, source.as_deref()) {
         let caller = source.as_deref().unwrap_or(INTERNET);
         let response = denied_response(reason, ("source", caller), shared.workload(), &policy.mode);

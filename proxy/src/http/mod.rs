@@ -257,6 +257,7 @@ impl Pending {
             bytes_in: 0,
             bytes_out: 0,
             denied: false,
+            claimed_source: String::new(),
         });
         pending.start = start;
         pending

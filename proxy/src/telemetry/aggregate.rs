@@ -59,6 +59,7 @@ struct Key {
     method: String,
     path: String,
     status: u16,
+    claimed_source: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -109,6 +110,7 @@ impl Aggregator {
             method: r.method,
             path,
             status: r.status,
+            claimed_source: r.claimed_source,
         };
         let full = self.map.len() >= self.max_keys;
         let stats = match self.map.get_mut(&key) {
@@ -156,6 +158,7 @@ impl Aggregator {
                 latency_max_us: s.latency_max_us,
                 bytes_in: s.bytes_in,
                 bytes_out: s.bytes_out,
+                claimed_source: k.claimed_source,
             })
             .collect();
         let seq = self.next_seq;
@@ -187,6 +190,7 @@ mod tests {
             bytes_in: 10,
             bytes_out: 100,
             denied,
+            claimed_source: String::new(),
         }
     }
 

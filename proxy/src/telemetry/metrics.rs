@@ -156,6 +156,7 @@ mod tests {
             bytes_in: 0,
             bytes_out: 0,
             denied: true,
+            claimed_source: String::new(),
         }
     }
 
