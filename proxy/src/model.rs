@@ -151,6 +151,28 @@ pub struct Record {
     pub claimed_source: String,
 }
 
+impl Record {
+    /// A record of `direction` and `protocol` with nothing observed yet:
+    /// callers fill in what they know with struct update syntax.
+    pub fn new(direction: Direction, protocol: Protocol) -> Self {
+        Record {
+            direction,
+            protocol,
+            source: String::new(),
+            authority: String::new(),
+            resolved: None,
+            method: String::new(),
+            path: String::new(),
+            status: 0,
+            latency_us: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            denied: false,
+            claimed_source: String::new(),
+        }
+    }
+}
+
 /// Resolves once `signal` is true (or its sender is gone).
 pub async fn stopped(signal: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = signal.wait_for(|stop| *stop).await;

@@ -58,19 +58,10 @@ fn record(
     method: &str,
 ) -> Record {
     Record {
-        direction,
-        protocol,
-        source: String::new(),
         authority,
         resolved,
         method: method.to_string(),
-        path: String::new(),
-        status: 0,
-        latency_us: 0,
-        bytes_in: 0,
-        bytes_out: 0,
-        denied: false,
-        claimed_source: String::new(),
+        ..Record::new(direction, protocol)
     }
 }
 

@@ -245,19 +245,9 @@ impl Pending {
     /// goes.
     pub fn for_request<B>(direction: Direction, req: &Request<B>, start: Instant) -> Self {
         let mut pending = Pending::new(Record {
-            direction,
-            protocol: Protocol::of_request(req),
-            source: String::new(),
-            authority: String::new(),
-            resolved: None,
             method: req.method().as_str().to_string(),
             path: crate::template::template(req.uri().path()),
-            status: 0,
-            latency_us: 0,
-            bytes_in: 0,
-            bytes_out: 0,
-            denied: false,
-            claimed_source: String::new(),
+            ..Record::new(direction, Protocol::of_request(req))
         });
         pending.start = start;
         pending

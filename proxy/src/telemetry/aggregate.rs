@@ -178,9 +178,6 @@ mod tests {
 
     fn record(path: &str, status: u16, latency_us: u64, denied: bool) -> Record {
         Record {
-            direction: Direction::Outbound,
-            protocol: Protocol::Http1,
-            source: String::new(),
             authority: "api:80".into(),
             resolved: Some("10.0.0.1:80".parse().unwrap()),
             method: "GET".into(),
@@ -190,7 +187,7 @@ mod tests {
             bytes_in: 10,
             bytes_out: 100,
             denied,
-            claimed_source: String::new(),
+            ..Record::new(Direction::Outbound, Protocol::Http1)
         }
     }
 

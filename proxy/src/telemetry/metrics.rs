@@ -144,19 +144,10 @@ mod tests {
 
     fn record(authority: &str) -> Record {
         Record {
-            direction: Direction::Outbound,
-            protocol: Protocol::Tls,
-            source: String::new(),
             authority: authority.into(),
-            resolved: None,
-            method: String::new(),
-            path: String::new(),
-            status: 0,
             latency_us: 1500,
-            bytes_in: 0,
-            bytes_out: 0,
             denied: true,
-            claimed_source: String::new(),
+            ..Record::new(Direction::Outbound, Protocol::Tls)
         }
     }
 
