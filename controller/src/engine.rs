@@ -266,47 +266,25 @@ impl Engine {
             Direction::Outbound => label(&edge.1),
             Direction::Inbound => label(&edge.0),
         };
-        let mining = detect::check_protocol(mode, obs.protocol);
-        let hits = Hits::of(obs);
-        if let Some(verdict) = mining {
-            self.graph.mark_violation(&edge);
-            self.raise(
-                changes,
-                verdict.seen(hits),
-                reporter,
-                destination.clone(),
-                hits,
-                now,
-            );
-        }
-        let claim = detect::check_claim(obs);
-        if let Some((verdict, claimed)) = claim {
-            self.graph.mark_violation(&edge);
-            self.raise(
-                changes,
-                verdict.seen(hits),
-                reporter,
-                claimed.to_string(),
-                hits,
-                now,
-            );
-        }
-        if mode == Mode::Learning {
+        // Each verdict with what its alert names beside the workload.
+        let mining = detect::check_protocol(mode, obs.protocol)
+            .map(|verdict| (verdict, destination.clone()));
+        let claim =
+            detect::check_claim(obs).map(|(verdict, claimed)| (verdict, claimed.to_string()));
+        let off_baseline = if mode == Mode::Learning {
             // Never learned: a miner, or an impersonator, seen while
             // learning stays abnormal.
             if mining.is_none() && claim.is_none() && self.baseline.learn_edge(&edge) {
                 changes.baseline_edges.push(edge.clone());
             }
-        } else if let Some(verdict) = detect::check_edge(mode, &self.baseline, &edge) {
+            None
+        } else {
+            detect::check_edge(mode, &self.baseline, &edge).map(|verdict| (verdict, destination))
+        };
+        let hits = Hits::of(obs);
+        for (verdict, about) in [mining, claim, off_baseline].into_iter().flatten() {
             self.graph.mark_violation(&edge);
-            self.raise(
-                changes,
-                verdict.seen(hits),
-                reporter,
-                destination,
-                hits,
-                now,
-            );
+            self.raise(changes, verdict.seen(hits), reporter, about, hits, now);
         }
         Some(edge)
     }
