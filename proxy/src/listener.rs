@@ -50,10 +50,11 @@ pub async fn bind(
     Ok((listener, local))
 }
 
-/// Binds an IPv6 listener with `IPV6_V6ONLY` (so `[::]:P` and
-/// `0.0.0.0:P` can coexist), the twin of an IPv4 one. Returns `None`, with a
-/// warning, when this host has no IPv6: there is then nothing to listen
-/// for, and ip6tables cannot redirect to it either.
+/// Binds an IPv6 listener (`addr` is IPv6: the config checks it) with
+/// `IPV6_V6ONLY` (so `[::]:P` and `0.0.0.0:P` can coexist), the twin of an
+/// IPv4 one. Returns `None`, with a warning, when this host has no IPv6:
+/// there is then nothing to listen for, and ip6tables cannot redirect to it
+/// either.
 pub async fn bind_v6_only(
     name: &'static str,
     addr: SocketAddr,
@@ -68,9 +69,7 @@ pub async fn bind_v6_only(
     };
     let bound = (|| {
         let socket = tokio::net::TcpSocket::new_v6()?;
-        if addr.is_ipv6() {
-            setsockopt(&socket, Ipv6V6Only, &true)?;
-        }
+        setsockopt(&socket, Ipv6V6Only, &true)?;
         socket.set_reuseaddr(true)?;
         socket.bind(addr)?;
         socket.listen(1024)
