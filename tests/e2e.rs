@@ -472,14 +472,7 @@ fn stratum_is_detected_and_flagged_while_learning() {
         "a mining edge is never learned: {edge}"
     );
     assert_eq!(edge["violation"], true);
-    assert!(
-        edge["protocols"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p == "stratum"),
-        "{edge}"
-    );
+    assert!(common::has_protocol(&edge, "stratum"), "{edge}");
 }
 
 /// A new sidecar judges its very first request by the controller's policy:

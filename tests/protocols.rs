@@ -53,11 +53,7 @@ fn grpc_streams_and_trailers_pass_through_the_proxy() {
             .then_some(edge)
     });
     assert!(
-        edge["protocols"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p == "grpc"),
+        common::has_protocol(&edge, "grpc"),
         "recorded as gRPC: {edge}"
     );
     // The batch's content crossed the proxy intact: the controller stored it.
@@ -221,11 +217,7 @@ fn tls_in_a_connect_tunnel_passes_and_is_denied_when_unknown() {
     assert_eq!(got.connect, 200, "a CONNECT tunnel was used: {got:?}");
     let edge = ctl.wait_edge("workload:default/web", &format!("external:{authority}"), 1);
     assert!(
-        edge["protocols"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p == "tls"),
+        common::has_protocol(&edge, "tls"),
         "the tunnel is recorded as TLS: {edge}"
     );
     let endpoints = edge["endpoints"].as_object().unwrap();

@@ -242,14 +242,7 @@ fn transparent_redirect_is_observed_and_enforced() {
     let (status, body) = pod.curl(&["--http2-prior-knowledge", "http://10.66.0.2:8000/h2"]);
     assert_eq!((status, body.as_str()), (200, "pypi GET /h2"));
     let edge = ctl.wait_edge("workload:default/web", "external:10.66.0.2:8000", 2);
-    assert!(
-        edge["protocols"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p == "http2"),
-        "{edge}"
-    );
+    assert!(common::has_protocol(&edge, "http2"), "{edge}");
     // An explicit proxy client in the same pod is not redirected twice.
     let (status, body) = pod.curl(&["-x", "http://127.0.0.1:4140", "http://10.66.0.2:8000/e"]);
     assert_eq!((status, body.as_str()), (200, "pypi GET /e"));

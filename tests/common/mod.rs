@@ -197,6 +197,13 @@ pub fn sidecar_token_file(log_dir: &Path) -> PathBuf {
     log_dir.join("sidecar.token")
 }
 
+/// Whether a graph edge (JSON) lists `protocol` among its protocols.
+pub fn has_protocol(edge: &serde_json::Value, protocol: &str) -> bool {
+    edge["protocols"]
+        .as_array()
+        .is_some_and(|ps| ps.iter().any(|p| p == protocol))
+}
+
 /// A running `vigil-controller`.
 pub struct Controller {
     pub proc: Proc,
