@@ -99,9 +99,9 @@ pub async fn inbound(
     };
     match &sniffed.protocol {
         Detected::Http1 | Detected::Http2 => {
-            let peer = peer.ip();
+            let (peer, app) = (peer.ip(), http::inbound::App::new(app));
             let service = hyper::service::service_fn(move |req| {
-                http::inbound::serve(shared.clone(), app, peer, req)
+                http::inbound::serve(shared.clone(), app.clone(), peer, req)
             });
             serve_http(&builder, watcher, sniffed.io, service).await;
         }

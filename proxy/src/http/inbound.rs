@@ -13,11 +13,31 @@ use super::{DecisionLabel, Pending, Shared, denied_response};
 use crate::model::{Direction, SOURCE_HEADER, parse_source};
 use crate::policy::{Caller, Decision, INTERNET, evaluate_inbound, identify_caller};
 
+/// The app a connection's requests go to, with its name made once per
+/// connection rather than per request.
+#[derive(Clone, Debug)]
+pub struct App {
+    /// Its address.
+    pub addr: std::net::SocketAddr,
+    /// `addr` as text (the Host of requests without one, and error bodies).
+    pub name: Arc<str>,
+}
+
+impl App {
+    /// The app at `addr`.
+    pub fn new(addr: std::net::SocketAddr) -> Self {
+        App {
+            addr,
+            name: addr.to_string().into(),
+        }
+    }
+}
+
 /// Handles one inbound request from `peer`: identify, decide, forward to
-/// the app at `app`.
+/// `app`.
 pub async fn serve(
     shared: Arc<Shared>,
-    app: std::net::SocketAddr,
+    app: App,
     peer: std::net::IpAddr,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
@@ -46,5 +66,5 @@ pub async fn serve(
         let response = denied_response(reason, ("source", caller), shared.workload(), &policy.mode);
         return Ok(shared.respond(pending, response, DecisionLabel::deny, 403));
     }
-    Ok(shared.forward(req, app, &app.to_string(), pending).await)
+    Ok(shared.forward(req, app.addr, &app.name, pending).await)
 }
