@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -170,7 +172,7 @@ impl Proc {
     }
 
     /// Whether the process has exited (a zombie not yet waited for).
-    fn exited(&self) -> bool {
+    pub fn exited(&self) -> bool {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()));
         match stat {
             Ok(stat) => stat

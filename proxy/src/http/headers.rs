@@ -1,8 +1,30 @@
-//! Header hygiene between client and upstream: hop-by-hop headers, the
-//! end-to-end headers an HTTP/1.1 upgrade needs, splicing an upgraded
-//! connection, and declining h2c upgrade offers.
+//! Header hygiene between client and upstream (RFC 9110 section 7.6.1, RFC
+//! 9113 section 8.2.2): every hop-by-hop field is removed once, then the
+//! proxy writes its own hop's fields: `te: trailers` when the client accepts
+//! trailers (the one TE value HTTP/2 allows; the proxy passes trailers
+//! through), and on an HTTP/1.1 upgrade `Upgrade` with `Connection: upgrade`,
+//! each exactly once, in both directions. Also declines h2c upgrade offers
+//! and splices an upgraded connection.
+//!
+//! The functions here are pure and table-tested in `tests.rs`.
 
+use http::Version;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// The hop-by-hop fields of RFC 9110 section 7.6.1 (plus the legacy
+/// `Proxy-Connection` and the proxy-authentication fields meant for this
+/// proxy). `Trailer` is not one: it names end-to-end trailer fields, and
+/// hyper's HTTP/1.1 encoder sends only the trailers it names.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
 
 /// Removes an HTTP/1.1 `Upgrade: h2c` offer (and its `HTTP2-Settings`), so
 /// that the upstream answers in HTTP/1.1 and every later request on the
@@ -12,44 +34,119 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 /// HTTP/2 without TLS use prior knowledge, which is proxied as HTTP/2.
 /// Returns whether there was an offer.
 pub fn decline_h2c(headers: &mut HeaderMap) -> bool {
-    let h2c = headers
-        .get_all(header::UPGRADE)
+    let offers = tokens(headers, &header::UPGRADE);
+    if !offers.iter().any(|t| t.eq_ignore_ascii_case("h2c")) {
+        return false;
+    }
+    headers.remove(header::UPGRADE);
+    headers.remove("http2-settings");
+    let others: Vec<&str> = offers
+        .iter()
+        .map(String::as_str)
+        .filter(|t| !t.eq_ignore_ascii_case("h2c"))
+        .collect();
+    if let Ok(value) = HeaderValue::from_str(&others.join(", "))
+        && !others.is_empty()
+    {
+        headers.insert(header::UPGRADE, value);
+    }
+    true
+}
+
+/// The comma-separated elements of every `name` field, trimmed, empty ones
+/// left out (RFC 9110 section 5.6.1: a list may span several lines).
+fn tokens(headers: &HeaderMap, name: &HeaderName) -> Vec<String> {
+    headers
+        .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("h2c"));
-    if h2c {
-        let others: Vec<HeaderValue> = headers
-            .get_all(header::UPGRADE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("h2c"))
-            .filter_map(|t| HeaderValue::from_str(t).ok())
-            .collect();
-        headers.remove(header::UPGRADE);
-        headers.remove("http2-settings");
-        for other in others {
-            headers.append(header::UPGRADE, other);
-        }
-    }
-    h2c
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
-/// The headers an upgrade needs end to end: `Connection`, `Upgrade` and the
-/// headers `Connection` names (e.g. `HTTP2-Settings` for h2c).
-pub(super) fn upgrade_headers(headers: &HeaderMap) -> HeaderMap {
-    let mut kept = HeaderMap::new();
-    for name in connection_named(headers)
-        .into_iter()
-        .chain([header::CONNECTION, header::UPGRADE])
-    {
-        for value in headers.get_all(&name) {
-            kept.append(name.clone(), value.clone());
+/// Whether a request's `TE` accepts trailers (`te: trailers`, possibly among
+/// transfer codings and with parameters).
+fn accepts_trailers(headers: &HeaderMap) -> bool {
+    tokens(headers, &header::TE).iter().any(|t| {
+        t.split(';')
+            .next()
+            .is_some_and(|c| c.trim().eq_ignore_ascii_case("trailers"))
+    })
+}
+
+/// The protocols of an `Upgrade` field as one value, or `None` when there
+/// are none.
+fn upgrade_value(headers: &HeaderMap) -> Option<HeaderValue> {
+    let offers = tokens(headers, &header::UPGRADE);
+    if offers.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&offers.join(", ")).ok()
+}
+
+/// Removes every hop-by-hop field: `Connection`, the fields it names, and
+/// the fixed list of RFC 9110 section 7.6.1.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    for name in tokens(headers, &header::CONNECTION) {
+        if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+            headers.remove(name);
         }
     }
-    kept
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Rewrites a request's fields for the upstream hop, which speaks `version`
+/// (the client's): removes the client's hop-by-hop fields, then sets this
+/// hop's own. `te: trailers` is kept when the client accepts trailers, on
+/// HTTP/2 (gRPC servers refuse a request without it) and on HTTP/1.1 (with
+/// `Connection: te`, as RFC 9110 section 10.1.4 asks). On an HTTP/1.1
+/// request that asks to upgrade, `Upgrade` and `Connection: upgrade` are
+/// carried exactly once. Returns whether the request asks to upgrade.
+pub fn request_for_upstream(headers: &mut HeaderMap, version: Version) -> bool {
+    let trailers = accepts_trailers(headers);
+    let upgrade = (version != Version::HTTP_2)
+        .then(|| upgrade_value(headers))
+        .flatten();
+    strip_hop_by_hop(headers);
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if version == Version::HTTP_2 {
+        return false;
+    }
+    let connection = match (trailers, upgrade.is_some()) {
+        (true, true) => Some("te, upgrade"),
+        (true, false) => Some("te"),
+        (false, true) => Some("upgrade"),
+        (false, false) => None,
+    };
+    if let Some(connection) = connection {
+        headers.insert(header::CONNECTION, HeaderValue::from_static(connection));
+    }
+    match upgrade {
+        Some(upgrade) => {
+            headers.insert(header::UPGRADE, upgrade);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Rewrites a response's fields for the client: removes the upstream's
+/// hop-by-hop fields; on a `101` that completes an upgrade (`upgraded`),
+/// carries `Upgrade` and `Connection: upgrade` exactly once.
+pub fn response_for_client(headers: &mut HeaderMap, upgraded: bool) {
+    let upgrade = upgraded.then(|| upgrade_value(headers)).flatten();
+    strip_hop_by_hop(headers);
+    if let Some(upgrade) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, upgrade);
+    }
 }
 
 /// Copies bytes both ways between the two sides of an upgraded connection.
@@ -63,36 +160,5 @@ pub(super) async fn splice(client: hyper::upgrade::OnUpgrade, server: hyper::upg
             }
         }
         Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-    }
-}
-
-fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect()
-}
-
-/// Removes hop-by-hop headers: `Connection` and the headers it names, and
-/// the fixed list of RFC 9110 (plus `Proxy-Connection`).
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    for name in connection_named(headers) {
-        headers.remove(name);
-    }
-    for name in [
-        header::CONNECTION,
-        HeaderName::from_static("proxy-connection"),
-        HeaderName::from_static("keep-alive"),
-        header::PROXY_AUTHORIZATION,
-        header::PROXY_AUTHENTICATE,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        headers.remove(name);
     }
 }

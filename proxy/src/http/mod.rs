@@ -33,8 +33,8 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio::sync::watch;
 
-pub use headers::{decline_h2c, strip_hop_by_hop};
-use headers::{splice, upgrade_headers};
+use headers::splice;
+pub use headers::{decline_h2c, request_for_upstream, response_for_client, strip_hop_by_hop};
 
 use crate::config::Limits;
 use crate::model::{Direction, Identity, Protocol, Record};
@@ -362,21 +362,21 @@ impl Shared {
     ) -> Result<Response<BoxBody<Bytes, hyper::Error>>, hyper_util::client::legacy::Error> {
         let h2 = req.version() == http::Version::HTTP_2;
         decline_h2c(req.headers_mut());
-        let upgrade = (!h2 && req.headers().contains_key(header::UPGRADE))
-            .then(|| (upgrade_headers(req.headers()), hyper::upgrade::on(&mut req)));
         let (mut parts, body) = req.into_parts();
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        parts.uri =
-            Uri::try_from(format!("http://{addr}{path}")).unwrap_or_else(|_| Uri::from_static("/"));
-        parts.version = if h2 {
+        let version = if h2 {
             http::Version::HTTP_2
         } else {
             http::Version::HTTP_11
         };
-        strip_hop_by_hop(&mut parts.headers);
-        if let Some((kept, _)) = &upgrade {
-            parts.headers.extend(kept.clone());
-        }
+        let upgrade = request_for_upstream(&mut parts.headers, version);
+        // The client's side of an upgrade, claimed before the request moves on.
+        let client_side = upgrade
+            .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
+            .flatten();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        parts.uri =
+            Uri::try_from(format!("http://{addr}{path}")).unwrap_or_else(|_| Uri::from_static("/"));
+        parts.version = version;
         if !h2
             && !parts.headers.contains_key(header::HOST)
             && let Ok(value) = HeaderValue::from_str(host)
@@ -390,15 +390,14 @@ impl Shared {
             &self.client.http1
         };
         let mut response = client.request(Request::from_parts(parts, body)).await?;
-        match upgrade {
-            Some((_, client_side)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
-                let kept = upgrade_headers(response.headers());
+        let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        match client_side {
+            Some(client_side) if upgraded => {
                 let server_side = hyper::upgrade::on(&mut response);
-                strip_hop_by_hop(response.headers_mut());
-                response.headers_mut().extend(kept);
+                response_for_client(response.headers_mut(), true);
                 tokio::spawn(splice(client_side, server_side));
             }
-            _ => strip_hop_by_hop(response.headers_mut()),
+            _ => response_for_client(response.headers_mut(), false),
         }
         Ok(response.map(BodyExt::boxed))
     }

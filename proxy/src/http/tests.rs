@@ -1,28 +1,191 @@
 use super::*;
 use http::header::{HeaderMap, HeaderName};
 
-#[test]
-fn strips_hop_by_hop() {
+fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut h = HeaderMap::new();
-    for (k, v) in [
+    for (k, v) in pairs {
+        h.append(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    h
+}
+
+/// Every field as `name: value` lines, sorted, repeated lines kept: a
+/// duplicated `Upgrade` shows twice.
+fn lines(h: &HeaderMap) -> Vec<String> {
+    let mut out: Vec<String> = h
+        .iter()
+        .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap()))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn strips_hop_by_hop_and_keeps_end_to_end_fields() {
+    let mut h = headers(&[
         ("connection", "keep-alive, x-secret"),
         ("x-secret", "1"),
         ("keep-alive", "timeout=5"),
         ("proxy-connection", "keep-alive"),
         ("proxy-authorization", "Basic x"),
         ("te", "trailers"),
-        ("trailer", "x"),
+        ("trailer", "grpc-status"),
         ("transfer-encoding", "chunked"),
         ("upgrade", "websocket"),
         ("host", "api:80"),
         ("accept", "*/*"),
-    ] {
-        h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
-    }
+    ]);
     strip_hop_by_hop(&mut h);
-    let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-    left.sort();
-    assert_eq!(left, vec!["accept", "host"]);
+    // Trailer is end to end (RFC 9110 section 6.6.2): hyper's HTTP/1.1
+    // encoder sends only the trailer fields it names.
+    assert_eq!(
+        lines(&h),
+        ["accept: */*", "host: api:80", "trailer: grpc-status"]
+    );
+}
+
+#[test]
+fn requests_carry_their_own_hop_fields_exactly_once() {
+    use http::Version;
+    let h11 = Version::HTTP_11;
+    let h2 = Version::HTTP_2;
+    // (client's fields, version, upstream's fields, asks to upgrade)
+    type Case = (
+        Vec<(&'static str, &'static str)>,
+        Version,
+        Vec<&'static str>,
+        bool,
+    );
+    let cases: Vec<Case> = vec![
+        // A WebSocket handshake as browsers and websocket-client send it:
+        // Connection names Upgrade, which used to be copied twice.
+        (
+            vec![
+                ("connection", "Upgrade"),
+                ("upgrade", "websocket"),
+                ("sec-websocket-key", "k"),
+            ],
+            h11,
+            vec![
+                "connection: upgrade",
+                "sec-websocket-key: k",
+                "upgrade: websocket",
+            ],
+            true,
+        ),
+        // Firefox: `keep-alive, Upgrade`; the keep-alive option is this hop's.
+        (
+            vec![
+                ("connection", "keep-alive, Upgrade"),
+                ("upgrade", "websocket"),
+            ],
+            h11,
+            vec!["connection: upgrade", "upgrade: websocket"],
+            true,
+        ),
+        // An Upgrade list on two lines is carried as one.
+        (
+            vec![
+                ("upgrade", "websocket"),
+                ("upgrade", "foo/2"),
+                ("connection", "upgrade"),
+            ],
+            h11,
+            vec!["connection: upgrade", "upgrade: websocket, foo/2"],
+            true,
+        ),
+        // gRPC over HTTP/2: `te: trailers` must reach the server (grpcio's C
+        // core resets a stream without it).
+        (
+            vec![("te", "trailers"), ("content-type", "application/grpc")],
+            h2,
+            vec!["content-type: application/grpc", "te: trailers"],
+            false,
+        ),
+        // HTTP/2 never upgrades, and other TE codings are not ours to pass.
+        (
+            vec![("te", "gzip"), ("upgrade", "websocket")],
+            h2,
+            vec![],
+            false,
+        ),
+        // HTTP/1.1: trailers accepted among codings, with `Connection: te`.
+        (
+            vec![("te", "gzip;q=0.5, trailers"), ("connection", "TE")],
+            h11,
+            vec!["connection: te", "te: trailers"],
+            false,
+        ),
+        (
+            vec![
+                ("te", "trailers"),
+                ("connection", "te, upgrade"),
+                ("upgrade", "websocket"),
+            ],
+            h11,
+            vec![
+                "connection: te, upgrade",
+                "te: trailers",
+                "upgrade: websocket",
+            ],
+            true,
+        ),
+        // Fields named by Connection go; a plain request gains nothing.
+        (
+            vec![
+                ("connection", "close, x-hop"),
+                ("x-hop", "1"),
+                ("accept", "*/*"),
+            ],
+            h11,
+            vec!["accept: */*"],
+            false,
+        ),
+        // An empty Upgrade is no upgrade.
+        (vec![("upgrade", " , ")], h11, vec![], false),
+    ];
+    for (given, version, want, asks) in cases {
+        let mut h = headers(&given);
+        let upgrade = request_for_upstream(&mut h, version);
+        assert_eq!(lines(&h), want, "{given:?} over {version:?}");
+        assert_eq!(upgrade, asks, "{given:?} over {version:?}");
+    }
+}
+
+#[test]
+fn responses_carry_upgrade_once_and_only_on_an_upgrade() {
+    let switching = [
+        ("connection", "Upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-accept", "a"),
+    ];
+    // The 101 of a WebSocket handshake (Tornado's): exactly once each.
+    let mut h = headers(&switching);
+    response_for_client(&mut h, true);
+    assert_eq!(
+        lines(&h),
+        [
+            "connection: upgrade",
+            "sec-websocket-accept: a",
+            "upgrade: websocket"
+        ]
+    );
+    // Not an upgrade: Upgrade is only advertised hop by hop, so it goes.
+    let mut h = headers(&switching);
+    response_for_client(&mut h, false);
+    assert_eq!(lines(&h), ["sec-websocket-accept: a"]);
+    // Trailer announcements and ordinary fields pass.
+    let mut h = headers(&[
+        ("transfer-encoding", "chunked"),
+        ("trailer", "x-checksum"),
+        ("keep-alive", "timeout=5"),
+        ("connection", "keep-alive"),
+    ]);
+    response_for_client(&mut h, false);
+    assert_eq!(lines(&h), ["trailer: x-checksum"]);
 }
 
 #[test]
@@ -39,16 +202,6 @@ fn denied_body() {
 
 #[test]
 fn an_h2c_upgrade_offer_is_declined_and_others_kept() {
-    let headers = |pairs: &[(&str, &str)]| {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    };
     let mut h2c = headers(&[
         ("connection", "Upgrade, HTTP2-Settings"),
         ("upgrade", "h2c"),
