@@ -157,17 +157,22 @@ impl Mesh {
     /// Waits for `source -> workload:default/<app>` with an endpoint `key`
     /// counted; returns the edge.
     fn wait_endpoint(&self, source: &str, app: &str, key: &str) -> serde_json::Value {
-        let target = format!("workload:default/{app}");
-        wait_for(&format!("{source} -> {target} with {key}"), || {
-            let graph = self.ctl.json(&["graph"]);
-            graph["edges"]
-                .as_array()?
-                .iter()
-                .find(|e| e["source"] == source && e["target"] == target.as_str())
-                .filter(|e| e["endpoints"][key].as_u64().unwrap_or(0) > 0)
-                .cloned()
-        })
+        wait_endpoint(&self.ctl, source, &format!("workload:default/{app}"), key)
     }
+}
+
+/// Waits for the edge `source -> target` with an endpoint `key` counted;
+/// returns the edge.
+fn wait_endpoint(ctl: &Controller, source: &str, target: &str, key: &str) -> serde_json::Value {
+    wait_for(&format!("{source} -> {target} with {key}"), || {
+        let graph = ctl.json(&["graph"]);
+        graph["edges"]
+            .as_array()?
+            .iter()
+            .find(|e| e["source"] == source && e["target"] == target)
+            .filter(|e| e["endpoints"][key].as_u64().unwrap_or(0) > 0)
+            .cloned()
+    })
 }
 
 /// The two ways a client reaches the server: `(label, base URL, proxy)`.
@@ -412,23 +417,40 @@ fn sha256_hex(path: &Path) -> String {
 struct Jupyter {
     _proc: Proc,
     port: u16,
-    token: String,
 }
 
 /// Starts a real Jupyter Server (ipykernel kernels) in `dir/notebooks`.
 fn jupyter(kit: &Kit, dir: &Path) -> Jupyter {
+    let port = restartable_port();
+    let proc = spawn_proc(
+        "jupyter-server",
+        jupyter_cmd(Command::new(&kit.python), dir, "127.0.0.1", port),
+        dir,
+    );
+    wait_for("Jupyter Server's /api", || {
+        assert!(!proc.exited(), "Jupyter Server exited:\n{}", proc.log());
+        (curl(&[&format!("http://127.0.0.1:{port}/api")]).0 == 200).then_some(())
+    });
+    Jupyter { _proc: proc, port }
+}
+
+/// The token of the test's Jupyter Servers.
+const JUPYTER_TOKEN: &str = "compat-token";
+
+/// `python` (a venv python, or a command running it) made into a Jupyter
+/// Server on `ip:port` with its notebooks and state under `dir`.
+fn jupyter_cmd(mut cmd: Command, dir: &Path, ip: &str, port: u16) -> Command {
     let root = dir.join("notebooks");
     std::fs::create_dir_all(&root).unwrap();
-    let port = restartable_port();
-    let token = "compat-token".to_owned();
-    let mut cmd = Command::new(&kit.python);
-    cmd.args(["-m", "jupyter_server", "--ServerApp.ip=127.0.0.1"])
+    cmd.args(["-m", "jupyter_server"])
+        .arg(format!("--ServerApp.ip={ip}"))
         .arg(format!("--ServerApp.port={port}"))
         .arg("--ServerApp.port_retries=0")
-        .arg(format!("--IdentityProvider.token={token}"))
+        .arg(format!("--IdentityProvider.token={JUPYTER_TOKEN}"))
         .arg(format!("--ServerApp.root_dir={}", root.display()))
         .arg("--ServerApp.allow_remote_access=True")
-        .arg("--ServerApp.open_browser=False");
+        .arg("--ServerApp.open_browser=False")
+        .arg("--ServerApp.allow_root=True");
     for (var, sub) in [
         ("JUPYTER_RUNTIME_DIR", "jupyter-runtime"),
         ("JUPYTER_DATA_DIR", "jupyter-data"),
@@ -438,15 +460,46 @@ fn jupyter(kit: &Kit, dir: &Path) -> Jupyter {
         cmd.env(var, dir.join(sub));
     }
     cmd.env("JUPYTER_PLATFORM_DIRS", "1");
-    let proc = spawn_proc("jupyter-server", cmd, dir);
-    wait_for("Jupyter Server's /api", || {
-        assert!(!proc.exited(), "Jupyter Server exited:\n{}", proc.log());
-        (curl(&[&format!("http://127.0.0.1:{port}/api")]).0 == 200).then_some(())
-    });
-    Jupyter {
-        _proc: proc,
-        port,
-        token,
+    cmd
+}
+
+/// `jupyter_check.py base token` with no proxy settings but `proxy`.
+fn jupyter_check(kit: &Kit, mut cmd: Command, base: &str, proxy: Option<&str>) -> Command {
+    cmd.arg("-u")
+        .arg(kit.scripts.join("jupyter_check.py"))
+        .arg(base)
+        .arg(JUPYTER_TOKEN);
+    for var in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ] {
+        cmd.env_remove(var);
+    }
+    if let Some(proxy) = proxy {
+        cmd.env("HTTP_PROXY", proxy).env("http_proxy", proxy);
+    }
+    cmd
+}
+
+/// Every step of `jupyter_check.py` passed.
+fn assert_jupyter_ok(label: &str, out: &str) {
+    for step in [
+        "contents_get",
+        "session_list",
+        "execute",
+        "kernel_interrupt",
+        "kernel_restart",
+        "execute_after_restart",
+        "kernel_delete",
+    ] {
+        assert!(
+            out.contains(&format!("ok {step}\n")),
+            "{label}: {step}:\n{out}"
+        );
     }
 }
 
@@ -463,23 +516,10 @@ fn jupyter_runs_cells_through_the_sidecar() {
     let server = jupyter(&kit, dir);
     let mesh = Mesh::start(dir, "notebook", server.port);
     for (label, base, proxy) in paths(&mesh, "notebook") {
-        let mut cmd = kit.script("jupyter_check.py");
-        cmd.arg(&base).arg(&server.token);
-        for var in [
-            "HTTP_PROXY",
-            "http_proxy",
-            "HTTPS_PROXY",
-            "https_proxy",
-            "NO_PROXY",
-            "no_proxy",
-        ] {
-            cmd.env_remove(var);
-        }
-        if let Some(proxy) = &proxy {
-            cmd.env("HTTP_PROXY", proxy).env("http_proxy", proxy);
-        }
+        let python = Command::new(&kit.python);
+        let mut cmd = jupyter_check(&kit, python, &base, proxy.as_deref());
         let out = succeed(&format!("jupyter_check.py ({label})"), &mut cmd);
-        assert!(out.contains("ok kernel"), "{label}: {out}");
+        assert_jupyter_ok(label, &out);
     }
     mesh.wait_endpoint("internet", "notebook", "GET /api/kernels/{id}/channels");
     mesh.wait_endpoint("workload:default/client", "notebook", "POST /api/sessions");
@@ -823,15 +863,18 @@ fn git_clones_over_smart_http() {
 }
 
 /// As root, in network namespaces: the pod's traffic is redirected to its
-/// sidecar by `vigil-proxy init`. pip installs from pypiserver over TLS
-/// (the sidecar names the stream by its SNI), and grpcio calls a server
-/// outside the pod over redirected HTTP/2, with no proxy settings at all.
+/// sidecar by `vigil-proxy init`, with no proxy settings at all. pip
+/// installs from pypiserver over TLS (the sidecar names the stream by its
+/// SNI), grpcio calls a server outside the pod over redirected HTTP/2, and a
+/// client outside the pod runs cells on the pod's Jupyter Server, reached
+/// through the redirected inbound side.
 #[test]
-fn pip_and_grpcio_work_transparently() {
-    let Some(kit) = Kit::for_test("pip_and_grpcio_work_transparently", &["openssl"]) else {
+fn pip_grpcio_and_jupyter_work_transparently() {
+    let test = "pip_grpcio_and_jupyter_work_transparently";
+    let Some(kit) = Kit::for_test(test, &["openssl"]) else {
         return;
     };
-    if !common::netns::able("pip_and_grpcio_work_transparently") {
+    if !common::netns::able(test) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -851,8 +894,10 @@ fn pip_and_grpcio_work_transparently() {
     let mut cmd = srv.cmd(&kit.python);
     cmd.arg("-u")
         .arg(kit.scripts.join("grpc_server.py"))
-        .arg("50051");
+        .arg("10.66.0.2:50051");
     let grpc = spawn_proc("grpc_server", cmd, dir);
+    let notebook = jupyter_cmd(pod.cmd(&kit.python), &dir.join("pod"), "0.0.0.0", 8888);
+    let notebook = spawn_proc("jupyter-server", notebook, dir);
     for server in [&pypi, &grpc] {
         wait_for("the servers outside the pod", || {
             assert!(!server.exited(), "a server exited:\n{}", server.log());
@@ -875,11 +920,12 @@ fn pip_and_grpcio_work_transparently() {
     let target = dir.join("site");
     let cmd = pip_install(&kit, "https://pypi.test:8443/simple/", &ca, &target);
     let mut in_pod = pod.cmd(cmd.get_program());
-    in_pod
-        .args(cmd.get_args())
-        .env("PIP_CONFIG_FILE", "/dev/null");
-    for var in ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"] {
-        in_pod.env_remove(var);
+    in_pod.args(cmd.get_args());
+    for (var, value) in cmd.get_envs() {
+        match value {
+            Some(value) => in_pod.env(var, value),
+            None => in_pod.env_remove(var),
+        };
     }
     succeed("pip install, redirected", &mut in_pod);
     assert_probe_installed(&kit, &target);
@@ -902,6 +948,20 @@ fn pip_and_grpcio_work_transparently() {
         endpoints.contains_key("POST /vigil.compat.Echo/Unary"),
         "{edge}"
     );
+
+    wait_for("the pod's Jupyter Server", || {
+        assert!(
+            !notebook.exited(),
+            "Jupyter Server exited:\n{}",
+            notebook.log()
+        );
+        (pod.curl(&["http://127.0.0.1:8888/api"]).0 == 200).then_some(())
+    });
+    let check = jupyter_check(&kit, srv.cmd(&kit.python), "http://10.66.0.1:8888", None);
+    let out = succeed("jupyter_check.py, redirected inbound", &mut { check });
+    assert_jupyter_ok("redirected inbound", &out);
+    let channels = "GET /api/kernels/{id}/channels";
+    wait_endpoint(&ctl, "internet", "workload:default/notebook", channels);
 }
 
 /// Lets the pod's and server namespace's processes (root there too, but

@@ -8,8 +8,9 @@ the service would. Prints "ok <case>" per case; on the first failure prints
 
 grpcio's C core reads the proxy itself from the environment: the first set of
 grpc_proxy, https_proxy, http_proxy (lower case only), minus no_grpc_proxy /
-no_proxy, and then tunnels to TARGET with HTTP CONNECT. The test runs it
-through vigil-proxy that way, so this script leaves that alone.
+no_proxy, and then tunnels to TARGET with HTTP CONNECT, loopback targets
+(127.0.0.1, localhost) included. The test runs it through vigil-proxy that
+way, so this script leaves that alone.
 """
 
 import os
@@ -119,6 +120,10 @@ def main():
         ("grpc.max_send_message_length", MAX_MESSAGE),
         ("grpc.max_receive_message_length", MAX_MESSAGE),
     ]
+    for var in ("GRPC_PROXY", "HTTPS_PROXY", "HTTP_PROXY"):
+        if os.environ.get(var) and not os.environ.get(var.lower()):
+            print(f"note: grpcio ignores {var}; only {var.lower()} names its proxy",
+                  file=sys.stderr)
     with grpc.insecure_channel(sys.argv[1], options=options) as channel:
         for name, case in CASES:
             try:

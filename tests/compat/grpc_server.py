@@ -1,8 +1,9 @@
 """A real grpcio server for vigil-proxy's gRPC compatibility test.
 
-Usage: python grpc_server.py PORT      (PORT 0 picks a free port)
+Usage: python grpc_server.py PORT         (on 127.0.0.1; PORT 0 picks a free one)
+       python grpc_server.py HOST:PORT    (another address, e.g. in a network namespace)
 
-It listens on 127.0.0.1, prints exactly "listening on <port>" on stdout once it
+It listens there, prints exactly "listening on <port>" on stdout once it
 is ready, then serves until it is killed. grpc_client.py runs every case
 against it, directly or through the proxy.
 
@@ -70,8 +71,10 @@ def big(request, context):
 
 
 def main():
-    if len(sys.argv) != 2 or not sys.argv[1].isdigit():
-        sys.exit("usage: grpc_server.py PORT   (0 picks a free port)")
+    host, _, port = sys.argv[1].rpartition(":") if len(sys.argv) == 2 else ("", "", "")
+    if not port.isdigit():
+        sys.exit("usage: grpc_server.py [HOST:]PORT   (HOST: 127.0.0.1; PORT 0: any)")
+    address = f"{host or '127.0.0.1'}:{port}"
 
     # No serializers given: requests and responses stay raw bytes.
     handlers = {
@@ -89,16 +92,19 @@ def main():
         options=(
             ("grpc.max_send_message_length", MAX_MESSAGE),
             ("grpc.max_receive_message_length", MAX_MESSAGE),
+            # grpcio sets SO_REUSEPORT by default, so a taken port would be
+            # shared silently instead of failing.
+            ("grpc.so_reuseport", 0),
         ),
     )
     try:
-        port = server.add_insecure_port(f"127.0.0.1:{sys.argv[1]}")
+        bound = server.add_insecure_port(address)
     except RuntimeError as e:  # grpcio raises this when it cannot bind
-        sys.exit(f"grpc_server: cannot listen on 127.0.0.1:{sys.argv[1]}: {e}")
-    if port == 0:  # older grpcio returns 0 instead of raising
-        sys.exit(f"grpc_server: cannot listen on 127.0.0.1:{sys.argv[1]}")
+        sys.exit(f"grpc_server: cannot listen on {address}: {e}")
+    if bound == 0:  # older grpcio returns 0 instead of raising
+        sys.exit(f"grpc_server: cannot listen on {address}")
     server.start()
-    print(f"listening on {port}", flush=True)
+    print(f"listening on {bound}", flush=True)
     try:
         server.wait_for_termination()
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ The server is a real jupyter_server 2.x, started with no browser and no
 network, for instance:
 
     JUPYTER_CONFIG_DIR=$TMP/cfg JUPYTER_RUNTIME_DIR=$TMP/rt \\
+    JUPYTER_DATA_DIR=$TMP/data IPYTHONDIR=$TMP/ipython \\
     python -m jupyter_server --ServerApp.ip=127.0.0.1 --ServerApp.port=P \\
         --ServerApp.port_retries=0 --IdentityProvider.token=T \\
         --ServerApp.root_dir=$TMP/root --ServerApp.allow_remote_access=True \\
@@ -15,7 +16,9 @@ network, for instance:
 (--ServerApp.token=T still works in 2.21 but is deprecated for
 --IdentityProvider.token; allow_root is needed only when running as root;
 port_retries=0 makes a taken port an error instead of a silent other port;
-the two JUPYTER_* dirs keep the user's own config and runtime files out.)
+the env vars keep the user's config, runtime files, notebook-signing key and
+IPython profile out of it. GET /api answers without the token, so the first
+step also calls GET /api/status, which needs it.)
 
 The REST calls use urllib, which takes its proxy from http_proxy/HTTP_PROXY
 (https_proxy for https) minus no_proxy. The WebSocket uses websocket-client,
@@ -208,6 +211,7 @@ def main():
         version = api("GET", "/api").get("version")
         if not version:
             raise CheckFailed("no version in GET /api")
+        api("GET", "/api/status")  # GET /api is public; this one needs the token
 
     with step("contents_put"):
         notebook = {
