@@ -572,6 +572,8 @@ fn grpcio_calls_pass_the_sidecar() {
     run("inbound", &mesh.app.inbound.to_string(), None);
     let edge = mesh.wait_endpoint("internet", "grpc", "POST /vigil.compat.Echo/Unary");
     assert!(common::has_protocol(&edge, "grpc"), "{edge}");
+    // The call the client's deadline cut off is recorded too.
+    mesh.wait_endpoint("internet", "grpc", "POST /vigil.compat.Echo/Slow");
     run(
         "outbound then inbound",
         &format!("grpc.test:{}", mesh.app.inbound.port()),

@@ -56,7 +56,7 @@ pub async fn serve(
         tracing::debug!(%peer, claimed = %name, "vigil-source from an IP that workload does not call from; the caller is the internet");
     }
     let source = caller.identity().map(str::to_string);
-    let mut pending = Pending::for_request(Direction::Inbound, &req, start);
+    let mut pending = shared.track(Pending::for_request(Direction::Inbound, &req, start));
     pending.record.source = source.clone().unwrap_or_default();
     if let Caller::Spoofed(name) = caller {
         pending.record.claimed_source = name;

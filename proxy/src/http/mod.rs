@@ -220,6 +220,10 @@ pub struct Shared {
 }
 
 /// A request in flight: its record so far, start time and body counter.
+///
+/// Once armed with [`Shared::track`], it is a guard: a request that ends
+/// before it is answered (the client reset the stream, say a gRPC deadline,
+/// or hung up) still emits its record, with status 0, when it is dropped.
 #[derive(Debug)]
 pub struct Pending {
     /// The record, filled in as the request progresses.
@@ -228,15 +232,18 @@ pub struct Pending {
     pub start: Instant,
     /// Request body bytes.
     pub bytes_in: Arc<AtomicU64>,
+    /// Where the record goes if the request is dropped unanswered.
+    guard: Option<Telemetry>,
 }
 
 impl Pending {
-    /// Starts tracking a request.
+    /// Starts tracking a request (unarmed: nothing is emitted on drop).
     pub fn new(record: Record) -> Self {
         Pending {
             record,
             start: Instant::now(),
             bytes_in: Arc::new(AtomicU64::new(0)),
+            guard: None,
         }
     }
 
@@ -251,6 +258,34 @@ impl Pending {
         });
         pending.start = start;
         pending
+    }
+
+    /// Arms the guard: dropped unanswered, it emits its record to
+    /// `telemetry` with status 0.
+    pub fn armed(mut self, telemetry: Telemetry) -> Self {
+        self.guard = Some(telemetry);
+        self
+    }
+
+    /// Takes the record out and disarms the guard: the caller emits it.
+    fn settle(mut self) -> (Record, Arc<AtomicU64>, Instant) {
+        self.guard = None;
+        let empty = Record::new(self.record.direction, self.record.protocol);
+        let record = std::mem::replace(&mut self.record, empty);
+        (record, self.bytes_in.clone(), self.start)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(telemetry) = self.guard.take() {
+            let empty = Record::new(self.record.direction, self.record.protocol);
+            let mut record = std::mem::replace(&mut self.record, empty);
+            record.status = 0;
+            record.latency_us = self.start.elapsed().as_micros() as u64;
+            record.bytes_in = self.bytes_in.load(std::sync::atomic::Ordering::Relaxed);
+            telemetry.emit(record);
+        }
     }
 }
 
@@ -276,23 +311,29 @@ impl Shared {
     /// transport errors).
     pub fn respond(
         &self,
-        mut pending: Pending,
+        pending: Pending,
         response: Response<BoxBody<Bytes, hyper::Error>>,
         decision: DecisionLabel,
         status: u16,
     ) -> Response<ProxyBody> {
-        let elapsed = pending.start.elapsed();
-        self.metrics
-            .record(pending.record.direction, decision, elapsed);
-        pending.record.status = status;
-        pending.record.latency_us = elapsed.as_micros() as u64;
-        pending.record.denied = decision == DecisionLabel::deny;
+        let (mut record, bytes_in, start) = pending.settle();
+        let elapsed = start.elapsed();
+        self.metrics.record(record.direction, decision, elapsed);
+        record.status = status;
+        record.latency_us = elapsed.as_micros() as u64;
+        record.denied = decision == DecisionLabel::deny;
         let finish = Finish {
-            record: pending.record,
-            bytes_in: pending.bytes_in,
+            record,
+            bytes_in,
             telemetry: self.telemetry.clone(),
         };
         response.map(|b| finishing(b, finish))
+    }
+
+    /// Arms `pending` so that its record is emitted even if the request is
+    /// dropped before it is answered.
+    pub fn track(&self, pending: Pending) -> Pending {
+        pending.armed(self.telemetry.clone())
     }
 
     /// `namespace/workload` as text.

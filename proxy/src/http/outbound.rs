@@ -165,7 +165,7 @@ pub async fn serve(
         } => (host, port, resolved),
     };
     let authority = format!("{host}:{port}");
-    let mut pending = Pending::for_request(Direction::Outbound, &req, start);
+    let mut pending = shared.track(Pending::for_request(Direction::Outbound, &req, start));
     pending.record.authority = authority.clone();
     pending.record.resolved = resolved;
     let resolved = match resolved {

@@ -51,6 +51,13 @@ pub struct Records {
     metrics: metrics::ObservedMetrics,
 }
 
+impl Records {
+    /// A record already emitted, if any (for tests of the emitting side).
+    pub fn try_next(&mut self) -> Option<Record> {
+        self.rx.try_recv().ok()
+    }
+}
+
 /// Creates the record channel and registers its metrics.
 pub fn channel(registry: &mut Registry) -> (Telemetry, Records) {
     let (tx, rx) = mpsc::channel(RECORD_CAPACITY);
