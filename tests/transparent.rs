@@ -180,16 +180,27 @@ fn transparent_redirect_is_observed_and_enforced() {
     // Workloads: two servers outside the pod, the app inside it.
     let _pypi = helper(srv, "pypi", "10.66.0.2:8000", tmp.path());
     let _pool = helper(srv, "pool", "10.66.0.2:8001", tmp.path());
-    let _app = helper(pod, "web", "127.0.0.1:8080", tmp.path());
-    let _metrics = helper(pod, "web-metrics", "127.0.0.1:9090", tmp.path());
+    // The app serves the network on every address (both families when the
+    // kernel speaks IPv6); a private service listens on loopback only.
+    let v6 = ipv6();
+    let any = |port: u16| {
+        if v6 {
+            format!("[::]:{port}")
+        } else {
+            format!("0.0.0.0:{port}")
+        }
+    };
+    let _app = helper(pod, "web", &any(8080), tmp.path());
+    let _metrics = helper(pod, "web-metrics", &any(9090), tmp.path());
+    let _private = helper(pod, "private", "127.0.0.1:9091", tmp.path());
     let mut ready = vec![
         (srv, "http://10.66.0.2:8000/"),
         (srv, "http://10.66.0.2:8001/"),
         (pod, "http://127.0.0.1:8080/"),
         (pod, "http://127.0.0.1:9090/"),
+        (pod, "http://127.0.0.1:9091/"),
     ];
     // The same servers on IPv6, a way around a sidecar that only sees IPv4.
-    let v6 = ipv6();
     let _v6_servers = v6.then(|| {
         ready.push((srv, "http://[fd66::2]:8000/"));
         ready.push((srv, "http://[fd66::2]:8001/"));
@@ -256,7 +267,7 @@ fn transparent_redirect_is_observed_and_enforced() {
     }
 
     // Inbound: the pod's IP on the app port, redirected to the inbound
-    // listener (the app itself only listens on loopback).
+    // listener, which forwards to that same address.
     let (status, body) = srv.curl(&["http://10.66.0.1:8080/hi"]);
     assert_eq!((status, body.as_str()), (200, "web GET /hi"));
     ctl.wait_edge("internet", "workload:default/web", 1);
@@ -269,6 +280,27 @@ fn transparent_redirect_is_observed_and_enforced() {
     // A second port of the pod reaches the app on that port, not --app-addr.
     let (status, body) = srv.curl(&["http://10.66.0.1:9090/m"]);
     assert_eq!((status, body.as_str()), (200, "web-metrics GET /m"));
+    // What listens on loopback only stays private: the inbound side goes to
+    // the pod's address, never to 127.0.0.1.
+    let (status, body) = srv.curl(&["http://10.66.0.1:9091/secret"]);
+    assert_eq!(
+        status, 502,
+        "a loopback-only service reached from outside: {body}"
+    );
+    assert!(body.contains("Connection refused"), "{body}");
+    // The sidecar's own outbound port is no open proxy for outsiders.
+    let (status, body) = srv.curl(&["http://10.66.0.1:4140/", "-H", "Host: 10.66.0.2:8000"]);
+    assert_eq!(
+        status, 0,
+        "the outbound listener reached from outside: {body}"
+    );
+    let (status, body) = srv.curl(&["-x", "http://10.66.0.1:4140", "http://10.66.0.2:8000/o"]);
+    assert_eq!(status, 0, "the pod as an open proxy: {body}");
+    let (_, metrics) = pod.curl(&["http://127.0.0.1:4191/metrics"]);
+    assert!(
+        metrics.contains("vigil_proxy_inbound_refused_total 2"),
+        "{metrics}"
+    );
 
     // Enforcement: the learned destination passes, a new one gets 403.
     ctl.set_mode(&["enforcement"]);

@@ -145,6 +145,12 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
         source: ::http::HeaderValue::from_str(&identity.source())
             .expect("validated names are valid header text"),
         app_addr: config.args.app_addr,
+        sidecar_ports: [Some(outbound_addr), Some(inbound_addr), Some(admin_addr)]
+            .into_iter()
+            .chain([outbound_addr6, inbound_addr6])
+            .flatten()
+            .map(|a| a.port())
+            .collect(),
         stop: tunnel_stop.subscribe(),
         policy_deadline: tokio::time::Instant::now()
             + Duration::from_millis(config.args.policy_wait_ms),

@@ -69,13 +69,32 @@ pub async fn outbound(
     }
 }
 
-/// Where an inbound connection goes: the app port the caller asked for when
-/// the connection was redirected (a pod may serve several ports), on the
-/// app's address; `--app-addr` itself otherwise.
-pub fn inbound_target(app_addr: SocketAddr, original_dst: Option<SocketAddr>) -> SocketAddr {
+/// Where an inbound connection goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InboundTarget {
+    /// Forward to this address.
+    Forward(SocketAddr),
+    /// Close the connection: it was redirected to one of the sidecar's own
+    /// ports (forwarding it would make the pod an open proxy speaking with
+    /// its identity, or loop back into this listener).
+    SidecarPort(u16),
+}
+
+/// Where an inbound connection goes: a redirected one to its original
+/// destination, the pod's own address and the port the caller asked for
+/// (a pod may serve several), so that only what the pod serves to the
+/// network is reachable and a service bound to loopback stays private (as
+/// Istio does since 1.10); never to one of the sidecar's own ports. A
+/// connection that was not redirected goes to `--app-addr`.
+pub fn inbound_target(
+    app_addr: SocketAddr,
+    original_dst: Option<SocketAddr>,
+    sidecar_ports: &[u16],
+) -> InboundTarget {
     match original_dst {
-        Some(dst) => SocketAddr::new(app_addr.ip(), dst.port()),
-        None => app_addr,
+        Some(dst) if sidecar_ports.contains(&dst.port()) => InboundTarget::SidecarPort(dst.port()),
+        Some(dst) => InboundTarget::Forward(dst),
+        None => InboundTarget::Forward(app_addr),
     }
 }
 
@@ -92,7 +111,14 @@ pub async fn inbound(
         watcher,
         permit: _permit,
     } = accepted;
-    let app = inbound_target(shared.app_addr, original_dst(&stream, listener_addr));
+    let dst = original_dst(&stream, listener_addr);
+    let app = match inbound_target(shared.app_addr, dst, &shared.sidecar_ports) {
+        InboundTarget::Forward(app) => app,
+        InboundTarget::SidecarPort(port) => {
+            shared.metrics.inbound_refused.inc();
+            return tracing::warn!(%peer, port, "refused an inbound connection to the sidecar's own port");
+        }
+    };
     let sniffed = match sniff(stream, shared.limits.detect_timeout()).await {
         Ok(sniffed) => sniffed,
         Err(e) => return tracing::debug!(%peer, error = %e, "connection failed during detection"),
@@ -114,13 +140,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redirected_inbound_keeps_the_port_the_caller_asked_for() {
+    fn redirected_inbound_goes_to_the_pod_address_it_asked_for() {
         let app: SocketAddr = "127.0.0.1:8080".parse().unwrap();
-        assert_eq!(inbound_target(app, None), app);
-        let metrics: SocketAddr = "10.0.0.5:9090".parse().unwrap();
-        assert_eq!(
-            inbound_target(app, Some(metrics)),
-            "127.0.0.1:9090".parse().unwrap()
-        );
+        let own = [4140, 4143, 4191];
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let cases = [
+            // Not redirected: the declared app.
+            (None, InboundTarget::Forward(app)),
+            // Redirected: the pod's own address and port, never loopback,
+            // so a service bound to 127.0.0.1 is not reachable from outside.
+            (
+                Some(addr("10.0.0.5:8080")),
+                InboundTarget::Forward(addr("10.0.0.5:8080")),
+            ),
+            (
+                Some(addr("10.0.0.5:9090")),
+                InboundTarget::Forward(addr("10.0.0.5:9090")),
+            ),
+            (
+                Some(addr("[fd66::1]:8888")),
+                InboundTarget::Forward(addr("[fd66::1]:8888")),
+            ),
+            // The sidecar's own ports: no open proxy, no loop.
+            (
+                Some(addr("10.0.0.5:4140")),
+                InboundTarget::SidecarPort(4140),
+            ),
+            (
+                Some(addr("10.0.0.5:4143")),
+                InboundTarget::SidecarPort(4143),
+            ),
+            (
+                Some(addr("[fd66::1]:4191")),
+                InboundTarget::SidecarPort(4191),
+            ),
+        ];
+        for (dst, want) in cases {
+            assert_eq!(inbound_target(app, dst, &own), want, "{dst:?}");
+        }
     }
 }

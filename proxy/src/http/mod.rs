@@ -145,6 +145,9 @@ pub struct HttpMetrics {
     /// Inbound requests whose `vigil-source` named a workload that does not
     /// call from the peer's IP (treated as the internet).
     pub spoofed_sources: Counter,
+    /// Redirected inbound connections refused because they asked for one of
+    /// the sidecar's own ports.
+    pub inbound_refused: Counter,
 }
 
 impl HttpMetrics {
@@ -168,10 +171,17 @@ impl HttpMetrics {
             "Inbound requests whose vigil-source header named a workload that does not call from their IP; they count as the internet",
             spoofed_sources.clone(),
         );
+        let inbound_refused = Counter::default();
+        registry.register(
+            "vigil_proxy_inbound_refused",
+            "Redirected inbound connections refused because they asked for one of the sidecar's own ports",
+            inbound_refused.clone(),
+        );
         HttpMetrics {
             requests,
             duration,
             spoofed_sources,
+            inbound_refused,
         }
     }
 
@@ -211,6 +221,9 @@ pub struct Shared {
     pub source: HeaderValue,
     /// The local workload's address (inbound target).
     pub app_addr: SocketAddr,
+    /// The ports the sidecar itself listens on: a redirected inbound
+    /// connection to one of them is refused.
+    pub sidecar_ports: Vec<u16>,
     /// Turns true when open tunnels must close (after the drain period).
     pub stop: watch::Receiver<bool>,
     /// Until when requests wait for the controller's first policy.
