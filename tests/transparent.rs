@@ -352,6 +352,8 @@ fn transparent_tls_by_sni_and_opaque_tcp() {
     let tmp = tempfile::tempdir().unwrap();
     let net = Network::new();
     let (pod, srv) = (&net.pod, &net.server);
+    // Two names on one address (a CDN): the sidecar tells them apart by SNI.
+    pod.hosts(&["10.66.0.2 pypi.test evil.test"]);
     let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
     check(
         Command::new("openssl")
@@ -450,4 +452,163 @@ fn transparent_tls_by_sni_and_opaque_tcp() {
         tcp("exec 3<>/dev/tcp/10.66.0.2/9000; printf 'again\\n' >&3; timeout 5 head -c 6 <&3"),
         "again\n"
     );
+}
+
+/// The notebook lies about where it is going: a learned name (`Host`,
+/// `:authority`, TLS SNI) sent to a never-seen address is judged by that
+/// address, refused in enforcement and alerted as `name_mismatch`; the
+/// truth still passes. Clients run as the notebook's own uid, not root.
+#[test]
+fn a_learned_name_sent_to_another_address_is_refused() {
+    if !able("a_learned_name_sent_to_another_address_is_refused") || !on_path("openssl") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Network::new();
+    let (pod, srv) = (&net.pod, &net.server);
+    // A learned server (10.66.0.2) and a never-seen one (10.67.0.2), both
+    // outside the pod; the pod resolves pypi.test to the learned one.
+    srv.run("ip", &["addr", "add", "10.67.0.2/24", "dev", "eth0"]);
+    pod.run("ip", &["route", "add", "10.67.0.0/24", "dev", "eth0"]);
+    pod.hosts(&["10.66.0.2 pypi.test"]);
+    let _learned = helper(srv, "pypi", "10.66.0.2:8000", tmp.path());
+    let _unknown = helper(srv, "miner", "10.67.0.2:8000", tmp.path());
+    let _other_port = helper(srv, "other", "10.66.0.2:8001", tmp.path());
+    let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
+    check(
+        Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=pypi.test", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+    );
+    let mut tls = srv.cmd("openssl");
+    tls.args(["s_server", "-accept", "8443", "-www", "-quiet", "-cert"])
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key);
+    let _tls = spawn_proc("openssl-s_server", tls, tmp.path());
+    for url in [
+        "http://10.66.0.2:8000/",
+        "http://10.66.0.2:8001/",
+        "http://10.67.0.2:8000/",
+        "https://10.67.0.2:8443/",
+    ] {
+        wait_for(url, || (srv.curl(&["-k", url]).0 == 200).then_some(()));
+    }
+
+    let grpc = SocketAddr::from((net.root_ip, 0));
+    let http = SocketAddr::from(([127, 0, 0, 1], 0));
+    let ctl = Controller::start_on(&tmp.path().join("data"), tmp.path(), grpc, http);
+    check(pod.cmd(bin("vigil-proxy")).args([
+        "init",
+        "--iptables",
+        IPTABLES,
+        "--proxy-uid",
+        PROXY_UID,
+    ]));
+    let _sidecar = sidecar(pod, ctl.grpc, tmp.path());
+    // The notebook's clients: its own uid, no proxy settings.
+    let notebook = |program: &str| {
+        let mut cmd = pod.cmd("setpriv");
+        cmd.args([
+            "--reuid",
+            "1000",
+            "--regid",
+            "1000",
+            "--clear-groups",
+            program,
+        ]);
+        cmd
+    };
+    let curl = |args: &[&str]| {
+        let out = notebook("curl")
+            .args(["-sk", "--max-time", "5", "-w", "\n%{http_code}"])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.trim().parse::<u16>().unwrap_or(0), body.to_owned())
+    };
+    let to_unknown = "pypi.test:8000:10.67.0.2";
+
+    // Learning: the truth is learned by name; a lie is alerted, not learned.
+    assert_eq!(curl(&["http://pypi.test:8000/simple/"]).0, 200);
+    assert_eq!(curl(&["https://pypi.test:8443/"]).0, 200);
+    ctl.wait_edge("workload:default/web", "external:pypi.test:8443", 1);
+    let edge = ctl.wait_edge("workload:default/web", "external:pypi.test:8000", 1);
+    assert_eq!(edge["in_baseline"], true, "{edge}");
+    let (status, body) = curl(&["--resolve", to_unknown, "http://pypi.test:8000/learning"]);
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "miner GET /learning"),
+        "learning lets it pass"
+    );
+    let alert = ctl.wait_alert("name_mismatch", "web", Some("10.67.0.2:8000"));
+    assert_eq!(alert["claimed"], "pypi.test:8000", "{alert}");
+    assert_eq!(alert["action"], "flagged", "{alert}");
+    let edge = ctl.wait_edge("workload:default/web", "external:10.67.0.2:8000", 1);
+    assert_eq!(edge["in_baseline"], false, "a lie is never learned: {edge}");
+
+    ctl.set_mode(&["enforcement"]);
+    wait_for("policy enforce=true at the sidecar", || {
+        let (status, body) = pod.curl(&["http://127.0.0.1:4191/config_dump"]);
+        let dump: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (status == 200 && dump["policy"]["enforce"] == true).then_some(())
+    });
+    // The truth passes.
+    assert_eq!(
+        curl(&["http://pypi.test:8000/simple/"]),
+        (200, "pypi GET /simple/".into())
+    );
+    // HTTP/1.1: the learned name, to the never-seen address.
+    for args in [
+        vec!["--resolve", to_unknown, "http://pypi.test:8000/a"],
+        vec!["-H", "Host: pypi.test:8000", "http://10.67.0.2:8000/b"],
+        vec!["-H", "Host: pypi.test", "http://10.67.0.2:8000/c"],
+        vec![
+            "--http2-prior-knowledge",
+            "--resolve",
+            to_unknown,
+            "http://pypi.test:8000/d",
+        ],
+    ] {
+        let (status, body) = curl(&args);
+        assert_eq!(status, 403, "{args:?}: {body}");
+        assert!(body.contains("does not match"), "{args:?}: {body}");
+        assert!(!body.contains("miner"), "{args:?}: {body}");
+    }
+    // `Host: learned:80` on a learned address but another port is judged by
+    // the real port, which was never learned.
+    let (status, body) = curl(&["-H", "Host: pypi.test:8000", "http://10.66.0.2:8001/"]);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("pypi.test:8001"), "{body}");
+    // TLS: the learned SNI to the never-seen address is reset.
+    let out = notebook("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            "10.67.0.2:8443",
+            "-servername",
+            "pypi.test",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("BEGIN CERTIFICATE"),
+        "the handshake completed:\n{text}"
+    );
+    let alert = ctl.wait_alert("name_mismatch", "web", Some("10.67.0.2:8443"));
+    assert_eq!(alert["claimed"], "pypi.test:8443", "{alert}");
+    let alert = wait_for("the name_mismatch alert to count the refusals", || {
+        let alert = ctl.wait_alert("name_mismatch", "web", Some("10.67.0.2:8000"));
+        (alert["denied"].as_u64() >= Some(4)).then_some(alert)
+    });
+    assert_eq!(alert["action"], "blocked", "{alert}");
 }

@@ -92,6 +92,19 @@ pub fn check_claim(obs: &Observation) -> Option<(Verdict, &WorkloadId)> {
     Some((verdict, claimed))
 }
 
+/// Judges a redirected destination whose name (Host, `:authority`, TLS
+/// SNI) did not resolve to where the connection went, whatever the mode:
+/// always an alert, since the workload lied about its destination (the
+/// sidecar denied it in enforcement; the action follows what happened).
+pub fn check_name(obs: &Observation) -> Option<(Verdict, &str)> {
+    let claimed = obs.claimed_authority.as_deref()?;
+    let verdict = Verdict {
+        kind: AlertKind::NameMismatch,
+        action: Action::Flagged,
+    };
+    Some((verdict, claimed))
+}
+
 /// Judges a workload that registered in a namespace in `mode`.
 pub fn check_workload(mode: Mode, baseline: &Baseline, id: &WorkloadId) -> Option<Verdict> {
     if mode == Mode::Learning || baseline.has_workload(id) {

@@ -29,6 +29,14 @@ mod handle;
 
 pub use handle::{Command, EngineError, Handle, PolicyRx};
 
+/// What an alert names beside its workload: the destination (or claimed
+/// identity) and, for `name_mismatch`, the name the workload gave.
+#[derive(Debug, Default)]
+struct About {
+    destination: String,
+    claimed: Option<String>,
+}
+
 /// Commands queued before senders wait.
 const QUEUE: usize = 1024;
 /// Commands applied before a snapshot is published, at most.
@@ -185,7 +193,7 @@ impl Engine {
                 count: 1,
                 denied: 0,
             };
-            self.raise(&mut changes, verdict, id, String::new(), hits, now);
+            self.raise(&mut changes, verdict, id, About::default(), hits, now);
         }
         self.commit(&changes)?;
         self.inventory.set_connected(id, true);
@@ -267,23 +275,36 @@ impl Engine {
             Direction::Inbound => label(&edge.0),
         };
         // Each verdict with what its alert names beside the workload.
+        // Each verdict with what its alert names beside the workload, and
+        // the name a lying workload gave.
         let mining = detect::check_protocol(mode, obs.protocol)
-            .map(|verdict| (verdict, destination.clone()));
+            .map(|verdict| (verdict, destination.clone(), None));
         let claim =
-            detect::check_claim(obs).map(|(verdict, claimed)| (verdict, claimed.to_string()));
+            detect::check_claim(obs).map(|(verdict, claimed)| (verdict, claimed.to_string(), None));
+        let mismatch = detect::check_name(obs)
+            .map(|(verdict, name)| (verdict, destination.clone(), Some(name.to_owned())));
+        let abnormal = mining.is_some() || claim.is_some() || mismatch.is_some();
         let off_baseline = if mode == Mode::Learning {
-            // Never learned: a miner, or an impersonator, seen while
-            // learning stays abnormal.
-            if mining.is_none() && claim.is_none() && self.baseline.learn_edge(&edge) {
+            // Never learned: a miner, an impersonator, or a workload lying
+            // about its destination, seen while learning stays abnormal.
+            if !abnormal && self.baseline.learn_edge(&edge) {
                 changes.baseline_edges.push(edge.clone());
             }
             None
         } else {
-            detect::check_edge(mode, &self.baseline, &edge).map(|verdict| (verdict, destination))
+            detect::check_edge(mode, &self.baseline, &edge)
+                .map(|verdict| (verdict, destination, None))
         };
         let hits = Hits::of(obs);
-        for (verdict, about) in [mining, claim, off_baseline].into_iter().flatten() {
+        for (verdict, about, claimed) in [mining, claim, mismatch, off_baseline]
+            .into_iter()
+            .flatten()
+        {
             self.graph.mark_violation(&edge);
+            let about = About {
+                destination: about,
+                claimed,
+            };
             self.raise(changes, verdict.seen(hits), reporter, about, hits, now);
         }
         Some(edge)
@@ -347,10 +368,14 @@ impl Engine {
         changes: &mut Changes,
         verdict: Verdict,
         id: &WorkloadId,
-        destination: String,
+        about: About,
         hits: Hits,
         now: u64,
     ) {
+        let About {
+            destination,
+            claimed,
+        } = about;
         let Hits { count, denied } = hits;
         self.metrics
             .violations
@@ -370,7 +395,11 @@ impl Engine {
             denied: 0,
             first_seen: at.clone(),
             last_seen: at.clone(),
+            claimed: None,
         });
+        if claimed.is_some() {
+            alert.claimed = claimed;
+        }
         alert.count = alert.count.saturating_add(count);
         alert.denied = alert.denied.saturating_add(denied);
         alert.action = verdict.action;

@@ -38,6 +38,9 @@ pub enum ObservationError {
     #[error("source: {0}")]
     Source(NameError),
     /// The claimed source was not `ns/name`, or came with a verified source
+    /// A claimed authority on an inbound observation, or not `host:port`.
+    #[error("claimed authority {0:?} is not an outbound host:port")]
+    ClaimedAuthority(String),
     /// or on an outbound observation.
     #[error("claimed source {0:?} is not an unproven inbound ns/name")]
     ClaimedSource(String),
@@ -78,6 +81,12 @@ fn protocol_name(p: i32) -> &'static str {
     }
 }
 
+/// A `tchar` of RFC 9110 section 5.6.2: any method is a token of these
+/// (`M-SEARCH`, `X_GET`, ...), and the sidecar judges every one.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 fn valid_authority(a: &str) -> bool {
     let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']');
     !a.is_empty() && a.len() <= MAX_AUTHORITY && a.chars().all(ok)
@@ -109,7 +118,7 @@ impl TryFrom<v1::Observation> for Observation {
                     .map_err(|_| ObservationError::Addr(o.resolved_addr.clone()))?,
             ),
         };
-        if o.method.len() > MAX_METHOD || !o.method.chars().all(|c| c.is_ascii_alphabetic()) {
+        if o.method.len() > MAX_METHOD || !o.method.bytes().all(is_tchar) {
             return Err(ObservationError::Method(o.method));
         }
         if o.path.len() > MAX_PATH {
@@ -133,11 +142,17 @@ impl TryFrom<v1::Observation> for Observation {
             ),
             _ => return Err(ObservationError::ClaimedSource(o.claimed_source)),
         };
+        let claimed_authority = match o.claimed_authority.to_ascii_lowercase() {
+            c if c.is_empty() => None,
+            c if direction == Direction::Outbound && valid_authority(&c) => Some(c),
+            _ => return Err(ObservationError::ClaimedAuthority(o.claimed_authority)),
+        };
         Ok(Self {
             direction,
             protocol: protocol_name(o.protocol),
             source,
             claimed_source,
+            claimed_authority,
             authority,
             resolved_addr,
             method: o.method,
@@ -462,6 +477,58 @@ mod tests {
             Observation::try_from(o),
             Err(ObservationError::Source(_))
         ));
+    }
+
+    #[test]
+    fn every_rfc9110_method_token_is_accepted() {
+        for method in [
+            "GET", "PROPFIND", "M-SEARCH", "X_GET", "BREW", "a.b~c!", "MKCOL",
+        ] {
+            let o = v1::Observation {
+                method: method.into(),
+                ..good()
+            };
+            let converted = Observation::try_from(o).unwrap_or_else(|e| panic!("{method}: {e}"));
+            assert_eq!(converted.method, method);
+        }
+        for bad in ["GET /", "GE\"T", "(GET)", "GET,PUT", "G\u{e9}T", "GET\t"] {
+            let o = v1::Observation {
+                method: bad.into(),
+                ..good()
+            };
+            assert_eq!(
+                Observation::try_from(o).unwrap_err(),
+                ObservationError::Method(bad.into()),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_claimed_authority_is_an_outbound_host_port() {
+        let lied = v1::Observation {
+            authority: "10.66.0.2:8000".into(),
+            claimed_authority: "PyPI.test:8000".into(),
+            ..good()
+        };
+        let o = Observation::try_from(lied.clone()).unwrap();
+        assert_eq!(o.claimed_authority.as_deref(), Some("pypi.test:8000"));
+        assert_eq!(o.authority, "10.66.0.2:8000");
+        let inbound = v1::Observation {
+            direction: v1::Direction::Inbound as i32,
+            authority: String::new(),
+            ..lied.clone()
+        };
+        let junk = v1::Observation {
+            claimed_authority: "a b".into(),
+            ..lied
+        };
+        for (o, claimed) in [(inbound, "PyPI.test:8000"), (junk, "a b")] {
+            assert_eq!(
+                Observation::try_from(o).unwrap_err(),
+                ObservationError::ClaimedAuthority(claimed.into())
+            );
+        }
     }
 
     #[test]

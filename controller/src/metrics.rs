@@ -51,6 +51,8 @@ pub enum KindLabel {
     mining_protocol,
     /// `spoofed_source`.
     spoofed_source,
+    /// `name_mismatch`.
+    name_mismatch,
 }
 
 impl From<AlertKind> for KindLabel {
@@ -61,6 +63,7 @@ impl From<AlertKind> for KindLabel {
             AlertKind::NewDeployment => Self::new_deployment,
             AlertKind::MiningProtocol => Self::mining_protocol,
             AlertKind::SpoofedSource => Self::spoofed_source,
+            AlertKind::NameMismatch => Self::name_mismatch,
         }
     }
 }

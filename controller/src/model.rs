@@ -232,6 +232,10 @@ pub struct Observation {
     /// Inbound from the internet: the workload the caller claimed to be,
     /// from an IP that workload does not call from.
     pub claimed_source: Option<WorkloadId>,
+    /// Outbound, redirected: the name the client gave (`host:port`) for a
+    /// destination it does not resolve to; `authority` is then the real
+    /// destination `ip:port`.
+    pub claimed_authority: Option<String>,
     /// Outbound: the destination as named, `host:port` in lower case.
     pub authority: String,
     /// Outbound: the resolved address of the destination.
@@ -279,6 +283,7 @@ pub(crate) fn outbound(authority: &str, addr: Option<&str>, count: u64) -> Obser
         protocol: "http1",
         source: None,
         claimed_source: None,
+        claimed_authority: None,
         authority: authority.into(),
         resolved_addr: addr.map(|a| a.parse().expect("ip:port")),
         method: "GET".into(),
@@ -307,6 +312,10 @@ pub enum AlertKind {
     /// A caller claimed a workload's identity from an IP that workload does
     /// not call from (in any mode); it was judged as the internet.
     SpoofedSource,
+    /// A workload named a destination (Host, `:authority`, TLS SNI) that
+    /// its connection did not go to (in any mode): judged by the real
+    /// address, and blocked in enforcement.
+    NameMismatch,
 }
 
 impl AlertKind {
@@ -318,6 +327,7 @@ impl AlertKind {
             Self::NewDeployment => "new_deployment",
             Self::MiningProtocol => "mining_protocol",
             Self::SpoofedSource => "spoofed_source",
+            Self::NameMismatch => "name_mismatch",
         }
     }
 }
@@ -360,6 +370,10 @@ pub struct Alert {
     pub first_seen: String,
     /// RFC 3339 time of the latest occurrence.
     pub last_seen: String,
+    /// `name_mismatch`: the name the workload gave for `destination` (the
+    /// address it really went to), latest first seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed: Option<String>,
 }
 
 impl Alert {

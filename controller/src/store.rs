@@ -371,6 +371,7 @@ mod tests {
             denied: 1,
             first_seen: "2026-11-23T00:00:00Z".into(),
             last_seen: "2026-11-23T00:00:01Z".into(),
+            claimed: Some("pypi.test:443".into()),
         };
         {
             let store = Store::open(dir.path()).unwrap();

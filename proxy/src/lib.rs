@@ -5,8 +5,8 @@
 //! interception.
 //!
 //! Modules are tiered (each uses only those above it): base (`config`,
-//! `model`), pure logic (`detect`, `template`, `policy`, `resolve`, `init`'s
-//! plan), data path (`listener`, `sniff`, `connection`, `http`, `tcp`,
+//! `model`), pure logic (`detect`, `template`, `policy`, `destination`, `resolve`,
+//! `init`'s plan), data path (`listener`, `sniff`, `connection`, `http`, `tcp`,
 //! `telemetry`), outside I/O (`control`, `admin`, on the `runtime` of their own), wiring (`app`). It must not depend on vigil-controller: the
 //! proto crate is the contract.
 
@@ -15,6 +15,7 @@ pub mod app;
 pub mod config;
 pub mod connection;
 pub mod control;
+pub mod destination;
 pub mod detect;
 pub mod http;
 pub mod init;

@@ -149,6 +149,10 @@ pub struct Record {
     /// IP that workload does not call from (`source` is then the
     /// internet); empty otherwise.
     pub claimed_source: String,
+    /// Outbound, redirected: the name the client gave (`host:port`) when
+    /// the real destination is not an address it resolved to; `authority`
+    /// is then the real destination. Empty otherwise.
+    pub claimed_authority: String,
 }
 
 impl Record {
@@ -169,6 +173,7 @@ impl Record {
             bytes_out: 0,
             denied: false,
             claimed_source: String::new(),
+            claimed_authority: String::new(),
         }
     }
 }

@@ -76,19 +76,20 @@ pub const DNS_CACHE_TTL: Duration = Duration::from_secs(10);
 /// Most names cached; when full, expired entries are dropped, then all.
 pub const DNS_CACHE_SIZE: usize = 4096;
 
-/// Names resolved by the system resolver, with when they were resolved.
+/// Names resolved by the system resolver (every address of each), with
+/// when they were resolved.
 #[derive(Debug, Default)]
 struct DnsCache {
-    entries: HashMap<String, (IpAddr, Instant)>,
+    entries: HashMap<String, (Arc<[IpAddr]>, Instant)>,
 }
 
 impl DnsCache {
-    fn get(&self, host: &str, now: Instant) -> Option<IpAddr> {
-        let (ip, at) = self.entries.get(host)?;
-        (now.duration_since(*at) < DNS_CACHE_TTL).then_some(*ip)
+    fn get(&self, host: &str, now: Instant) -> Option<Arc<[IpAddr]>> {
+        let (ips, at) = self.entries.get(host)?;
+        (now.duration_since(*at) < DNS_CACHE_TTL).then(|| ips.clone())
     }
 
-    fn put(&mut self, host: &str, ip: IpAddr, now: Instant) {
+    fn put(&mut self, host: &str, ips: Arc<[IpAddr]>, now: Instant) {
         if self.entries.len() >= DNS_CACHE_SIZE {
             self.entries
                 .retain(|_, (_, at)| now.duration_since(*at) < DNS_CACHE_TTL);
@@ -96,7 +97,7 @@ impl DnsCache {
                 self.entries.clear();
             }
         }
-        self.entries.insert(host.to_owned(), (ip, now));
+        self.entries.insert(host.to_owned(), (ips, now));
     }
 }
 
@@ -116,7 +117,7 @@ impl Resolver {
         }
     }
 
-    fn cached(&self, host: &str) -> Option<IpAddr> {
+    fn cached(&self, host: &str) -> Option<Arc<[IpAddr]>> {
         self.cache.lock().ok()?.get(host, Instant::now())
     }
 
@@ -131,29 +132,52 @@ impl Resolver {
             .map(|ip| SocketAddr::new(*ip, port))
     }
 
-    /// Resolves `host:port`, using the system resolver last (its answers
-    /// are reused for [`DNS_CACHE_TTL`]).
+    /// Resolves `host:port` to its first address, using the system resolver
+    /// last (its answers are reused for [`DNS_CACHE_TTL`]).
     pub async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, ResolveError> {
         if let Some(addr) = self.resolve_static(host, port) {
             return Ok(addr);
         }
-        let host = host.to_ascii_lowercase();
-        if let Some(ip) = self.cached(&host) {
-            return Ok(SocketAddr::new(ip, port));
+        let ips = self.lookup(host).await?;
+        Ok(SocketAddr::new(ips[0], port))
+    }
+
+    /// Every address `host` resolves to (one for an IP literal or a
+    /// hosts-file name); empty when it does not resolve. This is what a
+    /// name a client gives is checked against (see [`crate::destination`]).
+    pub async fn addresses(&self, host: &str) -> Arc<[IpAddr]> {
+        if let Some(addr) = self.resolve_static(host, 0) {
+            return Arc::new([addr.ip()]);
         }
-        let mut addrs = tokio::net::lookup_host((host.as_str(), port))
+        self.lookup(host).await.unwrap_or_else(|_| Arc::new([]))
+    }
+
+    /// The system resolver's answers for `host`, cached; never empty.
+    async fn lookup(&self, host: &str) -> Result<Arc<[IpAddr]>, ResolveError> {
+        let host = host.to_ascii_lowercase();
+        if let Some(ips) = self.cached(&host) {
+            return Ok(ips);
+        }
+        let addrs = tokio::net::lookup_host((host.as_str(), 0))
             .await
             .map_err(|source| ResolveError::Lookup {
                 host: host.clone(),
                 source,
             })?;
-        let addr = addrs
-            .next()
-            .ok_or_else(|| ResolveError::NoAddress { host: host.clone() })?;
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.put(&host, addr.ip(), Instant::now());
+        let mut ips: Vec<IpAddr> = Vec::new();
+        for addr in addrs {
+            if !ips.contains(&addr.ip()) {
+                ips.push(addr.ip());
+            }
         }
-        Ok(addr)
+        if ips.is_empty() {
+            return Err(ResolveError::NoAddress { host });
+        }
+        let ips: Arc<[IpAddr]> = ips.into();
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.put(&host, ips.clone(), Instant::now());
+        }
+        Ok(ips)
     }
 }
 
@@ -165,12 +189,15 @@ mod tests {
     fn dns_answers_expire_and_the_cache_is_bounded() {
         let mut cache = DnsCache::default();
         let t0 = Instant::now();
-        let ip: IpAddr = "10.1.2.3".parse().unwrap();
-        cache.put("pypi.org", ip, t0);
-        assert_eq!(cache.get("pypi.org", t0 + Duration::from_secs(9)), Some(ip));
+        let ips: Arc<[IpAddr]> = Arc::new(["10.1.2.3".parse().unwrap()]);
+        cache.put("pypi.org", ips.clone(), t0);
+        assert_eq!(
+            cache.get("pypi.org", t0 + Duration::from_secs(9)),
+            Some(ips.clone())
+        );
         assert_eq!(cache.get("pypi.org", t0 + DNS_CACHE_TTL), None);
         for i in 0..(DNS_CACHE_SIZE + 10) {
-            cache.put(&format!("h{i}"), ip, t0);
+            cache.put(&format!("h{i}"), ips.clone(), t0);
         }
         assert!(cache.entries.len() <= DNS_CACHE_SIZE);
     }
@@ -180,7 +207,9 @@ mod tests {
         let resolver = Resolver::default();
         let first = resolver.resolve("LocalHost", 80).await.unwrap();
         assert!(first.ip().is_loopback());
-        assert_eq!(resolver.cached("localhost"), Some(first.ip()));
+        assert!(resolver.cached("localhost").unwrap().contains(&first.ip()));
+        assert!(resolver.addresses("LOCALHOST").await.contains(&first.ip()));
+        assert!(resolver.addresses("no-such-name.invalid").await.is_empty());
         assert_eq!(resolver.resolve("localhost", 81).await.unwrap().port(), 81);
     }
 

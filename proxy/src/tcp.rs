@@ -38,18 +38,6 @@ pub fn stream_protocol(detected: &Detected) -> Protocol {
     }
 }
 
-/// The name an opaque outbound stream is known by: the TLS SNI with the
-/// original port when there is one, else the original destination.
-pub fn stream_authority(detected: &Detected, dst: SocketAddr) -> String {
-    match detected {
-        Detected::Tls(hello) => match &hello.sni {
-            Some(sni) => format!("{sni}:{}", dst.port()),
-            None => dst.to_string(),
-        },
-        _ => dst.to_string(),
-    }
-}
-
 fn record(
     direction: Direction,
     protocol: Protocol,
@@ -124,6 +112,24 @@ pub async fn connect(
                 if record.protocol == Protocol::Stratum {
                     tracing::warn!(%authority, "Stratum mining protocol in a CONNECT tunnel");
                 }
+                // The TLS name inside must go where the tunnel goes too.
+                if let Detected::Tls(hello) = &sniffed.protocol
+                    && let Some(sni) = hello.sni.as_deref()
+                {
+                    // The tunnel itself was judged by its CONNECT name:
+                    // only a lie about the address is refused here.
+                    let (judged, decision) = judge_stream(&tunnel_shared, Some(sni), addr).await;
+                    let lied = judged.mismatch.is_some();
+                    if let Some(claimed) = judged.mismatch {
+                        tracing::info!(%claimed, %authority, "a TLS name inside a CONNECT tunnel that does not go to its address");
+                        record.claimed_authority = claimed;
+                    }
+                    if lied && decision.is_deny() {
+                        record.denied = true;
+                        tunnel_shared.telemetry.emit(record);
+                        return;
+                    }
+                }
                 sniffed.io
             }
             Err(e) => {
@@ -159,19 +165,42 @@ pub async fn forward_outbound(
     dst: SocketAddr,
 ) {
     let start = Instant::now();
-    let authority = stream_authority(detected, dst);
-    let record = record(
+    let sni = match detected {
+        Detected::Tls(hello) => hello.sni.as_deref(),
+        _ => None,
+    };
+    let (judged, decision) = judge_stream(&shared, sni, dst).await;
+    let mut record = record(
         Direction::Outbound,
         stream_protocol(detected),
-        authority.clone(),
+        judged.authority.clone(),
         Some(dst),
         "",
     );
     if record.protocol == Protocol::Stratum {
-        tracing::warn!(%authority, "Stratum mining protocol detected");
+        tracing::warn!(authority = %judged.authority, "Stratum mining protocol detected");
     }
-    let decision = evaluate_outbound(&*shared.current_policy().await, &authority, Some(dst));
+    if let Some(claimed) = judged.mismatch {
+        tracing::info!(%claimed, %dst, "a TLS name that does not go to this address; judged by the address");
+        record.claimed_authority = claimed;
+    }
     decide_then_pipe(&shared, client, decision, dst, record, start).await;
+}
+
+/// The one decision on a stream to `dst` that names itself `sni`: see
+/// [`crate::destination::decide`].
+async fn judge_stream(
+    shared: &Shared,
+    sni: Option<&str>,
+    dst: SocketAddr,
+) -> (crate::destination::Judged, Decision) {
+    let claim = sni.map(|host| crate::destination::Claim { host, port: None });
+    let resolved = match claim.filter(|c| c.ip().is_none()) {
+        Some(c) => shared.resolver.addresses(c.host).await,
+        None => Arc::from([]),
+    };
+    let policy = shared.current_policy().await;
+    crate::destination::decide(&policy, claim, dst, &resolved)
 }
 
 /// Forwards an inbound connection that is not HTTP to the application.

@@ -391,3 +391,53 @@ async fn an_impersonation_is_alerted_in_every_mode_and_never_learned() {
     );
     stop(h, thread).await;
 }
+
+#[tokio::test]
+async fn a_lie_about_the_destination_is_alerted_in_every_mode_and_never_learned() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, thread) = start(dir.path());
+    h.register(id("web"), vec![], "t".into(), None)
+        .await
+        .unwrap();
+    // `Host: pypi.test` sent to an address pypi.test does not resolve to:
+    // the sidecar judged it by the address and reported the name.
+    let mut lie = outbound("10.66.0.9:8000", Some("10.66.0.9:8000"), 2);
+    lie.claimed_authority = Some("pypi.test:8000".into());
+    report(&h, id("web"), vec![lie.clone()], 0).await.unwrap();
+    let snap = h.snapshot();
+    let alert = snap
+        .alerts
+        .iter()
+        .find(|a| a.kind == AlertKind::NameMismatch)
+        .expect("a name_mismatch alert while learning");
+    assert_eq!(
+        (
+            alert.destination.as_str(),
+            alert.claimed.as_deref(),
+            alert.action
+        ),
+        ("10.66.0.9:8000", Some("pypi.test:8000"), Action::Flagged),
+        "it names the real address and the name given; it got through"
+    );
+    let edge = &snap.graph.edges[0];
+    assert_eq!(edge.target, "external:10.66.0.9:8000");
+    assert!(!edge.in_baseline && edge.violation, "not learned: {edge:?}");
+
+    h.set_mode(None, ENFORCE).await.unwrap();
+    lie.denied = 2;
+    report(&h, id("web"), vec![lie], 0).await.unwrap();
+    let snap = h.snapshot();
+    let alert = snap
+        .alerts
+        .iter()
+        .find(|a| a.kind == AlertKind::NameMismatch)
+        .unwrap();
+    assert_eq!(
+        (alert.count, alert.denied, alert.action),
+        (4, 2, Action::Blocked)
+    );
+    let json = serde_json::to_value(alert).unwrap();
+    assert_eq!(json["kind"], "name_mismatch");
+    assert_eq!(json["claimed"], "pypi.test:8000");
+    stop(h, thread).await;
+}

@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::body::{ProxyBody, full};
 use super::{DecisionLabel, Pending, Shared, denied_response, json_response, unavailable_response};
+use crate::destination::{self, Claim};
 use crate::model::{Direction, SOURCE_HEADER};
 use crate::policy::{Decision, evaluate_outbound};
 
@@ -164,38 +165,98 @@ pub async fn serve(
             resolved,
         } => (host, port, resolved),
     };
+    let pending = shared.track(Pending::for_request(Direction::Outbound, &req, start));
+    match resolved {
+        Some(dst) => Ok(redirected(shared, req, pending, &host, port, dst).await),
+        None => Ok(named(shared, req, pending, &host, port).await),
+    }
+}
+
+/// An explicit-proxy request: judged by the name it gives, and sent to
+/// where the sidecar resolves that name, so the name is the destination.
+async fn named(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    mut pending: Pending,
+    host: &str,
+    port: u16,
+) -> Response<ProxyBody> {
     let authority = format!("{host}:{port}");
-    let mut pending = shared.track(Pending::for_request(Direction::Outbound, &req, start));
     pending.record.authority = authority.clone();
-    pending.record.resolved = resolved;
-    let resolved = match resolved {
-        Some(addr) => Ok(addr),
-        None => shared.resolver.resolve(&host, port).await,
-    };
+    let resolved = shared.resolver.resolve(host, port).await;
     pending.record.resolved = resolved.as_ref().ok().copied();
     let policy = shared.current_policy().await;
     if let Decision::Deny { reason } =
         evaluate_outbound(&policy, &authority, pending.record.resolved)
     {
-        let response = denied_response(
-            reason,
-            ("destination", &authority),
-            shared.workload(),
-            &policy.mode,
-        );
-        return Ok(shared.respond(pending, response, DecisionLabel::deny, 403));
+        return deny(&shared, pending, reason, &authority, &policy.mode);
     }
     let addr = match resolved {
         Ok(addr) => addr,
         Err(e) => {
             let response = unavailable_response(&authority, &e.to_string());
-            return Ok(shared.respond(pending, response, DecisionLabel::error, 0));
+            return shared.respond(pending, response, DecisionLabel::error, 0);
         }
     };
-    let mut req = req;
+    send(&shared, req, addr, &authority, pending).await
+}
+
+/// A redirected request, which goes to the address the client connected
+/// to (`dst`) whatever it says: its `Host` (or `:authority`) is believed
+/// only when `dst` is an address that name resolves to (see
+/// [`crate::destination`]); each request on the connection is checked.
+async fn redirected(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    mut pending: Pending,
+    host: &str,
+    port: u16,
+    dst: SocketAddr,
+) -> Response<ProxyBody> {
+    let claim = Claim {
+        host,
+        port: Some(port),
+    };
+    let resolved = match claim.ip() {
+        Some(_) => Arc::from([]),
+        None => shared.resolver.addresses(host).await,
+    };
+    let policy = shared.current_policy().await;
+    let (judged, decision) = destination::decide(&policy, Some(claim), dst, &resolved);
+    pending.record.authority = judged.authority.clone();
+    pending.record.resolved = Some(dst);
+    if let Some(claimed) = judged.mismatch {
+        tracing::info!(%claimed, %dst, "a request named a destination it does not go to; judged by its address");
+        pending.record.claimed_authority = claimed;
+    }
+    if let Decision::Deny { reason } = decision {
+        return deny(&shared, pending, reason, &judged.authority, &policy.mode);
+    }
+    send(&shared, req, dst, &judged.authority, pending).await
+}
+
+fn deny(
+    shared: &Shared,
+    pending: Pending,
+    reason: &str,
+    authority: &str,
+    mode: &str,
+) -> Response<ProxyBody> {
+    let response = denied_response(reason, ("destination", authority), shared.workload(), mode);
+    shared.respond(pending, response, DecisionLabel::deny, 403)
+}
+
+/// Sends the request on with our `vigil-source`.
+async fn send(
+    shared: &Shared,
+    mut req: Request<Incoming>,
+    addr: SocketAddr,
+    authority: &str,
+    pending: Pending,
+) -> Response<ProxyBody> {
     req.headers_mut()
         .insert(SOURCE_HEADER, shared.source.clone());
-    Ok(shared.forward(req, addr, &authority, pending).await)
+    shared.forward(req, addr, authority, pending).await
 }
 
 /// An error and its sources, joined with `: `.

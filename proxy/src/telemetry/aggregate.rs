@@ -60,6 +60,7 @@ struct Key {
     path: String,
     status: u16,
     claimed_source: String,
+    claimed_authority: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -111,6 +112,7 @@ impl Aggregator {
             path,
             status: r.status,
             claimed_source: r.claimed_source,
+            claimed_authority: r.claimed_authority,
         };
         let full = self.map.len() >= self.max_keys;
         let stats = match self.map.get_mut(&key) {
@@ -159,6 +161,7 @@ impl Aggregator {
                 bytes_in: s.bytes_in,
                 bytes_out: s.bytes_out,
                 claimed_source: k.claimed_source,
+                claimed_authority: k.claimed_authority,
             })
             .collect();
         let seq = self.next_seq;

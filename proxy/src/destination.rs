@@ -1,0 +1,229 @@
+//! Which destination a redirected connection is judged as.
+//!
+//! On a redirected connection the client chooses both the address it
+//! connects to and the name it shows (`Host`, `:authority`, TLS SNI). The
+//! address is what actually happens on the wire; the name is a claim. A name
+//! is believed only when the real destination is an address that name
+//! resolved to (for the sidecar, or for the pod: the lookup is the caller's);
+//! otherwise the connection is judged by its real `ip:port`, and the name is
+//! kept as a mismatch: the client lied about where it is going.
+//!
+//! Tier 2: pure, no I/O; used by HTTP, h2c, TLS and `CONNECT` alike.
+
+use std::net::{IpAddr, SocketAddr};
+
+use crate::policy::{Decision, Policy, evaluate_outbound};
+
+/// A redirected destination, judged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Judged {
+    /// What policy judges and telemetry records: `name:port` with the real
+    /// port when the name is bound to the real destination, else the real
+    /// destination `ip:port`.
+    pub authority: String,
+    /// The name the client gave, `host:port` as given, when it is not bound
+    /// to the real destination.
+    pub mismatch: Option<String>,
+}
+
+/// A name a client gave: `host` (lower case; `[v6]` or a bare IP literal
+/// allowed) and the port it named, if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Claim<'a> {
+    /// Host name or IP literal.
+    pub host: &'a str,
+    /// The port the client named (the Host header's, say); the real port is
+    /// the destination's either way.
+    pub port: Option<u16>,
+}
+
+impl Claim<'_> {
+    /// The IP when the host is an IP literal (`10.0.0.1`, `[fd66::2]`).
+    pub fn ip(&self) -> Option<IpAddr> {
+        let bare = self.host.trim_start_matches('[').trim_end_matches(']');
+        bare.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
+    }
+
+    fn as_given(&self, real_port: u16) -> String {
+        format!("{}:{}", self.host, self.port.unwrap_or(real_port))
+    }
+}
+
+/// Judges the real destination `dst` of a redirected connection against
+/// the name the client gave (`None`: no name, judged by address), which
+/// resolved to `resolved` (the caller's lookup; ignored for IP literals).
+pub fn judge(claim: Option<Claim<'_>>, dst: SocketAddr, resolved: &[IpAddr]) -> Judged {
+    let real = SocketAddr::new(dst.ip().to_canonical(), dst.port());
+    let by_address = |mismatch| Judged {
+        authority: real.to_string(),
+        mismatch,
+    };
+    let Some(claim) = claim.filter(|c| !c.host.is_empty()) else {
+        return by_address(None);
+    };
+    match claim.ip() {
+        Some(ip) if ip == real.ip() => by_address(None),
+        Some(_) => by_address(Some(claim.as_given(real.port()))),
+        None if resolved.iter().any(|ip| ip.to_canonical() == real.ip()) => Judged {
+            authority: format!("{}:{}", claim.host, real.port()),
+            mismatch: None,
+        },
+        None => by_address(Some(claim.as_given(real.port()))),
+    }
+}
+
+/// Why a mismatched name is refused.
+pub const MISMATCH_REASON: &str = "the name does not match the destination address";
+
+/// The one decision on a redirected destination: judge the name against the
+/// real address, then the policy. In enforcement a name that does not match
+/// is refused whatever the baseline holds (the client lied about where it is
+/// going); otherwise the judged authority and the real address are checked
+/// as any destination is.
+pub fn decide(
+    policy: &Policy,
+    claim: Option<Claim<'_>>,
+    dst: SocketAddr,
+    resolved: &[IpAddr],
+) -> (Judged, Decision) {
+    let judged = judge(claim, dst, resolved);
+    let decision = if policy.enforce && judged.mismatch.is_some() {
+        Decision::Deny {
+            reason: MISMATCH_REASON,
+        }
+    } else {
+        evaluate_outbound(policy, &judged.authority, Some(dst))
+    };
+    (judged, decision)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(host: &str, port: Option<u16>) -> Option<Claim<'_>> {
+        Some(Claim { host, port })
+    }
+
+    #[test]
+    fn a_name_is_believed_only_for_an_address_it_resolved_to() {
+        let dst: SocketAddr = "10.66.0.2:8000".parse().unwrap();
+        let dst6: SocketAddr = "[fd66::2]:443".parse().unwrap();
+        let pypi: Vec<IpAddr> = vec!["10.66.0.9".parse().unwrap(), "10.66.0.2".parse().unwrap()];
+        let elsewhere: Vec<IpAddr> = vec!["10.66.0.9".parse().unwrap()];
+        let bound = |a: &str| Judged {
+            authority: a.into(),
+            mismatch: None,
+        };
+        let lie = |a: &str, m: &str| Judged {
+            authority: a.into(),
+            mismatch: Some(m.into()),
+        };
+        let cases = [
+            // No name: the address is all there is.
+            (None, dst, &pypi[..], bound("10.66.0.2:8000")),
+            (claim("", None), dst, &pypi[..], bound("10.66.0.2:8000")),
+            // A name that resolved to the real destination (one of several).
+            (
+                claim("pypi.test", None),
+                dst,
+                &pypi[..],
+                bound("pypi.test:8000"),
+            ),
+            // `Host: learned:80` to another real port: the real port counts.
+            (
+                claim("pypi.test", Some(80)),
+                dst,
+                &pypi[..],
+                bound("pypi.test:8000"),
+            ),
+            // A learned name sent to a never-seen IP.
+            (
+                claim("pypi.test", Some(8000)),
+                dst,
+                &elsewhere[..],
+                lie("10.66.0.2:8000", "pypi.test:8000"),
+            ),
+            // A name that does not resolve at all.
+            (
+                claim("pypi.test", None),
+                dst,
+                &[][..],
+                lie("10.66.0.2:8000", "pypi.test:8000"),
+            ),
+            // IP literals are compared, never looked up.
+            (
+                claim("10.66.0.2", Some(80)),
+                dst,
+                &[][..],
+                bound("10.66.0.2:8000"),
+            ),
+            (
+                claim("10.66.0.7", None),
+                dst,
+                &pypi[..],
+                lie("10.66.0.2:8000", "10.66.0.7:8000"),
+            ),
+            // IPv6, with and without brackets, and v4-mapped destinations.
+            (
+                claim("[fd66::2]", Some(443)),
+                dst6,
+                &[][..],
+                bound("[fd66::2]:443"),
+            ),
+            (
+                claim("files.test", None),
+                dst6,
+                &["fd66::2".parse().unwrap()][..],
+                bound("files.test:443"),
+            ),
+            (
+                claim("pypi.test", None),
+                "[::ffff:10.66.0.2]:8000".parse().unwrap(),
+                &pypi[..],
+                bound("pypi.test:8000"),
+            ),
+        ];
+        for (claim, dst, resolved, want) in cases {
+            assert_eq!(judge(claim, dst, resolved), want, "{claim:?} -> {dst}");
+        }
+    }
+
+    #[test]
+    fn a_mismatch_is_refused_in_enforcement_even_to_a_learned_address() {
+        let dst: SocketAddr = "10.66.0.2:8000".parse().unwrap();
+        let learned = |enforce| Policy {
+            enforce,
+            allowed_authorities: ["pypi.test:8000".to_string()].into(),
+            allowed_addrs: [dst].into(),
+            ..Policy::allow_all()
+        };
+        let deny = Decision::Deny {
+            reason: MISMATCH_REASON,
+        };
+        let pypi = claim("pypi.test", None);
+        let right: Vec<IpAddr> = vec![dst.ip()];
+        let wrong: Vec<IpAddr> = vec!["10.66.0.9".parse().unwrap()];
+        // (enforce, claim, resolved, decision)
+        let cases = [
+            (true, pypi, &right[..], Decision::Allow),
+            (true, pypi, &wrong[..], deny),
+            (true, claim("evil.test", None), &wrong[..], deny),
+            (true, None, &wrong[..], Decision::Allow),
+            // Learning and alert-only: passes, judged by address, reported.
+            (false, pypi, &wrong[..], Decision::Allow),
+        ];
+        for (enforce, claim, resolved, want) in cases {
+            let (_, decision) = decide(&learned(enforce), claim, dst, resolved);
+            assert_eq!(decision, want, "enforce={enforce} {claim:?} {resolved:?}");
+        }
+        // A name outside the baseline that does match is judged by name.
+        let (judged, decision) = decide(&learned(true), claim("new.test", None), dst, &right);
+        assert_eq!(judged.authority, "new.test:8000");
+        assert_eq!(
+            decision,
+            Decision::Allow,
+            "the learned address still allows it"
+        );
+    }
+}
