@@ -582,6 +582,42 @@ fn a_learned_name_sent_to_another_address_is_refused() {
         assert!(body.contains("does not match"), "{args:?}: {body}");
         assert!(!body.contains("miner"), "{args:?}: {body}");
     }
+    // Each request on a connection is checked: the truth, then a lie on the
+    // same (reused) connection.
+    let out = notebook("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "5",
+            "-w",
+            " %{http_code} %{num_connects}\n",
+        ])
+        .args([
+            "http://pypi.test:8000/first",
+            "--next",
+            "-s",
+            "--max-time",
+            "5",
+        ])
+        .args([
+            "-w",
+            " %{http_code} %{num_connects}\n",
+            "-H",
+            "Host: evil.test:8000",
+        ])
+        .arg("http://pypi.test:8000/second")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    let codes: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.rsplit_once(' ')?.0.rsplit(' ').next())
+        .collect();
+    assert_eq!(codes, ["200", "403"], "{out}");
+    assert!(
+        out.lines().last().unwrap().ends_with(" 0"),
+        "one connection: {out}"
+    );
     // `Host: learned:80` on a learned address but another port is judged by
     // the real port, which was never learned.
     let (status, body) = curl(&["-H", "Host: pypi.test:8000", "http://10.66.0.2:8001/"]);
