@@ -770,3 +770,126 @@ fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
         }
     }
 }
+
+// ---------------------------------------------------------- live streams
+
+/// A TCP echo server on a free loopback port, on its own thread.
+fn start_echo() -> SocketAddr {
+    spawn_server(|mut stream: tokio::net::TcpStream| async move {
+        let (mut read, mut write) = stream.split();
+        let _ = tokio::io::copy(&mut read, &mut write).await;
+    })
+}
+
+/// Opens a CONNECT tunnel to `target` through `proxy` and checks it echoes.
+fn open_tunnel(proxy: SocketAddr, target: &str) -> TcpStream {
+    let mut tunnel = connect(proxy);
+    write!(
+        tunnel,
+        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"
+    )
+    .unwrap();
+    let head = read_head(&mut tunnel);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    tunnel.write_all(b"ping\n").unwrap();
+    let mut echo = [0u8; 5];
+    tunnel.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"ping\n");
+    tunnel
+}
+
+/// A tunnel is reported while it is open (not only when it closes), and
+/// when enforcement arrives the tunnel it does not allow is cut at once,
+/// the cut recorded as a denial.
+#[test]
+fn an_open_tunnel_is_reported_live_and_cut_when_enforcement_arrives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(&tmp.path().join("data"), tmp.path());
+    ctl.set_mode(&["enforcement", "--alert-only"]);
+    let echo = start_echo();
+    let hosts = hosts_file(tmp.path(), &["pool.test"]);
+    let web = Proxy::start("web", ctl.grpc, common::NOWHERE, &hosts, tmp.path());
+    web.wait_enforce(false);
+    let target = format!("pool.test:{}", echo.port());
+    let mut tunnel = open_tunnel(web.outbound, &target);
+
+    // Still open: the controller already knows, and raised the alert.
+    let alert = ctl.wait_alert("unknown_egress", "web", Some(&target));
+    assert_eq!(
+        (alert["action"].as_str(), alert["denied"].as_u64()),
+        (Some("flagged"), Some(0))
+    );
+    tunnel.write_all(b"still\n").unwrap();
+    let mut echo_back = [0u8; 6];
+    tunnel.read_exact(&mut echo_back).unwrap();
+    let edge = ctl.wait_edge("workload:default/web", &format!("external:{target}"), 1);
+    assert!(
+        edge["bytes_in"].as_u64() >= Some(5),
+        "bytes reported while open: {edge}"
+    );
+
+    // Enforcement: the open tunnel is cut, not left running.
+    ctl.set_mode(&["enforcement"]);
+    let rest = read_until_closed(&mut tunnel);
+    assert!(rest.is_empty(), "{rest:?}");
+    let alert = wait_for("the cut to be recorded", || {
+        let alert = ctl.wait_alert("unknown_egress", "web", Some(&target));
+        (alert["denied"].as_u64() >= Some(1)).then_some(alert)
+    });
+    // Its latest traffic, the open tunnel, was refused; the opening got
+    // through (`count - denied`).
+    assert_eq!(
+        (
+            alert["action"].as_str(),
+            alert["count"].as_u64(),
+            alert["denied"].as_u64()
+        ),
+        (Some("blocked"), Some(2), Some(1)),
+        "{alert}"
+    );
+    assert!(
+        web.proc.log().contains("cut an open stream"),
+        "{}",
+        web.proc.log()
+    );
+}
+
+/// Stratum on a destination the baseline allows is still mining: the
+/// sidecar finds it inside the stream (after other bytes, in the pool's
+/// direction) and cuts it in enforcement.
+#[test]
+fn mining_on_a_learned_destination_is_cut_in_enforcement() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(&tmp.path().join("data"), tmp.path());
+    let echo = start_echo();
+    let hosts = hosts_file(tmp.path(), &["pool.test"]);
+    let web = Proxy::start("web", ctl.grpc, common::NOWHERE, &hosts, tmp.path());
+    let target = format!("pool.test:{}", echo.port());
+    // Learned while harmless.
+    let mut tunnel = open_tunnel(web.outbound, &target);
+    drop(tunnel);
+    let edge = ctl.wait_edge("workload:default/web", &format!("external:{target}"), 1);
+    assert_eq!(edge["in_baseline"], true, "{edge}");
+    ctl.set_mode(&["enforcement"]);
+    web.wait_enforce(true);
+
+    tunnel = open_tunnel(web.outbound, &target);
+    // The echo server plays the pool: the job comes back to the miner.
+    tunnel
+        .write_all(b" {\"id\":1,\"method\":\"mining.notify\",\"params\":[\"job\",\"00\"]}\n")
+        .unwrap();
+    read_until_closed(&mut tunnel);
+    let alert = wait_for("a mining_protocol alert", || {
+        let alert = ctl.wait_alert("mining_protocol", "web", Some(&target));
+        (alert["denied"].as_u64() >= Some(1)).then_some(alert)
+    });
+    assert_eq!(
+        (
+            alert["action"].as_str(),
+            alert["count"].as_u64(),
+            alert["denied"].as_u64()
+        ),
+        (Some("blocked"), Some(1), Some(1)),
+        "refused the moment it showed: {alert}"
+    );
+}

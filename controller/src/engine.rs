@@ -270,6 +270,12 @@ impl Engine {
     ) -> Option<EdgeKey> {
         let edge = self.edge_of(reporter, obs)?;
         self.graph.record(&edge, obs, now);
+        if obs.count == 0 {
+            // A long stream's later report: its bytes so far. The stream
+            // was judged when it was counted (and is again whenever its
+            // protocol changes, which the sidecar counts anew).
+            return Some(edge);
+        }
         let destination = match obs.direction {
             Direction::Outbound => label(&edge.1),
             Direction::Inbound => label(&edge.0),

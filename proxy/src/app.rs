@@ -155,6 +155,7 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
         policy_deadline: tokio::time::Instant::now()
             + Duration::from_millis(config.args.policy_wait_ms),
         default_policy: Arc::new(config.args.default_policy.policy()),
+        report_interval: config.report_interval(),
     });
 
     // Data path.

@@ -7,7 +7,7 @@
 //! Modules are tiered (each uses only those above it): base (`config`,
 //! `model`), pure logic (`detect`, `template`, `policy`, `destination`, `resolve`,
 //! `init`'s plan), data path (`listener`, `sniff`, `connection`, `http`, `tcp`,
-//! `telemetry`), outside I/O (`control`, `admin`, on the `runtime` of their own), wiring (`app`). It must not depend on vigil-controller: the
+//! `stream`, `telemetry`), outside I/O (`control`, `admin`, on the `runtime` of their own), wiring (`app`). It must not depend on vigil-controller: the
 //! proto crate is the contract.
 
 pub mod admin;
@@ -25,6 +25,7 @@ pub mod policy;
 pub mod resolve;
 pub mod runtime;
 pub mod sniff;
+pub mod stream;
 pub mod tcp;
 pub mod telemetry;
 pub mod template;

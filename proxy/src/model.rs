@@ -153,6 +153,9 @@ pub struct Record {
     /// the real destination is not an address it resolved to; `authority`
     /// is then the real destination. Empty otherwise.
     pub claimed_authority: String,
+    /// How many requests or streams this record counts: 1, or 0 for a long
+    /// stream's later reports, which carry only the bytes since the last.
+    pub count: u64,
 }
 
 impl Record {
@@ -174,6 +177,7 @@ impl Record {
             denied: false,
             claimed_source: String::new(),
             claimed_authority: String::new(),
+            count: 1,
         }
     }
 }

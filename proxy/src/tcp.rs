@@ -1,13 +1,13 @@
 //! Opaque streams: HTTP `CONNECT` tunnels, and redirected connections that
 //! are not HTTP (TLS by SNI, Stratum, plain TCP). Policy first, then the
-//! upstream connection, then a byte-for-byte copy with byte counts, an idle
-//! timeout and one telemetry record when the stream ends.
+//! upstream connection, then [`crate::stream::pipe`]: a byte-for-byte copy,
+//! reported while open, inspected, and judged again on policy changes.
 //!
-//! Data-path tier: uses `policy`, `sniff`, `telemetry` and the `http` helpers.
+//! Data-path tier: uses `policy`, `destination`, `sniff`, `stream`,
+//! `telemetry` and the `http` helpers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
@@ -21,8 +21,9 @@ use crate::http::body::ProxyBody;
 use crate::http::outbound::empty_ok;
 use crate::http::{DecisionLabel, Pending, Shared, denied_response, unavailable_response};
 use crate::model::{Direction, Protocol, Record};
-use crate::policy::{Decision, evaluate_inbound, evaluate_outbound};
+use crate::policy::{Decision, evaluate_outbound};
 use crate::sniff::{PrefixedIo, sniff};
+use crate::stream::{Inspect, Judge, LiveRecord, Stream};
 
 /// How long connecting to a stream's destination may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,7 +95,6 @@ pub async fn connect(
             return shared.respond(Pending::new(record), response, DecisionLabel::error, 0);
         }
     };
-    shared.metrics_record(Direction::Outbound, DecisionLabel::allow, start.elapsed());
     let tunnel_shared = shared.clone();
     tokio::spawn(async move {
         let upgraded = match hyper::upgrade::on(req).await {
@@ -106,38 +106,44 @@ pub async fn connect(
         };
         // What runs inside the tunnel (TLS, Stratum, ...) is recorded too.
         let limits = &tunnel_shared.limits;
-        let client = match sniff(TokioIo::new(upgraded), limits.detect_timeout()).await {
-            Ok(sniffed) => {
-                record.protocol = stream_protocol(&sniffed.protocol);
-                if record.protocol == Protocol::Stratum {
-                    tracing::warn!(%authority, "Stratum mining protocol in a CONNECT tunnel");
-                }
-                // The TLS name inside must go where the tunnel goes too.
-                if let Detected::Tls(hello) = &sniffed.protocol
-                    && let Some(sni) = hello.sni.as_deref()
-                {
-                    // The tunnel itself was judged by its CONNECT name:
-                    // only a lie about the address is refused here.
-                    let (judged, decision) = judge_stream(&tunnel_shared, Some(sni), addr).await;
-                    let lied = judged.mismatch.is_some();
-                    if let Some(claimed) = judged.mismatch {
-                        tracing::info!(%claimed, %authority, "a TLS name inside a CONNECT tunnel that does not go to its address");
-                        record.claimed_authority = claimed;
-                    }
-                    if lied && decision.is_deny() {
-                        record.denied = true;
-                        tunnel_shared.telemetry.emit(record);
-                        return;
-                    }
-                }
-                sniffed.io
-            }
+        let sniffed = match sniff(TokioIo::new(upgraded), limits.detect_timeout()).await {
+            Ok(sniffed) => sniffed,
             Err(e) => {
                 tracing::debug!(%authority, error = %e, "CONNECT tunnel closed early");
                 return;
             }
         };
-        pipe(&tunnel_shared, client, upstream, record, start).await;
+        record.protocol = stream_protocol(&sniffed.protocol);
+        // The tunnel was judged by its CONNECT name; a TLS name inside must
+        // go where the tunnel goes too.
+        let mut mismatch = false;
+        if let Detected::Tls(hello) = &sniffed.protocol
+            && let Some(sni) = hello.sni.as_deref()
+            && let (judged, _) = judge_stream(&tunnel_shared, Some(sni), addr).await
+            && let Some(claimed) = judged.mismatch
+        {
+            tracing::info!(%claimed, %authority, "a TLS name inside a CONNECT tunnel that does not go to its address");
+            record.claimed_authority = claimed;
+            mismatch = true;
+        }
+        let judge = Judge::Outbound {
+            authority,
+            dst: Some(addr),
+            mismatch,
+        };
+        let policy = tunnel_shared.current_policy().await;
+        let decision = judge.decide(&policy, record.protocol);
+        let stream = Stream {
+            live: LiveRecord::new(record),
+            judge,
+            inspect: Inspect::Raw,
+            start,
+        };
+        match decision {
+            // The client already has its 200: closing the tunnel is all.
+            Decision::Deny { reason } => refuse(&tunnel_shared, stream, reason),
+            Decision::Allow => run(&tunnel_shared, sniffed.io, upstream, stream, |_| {}).await,
+        }
     });
     shared.untracked(empty_ok())
 }
@@ -169,7 +175,7 @@ pub async fn forward_outbound(
         Detected::Tls(hello) => hello.sni.as_deref(),
         _ => None,
     };
-    let (judged, decision) = judge_stream(&shared, sni, dst).await;
+    let (judged, _) = judge_stream(&shared, sni, dst).await;
     let mut record = record(
         Direction::Outbound,
         stream_protocol(detected),
@@ -177,14 +183,16 @@ pub async fn forward_outbound(
         Some(dst),
         "",
     );
-    if record.protocol == Protocol::Stratum {
-        tracing::warn!(authority = %judged.authority, "Stratum mining protocol detected");
-    }
-    if let Some(claimed) = judged.mismatch {
+    if let Some(claimed) = &judged.mismatch {
         tracing::info!(%claimed, %dst, "a TLS name that does not go to this address; judged by the address");
-        record.claimed_authority = claimed;
+        record.claimed_authority = claimed.clone();
     }
-    decide_then_pipe(&shared, client, decision, dst, record, start).await;
+    let judge = Judge::Outbound {
+        authority: judged.authority,
+        dst: Some(dst),
+        mismatch: judged.mismatch.is_some(),
+    };
+    decide_then_pipe(&shared, client, judge, dst, record, start).await;
 }
 
 /// The one decision on a stream to `dst` that names itself `sni`: see
@@ -219,148 +227,81 @@ pub async fn forward_inbound(
         None,
         "",
     );
-    let decision = evaluate_inbound(&*shared.current_policy().await, None);
-    decide_then_pipe(&shared, client, decision, app, record, start).await;
+    let judge = Judge::Inbound { source: None };
+    decide_then_pipe(&shared, client, judge, app, record, start).await;
 }
 
-/// Carries out a policy decision on an opaque stream: denied -> reset and
-/// record; allowed -> dial `target` and pipe (reset when it is unreachable).
+/// Judges an opaque stream by `judge` (its protocol included: no baseline
+/// allows mining in enforcement): denied -> reset and record; allowed ->
+/// dial `target` and pipe (reset when it is unreachable).
 async fn decide_then_pipe(
     shared: &Shared,
     client: PrefixedIo<TcpStream>,
-    decision: Decision,
+    judge: Judge,
     target: SocketAddr,
-    mut record: Record,
+    record: Record,
     start: Instant,
 ) {
-    let direction = record.direction;
+    let protocol = record.protocol;
+    if protocol == Protocol::Stratum {
+        tracing::warn!(authority = %record.authority, "Stratum mining protocol detected");
+    }
+    let decision = judge.decide(&*shared.current_policy().await, protocol);
+    let stream = Stream {
+        live: LiveRecord::new(record),
+        judge,
+        inspect: Inspect::Raw,
+        start,
+    };
     if let Decision::Deny { reason } = decision {
-        tracing::info!(authority = %record.authority, reason, protocol = ?record.protocol, ?direction, "denied an opaque stream; resetting it");
         reset(client.get_ref());
-        record.denied = true;
-        shared.metrics_record(direction, DecisionLabel::deny, start.elapsed());
-        shared.telemetry.emit(record);
-        return;
+        return refuse(shared, stream, reason);
     }
     match dial(target).await {
-        Ok(upstream) => {
-            shared.metrics_record(direction, DecisionLabel::allow, start.elapsed());
-            pipe(shared, client, upstream, record, start).await;
-        }
+        Ok(upstream) => run(shared, client, upstream, stream, |c| reset(c.get_ref())).await,
         Err(detail) => {
             tracing::debug!(%target, %detail, "opaque stream's destination unavailable");
             reset(client.get_ref());
-            shared.metrics_record(direction, DecisionLabel::error, start.elapsed());
-            shared.telemetry.emit(record);
+            let Stream {
+                mut live, start, ..
+            } = stream;
+            shared.metrics_record(
+                live.record().direction,
+                DecisionLabel::error,
+                start.elapsed(),
+            );
+            if let Some(record) = live.emission(0, 0, start.elapsed(), false) {
+                shared.telemetry.emit(record);
+            }
         }
     }
+}
+
+/// Records a stream refused before it reached its destination.
+fn refuse(shared: &Shared, stream: Stream, reason: &str) {
+    let Stream {
+        mut live, start, ..
+    } = stream;
+    let record = live.record();
+    tracing::info!(authority = %record.authority, reason, protocol = ?record.protocol, direction = ?record.direction, "denied a stream; reset it");
+    shared.metrics_record(record.direction, DecisionLabel::deny, start.elapsed());
+    if let Some(record) = live.emission(0, 0, start.elapsed(), true) {
+        shared.telemetry.emit(record);
+    }
+}
+
+/// Runs an allowed stream (see [`crate::stream::pipe`]).
+async fn run<C, U>(shared: &Shared, client: C, upstream: U, stream: Stream, reset: impl FnOnce(&C))
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let direction = stream.live.record().direction;
+    shared.metrics_record(direction, DecisionLabel::allow, stream.start.elapsed());
+    crate::stream::pipe(&shared.stream_context(), client, upstream, stream, reset).await;
 }
 
 /// Closes with a TCP RST instead of a FIN.
 fn reset(stream: &TcpStream) {
     let _ = stream.set_zero_linger();
-}
-
-/// Copies both ways until either side closes, the stream is idle for the
-/// idle timeout, or the proxy stops; then emits the record with the bytes.
-async fn pipe<C>(
-    shared: &Shared,
-    client: C,
-    upstream: TcpStream,
-    mut record: Record,
-    start: Instant,
-) where
-    C: AsyncRead + AsyncWrite + Unpin,
-{
-    let activity = Arc::new(AtomicU64::new(0));
-    let mut client = Active::new(client, activity.clone());
-    let mut upstream = Active::new(upstream, activity.clone());
-    let mut stop = shared.stop.clone();
-    let idle = shared.limits.idle_timeout();
-    let outcome = tokio::select! {
-        r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => r.map_err(|e| e.to_string()),
-        () = idle_watch(&activity, idle) => Err("idle timeout".to_string()),
-        () = crate::model::stopped(&mut stop) => Err("proxy stopping".to_string()),
-    };
-    if let Err(why) = outcome {
-        tracing::debug!(authority = %record.authority, %why, "stream ended");
-    }
-    record.bytes_in = client.read;
-    record.bytes_out = upstream.read;
-    record.latency_us = start.elapsed().as_micros() as u64;
-    shared.telemetry.emit(record);
-}
-
-/// Resolves once no byte moved for `idle`.
-async fn idle_watch(activity: &AtomicU64, idle: Duration) {
-    loop {
-        let seen = activity.load(Ordering::Relaxed);
-        tokio::time::sleep(idle).await;
-        if activity.load(Ordering::Relaxed) == seen {
-            return;
-        }
-    }
-}
-
-/// A stream that counts the bytes read from it and bumps a shared activity
-/// counter on every read and write (bytes are counted even when the copy
-/// ends with an error).
-struct Active<T> {
-    io: T,
-    read: u64,
-    activity: Arc<AtomicU64>,
-}
-
-impl<T> Active<T> {
-    fn new(io: T, activity: Arc<AtomicU64>) -> Self {
-        Self {
-            io,
-            read: 0,
-            activity,
-        }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Active<T> {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let polled = std::pin::Pin::new(&mut this.io).poll_read(cx, buf);
-        let n = (buf.filled().len() - before) as u64;
-        if n > 0 {
-            this.read += n;
-            this.activity.fetch_add(1, Ordering::Relaxed);
-        }
-        polled
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Active<T> {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        this.activity.fetch_add(1, Ordering::Relaxed);
-        std::pin::Pin::new(&mut this.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
 }

@@ -13,6 +13,7 @@
 
 pub mod stratum;
 pub mod tls;
+pub mod websocket;
 
 pub use stratum::{Stratum, looks_like_stratum, parse_stratum};
 pub use tls::{ClientHello, TlsError, parse_client_hello};
@@ -118,7 +119,7 @@ fn detect_unbounded(buf: &[u8]) -> Detection {
     if HTTP1_METHODS.iter().any(|m| m.starts_with(buf)) {
         return NeedMore;
     }
-    if first == b'{' {
+    if matches!(first, b'{' | b' ' | b'\t' | b'\r' | b'\n') {
         return detect_json_line(buf);
     }
     detect_request_line(buf)
@@ -161,8 +162,16 @@ fn detect_request_line(buf: &[u8]) -> Detection {
     }
 }
 
-/// A stream that opens with `{`: Stratum once its first line is complete.
+/// A stream that opens with `{`, or with blank space (blank lines too)
+/// before it: Stratum once its first line is complete. Blank space alone
+/// needs more; blank space before anything else is opaque.
 fn detect_json_line(buf: &[u8]) -> Detection {
+    let buf = stratum::skip_blank(buf);
+    match buf.first() {
+        None => return Detection::NeedMore,
+        Some(b'{') => {}
+        Some(_) => return Detection::Done(Protocol::Opaque),
+    }
     let window = buf.get(..stratum::MAX_LINE).unwrap_or(buf);
     if !window.contains(&b'\n') {
         return if buf.len() < stratum::MAX_LINE {

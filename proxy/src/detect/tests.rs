@@ -21,6 +21,50 @@ fn stratum(method: &str, agent: &str) -> Protocol {
     })
 }
 
+/// A pool's message, which names no agent.
+fn pool(method: &str) -> Protocol {
+    Protocol::Stratum(Stratum {
+        method: method.to_owned(),
+        agent: None,
+    })
+}
+
+/// Blank space before the miner's or the pool's first line, and near misses.
+fn blank_then_json() -> Vec<(Vec<u8>, Detection, usize)> {
+    let blank_cgminer = format!(" \t\r\n\r\n{CGMINER_SUBSCRIBE}").into_bytes();
+    let notify = b" {\"id\":1,\"method\":\"mining.notify\",\"params\":[\"j1\",\"00\"]}\n".to_vec();
+    let reply = concat!(
+        r#"{"id":1,"jsonrpc":"2.0","error":null,"result":{"id":"a1","#,
+        r#""job":{"blob":"0e0e","job_id":"q3","target":"b88d0600"},"status":"OK"}}"#,
+        "\n"
+    );
+    let job = b"\n{\"method\":\"job\",\"params\":{\"blob\":\"0e\",\"target\":\"ff\"}}\n".to_vec();
+    let queue = b"\n{\"method\":\"job\",\"params\":{\"job_id\":\"7\"}}\n".to_vec();
+    let (blank_len, notify_len, job_len) = (blank_cgminer.len(), notify.len(), job.len());
+    vec![
+        (
+            blank_cgminer,
+            done(stratum("mining.subscribe", "cgminer/4.10")),
+            blank_len,
+        ),
+        (notify, done(pool("mining.notify")), notify_len),
+        (
+            reply.as_bytes().to_vec(),
+            done(pool(stratum::LOGIN_REPLY_METHOD)),
+            reply.len(),
+        ),
+        (job, done(pool("job")), job_len),
+        (queue, done(Protocol::Opaque), usize::MAX),
+        (
+            b"\r\n\r\nGET / HTTP/1.1\r\n".to_vec(),
+            done(Protocol::Opaque),
+            5,
+        ),
+        (b"  x".to_vec(), done(Protocol::Opaque), 3),
+        (b"\n\x16\x03\x01".to_vec(), done(Protocol::Opaque), 2),
+    ]
+}
+
 /// Complete inputs, what they are, and how many leading bytes it takes to
 /// decide (every shorter prefix answers `NeedMore`).
 fn table() -> Vec<(Vec<u8>, Detection, usize)> {
@@ -113,6 +157,9 @@ fn table() -> Vec<(Vec<u8>, Detection, usize)> {
         (b"\x16\x09".to_vec(), done(Protocol::Opaque), 2),
         (b"\x00\x00\x00\x00".to_vec(), done(Protocol::Opaque), 1),
     ]
+    .into_iter()
+    .chain(blank_then_json())
+    .collect()
 }
 
 #[test]
@@ -145,6 +192,27 @@ fn json_without_newline_waits_up_to_the_line_limit() {
     buf.push(b' ');
     assert_eq!(detect(&buf), done(Protocol::Opaque));
     buf.extend_from_slice(b"]}\n");
+    assert_eq!(detect(&buf), done(Protocol::Opaque));
+}
+
+#[test]
+fn blank_space_waits_up_to_max_peek() {
+    let mut buf = b"\r\n".repeat(MAX_PEEK / 2 - 100);
+    assert_eq!(detect(&buf), Detection::NeedMore);
+    let mut late = buf.clone();
+    late.extend_from_slice(CGMINER_SUBSCRIBE.as_bytes());
+    assert!(late.len() < MAX_PEEK);
+    assert_eq!(
+        detect(&late),
+        done(stratum("mining.subscribe", "cgminer/4.10"))
+    );
+    buf.resize(MAX_PEEK - 1, b' ');
+    assert_eq!(detect(&buf), Detection::NeedMore);
+    // Its newline past MAX_PEEK: never seen.
+    let mut cut = buf.clone();
+    cut.extend_from_slice(CGMINER_SUBSCRIBE.as_bytes());
+    assert_eq!(detect(&cut), done(Protocol::Opaque));
+    buf.push(b'\t');
     assert_eq!(detect(&buf), done(Protocol::Opaque));
 }
 
@@ -207,10 +275,11 @@ fn random_bytes_never_panic() {
     for _ in 0..2000 {
         let len = rng.below(600);
         let mut input: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
-        // Bias half of them towards TLS and JSON starts.
+        // Bias most of them towards TLS, JSON and blank-then-JSON starts.
         match rng.below(4) {
             0 if input.len() > 3 => input[..3].copy_from_slice(&[0x16, 3, 1]),
             1 if !input.is_empty() => input[0] = b'{',
+            2 if input.len() > 2 => input[..3].copy_from_slice(b" \n{"),
             _ => {}
         }
         check_input(&input);

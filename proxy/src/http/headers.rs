@@ -3,8 +3,7 @@
 //! proxy writes its own hop's fields: `te: trailers` when the client accepts
 //! trailers (the one TE value HTTP/2 allows; the proxy passes trailers
 //! through), and on an HTTP/1.1 upgrade `Upgrade` with `Connection: upgrade`,
-//! each exactly once, in both directions. Also declines h2c upgrade offers
-//! and splices an upgraded connection.
+//! each exactly once, in both directions. Also declines h2c upgrade offers.
 //!
 //! The functions here are pure and table-tested in `tests.rs`.
 
@@ -146,19 +145,5 @@ pub fn response_for_client(headers: &mut HeaderMap, upgraded: bool) {
     if let Some(upgrade) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, upgrade);
-    }
-}
-
-/// Copies bytes both ways between the two sides of an upgraded connection.
-pub(super) async fn splice(client: hyper::upgrade::OnUpgrade, server: hyper::upgrade::OnUpgrade) {
-    match tokio::try_join!(client, server) {
-        Ok((client, server)) => {
-            let mut client = hyper_util::rt::TokioIo::new(client);
-            let mut server = hyper_util::rt::TokioIo::new(server);
-            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
-                tracing::debug!(error = %e, "upgraded connection ended");
-            }
-        }
-        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
     }
 }

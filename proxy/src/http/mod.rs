@@ -24,7 +24,7 @@ use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -33,13 +33,13 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio::sync::watch;
 
-use headers::splice;
 pub use headers::{decline_h2c, request_for_upstream, response_for_client, strip_hop_by_hop};
 
 use crate::config::Limits;
 use crate::model::{Direction, Identity, Protocol, Record};
 use crate::policy::{Policy, PolicyRx};
 use crate::resolve::Resolver;
+use crate::stream::{Inspect, Judge, LiveRecord, Stream};
 use crate::telemetry::Telemetry;
 use body::{CountingBody, Finish, ProxyBody, finishing, full};
 
@@ -230,6 +230,8 @@ pub struct Shared {
     pub policy_deadline: tokio::time::Instant,
     /// The policy applied when none came by then (`--default-policy`).
     pub default_policy: Arc<Policy>,
+    /// How often open streams are reported (`--report-interval-ms`).
+    pub report_interval: Duration,
 }
 
 /// A request in flight: its record so far, start time and body counter.
@@ -343,6 +345,51 @@ impl Shared {
         response.map(|b| finishing(b, finish))
     }
 
+    /// Runs an upgraded connection (after `101`) as a live stream: reported
+    /// while open, judged again on policy changes, and, for WebSocket,
+    /// inspected inside its frames. Its opening request was counted already.
+    fn spawn_upgraded(
+        &self,
+        client: hyper::upgrade::OnUpgrade,
+        server: hyper::upgrade::OnUpgrade,
+        request: &Record,
+        websocket: bool,
+    ) {
+        let mut record = request.clone();
+        record.status = StatusCode::SWITCHING_PROTOCOLS.as_u16();
+        let stream = Stream {
+            judge: Judge::of_record(&record),
+            live: LiveRecord::counted(record),
+            inspect: if websocket {
+                Inspect::WebSocket
+            } else {
+                Inspect::Raw
+            },
+            start: Instant::now(),
+        };
+        let ctx = self.stream_context();
+        tokio::spawn(async move {
+            match tokio::try_join!(client, server) {
+                Ok((client, server)) => {
+                    let (client, server) = (TokioIo::new(client), TokioIo::new(server));
+                    crate::stream::pipe(&ctx, client, server, stream, |_| {}).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+            }
+        });
+    }
+
+    /// What a long-lived stream needs from the sidecar.
+    pub fn stream_context(&self) -> crate::stream::StreamContext {
+        crate::stream::StreamContext {
+            telemetry: self.telemetry.clone(),
+            policy: self.policy.clone(),
+            report_interval: self.report_interval,
+            idle_timeout: self.limits.idle_timeout(),
+            stop: self.stop.clone(),
+        }
+    }
+
     /// Arms `pending` so that its record is emitted even if the request is
     /// dropped before it is answered.
     pub fn track(&self, pending: Pending) -> Pending {
@@ -448,13 +495,24 @@ impl Shared {
         match client_side {
             Some(client_side) if upgraded => {
                 let server_side = hyper::upgrade::on(&mut response);
+                let websocket = is_websocket(response.headers());
                 response_for_client(response.headers_mut(), true);
-                tokio::spawn(splice(client_side, server_side));
+                self.spawn_upgraded(client_side, server_side, &pending.record, websocket);
             }
             _ => response_for_client(response.headers_mut(), false),
         }
         Ok(response.map(BodyExt::boxed))
     }
+}
+
+/// Whether a `101` switched to WebSocket.
+fn is_websocket(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
 }
 
 /// A JSON response with this status.

@@ -123,8 +123,9 @@ impl Aggregator {
             }
             None => self.map.entry(key).or_default(),
         };
-        stats.count += 1;
-        stats.denied += u64::from(r.denied);
+        stats.count += r.count;
+        // A denial is always a counted event (denied never exceeds count).
+        stats.denied += u64::from(r.denied && r.count > 0);
         stats.latency_sum_us = stats.latency_sum_us.saturating_add(r.latency_us);
         stats.latency_max_us = stats.latency_max_us.max(r.latency_us);
         stats.bytes_in = stats.bytes_in.saturating_add(r.bytes_in);

@@ -118,6 +118,10 @@ impl ObservedMetrics {
 
     /// Counts one record.
     pub fn observe(&mut self, record: &Record) {
+        if record.count == 0 {
+            // A long stream's later report: bytes only, no new request.
+            return;
+        }
         let (direction, name) = match record.direction {
             Direction::Outbound => ("outbound", record.authority.as_str()),
             Direction::Inbound if record.source.is_empty() => ("inbound", "internet"),
