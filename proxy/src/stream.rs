@@ -323,29 +323,37 @@ struct Found {
     notify: Notify,
 }
 
+/// Raw bytes of one direction inspected at most (framing, pings and
+/// compressed WebSocket messages never feed the scanner's own budget).
+const INSPECT_LIMIT: u64 = 4 * crate::detect::stratum::SCAN_LIMIT as u64;
+
 /// One direction's inspection state.
 #[derive(Debug)]
 struct Inspector {
     scanner: StratumScanner,
     frames: Option<WsDecoder>,
+    raw: u64,
 }
 
 impl Inspector {
-    /// Feeds bytes read; true when Stratum was found in them.
+    /// Feeds bytes read; true when Stratum was found in them. Bytes that do
+    /// not parse as WebSocket frames after an upgrade (a fake `101`) are
+    /// scanned as they are.
     fn feed(&mut self, bytes: &[u8]) -> bool {
+        self.raw += bytes.len() as u64;
         let scanner = &mut self.scanner;
         match &mut self.frames {
-            None => scanner.feed(bytes).is_some(),
-            Some(frames) => {
+            Some(frames) if !frames.is_broken() => {
                 let mut hit = false;
                 frames.feed(bytes, &mut |payload| hit |= scanner.feed(payload).is_some());
-                hit
+                hit || (frames.is_broken() && scanner.feed(bytes).is_some())
             }
+            _ => scanner.feed(bytes).is_some(),
         }
     }
 
     fn is_done(&self) -> bool {
-        self.scanner.is_done() || self.frames.as_ref().is_some_and(WsDecoder::is_broken)
+        self.scanner.is_done() || self.raw >= INSPECT_LIMIT
     }
 }
 
@@ -364,6 +372,7 @@ impl<T> Watched<T> {
         let inspector = Inspector {
             scanner: StratumScanner::new(),
             frames: (inspect == Inspect::WebSocket).then(WsDecoder::new),
+            raw: 0,
         };
         Watched {
             io,

@@ -57,7 +57,7 @@ pub enum Protocol {
     Http2,
     /// A TLS ClientHello, with what it asks for.
     Tls(ClientHello),
-    /// A Stratum mining request.
+    /// A Stratum mining message (the miner's or the pool's).
     Stratum(Stratum),
     /// Anything else, malformed TLS included.
     Opaque,

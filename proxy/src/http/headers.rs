@@ -3,7 +3,8 @@
 //! proxy writes its own hop's fields: `te: trailers` when the client accepts
 //! trailers (the one TE value HTTP/2 allows; the proxy passes trailers
 //! through), and on an HTTP/1.1 upgrade `Upgrade` with `Connection: upgrade`,
-//! each exactly once, in both directions. Also declines h2c upgrade offers.
+//! each exactly once, in both directions. Also declines h2c upgrade offers,
+//! and WebSocket compression, so that frames stay open to inspection.
 //!
 //! The functions here are pure and table-tested in `tests.rs`.
 
@@ -129,6 +130,15 @@ pub fn request_for_upstream(headers: &mut HeaderMap, version: Version) -> bool {
     }
     match upgrade {
         Some(upgrade) => {
+            if upgrade
+                .to_str()
+                .is_ok_and(|u| u.to_ascii_lowercase().contains("websocket"))
+            {
+                // Compressed frames (permessage-deflate) could not be
+                // inspected for mining: offer none, and the stream stays
+                // plain (every WebSocket peer must cope without).
+                headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
+            }
             headers.insert(header::UPGRADE, upgrade);
             true
         }

@@ -76,6 +76,20 @@ fn requests_carry_their_own_hop_fields_exactly_once() {
             ],
             true,
         ),
+        // Compression is not offered: compressed frames hide what they carry.
+        (
+            vec![
+                ("connection", "Upgrade"),
+                ("upgrade", "websocket"),
+                (
+                    "sec-websocket-extensions",
+                    "permessage-deflate; client_max_window_bits",
+                ),
+            ],
+            h11,
+            vec!["connection: upgrade", "upgrade: websocket"],
+            true,
+        ),
         // Firefox: `keep-alive, Upgrade`; the keep-alive option is this hop's.
         (
             vec![

@@ -259,3 +259,20 @@ async fn mining_inside_websocket_frames_is_found() {
     );
     assert!(!h.task.is_finished(), "learning lets it run");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_fake_websocket_upgrade_carrying_raw_stratum_is_found() {
+    let mut h = harness(Policy::allow_all(), pool_judge(), Inspect::WebSocket);
+    let line = b"{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[\"xmrig/6.21\"]}\n";
+    h.client.write_all(line).await.unwrap();
+    h.server
+        .read_exact(&mut vec![0u8; line.len()])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let records = drain(&mut h.records);
+    assert!(
+        records.iter().any(|r| r.protocol == Protocol::Stratum),
+        "{records:?}"
+    );
+}
