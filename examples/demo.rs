@@ -168,6 +168,8 @@ async fn sidecar(
         "off",
         "--inbound-addr6",
         "off",
+        "--dns-addr",
+        "off",
         "--report-interval-ms",
         &report_ms,
         "--log",

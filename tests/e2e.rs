@@ -358,7 +358,7 @@ fn a_sidecar_without_the_token_is_refused() {
                 "127.0.0.1:0",
             ])
             .args(["--admin-addr", "127.0.0.1:0", "--outbound-addr6", "off"])
-            .args(["--inbound-addr6", "off"]);
+            .args(["--inbound-addr6", "off", "--dns-addr", "off"]);
         if let Some(token) = token {
             cmd.arg("--controller-token-file").arg(token);
         }

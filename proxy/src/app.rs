@@ -15,6 +15,7 @@ use crate::admin::{self, AdminState};
 use crate::config::{Args, Config, ConfigError};
 use crate::connection;
 use crate::control::{self, ControlMetrics};
+use crate::dns::{self, Dns, DnsError, DnsMetrics};
 use crate::http::{self, HttpMetrics, Shared};
 use crate::listener::{self, ListenerError};
 use crate::model::{Direction, Identity};
@@ -39,6 +40,9 @@ pub enum StartError {
     /// A listener could not be bound.
     #[error(transparent)]
     Listener(#[from] ListenerError),
+    /// The DNS listener could not be bound.
+    #[error(transparent)]
+    Dns(#[from] DnsError),
     /// No randomness for the instance id.
     #[error("cannot generate an instance id: {0}")]
     Random(getrandom::Error),
@@ -60,6 +64,10 @@ pub struct Running {
     pub inbound_addr6: Option<SocketAddr>,
     /// Bound admin listener address.
     pub admin_addr: SocketAddr,
+    /// Bound DNS listener address (UDP and TCP), unless `--dns-addr off`.
+    pub dns_addr: Option<SocketAddr>,
+    /// Bound IPv6 DNS listener address, if any.
+    pub dns_addr6: Option<SocketAddr>,
     policy: PolicyRx,
     data_shutdown: watch::Sender<bool>,
     tunnel_stop: watch::Sender<bool>,
@@ -106,11 +114,22 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
     };
     let outbound_addr6 = outbound6.as_ref().map(|(_, addr)| *addr);
     let inbound_addr6 = inbound6.as_ref().map(|(_, addr)| *addr);
+    let dns4 = match config.args.dns.listen() {
+        Some(addr) => dns::bind(addr, false).await?,
+        None => None,
+    };
+    let dns6 = match config.args.dns.listen6() {
+        Some(addr) => dns::bind(addr, true).await?,
+        None => None,
+    };
+    let dns_addr = dns4.as_ref().map(|b| b.addr);
+    let dns_addr6 = dns6.as_ref().map(|b| b.addr);
 
     let mut registry = Registry::default();
     let (telemetry, records) = telemetry::channel(&mut registry);
     let http_metrics = HttpMetrics::register(&mut registry);
     let control_metrics = ControlMetrics::register(&mut registry);
+    let dns_metrics = DnsMetrics::register(&mut registry);
 
     let initial = match config
         .args
@@ -147,7 +166,7 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
         app_addr: config.args.app_addr,
         sidecar_ports: [Some(outbound_addr), Some(inbound_addr), Some(admin_addr)]
             .into_iter()
-            .chain([outbound_addr6, inbound_addr6])
+            .chain([outbound_addr6, inbound_addr6, dns_addr, dns_addr6])
             .flatten()
             .map(|a| a.port())
             .collect(),
@@ -195,6 +214,31 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
     ];
     data_listeners.extend(outbound6.map(|(l, addr)| spawn_data(Direction::Outbound, l, addr)));
     data_listeners.extend(inbound6.map(|(l, addr)| spawn_data(Direction::Inbound, l, addr)));
+    // DNS: UDP and TCP on each address, sharing one bound on queries in flight.
+    if let Some(upstream) = config.dns_upstream {
+        let dns = Arc::new(Dns {
+            upstream,
+            policy: policy.clone(),
+            policy_deadline: shared.policy_deadline,
+            default_policy: shared.default_policy.clone(),
+            telemetry: shared.telemetry.clone(),
+            answers: shared.resolver.pod_answers(),
+            metrics: dns_metrics,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(dns::MAX_IN_FLIGHT)),
+        });
+        for bound in dns4.into_iter().chain(dns6) {
+            data_listeners.push(dns::spawn_udp(
+                dns.clone(),
+                bound.udp,
+                data_shutdown.subscribe(),
+            ));
+            data_listeners.push(dns::spawn_tcp(
+                dns.clone(),
+                bound.tcp,
+                data_shutdown.subscribe(),
+            ));
+        }
+    }
 
     // Telemetry, control and admin run on their own small runtime: entering
     // it makes `tokio::spawn` and socket registration below use it.
@@ -268,6 +312,9 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
         %admin_addr,
         outbound_addr6 = %off(outbound_addr6),
         inbound_addr6 = %off(inbound_addr6),
+        dns_addr = %off(dns_addr),
+        dns_addr6 = %off(dns_addr6),
+        dns_upstream = %state.config.dns_upstream.map_or_else(|| "off".to_string(), |a| a.to_string()),
         identity = %identity.source(),
         "vigil-proxy started"
     );
@@ -278,6 +325,8 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
         outbound_addr6,
         inbound_addr6,
         admin_addr,
+        dns_addr,
+        dns_addr6,
         policy,
         data_shutdown,
         tunnel_stop,

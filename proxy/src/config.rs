@@ -11,6 +11,10 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Serialize;
 
+pub mod dns;
+
+pub use dns::{DnsArgs, ListenAddr};
+
 use crate::model::is_valid_name;
 use crate::resolve::{ResolveError, parse_hosts};
 
@@ -178,6 +182,9 @@ pub struct Args {
     /// Limits and timeouts of the data path.
     #[command(flatten)]
     pub limits: Limits,
+    /// The DNS listener.
+    #[command(flatten)]
+    pub dns: DnsArgs,
 }
 
 /// Limits and timeouts: each bounds what one slow or hostile client can hold.
@@ -274,6 +281,9 @@ pub enum ConfigError {
         /// Its value.
         addr: SocketAddr,
     },
+    /// The DNS upstream is the DNS listener itself.
+    #[error("--dns-upstream {0} is the DNS listener itself: name the pod's resolver")]
+    DnsLoop(SocketAddr),
     /// `--report-interval-ms` is zero.
     #[error("--report-interval-ms must be at least 1")]
     ZeroInterval,
@@ -308,6 +318,9 @@ pub struct Config {
     pub args: Args,
     /// Parsed hosts-file overrides.
     pub hosts: HashMap<String, IpAddr>,
+    /// Where the DNS listener forwards queries (`--dns-upstream` or
+    /// resolv.conf); `None` when the listener is off.
+    pub dns_upstream: Option<SocketAddr>,
 }
 
 impl Config {
@@ -337,6 +350,7 @@ impl Config {
         for (flag, twin) in [
             ("outbound-addr6", args.outbound_addr6),
             ("inbound-addr6", args.inbound_addr6),
+            ("dns-addr6", args.dns.dns_addr6),
         ] {
             if let TwinAddr::Addr(addr) = twin
                 && addr.is_ipv4()
@@ -362,7 +376,19 @@ impl Config {
                 })?
             }
         };
-        Ok(Config { args, hosts })
+        let dns_upstream = args
+            .dns
+            .upstream_from(std::path::Path::new(dns::RESOLV_CONF));
+        if let Some(upstream) = dns_upstream
+            && [args.dns.listen(), args.dns.listen6()].contains(&Some(upstream))
+        {
+            return Err(ConfigError::DnsLoop(upstream));
+        }
+        Ok(Config {
+            args,
+            hosts,
+            dns_upstream,
+        })
     }
 
     /// The reporting interval.
@@ -427,6 +453,26 @@ mod tests {
                 "{twin:?} beside {v4}"
             );
         }
+        assert_eq!(c.args.dns.listen(), Some(addr("127.0.0.1:4153")));
+        assert_eq!(c.args.dns.listen6(), Some(addr("[::1]:4153")));
+        assert!(
+            c.dns_upstream.is_some(),
+            "from resolv.conf, or 127.0.0.1:53"
+        );
+        let dns = parse(&["--workload", "w", "--dns-upstream", "10.96.0.10"]).unwrap();
+        assert_eq!(dns.dns_upstream, Some(addr("10.96.0.10:53")));
+        let dns = parse(&["--workload", "w", "--dns-upstream", "[fd00::a]:5353"]).unwrap();
+        assert_eq!(dns.dns_upstream, Some(addr("[fd00::a]:5353")));
+        let dns = parse(&["--workload", "w", "--dns-addr", "off"]).unwrap();
+        assert_eq!(
+            (dns.args.dns.listen(), dns.args.dns.listen6()),
+            (None, None)
+        );
+        assert_eq!(dns.dns_upstream, None);
+        let resolv = "search svc\nnameserver 10.96.0.10\n";
+        assert_eq!(c.args.dns.upstream(Some(resolv)), addr("10.96.0.10:53"));
+        assert_eq!(c.args.dns.upstream(Some("")), addr("127.0.0.1:53"));
+        assert_eq!(c.args.dns.upstream(None), addr("127.0.0.1:53"));
         let off = parse(&["--workload", "w", "--outbound-addr6", "off"]).unwrap();
         assert_eq!(off.args.outbound_addr6, TwinAddr::Off);
         let bound: SocketAddr = "0.0.0.0:4143".parse().unwrap();
@@ -480,6 +526,19 @@ mod tests {
             (
                 vec!["--workload", "w", "--detect-timeout-ms", "0"],
                 "--detect-timeout-ms",
+            ),
+            (
+                vec!["--workload", "w", "--dns-upstream", "resolver"],
+                "not an IP address or ip:port",
+            ),
+            (vec!["--workload", "w", "--dns-addr", "on"], "--dns-addr"),
+            (
+                vec!["--workload", "w", "--dns-addr6", "127.0.0.1:4153"],
+                "--dns-addr6 127.0.0.1:4153 is not an IPv6 address",
+            ),
+            (
+                vec!["--workload", "w", "--dns-upstream", "127.0.0.1:4153"],
+                "is the DNS listener itself",
             ),
         ];
         for (argv, want) in cases {

@@ -7,7 +7,7 @@
 //! Modules are tiered (each uses only those above it): base (`config`,
 //! `model`), pure logic (`detect`, `template`, `policy`, `destination`, `resolve`,
 //! `init`'s plan), data path (`listener`, `sniff`, `connection`, `http`, `tcp`,
-//! `stream`, `telemetry`), outside I/O (`control`, `admin`, on the `runtime` of their own), wiring (`app`). It must not depend on vigil-controller: the
+//! `stream`, `dns`, `telemetry`), outside I/O (`control`, `admin`, on the `runtime` of their own), wiring (`app`). It must not depend on vigil-controller: the
 //! proto crate is the contract.
 
 pub mod admin;
@@ -17,6 +17,7 @@ pub mod connection;
 pub mod control;
 pub mod destination;
 pub mod detect;
+pub mod dns;
 pub mod http;
 pub mod init;
 pub mod listener;

@@ -88,6 +88,8 @@ pub enum Protocol {
     Stratum,
     /// An opaque TCP stream or tunnel (CONNECT).
     Tcp,
+    /// A DNS query of the pod, answered through the sidecar's DNS listener.
+    Dns,
 }
 
 impl Protocol {
@@ -100,6 +102,7 @@ impl Protocol {
             Protocol::Tls => v1::Protocol::Tls,
             Protocol::Stratum => v1::Protocol::Stratum,
             Protocol::Tcp => v1::Protocol::Tcp,
+            Protocol::Dns => v1::Protocol::Dns,
         }
     }
 
@@ -127,15 +130,17 @@ pub struct Record {
     pub protocol: Protocol,
     /// Inbound: the caller `ns/name`, empty for the internet.
     pub source: String,
-    /// Outbound: the destination as named, `host:port`.
+    /// Outbound: the destination as named, `host:port` (DNS: the queried
+    /// name, no port).
     pub authority: String,
     /// Outbound: the resolved address, when known.
     pub resolved: Option<SocketAddr>,
-    /// HTTP method (`CONNECT` for tunnels).
+    /// HTTP method (`CONNECT` for tunnels; DNS: the query type, `A`).
     pub method: String,
     /// Path template.
     pub path: String,
-    /// HTTP status, 0 for transport errors and tunnels.
+    /// HTTP status, 0 for transport errors and tunnels (DNS: the response
+    /// code, RCODE: 0 `NOERROR`, 3 `NXDOMAIN`, 5 `REFUSED`...).
     pub status: u16,
     /// Time to response headers (or tunnel duration), in microseconds.
     pub latency_us: u64,

@@ -200,6 +200,41 @@ pub fn evaluate_outbound(
     }
 }
 
+/// The host of an authority: `pypi.org` of `pypi.org:443`, the authority
+/// itself when it has no port (a name learned from DNS).
+fn authority_host(authority: &str) -> &str {
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => host,
+        _ => authority,
+    }
+}
+
+/// Whether the pod may look up `name` (lower case, no trailing dot): yes
+/// when not enforcing, or when the name or a parent domain of it with at
+/// least two labels (`pypi.org` for `files.pypi.org`, never `org`) is an
+/// allowed authority itself (a name learned from DNS has no port) or the
+/// host of one. Anything else is refused, which also stops data smuggled
+/// out in made-up names.
+pub fn dns_allowed(policy: &Policy, name: &str) -> bool {
+    if !policy.enforce {
+        return true;
+    }
+    let name = name.to_ascii_lowercase();
+    let mut candidates = vec![name.as_str()];
+    let mut rest = name.as_str();
+    while let Some((_, parent)) = rest.split_once('.') {
+        if parent.contains('.') {
+            candidates.push(parent);
+        }
+        rest = parent;
+    }
+    policy
+        .allowed_authorities
+        .iter()
+        .map(|a| authority_host(a))
+        .any(|host| candidates.contains(&host))
+}
+
 /// Who an inbound caller is, once its `vigil-source` claim is checked
 /// against the IP it called from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -299,6 +334,53 @@ mod tests {
                 "{authority}"
             );
         }
+    }
+
+    #[test]
+    fn dns_names_are_allowed_when_they_or_a_learned_domain_are_known() {
+        let p = Policy {
+            allowed_authorities: [
+                "pypi.org:443",
+                "db:5432",
+                "github.com",
+                "10.0.0.7:8000",
+                "[fd66::2]:443",
+            ]
+            .map(String::from)
+            .into(),
+            ..enforced()
+        };
+        let cases = [
+            ("pypi.org", true),
+            ("PyPI.org", true),
+            ("files.pypi.org", true),
+            ("a.b.files.pypi.org", true),
+            ("db", true),
+            ("github.com", true),
+            ("api.github.com", true),
+            ("codeload.github.com", true),
+            // Never the bare top-level domain, nor a sibling of a name.
+            ("org", false),
+            ("evil.org", false),
+            ("pypi.org.evil.test", false),
+            ("xpypi.org", false),
+            ("db.evil.test", false),
+            ("6578666974.evil.test", false),
+            ("never-seen.test", false),
+            ("10.0.0.7", true),
+            ("", false),
+            (".", false),
+        ];
+        for (name, want) in cases {
+            assert_eq!(dns_allowed(&p, name), want, "{name}");
+        }
+        let open = Policy::allow_all();
+        assert!(
+            dns_allowed(&open, "6578666974.evil.test"),
+            "learning lets it pass"
+        );
+        assert_eq!(authority_host("[fd66::2]:443"), "[fd66::2]");
+        assert_eq!(authority_host("pypi.org"), "pypi.org");
     }
 
     #[test]

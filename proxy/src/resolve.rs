@@ -1,12 +1,19 @@
 //! Name resolution for outbound destinations: IP literals, then the
-//! `--hosts-file` overrides, then the system resolver.
+//! `--hosts-file` overrides, then the system resolver; and the addresses a
+//! name is bound to, which add the DNS answers the pod itself received
+//! ([`answers`]).
 //!
-//! The hosts-file parser is pure; `Resolver::resolve` does the I/O.
+//! The hosts-file and resolv.conf parsers are pure; `Resolver::resolve`
+//! does the I/O.
+
+pub mod answers;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+pub use answers::PodAnswers;
 
 /// Why a hosts file or a name could not be resolved.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +76,19 @@ pub fn parse_hosts(text: &str) -> Result<HashMap<String, IpAddr>, ResolveError> 
     Ok(hosts)
 }
 
+/// The first `nameserver` of a resolv.conf text, if any (`#` and `;`
+/// start comments; an IPv6 zone such as `fe80::1%eth0` is not supported).
+pub fn parse_resolv_conf(text: &str) -> Option<IpAddr> {
+    text.lines().find_map(|line| {
+        let line = line.split(['#', ';']).next().unwrap_or("");
+        let mut tokens = line.split_whitespace();
+        match (tokens.next(), tokens.next()) {
+            (Some("nameserver"), Some(ip)) => ip.parse().ok(),
+            _ => None,
+        }
+    })
+}
+
 /// How long a name resolved by the system resolver is reused. The system
 /// resolver does not report record TTLs; ten seconds keeps a sidecar from
 /// calling it on every request while following DNS changes promptly.
@@ -106,6 +126,7 @@ impl DnsCache {
 pub struct Resolver {
     hosts: HashMap<String, IpAddr>,
     cache: Arc<Mutex<DnsCache>>,
+    pod: PodAnswers,
 }
 
 impl Resolver {
@@ -114,7 +135,14 @@ impl Resolver {
         Resolver {
             hosts,
             cache: Arc::default(),
+            pod: PodAnswers::default(),
         }
+    }
+
+    /// The DNS answers the pod received, shared with the DNS listener
+    /// (which writes them).
+    pub fn pod_answers(&self) -> PodAnswers {
+        self.pod.clone()
     }
 
     fn cached(&self, host: &str) -> Option<Arc<[IpAddr]>> {
@@ -143,13 +171,22 @@ impl Resolver {
     }
 
     /// Every address `host` resolves to (one for an IP literal or a
-    /// hosts-file name); empty when it does not resolve. This is what a
-    /// name a client gives is checked against (see [`crate::destination`]).
+    /// hosts-file name): the sidecar's own lookup and the unexpired DNS
+    /// answers the pod received for it; empty when neither knows it. This is
+    /// what a name a client gives is checked against (see
+    /// [`crate::destination`]).
     pub async fn addresses(&self, host: &str) -> Arc<[IpAddr]> {
         if let Some(addr) = self.resolve_static(host, 0) {
             return Arc::new([addr.ip()]);
         }
-        self.lookup(host).await.unwrap_or_else(|_| Arc::new([]))
+        let pod = self.pod.get(&host.to_ascii_lowercase());
+        let own = self.lookup(host).await.unwrap_or_else(|_| Arc::new([]));
+        if pod.iter().all(|ip| own.contains(ip)) {
+            return own;
+        }
+        let mut all = own.to_vec();
+        all.extend(pod.into_iter().filter(|ip| !own.contains(ip)));
+        all.into()
     }
 
     /// The system resolver's answers for `host`, cached; never empty.
@@ -211,6 +248,47 @@ mod tests {
         assert!(resolver.addresses("LOCALHOST").await.contains(&first.ip()));
         assert!(resolver.addresses("no-such-name.invalid").await.is_empty());
         assert_eq!(resolver.resolve("localhost", 81).await.unwrap().port(), 81);
+    }
+
+    #[tokio::test]
+    async fn addresses_add_what_the_pod_was_answered() {
+        let resolver = Resolver::default();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(resolver.addresses("pod-only.invalid").await.is_empty());
+        resolver
+            .pod_answers()
+            .insert("pod-only.invalid", &[(ip("10.66.0.2"), 60)]);
+        assert_eq!(
+            &resolver.addresses("Pod-Only.invalid").await[..],
+            &[ip("10.66.0.2")]
+        );
+        resolver
+            .pod_answers()
+            .insert("localhost", &[(ip("10.66.0.3"), 60)]);
+        let both = resolver.addresses("localhost").await;
+        assert!(both.iter().any(|ip| ip.is_loopback()), "{both:?}");
+        assert!(both.contains(&ip("10.66.0.3")), "{both:?}");
+    }
+
+    #[test]
+    fn resolv_conf() {
+        let cases = [
+            (
+                "nameserver 10.96.0.10\nsearch default.svc\n",
+                Some("10.96.0.10"),
+            ),
+            (
+                "# c\nsearch x\n  nameserver   fd00::a # comment\nnameserver 1.1.1.1\n",
+                Some("fd00::a"),
+            ),
+            ("; nameserver 10.0.0.1\noptions ndots:5\n", None),
+            ("nameserver nope\nnameserver 10.0.0.2\n", Some("10.0.0.2")),
+            ("", None),
+        ];
+        for (text, want) in cases {
+            let want = want.map(|s| s.parse::<IpAddr>().unwrap());
+            assert_eq!(parse_resolv_conf(text), want, "{text:?}");
+        }
     }
 
     #[test]

@@ -300,6 +300,8 @@ async fn forwards_enforces_and_reports() -> Result<()> {
         "[::1]:0",
         "--inbound-addr6",
         "[::]:0",
+        "--dns-addr",
+        "127.0.0.1:0",
         "--app-addr",
         &app_s,
         "--controller",

@@ -437,6 +437,8 @@ impl Proxy {
             any,
             "--admin-addr",
             any,
+            "--dns-addr",
+            any,
         ]);
         // The IPv6 twins are on their default, `auto`: [::1] on port 0 too.
         cmd.arg("--app-addr").arg(app.to_string());

@@ -35,6 +35,8 @@ pub enum ProtocolLabel {
     stratum,
     /// Opaque TCP.
     tcp,
+    /// DNS queries.
+    dns,
 }
 
 impl From<Protocol> for ProtocolLabel {
@@ -46,6 +48,7 @@ impl From<Protocol> for ProtocolLabel {
             Protocol::Tls => Self::tls,
             Protocol::Stratum => Self::stratum,
             Protocol::Tcp => Self::tcp,
+            Protocol::Dns => Self::dns,
         }
     }
 }

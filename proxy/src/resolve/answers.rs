@@ -1,0 +1,240 @@
+//! The DNS answers the pod received through the sidecar's DNS listener:
+//! name -> addresses, each until its TTL (at least [`MIN_KEEP`]) runs out.
+//! The listener writes, [`super::Resolver::addresses`] reads, so a name a
+//! client shows is believed for an address the pod was told it has.
+//!
+//! Bounded: at most [`MAX_NAMES`] names (expired ones go first, then the
+//! least recently answered) and [`MAX_ADDRESSES`] addresses a name. The
+//! clock is passed in, so tests need no sleeps.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Shortest time an answer is kept, whatever its TTL: a client that
+/// connects a little after the TTL ran out (or got a TTL of 0) is not
+/// refused for it.
+pub const MIN_KEEP: Duration = Duration::from_secs(30);
+/// Longest time an answer is kept, whatever its TTL.
+pub const MAX_KEEP: Duration = Duration::from_secs(24 * 3600);
+/// Most names kept.
+pub const MAX_NAMES: usize = 10_000;
+/// Most addresses kept for one name (the latest answers win).
+pub const MAX_ADDRESSES: usize = 64;
+
+/// One name's addresses, each with when it expires, and when it was last
+/// answered.
+#[derive(Debug)]
+struct Entry {
+    addresses: Vec<(IpAddr, Instant)>,
+    answered: Instant,
+}
+
+/// The store itself (see the module docs).
+#[derive(Debug)]
+pub struct AnswerStore {
+    entries: HashMap<String, Entry>,
+    max_names: usize,
+}
+
+impl Default for AnswerStore {
+    fn default() -> Self {
+        Self::new(MAX_NAMES)
+    }
+}
+
+impl AnswerStore {
+    /// An empty store of at most `max_names` names.
+    pub fn new(max_names: usize) -> Self {
+        AnswerStore {
+            entries: HashMap::new(),
+            max_names: max_names.max(1),
+        }
+    }
+
+    /// How many names are kept.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no name is kept.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Keeps `addresses` (with their TTLs in seconds) as `name`'s,
+    /// answered at `now`, beside its unexpired earlier ones.
+    pub fn insert(&mut self, name: &str, addresses: &[(IpAddr, u32)], now: Instant) {
+        if addresses.is_empty() {
+            return;
+        }
+        if !self.entries.contains_key(name) && self.entries.len() >= self.max_names {
+            self.evict(now);
+        }
+        let entry = self.entries.entry(name.to_owned()).or_insert(Entry {
+            addresses: Vec::new(),
+            answered: now,
+        });
+        entry.answered = now;
+        entry.addresses.retain(|(_, until)| *until > now);
+        for (ip, ttl) in addresses {
+            let keep = Duration::from_secs(u64::from(*ttl)).clamp(MIN_KEEP, MAX_KEEP);
+            let until = now + keep;
+            let ip = ip.to_canonical();
+            match entry.addresses.iter_mut().find(|(known, _)| *known == ip) {
+                Some(known) => known.1 = known.1.max(until),
+                None => entry.addresses.push((ip, until)),
+            }
+        }
+        if entry.addresses.len() > MAX_ADDRESSES {
+            // The soonest to expire go first.
+            entry
+                .addresses
+                .sort_by_key(|(_, until)| std::cmp::Reverse(*until));
+            entry.addresses.truncate(MAX_ADDRESSES);
+        }
+    }
+
+    /// `name`'s addresses that have not expired at `now`.
+    pub fn get(&self, name: &str, now: Instant) -> Vec<IpAddr> {
+        self.entries.get(name).map_or_else(Vec::new, |entry| {
+            entry
+                .addresses
+                .iter()
+                .filter(|(_, until)| *until > now)
+                .map(|(ip, _)| *ip)
+                .collect()
+        })
+    }
+
+    /// Makes room for one name: drops every expired name, else the least
+    /// recently answered one.
+    fn evict(&mut self, now: Instant) {
+        self.entries
+            .retain(|_, e| e.addresses.iter().any(|(_, until)| *until > now));
+        if self.entries.len() < self.max_names {
+            return;
+        }
+        let oldest = self
+            .entries
+            .iter()
+            .min_by_key(|(_, e)| e.answered)
+            .map(|(name, _)| name.clone());
+        if let Some(name) = oldest {
+            self.entries.remove(&name);
+        }
+    }
+}
+
+/// A shared [`AnswerStore`]: the DNS listener writes, the resolver reads.
+#[derive(Clone, Debug, Default)]
+pub struct PodAnswers {
+    store: Arc<Mutex<AnswerStore>>,
+}
+
+impl PodAnswers {
+    /// Keeps the addresses an answer gave `name` (see [`AnswerStore::insert`]).
+    pub fn insert(&self, name: &str, addresses: &[(IpAddr, u32)]) {
+        if let Ok(mut store) = self.store.lock() {
+            store.insert(name, addresses, Instant::now());
+        }
+    }
+
+    /// `name`'s unexpired addresses.
+    pub fn get(&self, name: &str) -> Vec<IpAddr> {
+        self.store
+            .lock()
+            .map(|store| store.get(name, Instant::now()))
+            .unwrap_or_default()
+    }
+
+    /// How many names are kept.
+    pub fn len(&self) -> usize {
+        self.store.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// Whether no name is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn answers_are_kept_for_their_ttl_but_at_least_min_keep() {
+        let t0 = Instant::now();
+        let s = |secs: u64| t0 + Duration::from_secs(secs);
+        let mut store = AnswerStore::default();
+        store.insert(
+            "pypi.test",
+            &[(ip("10.0.0.1"), 0), (ip("10.0.0.2"), 300)],
+            t0,
+        );
+        store.insert("six.test", &[(ip("::ffff:10.0.0.9"), 60)], t0);
+        store.insert("empty.test", &[], t0);
+        // (name, when, addresses)
+        let cases = [
+            ("pypi.test", s(0), vec![ip("10.0.0.1"), ip("10.0.0.2")]),
+            ("pypi.test", s(29), vec![ip("10.0.0.1"), ip("10.0.0.2")]),
+            ("pypi.test", s(30), vec![ip("10.0.0.2")]),
+            ("pypi.test", s(299), vec![ip("10.0.0.2")]),
+            ("pypi.test", s(300), vec![]),
+            ("six.test", s(59), vec![ip("10.0.0.9")]),
+            ("empty.test", s(0), vec![]),
+            ("never.test", s(0), vec![]),
+        ];
+        for (name, when, want) in cases {
+            assert_eq!(store.get(name, when), want, "{name} at {:?}", when - t0);
+        }
+        // A later answer extends an address, never shortens it.
+        store.insert("pypi.test", &[(ip("10.0.0.2"), 1)], s(10));
+        assert_eq!(store.get("pypi.test", s(299)), vec![ip("10.0.0.2")]);
+        store.insert("pypi.test", &[(ip("10.0.0.1"), 1000)], s(10));
+        assert_eq!(store.get("pypi.test", s(1000)), vec![ip("10.0.0.1")]);
+        // A huge TTL is capped.
+        store.insert("far.test", &[(ip("10.0.0.5"), u32::MAX)], t0);
+        assert!(store.get("far.test", t0 + MAX_KEEP).is_empty());
+    }
+
+    #[test]
+    fn the_store_is_bounded_expired_names_first_then_the_oldest() {
+        let t0 = Instant::now();
+        let s = |secs: u64| t0 + Duration::from_secs(secs);
+        let mut store = AnswerStore::new(3);
+        store.insert("short.test", &[(ip("10.0.0.1"), 30)], s(0));
+        store.insert("old.test", &[(ip("10.0.0.2"), 600)], s(1));
+        store.insert("new.test", &[(ip("10.0.0.3"), 600)], s(2));
+        // Full: the expired name goes.
+        store.insert("fourth.test", &[(ip("10.0.0.4"), 600)], s(40));
+        assert_eq!(store.len(), 3);
+        assert!(store.get("short.test", s(40)).is_empty());
+        assert_eq!(store.get("old.test", s(40)), vec![ip("10.0.0.2")]);
+        // Full and nothing expired: the least recently answered goes.
+        store.insert("old.test", &[(ip("10.0.0.2"), 600)], s(41));
+        store.insert("fifth.test", &[(ip("10.0.0.5"), 600)], s(42));
+        assert_eq!(store.len(), 3);
+        assert!(
+            store.get("new.test", s(42)).is_empty(),
+            "new.test was the oldest answer"
+        );
+        for kept in ["old.test", "fourth.test", "fifth.test"] {
+            assert_eq!(store.get(kept, s(42)).len(), 1, "{kept}");
+        }
+        // A name's addresses are bounded too, the longest-lived kept.
+        let many: Vec<(IpAddr, u32)> = (0..(MAX_ADDRESSES as u32 + 6))
+            .map(|i| (IpAddr::from([10, 1, (i / 256) as u8, i as u8]), 100 + i))
+            .collect();
+        store.insert("many.test", &many, s(50));
+        let kept = store.get("many.test", s(50));
+        assert_eq!(kept.len(), MAX_ADDRESSES);
+        assert!(!kept.contains(&IpAddr::from([10, 1, 0, 0])));
+    }
+}
