@@ -1,7 +1,15 @@
 //! `vigil-proxy init`: the pod's init step (like linkerd's proxy-init or
 //! istio-init). It writes iptables `nat` rules so that the pod's TCP traffic
 //! passes through the sidecar: inbound to the inbound listener, outbound to
-//! the outbound listener (a transparent redirect target).
+//! the outbound listener (a transparent redirect target), and its DNS (UDP
+//! and TCP port 53, whatever the server) to the DNS listener.
+//!
+//! DNS comes right after the sidecar's own traffic, before loopback and the
+//! skip lists: `--skip-outbound-ports` and `--skip-outbound-cidrs` exempt
+//! TCP connections, not DNS (the cluster's DNS service usually lies in the
+//! service network such lists name, and a server the notebook picks itself
+//! must be answered by the pod's resolver too); `--redirect-dns off` is the
+//! way to leave DNS alone.
 //!
 //! Decide, then do: [`plan`] and [`plan_remove`] turn the flags into a list
 //! of [`IptablesCommand`]s (pure, table-tested); [`apply`] runs them. Vigil
@@ -46,6 +54,12 @@ pub const ENV_INIT_INBOUND_PORT: &str = "VIGIL_INIT_INBOUND_PORT";
 pub const ENV_INIT_OUTBOUND_PORT: &str = "VIGIL_INIT_OUTBOUND_PORT";
 /// Env var for `--proxy-uid`.
 pub const ENV_INIT_PROXY_UID: &str = "VIGIL_INIT_PROXY_UID";
+/// Env var for `--dns-port`.
+pub const ENV_INIT_DNS_PORT: &str = "VIGIL_INIT_DNS_PORT";
+/// Env var for `--redirect-dns` (`on` or `off`).
+pub const ENV_INIT_REDIRECT_DNS: &str = "VIGIL_INIT_REDIRECT_DNS";
+/// The port of DNS.
+pub const DNS_PORT: &str = "53";
 /// Env var for `--skip-inbound-ports` (comma-separated).
 pub const ENV_INIT_SKIP_INBOUND_PORTS: &str = "VIGIL_INIT_SKIP_INBOUND_PORTS";
 /// Env var for `--skip-outbound-ports` (comma-separated).
@@ -78,6 +92,14 @@ pub struct InitArgs {
     #[arg(long, env = ENV_INIT_OUTBOUND_PORT, default_value_t = 4140,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub outbound_port: u16,
+    /// Port of the sidecar's DNS listener (`--dns-addr`, and its IPv6 twin).
+    #[arg(long, env = ENV_INIT_DNS_PORT, default_value_t = 4153,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub dns_port: u16,
+    /// Redirect the pod's DNS (UDP and TCP port 53, to any server) to the
+    /// DNS listener: `on` or `off`.
+    #[arg(long, env = ENV_INIT_REDIRECT_DNS, value_enum, default_value_t = Switch::On)]
+    pub redirect_dns: Switch,
     /// uid the sidecar runs as: its own connections are never redirected
     /// (without this, they would loop back into it).
     #[arg(long, env = ENV_INIT_PROXY_UID, default_value_t = 2102)]
@@ -111,6 +133,15 @@ pub struct InitArgs {
     /// Delete Vigil's jumps and chains (and nothing else) instead.
     #[arg(long, env = ENV_INIT_REMOVE)]
     pub remove: bool,
+}
+
+/// A feature turned `on` or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// On.
+    On,
+    /// Off.
+    Off,
 }
 
 /// Whether `init` writes IPv6 rules too.
@@ -266,13 +297,22 @@ fn nat(op: &str, rest: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// The jump from a built-in chain to Vigil's chain: (parent, rule spec).
-fn jumps() -> [(&'static str, [&'static str; 4]); 2] {
+/// The jumps from a built-in chain to Vigil's chains: (parent, rule spec).
+/// TCP goes to both chains; UDP only for DNS (the last, [`DNS_JUMP`]).
+fn jumps() -> [(&'static str, &'static [&'static str]); 3] {
     [
-        ("PREROUTING", ["-p", "tcp", "-j", INBOUND_CHAIN]),
-        ("OUTPUT", ["-p", "tcp", "-j", OUTBOUND_CHAIN]),
+        ("PREROUTING", &["-p", "tcp", "-j", INBOUND_CHAIN]),
+        ("OUTPUT", &["-p", "tcp", "-j", OUTBOUND_CHAIN]),
+        (
+            "OUTPUT",
+            &["-p", "udp", "--dport", DNS_PORT, "-j", OUTBOUND_CHAIN],
+        ),
     ]
 }
+
+/// The index in [`jumps`] of the UDP DNS jump, written only with
+/// `--redirect-dns on`.
+const DNS_JUMP: usize = 2;
 
 /// The rules of `VIGIL_INBOUND`, as rule specs (after `-A VIGIL_INBOUND`).
 pub fn inbound_rules(args: &InitArgs) -> Vec<Vec<String>> {
@@ -293,10 +333,30 @@ pub fn inbound_rules(args: &InitArgs) -> Vec<Vec<String>> {
 pub fn outbound_rules(args: &InitArgs, v6: bool) -> Vec<Vec<String>> {
     let uid = args.proxy_uid.to_string();
     let loopback = if v6 { LOOPBACK_CIDR6 } else { LOOPBACK_CIDR };
-    let mut rules = vec![
-        strings(&["-m", "owner", "--uid-owner", &uid, "-j", "RETURN"]),
-        strings(&["-d", loopback, "-j", "RETURN"]),
-    ];
+    let mut rules = vec![strings(&[
+        "-m",
+        "owner",
+        "--uid-owner",
+        &uid,
+        "-j",
+        "RETURN",
+    ])];
+    if args.redirect_dns == Switch::On {
+        let to = args.dns_port.to_string();
+        for proto in ["udp", "tcp"] {
+            rules.push(strings(&[
+                "-p",
+                proto,
+                "--dport",
+                DNS_PORT,
+                "-j",
+                "REDIRECT",
+                "--to-ports",
+                &to,
+            ]));
+        }
+    }
+    rules.push(strings(&["-d", loopback, "-j", "RETURN"]));
     for p in &args.skip_outbound_ports.0 {
         rules.push(strings(&[
             "-p",
@@ -371,10 +431,15 @@ fn plan_family(args: &InitArgs, family: &Family) -> Vec<IptablesCommand> {
         guard: Guard::Always,
         stdin: Some(input),
     }];
-    for (parent, spec) in jumps() {
-        let check = [&[parent][..], &spec[..]].concat();
-        let add = nat("-A", &check);
-        out.push(make(add, Guard::UnlessOk(nat("-C", &check))));
+    for (index, (parent, spec)) in jumps().into_iter().enumerate() {
+        let check = [&[parent][..], spec].concat();
+        if index == DNS_JUMP && args.redirect_dns == Switch::Off {
+            // A re-run with DNS off takes back an earlier run's jump.
+            out.push(make(nat("-D", &check), Guard::IfOk(nat("-C", &check))));
+        } else {
+            let add = nat("-A", &check);
+            out.push(make(add, Guard::UnlessOk(nat("-C", &check))));
+        }
     }
     out
 }
@@ -395,7 +460,7 @@ fn plan_remove_family(family: &Family) -> Vec<IptablesCommand> {
     };
     let mut out = Vec::new();
     for (parent, spec) in jumps() {
-        let check = [&[parent][..], &spec[..]].concat();
+        let check = [&[parent][..], spec].concat();
         out.push(make(nat("-D", &check), Guard::IfOk(nat("-C", &check))));
     }
     for chain in [INBOUND_CHAIN, OUTBOUND_CHAIN] {
@@ -424,9 +489,13 @@ pub fn run(args: &InitArgs, out: &mut impl std::io::Write) -> Result<(), InitErr
     apply(&commands)?;
     let done = if args.remove { "removed" } else { "installed" };
     let programs: Vec<&str> = families.iter().map(|f| f.program.as_str()).collect();
+    let dns = match (args.remove, args.redirect_dns) {
+        (false, Switch::On) => format!("; DNS to port {}", args.dns_port),
+        _ => String::new(),
+    };
     let _ = writeln!(
         out,
-        "vigil-proxy init: {done} {INBOUND_CHAIN} and {OUTBOUND_CHAIN} (nat table, {})",
+        "vigil-proxy init: {done} {INBOUND_CHAIN} and {OUTBOUND_CHAIN} (nat table, {}{dns})",
         programs.join(" and ")
     );
     Ok(())

@@ -44,12 +44,15 @@ fn plans_the_default_rules() {
          -A VIGIL_INBOUND -p tcp --dport 4191 -j RETURN\n\
          -A VIGIL_INBOUND -p tcp -j REDIRECT --to-ports 4143\n\
          -A VIGIL_OUTBOUND -m owner --uid-owner 2102 -j RETURN\n\
+         -A VIGIL_OUTBOUND -p udp --dport 53 -j REDIRECT --to-ports 4153\n\
+         -A VIGIL_OUTBOUND -p tcp --dport 53 -j REDIRECT --to-ports 4153\n\
          -A VIGIL_OUTBOUND -d 127.0.0.0/8 -j RETURN\n\
          -A VIGIL_OUTBOUND -p tcp -j REDIRECT --to-ports 4140\n\
          COMMIT\n\
          EOF",
         "iptables -w -t nat -C PREROUTING -p tcp -j VIGIL_INBOUND 2>/dev/null || iptables -w -t nat -A PREROUTING -p tcp -j VIGIL_INBOUND",
         "iptables -w -t nat -C OUTPUT -p tcp -j VIGIL_OUTBOUND 2>/dev/null || iptables -w -t nat -A OUTPUT -p tcp -j VIGIL_OUTBOUND",
+        "iptables -w -t nat -C OUTPUT -p udp --dport 53 -j VIGIL_OUTBOUND 2>/dev/null || iptables -w -t nat -A OUTPUT -p udp --dport 53 -j VIGIL_OUTBOUND",
     ];
     assert_eq!(lines(&plan(&args, &v4(&args))), want);
 }
@@ -82,6 +85,8 @@ fn plans_skips_ports_uid_and_binary() {
             format!("{p} VIGIL_INBOUND -p tcp --dport 9000:9100 -j RETURN"),
             format!("{p} VIGIL_INBOUND -p tcp -j REDIRECT --to-ports 15006"),
             format!("{p} VIGIL_OUTBOUND -m owner --uid-owner 1337 -j RETURN"),
+            format!("{p} VIGIL_OUTBOUND -p udp --dport 53 -j REDIRECT --to-ports 4153"),
+            format!("{p} VIGIL_OUTBOUND -p tcp --dport 53 -j REDIRECT --to-ports 4153"),
             format!("{p} VIGIL_OUTBOUND -d 127.0.0.0/8 -j RETURN"),
             format!("{p} VIGIL_OUTBOUND -p tcp --dport 5432 -j RETURN"),
             format!("{p} VIGIL_OUTBOUND -d 10.96.0.0/12 -j RETURN"),
@@ -100,12 +105,59 @@ fn plans_removal_of_only_its_own_rules() {
     let want = [
         "iptables -w -t nat -C PREROUTING -p tcp -j VIGIL_INBOUND 2>/dev/null && iptables -w -t nat -D PREROUTING -p tcp -j VIGIL_INBOUND",
         "iptables -w -t nat -C OUTPUT -p tcp -j VIGIL_OUTBOUND 2>/dev/null && iptables -w -t nat -D OUTPUT -p tcp -j VIGIL_OUTBOUND",
+        "iptables -w -t nat -C OUTPUT -p udp --dport 53 -j VIGIL_OUTBOUND 2>/dev/null && iptables -w -t nat -D OUTPUT -p udp --dport 53 -j VIGIL_OUTBOUND",
         "iptables -w -t nat -S VIGIL_INBOUND 2>/dev/null && iptables -w -t nat -F VIGIL_INBOUND",
         "iptables -w -t nat -S VIGIL_INBOUND 2>/dev/null && iptables -w -t nat -X VIGIL_INBOUND",
         "iptables -w -t nat -S VIGIL_OUTBOUND 2>/dev/null && iptables -w -t nat -F VIGIL_OUTBOUND",
         "iptables -w -t nat -S VIGIL_OUTBOUND 2>/dev/null && iptables -w -t nat -X VIGIL_OUTBOUND",
     ];
     assert_eq!(lines(&plan_remove(&v4(&args))), want);
+}
+
+#[test]
+fn dns_is_redirected_before_the_skips_and_can_be_turned_off() {
+    // DNS to any server, also one in a skipped network or on a skipped
+    // port, goes to the DNS listener; the sidecar's own lookups do not.
+    let args = parse(&[
+        "--dns-port",
+        "15053",
+        "--skip-outbound-ports",
+        "53",
+        "--skip-outbound-cidrs",
+        "10.96.0.0/12",
+    ])
+    .unwrap();
+    let rules = outbound_rules(&args, false);
+    let text: Vec<String> = rules.iter().map(|r| r.join(" ")).collect();
+    assert_eq!(text[0], "-m owner --uid-owner 2102 -j RETURN");
+    assert_eq!(text[1], "-p udp --dport 53 -j REDIRECT --to-ports 15053");
+    assert_eq!(text[2], "-p tcp --dport 53 -j REDIRECT --to-ports 15053");
+    assert!(
+        text[3..]
+            .iter()
+            .all(|r| !r.contains("REDIRECT --to-ports 15053"))
+    );
+    let v6: Vec<String> = outbound_rules(&args, true)
+        .iter()
+        .map(|r| r.join(" "))
+        .collect();
+    assert_eq!(text[..3], v6[..3], "IPv6 alike");
+
+    // Off: no DNS rules, and a re-run takes back an earlier run's UDP jump.
+    let mut env_off = parse(&[]).unwrap();
+    env_off.redirect_dns = Switch::Off;
+    assert_eq!(parse(&["--redirect-dns", "off"]).unwrap(), env_off);
+    let rules = outbound_rules(&env_off, false);
+    assert!(
+        rules.iter().all(|r| !r.contains(&"53".to_owned())),
+        "{rules:?}"
+    );
+    let plan = lines(&plan(&env_off, &v4(&env_off)));
+    assert_eq!(
+        plan.last().unwrap(),
+        "iptables -w -t nat -C OUTPUT -p udp --dport 53 -j VIGIL_OUTBOUND 2>/dev/null && iptables -w -t nat -D OUTPUT -p udp --dport 53 -j VIGIL_OUTBOUND"
+    );
+    assert!(plan.iter().all(|l| !l.contains("4153")), "{plan:#?}");
 }
 
 #[test]
@@ -121,6 +173,8 @@ fn refuses_bad_values() {
         (vec!["--ipv6", "maybe"], "--ipv6"),
         (vec!["--inbound-port", "0"], "--inbound-port"),
         (vec!["--proxy-uid", "x"], "--proxy-uid"),
+        (vec!["--dns-port", "0"], "--dns-port"),
+        (vec!["--redirect-dns", "yes"], "--redirect-dns"),
     ];
     for (argv, want) in cases {
         let err = parse(&argv).unwrap_err();
@@ -164,6 +218,7 @@ fn applies_guards_and_reports_failures() {
         [
             "iptables-restore -w --noflush",
             "iptables -w -t nat -A OUTPUT -p tcp -j VIGIL_OUTBOUND",
+            "iptables -w -t nat -A OUTPUT -p udp --dport 53 -j VIGIL_OUTBOUND",
         ]
     );
     let fed = ran[0].1.as_deref().unwrap();
@@ -247,6 +302,8 @@ fn plans_ipv6_with_ip6tables_and_only_ipv6_networks() {
         outbound,
         [
             &format!("{p} -m owner --uid-owner 2102 -j RETURN"),
+            &format!("{p} -p udp --dport 53 -j REDIRECT --to-ports 4153"),
+            &format!("{p} -p tcp --dport 53 -j REDIRECT --to-ports 4153"),
             &format!("{p} -d ::1/128 -j RETURN"),
             &format!("{p} -d fd00:10:96::/112 -j RETURN"),
             &format!("{p} -d 2001:db8::1/128 -j RETURN"),
