@@ -18,8 +18,8 @@ use crate::graph::Graph;
 use crate::inventory::Inventory;
 use crate::metrics::{EngineMetrics, ReportResult, ViolationLabels};
 use crate::model::{
-    Alert, AlertKind, Batch, Direction, EdgeKey, Mode, Modes, NodeId, Observation, WorkloadId,
-    alert_key, now_unix, rfc3339,
+    Action, Alert, AlertKind, Batch, Direction, EdgeKey, Mode, Modes, NodeId, OVERFLOW,
+    Observation, WorkloadId, alert_key, now_unix, rfc3339,
 };
 use crate::policy::{self, Policies};
 use crate::snapshot::{self, Parts, Snapshot, label};
@@ -36,6 +36,11 @@ struct About {
     destination: String,
     claimed: Option<String>,
 }
+
+/// Distinct destinations the controller tracks per workload; traffic to
+/// new ones past this is counted under [`OVERFLOW`] (and alerted once, as
+/// `limit_reached`).
+pub const MAX_PEERS: usize = 1000;
 
 /// Commands queued before senders wait.
 const QUEUE: usize = 1024;
@@ -268,7 +273,24 @@ impl Engine {
         obs: &Observation,
         now: u64,
     ) -> Option<EdgeKey> {
-        let edge = self.edge_of(reporter, obs)?;
+        let mut edge = self.edge_of(reporter, obs)?;
+        let overflow = self.is_overflow(&edge);
+        if overflow {
+            let folded = NodeId::External(OVERFLOW.to_owned());
+            if self.graph.edge(&(edge.0.clone(), folded.clone())).is_none() {
+                let verdict = Verdict {
+                    kind: AlertKind::LimitReached,
+                    action: Action::Flagged,
+                };
+                let about = About {
+                    destination: OVERFLOW.to_owned(),
+                    claimed: None,
+                };
+                self.raise(changes, verdict, reporter, about, Hits::of(obs), now);
+            }
+            self.metrics.overflowed.inc_by(obs.count);
+            edge.1 = folded;
+        }
         self.graph.record(&edge, obs, now);
         if obs.count == 0 {
             // A long stream's later report: its bytes so far. The stream
@@ -289,7 +311,7 @@ impl Engine {
             detect::check_claim(obs).map(|(verdict, claimed)| (verdict, claimed.to_string(), None));
         let mismatch = detect::check_name(obs)
             .map(|(verdict, name)| (verdict, destination.clone(), Some(name.to_owned())));
-        let abnormal = mining.is_some() || claim.is_some() || mismatch.is_some();
+        let abnormal = mining.is_some() || claim.is_some() || mismatch.is_some() || overflow;
         let off_baseline = if mode == Mode::Learning {
             // Never learned: a miner, an impersonator, or a workload lying
             // about its destination, seen while learning stays abnormal.
@@ -314,6 +336,21 @@ impl Engine {
             self.raise(changes, verdict.seen(hits), reporter, about, hits, now);
         }
         Some(edge)
+    }
+
+    /// Whether `edge` would be a workload's new destination past
+    /// [`MAX_PEERS`] (or is the overflow itself): such traffic is counted
+    /// under [`OVERFLOW`], never learned, so a flood of unique names costs
+    /// bounded memory and time.
+    fn is_overflow(&self, edge: &EdgeKey) -> bool {
+        match &edge.1 {
+            NodeId::External(name) if name == OVERFLOW => true,
+            _ => {
+                matches!(edge.0, NodeId::Workload(_))
+                    && self.graph.edge(edge).is_none()
+                    && self.graph.out_degree(&edge.0) >= MAX_PEERS
+            }
+        }
     }
 
     /// The graph edge an observation belongs to. Inbound calls from another

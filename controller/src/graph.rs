@@ -131,6 +131,16 @@ impl Graph {
         self.graph.find_edge(a, b).map(|ix| &self.graph[ix])
     }
 
+    /// How many edges leave `node` (its distinct peers, for an outbound
+    /// caller).
+    pub fn out_degree(&self, node: &NodeId) -> usize {
+        self.index.get(node).map_or(0, |&ix| {
+            self.graph
+                .edges_directed(ix, petgraph::Direction::Outgoing)
+                .count()
+        })
+    }
+
     /// All nodes.
     pub fn nodes(&self) -> impl Iterator<Item = &NodeId> {
         self.graph.node_weights()

@@ -53,6 +53,8 @@ pub enum KindLabel {
     spoofed_source,
     /// `name_mismatch`.
     name_mismatch,
+    /// `limit_reached`.
+    limit_reached,
 }
 
 impl From<AlertKind> for KindLabel {
@@ -64,6 +66,7 @@ impl From<AlertKind> for KindLabel {
             AlertKind::MiningProtocol => Self::mining_protocol,
             AlertKind::SpoofedSource => Self::spoofed_source,
             AlertKind::NameMismatch => Self::name_mismatch,
+            AlertKind::LimitReached => Self::limit_reached,
         }
     }
 }
@@ -83,6 +86,9 @@ pub struct EngineMetrics {
     pub sidecars_connected: Gauge,
     /// Policies published to sidecars (changed ones only).
     pub policy_updates: Counter,
+    /// Requests to new destinations counted under the overflow destination
+    /// because their workload reached the cap.
+    pub overflowed: Counter,
 }
 
 impl EngineMetrics {
@@ -95,7 +101,13 @@ impl EngineMetrics {
             commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             sidecars_connected: Gauge::default(),
             policy_updates: Counter::default(),
+            overflowed: Counter::default(),
         };
+        registry.register(
+            "vigil_controller_overflowed",
+            "Requests to new destinations counted under the overflow destination because their workload reached the cap on distinct destinations",
+            metrics.overflowed.clone(),
+        );
         registry.register(
             "vigil_controller_reports",
             "Report batches from sidecars, by outcome",

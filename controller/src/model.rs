@@ -316,7 +316,16 @@ pub enum AlertKind {
     /// its connection did not go to (in any mode): judged by the real
     /// address, and blocked in enforcement.
     NameMismatch,
+    /// A workload reached the cap on distinct destinations the controller
+    /// tracks for it (a flood of unique names): later new ones are counted
+    /// together under [`OVERFLOW`].
+    LimitReached,
 }
+
+/// The one destination a workload's traffic to new destinations is counted
+/// under once it has reached the cap; the sidecars fold their own overflow
+/// into it too.
+pub use vigil_proto::OVERFLOW_AUTHORITY as OVERFLOW;
 
 impl AlertKind {
     /// The name used in JSON and tables.
@@ -328,6 +337,7 @@ impl AlertKind {
             Self::MiningProtocol => "mining_protocol",
             Self::SpoofedSource => "spoofed_source",
             Self::NameMismatch => "name_mismatch",
+            Self::LimitReached => "limit_reached",
         }
     }
 }

@@ -10,3 +10,9 @@
 pub mod v1 {
     tonic::include_proto!("vigil.v1");
 }
+
+/// The authority a sidecar reports traffic to new destinations under once
+/// its aggregator is full, and the destination the controller counts a
+/// workload's new destinations under once it reached its cap: a reserved
+/// name (RFC 2606 `.invalid`) that never resolves, so it names no real host.
+pub const OVERFLOW_AUTHORITY: &str = "overflow.vigil.invalid:0";

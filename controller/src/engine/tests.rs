@@ -441,3 +441,66 @@ async fn a_lie_about_the_destination_is_alerted_in_every_mode_and_never_learned(
     assert_eq!(json["claimed"], "pypi.test:8000");
     stop(h, thread).await;
 }
+
+#[tokio::test]
+async fn a_flood_of_unique_destinations_is_bounded_and_alerted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, thread) = start(dir.path());
+    h.register(id("web"), vec![], "t".into(), None)
+        .await
+        .unwrap();
+    h.set_mode(None, ENFORCE).await.unwrap();
+    let flood = |from: usize, to: usize| -> Vec<Observation> {
+        (from..to)
+            .map(|i| {
+                let mut o = outbound(&format!("x{i}.pool.test:3333"), None, 1);
+                o.denied = 1;
+                o
+            })
+            .collect()
+    };
+    let total = crate::engine::MAX_PEERS + 500;
+    for chunk in (0..total).step_by(250) {
+        report(&h, id("web"), flood(chunk, chunk + 250), 0)
+            .await
+            .unwrap();
+    }
+    let snap = h.snapshot();
+    let from_web = snap
+        .graph
+        .edges
+        .iter()
+        .filter(|e| e.source == "workload:default/web")
+        .count();
+    assert_eq!(
+        from_web,
+        crate::engine::MAX_PEERS + 1,
+        "the cap plus the overflow"
+    );
+    let overflow = snap
+        .graph
+        .edges
+        .iter()
+        .find(|e| e.target == format!("external:{OVERFLOW}"))
+        .expect("an overflow edge");
+    assert_eq!(
+        (overflow.requests, overflow.denied),
+        (500, 500),
+        "none lost"
+    );
+    assert!(!overflow.in_baseline);
+    let limits: Vec<_> = snap
+        .alerts
+        .iter()
+        .filter(|a| a.kind == AlertKind::LimitReached)
+        .collect();
+    assert_eq!(limits.len(), 1, "{limits:?}");
+    assert_eq!(limits[0].destination, OVERFLOW);
+    let egress = snap
+        .alerts
+        .iter()
+        .filter(|a| a.kind == AlertKind::UnknownEgress)
+        .count();
+    assert_eq!(egress, crate::engine::MAX_PEERS + 1, "alerts aggregate too");
+    stop(h, thread).await;
+}

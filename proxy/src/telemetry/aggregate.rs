@@ -63,6 +63,32 @@ struct Key {
     claimed_authority: String,
 }
 
+impl Key {
+    /// The key new records are counted under once the aggregator is full.
+    fn overflow(self) -> Key {
+        let outbound = self.direction == Direction::Outbound;
+        Key {
+            direction: self.direction,
+            protocol: self.protocol,
+            source: String::new(),
+            authority: if outbound {
+                OVERFLOW.to_owned()
+            } else {
+                String::new()
+            },
+            resolved: String::new(),
+            method: String::new(),
+            path: String::new(),
+            status: 0,
+            claimed_source: String::new(),
+            claimed_authority: String::new(),
+        }
+    }
+}
+
+/// The destination records are counted under once the aggregator is full.
+pub use vigil_proto::OVERFLOW_AUTHORITY as OVERFLOW;
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Stats {
     count: u64,
@@ -114,15 +140,15 @@ impl Aggregator {
             claimed_source: r.claimed_source,
             claimed_authority: r.claimed_authority,
         };
-        let full = self.map.len() >= self.max_keys;
-        let stats = match self.map.get_mut(&key) {
-            Some(stats) => stats,
-            None if full => {
-                self.dropped += 1;
-                return;
-            }
-            None => self.map.entry(key).or_default(),
+        let key = if self.map.len() >= self.max_keys && !self.map.contains_key(&key) {
+            // Full: what is new is counted, not dropped, under one key per
+            // direction and protocol, so a flood of unique names still
+            // reaches the controller (denials included) in bounded space.
+            key.overflow()
+        } else {
+            key
         };
+        let stats = self.map.entry(key).or_default();
         stats.count += r.count;
         // A denial is always a counted event (denied never exceeds count).
         stats.denied += u64::from(r.denied && r.count > 0);
@@ -226,18 +252,29 @@ mod tests {
     }
 
     #[test]
-    fn caps_keys_and_counts_drops() {
+    fn past_the_key_cap_new_destinations_are_counted_under_the_overflow() {
         let mut agg = Aggregator::new(2);
         agg.add(record("/a", 200, 1, false));
         agg.add(record("/b", 200, 1, false));
-        agg.add(record("/c", 200, 1, false));
-        agg.add(record("/a", 200, 1, false)); // existing key still merges
+        // A flood of unique denied destinations: none is lost.
+        for i in 0..1000 {
+            let mut r = record("/", 403, 1, true);
+            r.authority = format!("x{i}.pool.test:3333");
+            agg.add(r);
+        }
+        agg.add(record("/a", 200, 1, false)); // existing keys still merge
         agg.add_dropped(5);
         let batch = agg.take_batch(&v1::Identity::default()).unwrap();
-        assert_eq!(batch.observations.len(), 2);
-        assert_eq!(batch.dropped, 6);
+        assert_eq!(batch.observations.len(), 3, "{:?}", batch.observations);
+        assert_eq!(batch.dropped, 5, "counted, not dropped");
+        let overflow = batch
+            .observations
+            .iter()
+            .find(|o| o.authority == OVERFLOW)
+            .unwrap();
+        assert_eq!((overflow.count, overflow.denied), (1000, 1000));
         let total: u64 = batch.observations.iter().map(|o| o.count).sum();
-        assert_eq!(total, 3);
+        assert_eq!(total, 1003);
         // A batch with only drops is still reported; then the count resets.
         agg.add_dropped(1);
         assert_eq!(agg.take_batch(&v1::Identity::default()).unwrap().dropped, 1);

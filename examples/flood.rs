@@ -1,0 +1,262 @@
+//! Flood benchmark: how the controller holds up when a workload reports a
+//! flood of unique denied destinations (a scanner, or a miner rotating pool
+//! names). It starts the real `vigil-controller` binary in enforcement,
+//! feeds it `N` unique destinations from one simulated sidecar over real
+//! gRPC (batches of 1,000 observations, each sent once the previous one is
+//! acknowledged), then has a second sidecar report one new destination and
+//! times how long until that alert is visible in the API. It prints the
+//! flood's duration, the alert delay and the controller's memory (RSS).
+//!
+//! ```sh
+//! cargo build --release --workspace --bins
+//! cargo run --release --example flood -- 10000 100000
+//! ```
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use vigil_proto::v1;
+
+const BATCH: usize = 1000;
+
+fn main() -> anyhow::Result<()> {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().context("sizes are numbers of destinations"))
+        .collect::<Result<_, _>>()?;
+    let sizes = if sizes.is_empty() {
+        vec![10_000]
+    } else {
+        sizes
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    println!(
+        "| unique destinations | flood time | observations/s | new alert visible after | controller RSS |"
+    );
+    println!("|---|---|---|---|---|");
+    for n in sizes {
+        runtime.block_on(run(n))?;
+    }
+    Ok(())
+}
+
+/// The controller binary next to this example's directory.
+fn controller_binary() -> anyhow::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().and_then(Path::parent).context("target dir")?;
+    let path = dir.join("vigil-controller");
+    if !path.exists() {
+        bail!(
+            "{} is missing: cargo build --release --workspace --bins",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+struct Controller {
+    child: Child,
+    grpc: SocketAddr,
+    http: SocketAddr,
+    admin_token: String,
+    sidecar_token: String,
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn start_controller(dir: &Path) -> anyhow::Result<Controller> {
+    let (grpc, http) = (
+        SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+        SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+    );
+    let child = Command::new(controller_binary()?)
+        .args([
+            "--grpc-addr",
+            &grpc.to_string(),
+            "--http-addr",
+            &http.to_string(),
+        ])
+        .arg("--data-dir")
+        .arg(dir)
+        .env("VIGIL_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let start = Instant::now();
+    while TcpStream::connect(http).is_err() {
+        if start.elapsed() > Duration::from_secs(20) {
+            bail!("the controller did not start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).map(|s| s.trim().to_owned());
+    Ok(Controller {
+        child,
+        grpc,
+        http,
+        admin_token: read("admin.token")?,
+        sidecar_token: read("sidecar.token")?,
+    })
+}
+
+/// A plain HTTP/1.1 call to the controller's API; returns the body.
+fn api(ctl: &Controller, method: &str, path: &str, body: &str) -> anyhow::Result<String> {
+    let mut stream = TcpStream::connect(ctl.http)?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        ctl.http,
+        ctl.admin_token,
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (_, body) = response
+        .split_once("\r\n\r\n")
+        .context("an HTTP response")?;
+    Ok(body.to_owned())
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// One simulated sidecar: registered, with an open report stream.
+struct Sidecar {
+    identity: v1::Identity,
+    tx: tokio::sync::mpsc::Sender<v1::ReportBatch>,
+    acks: tonic::Streaming<v1::ReportAck>,
+    _policies: tonic::Streaming<v1::Policy>,
+    seq: u64,
+}
+
+impl Sidecar {
+    async fn connect(ctl: &Controller, name: &str) -> anyhow::Result<Self> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", ctl.grpc))?
+            .connect()
+            .await?;
+        let mut client = v1::controller_client::ControllerClient::new(channel);
+        let token = format!("Bearer {}", ctl.sidecar_token);
+        fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
+            let mut request = tonic::Request::new(message);
+            request
+                .metadata_mut()
+                .insert("authorization", token.parse().expect("ascii"));
+            request
+        }
+        let identity = v1::Identity {
+            workload: name.into(),
+            namespace: "default".into(),
+            instance: format!("flood-{name}"),
+        };
+        let registration = v1::Registration {
+            identity: Some(identity.clone()),
+            inbound_addrs: vec![],
+            proxy_version: "flood".into(),
+        };
+        let mut policies = client
+            .register(authorized(registration, &token))
+            .await?
+            .into_inner();
+        policies.message().await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let acks = client
+            .report(authorized(stream, &token))
+            .await?
+            .into_inner();
+        Ok(Sidecar {
+            identity,
+            tx,
+            acks,
+            _policies: policies,
+            seq: 0,
+        })
+    }
+
+    /// Sends one batch and waits for its acknowledgement.
+    async fn report(&mut self, observations: Vec<v1::Observation>) -> anyhow::Result<()> {
+        self.seq += 1;
+        let batch = v1::ReportBatch {
+            identity: Some(self.identity.clone()),
+            seq: self.seq,
+            observations,
+            dropped: 0,
+        };
+        self.tx.send(batch).await?;
+        let ack = self.acks.message().await?.context("the ack stream ended")?;
+        if ack.seq != self.seq {
+            bail!("ack {} for batch {}", ack.seq, self.seq);
+        }
+        Ok(())
+    }
+}
+
+fn denied(authority: String) -> v1::Observation {
+    v1::Observation {
+        direction: v1::Direction::Outbound.into(),
+        protocol: v1::Protocol::Tcp.into(),
+        authority,
+        count: 1,
+        denied: 1,
+        ..Default::default()
+    }
+}
+
+async fn run(n: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ctl = start_controller(dir.path())?;
+    api(&ctl, "PUT", "/api/v1/mode", r#"{"mode":"enforcement"}"#)?;
+    let mut flooder = Sidecar::connect(&ctl, "scanner").await?;
+    let mut marker = Sidecar::connect(&ctl, "marker").await?;
+    let start = Instant::now();
+    for chunk in (0..n).step_by(BATCH) {
+        let batch = (chunk..(chunk + BATCH).min(n))
+            .map(|i| denied(format!("x{i}.pool.test:3333")))
+            .collect();
+        flooder.report(batch).await?;
+    }
+    let flood = start.elapsed();
+    let sent = Instant::now();
+    marker
+        .report(vec![denied("new.marker.test:443".into())])
+        .await?;
+    loop {
+        if api(&ctl, "GET", "/api/v1/alerts", "")?.contains("new.marker.test:443") {
+            break;
+        }
+        if sent.elapsed() > Duration::from_secs(120) {
+            bail!("the marker's alert never showed");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let delay = sent.elapsed();
+    println!(
+        "| {n} | {:.2} s | {:.0} | {:.0} ms | {:.1} MiB |",
+        flood.as_secs_f64(),
+        n as f64 / flood.as_secs_f64(),
+        delay.as_secs_f64() * 1000.0,
+        rss_mib(ctl.child.id())
+    );
+    Ok(())
+}
