@@ -104,6 +104,10 @@ fn init_is_idempotent_and_removes_only_its_own_rules() {
         "-A VIGIL_OUTBOUND -m owner --uid-owner 2102 -j RETURN",
         "-A VIGIL_OUTBOUND -d 127.0.0.0/8 -j RETURN",
         "-A VIGIL_OUTBOUND -p tcp -j REDIRECT --to-ports 4140",
+        // DNS, over UDP and TCP, to the DNS listener.
+        "-A OUTPUT -p udp -m udp --dport 53 -j VIGIL_OUTBOUND",
+        "-A VIGIL_OUTBOUND -p udp -m udp --dport 53 -j REDIRECT --to-ports 4153",
+        "-A VIGIL_OUTBOUND -p tcp -m tcp --dport 53 -j REDIRECT --to-ports 4153",
         unrelated,
     ] {
         assert!(
@@ -119,6 +123,8 @@ fn init_is_idempotent_and_removes_only_its_own_rules() {
         for want in [
             "-A OUTPUT -p tcp -j VIGIL_OUTBOUND",
             "-A VIGIL_OUTBOUND -d ::1/128 -j RETURN",
+            "-A OUTPUT -p udp -m udp --dport 53 -j VIGIL_OUTBOUND",
+            "-A VIGIL_OUTBOUND -p udp -m udp --dport 53 -j REDIRECT --to-ports 4153",
             "-A VIGIL_OUTBOUND -p tcp -j REDIRECT --to-ports 4140",
             "-A VIGIL_INBOUND -p tcp -j REDIRECT --to-ports 4143",
         ] {
@@ -143,6 +149,20 @@ fn init_is_idempotent_and_removes_only_its_own_rules() {
     assert!(other.contains(&"-A VIGIL_OUTBOUND -d 10.96.0.0/12 -j RETURN".to_owned()));
     assert!(other.contains(&"-A VIGIL_OUTBOUND -m owner --uid-owner 1337 -j RETURN".to_owned()));
     assert_eq!(other.len(), once.len() + 1, "{other:#?}");
+
+    // DNS off: its rules and its UDP jump go, the rest stays.
+    init(&["--redirect-dns", "off"]);
+    let off = ns.nat_rules();
+    assert!(
+        off.iter()
+            .all(|l| !l.contains("--dport 53 -j VIGIL_OUTBOUND")),
+        "{off:#?}"
+    );
+    assert!(
+        off.iter().all(|l| !l.contains("--to-ports 4153")),
+        "{off:#?}"
+    );
+    assert!(off.contains(&"-A OUTPUT -p tcp -j VIGIL_OUTBOUND".to_owned()));
 
     init(&["--remove"]);
     assert_eq!(

@@ -119,6 +119,16 @@ impl Netns {
         std::fs::write(dir.join("hosts"), text).unwrap();
     }
 
+    /// Gives the namespace its own `/etc/resolv.conf` (mounted over it by
+    /// `ip netns exec`, like [`Netns::hosts`]), one line each, e.g.
+    /// `nameserver 10.66.0.2`; removed on drop.
+    pub fn resolv_conf(&self, lines: &[&str]) {
+        let dir = Path::new("/etc/netns").join(&self.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(dir.join("resolv.conf"), text).unwrap();
+    }
+
     /// Runs `program args` inside; panics on failure; returns stdout.
     pub fn run(&self, program: &str, args: &[&str]) -> String {
         check(self.cmd(program).args(args))
@@ -259,6 +269,21 @@ pub fn sidecar(pod: &Netns, grpc: SocketAddr, log_dir: &Path) -> Proc {
 
 /// [`sidecar`] for `workload` in namespace `default`.
 pub fn sidecar_for(pod: &Netns, workload: &str, grpc: SocketAddr, log_dir: &Path) -> Proc {
+    sidecar_with(pod, workload, grpc, log_dir, &[], None)
+}
+
+/// [`sidecar_for`] with `extra` flags and, with `resolv_conf`, that file
+/// as the sidecar's own `/etc/resolv.conf` (bind-mounted in the private
+/// mount namespace `ip netns exec` gives it), so its own lookups can
+/// differ from the pod's.
+pub fn sidecar_with(
+    pod: &Netns,
+    workload: &str,
+    grpc: SocketAddr,
+    log_dir: &Path,
+    extra: &[&str],
+    resolv_conf: Option<&Path>,
+) -> Proc {
     let proxy = executable_copy(&bin("vigil-proxy"), log_dir);
     // The controller's token file is root's (0600): the sidecar's uid gets
     // its own copy, as a mounted secret would be.
@@ -266,7 +291,18 @@ pub fn sidecar_for(pod: &Netns, workload: &str, grpc: SocketAddr, log_dir: &Path
     std::fs::copy(super::sidecar_token_file(log_dir), &token).unwrap();
     let uid = PROXY_UID.parse().unwrap();
     std::os::unix::fs::chown(&token, Some(uid), Some(uid)).unwrap();
-    let mut cmd = pod.cmd("setpriv");
+    let mut cmd = match resolv_conf {
+        None => pod.cmd("setpriv"),
+        Some(file) => {
+            let mut cmd = pod.cmd("sh");
+            cmd.args([
+                "-c",
+                r#"mount --bind "$0" /etc/resolv.conf && exec setpriv "$@""#,
+            ])
+            .arg(file);
+            cmd
+        }
+    };
     cmd.args(["--reuid", PROXY_UID, "--regid", PROXY_UID, "--clear-groups"])
         .arg(&proxy)
         .args(["--workload", workload, "--namespace", "default"])
@@ -278,7 +314,8 @@ pub fn sidecar_for(pod: &Netns, workload: &str, grpc: SocketAddr, log_dir: &Path
         .arg("--controller-token-file")
         .arg(&token)
         .arg("--controller")
-        .arg(format!("http://{grpc}"));
+        .arg(format!("http://{grpc}"))
+        .args(extra);
     let proc = spawn_proc(&format!("vigil-proxy-{workload}"), cmd, log_dir);
     wait_for("the sidecar's /ready", || {
         (pod.curl(&["http://127.0.0.1:4191/ready"]).0 == 200).then_some(())

@@ -1,0 +1,264 @@
+//! End-to-end: the pod's DNS goes through the sidecar, in real network
+//! namespaces (see `common::netns`). `vigil-proxy init` redirects UDP and
+//! TCP port 53 to the sidecar's DNS listener, which forwards to the pod's
+//! resolver (dnsmasq in the server namespace), records each query, feeds the
+//! answers to name binding and, in enforcement, refuses names outside the
+//! baseline.
+//!
+//! Needs root, what `able()` lists, `dig` (Debian bind9-dnsutils) and
+//! `dnsmasq` (Debian dnsmasq-base); without them the test prints why it is
+//! skipped and passes. CI installs them.
+//!
+//! ```text
+//!  root ns                  pod ns                                  server ns
+//!  vigil-controller  veth   vigil-proxy (uid 2102), dig as uid 1000  veth  dnsmasq :53
+//!  gRPC 10.77.a.b+1 ------- 10.77.a.b+2   10.66.0.1 ------------------------ 10.66.0.2
+//!                           resolv.conf: nameserver 10.66.0.2                pypi :8000
+//! ```
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use common::netns::{
+    IPTABLES, Netns, Network, PROXY_UID, able, check, ipv6, on_path, sidecar_with,
+};
+use common::{Controller, Proc, bin, serve_forever, spawn_proc, wait_for};
+
+/// Env var that turns [`helper_dns_http_server`] into a server: `name@ip:port`.
+const SERVE_ENV: &str = "DNS_TEST_SERVE";
+/// The uid the notebook's tools run as.
+const USER: &str = "1000";
+
+/// Not a test of Vigil: the body of the HTTP server this file starts in the
+/// server namespace (by re-running this test binary with [`SERVE_ENV`]).
+#[test]
+fn helper_dns_http_server() {
+    let Ok(spec) = std::env::var(SERVE_ENV) else {
+        return;
+    };
+    let (name, addr) = spec.split_once('@').expect("name@ip:port");
+    serve_forever(
+        Box::leak(name.to_owned().into_boxed_str()),
+        addr.parse().expect("ip:port"),
+    );
+}
+
+fn http_server(ns: &Netns, name: &str, addr: &str, log_dir: &Path) -> Proc {
+    let mut cmd = ns.cmd(std::env::current_exe().unwrap());
+    cmd.args(["helper_dns_http_server", "--exact", "--nocapture"])
+        .env(SERVE_ENV, format!("{name}@{addr}"));
+    spawn_proc(&format!("{name}-{}", ns.name), cmd, log_dir)
+}
+
+/// dnsmasq on 10.66.0.2:53 answering `names` with 10.66.0.2 (and nothing
+/// else: no upstream, no hosts file).
+fn dnsmasq(srv: &Netns, names: &[&str], log_dir: &Path) -> Proc {
+    let mut cmd = srv.cmd("dnsmasq");
+    cmd.args([
+        "--no-daemon",
+        "--conf-file=/dev/null",
+        "--listen-address=10.66.0.2",
+        "--bind-interfaces",
+        "--no-resolv",
+        "--no-hosts",
+        "--log-queries",
+        "--log-facility=-",
+        "--user=root",
+    ])
+    .arg(format!(
+        "--pid-file={}",
+        log_dir.join("dnsmasq.pid").display()
+    ));
+    for name in names {
+        cmd.arg(format!("--address=/{name}/10.66.0.2"));
+    }
+    spawn_proc(&format!("dnsmasq-{}", srv.name), cmd, log_dir)
+}
+
+/// `dig args` in the pod as uid [`USER`]; returns its output.
+fn dig(pod: &Netns, args: &[&str]) -> String {
+    let out = pod
+        .cmd("setpriv")
+        .args(["--reuid", USER, "--regid", USER, "--clear-groups", "dig"])
+        .args(["+time=3", "+tries=1"])
+        .args(args)
+        .output()
+        .expect("running dig");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// curl in the pod as uid [`USER`]; returns the status (0: no answer).
+fn curl_as_user(pod: &Netns, url: &str) -> u16 {
+    let out = pod
+        .cmd("setpriv")
+        .args(["--reuid", USER, "--regid", USER, "--clear-groups", "curl"])
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "8",
+            "-w",
+            "%{http_code}",
+            url,
+        ])
+        .output()
+        .expect("running curl");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// The sidecar's metric line for DNS queries of `name` (`requests` or
+/// `denied`), with its count.
+fn dns_metric(pod: &Netns, kind: &str, name: &str) -> Option<u64> {
+    let (_, metrics) = pod.curl(&["http://127.0.0.1:4191/metrics"]);
+    let prefix = format!(
+        "vigil_proxy_observed_{kind}_total{{direction=\"outbound\",protocol=\"dns\",destination=\"{name}\"}} "
+    );
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+#[test]
+fn dns_goes_through_the_sidecar() {
+    let test = "dns_goes_through_the_sidecar";
+    if !able(test) {
+        return;
+    }
+    if let Some(tool) = ["dig", "dnsmasq", "sh", "mount"]
+        .into_iter()
+        .find(|t| !on_path(t))
+    {
+        eprintln!(
+            "SKIPPED {test}: `{tool}` is not installed (apt-get install -y bind9-dnsutils dnsmasq-base); CI runs it."
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Network::new();
+    let (pod, srv) = (&net.pod, &net.server);
+    // The pod's resolver is dnsmasq; a DNS server the notebook picks itself
+    // (TEST-NET-1, routed into the server namespace, which forwards nothing)
+    // is never reached: the redirect answers for it.
+    pod.resolv_conf(&["nameserver 10.66.0.2"]);
+    pod.run("ip", &["route", "add", "192.0.2.0/24", "via", "10.66.0.2"]);
+    let names = ["pypi.test", "late.test", "never-seen.test", "unlooked.test"];
+    let resolver = dnsmasq(srv, &names, tmp.path());
+    let _pypi = http_server(srv, "pypi", "10.66.0.2:8000", tmp.path());
+    wait_for("the pypi server", || {
+        (srv.curl(&["http://10.66.0.2:8000/"]).0 == 200).then_some(())
+    });
+    wait_for("dnsmasq", || {
+        let out = srv
+            .cmd("dig")
+            .args(["+short", "+time=1", "+tries=1", "@10.66.0.2", "pypi.test"])
+            .output()
+            .ok()?;
+        (String::from_utf8_lossy(&out.stdout).trim() == "10.66.0.2").then_some(())
+    });
+
+    let grpc = SocketAddr::from((net.root_ip, 0));
+    let http = SocketAddr::from(([127, 0, 0, 1], 0));
+    let ctl = Controller::start_on(&tmp.path().join("data"), tmp.path(), grpc, http);
+    let out = check(pod.cmd(bin("vigil-proxy")).args([
+        "init",
+        "--iptables",
+        IPTABLES,
+        "--proxy-uid",
+        PROXY_UID,
+    ]));
+    assert!(out.contains("DNS to port 4153"), "{out}");
+    // The sidecar's own resolver knows none of these names (nothing listens
+    // on 127.0.0.1:53 for it): what it believes of them comes from the
+    // answers the pod received.
+    let own = tmp.path().join("sidecar-resolv.conf");
+    std::fs::write(&own, "nameserver 127.0.0.1\n").unwrap();
+    let sidecar = sidecar_with(
+        pod,
+        "web",
+        ctl.grpc,
+        tmp.path(),
+        &["--dns-upstream", "10.66.0.2"],
+        Some(&own),
+    );
+    assert!(
+        sidecar.log().contains("dns_addr=127.0.0.1:4153"),
+        "{}",
+        sidecar.log()
+    );
+
+    // Learning. Through the redirect, over UDP and TCP, and to a server
+    // the notebook picks itself: answered by the pod's resolver.
+    assert_eq!(dig(pod, &["+short", "pypi.test"]).trim(), "10.66.0.2");
+    assert_eq!(
+        dig(pod, &["+short", "+tcp", "pypi.test"]).trim(),
+        "10.66.0.2"
+    );
+    assert_eq!(
+        dig(pod, &["+short", "@192.0.2.53", "pypi.test"]).trim(),
+        "10.66.0.2"
+    );
+    // Over IPv6 too (ip6tables to the [::1] twin); dnsmasq listens on
+    // 10.66.0.2 only, so an answer proves the redirect.
+    let mut queries = 3;
+    if ipv6() {
+        let six = dig(pod, &["+short", "@fd66::2", "pypi.test"]);
+        assert_eq!(six.trim(), "10.66.0.2", "IPv6");
+        queries += 1;
+    } else {
+        eprintln!("no IPv6 in this kernel: DNS over IPv6 is not checked");
+    }
+    wait_for("the DNS queries in the sidecar's metrics", || {
+        (dns_metric(pod, "requests", "pypi.test")? >= queries).then_some(())
+    });
+    let edge = ctl.wait_edge("workload:default/web", "external:pypi.test", queries);
+    assert_eq!(edge["in_baseline"], true, "{edge}");
+    // The sidecar's own lookups do not know the names: one the pod did not
+    // look up (curl --resolve) is judged by the address it went to (a name
+    // mismatch, never learned).
+    let unlooked = "unlooked.test:8000:10.66.0.2";
+    let (status, _) = pod.curl(&["--resolve", unlooked, "http://unlooked.test:8000/"]);
+    assert_eq!(status, 200, "learning");
+    let edge = ctl.wait_edge("workload:default/web", "external:10.66.0.2:8000", 1);
+    assert_eq!(edge["in_baseline"], false, "{edge}");
+    // A name only DNS told the pod about is bound to its answer: curl
+    // resolves late.test through the sidecar, then connects to 10.66.0.2.
+    assert_eq!(curl_as_user(pod, "http://late.test:8000/"), 200);
+    ctl.wait_edge("workload:default/web", "external:late.test:8000", 1);
+
+    // Enforcement.
+    ctl.set_mode(&["enforcement"]);
+    wait_for("policy enforce=true at the sidecar", || {
+        let (status, body) = pod.curl(&["http://127.0.0.1:4191/config_dump"]);
+        let dump: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (status == 200 && dump["policy"]["enforce"] == true).then_some(())
+    });
+    assert_eq!(dig(pod, &["+short", "pypi.test"]).trim(), "10.66.0.2");
+    assert_eq!(
+        curl_as_user(pod, "http://late.test:8000/"),
+        200,
+        "the pod's answer binds late.test to 10.66.0.2 in enforcement"
+    );
+    // A name outside the baseline is refused, and never reaches dnsmasq.
+    let refused = dig(pod, &["never-seen.test"]);
+    assert!(refused.contains("status: REFUSED"), "{refused}");
+    let refused = dig(pod, &["+tcp", "@192.0.2.53", "never-seen.test"]);
+    assert!(refused.contains("status: REFUSED"), "{refused}");
+    wait_for("the refusal in the sidecar's metrics", || {
+        (dns_metric(pod, "denied", "never-seen.test")? >= 2).then_some(())
+    });
+    assert!(
+        !resolver.log().contains("never-seen.test"),
+        "a refused name was forwarded: {}",
+        resolver.log()
+    );
+    let alert = ctl.wait_alert("unknown_egress", "web", Some("never-seen.test"));
+    assert_eq!(alert["action"], "blocked", "{alert}");
+    drop(sidecar);
+}
