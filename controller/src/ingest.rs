@@ -77,6 +77,7 @@ fn protocol_name(p: i32) -> &'static str {
         Ok(v1::Protocol::Tls) => "tls",
         Ok(v1::Protocol::Grpc) => "grpc",
         Ok(v1::Protocol::Stratum) => "stratum",
+        Ok(v1::Protocol::Dns) => "dns",
         _ => "unknown",
     }
 }
@@ -428,6 +429,19 @@ mod tests {
 
     #[test]
     fn valid_observations_convert_with_a_lowercase_authority() {
+        let dns = v1::Observation {
+            protocol: v1::Protocol::Dns.into(),
+            authority: "Files.PythonHosted.org".into(),
+            method: "AAAA".into(),
+            status: 5,
+            ..good()
+        };
+        let o = Observation::try_from(dns).unwrap();
+        assert_eq!(
+            (o.protocol, o.authority.as_str()),
+            ("dns", "files.pythonhosted.org"),
+            "a DNS query names a host, with no port"
+        );
         let o = Observation::try_from(good()).unwrap();
         assert_eq!(o.authority, "pypi.org:443");
         assert_eq!(o.protocol, "http1");
