@@ -217,7 +217,7 @@ impl Dns {
         };
         let policy = self.current_policy().await;
         if !dns_allowed(&policy, &question.name) {
-            tracing::warn!(name = %question.name, qtype = %question.qtype, "DNS query refused: the name is not in the baseline");
+            tracing::info!(name = %question.name, qtype = %question.qtype, "DNS query refused: the name is not in the baseline");
             let response = message::answer(query, rcode::REFUSED);
             self.emit(&question, rcode::REFUSED, true, start, query, &response);
             return Some(response);
@@ -245,8 +245,9 @@ impl Dns {
             Err(e) => {
                 tracing::warn!(name = %question.name, upstream = %self.upstream, error = %e, "the DNS upstream did not answer; answering SERVFAIL");
                 let response = message::answer(query, rcode::SERVFAIL);
-                // Status 0: a transport error, as for other protocols.
-                self.emit(&question, 0, false, start, query, &response);
+                // Recorded as what the client was answered (0 would read
+                // as NOERROR).
+                self.emit(&question, rcode::SERVFAIL, false, start, query, &response);
                 Some(response)
             }
         }
