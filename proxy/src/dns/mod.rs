@@ -222,6 +222,18 @@ impl Dns {
             self.emit(&question, rcode::REFUSED, true, start, query, &response);
             return Some(response);
         }
+        Some(self.forward(&question, query, transport, start).await)
+    }
+
+    /// Forwards an allowed query upstream; returns the answer to relay
+    /// (`SERVFAIL` when none came), recorded, its addresses kept.
+    async fn forward(
+        &self,
+        question: &Question,
+        query: &[u8],
+        transport: Transport,
+        start: Instant,
+    ) -> Vec<u8> {
         let forwarded = tokio::time::timeout(UPSTREAM_TIMEOUT, async {
             match transport {
                 Transport::Udp => forward_udp(self.upstream, query).await,
@@ -232,23 +244,23 @@ impl Dns {
         .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
         match forwarded {
             Ok(response) => {
-                let status = match message::read_response(&response, &question) {
+                let status = match message::read_response(&response, question) {
                     Some(answer) => {
                         self.answers.insert(&question.name, &answer.addresses);
                         answer.rcode
                     }
                     None => u16::from(response.get(3).map_or(0, |b| b & 0x0f)),
                 };
-                self.emit(&question, status, false, start, query, &response);
-                Some(response)
+                self.emit(question, status, false, start, query, &response);
+                response
             }
             Err(e) => {
                 tracing::warn!(name = %question.name, upstream = %self.upstream, error = %e, "the DNS upstream did not answer; answering SERVFAIL");
                 let response = message::answer(query, rcode::SERVFAIL);
                 // Recorded as what the client was answered (0 would read
                 // as NOERROR).
-                self.emit(&question, rcode::SERVFAIL, false, start, query, &response);
-                Some(response)
+                self.emit(question, rcode::SERVFAIL, false, start, query, &response);
+                response
             }
         }
     }
