@@ -198,6 +198,49 @@ fn alert_only_flags_without_blocking() {
     assert_eq!(alert["denied"], 0, "it got through: {alert}");
 }
 
+/// Every valid method reaches an alert: RFC 9110 methods the sidecar denies
+/// (`M-SEARCH`, `X_GET`) used to be refused by the controller, so no alert
+/// was raised and alert-only mode let them pass silently.
+#[test]
+fn unusual_methods_reach_an_alert_in_every_mode() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(&tmp.path().join("data"), tmp.path());
+    let pool = Upstream::start("pool");
+    let hosts = hosts_file(tmp.path(), &["pool.test", "scan.test"]);
+    let web = Proxy::start("web", ctl.grpc, common::NOWHERE, &hosts, tmp.path());
+    ctl.set_mode(&["enforcement", "--alert-only"]);
+    web.wait_enforce(false);
+    let pool_authority = format!("pool.test:{}", pool.addr.port());
+    let (status, body) = web.get_with(&["-X", "M-SEARCH"], &format!("http://{pool_authority}/"));
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "pool M-SEARCH /"),
+        "alert-only passes it"
+    );
+    let alert = ctl.wait_alert("unknown_egress", "web", Some(&pool_authority));
+    assert_eq!(
+        (alert["action"].as_str(), alert["denied"].as_u64()),
+        (Some("flagged"), Some(0))
+    );
+    let edge = ctl.wait_edge(
+        "workload:default/web",
+        &format!("external:{pool_authority}"),
+        1,
+    );
+    assert!(edge["endpoints"]["M-SEARCH /"].as_u64().is_some(), "{edge}");
+
+    ctl.set_mode(&["enforcement"]);
+    web.wait_enforce(true);
+    let scan_authority = format!("scan.test:{}", pool.addr.port());
+    let (status, body) = web.get_with(&["-X", "X_GET"], &format!("http://{scan_authority}/"));
+    assert_eq!(status, 403, "{body}");
+    let alert = ctl.wait_alert("unknown_egress", "web", Some(&scan_authority));
+    assert_eq!(
+        (alert["action"].as_str(), alert["denied"].as_u64()),
+        (Some("blocked"), Some(1))
+    );
+}
+
 /// A controller killed mid-run: the sidecar keeps forwarding under the last
 /// policy; after a restart the mode, baseline and alerts are all there.
 #[test]

@@ -465,7 +465,16 @@ impl Proxy {
 
     /// GET `url` through this proxy (as `curl -x`); returns (status, body).
     pub fn get(&self, url: &str) -> (u16, String) {
-        curl(&["-x", &format!("http://{}", self.outbound), url])
+        self.get_with(&[], url)
+    }
+
+    /// [`Proxy::get`] with more curl arguments (`-X METHOD`, headers, ...).
+    pub fn get_with(&self, args: &[&str], url: &str) -> (u16, String) {
+        let proxy = format!("http://{}", self.outbound);
+        let mut all = vec!["-x", proxy.as_str()];
+        all.extend_from_slice(args);
+        all.push(url);
+        curl(&all)
     }
 
     /// Opens a CONNECT tunnel to `authority` through this proxy and returns
