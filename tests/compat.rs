@@ -218,17 +218,25 @@ fn hypercorn(kit: &Kit, dir: &Path) -> (Proc, u16) {
     (proc, port)
 }
 
+/// The kit, a temporary directory, Hypercorn serving `web_app.py` and the
+/// mesh in front of it as `web`, or `None` when the kit is missing.
+fn hypercorn_mesh(test: &str) -> Option<(Kit, tempfile::TempDir, Proc, Mesh)> {
+    let kit = Kit::for_test(test, &["curl"])?;
+    let tmp = tempfile::tempdir().unwrap();
+    let (web, port) = hypercorn(&kit, tmp.path());
+    let mesh = Mesh::start(tmp.path(), "web", port);
+    Some((kit, tmp, web, mesh))
+}
+
 /// HTTP/1.1 as curl speaks it: chunked uploads, `Expect: 100-continue`,
 /// HEAD, 204 and 304 against Hypercorn, trailers from a chunked response.
 #[test]
 fn curl_http1_semantics_pass_the_sidecar() {
-    let Some(kit) = Kit::for_test("curl_http1_semantics_pass_the_sidecar", &["curl"]) else {
+    let Some((kit, tmp, _web, mesh)) = hypercorn_mesh("curl_http1_semantics_pass_the_sidecar")
+    else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let (_web, port) = hypercorn(&kit, dir);
-    let mesh = Mesh::start(dir, "web", port);
     let upload = dir.join("upload.bin");
     let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(&upload, &data).unwrap();
@@ -342,14 +350,11 @@ fn curl_http1_semantics_pass_the_sidecar() {
 /// trailers`.
 #[test]
 fn curl_http2_prior_knowledge_passes_the_sidecar() {
-    let Some(kit) = Kit::for_test("curl_http2_prior_knowledge_passes_the_sidecar", &["curl"])
+    let Some((_kit, _tmp, _web, mesh)) =
+        hypercorn_mesh("curl_http2_prior_knowledge_passes_the_sidecar")
     else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let (_web, port) = hypercorn(&kit, dir);
-    let mesh = Mesh::start(dir, "web", port);
     let base = mesh.inbound_url();
     let h2 = |args: &[&str]| {
         let mut all = vec!["--http2-prior-knowledge"];
@@ -376,13 +381,11 @@ fn curl_http2_prior_knowledge_passes_the_sidecar() {
 /// time limit.
 #[test]
 fn server_sent_events_stream_without_buffering() {
-    let Some(kit) = Kit::for_test("server_sent_events_stream_without_buffering", &["curl"]) else {
+    let Some((_kit, _tmp, _web, mesh)) =
+        hypercorn_mesh("server_sent_events_stream_without_buffering")
+    else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let (_web, port) = hypercorn(&kit, dir);
-    let mesh = Mesh::start(dir, "web", port);
     for (label, base, proxy) in paths(&mesh, "web") {
         let mut cmd = Command::new("curl");
         cmd.args(["-sN", "--max-time", "20"]);

@@ -361,6 +361,28 @@ fn helper(ns: &Netns, name: &str, addr: &str, log_dir: &Path) -> Proc {
     spawn_proc(&format!("{name}-{}", ns.name), cmd, log_dir)
 }
 
+/// A real TLS server (OpenSSL `s_server`, a self-signed certificate for
+/// `pypi.test`) on port 8443 of every address of `ns`.
+fn tls_server(ns: &Netns, dir: &Path) -> Proc {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    check(
+        Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=pypi.test", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+    );
+    let mut tls = ns.cmd("openssl");
+    tls.args(["s_server", "-accept", "8443", "-www", "-quiet", "-cert"])
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key);
+    spawn_proc("openssl-s_server", tls, dir)
+}
+
 /// Redirected TLS is forwarded without decryption and named by its SNI, so
 /// policy can tell two names on one IP apart; a denied TLS stream is reset.
 /// Plain TCP (client-first and server-first) passes byte for byte.
@@ -374,32 +396,8 @@ fn transparent_tls_by_sni_and_opaque_tcp() {
     let (pod, srv) = (&net.pod, &net.server);
     // Two names on one address (a CDN): the sidecar tells them apart by SNI.
     pod.hosts(&["10.66.0.2 pypi.test evil.test"]);
-    let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
-    check(
-        Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=pypi.test",
-                "-keyout",
-            ])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert),
-    );
     // A real TLS server (OpenSSL) outside the pod, and two TCP servers.
-    let mut tls = srv.cmd("openssl");
-    tls.args(["s_server", "-accept", "8443", "-www", "-quiet", "-cert"])
-        .arg(&cert)
-        .arg("-key")
-        .arg(&key);
-    let _tls = spawn_proc("openssl-s_server", tls, tmp.path());
+    let _tls = tls_server(srv, tmp.path());
     let _echo = helper(srv, "echo", "10.66.0.2:9000", tmp.path());
     let _banner = helper(srv, "banner", "10.66.0.2:9001", tmp.path());
     let _app = helper(pod, "web", "127.0.0.1:8080", tmp.path());
@@ -494,23 +492,7 @@ fn a_learned_name_sent_to_another_address_is_refused() {
     let _learned = helper(srv, "pypi", "10.66.0.2:8000", tmp.path());
     let _unknown = helper(srv, "miner", "10.67.0.2:8000", tmp.path());
     let _other_port = helper(srv, "other", "10.66.0.2:8001", tmp.path());
-    let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
-    check(
-        Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            ])
-            .args(["-subj", "/CN=pypi.test", "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert),
-    );
-    let mut tls = srv.cmd("openssl");
-    tls.args(["s_server", "-accept", "8443", "-www", "-quiet", "-cert"])
-        .arg(&cert)
-        .arg("-key")
-        .arg(&key);
-    let _tls = spawn_proc("openssl-s_server", tls, tmp.path());
+    let _tls = tls_server(srv, tmp.path());
     for url in [
         "http://10.66.0.2:8000/",
         "http://10.66.0.2:8001/",
