@@ -404,6 +404,13 @@ fn server_sent_events_stream_without_buffering() {
             Some("data: one"),
             "{label}: the first event did not arrive while the stream was open"
         );
+        // Still open, and already reported (a live response, not only when
+        // it ends).
+        let source = match proxy {
+            None => "internet",
+            Some(_) => "workload:default/client",
+        };
+        mesh.wait_endpoint(source, "web", "GET /events");
         curl_ok("release", proxy.as_deref(), &[&format!("{base}/release")]);
         let rest: Vec<String> = lines.map_while(Result::ok).collect();
         assert_eq!(rest, ["", "data: two", ""], "{label}");

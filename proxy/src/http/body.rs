@@ -1,5 +1,9 @@
 //! Bodies that count their bytes, and emit the request's record once the
-//! response body ends or is dropped.
+//! response body ends or is dropped. A response that streams (no known
+//! length: server-sent events, gRPC streams, long downloads) is live: while
+//! it is open its record is reported at every report interval with the
+//! bytes so far, and it is judged again when the policy has changed; one the
+//! policy no longer allows is ended and counted as a denial.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,8 +14,11 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
+use tokio::time::Sleep;
 
 use crate::model::Record;
+use crate::policy::{Decision, PolicyRx};
+use crate::stream::Judge;
 use crate::telemetry::Telemetry;
 
 /// The body type every proxy response carries.
@@ -61,6 +68,13 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.get_mut();
+        if let Some(finish) = &mut this.finish
+            && finish.tick(cx, &this.counter)
+        {
+            // The policy no longer allows it: end it here.
+            this.finish = None;
+            return Poll::Ready(None);
+        }
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -92,18 +106,111 @@ pub struct Finish {
     pub bytes_in: Arc<AtomicU64>,
     /// Where the record goes.
     pub telemetry: Telemetry,
+    /// Set for a streaming response: reported and judged while open.
+    pub live: Option<Live>,
 }
 
-impl Finish {
-    fn emit(mut self, bytes_out: u64) {
-        self.record.bytes_in = self.bytes_in.load(Ordering::Relaxed);
-        self.record.bytes_out = bytes_out;
-        self.telemetry.emit(self.record);
+/// A streaming response's reporting and re-judging state.
+#[derive(Debug)]
+pub struct Live {
+    /// The current policy.
+    pub policy: PolicyRx,
+    /// How often it is reported.
+    pub interval: std::time::Duration,
+    next: Option<Pin<Box<Sleep>>>,
+    sent_in: u64,
+    sent_out: u64,
+    counted: bool,
+}
+
+impl Live {
+    /// Live reporting every `interval`, judged against `policy`.
+    pub fn new(policy: PolicyRx, interval: std::time::Duration) -> Self {
+        Live {
+            policy,
+            interval,
+            next: None,
+            sent_in: 0,
+            sent_out: 0,
+            counted: false,
+        }
     }
 }
 
-/// Wraps a response body so that `finish` is emitted when it completes.
-pub fn finishing(inner: BoxBody<Bytes, hyper::Error>, finish: Finish) -> ProxyBody {
+impl Finish {
+    /// At a report tick of a live response: reports the bytes so far and
+    /// judges it again if the policy changed. True when it must end (the
+    /// denial is recorded).
+    fn tick(&mut self, cx: &mut Context<'_>, bytes_out: &AtomicU64) -> bool {
+        let Some(live) = &mut self.live else {
+            return false;
+        };
+        let interval = live.interval;
+        let next = live
+            .next
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(interval)));
+        if next.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        next.as_mut()
+            .reset(tokio::time::Instant::now() + live.interval);
+        let _ = next.as_mut().poll(cx);
+        let changed = live.policy.has_changed().unwrap_or(false);
+        let policy = live.policy.borrow_and_update().clone();
+        let denied = changed
+            && matches!(
+                Judge::of_record(&self.record).decide(&policy, self.record.protocol),
+                Decision::Deny { .. }
+            );
+        if denied {
+            tracing::info!(authority = %self.record.authority, source = %self.record.source, "ended a streaming response the policy no longer allows");
+        }
+        let out = bytes_out.load(Ordering::Relaxed);
+        self.report(out, denied);
+        denied
+    }
+
+    /// Emits what is new since the last report; the request is counted in
+    /// its first one (a denial is an event of its own).
+    fn report(&mut self, total_out: u64, denied: bool) {
+        let total_in = self.bytes_in.load(Ordering::Relaxed);
+        let mut record = self.record.clone();
+        match &mut self.live {
+            Some(live) => {
+                record.bytes_in = total_in - live.sent_in;
+                record.bytes_out = total_out - live.sent_out;
+                record.count = u64::from(!live.counted || denied);
+                if live.counted && !denied {
+                    record.latency_us = 0;
+                }
+                live.sent_in = total_in;
+                live.sent_out = total_out;
+                live.counted = true;
+            }
+            None => {
+                record.bytes_in = total_in;
+                record.bytes_out = total_out;
+            }
+        }
+        record.denied |= denied;
+        self.telemetry.emit(record);
+    }
+
+    fn emit(mut self, bytes_out: u64) {
+        self.report(bytes_out, false);
+    }
+}
+
+/// Wraps a response body so that `finish` is emitted when it completes; a
+/// body of unknown length is made live (see [`Live`]) when `live` is given.
+pub fn finishing(
+    inner: BoxBody<Bytes, hyper::Error>,
+    mut finish: Finish,
+    live: Option<Live>,
+) -> ProxyBody {
+    if inner.size_hint().exact().is_none() && !inner.is_end_stream() {
+        finish.live = live;
+    }
     CountingBody {
         inner,
         counter: Arc::new(AtomicU64::new(0)),

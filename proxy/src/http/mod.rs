@@ -341,8 +341,11 @@ impl Shared {
             record,
             bytes_in,
             telemetry: self.telemetry.clone(),
+            live: None,
         };
-        response.map(|b| finishing(b, finish))
+        let live = (decision == DecisionLabel::allow)
+            .then(|| body::Live::new(self.policy.clone(), self.report_interval));
+        response.map(|b| finishing(b, finish, live))
     }
 
     /// Runs an upgraded connection (after `101`) as a live stream: reported
