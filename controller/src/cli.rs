@@ -278,10 +278,11 @@ fn alerts_table(alerts: &[Alert]) -> String {
                 a.kind.as_str().to_owned(),
                 a.namespace.clone(),
                 a.workload.clone(),
-                if a.destination.is_empty() {
-                    "-".into()
-                } else {
-                    a.destination.clone()
+                match (&a.claimed, a.destination.is_empty()) {
+                    // The name given, and where the traffic really went.
+                    (Some(claimed), _) => format!("{} (as {claimed})", a.destination),
+                    (None, true) => "-".into(),
+                    (None, false) => a.destination.clone(),
                 },
                 serde_json::to_value(a.action)
                     .ok()
@@ -456,6 +457,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_mismatch_shows_the_name_given_beside_the_real_destination() {
+        let alert = Alert {
+            kind: crate::model::AlertKind::NameMismatch,
+            namespace: "notebooks".into(),
+            workload: "jupyter".into(),
+            destination: "10.0.0.9:443".into(),
+            action: crate::model::Action::Blocked,
+            count: 2,
+            denied: 2,
+            first_seen: "t0".into(),
+            last_seen: "t1".into(),
+            claimed: Some("pypi.org:443".into()),
+        };
+        let out = alerts_table(&[alert]);
+        assert!(
+            out.contains("name_mismatch") && out.contains("10.0.0.9:443 (as pypi.org:443)"),
+            "{out}"
+        );
+    }
 
     #[test]
     fn tables_align_columns() {
