@@ -14,9 +14,9 @@ use vigil_proto::v1;
 use crate::admin::{self, AdminState};
 use crate::config::{Args, Config, ConfigError};
 use crate::connection;
+use crate::context::{HttpMetrics, Shared, UpstreamClients};
 use crate::control::{self, ControlMetrics};
 use crate::dns::{self, Dns, DnsError, DnsMetrics};
-use crate::http::{self, HttpMetrics, Shared};
 use crate::listener::{self, ListenerError};
 use crate::model::{Direction, Identity};
 use crate::policy::{Policy, PolicyRx};
@@ -154,7 +154,7 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
     let (admin_shutdown, _) = watch::channel(false);
 
     let shared = Arc::new(Shared {
-        client: http::UpstreamClients::new(),
+        client: UpstreamClients::new(),
         limits: config.args.limits.clone(),
         policy: policy.clone(),
         telemetry,

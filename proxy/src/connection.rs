@@ -15,8 +15,9 @@ use std::sync::Arc;
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 
+use crate::context::Shared;
 use crate::detect::Protocol as Detected;
-use crate::http::{self, Shared};
+use crate::http;
 use crate::listener::{Accepted, original_dst, serve_http};
 use crate::sniff::sniff;
 use crate::tcp;

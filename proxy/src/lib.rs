@@ -12,8 +12,10 @@
 
 pub mod admin;
 pub mod app;
+pub mod body;
 pub mod config;
 pub mod connection;
+pub mod context;
 pub mod control;
 pub mod destination;
 pub mod detect;

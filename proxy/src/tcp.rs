@@ -16,12 +16,11 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use crate::body::ProxyBody;
+use crate::context::{DecisionLabel, Pending, Shared, empty_ok, unavailable_response};
 use crate::detect::Protocol as Detected;
-use crate::http::body::ProxyBody;
-use crate::http::outbound::empty_ok;
-use crate::http::{DecisionLabel, Pending, Shared, denied_response, unavailable_response};
 use crate::model::{Direction, Protocol, Record};
-use crate::policy::{Decision, evaluate_outbound};
+use crate::policy::Decision;
 use crate::sniff::{PrefixedIo, sniff};
 use crate::stream::{Inspect, Judge, LiveRecord, Stream};
 
@@ -62,39 +61,26 @@ pub async fn connect(
     port: u16,
 ) -> Response<ProxyBody> {
     let start = Instant::now();
-    let authority = format!("{host}:{port}");
-    let resolved = shared.resolver.resolve(&host, port).await;
-    let mut record = record(
+    let tunnel = Pending::new(record(
         Direction::Outbound,
         Protocol::Tcp,
-        authority.clone(),
-        resolved.as_ref().ok().copied(),
+        String::new(),
+        None,
         "CONNECT",
-    );
-    let policy = shared.current_policy().await;
-    if let Decision::Deny { reason } = evaluate_outbound(&policy, &authority, record.resolved) {
-        let response = denied_response(
-            reason,
-            ("destination", &authority),
-            shared.workload(),
-            &policy.mode,
-        );
-        return shared.respond(Pending::new(record), response, DecisionLabel::deny, 403);
-    }
-    let addr = match resolved {
-        Ok(addr) => addr,
-        Err(e) => {
-            let response = unavailable_response(&authority, &e.to_string());
-            return shared.respond(Pending::new(record), response, DecisionLabel::error, 0);
-        }
+    ));
+    let (addr, tunnel) = match shared.judge_named(tunnel, &host, port).await {
+        Ok(judged) => judged,
+        Err(refused) => return refused,
     };
+    let authority = tunnel.record.authority.clone();
     let upstream = match dial(addr).await {
         Ok(stream) => stream,
         Err(detail) => {
             let response = unavailable_response(&authority, &detail);
-            return shared.respond(Pending::new(record), response, DecisionLabel::error, 0);
+            return shared.respond(tunnel, response, DecisionLabel::error, 0);
         }
     };
+    let mut record = tunnel.record.clone();
     let tunnel_shared = shared.clone();
     tokio::spawn(async move {
         let upgraded = match hyper::upgrade::on(req).await {

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use super::body::ProxyBody;
-use super::{DecisionLabel, Pending, Shared, denied_response};
+use crate::body::ProxyBody;
+use crate::context::{DecisionLabel, Pending, Shared, denied_response};
 use crate::model::{Direction, SOURCE_HEADER, parse_source};
 use crate::policy::{Caller, Decision, INTERNET, evaluate_inbound, identify_caller};
 

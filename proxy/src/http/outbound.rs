@@ -13,11 +13,11 @@ use http::{Method, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use super::body::{ProxyBody, full};
-use super::{DecisionLabel, Pending, Shared, denied_response, json_response, unavailable_response};
+use crate::body::ProxyBody;
+use crate::context::{DecisionLabel, Pending, Shared, denied_response, json_response};
 use crate::destination::{self, Claim};
 use crate::model::{Direction, SOURCE_HEADER};
-use crate::policy::{Decision, evaluate_outbound};
+use crate::policy::Decision;
 
 /// What an outbound request asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,7 +157,7 @@ pub async fn serve(
             return Ok(shared.reject(Direction::Outbound, start, reject_response(reject)));
         }
         Target::Connect { host, port } => {
-            return Ok(super::super::tcp::connect(shared, req, host, port).await);
+            return Ok(crate::tcp::connect(shared, req, host, port).await);
         }
         Target::Forward {
             host,
@@ -177,28 +177,17 @@ pub async fn serve(
 async fn named(
     shared: Arc<Shared>,
     req: Request<Incoming>,
-    mut pending: Pending,
+    pending: Pending,
     host: &str,
     port: u16,
 ) -> Response<ProxyBody> {
-    let authority = format!("{host}:{port}");
-    pending.record.authority = authority.clone();
-    let resolved = shared.resolver.resolve(host, port).await;
-    pending.record.resolved = resolved.as_ref().ok().copied();
-    let policy = shared.current_policy().await;
-    if let Decision::Deny { reason } =
-        evaluate_outbound(&policy, &authority, pending.record.resolved)
-    {
-        return deny(&shared, pending, reason, &authority, &policy.mode);
-    }
-    let addr = match resolved {
-        Ok(addr) => addr,
-        Err(e) => {
-            let response = unavailable_response(&authority, &e.to_string());
-            return shared.respond(pending, response, DecisionLabel::error, 0);
+    match shared.judge_named(pending, host, port).await {
+        Ok((addr, pending)) => {
+            let authority = pending.record.authority.clone();
+            send(&shared, req, addr, &authority, pending).await
         }
-    };
-    send(&shared, req, addr, &authority, pending).await
+        Err(refused) => refused,
+    }
 }
 
 /// A redirected request, which goes to the address the client connected
@@ -269,11 +258,6 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
-}
-
-/// A 200 with an empty body (CONNECT established).
-pub fn empty_ok() -> Response<http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>> {
-    Response::new(full(bytes::Bytes::new()))
 }
 
 #[cfg(test)]

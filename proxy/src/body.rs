@@ -224,3 +224,6 @@ pub fn full(bytes: impl Into<Bytes>) -> BoxBody<Bytes, hyper::Error> {
         .map_err(|never| match never {})
         .boxed()
 }
+
+#[cfg(test)]
+mod tests;

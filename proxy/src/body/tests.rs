@@ -1,0 +1,97 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::{Finish, Live, ProxyBody, finishing};
+use crate::model::{Direction, Protocol, Record};
+use crate::policy::Policy;
+use crate::telemetry::{Records, channel};
+
+type Sender = mpsc::Sender<Result<Frame<Bytes>, hyper::Error>>;
+
+/// A streaming response body (unknown length) for a request to
+/// `pool.test:3333`, its frame sender, the policy and the records.
+fn streaming(policy: Policy) -> (ProxyBody, Sender, watch::Sender<Arc<Policy>>, Records) {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let (telemetry, records) = channel(&mut registry);
+    let (tx, rx) = mpsc::channel(8);
+    let inner = StreamBody::new(ReceiverStream::new(rx)).boxed();
+    let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
+    let record = Record {
+        authority: "pool.test:3333".into(),
+        method: "GET".into(),
+        path: "/events".into(),
+        status: 200,
+        ..Record::new(Direction::Outbound, Protocol::Http1)
+    };
+    let finish = Finish {
+        record,
+        bytes_in: Default::default(),
+        telemetry,
+        live: None,
+    };
+    let live = Live::new(policy_rx, Duration::from_secs(1));
+    (finishing(inner, finish, Some(live)), tx, policy_tx, records)
+}
+
+fn drain(records: &mut Records) -> Vec<Record> {
+    std::iter::from_fn(|| records.try_next()).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_streaming_response_is_reported_while_open() {
+    let (mut body, tx, _policy, mut records) = streaming(Policy::allow_all());
+    tx.send(Ok(Frame::data(Bytes::from_static(b"data: one\n\n"))))
+        .await
+        .unwrap();
+    body.frame().await.unwrap().unwrap();
+    // The body waits for more; the report tick wakes it.
+    let next = tokio::spawn(async move {
+        let frame = body.frame().await;
+        (body, frame)
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let open = drain(&mut records);
+    assert_eq!(open.len(), 1, "reported while open: {open:?}");
+    assert_eq!((open[0].count, open[0].bytes_out), (1, 11));
+    tx.send(Ok(Frame::data(Bytes::from_static(b"data: two\n\n"))))
+        .await
+        .unwrap();
+    drop(tx);
+    let (mut body, frame) = next.await.unwrap();
+    assert!(frame.unwrap().unwrap().is_data());
+    assert!(body.frame().await.is_none());
+    let end = drain(&mut records);
+    assert_eq!(end.len(), 1, "{end:?}");
+    assert_eq!((end[0].count, end[0].bytes_out), (0, 11), "counted once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_streaming_response_the_policy_no_longer_allows_is_ended() {
+    let (mut body, tx, policy, mut records) = streaming(Policy::allow_all());
+    tx.send(Ok(Frame::data(Bytes::from_static(b"job\n"))))
+        .await
+        .unwrap();
+    body.frame().await.unwrap().unwrap();
+    policy
+        .send(Arc::new(Policy {
+            version: 2,
+            enforce: true,
+            mode: "enforcement".into(),
+            ..Policy::allow_all()
+        }))
+        .unwrap();
+    // The next report tick judges it again and ends it.
+    assert!(body.frame().await.is_none(), "ended");
+    let records = drain(&mut records);
+    assert!(
+        records.iter().any(|r| r.denied && r.count == 1),
+        "the cut is recorded: {records:?}"
+    );
+    drop(tx);
+}
