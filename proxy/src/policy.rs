@@ -87,6 +87,27 @@ impl DefaultPolicy {
 /// The shared, swappable current policy.
 pub type PolicyRx = tokio::sync::watch::Receiver<Arc<Policy>>;
 
+/// The policy to judge by now: the controller's latest; before the first
+/// one arrives, a wait for it until `deadline` (`--policy-wait-ms` after
+/// start), then `default` (`--default-policy`). The one place requests,
+/// streams and DNS queries get their policy from.
+pub async fn current(
+    rx: &PolicyRx,
+    deadline: tokio::time::Instant,
+    default: &Arc<Policy>,
+) -> Arc<Policy> {
+    let current = rx.borrow().clone();
+    if current.is_from_controller() {
+        return current;
+    }
+    let mut rx = rx.clone();
+    let first = rx.wait_for(|p| p.is_from_controller());
+    match tokio::time::timeout_at(deadline, first).await {
+        Ok(Ok(policy)) => policy.clone(),
+        _ => default.clone(),
+    }
+}
+
 /// Why a protobuf policy was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PolicyError {

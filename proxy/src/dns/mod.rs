@@ -178,16 +178,7 @@ impl Dns {
     /// latest, or before the first one a wait bounded by `--policy-wait-ms`
     /// after start, then `--default-policy`.
     async fn current_policy(&self) -> Arc<Policy> {
-        let current = self.policy.borrow().clone();
-        if current.is_from_controller() {
-            return current;
-        }
-        let mut rx = self.policy.clone();
-        let first = rx.wait_for(|p| p.is_from_controller());
-        match tokio::time::timeout_at(self.policy_deadline, first).await {
-            Ok(Ok(policy)) => policy.clone(),
-            _ => self.default_policy.clone(),
-        }
+        crate::policy::current(&self.policy, self.policy_deadline, &self.default_policy).await
     }
 
     /// Answers one message a client sent (`None`: send nothing back).
