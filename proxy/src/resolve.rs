@@ -189,6 +189,20 @@ impl Resolver {
         all.into()
     }
 
+    /// [`Resolver::addresses`] for checking whether `host` reaches `dst`:
+    /// when the pod's own DNS answers already hold `dst` (the usual case once
+    /// the pod's DNS goes through the sidecar), they are the answer, with no
+    /// lookup of the sidecar's own on the request's path.
+    pub async fn addresses_reaching(&self, host: &str, dst: IpAddr) -> Arc<[IpAddr]> {
+        if self.resolve_static(host, 0).is_none() {
+            let pod = self.pod.get(&host.to_ascii_lowercase());
+            if pod.contains(&dst) {
+                return pod.into();
+            }
+        }
+        self.addresses(host).await
+    }
+
     /// The system resolver's answers for `host`, cached; never empty.
     async fn lookup(&self, host: &str) -> Result<Arc<[IpAddr]>, ResolveError> {
         let host = host.to_ascii_lowercase();
@@ -268,6 +282,15 @@ mod tests {
         let both = resolver.addresses("localhost").await;
         assert!(both.iter().any(|ip| ip.is_loopback()), "{both:?}");
         assert!(both.contains(&ip("10.66.0.3")), "{both:?}");
+        // The pod's answer reaching the destination is enough: no lookup.
+        let pod_only = resolver
+            .addresses_reaching("localhost", ip("10.66.0.3"))
+            .await;
+        assert_eq!(&pod_only[..], &[ip("10.66.0.3")]);
+        let other = resolver
+            .addresses_reaching("localhost", ip("127.0.0.1"))
+            .await;
+        assert!(other.contains(&ip("127.0.0.1")), "{other:?}");
     }
 
     #[test]

@@ -190,7 +190,7 @@ async fn judge_stream(
 ) -> (crate::destination::Judged, Decision) {
     let claim = sni.map(|host| crate::destination::Claim { host, port: None });
     let resolved = match claim.filter(|c| c.ip().is_none()) {
-        Some(c) => shared.resolver.addresses(c.host).await,
+        Some(c) => shared.resolver.addresses_reaching(c.host, dst.ip()).await,
         None => Arc::from([]),
     };
     let policy = shared.current_policy().await;

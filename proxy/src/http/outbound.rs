@@ -208,7 +208,7 @@ async fn redirected(
     };
     let resolved = match claim.ip() {
         Some(_) => Arc::from([]),
-        None => shared.resolver.addresses(host).await,
+        None => shared.resolver.addresses_reaching(host, dst.ip()).await,
     };
     let policy = shared.current_policy().await;
     let (judged, decision) = destination::decide(&policy, Some(claim), dst, &resolved);
