@@ -34,20 +34,18 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// HTTP/2 without TLS use prior knowledge, which is proxied as HTTP/2.
 /// Returns whether there was an offer.
 pub fn decline_h2c(headers: &mut HeaderMap) -> bool {
-    let offers = tokens(headers, &header::UPGRADE);
-    if !offers.iter().any(|t| t.eq_ignore_ascii_case("h2c")) {
+    if !tokens(headers, &header::UPGRADE).any(|t| t.eq_ignore_ascii_case("h2c")) {
         return false;
     }
-    headers.remove(header::UPGRADE);
-    headers.remove("http2-settings");
-    let others: Vec<&str> = offers
-        .iter()
-        .map(String::as_str)
+    let others: Vec<&str> = tokens(headers, &header::UPGRADE)
         .filter(|t| !t.eq_ignore_ascii_case("h2c"))
         .collect();
-    if let Ok(value) = HeaderValue::from_str(&others.join(", "))
-        && !others.is_empty()
-    {
+    let others = (!others.is_empty())
+        .then(|| HeaderValue::from_str(&others.join(", ")).ok())
+        .flatten();
+    headers.remove(header::UPGRADE);
+    headers.remove("http2-settings");
+    if let Some(value) = others {
         headers.insert(header::UPGRADE, value);
     }
     true
@@ -55,7 +53,8 @@ pub fn decline_h2c(headers: &mut HeaderMap) -> bool {
 
 /// The comma-separated elements of every `name` field, trimmed, empty ones
 /// left out (RFC 9110 section 5.6.1: a list may span several lines).
-fn tokens(headers: &HeaderMap, name: &HeaderName) -> Vec<String> {
+/// Borrowed: nothing is allocated on a request's path to read them.
+fn tokens<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a str> {
     headers
         .get_all(name)
         .iter()
@@ -63,14 +62,12 @@ fn tokens(headers: &HeaderMap, name: &HeaderName) -> Vec<String> {
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 /// Whether a request's `TE` accepts trailers (`te: trailers`, possibly among
 /// transfer codings and with parameters).
 fn accepts_trailers(headers: &HeaderMap) -> bool {
-    tokens(headers, &header::TE).iter().any(|t| {
+    tokens(headers, &header::TE).any(|t| {
         t.split(';')
             .next()
             .is_some_and(|c| c.trim().eq_ignore_ascii_case("trailers"))
@@ -80,20 +77,27 @@ fn accepts_trailers(headers: &HeaderMap) -> bool {
 /// The protocols of an `Upgrade` field as one value, or `None` when there
 /// are none.
 fn upgrade_value(headers: &HeaderMap) -> Option<HeaderValue> {
-    let offers = tokens(headers, &header::UPGRADE);
-    if offers.is_empty() {
-        return None;
+    let mut offers = tokens(headers, &header::UPGRADE);
+    let first = offers.next()?;
+    match offers.next() {
+        // The common case, one protocol: its value as it came.
+        None => HeaderValue::from_str(first).ok(),
+        Some(second) => {
+            let all: Vec<&str> = [first, second].into_iter().chain(offers).collect();
+            HeaderValue::from_str(&all.join(", ")).ok()
+        }
     }
-    HeaderValue::from_str(&offers.join(", ")).ok()
 }
 
 /// Removes every hop-by-hop field: `Connection`, the fields it names, and
 /// the fixed list of RFC 9110 section 7.6.1.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    for name in tokens(headers, &header::CONNECTION) {
-        if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
-            headers.remove(name);
-        }
+    // Collected before removing (a Vec only when Connection names any).
+    let named: Vec<HeaderName> = tokens(headers, &header::CONNECTION)
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
     }
     for name in HOP_BY_HOP {
         headers.remove(name);
