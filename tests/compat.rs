@@ -28,8 +28,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::netns::{IPTABLES, Network, PROXY_UID, check, on_path, sidecar_for};
-use common::{Controller, Proc, Proxy, bin, curl, restartable_port, spawn_proc, wait_for};
+use common::netns::{Network, on_path, sidecar_for};
+use common::{Controller, Proc, Proxy, curl, restartable_port, spawn_proc, wait_for};
 
 /// Where the compatibility suite's Python tools live.
 struct Kit {
@@ -99,6 +99,16 @@ impl Kit {
             port
         });
         (proc, port)
+    }
+}
+
+/// Clears every proxy setting a client could inherit (curl, urllib, pip,
+/// git, grpcio and websocket-client read these), so a test sets the one it
+/// means.
+fn no_proxy_settings(cmd: &mut Command) {
+    for var in ["http", "https", "all", "grpc", "no", "no_grpc"] {
+        let var = format!("{var}_proxy");
+        cmd.env_remove(&var).env_remove(var.to_ascii_uppercase());
     }
 }
 
@@ -479,16 +489,7 @@ fn jupyter_check(kit: &Kit, mut cmd: Command, base: &str, proxy: Option<&str>) -
         .arg(kit.scripts.join("jupyter_check.py"))
         .arg(base)
         .arg(JUPYTER_TOKEN);
-    for var in [
-        "HTTP_PROXY",
-        "http_proxy",
-        "HTTPS_PROXY",
-        "https_proxy",
-        "NO_PROXY",
-        "no_proxy",
-    ] {
-        cmd.env_remove(var);
-    }
+    no_proxy_settings(&mut cmd);
     if let Some(proxy) = proxy {
         cmd.env("HTTP_PROXY", proxy).env("http_proxy", proxy);
     }
@@ -551,15 +552,7 @@ fn grpcio_calls_pass_the_sidecar() {
     let run = |label: &str, target: &str, proxy: Option<&str>| {
         let mut cmd = kit.script("grpc_client.py");
         cmd.arg(target);
-        for var in [
-            "http_proxy",
-            "https_proxy",
-            "grpc_proxy",
-            "no_proxy",
-            "no_grpc_proxy",
-        ] {
-            cmd.env_remove(var).env_remove(var.to_ascii_uppercase());
-        }
+        no_proxy_settings(&mut cmd);
         if let Some(proxy) = proxy {
             cmd.env("http_proxy", proxy);
         }
@@ -678,16 +671,7 @@ fn pip_install(kit: &Kit, index: &str, ca: &Path, target: &Path) -> Command {
     .arg("--target")
     .arg(target)
     .arg("vigil-probe");
-    for var in [
-        "HTTP_PROXY",
-        "http_proxy",
-        "HTTPS_PROXY",
-        "https_proxy",
-        "NO_PROXY",
-        "no_proxy",
-    ] {
-        cmd.env_remove(var);
-    }
+    no_proxy_settings(&mut cmd);
     // pip verifies with the system store (truststore) and, through a proxy,
     // not with `--cert` alone: a private CA goes in as OpenSSL's default.
     cmd.env("PIP_CONFIG_FILE", "/dev/null")
@@ -834,15 +818,7 @@ fn git_clones_over_smart_http() {
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("HOME", dir)
             .env("GIT_TERMINAL_PROMPT", "0");
-        for var in [
-            "http_proxy",
-            "HTTP_PROXY",
-            "https_proxy",
-            "all_proxy",
-            "no_proxy",
-        ] {
-            cmd.env_remove(var);
-        }
+        no_proxy_settings(&mut cmd);
         cmd
     };
     succeed("git init", &mut git(&work, &["init", "-q"]));
@@ -917,16 +893,8 @@ fn pip_grpcio_and_jupyter_work_transparently() {
         });
     }
 
-    let grpc_addr = SocketAddr::from((net.root_ip, 0));
-    let http = SocketAddr::from(([127, 0, 0, 1], 0));
-    let ctl = Controller::start_on(&dir.join("data"), dir, grpc_addr, http);
-    check(pod.cmd(bin("vigil-proxy")).args([
-        "init",
-        "--iptables",
-        IPTABLES,
-        "--proxy-uid",
-        PROXY_UID,
-    ]));
+    let ctl = net.controller(dir);
+    pod.init_redirect();
     let _sidecar = sidecar_for(pod, "notebook", ctl.grpc, dir);
 
     let target = dir.join("site");
@@ -948,9 +916,7 @@ fn pip_grpcio_and_jupyter_work_transparently() {
     cmd.arg("-u")
         .arg(kit.scripts.join("grpc_client.py"))
         .arg("grpc.test:50051");
-    for var in ["http_proxy", "https_proxy", "grpc_proxy"] {
-        cmd.env_remove(var).env_remove(var.to_ascii_uppercase());
-    }
+    no_proxy_settings(&mut cmd);
     let out = succeed("grpc_client.py, redirected", &mut cmd);
     assert!(out.contains("ok big"), "{out}");
     let edge = ctl.wait_edge("workload:default/notebook", "external:grpc.test:50051", 1);

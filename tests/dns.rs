@@ -18,13 +18,10 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::Path;
 
-use common::netns::{
-    IPTABLES, Netns, Network, PROXY_UID, able, check, ipv6, on_path, sidecar_with,
-};
-use common::{Controller, Proc, bin, serve_forever, spawn_proc, wait_for};
+use common::netns::{Netns, Network, able, ipv6, on_path, sidecar_with};
+use common::{Proc, serve_forever, spawn_proc, wait_for};
 
 /// Env var that turns [`helper_dns_http_server`] into a server: `name@ip:port`.
 const SERVE_ENV: &str = "DNS_TEST_SERVE";
@@ -163,16 +160,8 @@ fn dns_goes_through_the_sidecar() {
         (String::from_utf8_lossy(&out.stdout).trim() == "10.66.0.2").then_some(())
     });
 
-    let grpc = SocketAddr::from((net.root_ip, 0));
-    let http = SocketAddr::from(([127, 0, 0, 1], 0));
-    let ctl = Controller::start_on(&tmp.path().join("data"), tmp.path(), grpc, http);
-    let out = check(pod.cmd(bin("vigil-proxy")).args([
-        "init",
-        "--iptables",
-        IPTABLES,
-        "--proxy-uid",
-        PROXY_UID,
-    ]));
+    let ctl = net.controller(tmp.path());
+    let out = pod.init_redirect();
     assert!(out.contains("DNS to port 4153"), "{out}");
     // The sidecar's own resolver knows none of these names (nothing listens
     // on 127.0.0.1:53 for it): what it believes of them comes from the

@@ -25,9 +25,9 @@ use std::path::Path;
 use std::process::Command;
 
 use common::netns::{
-    IP6TABLES_SAVE, IPTABLES, Netns, Network, PROXY_UID, able, check, ipv6, on_path, sidecar,
+    IP6TABLES_SAVE, IPTABLES, Netns, Network, able, check, ipv6, on_path, sidecar,
 };
-use common::{Controller, Proc, bin, serve_forever, spawn_proc, wait_for};
+use common::{Proc, bin, serve_forever, spawn_proc, wait_for};
 /// Env var that turns [`helper_http_server`] into a server: `name@ip:port`.
 const SERVE_ENV: &str = "TRANSPARENT_TEST_SERVE";
 
@@ -239,19 +239,11 @@ fn transparent_redirect_is_observed_and_enforced() {
     }
 
     // The controller in the root namespace, its gRPC port on the pod link.
-    let grpc = SocketAddr::from((net.root_ip, 0));
-    let http = SocketAddr::from(([127, 0, 0, 1], 0));
-    let ctl = Controller::start_on(&tmp.path().join("data"), tmp.path(), grpc, http);
+    let ctl = net.controller(tmp.path());
     let grpc = ctl.grpc;
 
     // The pod: rules first (as an init container), then the sidecar.
-    let out = check(pod.cmd(bin("vigil-proxy")).args([
-        "init",
-        "--iptables",
-        IPTABLES,
-        "--proxy-uid",
-        PROXY_UID,
-    ]));
+    let out = pod.init_redirect();
     assert!(out.contains("installed"), "{out}");
     let _sidecar = sidecar(pod, grpc, tmp.path());
 
@@ -410,17 +402,9 @@ fn transparent_tls_by_sni_and_opaque_tcp() {
         (srv.curl(&["-k", "https://10.66.0.2:8443/"]).0 == 200).then_some(())
     });
 
-    let grpc = SocketAddr::from((net.root_ip, 0));
-    let http = SocketAddr::from(([127, 0, 0, 1], 0));
-    let ctl = Controller::start_on(&tmp.path().join("data"), tmp.path(), grpc, http);
+    let ctl = net.controller(tmp.path());
     let grpc = ctl.grpc;
-    check(pod.cmd(bin("vigil-proxy")).args([
-        "init",
-        "--iptables",
-        IPTABLES,
-        "--proxy-uid",
-        PROXY_UID,
-    ]));
+    pod.init_redirect();
     let _sidecar = sidecar(pod, grpc, tmp.path());
 
     // TLS: learned by SNI name, not by IP.
@@ -502,16 +486,8 @@ fn a_learned_name_sent_to_another_address_is_refused() {
         wait_for(url, || (srv.curl(&["-k", url]).0 == 200).then_some(()));
     }
 
-    let grpc = SocketAddr::from((net.root_ip, 0));
-    let http = SocketAddr::from(([127, 0, 0, 1], 0));
-    let ctl = Controller::start_on(&tmp.path().join("data"), tmp.path(), grpc, http);
-    check(pod.cmd(bin("vigil-proxy")).args([
-        "init",
-        "--iptables",
-        IPTABLES,
-        "--proxy-uid",
-        PROXY_UID,
-    ]));
+    let ctl = net.controller(tmp.path());
+    pod.init_redirect();
     let _sidecar = sidecar(pod, ctl.grpc, tmp.path());
     // The notebook's clients: its own uid, no proxy settings.
     let notebook = |program: &str| {

@@ -253,6 +253,30 @@ impl Network {
     }
 }
 
+impl Network {
+    /// A `vigil-controller` in the root namespace, its gRPC port on the pod
+    /// link (where the sidecar reaches it), its API on loopback.
+    pub fn controller(&self, dir: &Path) -> super::Controller {
+        let grpc = SocketAddr::from((self.root_ip, 0));
+        let http = SocketAddr::from(([127, 0, 0, 1], 0));
+        super::Controller::start_on(&dir.join("data"), dir, grpc, http)
+    }
+}
+
+impl Netns {
+    /// `vigil-proxy init` in this namespace, as the pod's init container
+    /// runs it; returns what it printed.
+    pub fn init_redirect(&self) -> String {
+        check(self.cmd(bin("vigil-proxy")).args([
+            "init",
+            "--iptables",
+            IPTABLES,
+            "--proxy-uid",
+            PROXY_UID,
+        ]))
+    }
+}
+
 impl Drop for Network {
     fn drop(&mut self) {
         let _ = Command::new("ip")
