@@ -18,7 +18,7 @@ use tokio::time::Sleep;
 
 use crate::model::Record;
 use crate::policy::{Decision, PolicyRx};
-use crate::stream::Judge;
+use crate::stream::{Judge, LiveRecord};
 use crate::telemetry::Telemetry;
 
 /// The body type every proxy response carries.
@@ -110,7 +110,8 @@ pub struct Finish {
     pub live: Option<Live>,
 }
 
-/// A streaming response's reporting and re-judging state.
+/// A streaming response's reporting and re-judging state; its record is a
+/// [`LiveRecord`], as a long-lived stream's is.
 #[derive(Debug)]
 pub struct Live {
     /// The current policy.
@@ -118,9 +119,7 @@ pub struct Live {
     /// How often it is reported.
     pub interval: std::time::Duration,
     next: Option<Pin<Box<Sleep>>>,
-    sent_in: u64,
-    sent_out: u64,
-    counted: bool,
+    record: Option<LiveRecord>,
 }
 
 impl Live {
@@ -130,9 +129,7 @@ impl Live {
             policy,
             interval,
             next: None,
-            sent_in: 0,
-            sent_out: 0,
-            counted: false,
+            record: None,
         }
     }
 }
@@ -152,8 +149,7 @@ impl Finish {
         if next.as_mut().poll(cx).is_pending() {
             return false;
         }
-        next.as_mut()
-            .reset(tokio::time::Instant::now() + live.interval);
+        next.as_mut().reset(tokio::time::Instant::now() + interval);
         let _ = next.as_mut().poll(cx);
         let changed = live.policy.has_changed().unwrap_or(false);
         let policy = live.policy.borrow_and_update().clone();
@@ -165,35 +161,26 @@ impl Finish {
         if denied {
             tracing::info!(authority = %self.record.authority, source = %self.record.source, "ended a streaming response the policy no longer allows");
         }
-        let out = bytes_out.load(Ordering::Relaxed);
-        self.report(out, denied);
+        self.report(bytes_out.load(Ordering::Relaxed), denied);
         denied
     }
 
-    /// Emits what is new since the last report; the request is counted in
-    /// its first one (a denial is an event of its own).
+    /// Emits what is new since the last report: the request is counted in
+    /// its first one, with its latency (to the response's headers); a
+    /// denial is an event of its own.
     fn report(&mut self, total_out: u64, denied: bool) {
         let total_in = self.bytes_in.load(Ordering::Relaxed);
-        let mut record = self.record.clone();
-        match &mut self.live {
-            Some(live) => {
-                record.bytes_in = total_in - live.sent_in;
-                record.bytes_out = total_out - live.sent_out;
-                record.count = u64::from(!live.counted || denied);
-                if live.counted && !denied {
-                    record.latency_us = 0;
-                }
-                live.sent_in = total_in;
-                live.sent_out = total_out;
-                live.counted = true;
-            }
-            None => {
-                record.bytes_in = total_in;
-                record.bytes_out = total_out;
-            }
+        let latency = std::time::Duration::from_micros(self.record.latency_us);
+        let mut once = None;
+        let live = match &mut self.live {
+            Some(live) => live
+                .record
+                .get_or_insert_with(|| LiveRecord::new(self.record.clone())),
+            None => once.insert(LiveRecord::new(self.record.clone())),
+        };
+        if let Some(record) = live.emission(total_in, total_out, latency, denied) {
+            self.telemetry.emit(record);
         }
-        record.denied |= denied;
-        self.telemetry.emit(record);
     }
 
     fn emit(mut self, bytes_out: u64) {

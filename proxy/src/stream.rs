@@ -153,7 +153,8 @@ impl LiveRecord {
         let mut record = self.record.clone();
         record.bytes_in = bytes_in;
         record.bytes_out = bytes_out;
-        record.denied = denied;
+        // A request refused before it was answered (a 403) stays denied.
+        record.denied |= denied;
         record.count = u64::from(new_count);
         record.latency_us = if new_count {
             elapsed.as_micros() as u64
