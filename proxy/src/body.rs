@@ -16,9 +16,10 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use tokio::time::Sleep;
 
+use crate::destination::Judge;
 use crate::model::Record;
 use crate::policy::{Decision, PolicyRx};
-use crate::stream::{Judge, LiveRecord};
+use crate::stream::LiveRecord;
 use crate::telemetry::Telemetry;
 
 /// The body type every proxy response carries.

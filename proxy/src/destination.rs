@@ -8,11 +8,16 @@
 //! otherwise the connection is judged by its real `ip:port`, and the name is
 //! kept as a mismatch: the client lied about where it is going.
 //!
+//! [`Judge`] is the one decision on traffic once its destination (or
+//! caller) is known: requests, tunnels, streams and upgrades alike, at
+//! their start and again whenever the policy changes.
+//!
 //! Tier 2: pure, no I/O; used by HTTP, h2c, TLS and `CONNECT` alike.
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::policy::{Decision, Policy, evaluate_outbound};
+use crate::model::{Direction, Protocol, Record};
+use crate::policy::{Decision, Policy, evaluate_inbound, evaluate_outbound};
 
 /// A redirected destination, judged.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,26 +80,73 @@ pub fn judge(claim: Option<Claim<'_>>, dst: SocketAddr, resolved: &[IpAddr]) -> 
 /// Why a mismatched name is refused.
 pub const MISMATCH_REASON: &str = "the name does not match the destination address";
 
-/// The one decision on a redirected destination: judge the name against the
-/// real address, then the policy. In enforcement a name that does not match
-/// is refused whatever the baseline holds (the client lied about where it is
-/// going); otherwise the judged authority and the real address are checked
-/// as any destination is.
-pub fn decide(
-    policy: &Policy,
-    claim: Option<Claim<'_>>,
-    dst: SocketAddr,
-    resolved: &[IpAddr],
-) -> (Judged, Decision) {
-    let judged = judge(claim, dst, resolved);
-    let decision = if policy.enforce && judged.mismatch.is_some() {
-        Decision::Deny {
-            reason: MISMATCH_REASON,
+impl Judged {
+    /// How traffic to the real destination `dst` is judged from now on.
+    pub fn judge(&self, dst: SocketAddr) -> Judge {
+        Judge::Outbound {
+            authority: self.authority.clone(),
+            dst: Some(dst),
+            mismatch: self.mismatch.is_some(),
         }
-    } else {
-        evaluate_outbound(policy, &judged.authority, Some(dst))
-    };
-    (judged, decision)
+    }
+}
+
+/// Why mining is refused.
+pub const MINING_REASON: &str = "mining protocol";
+
+/// What a stream is judged as whenever the policy changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Judge {
+    /// An outbound stream to `authority` (at `dst` when known); `mismatch`
+    /// when the client named a destination it does not go to.
+    Outbound {
+        /// The judged authority.
+        authority: String,
+        /// The real destination.
+        dst: Option<SocketAddr>,
+        /// The name given did not match `dst`.
+        mismatch: bool,
+    },
+    /// An inbound stream from `source` (`None`: the internet).
+    Inbound {
+        /// The caller.
+        source: Option<String>,
+    },
+}
+
+impl Judge {
+    /// How the stream a request was upgraded into is judged: as the request
+    /// was (its destination, or its caller).
+    pub fn of_record(record: &Record) -> Self {
+        match record.direction {
+            Direction::Outbound => Judge::Outbound {
+                authority: record.authority.clone(),
+                dst: record.resolved,
+                mismatch: !record.claimed_authority.is_empty(),
+            },
+            Direction::Inbound => Judge::Inbound {
+                source: (!record.source.is_empty()).then(|| record.source.clone()),
+            },
+        }
+    }
+
+    /// The decision on a stream speaking `protocol` under `policy`: no
+    /// baseline ever allows mining, and a lie about the destination is
+    /// refused in enforcement whatever the baseline holds.
+    pub fn decide(&self, policy: &Policy, protocol: Protocol) -> Decision {
+        if policy.enforce && protocol == Protocol::Stratum {
+            return Decision::Deny {
+                reason: MINING_REASON,
+            };
+        }
+        match self {
+            Judge::Outbound { mismatch: true, .. } if policy.enforce => Decision::Deny {
+                reason: MISMATCH_REASON,
+            },
+            Judge::Outbound { authority, dst, .. } => evaluate_outbound(policy, authority, *dst),
+            Judge::Inbound { source } => evaluate_inbound(policy, source.as_deref()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -201,6 +253,11 @@ mod tests {
         let deny = Decision::Deny {
             reason: MISMATCH_REASON,
         };
+        let decide = |enforce, claim, resolved: &[IpAddr]| {
+            let judged = judge(claim, dst, resolved);
+            let decision = judged.judge(dst).decide(&learned(enforce), Protocol::Http1);
+            (judged, decision)
+        };
         let pypi = claim("pypi.test", None);
         let right: Vec<IpAddr> = vec![dst.ip()];
         let wrong: Vec<IpAddr> = vec!["10.66.0.9".parse().unwrap()];
@@ -214,11 +271,11 @@ mod tests {
             (false, pypi, &wrong[..], Decision::Allow),
         ];
         for (enforce, claim, resolved, want) in cases {
-            let (_, decision) = decide(&learned(enforce), claim, dst, resolved);
+            let (_, decision) = decide(enforce, claim, resolved);
             assert_eq!(decision, want, "enforce={enforce} {claim:?} {resolved:?}");
         }
         // A name outside the baseline that does match is judged by name.
-        let (judged, decision) = decide(&learned(true), claim("new.test", None), dst, &right);
+        let (judged, decision) = decide(true, claim("new.test", None), &right);
         assert_eq!(judged.authority, "new.test:8000");
         assert_eq!(
             decision,

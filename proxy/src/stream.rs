@@ -11,7 +11,6 @@
 //! Data-path tier: uses `policy`, `destination`, `detect` and `telemetry`;
 //! never `http` or `tcp` (they call it).
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,70 +20,12 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Notify, watch};
 
-use crate::destination::MISMATCH_REASON;
+use crate::destination::Judge;
 use crate::detect::stratum::StratumScanner;
 use crate::detect::websocket::WsDecoder;
 use crate::model::{Protocol, Record};
-use crate::policy::{Decision, Policy, PolicyRx, evaluate_inbound, evaluate_outbound};
+use crate::policy::{Decision, PolicyRx};
 use crate::telemetry::Telemetry;
-
-/// Why mining is refused.
-pub const MINING_REASON: &str = "mining protocol";
-
-/// What a stream is judged as whenever the policy changes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Judge {
-    /// An outbound stream to `authority` (at `dst` when known); `mismatch`
-    /// when the client named a destination it does not go to.
-    Outbound {
-        /// The judged authority.
-        authority: String,
-        /// The real destination.
-        dst: Option<SocketAddr>,
-        /// The name given did not match `dst`.
-        mismatch: bool,
-    },
-    /// An inbound stream from `source` (`None`: the internet).
-    Inbound {
-        /// The caller.
-        source: Option<String>,
-    },
-}
-
-impl Judge {
-    /// How the stream a request was upgraded into is judged: as the request
-    /// was (its destination, or its caller).
-    pub fn of_record(record: &Record) -> Self {
-        match record.direction {
-            crate::model::Direction::Outbound => Judge::Outbound {
-                authority: record.authority.clone(),
-                dst: record.resolved,
-                mismatch: !record.claimed_authority.is_empty(),
-            },
-            crate::model::Direction::Inbound => Judge::Inbound {
-                source: (!record.source.is_empty()).then(|| record.source.clone()),
-            },
-        }
-    }
-
-    /// The decision on a stream speaking `protocol` under `policy`: no
-    /// baseline ever allows mining, and a lie about the destination is
-    /// refused in enforcement whatever the baseline holds.
-    pub fn decide(&self, policy: &Policy, protocol: Protocol) -> Decision {
-        if policy.enforce && protocol == Protocol::Stratum {
-            return Decision::Deny {
-                reason: MINING_REASON,
-            };
-        }
-        match self {
-            Judge::Outbound { mismatch: true, .. } if policy.enforce => Decision::Deny {
-                reason: MISMATCH_REASON,
-            },
-            Judge::Outbound { authority, dst, .. } => evaluate_outbound(policy, authority, *dst),
-            Judge::Inbound { source } => evaluate_inbound(policy, source.as_deref()),
-        }
-    }
-}
 
 /// A stream's record over its life: each emission carries the bytes since
 /// the last one. The stream is counted once (in its first emission, and

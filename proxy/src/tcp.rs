@@ -18,11 +18,12 @@ use tokio::net::TcpStream;
 
 use crate::body::ProxyBody;
 use crate::context::{DecisionLabel, Pending, Shared, empty_ok, unavailable_response};
+use crate::destination::{Claim, Judge, Judged};
 use crate::detect::Protocol as Detected;
 use crate::model::{Direction, Protocol, Record};
 use crate::policy::Decision;
 use crate::sniff::{PrefixedIo, sniff};
-use crate::stream::{Inspect, Judge, LiveRecord, Stream};
+use crate::stream::{Inspect, LiveRecord, Stream};
 
 /// How long connecting to a stream's destination may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -105,7 +106,7 @@ pub async fn connect(
         let mut mismatch = false;
         if let Detected::Tls(hello) = &sniffed.protocol
             && let Some(sni) = hello.sni.as_deref()
-            && let (judged, _) = judge_stream(&tunnel_shared, Some(sni), addr).await
+            && let judged = judge_name(&tunnel_shared, Some(sni), addr).await
             && let Some(claimed) = judged.mismatch
         {
             tracing::info!(%claimed, %authority, "a TLS name inside a CONNECT tunnel that does not go to its address");
@@ -161,7 +162,7 @@ pub async fn forward_outbound(
         Detected::Tls(hello) => hello.sni.as_deref(),
         _ => None,
     };
-    let (judged, _) = judge_stream(&shared, sni, dst).await;
+    let judged = judge_name(&shared, sni, dst).await;
     let mut record = record(
         Direction::Outbound,
         stream_protocol(detected),
@@ -181,20 +182,15 @@ pub async fn forward_outbound(
     decide_then_pipe(&shared, client, judge, dst, record, start).await;
 }
 
-/// The one decision on a stream to `dst` that names itself `sni`: see
-/// [`crate::destination::decide`].
-async fn judge_stream(
-    shared: &Shared,
-    sni: Option<&str>,
-    dst: SocketAddr,
-) -> (crate::destination::Judged, Decision) {
-    let claim = sni.map(|host| crate::destination::Claim { host, port: None });
+/// The name `sni` a stream to `dst` gives, judged against `dst` (see
+/// [`crate::destination::judge`]).
+async fn judge_name(shared: &Shared, sni: Option<&str>, dst: SocketAddr) -> Judged {
+    let claim = sni.map(|host| Claim { host, port: None });
     let resolved = match claim.filter(|c| c.ip().is_none()) {
         Some(c) => shared.resolver.addresses_reaching(c.host, dst.ip()).await,
         None => Arc::from([]),
     };
-    let policy = shared.current_policy().await;
-    crate::destination::decide(&policy, claim, dst, &resolved)
+    crate::destination::judge(claim, dst, &resolved)
 }
 
 /// Forwards an inbound connection that is not HTTP to the application.

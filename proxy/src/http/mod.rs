@@ -27,8 +27,9 @@ pub use headers::{decline_h2c, request_for_upstream, response_for_client, strip_
 
 use crate::body::{CountingBody, ProxyBody};
 use crate::context::{DecisionLabel, Pending, Shared, unavailable_response};
+use crate::destination::Judge;
 use crate::model::Record;
-use crate::stream::{Inspect, Judge, LiveRecord, Stream};
+use crate::stream::{Inspect, LiveRecord, Stream};
 
 impl Shared {
     /// Runs an upgraded connection (after `101`) as a live stream: reported

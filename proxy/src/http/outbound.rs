@@ -211,7 +211,8 @@ async fn redirected(
         None => shared.resolver.addresses_reaching(host, dst.ip()).await,
     };
     let policy = shared.current_policy().await;
-    let (judged, decision) = destination::decide(&policy, Some(claim), dst, &resolved);
+    let judged = destination::judge(Some(claim), dst, &resolved);
+    let decision = judged.judge(dst).decide(&policy, pending.record.protocol);
     pending.record.authority = judged.authority.clone();
     pending.record.resolved = Some(dst);
     if let Some(claimed) = judged.mismatch {

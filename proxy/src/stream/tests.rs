@@ -4,7 +4,9 @@ use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
 
 use super::*;
+use crate::destination::{MINING_REASON, MISMATCH_REASON};
 use crate::model::Direction;
+use crate::policy::Policy;
 use crate::telemetry::{Records, channel};
 
 fn outbound_record(authority: &str) -> Record {
