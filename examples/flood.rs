@@ -168,6 +168,7 @@ impl Sidecar {
             workload: name.into(),
             namespace: "default".into(),
             instance: format!("flood-{name}"),
+            ..Default::default()
         };
         let registration = v1::Registration {
             identity: Some(identity.clone()),

@@ -79,6 +79,7 @@ async fn grpc_calls(proxy: SocketAddr, controller: SocketAddr, token: &str) {
         workload: "grpc-client".into(),
         namespace: "default".into(),
         instance: "e2e".into(),
+        ..Default::default()
     };
 
     // Server streaming: the first Policy message arrives.

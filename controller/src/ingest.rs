@@ -78,6 +78,8 @@ fn protocol_name(p: i32) -> &'static str {
         Ok(v1::Protocol::Grpc) => "grpc",
         Ok(v1::Protocol::Stratum) => "stratum",
         Ok(v1::Protocol::Dns) => "dns",
+        Ok(v1::Protocol::Udp) => "udp",
+        Ok(v1::Protocol::Quic) => "quic",
         _ => "unknown",
     }
 }
@@ -196,6 +198,9 @@ impl From<&PolicySpec> for v1::Policy {
                     (id.clone(), v1::SourceIps { ips })
                 })
                 .collect(),
+            denied_names: spec.denied_names.iter().cloned().collect(),
+            enforce_threats: spec.enforce_threats,
+            quarantined: spec.quarantined,
         }
     }
 }

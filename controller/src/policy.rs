@@ -38,6 +38,14 @@ pub struct PolicySpec {
     /// The IPs each registered workload (`ns/name`) calls from, so that a
     /// sidecar believes a `vigil-source` header only from its owner.
     pub source_ips: Arc<SourceIps>,
+    /// Threat-listed destinations (`domain`, `*.domain`, CIDR), shared by
+    /// every workload's policy.
+    pub denied_names: Arc<BTreeSet<String>>,
+    /// Whether the sidecar refuses `denied_names` (enforcement) or only
+    /// reports them.
+    pub enforce_threats: bool,
+    /// The workload is quarantined: all traffic but health checks refused.
+    pub quarantined: bool,
 }
 
 /// The IPs each registered workload calls from, by `ns/name`.
@@ -71,6 +79,9 @@ pub fn compile(
         allowed_addrs: BTreeSet::new(),
         allowed_sources: BTreeSet::new(),
         source_ips: source_ips.clone(),
+        denied_names: Arc::default(),
+        enforce_threats: mode.blocks(),
+        quarantined: false,
     };
     if !spec.enforce {
         return spec;

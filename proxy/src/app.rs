@@ -96,6 +96,8 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
         workload: config.args.workload.clone(),
         namespace: config.args.namespace.clone(),
         instance: instance_id()?,
+        tenant: config.args.tenant.clone(),
+        profile: config.args.profile.clone(),
     };
     let (outbound, outbound_addr) = listener::bind("outbound", config.args.outbound_addr).await?;
     let (inbound, inbound_addr) = listener::bind("inbound", config.args.inbound_addr).await?;

@@ -36,6 +36,10 @@ pub const ENV_ADMIN_ADDR: &str = "VIGIL_ADMIN_ADDR";
 pub const ENV_WORKLOAD: &str = "VIGIL_WORKLOAD";
 /// Env var for `--namespace`.
 pub const ENV_NAMESPACE: &str = "VIGIL_NAMESPACE";
+/// Env var for `--tenant`.
+pub const ENV_TENANT: &str = "VIGIL_TENANT";
+/// Env var for `--profile`.
+pub const ENV_PROFILE: &str = "VIGIL_PROFILE";
 /// Env var for `--controller`.
 pub const ENV_CONTROLLER: &str = "VIGIL_CONTROLLER";
 /// Env var for `--hosts-file`.
@@ -145,6 +149,16 @@ pub struct Args {
     /// Namespace of the workload.
     #[arg(long, env = ENV_NAMESPACE, default_value = "default")]
     pub namespace: String,
+    /// The account that owns the workload (a JupyterHub user, a Kubeflow
+    /// profile owner), carried into every alert so the operator can act on
+    /// it. Letters, digits and `@ . _ + = -`.
+    #[arg(long, env = ENV_TENANT, default_value = "")]
+    pub tenant: String,
+    /// The profile of the workload: workloads of one profile share a
+    /// baseline (a `vigil.io/profile` label, an image repository). Default:
+    /// the workload name.
+    #[arg(long, env = ENV_PROFILE, default_value = "")]
+    pub profile: String,
     /// gRPC URL of vigil-controller.
     #[arg(long, env = ENV_CONTROLLER, default_value = "http://127.0.0.1:8470")]
     pub controller: String,
@@ -260,6 +274,16 @@ pub enum ConfigError {
         /// Its value.
         value: String,
     },
+    /// `--tenant` or `--profile` holds characters it may not.
+    #[error("--{flag} {value:?} is invalid: use up to 253 characters of {allowed}")]
+    BadLabel {
+        /// The flag.
+        flag: &'static str,
+        /// Its value.
+        value: String,
+        /// What it may hold.
+        allowed: &'static str,
+    },
     /// `--controller` is not an http(s) URL.
     #[error("--controller {0:?} is invalid: expected a URL such as http://127.0.0.1:8470")]
     BadController(String),
@@ -333,6 +357,20 @@ impl Config {
                     value: value.clone(),
                 });
             }
+        }
+        if !vigil_proto::is_valid_tenant(&args.tenant) {
+            return Err(ConfigError::BadLabel {
+                flag: "tenant",
+                value: args.tenant.clone(),
+                allowed: "letters, digits and '@', '.', '_', '+', '=', '-'",
+            });
+        }
+        if !vigil_proto::is_valid_profile(&args.profile) {
+            return Err(ConfigError::BadLabel {
+                flag: "profile",
+                value: args.profile.clone(),
+                allowed: "a-z, 0-9, '.', '_', '-', '/' (not first)",
+            });
         }
         let uri: http::Uri = args
             .controller
@@ -492,6 +530,8 @@ mod tests {
 
         let cases = [
             (vec!["--workload", "Web"], "--workload"),
+            (vec!["--workload", "w", "--tenant", "a b"], "--tenant"),
+            (vec!["--workload", "w", "--profile", "/x"], "--profile"),
             (vec!["--workload", "w", "--namespace", "a/b"], "--namespace"),
             (
                 vec!["--workload", "w", "--controller", "nope"],

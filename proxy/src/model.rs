@@ -20,6 +20,11 @@ pub struct Identity {
     pub namespace: String,
     /// Random per-process instance id (hex).
     pub instance: String,
+    /// The account that owns the workload (`--tenant`), empty if unknown.
+    pub tenant: String,
+    /// The profile the workload belongs to (`--profile`), empty for its
+    /// own name.
+    pub profile: String,
 }
 
 impl Identity {
@@ -34,6 +39,8 @@ impl Identity {
             workload: self.workload.clone(),
             namespace: self.namespace.clone(),
             instance: self.instance.clone(),
+            tenant: self.tenant.clone(),
+            profile: self.profile.clone(),
         }
     }
 }
@@ -90,6 +97,10 @@ pub enum Protocol {
     Tcp,
     /// A DNS query of the pod, answered through the sidecar's DNS listener.
     Dns,
+    /// A UDP flow other than DNS.
+    Udp,
+    /// A UDP flow recognised as QUIC.
+    Quic,
 }
 
 impl Protocol {
@@ -103,6 +114,8 @@ impl Protocol {
             Protocol::Stratum => v1::Protocol::Stratum,
             Protocol::Tcp => v1::Protocol::Tcp,
             Protocol::Dns => v1::Protocol::Dns,
+            Protocol::Udp => v1::Protocol::Udp,
+            Protocol::Quic => v1::Protocol::Quic,
         }
     }
 

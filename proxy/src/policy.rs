@@ -327,6 +327,7 @@ mod tests {
                 },
             )]
             .into(),
+            ..Default::default()
         })
         .unwrap()
     }

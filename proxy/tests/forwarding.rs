@@ -257,6 +257,7 @@ async fn forwards_enforces_and_reports() -> Result<()> {
             },
         )]
         .into(),
+        ..Default::default()
     });
     let (kill_tx, kill_rx) = watch::channel(false);
     let fake = FakeController {

@@ -37,6 +37,10 @@ pub enum ProtocolLabel {
     tcp,
     /// DNS queries.
     dns,
+    /// UDP flows other than DNS.
+    udp,
+    /// QUIC flows.
+    quic,
 }
 
 impl From<Protocol> for ProtocolLabel {
@@ -49,6 +53,8 @@ impl From<Protocol> for ProtocolLabel {
             Protocol::Stratum => Self::stratum,
             Protocol::Tcp => Self::tcp,
             Protocol::Dns => Self::dns,
+            Protocol::Udp => Self::udp,
+            Protocol::Quic => Self::quic,
         }
     }
 }
