@@ -32,6 +32,7 @@ pub mod stream;
 pub mod tcp;
 pub mod telemetry;
 pub mod template;
+pub mod udp;
 
 pub use app::{Running, StartError, start};
 pub use config::Args;

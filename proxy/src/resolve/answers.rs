@@ -108,6 +108,24 @@ impl AnswerStore {
         })
     }
 
+    /// The names whose unexpired addresses at `now` include `ip`, the most
+    /// recently answered first (a UDP flow to `ip` is named by them).
+    pub fn names_of(&self, ip: IpAddr, now: Instant) -> Vec<String> {
+        let ip = ip.to_canonical();
+        let mut names: Vec<(&String, Instant)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| {
+                e.addresses
+                    .iter()
+                    .any(|(a, until)| *a == ip && *until > now)
+            })
+            .map(|(name, e)| (name, e.answered))
+            .collect();
+        names.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        names.into_iter().map(|(name, _)| name.clone()).collect()
+    }
+
     /// Makes room for one name: drops every expired name, else the least
     /// recently answered one.
     fn evict(&mut self, now: Instant) {
@@ -139,6 +157,14 @@ impl PodAnswers {
         if let Ok(mut store) = self.store.lock() {
             store.insert(name, addresses, Instant::now());
         }
+    }
+
+    /// The names the pod was told have `ip` (see [`AnswerStore::names_of`]).
+    pub fn names_of(&self, ip: IpAddr) -> Vec<String> {
+        self.store
+            .lock()
+            .map(|store| store.names_of(ip, Instant::now()))
+            .unwrap_or_default()
     }
 
     /// `name`'s unexpired addresses.
@@ -202,6 +228,26 @@ mod tests {
         // A huge TTL is capped.
         store.insert("far.test", &[(ip("10.0.0.5"), u32::MAX)], t0);
         assert!(store.get("far.test", t0 + MAX_KEEP).is_empty());
+    }
+
+    #[test]
+    fn names_of_an_address_are_the_unexpired_ones_latest_first() {
+        let mut store = AnswerStore::default();
+        let t0 = Instant::now();
+        store.insert("old.test", &[(ip("10.0.0.1"), 60)], t0);
+        store.insert(
+            "new.test",
+            &[(ip("10.0.0.1"), 600)],
+            t0 + Duration::from_secs(1),
+        );
+        store.insert("other.test", &[(ip("10.0.0.2"), 60)], t0);
+        let names = store.names_of(ip("::ffff:10.0.0.1"), t0 + Duration::from_secs(2));
+        assert_eq!(names, ["new.test", "old.test"]);
+        assert_eq!(
+            store.names_of(ip("10.0.0.1"), t0 + Duration::from_secs(100)),
+            ["new.test"]
+        );
+        assert!(store.names_of(ip("10.0.0.3"), t0).is_empty());
     }
 
     #[test]
