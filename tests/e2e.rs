@@ -94,6 +94,16 @@ fn learning_then_enforcement_blocks_what_is_new() {
     for field in ["count", "first_seen", "last_seen"] {
         assert!(!alert[field].is_null(), "alert has {field}: {alert}");
     }
+    // An alert a human can act on: a stable id, a severity, one sentence.
+    assert_eq!(alert["id"].as_str().map(str::len), Some(16), "{alert}");
+    assert_eq!(alert["severity"], "medium", "{alert}");
+    let sentence = alert["explanation"].as_str().unwrap_or_default();
+    assert!(
+        sentence.starts_with("default/web connected to pool.test:")
+            && sentence.contains("outside its baseline")
+            && sentence.ends_with("Vigil blocked it."),
+        "{alert}"
+    );
     let edge = ctl.wait_edge(
         "workload:default/web",
         &format!("external:{pool_authority}"),
@@ -137,7 +147,9 @@ fn learning_then_enforcement_blocks_what_is_new() {
     assert_eq!(status, 403, "a spoofed identity is not believed: {body}");
     let json: serde_json::Value = serde_json::from_str(&body).expect("the 403 body is JSON");
     assert_eq!(json["source"], "internet", "{json}");
-    ctl.wait_alert("new_edge", "api", Some("internet"));
+    // Never exposed to the internet while learning: the open dashboard.
+    let exposure = ctl.wait_alert("new_exposure", "api", Some("internet"));
+    assert_eq!(exposure["severity"], "high", "{exposure}");
     let alert = ctl.wait_alert("spoofed_source", "api", Some("default/web"));
     assert_eq!(alert["action"], "blocked", "the impostor is named: {alert}");
 

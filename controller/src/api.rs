@@ -219,6 +219,44 @@ async fn graph(State(api): State<Api>) -> Response {
     Json(&api.engine.snapshot().graph).into_response()
 }
 
-async fn alerts(State(api): State<Api>) -> Response {
-    Json(&api.engine.snapshot().alerts).into_response()
+/// Filters of `GET /api/v1/alerts`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertFilter {
+    tenant: Option<String>,
+    namespace: Option<String>,
+    kind: Option<String>,
+    /// The least severity shown.
+    severity: Option<String>,
+}
+
+async fn alerts(
+    State(api): State<Api>,
+    query: Result<axum::extract::Query<AlertFilter>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let axum::extract::Query(filter) =
+        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let bad = |e: String| ApiError::new(StatusCode::BAD_REQUEST, e);
+    let kind = filter
+        .kind
+        .as_deref()
+        .map(str::parse::<crate::model::AlertKind>)
+        .transpose()
+        .map_err(bad)?;
+    let severity = filter
+        .severity
+        .as_deref()
+        .map(str::parse::<crate::model::Severity>)
+        .transpose()
+        .map_err(bad)?;
+    let snapshot = api.engine.snapshot();
+    let shown: Vec<&crate::model::Alert> = snapshot
+        .alerts
+        .iter()
+        .filter(|a| filter.tenant.as_ref().is_none_or(|t| &a.tenant == t))
+        .filter(|a| filter.namespace.as_ref().is_none_or(|n| &a.namespace == n))
+        .filter(|a| kind.is_none_or(|k| a.kind == k))
+        .filter(|a| severity.is_none_or(|s| a.severity >= s))
+        .collect();
+    Ok(Json(shown).into_response())
 }

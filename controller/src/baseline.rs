@@ -3,18 +3,81 @@
 //! Pure data and updates, no I/O: the engine persists what these functions
 //! report as new. Depends only on `model`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::model::{EdgeKey, NodeId, WorkloadId};
 
-/// The workloads and edges learned as normal.
+/// Most API endpoints learned per edge: past it, new endpoints of that
+/// edge are no longer learned (a flood of unique paths costs bounded
+/// memory), and are judged by the edge alone.
+pub const MAX_ENDPOINTS_PER_EDGE: usize = 256;
+
+/// The workloads (as their profiles), edges and API endpoints learned as
+/// normal.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Baseline {
     workloads: BTreeSet<WorkloadId>,
     edges: BTreeSet<EdgeKey>,
+    endpoints: BTreeMap<EdgeKey, BTreeSet<String>>,
 }
 
 impl Baseline {
+    /// Adds an API endpoint (`METHOD path-template`) of `edge`; true when
+    /// it was not known before (and the edge had room for it).
+    pub fn learn_endpoint(&mut self, edge: &EdgeKey, endpoint: &str) -> bool {
+        let set = match self.endpoints.get_mut(edge) {
+            Some(set) => set,
+            None => self.endpoints.entry(edge.clone()).or_default(),
+        };
+        if set.contains(endpoint) || set.len() >= MAX_ENDPOINTS_PER_EDGE {
+            return false;
+        }
+        set.insert(endpoint.to_owned())
+    }
+
+    /// Whether `endpoint` of `edge` was seen while learning.
+    pub fn has_endpoint(&self, edge: &EdgeKey, endpoint: &str) -> bool {
+        self.endpoints
+            .get(edge)
+            .is_some_and(|set| set.contains(endpoint))
+    }
+
+    /// Whether any endpoint of `edge` was learned (false for a baseline
+    /// from before endpoints were learned, or an edge past its cap).
+    pub fn has_endpoints(&self, edge: &EdgeKey) -> bool {
+        self.endpoints
+            .get(edge)
+            .is_some_and(|set| !set.is_empty() && set.len() < MAX_ENDPOINTS_PER_EDGE)
+    }
+
+    /// The learned endpoints of `edge`.
+    pub fn endpoints_of(&self, edge: &EdgeKey) -> impl Iterator<Item = &String> {
+        self.endpoints.get(edge).into_iter().flatten()
+    }
+
+    /// Every learned workload (as its profile).
+    pub fn workloads(&self) -> impl Iterator<Item = &WorkloadId> {
+        self.workloads.iter()
+    }
+
+    /// Every learned edge.
+    pub fn edges(&self) -> impl Iterator<Item = &EdgeKey> {
+        self.edges.iter()
+    }
+
+    /// Removes everything of namespace `namespace` (every namespace when
+    /// `None`): before an import replaces it.
+    pub fn clear(&mut self, namespace: Option<&str>) {
+        let Some(ns) = namespace else {
+            *self = Baseline::default();
+            return;
+        };
+        let touches = |node: &NodeId| matches!(node, NodeId::Workload(id) if id.namespace == ns);
+        self.workloads.retain(|id| id.namespace != ns);
+        self.edges.retain(|(s, t)| !touches(s) && !touches(t));
+        self.endpoints.retain(|(s, t), _| !touches(s) && !touches(t));
+    }
+
     /// Adds a workload; true when it was not known before.
     pub fn learn_workload(&mut self, id: &WorkloadId) -> bool {
         !self.workloads.contains(id) && self.workloads.insert(id.clone())

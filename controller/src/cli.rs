@@ -73,6 +73,18 @@ pub enum Command {
     },
     /// Show the alerts, newest first.
     Alerts {
+        /// Only alerts of this tenant (the account that owns the workload).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only alerts of this namespace.
+        #[arg(long, short)]
+        namespace: Option<String>,
+        /// Only alerts of this kind, e.g. `threat`.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only alerts of at least this severity (low, medium, high, critical).
+        #[arg(long)]
+        severity: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -275,9 +287,16 @@ fn alerts_table(alerts: &[Alert]) -> String {
         .iter()
         .map(|a| {
             vec![
+                a.id.clone(),
+                a.severity.as_str().to_owned(),
                 a.kind.as_str().to_owned(),
                 a.namespace.clone(),
                 a.workload.clone(),
+                if a.tenant.is_empty() {
+                    "-".to_owned()
+                } else {
+                    a.tenant.clone()
+                },
                 match (&a.claimed, a.destination.is_empty()) {
                     // The name given, and where the traffic really went.
                     (Some(claimed), _) => format!("{} (as {claimed})", a.destination),
@@ -297,9 +316,12 @@ fn alerts_table(alerts: &[Alert]) -> String {
         .collect();
     table(
         &[
+            "ID",
+            "SEVERITY",
             "KIND",
             "NAMESPACE",
             "WORKLOAD",
+            "TENANT",
             "DESTINATION",
             "ACTION",
             "COUNT",
@@ -348,10 +370,45 @@ fn status_text(s: &StatusView) -> String {
     )
 }
 
+/// Writes `text` to standard output. A closed pipe (`vigilctl alerts |
+/// head`) ends the program quietly, as for any Unix filter.
+fn out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        result => result.context("writing to standard output"),
+    }
+}
+
 fn print_json(bytes: &Bytes) -> anyhow::Result<()> {
     let value: serde_json::Value = serde_json::from_slice(bytes)?;
-    println!("{}", serde_json::to_string_pretty(&value)?);
-    Ok(())
+    out(&format!("{}\n", serde_json::to_string_pretty(&value)?))
+}
+
+/// The query string of `vigilctl alerts` filters.
+fn alerts_query(filters: &[(&str, &Option<String>)]) -> String {
+    let pairs: Vec<String> = filters
+        .iter()
+        .filter_map(|(key, value)| {
+            let value = value.as_deref()?;
+            let encoded: String = value
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            Some(format!("{key}={encoded}"))
+        })
+        .collect();
+    if pairs.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", pairs.join("&"))
+    }
 }
 
 /// Runs one `vigilctl` command.
@@ -377,7 +434,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if json {
                 print_json(&bytes)?
             } else {
-                print!("{}", modes_table(&view))
+                out(&modes_table(&view))?
             }
         }
         Command::Mode {
@@ -416,14 +473,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 } else {
                     Mode::Enforcement { alert_only: false }
                 };
-                println!(
-                    "switched {} to {}",
+                out(&format!(
+                    "switched {} to {}\n",
                     namespace
                         .as_deref()
                         .map_or_else(|| "all namespaces".to_owned(), |n| format!("namespace {n}")),
                     label.label()
-                );
-                print!("{}", modes_table(&view));
+                ))?;
+                out(&modes_table(&view))?;
             }
         }
         Command::Graph { json } => {
@@ -431,15 +488,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if json {
                 print_json(&bytes)?
             } else {
-                print!("{}", graph_tables(&view))
+                out(&graph_tables(&view))?
             }
         }
-        Command::Alerts { json } => {
-            let (view, bytes) = api.get::<Vec<Alert>>("/api/v1/alerts").await?;
+        Command::Alerts {
+            json,
+            tenant,
+            namespace,
+            kind,
+            severity,
+        } => {
+            let query = alerts_query(&[
+                ("tenant", &tenant),
+                ("namespace", &namespace),
+                ("kind", &kind),
+                ("severity", &severity),
+            ]);
+            let (view, bytes) = api
+                .get::<Vec<Alert>>(&format!("/api/v1/alerts{query}"))
+                .await?;
             if json {
                 print_json(&bytes)?
             } else {
-                print!("{}", alerts_table(&view))
+                out(&alerts_table(&view))?
             }
         }
         Command::Status { json } => {
@@ -447,7 +518,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if json {
                 print_json(&bytes)?
             } else {
-                print!("{}", status_text(&view))
+                out(&status_text(&view))?
             }
         }
     }
@@ -460,10 +531,13 @@ mod tests {
 
     #[test]
     fn a_name_mismatch_shows_the_name_given_beside_the_real_destination() {
-        let alert = Alert {
+        let mut alert = Alert {
+            id: String::new(),
             kind: crate::model::AlertKind::NameMismatch,
+            severity: crate::model::Severity::High,
             namespace: "notebooks".into(),
             workload: "jupyter".into(),
+            tenant: "alice".into(),
             destination: "10.0.0.9:443".into(),
             action: crate::model::Action::Blocked,
             count: 2,
@@ -471,7 +545,10 @@ mod tests {
             first_seen: "t0".into(),
             last_seen: "t1".into(),
             claimed: Some("pypi.org:443".into()),
+            explanation: String::new(),
+            evidence: crate::model::Evidence::default(),
         };
+        alert.upgrade();
         let out = alerts_table(&[alert]);
         assert!(
             out.contains("name_mismatch") && out.contains("10.0.0.9:443 (as pypi.org:443)"),

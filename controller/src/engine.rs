@@ -10,16 +10,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::baseline::Baseline;
-use crate::detect::{self, Hits, Verdict};
+use crate::detect::{self, Finding, Hits, Input, Learn, NoThreats, Threats, Verdict};
 use crate::graph::Graph;
 use crate::inventory::Inventory;
 use crate::metrics::{EngineMetrics, ReportResult, ViolationLabels};
 use crate::model::{
-    Action, Alert, AlertKind, Batch, Direction, EdgeKey, Mode, Modes, NodeId, OVERFLOW,
-    Observation, WorkloadId, alert_key, now_unix, rfc3339,
+    Action, Alert, AlertKind, Batch, Direction, EdgeKey, Evidence, Mode, Modes, NodeId, OVERFLOW,
+    Observation, WorkloadId, alert_id, alert_key, now_unix, rfc3339,
 };
 use crate::policy::{self, Policies};
 use crate::snapshot::{self, Parts, Snapshot, label};
@@ -27,20 +27,38 @@ use crate::store::{Changes, Loaded, Store, StoreError};
 
 mod handle;
 
-pub use handle::{Command, EngineError, Handle, PolicyRx};
+pub use handle::{Command, EngineError, Handle, PolicyRx, Registration};
 
 /// What an alert names beside its workload: the destination (or claimed
-/// identity) and, for `name_mismatch`, the name the workload gave.
+/// identity), for `name_mismatch` the name the workload gave, for `threat`
+/// the feed that lists it; and the traffic behind it.
 #[derive(Debug, Default)]
-struct About {
+struct About<'a> {
     destination: String,
     claimed: Option<String>,
+    listed: Option<String>,
+    obs: Option<&'a Observation>,
+}
+
+impl<'a> About<'a> {
+    fn of(finding: Finding, obs: &'a Observation) -> Self {
+        About {
+            destination: finding.about,
+            claimed: finding.claimed,
+            listed: finding.listed,
+            obs: Some(obs),
+        }
+    }
 }
 
 /// Distinct destinations the controller tracks per workload; traffic to
 /// new ones past this is counted under [`OVERFLOW`] (and alerted once, as
 /// `limit_reached`).
 pub const MAX_PEERS: usize = 1000;
+
+/// Alert events buffered per subscriber; a subscriber that falls further
+/// behind skips the oldest (and is told how many).
+const ALERT_EVENTS: usize = 4096;
 
 /// Commands queued before senders wait.
 const QUEUE: usize = 1024;
@@ -63,6 +81,12 @@ struct Engine {
     /// Last applied batch per sidecar process: (seq, unix seconds).
     seqs: HashMap<String, (u64, u64)>,
     metrics: EngineMetrics,
+    /// The threat lists the `threat` detector consults.
+    threats: Arc<dyn Threats + Send>,
+    /// Their entries, as pushed to the sidecars.
+    denied_names: Arc<BTreeSet<String>>,
+    /// Every alert raised or updated, once it is durable (notifiers).
+    alert_events: broadcast::Sender<Alert>,
 }
 
 /// Loads the state from `store` and starts the engine thread.
@@ -88,8 +112,12 @@ pub fn spawn(
         dropped: 0,
         seqs: HashMap::new(),
         metrics: EngineMetrics::register(registry),
+        threats: Arc::new(NoThreats),
+        denied_names: Arc::default(),
+        alert_events: broadcast::channel(ALERT_EVENTS).0,
     };
     engine.load_state(loaded);
+    let alerts_tx = engine.alert_events.clone();
     let (tx, rx) = mpsc::channel(QUEUE);
     let (snap_tx, snap_rx) = watch::channel(Arc::new(engine.snapshot()));
     let thread = std::thread::Builder::new()
@@ -100,6 +128,7 @@ pub fn spawn(
         Handle {
             tx,
             snapshot: snap_rx,
+            alerts: alerts_tx,
         },
         thread,
     ))
@@ -141,13 +170,10 @@ impl Engine {
     fn apply(&mut self, cmd: Command) -> Option<Reply> {
         match cmd {
             Command::Register {
-                id,
-                addrs,
-                version,
-                from,
+                registration,
                 reply,
             } => {
-                let result = self.register(&id, &addrs, &version, from);
+                let result = self.register(&registration);
                 Some(Box::new(move || drop(reply.send(result))))
             }
             Command::Disconnect { id } => {
@@ -173,26 +199,28 @@ impl Engine {
         }
     }
 
-    fn register(
-        &mut self,
-        id: &WorkloadId,
-        addrs: &[SocketAddr],
-        version: &str,
-        from: Option<IpAddr>,
-    ) -> Result<PolicyRx, EngineError> {
+    fn register(&mut self, registration: &Registration) -> Result<PolicyRx, EngineError> {
+        let Registration {
+            id,
+            addrs,
+            version,
+            from,
+            tenant,
+            profile,
+        } = registration;
+        let (addrs, from): (&[SocketAddr], Option<IpAddr>) = (addrs, *from);
         let now = now_unix();
         let mut changes = Changes::default();
-        let record = self
-            .inventory
-            .register(id, addrs, version, from, now)
-            .clone();
+        self.inventory.register(id, addrs, version, from, now);
+        let record = self.inventory.set_labels(id, tenant, profile).clone();
         changes.workloads.push((id.clone(), record));
         self.graph.ensure_node(&NodeId::Workload(id.clone()));
         let mode = self.modes.of(&id.namespace);
-        if mode == Mode::Learning && self.baseline.learn_workload(id) {
-            changes.baseline_workloads.push(id.clone());
+        let member = self.inventory.profile_of(id);
+        if mode == Mode::Learning && self.baseline.learn_workload(&member) {
+            changes.baseline_workloads.push(member.clone());
         }
-        if let Some(verdict) = detect::check_workload(mode, &self.baseline, id) {
+        if let Some(verdict) = detect::check_workload(mode, &self.baseline, &member) {
             tracing::warn!(workload = %id, action = ?verdict.action, "new deployment outside the baseline");
             let hits = Hits {
                 count: 1,
@@ -284,7 +312,8 @@ impl Engine {
                 };
                 let about = About {
                     destination: OVERFLOW.to_owned(),
-                    claimed: None,
+                    obs: Some(obs),
+                    ..About::default()
                 };
                 self.raise(changes, verdict, reporter, about, Hits::of(obs), now);
             }
@@ -298,42 +327,44 @@ impl Engine {
             // protocol changes, which the sidecar counts anew).
             return Some(edge);
         }
-        let destination = match obs.direction {
+        let about = match obs.direction {
             Direction::Outbound => label(&edge.1),
             Direction::Inbound => label(&edge.0),
         };
-        // Each verdict with what its alert names beside the workload.
-        // Each verdict with what its alert names beside the workload, and
-        // the name a lying workload gave.
-        let mining = detect::check_protocol(mode, obs.protocol)
-            .map(|verdict| (verdict, destination.clone(), None));
-        let claim =
-            detect::check_claim(obs).map(|(verdict, claimed)| (verdict, claimed.to_string(), None));
-        let mismatch = detect::check_name(obs)
-            .map(|(verdict, name)| (verdict, destination.clone(), Some(name.to_owned())));
-        let abnormal = mining.is_some() || claim.is_some() || mismatch.is_some() || overflow;
-        let off_baseline = if mode == Mode::Learning {
-            // Never learned: a miner, an impersonator, or a workload lying
-            // about its destination, seen while learning stays abnormal.
-            if !abnormal && self.baseline.learn_edge(&edge) {
-                changes.baseline_edges.push(edge.clone());
+        let baseline_edge = (
+            self.inventory.baseline_node(&edge.0),
+            self.inventory.baseline_node(&edge.1),
+        );
+        let judgement = detect::judge(
+            &Input {
+                mode,
+                baseline: &self.baseline,
+                threats: &*self.threats,
+                edge: &baseline_edge,
+                about: &about,
+                obs,
+            },
+            overflow,
+        );
+        for learn in judgement.learn {
+            match learn {
+                Learn::Edge(key) => {
+                    if self.baseline.learn_edge(&key) {
+                        changes.baseline_edges.push(key);
+                    }
+                }
+                Learn::Endpoint(key, endpoint) => {
+                    if self.baseline.learn_endpoint(&key, &endpoint) {
+                        changes.baseline_endpoints.push((key, endpoint));
+                    }
+                }
             }
-            None
-        } else {
-            detect::check_edge(mode, &self.baseline, &edge)
-                .map(|verdict| (verdict, destination, None))
-        };
+        }
         let hits = Hits::of(obs);
-        for (verdict, about, claimed) in [mining, claim, mismatch, off_baseline]
-            .into_iter()
-            .flatten()
-        {
+        for finding in judgement.findings {
             self.graph.mark_violation(&edge);
-            let about = About {
-                destination: about,
-                claimed,
-            };
-            self.raise(changes, verdict.seen(hits), reporter, about, hits, now);
+            let verdict = finding.verdict.seen(hits);
+            self.raise(changes, verdict, reporter, About::of(finding, obs), hits, now);
         }
         Some(edge)
     }
@@ -370,7 +401,14 @@ impl Engine {
     fn load_state(&mut self, loaded: Loaded) {
         self.modes = loaded.modes;
         self.baseline = loaded.baseline;
-        self.alerts = loaded.alerts.into_iter().map(|a| (a.key(), a)).collect();
+        self.alerts = loaded
+            .alerts
+            .into_iter()
+            .map(|mut a| {
+                a.upgrade();
+                (a.key(), a)
+            })
+            .collect();
         self.seqs = loaded.report_seqs;
         self.graph = Graph::default();
         self.inventory.clear_records();
@@ -396,6 +434,12 @@ impl Engine {
         self.metrics
             .commit_seconds
             .observe(start.elapsed().as_secs_f64());
+        if result.is_ok() && self.alert_events.receiver_count() > 0 {
+            for alert in &changes.alerts {
+                // No subscriber is not an error.
+                let _ = self.alert_events.send(alert.clone());
+            }
+        }
         if let Err(e) = &result {
             tracing::error!(error = %e, "store write failed; reloading the state from the store");
             match self.store.load() {
@@ -411,13 +455,15 @@ impl Engine {
         changes: &mut Changes,
         verdict: Verdict,
         id: &WorkloadId,
-        about: About,
+        about: About<'_>,
         hits: Hits,
         now: u64,
     ) {
         let About {
             destination,
             claimed,
+            listed,
+            obs,
         } = about;
         let Hits { count, denied } = hits;
         self.metrics
@@ -428,10 +474,14 @@ impl Engine {
             .inc_by(count);
         let key = alert_key(verdict.kind, &id.namespace, &id.name, &destination);
         let at = rfc3339(now);
-        let alert = self.alerts.entry(key).or_insert_with(|| Alert {
+        let tenant = self.inventory.tenant_of(id);
+        let alert = self.alerts.entry(key).or_insert_with_key(|key| Alert {
+            id: alert_id(key),
             kind: verdict.kind,
+            severity: verdict.kind.severity(),
             namespace: id.namespace.clone(),
             workload: id.name.clone(),
+            tenant: String::new(),
             destination,
             action: verdict.action,
             count: 0,
@@ -439,16 +489,28 @@ impl Engine {
             first_seen: at.clone(),
             last_seen: at.clone(),
             claimed: None,
+            explanation: String::new(),
+            evidence: Evidence::default(),
         });
         if claimed.is_some() {
             alert.claimed = claimed;
+        }
+        if listed.is_some() {
+            alert.evidence.listed = listed;
+        }
+        if let Some(obs) = obs {
+            alert.evidence.add(obs);
+        }
+        if !tenant.is_empty() {
+            tenant.clone_into(&mut alert.tenant);
         }
         alert.count = alert.count.saturating_add(count);
         alert.denied = alert.denied.saturating_add(denied);
         alert.action = verdict.action;
         alert.last_seen = at;
+        alert.explanation = crate::explain::explain(alert);
         if verdict.kind != AlertKind::NewDeployment || alert.count == 1 {
-            tracing::warn!(kind = alert.kind.as_str(), workload = %id, destination = %alert.destination, action = ?alert.action, "violation");
+            tracing::warn!(kind = alert.kind.as_str(), id = %alert.id, workload = %id, destination = %alert.destination, action = ?alert.action, "violation");
         }
         changes.alerts.push(alert.clone());
     }
@@ -482,16 +544,16 @@ impl Engine {
             ids.push(id.clone());
         }
         let source_ips = Arc::new(policy::source_ips(&self.inventory));
+        let inputs = policy::Inputs {
+            baseline: &self.baseline,
+            graph: &self.graph,
+            inventory: &self.inventory,
+            source_ips: &source_ips,
+            denied_names: &self.denied_names,
+        };
         for id in ids {
             let mode = self.modes.of(&id.namespace);
-            let spec = policy::compile(
-                &id,
-                mode,
-                &self.baseline,
-                &self.graph,
-                &self.inventory,
-                &source_ips,
-            );
+            let spec = policy::compile(&id, mode, &inputs);
             if self.policies.publish(&id, spec) {
                 self.metrics.policy_updates.inc();
                 tracing::debug!(workload = %id, mode = mode.label(), "policy published");

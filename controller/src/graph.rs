@@ -65,8 +65,8 @@ impl EdgeStats {
         if !obs.authority.is_empty() && self.authorities.len() < MAX_AUTHORITIES {
             self.authorities.insert(obs.authority.clone());
         }
-        if !self.protocols.contains(obs.protocol) {
-            self.protocols.insert(obs.protocol.to_owned());
+        if !self.protocols.contains(obs.protocol.as_str()) {
+            self.protocols.insert(obs.protocol.as_str().to_owned());
         }
         if !obs.method.is_empty() {
             let endpoint = format!("{} {}", obs.method, obs.path);

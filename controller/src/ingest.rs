@@ -14,7 +14,8 @@ use tonic::{Request, Response, Status, Streaming};
 use vigil_proto::v1;
 
 use crate::engine::{EngineError, Handle};
-use crate::model::{Batch, Direction, NameError, Observation, WorkloadId};
+use crate::engine::Registration;
+use crate::model::{Batch, Direction, NameError, Observation, Protocol, WorkloadId};
 use crate::policy::PolicySpec;
 
 /// Most observations accepted in one batch.
@@ -69,18 +70,18 @@ pub enum ObservationError {
     },
 }
 
-fn protocol_name(p: i32) -> &'static str {
+fn protocol_of(p: i32) -> Protocol {
     match v1::Protocol::try_from(p) {
-        Ok(v1::Protocol::Http1) => "http1",
-        Ok(v1::Protocol::Http2) => "http2",
-        Ok(v1::Protocol::Tcp) => "tcp",
-        Ok(v1::Protocol::Tls) => "tls",
-        Ok(v1::Protocol::Grpc) => "grpc",
-        Ok(v1::Protocol::Stratum) => "stratum",
-        Ok(v1::Protocol::Dns) => "dns",
-        Ok(v1::Protocol::Udp) => "udp",
-        Ok(v1::Protocol::Quic) => "quic",
-        _ => "unknown",
+        Ok(v1::Protocol::Http1) => Protocol::Http1,
+        Ok(v1::Protocol::Http2) => Protocol::Http2,
+        Ok(v1::Protocol::Tcp) => Protocol::Tcp,
+        Ok(v1::Protocol::Tls) => Protocol::Tls,
+        Ok(v1::Protocol::Grpc) => Protocol::Grpc,
+        Ok(v1::Protocol::Stratum) => Protocol::Stratum,
+        Ok(v1::Protocol::Dns) => Protocol::Dns,
+        Ok(v1::Protocol::Udp) => Protocol::Udp,
+        Ok(v1::Protocol::Quic) => Protocol::Quic,
+        Ok(v1::Protocol::Unspecified) | Err(_) => Protocol::Unknown,
     }
 }
 
@@ -152,7 +153,7 @@ impl TryFrom<v1::Observation> for Observation {
         };
         Ok(Self {
             direction,
-            protocol: protocol_name(o.protocol),
+            protocol: protocol_of(o.protocol),
             source,
             claimed_source,
             claimed_authority,
@@ -179,6 +180,27 @@ fn identity(identity: Option<v1::Identity>) -> Result<WorkloadId, Status> {
     };
     WorkloadId::new(namespace, &identity.workload)
         .map_err(|e| Status::invalid_argument(format!("identity: {e}")))
+}
+
+/// The tenant and profile an identity carries, checked like the sidecar
+/// checks its flags.
+fn labels(identity: Option<&v1::Identity>) -> Result<(String, String), Status> {
+    let Some(identity) = identity else {
+        return Ok(Default::default());
+    };
+    if !vigil_proto::is_valid_tenant(&identity.tenant) {
+        return Err(Status::invalid_argument(format!(
+            "identity: tenant {:?} may hold only letters, digits and '@._+=-'",
+            identity.tenant
+        )));
+    }
+    if !vigil_proto::is_valid_profile(&identity.profile) {
+        return Err(Status::invalid_argument(format!(
+            "identity: profile {:?} may hold only a-z, 0-9 and '._-/'",
+            identity.profile
+        )));
+    }
+    Ok((identity.tenant.clone(), identity.profile.clone()))
 }
 
 impl From<&PolicySpec> for v1::Policy {
@@ -307,6 +329,7 @@ impl v1::controller_server::Controller for Ingest {
     ) -> Result<Response<Self::RegisterStream>, Status> {
         let from = request.remote_addr().map(|a| a.ip());
         let registration = request.into_inner();
+        let (tenant, profile) = labels(registration.identity.as_ref())?;
         let id = identity(registration.identity)?;
         if registration.inbound_addrs.len() > MAX_ADDRS {
             return Err(Status::invalid_argument(format!(
@@ -324,7 +347,14 @@ impl v1::controller_server::Controller for Ingest {
             .collect::<Result<Vec<_>, _>>()?;
         let policies = self
             .engine
-            .register(id.clone(), addrs, registration.proxy_version, from)
+            .register(Registration {
+                id: id.clone(),
+                addrs,
+                version: registration.proxy_version,
+                from,
+                tenant,
+                profile,
+            })
             .await
             .map_err(engine_status)?;
         let connection = Connection {
@@ -444,12 +474,12 @@ mod tests {
         let o = Observation::try_from(dns).unwrap();
         assert_eq!(
             (o.protocol, o.authority.as_str()),
-            ("dns", "files.pythonhosted.org"),
+            (Protocol::Dns, "files.pythonhosted.org"),
             "a DNS query names a host, with no port"
         );
         let o = Observation::try_from(good()).unwrap();
         assert_eq!(o.authority, "pypi.org:443");
-        assert_eq!(o.protocol, "http1");
+        assert_eq!(o.protocol, Protocol::Http1);
         assert_eq!(o.resolved_addr, Some("151.101.0.223:443".parse().unwrap()));
     }
 

@@ -26,6 +26,26 @@ pub struct WorkloadRecord {
     /// a cluster), when known.
     #[serde(default)]
     pub registered_from: Option<IpAddr>,
+    /// The account that owns it (`--tenant` of its sidecar), empty when
+    /// unknown.
+    #[serde(default)]
+    pub tenant: String,
+    /// Its profile (`--profile` of its sidecar), empty for its own name.
+    #[serde(default)]
+    pub profile: String,
+}
+
+impl WorkloadRecord {
+    /// The name the baseline knows a workload of this record by: its
+    /// profile (`/` written as `.`, so that it is a valid name), else its
+    /// own name.
+    pub fn profile_name<'a>(&'a self, name: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.profile.is_empty() {
+            name.into()
+        } else {
+            self.profile.replace('/', ".").into()
+        }
+    }
 }
 
 /// Registered workloads and connected sidecars.
@@ -63,6 +83,50 @@ impl Inventory {
             self.by_addr.insert(*addr, id.clone());
         }
         record
+    }
+
+    /// Records the tenant and profile a sidecar of `id` registered with.
+    pub fn set_labels(&mut self, id: &WorkloadId, tenant: &str, profile: &str) -> &WorkloadRecord {
+        let record = self.workloads.entry(id.clone()).or_default();
+        tenant.clone_into(&mut record.tenant);
+        profile.clone_into(&mut record.profile);
+        record
+    }
+
+    /// The tenant of `id`, empty when unknown.
+    pub fn tenant_of(&self, id: &WorkloadId) -> &str {
+        self.workloads.get(id).map_or("", |r| r.tenant.as_str())
+    }
+
+    /// The identity the baseline knows `id` by: its profile in its
+    /// namespace (see [`WorkloadRecord::profile_name`]).
+    pub fn profile_of(&self, id: &WorkloadId) -> WorkloadId {
+        match self.workloads.get(id) {
+            Some(record) if !record.profile.is_empty() => WorkloadId {
+                namespace: id.namespace.clone(),
+                name: record.profile_name(&id.name).into_owned(),
+            },
+            _ => id.clone(),
+        }
+    }
+
+    /// `node` as the baseline knows it: workloads as their profiles.
+    pub fn baseline_node(&self, node: &NodeId) -> NodeId {
+        match node {
+            NodeId::Workload(id) => NodeId::Workload(self.profile_of(id)),
+            other => other.clone(),
+        }
+    }
+
+    /// The workloads the baseline identity `profile` stands for: those of
+    /// that profile, and a workload of that name without a profile.
+    pub fn members_of<'a>(&'a self, profile: &'a WorkloadId) -> impl Iterator<Item = &'a WorkloadId> + 'a {
+        self.workloads
+            .iter()
+            .filter(move |(id, record)| {
+                id.namespace == profile.namespace && record.profile_name(&id.name) == profile.name
+            })
+            .map(|(id, _)| id)
     }
 
     /// Restores a record read back from the store.

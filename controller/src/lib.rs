@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod detect;
 pub mod engine;
+pub mod explain;
 pub mod graph;
 pub mod ingest;
 pub mod inventory;

@@ -55,6 +55,12 @@ pub enum KindLabel {
     name_mismatch,
     /// `limit_reached`.
     limit_reached,
+    /// `new_endpoint`.
+    new_endpoint,
+    /// `new_exposure`.
+    new_exposure,
+    /// `threat`.
+    threat,
 }
 
 impl From<AlertKind> for KindLabel {
@@ -67,6 +73,9 @@ impl From<AlertKind> for KindLabel {
             AlertKind::SpoofedSource => Self::spoofed_source,
             AlertKind::NameMismatch => Self::name_mismatch,
             AlertKind::LimitReached => Self::limit_reached,
+            AlertKind::NewEndpoint => Self::new_endpoint,
+            AlertKind::NewExposure => Self::new_exposure,
+            AlertKind::Threat => Self::threat,
         }
     }
 }

@@ -5,7 +5,7 @@
 //! API. Protobuf types never reach past `ingest`; this module depends on no
 //! other module of the crate.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -64,7 +64,7 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<(), NameError> {
 }
 
 /// The identity of a workload: its namespace and its name.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct WorkloadId {
     /// Namespace, e.g. `notebooks`.
     pub namespace: String,
@@ -220,13 +220,68 @@ pub enum Direction {
     Outbound,
 }
 
+/// The protocol a sidecar saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// HTTP/1.x.
+    Http1,
+    /// HTTP/2 (not gRPC).
+    Http2,
+    /// gRPC.
+    Grpc,
+    /// TLS, named by SNI.
+    Tls,
+    /// Opaque TCP or a CONNECT tunnel.
+    Tcp,
+    /// The Stratum mining protocol.
+    Stratum,
+    /// A DNS query.
+    Dns,
+    /// A UDP flow (not DNS).
+    Udp,
+    /// A QUIC flow.
+    Quic,
+    /// A value this release does not know (a newer sidecar).
+    Unknown,
+}
+
+impl Protocol {
+    /// The name used in JSON, the graph and tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http1 => "http1",
+            Self::Http2 => "http2",
+            Self::Grpc => "grpc",
+            Self::Tls => "tls",
+            Self::Tcp => "tcp",
+            Self::Stratum => "stratum",
+            Self::Dns => "dns",
+            Self::Udp => "udp",
+            Self::Quic => "quic",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// Whether this protocol is a mining protocol (never normal).
+    pub fn is_mining(self) -> bool {
+        self == Self::Stratum
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Requests aggregated by a sidecar over one interval, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Observation {
     /// Which way the requests went.
     pub direction: Direction,
-    /// Protocol name, e.g. `http1`, `tcp`.
-    pub protocol: &'static str,
+    /// The protocol seen.
+    pub protocol: Protocol,
     /// Inbound: the calling workload, `None` for the internet.
     pub source: Option<WorkloadId>,
     /// Inbound from the internet: the workload the caller claimed to be,
@@ -280,7 +335,7 @@ pub struct Batch {
 pub(crate) fn outbound(authority: &str, addr: Option<&str>, count: u64) -> Observation {
     Observation {
         direction: Direction::Outbound,
-        protocol: "http1",
+        protocol: Protocol::Http1,
         source: None,
         claimed_source: None,
         claimed_authority: None,
@@ -320,6 +375,15 @@ pub enum AlertKind {
     /// tracks for it (a flood of unique names): later new ones are counted
     /// together under [`OVERFLOW`].
     LimitReached,
+    /// A known edge carried a method and path template (or gRPC method)
+    /// never seen while learning.
+    NewEndpoint,
+    /// A workload started receiving traffic from the internet (the open
+    /// dashboard).
+    NewExposure,
+    /// A destination on a threat list (a mining pool), by Host, SNI,
+    /// CONNECT authority, DNS query or address, in any mode.
+    Threat,
 }
 
 /// The one destination a workload's traffic to new destinations is counted
@@ -338,7 +402,51 @@ impl AlertKind {
             Self::SpoofedSource => "spoofed_source",
             Self::NameMismatch => "name_mismatch",
             Self::LimitReached => "limit_reached",
+            Self::NewEndpoint => "new_endpoint",
+            Self::NewExposure => "new_exposure",
+            Self::Threat => "threat",
         }
+    }
+
+    /// Every kind, for flags and tables.
+    pub const ALL: [AlertKind; 10] = [
+        Self::UnknownEgress,
+        Self::NewEdge,
+        Self::NewDeployment,
+        Self::MiningProtocol,
+        Self::SpoofedSource,
+        Self::NameMismatch,
+        Self::LimitReached,
+        Self::NewEndpoint,
+        Self::NewExposure,
+        Self::Threat,
+    ];
+
+    /// How urgent an alert of this kind is.
+    pub fn severity(self) -> Severity {
+        match self {
+            Self::NewEndpoint => Severity::Low,
+            Self::UnknownEgress | Self::NewEdge | Self::NewDeployment | Self::LimitReached => {
+                Severity::Medium
+            }
+            Self::SpoofedSource | Self::NameMismatch | Self::NewExposure | Self::Threat => {
+                Severity::High
+            }
+            Self::MiningProtocol => Severity::Critical,
+        }
+    }
+}
+
+impl FromStr for AlertKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|k| k.as_str()).collect();
+                format!("{s:?} is not an alert kind: use one of {}", names.join(", "))
+            })
     }
 }
 
@@ -353,15 +461,119 @@ pub enum Action {
     Flagged,
 }
 
+/// How urgently a human should look at an alert.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Worth a look: a new API endpoint on a known edge.
+    Low,
+    /// A deviation from the baseline: a new edge, egress or deployment.
+    #[default]
+    Medium,
+    /// Someone is lying or the workload is exposed: impersonation, name
+    /// mismatch, a new exposure to the internet, a threat-listed
+    /// destination.
+    High,
+    /// Mining: act now.
+    Critical,
+}
+
+impl Severity {
+    /// The name used in JSON, flags and tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+impl FromStr for Severity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "low" => Ok(Self::Low),
+            "medium" => Ok(Self::Medium),
+            "high" => Ok(Self::High),
+            "critical" => Ok(Self::Critical),
+            other => Err(format!(
+                "{other:?} is not a severity: use low, medium, high or critical"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the traffic behind an alert looked like (bounded).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Evidence {
+    /// Protocols seen, e.g. `tls`, `stratum`.
+    pub protocols: BTreeSet<String>,
+    /// Endpoints seen: `METHOD path-template` (HTTP), the query type
+    /// (DNS), at most [`Evidence::MAX_ENDPOINTS`].
+    pub endpoints: BTreeSet<String>,
+    /// `threat`: the feed that lists the destination and the entry that
+    /// matched, e.g. `builtin: *.supportxmr.com`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listed: Option<String>,
+    /// Bytes from the workload and to it, summed.
+    pub bytes_in: u64,
+    /// Bytes to the workload, summed.
+    pub bytes_out: u64,
+}
+
+impl Evidence {
+    /// Most endpoints kept per alert.
+    pub const MAX_ENDPOINTS: usize = 16;
+
+    /// Adds what `obs` shows.
+    pub fn add(&mut self, obs: &Observation) {
+        if !self.protocols.contains(obs.protocol.as_str()) {
+            self.protocols.insert(obs.protocol.as_str().to_owned());
+        }
+        if !obs.method.is_empty() && self.endpoints.len() < Self::MAX_ENDPOINTS {
+            let endpoint = if obs.path.is_empty() {
+                obs.method.clone()
+            } else {
+                format!("{} {}", obs.method, obs.path)
+            };
+            self.endpoints.insert(endpoint);
+        }
+        self.bytes_in = self.bytes_in.saturating_add(obs.bytes_in);
+        self.bytes_out = self.bytes_out.saturating_add(obs.bytes_out);
+    }
+}
+
 /// One alert, aggregated over repeats of the same violation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alert {
+    /// Stable id, the same for every repeat and across restarts: 16 hex
+    /// digits derived from the kind, workload and destination.
+    #[serde(default)]
+    pub id: String,
     /// What deviated.
     pub kind: AlertKind,
+    /// How urgent it is.
+    #[serde(default)]
+    pub severity: Severity,
     /// Namespace of the offending workload.
     pub namespace: String,
     /// Name of the offending workload.
     pub workload: String,
+    /// The account that owns the workload (JupyterHub user, Kubeflow
+    /// profile owner), empty when unknown.
+    #[serde(default)]
+    pub tenant: String,
     /// Destination (node id form without prefix: `host:port`, `ns/name`,
     /// `internet`), empty for `new_deployment`.
     pub destination: String,
@@ -384,6 +596,14 @@ pub struct Alert {
     /// address it really went to), latest first seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claimed: Option<String>,
+    /// One sentence a human can act on, e.g. "notebooks/jupyter connected
+    /// to pool.supportxmr.com:443, a listed mining pool, for the first
+    /// time".
+    #[serde(default)]
+    pub explanation: String,
+    /// What the traffic looked like.
+    #[serde(default)]
+    pub evidence: Evidence,
 }
 
 impl Alert {
@@ -396,6 +616,29 @@ impl Alert {
             &self.destination,
         )
     }
+
+    /// Fills what alerts stored by an earlier release lack (id, severity,
+    /// explanation), so that old data directories keep working.
+    pub fn upgrade(&mut self) {
+        if self.id.is_empty() {
+            self.id = alert_id(&self.key());
+        }
+        if self.explanation.is_empty() {
+            self.severity = self.kind.severity();
+            self.explanation = crate::explain::explain(self);
+        }
+    }
+}
+
+/// The stable id of the alert with storage key `key`: FNV-1a (64 bits) as
+/// 16 hex digits. Stable across releases: never change the function.
+pub fn alert_id(key: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
 }
 
 /// The storage key of an alert.

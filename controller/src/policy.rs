@@ -61,16 +61,29 @@ pub fn source_ips(inventory: &Inventory) -> SourceIps {
         .collect()
 }
 
-/// Compiles the policy of `id` (version left at 0). `source_ips` (from
-/// [`source_ips`]) is shared by every workload's policy.
-pub fn compile(
-    id: &WorkloadId,
-    mode: Mode,
-    baseline: &Baseline,
-    graph: &Graph,
-    inventory: &Inventory,
-    source_ips: &Arc<SourceIps>,
-) -> PolicySpec {
+/// What every workload's policy is compiled from.
+pub struct Inputs<'a> {
+    /// The baseline (workloads as their profiles).
+    pub baseline: &'a Baseline,
+    /// The graph: the names peers were reached by.
+    pub graph: &'a Graph,
+    /// Registered workloads: their profiles and addresses.
+    pub inventory: &'a Inventory,
+    /// From [`source_ips`], shared by every policy.
+    pub source_ips: &'a Arc<SourceIps>,
+    /// Threat-listed destinations, shared by every policy.
+    pub denied_names: &'a Arc<BTreeSet<String>>,
+}
+
+/// Compiles the policy of `id` (version left at 0) in `mode`.
+pub fn compile(id: &WorkloadId, mode: Mode, inputs: &Inputs<'_>) -> PolicySpec {
+    let Inputs {
+        baseline,
+        graph,
+        inventory,
+        source_ips,
+        denied_names,
+    } = *inputs;
     let mut spec = PolicySpec {
         version: 0,
         mode,
@@ -79,7 +92,7 @@ pub fn compile(
         allowed_addrs: BTreeSet::new(),
         allowed_sources: BTreeSet::new(),
         source_ips: source_ips.clone(),
-        denied_names: Arc::default(),
+        denied_names: denied_names.clone(),
         enforce_threats: mode.blocks(),
         quarantined: false,
     };
@@ -87,30 +100,39 @@ pub fn compile(
         return spec;
     }
     let me = NodeId::Workload(id.clone());
-    for target in baseline.targets_of(&me) {
+    let profile = inventory.baseline_node(&me);
+    for target in baseline.targets_of(&profile) {
         match target {
             NodeId::External(authority) => {
                 spec.allowed_authorities.insert(authority.clone());
             }
-            NodeId::Workload(peer) => {
-                if let Some(record) = inventory.get(peer) {
-                    spec.allowed_addrs
-                        .extend(record.inbound_addrs.iter().copied());
-                }
-                if let Some(stats) = graph.edge(&(me.clone(), target.clone())) {
-                    spec.allowed_authorities
-                        .extend(stats.authorities.iter().cloned());
+            NodeId::Workload(peer_profile) => {
+                for peer in inventory.members_of(peer_profile) {
+                    if let Some(record) = inventory.get(peer) {
+                        spec.allowed_addrs
+                            .extend(record.inbound_addrs.iter().copied());
+                    }
+                    let edge = (me.clone(), NodeId::Workload(peer.clone()));
+                    if let Some(stats) = graph.edge(&edge) {
+                        spec.allowed_authorities
+                            .extend(stats.authorities.iter().cloned());
+                    }
                 }
             }
             NodeId::Internet => {}
         }
     }
-    for source in baseline.sources_of(&me) {
-        spec.allowed_sources.insert(match source {
-            NodeId::Internet => INTERNET_SOURCE.to_owned(),
-            NodeId::Workload(peer) => peer.to_string(),
-            NodeId::External(_) => continue,
-        });
+    for source in baseline.sources_of(&profile) {
+        match source {
+            NodeId::Internet => {
+                spec.allowed_sources.insert(INTERNET_SOURCE.to_owned());
+            }
+            NodeId::Workload(peer_profile) => {
+                spec.allowed_sources
+                    .extend(inventory.members_of(peer_profile).map(ToString::to_string));
+            }
+            NodeId::External(_) => {}
+        }
     }
     spec
 }
@@ -161,6 +183,23 @@ impl Policies {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn compile_with(
+        id: &WorkloadId,
+        mode: Mode,
+        baseline: &Baseline,
+        graph: &Graph,
+        inventory: &Inventory,
+    ) -> PolicySpec {
+        let inputs = Inputs {
+            baseline,
+            graph,
+            inventory,
+            source_ips: &ips(inventory),
+            denied_names: &Arc::default(),
+        };
+        compile(id, mode, &inputs)
+    }
     use crate::model::outbound;
 
     const ENFORCE: Mode = Mode::Enforcement { alert_only: false };
@@ -190,7 +229,7 @@ mod tests {
     #[test]
     fn enforcement_allows_exactly_the_baseline() {
         let (web, b, g, inv) = fixture();
-        let spec = compile(&web, ENFORCE, &b, &g, &inv, &ips(&inv));
+        let spec = compile_with(&web, ENFORCE, &b, &g, &inv);
         assert!(spec.enforce);
         let authorities: Vec<_> = spec
             .allowed_authorities
@@ -217,7 +256,7 @@ mod tests {
         ];
         inv.register(&lab, &addrs, "0", Some("10.1.2.5".parse().unwrap()), 1);
         for mode in [Mode::Learning, ENFORCE] {
-            let spec = compile(&web, mode, &b, &g, &inv, &ips(&inv));
+            let spec = compile_with(&web, mode, &b, &g, &inv);
             let want: SourceIps = [
                 (
                     "lab/nb".to_owned(),
@@ -239,7 +278,7 @@ mod tests {
     fn learning_and_alert_only_do_not_enforce() {
         let (web, b, g, inv) = fixture();
         for mode in [Mode::Learning, Mode::Enforcement { alert_only: true }] {
-            let spec = compile(&web, mode, &b, &g, &inv, &ips(&inv));
+            let spec = compile_with(&web, mode, &b, &g, &inv);
             assert!(!spec.enforce);
             assert!(spec.allowed_authorities.is_empty());
         }
@@ -251,16 +290,16 @@ mod tests {
         let mut policies = Policies::default();
         assert!(policies.publish(
             &web,
-            compile(&web, Mode::Learning, &b, &g, &inv, &ips(&inv))
+            compile_with(&web, Mode::Learning, &b, &g, &inv)
         ));
         let mut rx = policies.subscribe(&web).unwrap();
         assert_eq!(rx.borrow_and_update().version, 1);
         assert!(!policies.publish(
             &web,
-            compile(&web, Mode::Learning, &b, &g, &inv, &ips(&inv))
+            compile_with(&web, Mode::Learning, &b, &g, &inv)
         ));
         assert!(!rx.has_changed().unwrap());
-        assert!(policies.publish(&web, compile(&web, ENFORCE, &b, &g, &inv, &ips(&inv))));
+        assert!(policies.publish(&web, compile_with(&web, ENFORCE, &b, &g, &inv)));
         assert!(rx.has_changed().unwrap());
         let spec = rx.borrow_and_update();
         assert_eq!(spec.version, 2);

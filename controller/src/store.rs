@@ -21,6 +21,9 @@ const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const WORKLOADS: TableDefinition<&str, &str> = TableDefinition::new("workloads");
 const BASELINE_WORKLOADS: TableDefinition<&str, ()> = TableDefinition::new("baseline_workloads");
 const BASELINE_EDGES: TableDefinition<(&str, &str), ()> = TableDefinition::new("baseline_edges");
+/// (source, target, `METHOD path-template`) of learned API endpoints.
+const BASELINE_ENDPOINTS: TableDefinition<(&str, &str, &str), ()> =
+    TableDefinition::new("baseline_endpoints");
 const EDGES: TableDefinition<(&str, &str), &str> = TableDefinition::new("edges");
 const ALERTS: TableDefinition<&str, &str> = TableDefinition::new("alerts");
 /// Sidecar process -> (last applied batch seq, unix seconds).
@@ -101,6 +104,8 @@ pub struct Changes {
     pub baseline_workloads: Vec<WorkloadId>,
     /// Edges added to the baseline.
     pub baseline_edges: Vec<EdgeKey>,
+    /// API endpoints added to the baseline: (edge, `METHOD path`).
+    pub baseline_endpoints: Vec<(EdgeKey, String)>,
     /// Edges whose statistics changed.
     pub edges: Vec<(EdgeKey, EdgeStats)>,
     /// Alerts created or updated.
@@ -116,6 +121,7 @@ impl Changes {
             && self.workloads.is_empty()
             && self.baseline_workloads.is_empty()
             && self.baseline_edges.is_empty()
+            && self.baseline_endpoints.is_empty()
             && self.edges.is_empty()
             && self.alerts.is_empty()
             && self.report_seq.is_none()
@@ -225,6 +231,14 @@ impl Store {
                 out.baseline.learn_edge(&edge);
             }
         }
+        let table = tx.open_table(BASELINE_ENDPOINTS).map_err(io("read"))?;
+        for row in table.iter().map_err(io("read"))? {
+            let (k, _) = row.map_err(io("read"))?;
+            let (a, b, endpoint) = k.value();
+            if let Some(edge) = edge_key("baseline_endpoints", a, b, skipped) {
+                out.baseline.learn_endpoint(&edge, endpoint);
+            }
+        }
         for row in tx
             .open_table(EDGES)
             .map_err(io("read"))?
@@ -307,6 +321,13 @@ impl Store {
                     .insert((a.as_str(), b.as_str()), ())
                     .map_err(io("write"))?;
             }
+            let mut table = tx.open_table(BASELINE_ENDPOINTS).map_err(io("write"))?;
+            for ((a, b), endpoint) in &changes.baseline_endpoints {
+                let (a, b) = (a.to_string(), b.to_string());
+                table
+                    .insert((a.as_str(), b.as_str(), endpoint.as_str()), ())
+                    .map_err(io("write"))?;
+            }
             let mut table = tx.open_table(EDGES).map_err(io("write"))?;
             for ((a, b), stats) in &changes.edges {
                 let (a, b) = (a.to_string(), b.to_string());
@@ -356,15 +377,20 @@ mod tests {
             first_seen: 1,
             last_seen: 2,
             registered_from: Some("10.0.0.9".parse().unwrap()),
+            tenant: "alice@example.com".into(),
+            profile: "jupyter/scipy-notebook".into(),
         };
         let stats = EdgeStats {
             requests: 7,
             ..EdgeStats::default()
         };
-        let alert = Alert {
+        let mut alert = Alert {
+            id: String::new(),
             kind: AlertKind::UnknownEgress,
+            severity: crate::model::Severity::Medium,
             namespace: "shop".into(),
             workload: "web".into(),
+            tenant: "alice@example.com".into(),
             destination: "pool.example:3333".into(),
             action: Action::Flagged,
             count: 3,
@@ -372,7 +398,10 @@ mod tests {
             first_seen: "2026-11-23T00:00:00Z".into(),
             last_seen: "2026-11-23T00:00:01Z".into(),
             claimed: Some("pypi.test:443".into()),
+            explanation: String::new(),
+            evidence: crate::model::Evidence::default(),
         };
+        alert.upgrade();
         {
             let store = Store::open(dir.path()).unwrap();
             store
@@ -381,6 +410,7 @@ mod tests {
                     workloads: vec![(web.clone(), record.clone())],
                     baseline_workloads: vec![web.clone()],
                     baseline_edges: vec![edge.clone()],
+                    baseline_endpoints: vec![(edge.clone(), "GET /simple/{name}".into())],
                     edges: vec![(edge.clone(), stats.clone())],
                     alerts: vec![alert.clone()],
                     report_seq: Some(("abc".into(), 7, crate::model::now_unix())),
@@ -392,6 +422,7 @@ mod tests {
         assert_eq!(loaded.workloads, vec![(web.clone(), record)]);
         assert!(loaded.baseline.has_workload(&web));
         assert!(loaded.baseline.has_edge(&edge));
+        assert!(loaded.baseline.has_endpoint(&edge, "GET /simple/{name}"));
         assert_eq!(loaded.edges, vec![(edge, stats)]);
         assert_eq!(loaded.alerts, vec![alert]);
         assert_eq!(loaded.report_seqs["abc"].0, 7);

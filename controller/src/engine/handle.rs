@@ -5,9 +5,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::model::{Batch, Mode, Modes, WorkloadId};
+use crate::model::{Alert, Batch, Mode, Modes, WorkloadId};
 use crate::policy::PolicySpec;
 use crate::snapshot::Snapshot;
 use crate::store::StoreError;
@@ -26,19 +26,30 @@ pub enum EngineError {
 /// A policy channel for one sidecar.
 pub type PolicyRx = watch::Receiver<Arc<PolicySpec>>;
 
+/// A sidecar's registration, validated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Registration {
+    /// Its workload.
+    pub id: WorkloadId,
+    /// Addresses of its inbound listener.
+    pub addrs: Vec<SocketAddr>,
+    /// Its version.
+    pub version: String,
+    /// The IP the registration came from.
+    pub from: Option<IpAddr>,
+    /// The account that owns the workload, empty when unknown.
+    pub tenant: String,
+    /// The workload's profile, empty for its own name.
+    pub profile: String,
+}
+
 /// A typed change, sent to the engine.
 #[derive(Debug)]
 pub enum Command {
     /// A sidecar registered.
     Register {
-        /// Its workload.
-        id: WorkloadId,
-        /// Addresses of its inbound listener.
-        addrs: Vec<SocketAddr>,
-        /// Its version.
-        version: String,
-        /// The IP the registration came from.
-        from: Option<IpAddr>,
+        /// Who registered.
+        registration: Registration,
         /// Receives the policy channel.
         reply: oneshot::Sender<Result<PolicyRx, EngineError>>,
     },
@@ -70,6 +81,7 @@ pub enum Command {
 pub struct Handle {
     pub(super) tx: mpsc::Sender<Command>,
     pub(super) snapshot: watch::Receiver<Arc<Snapshot>>,
+    pub(super) alerts: broadcast::Sender<Alert>,
 }
 
 impl Handle {
@@ -86,18 +98,9 @@ impl Handle {
     }
 
     /// Registers a sidecar and returns its policy channel.
-    pub async fn register(
-        &self,
-        id: WorkloadId,
-        addrs: Vec<SocketAddr>,
-        version: String,
-        from: Option<IpAddr>,
-    ) -> Result<PolicyRx, EngineError> {
+    pub async fn register(&self, registration: Registration) -> Result<PolicyRx, EngineError> {
         self.call(|reply| Command::Register {
-            id,
-            addrs,
-            version,
-            from,
+            registration,
             reply,
         })
         .await
@@ -129,6 +132,12 @@ impl Handle {
             reply,
         })
         .await
+    }
+
+    /// Every alert raised or updated from now on, each sent once its change
+    /// is durable (the alert as it stands then, with its running count).
+    pub fn subscribe_alerts(&self) -> broadcast::Receiver<Alert> {
+        self.alerts.subscribe()
     }
 
     /// The latest snapshot.

@@ -1,4 +1,14 @@
 use super::*;
+
+fn reg(id: WorkloadId, addrs: Vec<SocketAddr>, from: Option<IpAddr>) -> Registration {
+    Registration {
+        id,
+        addrs,
+        version: "t".into(),
+        from,
+        ..Registration::default()
+    }
+}
 use crate::model::{Action, outbound};
 
 const ENFORCE: Mode = Mode::Enforcement { alert_only: false };
@@ -44,15 +54,10 @@ async fn learning_then_enforcement_alerts_and_blocks_only_the_new() {
     let dir = tempfile::tempdir().unwrap();
     let (h, thread) = start(dir.path());
     let mut web_policy = h
-        .register(id("web"), vec![], "t".into(), None)
+        .register(reg(id("web"), vec![], None))
         .await
         .unwrap();
-    h.register(
-        id("db"),
-        vec!["127.0.0.1:7001".parse().unwrap()],
-        "t".into(),
-        None,
-    )
+    h.register(reg(id("db"), vec!["127.0.0.1:7001".parse().unwrap()], None))
     .await
     .unwrap();
     assert!(!web_policy.borrow_and_update().enforce);
@@ -101,7 +106,7 @@ async fn learning_then_enforcement_alerts_and_blocks_only_the_new() {
     .unwrap();
     // A workload never seen while learning is a new deployment.
     let miner_policy = h
-        .register(id("miner"), vec![], "t".into(), None)
+        .register(reg(id("miner"), vec![], None))
         .await
         .unwrap();
     assert!(miner_policy.borrow().enforce);
@@ -170,7 +175,7 @@ async fn learning_then_enforcement_alerts_and_blocks_only_the_new() {
 async fn mode_baseline_and_alerts_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (h, thread) = start(dir.path());
-    h.register(id("web"), vec![], "t".into(), None)
+    h.register(reg(id("web"), vec![], None))
         .await
         .unwrap();
     report(&h, id("web"), vec![outbound("pypi.org:443", None, 1)], 0)
@@ -200,7 +205,7 @@ async fn mode_baseline_and_alerts_survive_a_restart() {
     // Alert-only: flagged, not blocked, and the policy does not enforce.
     assert_eq!(after.alerts[0].action, Action::Flagged);
     let policy = h
-        .register(id("web"), vec![], "t".into(), None)
+        .register(reg(id("web"), vec![], None))
         .await
         .unwrap();
     assert!(!policy.borrow().enforce);
@@ -229,10 +234,10 @@ async fn inbound_calls_from_the_internet_are_edges_and_meshed_ones_are_not_doubl
 async fn connected_sidecars_are_counted() {
     let dir = tempfile::tempdir().unwrap();
     let (h, thread) = start(dir.path());
-    h.register(id("web"), vec![], "t".into(), None)
+    h.register(reg(id("web"), vec![], None))
         .await
         .unwrap();
-    h.register(id("db"), vec![], "t".into(), None)
+    h.register(reg(id("db"), vec![], None))
         .await
         .unwrap();
     assert_eq!(h.snapshot().counts.sidecars_connected, 2);
@@ -248,7 +253,7 @@ async fn stratum_is_flagged_while_learning_and_never_learned() {
     let dir = tempfile::tempdir().unwrap();
     let (h, thread) = start(dir.path());
     let mut miner = outbound("pool.example:443", None, 1);
-    miner.protocol = "stratum";
+    miner.protocol = crate::model::Protocol::Stratum;
     miner.method = String::new();
     report(&h, id("web"), vec![miner.clone()], 0).await.unwrap();
     let snap = h.snapshot();
@@ -344,7 +349,7 @@ async fn a_failed_write_leaves_memory_equal_to_disk_and_the_resend_counts_once()
 async fn an_impersonation_is_alerted_in_every_mode_and_never_learned() {
     let dir = tempfile::tempdir().unwrap();
     let (h, thread) = start(dir.path());
-    h.register(id("api"), vec![], "t".into(), None)
+    h.register(reg(id("api"), vec![], None))
         .await
         .unwrap();
     let mut spoofed = outbound("", None, 2);
@@ -396,7 +401,7 @@ async fn an_impersonation_is_alerted_in_every_mode_and_never_learned() {
 async fn a_lie_about_the_destination_is_alerted_in_every_mode_and_never_learned() {
     let dir = tempfile::tempdir().unwrap();
     let (h, thread) = start(dir.path());
-    h.register(id("web"), vec![], "t".into(), None)
+    h.register(reg(id("web"), vec![], None))
         .await
         .unwrap();
     // `Host: pypi.test` sent to an address pypi.test does not resolve to:
@@ -446,7 +451,7 @@ async fn a_lie_about_the_destination_is_alerted_in_every_mode_and_never_learned(
 async fn a_flood_of_unique_destinations_is_bounded_and_alerted_once() {
     let dir = tempfile::tempdir().unwrap();
     let (h, thread) = start(dir.path());
-    h.register(id("web"), vec![], "t".into(), None)
+    h.register(reg(id("web"), vec![], None))
         .await
         .unwrap();
     h.set_mode(None, ENFORCE).await.unwrap();

@@ -1,0 +1,52 @@
+//! `new_endpoint`: a known call carrying an API endpoint (HTTP method and
+//! path template, or gRPC method) never seen while learning. Endpoints are
+//! learned while learning, on edges that are (or are being) learned.
+
+use super::{Check, Detector, Finding, Input, Learn};
+use crate::model::{AlertKind, Mode, Observation, Protocol};
+
+/// The API-endpoint detector.
+pub struct Endpoint;
+
+/// The endpoint an observation carries: `METHOD path-template` for HTTP
+/// and gRPC requests; `None` for tunnels, streams and DNS.
+pub fn endpoint_of(obs: &Observation) -> Option<String> {
+    let http = matches!(
+        obs.protocol,
+        Protocol::Http1 | Protocol::Http2 | Protocol::Grpc
+    );
+    (http && !obs.method.is_empty() && obs.method != "CONNECT")
+        .then(|| format!("{} {}", obs.method, obs.path))
+}
+
+impl Detector for Endpoint {
+    fn check(&self, input: &Input<'_>) -> Check {
+        let Some(endpoint) = endpoint_of(input.obs) else {
+            return Check::normal();
+        };
+        let edge = input.edge;
+        if input.baseline.has_endpoint(edge, &endpoint) {
+            return Check::normal();
+        }
+        if input.mode == Mode::Learning {
+            return Check {
+                learn: vec![Learn::Endpoint(edge.clone(), endpoint)],
+                ..Check::normal()
+            };
+        }
+        // A call outside the baseline is the edge detector's; a known call
+        // whose endpoints were never learned (a baseline from before
+        // endpoints were learned) is judged by its edge alone.
+        if !input.baseline.has_edge(edge) || !input.baseline.has_endpoints(edge) {
+            return Check::normal();
+        }
+        Check {
+            finding: Some(Finding::new(
+                AlertKind::NewEndpoint,
+                input.mode.action(),
+                input.about,
+            )),
+            ..Check::normal()
+        }
+    }
+}

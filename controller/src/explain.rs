@@ -1,0 +1,158 @@
+//! Explanations: one sentence a human can act on, for each alert.
+//!
+//! Pure: an alert in, a sentence out. Depends only on `model`.
+
+use crate::model::{Action, Alert, AlertKind, OVERFLOW};
+
+/// What happened to the traffic, as the end of a sentence.
+fn outcome(alert: &Alert) -> &'static str {
+    match (alert.kind, alert.action) {
+        (AlertKind::NewDeployment, Action::Blocked) => "; its traffic outside the baseline is blocked",
+        (AlertKind::NewDeployment, Action::Flagged) => "; it is reported, not blocked",
+        (_, Action::Blocked) => "; Vigil blocked it",
+        (_, Action::Flagged) if alert.denied > 0 => "; Vigil blocked some of it, the rest got through",
+        (_, Action::Flagged) => "; it got through (reported, not blocked)",
+    }
+}
+
+/// "for the first time" on a new alert, "N times" on a repeat.
+fn times(alert: &Alert) -> String {
+    if alert.count <= 1 {
+        "for the first time".to_owned()
+    } else {
+        format!("{} times", alert.count)
+    }
+}
+
+/// The sentence for `alert`.
+pub fn explain(alert: &Alert) -> String {
+    let who = format!("{}/{}", alert.namespace, alert.workload);
+    let dest = &alert.destination;
+    let body = match alert.kind {
+        AlertKind::Threat => {
+            let by = alert
+                .evidence
+                .listed
+                .as_deref()
+                .map(|l| format!(" ({l})"))
+                .unwrap_or_default();
+            format!(
+                "{who} connected to {dest}, a listed mining pool{by}, {}",
+                times(alert)
+            )
+        }
+        AlertKind::MiningProtocol => format!(
+            "{who} spoke the Stratum mining protocol to {dest} ({}); no baseline allows mining",
+            times(alert)
+        ),
+        AlertKind::UnknownEgress => format!(
+            "{who} connected to {dest}, an external destination outside its baseline, {}",
+            times(alert)
+        ),
+        AlertKind::NewEdge => format!(
+            "{who} called {dest}, a call never seen while learning, {}",
+            times(alert)
+        ),
+        AlertKind::NewExposure => format!(
+            "{who} started receiving traffic from the internet, which it never did while learning ({})",
+            times(alert)
+        ),
+        AlertKind::NewEndpoint => {
+            let endpoint = alert
+                .evidence
+                .endpoints
+                .iter()
+                .next()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default();
+            format!(
+                "{who} called an API endpoint of {dest} never seen while learning{endpoint}, {}",
+                times(alert)
+            )
+        }
+        AlertKind::NewDeployment => format!(
+            "{who} started in namespace {} but its profile is not in the baseline (a new deployment)",
+            alert.namespace
+        ),
+        AlertKind::SpoofedSource => format!(
+            "a caller from the internet claimed to be {dest} when calling {who}, from an IP {dest} does not call from"
+        ),
+        AlertKind::NameMismatch => {
+            let claimed = alert.claimed.as_deref().unwrap_or("a name");
+            format!(
+                "{who} named {claimed} but connected to {dest}, an address that name does not resolve to"
+            )
+        }
+        AlertKind::LimitReached => format!(
+            "{who} reached the cap on distinct destinations; new ones are counted together under {OVERFLOW}"
+        ),
+    };
+    let tenant = if alert.tenant.is_empty() {
+        String::new()
+    } else {
+        format!(" (tenant {})", alert.tenant)
+    };
+    format!("{body}{tenant}{}.", outcome(alert))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Evidence, Severity};
+
+    fn alert(kind: AlertKind, action: Action, count: u64) -> Alert {
+        Alert {
+            id: String::new(),
+            kind,
+            severity: Severity::High,
+            namespace: "notebooks".into(),
+            workload: "jupyter".into(),
+            tenant: String::new(),
+            destination: "pool.supportxmr.com:443".into(),
+            action,
+            count,
+            denied: 0,
+            first_seen: String::new(),
+            last_seen: String::new(),
+            claimed: None,
+            explanation: String::new(),
+            evidence: Evidence::default(),
+        }
+    }
+
+    #[test]
+    fn sentences_name_who_where_and_what_happened() {
+        let mut threat = alert(AlertKind::Threat, Action::Flagged, 1);
+        threat.evidence.listed = Some("builtin: *.supportxmr.com".into());
+        threat.tenant = "alice".into();
+        let cases = [
+            (
+                threat,
+                "notebooks/jupyter connected to pool.supportxmr.com:443, a listed mining pool \
+                 (builtin: *.supportxmr.com), for the first time (tenant alice); it got through \
+                 (reported, not blocked).",
+            ),
+            (
+                alert(AlertKind::MiningProtocol, Action::Blocked, 3),
+                "notebooks/jupyter spoke the Stratum mining protocol to pool.supportxmr.com:443 \
+                 (3 times); no baseline allows mining; Vigil blocked it.",
+            ),
+            (
+                alert(AlertKind::UnknownEgress, Action::Blocked, 1),
+                "notebooks/jupyter connected to pool.supportxmr.com:443, an external destination \
+                 outside its baseline, for the first time; Vigil blocked it.",
+            ),
+        ];
+        for (alert, want) in cases {
+            assert_eq!(explain(&alert), want);
+        }
+        let mut partial = alert(AlertKind::NewEdge, Action::Flagged, 4);
+        partial.denied = 2;
+        assert!(explain(&partial).ends_with("Vigil blocked some of it, the rest got through."));
+        for kind in AlertKind::ALL {
+            let text = explain(&alert(kind, Action::Flagged, 1));
+            assert!(text.starts_with("notebooks/jupyter") || text.starts_with("a caller"), "{text}");
+            assert!(text.ends_with('.'), "{text}");
+        }
+    }
+}
