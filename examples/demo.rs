@@ -238,6 +238,7 @@ async fn main() -> anyhow::Result<()> {
         data_dir: data_dir.clone(),
         sidecar_token_file: None,
         log: "warn".into(),
+        webhook: Default::default(),
     };
     let controller = vigil_controller::start(&controller_args).await.context(
         "starting the controller (are ports 8470/8480 free? stop any other vigil-controller)",

@@ -39,6 +39,9 @@ pub enum StartError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The admission webhook could not start.
+    #[error(transparent)]
+    Webhook(#[from] crate::kube::webhook::WebhookError),
     /// A listener could not bind.
     #[error("cannot listen on {addr} ({what}): {source}; is another controller running?")]
     Bind {
@@ -64,6 +67,8 @@ pub struct Running {
     pub token: String,
     /// Path of the token sidecars present on the gRPC port.
     pub sidecar_token_path: PathBuf,
+    /// Bound address of the admission webhook, when it is served.
+    pub webhook_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     engine: std::thread::JoinHandle<()>,
@@ -129,6 +134,8 @@ pub async fn start(args: &Args) -> Result<Running, StartError> {
             tracing::error!(error = %e, "gRPC server failed");
         }
     });
+    let webhook =
+        crate::kube::webhook::start(&args.webhook, handle.clone(), signal.clone()).await?;
     let mut stop = signal;
     let router = crate::api::router(handle, &token, std::sync::Arc::new(registry));
     let http_task = tokio::spawn(async move {
@@ -149,7 +156,11 @@ pub async fn start(args: &Args) -> Result<Running, StartError> {
         token,
         sidecar_token_path,
         shutdown,
-        tasks: vec![grpc_task, http_task],
+        webhook_addr: webhook.as_ref().map(|(addr, _)| *addr),
+        tasks: [grpc_task, http_task]
+            .into_iter()
+            .chain(webhook.map(|(_, task)| task))
+            .collect(),
         engine,
     })
 }

@@ -47,4 +47,7 @@ pub struct Args {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `vigil_controller=debug`.
     #[arg(long, env = env::LOG, default_value = "info")]
     pub log: String,
+    /// The Kubernetes admission webhook (sidecar injection).
+    #[command(flatten)]
+    pub webhook: crate::kube::config::WebhookArgs,
 }

@@ -1,0 +1,15 @@
+//! Kubernetes: sidecar injection into notebook namespaces. The pure parts
+//! (`identity`, `inject`, `risks`, `admission`, `manifest`) take JSON and
+//! give JSON; `webhook` is the thin HTTPS server the API server calls, the
+//! only part that talks to the API server (kube-rs). `vigilctl inject`
+//! uses the same `inject` through `manifest`. Depends on `model` (modes)
+//! and the engine's read-only `Handle`, nothing else of the controller.
+
+pub mod admission;
+pub mod cli;
+pub mod config;
+pub mod identity;
+pub mod inject;
+pub mod manifest;
+pub mod risks;
+pub mod webhook;

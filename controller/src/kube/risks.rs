@@ -1,0 +1,269 @@
+//! What in a pod can undo Vigil's interception, found before it runs. A
+//! container running as root (or maybe as root: no `runAsUser` and no
+//! `runAsNonRoot`) can change its uid to the sidecar's; one running as the
+//! sidecar's uid (or, beside Istio, as Envoy's) is never redirected; one
+//! with NET_ADMIN, SYS_ADMIN or `privileged` can rewrite the rules; a pod
+//! on the host's network is not intercepted at all; a pod whose sidecar is
+//! missing or altered is not watched. Pure, table-tested; the validating
+//! webhook denies such pods in enforcement and warns in learning.
+
+use serde_json::Value;
+
+use super::config::SidecarArgs;
+use super::identity::{Namespace, str_at};
+use super::inject::{
+    Decision, INIT_CONTAINER, PROXY_CONTAINER, SkipReason, decide, inject, istio_present,
+};
+
+/// One way a pod could get around the sidecar.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Risk {
+    /// The sidecar is not in the pod.
+    NotInjected(SkipReason),
+    /// The sidecar is there but not as Vigil renders it.
+    Altered {
+        /// `vigil-proxy` or `vigil-init`.
+        container: &'static str,
+        /// The field that differs.
+        field: String,
+    },
+    /// A container runs as root.
+    Root {
+        /// The container.
+        container: String,
+    },
+    /// A container sets no uid and does not require a non-root one: the
+    /// image may run it as root.
+    MayRunAsRoot {
+        /// The container.
+        container: String,
+    },
+    /// A container runs as the sidecar's uid, whose traffic is never
+    /// redirected.
+    ProxyUid {
+        /// The container.
+        container: String,
+        /// The uid.
+        uid: i64,
+    },
+    /// Beside Istio, a container other than `istio-proxy` runs as Envoy's
+    /// uid, which both Istio and Vigil let out.
+    IstioUid {
+        /// The container.
+        container: String,
+        /// The uid.
+        uid: i64,
+    },
+    /// A container may rewrite the pod's iptables rules.
+    NetAdmin {
+        /// The container.
+        container: String,
+        /// `NET_ADMIN`, `SYS_ADMIN`, `ALL` or `privileged`.
+        capability: String,
+    },
+}
+
+impl std::fmt::Display for Risk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotInjected(why) => write!(f, "the pod has no vigil-proxy sidecar: {why}"),
+            Self::Altered { container, field } => write!(
+                f,
+                "container {container} is not as Vigil injects it ({field} differs): remove it and let the webhook inject it"
+            ),
+            Self::Root { container } => write!(
+                f,
+                "container {container} runs as root (uid 0) and could take the sidecar's uid: set runAsUser to another uid"
+            ),
+            Self::MayRunAsRoot { container } => write!(
+                f,
+                "container {container} may run as root (no runAsUser, no runAsNonRoot): set runAsNonRoot: true or a runAsUser"
+            ),
+            Self::ProxyUid { container, uid } => write!(
+                f,
+                "container {container} runs as uid {uid}, the sidecar's, whose traffic is never intercepted: pick another uid"
+            ),
+            Self::IstioUid { container, uid } => write!(
+                f,
+                "container {container} runs as uid {uid}, Envoy's, whose traffic is never intercepted: pick another uid"
+            ),
+            Self::NetAdmin {
+                container,
+                capability,
+            } => write!(
+                f,
+                "container {container} has {capability} and could rewrite the pod's iptables rules: drop it"
+            ),
+        }
+    }
+}
+
+/// The risks of `pod` in `namespace`, where injection applies (none when
+/// neither the namespace nor the pod asked for it).
+pub fn risks(pod: &Value, namespace: &Namespace, args: &SidecarArgs) -> Vec<Risk> {
+    match decide(pod, namespace) {
+        Decision::Skip(SkipReason::NotEnabled | SkipReason::NamespaceDisabled) => Vec::new(),
+        Decision::Skip(reason) => vec![Risk::NotInjected(reason)],
+        Decision::Inject => {
+            let expected = inject(pod, namespace, args);
+            let mut out = sidecar_risks(pod, &expected);
+            let istio = istio_present(pod, namespace);
+            for (name, container) in watched_containers(pod) {
+                out.extend(container_risks(pod, name, container, args, istio));
+            }
+            out
+        }
+    }
+}
+
+/// The containers to check: app containers, ephemeral containers, and the
+/// init containers that run after `vigil-init` (those before it cannot
+/// undo its rules; any that come after, including native sidecars, can).
+fn watched_containers(pod: &Value) -> Vec<(&str, &Value)> {
+    let list = |key: &str| {
+        pod.pointer(&format!("/spec/{key}"))
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    };
+    let inits = list("initContainers");
+    let after_init = inits
+        .iter()
+        .position(|c| str_at(c, "/name") == INIT_CONTAINER)
+        .map_or(0, |i| i + 1);
+    inits[after_init..]
+        .iter()
+        .chain(list("containers"))
+        .chain(list("ephemeralContainers"))
+        .map(|c| (str_at(c, "/name"), c))
+        .filter(|(name, _)| *name != PROXY_CONTAINER && *name != INIT_CONTAINER)
+        .collect()
+}
+
+/// Vigil's two containers, compared with what Vigil renders for this pod.
+fn sidecar_risks(pod: &Value, expected: &Value) -> Vec<Risk> {
+    let mut out = Vec::new();
+    for (list, name) in [
+        ("containers", PROXY_CONTAINER),
+        ("initContainers", INIT_CONTAINER),
+    ] {
+        let find = |p: &Value| -> Option<Value> {
+            p.pointer(&format!("/spec/{list}"))?
+                .as_array()?
+                .iter()
+                .find(|c| str_at(c, "/name") == name)
+                .cloned()
+        };
+        let (Some(have), Some(want)) = (find(pod), find(expected)) else {
+            out.push(Risk::Altered {
+                container: name,
+                field: "presence".into(),
+            });
+            continue;
+        };
+        for field in [
+            "image",
+            "command",
+            "args",
+            "securityContext",
+            "volumeMounts",
+        ] {
+            if have.get(field) != want.get(field) {
+                out.push(Risk::Altered {
+                    container: name,
+                    field: field.into(),
+                });
+            }
+        }
+        if vigil_env(&have) != vigil_env(&want) {
+            out.push(Risk::Altered {
+                container: name,
+                field: "env".into(),
+            });
+        }
+    }
+    out
+}
+
+/// The `VIGIL_*` variables a container ends up with (the last entry of a
+/// name wins, as in Kubernetes).
+fn vigil_env(container: &Value) -> std::collections::BTreeMap<String, Value> {
+    container
+        .get("env")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|e| str_at(e, "/name").starts_with("VIGIL_"))
+        .map(|e| (str_at(e, "/name").to_owned(), e.clone()))
+        .collect()
+}
+
+/// The risks of one container.
+fn container_risks(
+    pod: &Value,
+    name: &str,
+    container: &Value,
+    args: &SidecarArgs,
+    istio: bool,
+) -> Vec<Risk> {
+    let mut out = Vec::new();
+    let container_name = name.to_owned();
+    let pick = |field: &str| {
+        container
+            .pointer(&format!("/securityContext/{field}"))
+            .filter(|v| !v.is_null())
+            .or_else(|| pod.pointer(&format!("/spec/securityContext/{field}")))
+            .filter(|v| !v.is_null())
+    };
+    let uid = pick("runAsUser").and_then(Value::as_i64);
+    let non_root = pick("runAsNonRoot").and_then(Value::as_bool) == Some(true);
+    match uid {
+        Some(0) => out.push(Risk::Root {
+            container: container_name.clone(),
+        }),
+        Some(uid) if uid == args.proxy_uid => out.push(Risk::ProxyUid {
+            container: container_name.clone(),
+            uid,
+        }),
+        Some(uid) if istio && uid == args.istio_uid && name != "istio-proxy" => {
+            out.push(Risk::IstioUid {
+                container: container_name.clone(),
+                uid,
+            })
+        }
+        None if !non_root => out.push(Risk::MayRunAsRoot {
+            container: container_name.clone(),
+        }),
+        _ => {}
+    }
+    if container
+        .pointer("/securityContext/privileged")
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
+        out.push(Risk::NetAdmin {
+            container: container_name.clone(),
+            capability: "privileged".into(),
+        });
+    }
+    let added = container
+        .pointer("/securityContext/capabilities/add")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str);
+    for cap in added {
+        let bare = cap.to_ascii_uppercase();
+        let bare = bare.strip_prefix("CAP_").unwrap_or(&bare).to_owned();
+        if matches!(bare.as_str(), "NET_ADMIN" | "SYS_ADMIN" | "ALL") {
+            out.push(Risk::NetAdmin {
+                container: container_name.clone(),
+                capability: bare,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
