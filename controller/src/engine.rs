@@ -13,21 +13,31 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::baseline::Baseline;
-use crate::detect::{self, Finding, Hits, Input, Learn, NoThreats, Threats, Verdict};
+use crate::detect::{self, Finding, Hits, Input, NoThreats, Threats, Verdict};
 use crate::graph::Graph;
 use crate::inventory::Inventory;
 use crate::metrics::{EngineMetrics, ReportResult, ViolationLabels};
 use crate::model::{
-    Action, Alert, AlertKind, Batch, Direction, EdgeKey, Evidence, Mode, Modes, NodeId, OVERFLOW,
-    Observation, WorkloadId, alert_id, alert_key, now_unix, rfc3339,
+    Action, Alert, AlertKind, AuditEntry, Batch, Direction, EdgeKey, Evidence, Mode, Modes, NodeId,
+    OVERFLOW, Observation, Quarantine, WorkloadId, alert_id, alert_key, now_unix, rfc3339,
 };
 use crate::policy::{self, Policies};
 use crate::snapshot::{self, Parts, Snapshot, label};
 use crate::store::{Changes, Loaded, Store, StoreError};
 
 mod handle;
+mod response;
 
-pub use handle::{Command, EngineError, Handle, PolicyRx, Registration};
+pub use handle::{Command, EngineError, Handle, ImportSizes, PolicyRx, Registration};
+pub use response::{ResponseError, accepts, import_changes};
+
+/// How the engine responds on its own.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Alert kinds that quarantine the offending workload at once
+    /// (`--auto-quarantine`).
+    pub auto_quarantine: BTreeSet<AlertKind>,
+}
 
 /// What an alert names beside its workload: the destination (or claimed
 /// identity), for `name_mismatch` the name the workload gave, for `threat`
@@ -87,12 +97,30 @@ struct Engine {
     denied_names: Arc<BTreeSet<String>>,
     /// Every alert raised or updated, once it is durable (notifiers).
     alert_events: broadcast::Sender<Alert>,
+    /// Quarantined workloads.
+    quarantined: BTreeMap<WorkloadId, Quarantine>,
+    /// The newest audit entries, oldest first.
+    audit_log: Vec<AuditEntry>,
+    /// The next audit sequence number.
+    next_audit: u64,
+    /// How the engine responds on its own.
+    options: Options,
 }
 
-/// Loads the state from `store` and starts the engine thread.
+/// Loads the state from `store` and starts the engine thread, with the
+/// default [`Options`].
 pub fn spawn(
     store: Store,
     registry: &mut prometheus_client::registry::Registry,
+) -> Result<(Handle, std::thread::JoinHandle<()>), StoreError> {
+    spawn_with(store, registry, Options::default())
+}
+
+/// Loads the state from `store` and starts the engine thread.
+pub fn spawn_with(
+    store: Store,
+    registry: &mut prometheus_client::registry::Registry,
+    options: Options,
 ) -> Result<(Handle, std::thread::JoinHandle<()>), StoreError> {
     let loaded = store.load()?;
     if loaded.skipped > 0 {
@@ -115,6 +143,10 @@ pub fn spawn(
         threats: Arc::new(NoThreats),
         denied_names: Arc::default(),
         alert_events: broadcast::channel(ALERT_EVENTS).0,
+        quarantined: BTreeMap::new(),
+        audit_log: Vec::new(),
+        next_audit: 0,
+        options,
     };
     engine.load_state(loaded);
     let alerts_tx = engine.alert_events.clone();
@@ -162,6 +194,7 @@ impl Engine {
             baseline: &self.baseline,
             alerts: &self.alerts,
             dropped: self.dropped,
+            quarantined: &self.quarantined,
         })
     }
 
@@ -191,10 +224,60 @@ impl Engine {
             Command::SetMode {
                 namespace,
                 mode,
+                actor,
                 reply,
             } => {
-                let result = self.set_mode(namespace, mode);
+                let result = self.set_mode(namespace, mode, &actor);
                 Some(Box::new(move || drop(reply.send(result))))
+            }
+            Command::Quarantine {
+                id,
+                on,
+                actor,
+                reply,
+            } => {
+                let result = if on {
+                    self.quarantine(&id, &actor, "by request")
+                } else {
+                    self.release(&id, &actor)
+                };
+                Some(Box::new(move || drop(reply.send(result))))
+            }
+            Command::Accept {
+                alert_id,
+                actor,
+                reply,
+            } => {
+                let result = self.accept(&alert_id, &actor);
+                Some(Box::new(move || drop(reply.send(result))))
+            }
+            Command::Import {
+                baseline,
+                namespace,
+                merge,
+                actor,
+                reply,
+            } => {
+                let result = self.import(&baseline, namespace.as_deref(), merge, &actor);
+                Some(Box::new(move || drop(reply.send(result))))
+            }
+            Command::Export { reply } => {
+                let baseline = Box::new(self.baseline.clone());
+                Some(Box::new(move || drop(reply.send(Ok(baseline)))))
+            }
+            Command::Audit { reply } => {
+                let log = self.audit_log.clone();
+                Some(Box::new(move || drop(reply.send(Ok(log)))))
+            }
+            Command::SetThreats {
+                threats,
+                denied_names,
+            } => {
+                tracing::info!(entries = denied_names.len(), "threat lists updated");
+                self.threats = threats;
+                self.denied_names = denied_names;
+                self.republish(None);
+                None
             }
         }
     }
@@ -272,12 +355,15 @@ impl Engine {
                 Some((edge, stats))
             })
             .collect();
-        let learned = !changes.baseline_edges.is_empty();
+        let learned = !changes.baseline_edges.is_empty()
+            || !changes.baseline_endpoints.is_empty()
+            || !changes.quarantine.is_empty();
         if let Err(e) = self.commit(&changes) {
             self.metrics.report(ReportResult::failed);
             return Err(e.into());
         }
         self.metrics.report(ReportResult::applied);
+        self.remember_audit(&changes);
         self.metrics.observations.inc_by(observations.len() as u64);
         if let Some((instance, seq, at)) = changes.report_seq {
             self.seqs.insert(instance, (seq, at));
@@ -347,18 +433,7 @@ impl Engine {
             overflow,
         );
         for learn in judgement.learn {
-            match learn {
-                Learn::Edge(key) => {
-                    if self.baseline.learn_edge(&key) {
-                        changes.baseline_edges.push(key);
-                    }
-                }
-                Learn::Endpoint(key, endpoint) => {
-                    if self.baseline.learn_endpoint(&key, &endpoint) {
-                        changes.baseline_endpoints.push((key, endpoint));
-                    }
-                }
-            }
+            response::learn_into(&mut self.baseline, changes, learn);
         }
         let hits = Hits::of(obs);
         for finding in judgement.findings {
@@ -410,6 +485,9 @@ impl Engine {
             })
             .collect();
         self.seqs = loaded.report_seqs;
+        self.quarantined = loaded.quarantined;
+        self.audit_log = loaded.audit;
+        self.next_audit = loaded.next_audit;
         self.graph = Graph::default();
         self.inventory.clear_records();
         // Oldest first, so that the newest registration owns a reused address.
@@ -512,11 +590,27 @@ impl Engine {
         if verdict.kind != AlertKind::NewDeployment || alert.count == 1 {
             tracing::warn!(kind = alert.kind.as_str(), id = %alert.id, workload = %id, destination = %alert.destination, action = ?alert.action, "violation");
         }
+        let auto = self.options.auto_quarantine.contains(&verdict.kind)
+            && !self.quarantined.contains_key(id);
+        let reason = format!("{} alert {}", alert.kind.as_str(), alert.id);
         changes.alerts.push(alert.clone());
+        if auto {
+            self.quarantine_into(changes, id, "auto-quarantine", &reason);
+        }
     }
 
-    fn set_mode(&mut self, namespace: Option<String>, mode: Mode) -> Result<Modes, EngineError> {
+    fn set_mode(
+        &mut self,
+        namespace: Option<String>,
+        mode: Mode,
+        actor: &str,
+    ) -> Result<Modes, EngineError> {
         let mut modes = self.modes.clone();
+        let target = namespace.clone().unwrap_or_else(|| "*".to_owned());
+        let old = match &namespace {
+            Some(ns) => self.modes.of(ns).label(),
+            None => self.modes.default.label(),
+        };
         match namespace {
             Some(ns) => {
                 modes.namespaces.insert(ns, mode);
@@ -526,10 +620,20 @@ impl Engine {
                 modes.namespaces.clear();
             }
         }
-        self.commit(&Changes {
+        let mut changes = Changes {
             modes: Some(modes.clone()),
             ..Changes::default()
-        })?;
+        };
+        self.audit(
+            &mut changes,
+            actor,
+            "mode",
+            &target,
+            old.to_owned(),
+            mode.label().to_owned(),
+        );
+        self.commit(&changes)?;
+        self.remember_audit(&changes);
         self.modes = modes;
         tracing::info!(modes = ?self.modes, "mode changed");
         self.republish(None);
@@ -550,6 +654,7 @@ impl Engine {
             inventory: &self.inventory,
             source_ips: &source_ips,
             denied_names: &self.denied_names,
+            quarantined: &self.quarantined,
         };
         for id in ids {
             let mode = self.modes.of(&id.namespace);

@@ -641,6 +641,40 @@ pub fn alert_id(key: &str) -> String {
     format!("{hash:016x}")
 }
 
+/// A workload under quarantine: its sidecars refuse all traffic but
+/// health checks, in every mode, until it is released.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantine {
+    /// RFC 3339 time it started.
+    pub since: String,
+    /// Who quarantined it: `admin`, or `auto-quarantine` for the
+    /// controller itself.
+    pub actor: String,
+    /// Why, e.g. the alert that triggered it.
+    pub reason: String,
+}
+
+/// One entry of the audit log: every mode change, baseline import, alert
+/// accepted, quarantine and release.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Increasing number of the entry.
+    pub seq: u64,
+    /// RFC 3339 time.
+    pub at: String,
+    /// Who did it: the token's role (`admin`), or the controller
+    /// (`auto-quarantine`).
+    pub actor: String,
+    /// What was done: `mode`, `import`, `accept`, `quarantine`, `release`.
+    pub action: String,
+    /// What it was done to: a namespace, a workload, an alert id.
+    pub target: String,
+    /// The value before.
+    pub old: String,
+    /// The value after.
+    pub new: String,
+}
+
 /// The storage key of an alert.
 pub fn alert_key(kind: AlertKind, namespace: &str, workload: &str, destination: &str) -> String {
     format!("{}|{namespace}/{workload}|{destination}", kind.as_str())

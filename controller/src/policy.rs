@@ -73,6 +73,8 @@ pub struct Inputs<'a> {
     pub source_ips: &'a Arc<SourceIps>,
     /// Threat-listed destinations, shared by every policy.
     pub denied_names: &'a Arc<BTreeSet<String>>,
+    /// Quarantined workloads.
+    pub quarantined: &'a BTreeMap<WorkloadId, crate::model::Quarantine>,
 }
 
 /// Compiles the policy of `id` (version left at 0) in `mode`.
@@ -83,6 +85,7 @@ pub fn compile(id: &WorkloadId, mode: Mode, inputs: &Inputs<'_>) -> PolicySpec {
         inventory,
         source_ips,
         denied_names,
+        quarantined,
     } = *inputs;
     let mut spec = PolicySpec {
         version: 0,
@@ -94,7 +97,7 @@ pub fn compile(id: &WorkloadId, mode: Mode, inputs: &Inputs<'_>) -> PolicySpec {
         source_ips: source_ips.clone(),
         denied_names: denied_names.clone(),
         enforce_threats: mode.blocks(),
-        quarantined: false,
+        quarantined: quarantined.contains_key(id),
     };
     if !spec.enforce {
         return spec;
@@ -197,6 +200,7 @@ mod tests {
             inventory,
             source_ips: &ips(inventory),
             denied_names: &Arc::default(),
+            quarantined: &BTreeMap::new(),
         };
         compile(id, mode, &inputs)
     }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::baseline::Baseline;
 use crate::graph::Graph;
 use crate::inventory::Inventory;
-use crate::model::{Alert, Mode, Modes, NodeId, rfc3339};
+use crate::model::{Alert, Mode, Modes, NodeId, Quarantine, WorkloadId, rfc3339};
 
 /// A node of the graph view.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +105,8 @@ pub struct Snapshot {
     pub alerts: Vec<Alert>,
     /// Counts.
     pub counts: Counts,
+    /// Quarantined workloads by `ns/name`.
+    pub quarantined: BTreeMap<String, Quarantine>,
 }
 
 /// The state the engine builds a snapshot from.
@@ -121,6 +123,8 @@ pub struct Parts<'a> {
     pub alerts: &'a BTreeMap<String, Alert>,
     /// Observations reported dropped.
     pub dropped: u64,
+    /// Quarantined workloads.
+    pub quarantined: &'a BTreeMap<WorkloadId, Quarantine>,
 }
 
 /// The destination of an alert as a short label: `host:port`, `ns/name` or
@@ -204,6 +208,11 @@ pub fn build(parts: &Parts<'_>) -> Snapshot {
         graph: GraphView { nodes, edges },
         alerts,
         counts,
+        quarantined: parts
+            .quarantined
+            .iter()
+            .map(|(id, q)| (id.to_string(), q.clone()))
+            .collect(),
     }
 }
 

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use crate::baseline::Baseline;
 use crate::graph::EdgeStats;
 use crate::inventory::WorkloadRecord;
-use crate::model::{Alert, EdgeKey, Modes, NodeId, WorkloadId};
+use crate::model::{Alert, AuditEntry, EdgeKey, Modes, NodeId, Quarantine, WorkloadId};
 
 /// Key "modes" holds the JSON of [`Modes`].
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
@@ -26,6 +26,12 @@ const BASELINE_ENDPOINTS: TableDefinition<(&str, &str, &str), ()> =
     TableDefinition::new("baseline_endpoints");
 const EDGES: TableDefinition<(&str, &str), &str> = TableDefinition::new("edges");
 const ALERTS: TableDefinition<&str, &str> = TableDefinition::new("alerts");
+/// Audit log: seq -> JSON of [`AuditEntry`].
+const AUDIT: TableDefinition<u64, &str> = TableDefinition::new("audit");
+/// Quarantined workloads: `ns/name` -> JSON of [`Quarantine`].
+const QUARANTINE: TableDefinition<&str, &str> = TableDefinition::new("quarantine");
+/// Audit entries read back at start (the newest).
+pub const AUDIT_LOADED: usize = 10_000;
 /// Sidecar process -> (last applied batch seq, unix seconds).
 const REPORT_SEQS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("report_seqs");
 /// Sequence numbers of processes silent for this long are forgotten.
@@ -89,6 +95,12 @@ pub struct Loaded {
     pub alerts: Vec<Alert>,
     /// Last applied report batch per sidecar process: (seq, unix seconds).
     pub report_seqs: std::collections::HashMap<String, (u64, u64)>,
+    /// The newest audit entries, oldest first (at most [`AUDIT_LOADED`]).
+    pub audit: Vec<AuditEntry>,
+    /// The next audit sequence number.
+    pub next_audit: u64,
+    /// Quarantined workloads.
+    pub quarantined: std::collections::BTreeMap<WorkloadId, Quarantine>,
     /// Rows that could not be decoded (kept in the file, skipped here).
     pub skipped: usize,
 }
@@ -112,6 +124,14 @@ pub struct Changes {
     pub alerts: Vec<Alert>,
     /// The report batch applied: (sidecar process, seq, unix seconds).
     pub report_seq: Option<(String, u64, u64)>,
+    /// Before the baseline rows above are added, remove those of this
+    /// namespace (`Some(None)`: the whole baseline), for an import that
+    /// replaces.
+    pub baseline_reset: Option<Option<String>>,
+    /// Audit entries to append.
+    pub audit: Vec<AuditEntry>,
+    /// Quarantines started (`Some`) or ended (`None`).
+    pub quarantine: Vec<(WorkloadId, Option<Quarantine>)>,
 }
 
 impl Changes {
@@ -125,6 +145,9 @@ impl Changes {
             && self.edges.is_empty()
             && self.alerts.is_empty()
             && self.report_seq.is_none()
+            && self.baseline_reset.is_none()
+            && self.audit.is_empty()
+            && self.quarantine.is_empty()
     }
 }
 
@@ -264,6 +287,30 @@ impl Store {
                 out.alerts.push(alert);
             }
         }
+        let table = tx.open_table(AUDIT).map_err(io("read"))?;
+        if let Some(last) = table.last().map_err(io("read"))? {
+            out.next_audit = last.0.value() + 1;
+        }
+        for row in table.iter().map_err(io("read"))?.rev().take(AUDIT_LOADED) {
+            let (k, v) = row.map_err(io("read"))?;
+            let seq = k.value().to_string();
+            if let Some(entry) = decode("audit", &seq, v.value(), skipped) {
+                out.audit.push(entry);
+            }
+        }
+        out.audit.reverse();
+        let table = tx.open_table(QUARANTINE).map_err(io("read"))?;
+        for row in table.iter().map_err(io("read"))? {
+            let (k, v) = row.map_err(io("read"))?;
+            let id = k.value().parse::<WorkloadId>().ok();
+            match (id, decode("quarantine", k.value(), v.value(), skipped)) {
+                (Some(id), Some(q)) => {
+                    out.quarantined.insert(id, q);
+                }
+                (None, _) => *skipped += 1,
+                _ => {}
+            }
+        }
         let oldest = crate::model::now_unix().saturating_sub(SEQ_RETENTION_SECS);
         let table = tx.open_table(REPORT_SEQS).map_err(io("read"))?;
         for row in table.iter().map_err(io("read"))? {
@@ -307,6 +354,29 @@ impl Store {
                 table
                     .insert(id.to_string().as_str(), json.as_str())
                     .map_err(io("write"))?;
+            }
+            if let Some(namespace) = &changes.baseline_reset {
+                reset_baseline(&tx, namespace.as_deref())?;
+            }
+            let mut table = tx.open_table(AUDIT).map_err(io("write"))?;
+            for entry in &changes.audit {
+                table
+                    .insert(entry.seq, encode("audit entry", entry)?.as_str())
+                    .map_err(io("write"))?;
+            }
+            let mut table = tx.open_table(QUARANTINE).map_err(io("write"))?;
+            for (id, quarantine) in &changes.quarantine {
+                let key = id.to_string();
+                match quarantine {
+                    Some(q) => {
+                        table
+                            .insert(key.as_str(), encode("quarantine", q)?.as_str())
+                            .map_err(io("write"))?;
+                    }
+                    None => {
+                        table.remove(key.as_str()).map_err(io("write"))?;
+                    }
+                }
             }
             let mut table = tx.open_table(BASELINE_WORKLOADS).map_err(io("write"))?;
             for id in &changes.baseline_workloads {
@@ -352,6 +422,33 @@ impl Store {
         }
         tx.commit().map_err(io("commit"))
     }
+}
+
+/// Removes the baseline rows of `namespace` (all rows when `None`): a
+/// workload of that namespace, or an edge or endpoint touching one.
+fn reset_baseline(tx: &redb::WriteTransaction, namespace: Option<&str>) -> Result<(), StoreError> {
+    let in_ns = |node: &str| match namespace {
+        None => true,
+        Some(ns) => node
+            .strip_prefix("workload:")
+            .and_then(|id| id.split_once('/'))
+            .is_some_and(|(n, _)| n == ns),
+    };
+    let mut table = tx.open_table(BASELINE_WORKLOADS).map_err(io("write"))?;
+    table
+        .retain(|id, ()| {
+            namespace.is_some_and(|ns| id.split_once('/').is_none_or(|(n, _)| n != ns))
+        })
+        .map_err(io("write"))?;
+    let mut table = tx.open_table(BASELINE_EDGES).map_err(io("write"))?;
+    table
+        .retain(|(a, b), ()| !in_ns(a) && !in_ns(b))
+        .map_err(io("write"))?;
+    let mut table = tx.open_table(BASELINE_ENDPOINTS).map_err(io("write"))?;
+    table
+        .retain(|(a, b, _), ()| !in_ns(a) && !in_ns(b))
+        .map_err(io("write"))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -414,6 +511,7 @@ mod tests {
                     edges: vec![(edge.clone(), stats.clone())],
                     alerts: vec![alert.clone()],
                     report_seq: Some(("abc".into(), 7, crate::model::now_unix())),
+                    ..Changes::default()
                 })
                 .unwrap();
         }

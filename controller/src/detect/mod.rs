@@ -97,6 +97,8 @@ impl Finding {
 /// Something an observation may add to the baseline (in learning mode).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Learn {
+    /// A workload (as its profile).
+    Workload(crate::model::WorkloadId),
     /// A call between two nodes (workloads as their profiles).
     Edge(EdgeKey),
     /// An API endpoint (`METHOD path-template`) on a call.

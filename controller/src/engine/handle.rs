@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::model::{Alert, Batch, Mode, Modes, WorkloadId};
+use crate::baseline::Baseline;
+use crate::model::{Alert, AuditEntry, Batch, Mode, Modes, WorkloadId};
 use crate::policy::PolicySpec;
 use crate::snapshot::Snapshot;
 use crate::store::StoreError;
@@ -18,6 +19,9 @@ pub enum EngineError {
     /// The change could not be made durable; nothing was acknowledged.
     #[error("could not store the change: {0}")]
     Store(#[from] StoreError),
+    /// A person's command was refused.
+    #[error(transparent)]
+    Refused(#[from] super::response::ResponseError),
     /// The engine has stopped (the controller is shutting down).
     #[error("the controller is shutting down")]
     Stopped,
@@ -71,9 +75,70 @@ pub enum Command {
         namespace: Option<String>,
         /// The new mode.
         mode: Mode,
+        /// Who asked (`admin`, ...), for the audit log.
+        actor: String,
         /// Receives the modes after the change.
         reply: oneshot::Sender<Result<Modes, EngineError>>,
     },
+    /// Quarantine a workload (`on`) or release it.
+    Quarantine {
+        /// The workload.
+        id: WorkloadId,
+        /// Quarantine or release.
+        on: bool,
+        /// Who asked.
+        actor: String,
+        /// Whether the state changed.
+        reply: oneshot::Sender<Result<bool, EngineError>>,
+    },
+    /// Accept an alert into the baseline.
+    Accept {
+        /// The alert's id.
+        alert_id: String,
+        /// Who asked.
+        actor: String,
+        /// The alert accepted.
+        reply: oneshot::Sender<Result<Alert, EngineError>>,
+    },
+    /// Import a baseline.
+    Import {
+        /// The baseline to import.
+        baseline: Box<Baseline>,
+        /// Only this namespace (every namespace when `None`).
+        namespace: Option<String>,
+        /// Add to the current baseline instead of replacing it.
+        merge: bool,
+        /// Who asked.
+        actor: String,
+        /// The baseline's (workloads, edges) before and after.
+        reply: oneshot::Sender<Result<ImportSizes, EngineError>>,
+    },
+    /// A copy of the baseline.
+    Export {
+        /// The baseline.
+        reply: oneshot::Sender<Result<Box<Baseline>, EngineError>>,
+    },
+    /// The audit log, oldest first.
+    Audit {
+        /// The entries.
+        reply: oneshot::Sender<Result<Vec<AuditEntry>, EngineError>>,
+    },
+    /// New threat lists for the `threat` detector and the sidecars.
+    SetThreats {
+        /// The lookup.
+        threats: Arc<dyn crate::detect::Threats + Send>,
+        /// Its entries, pushed to the sidecars.
+        denied_names: Arc<std::collections::BTreeSet<String>>,
+    },
+}
+
+/// The baseline's (workloads, edges) before and after an import.
+pub type ImportSizes = ((usize, usize), (usize, usize));
+
+impl std::fmt::Debug for dyn crate::detect::Threats + Send {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Threats")
+    }
 }
 
 /// A cheap, clonable handle to the engine.
@@ -120,18 +185,100 @@ impl Handle {
         self.call(|reply| Command::Report { batch, reply }).await
     }
 
-    /// Changes a mode; returns the modes once durable and pushed.
+    /// Changes a mode as the admin; returns the modes once durable and
+    /// pushed.
     pub async fn set_mode(
         &self,
         namespace: Option<String>,
         mode: Mode,
     ) -> Result<Modes, EngineError> {
+        self.set_mode_as(namespace, mode, "admin").await
+    }
+
+    /// Changes a mode as `actor` (recorded in the audit log).
+    pub async fn set_mode_as(
+        &self,
+        namespace: Option<String>,
+        mode: Mode,
+        actor: &str,
+    ) -> Result<Modes, EngineError> {
+        let actor = actor.to_owned();
         self.call(|reply| Command::SetMode {
             namespace,
             mode,
+            actor,
             reply,
         })
         .await
+    }
+
+    /// Quarantines `id` (`on`) or releases it as `actor`; returns whether
+    /// that changed anything. In force at its sidecars once this returns.
+    pub async fn quarantine(&self, id: WorkloadId, on: bool, actor: &str) -> Result<bool, EngineError> {
+        let actor = actor.to_owned();
+        self.call(|reply| Command::Quarantine {
+            id,
+            on,
+            actor,
+            reply,
+        })
+        .await
+    }
+
+    /// Accepts the alert `alert_id` into the baseline as `actor`.
+    pub async fn accept(&self, alert_id: String, actor: &str) -> Result<Alert, EngineError> {
+        let actor = actor.to_owned();
+        self.call(|reply| Command::Accept {
+            alert_id,
+            actor,
+            reply,
+        })
+        .await
+    }
+
+    /// Imports a baseline for `namespace` (all when `None`), merged or
+    /// replacing, as `actor`.
+    pub async fn import(
+        &self,
+        baseline: Baseline,
+        namespace: Option<String>,
+        merge: bool,
+        actor: &str,
+    ) -> Result<ImportSizes, EngineError> {
+        let actor = actor.to_owned();
+        self.call(|reply| Command::Import {
+            baseline: Box::new(baseline),
+            namespace,
+            merge,
+            actor,
+            reply,
+        })
+        .await
+    }
+
+    /// A copy of the whole baseline (workloads as their profiles).
+    pub async fn export(&self) -> Result<Baseline, EngineError> {
+        self.call(|reply| Command::Export { reply }).await.map(|b| *b)
+    }
+
+    /// The audit log, oldest first (the newest entries, bounded).
+    pub async fn audit(&self) -> Result<Vec<AuditEntry>, EngineError> {
+        self.call(|reply| Command::Audit { reply }).await
+    }
+
+    /// Hands the engine new threat lists (never blocks).
+    pub async fn set_threats(
+        &self,
+        threats: Arc<dyn crate::detect::Threats + Send>,
+        denied_names: Arc<std::collections::BTreeSet<String>>,
+    ) -> Result<(), EngineError> {
+        self.tx
+            .send(Command::SetThreats {
+                threats,
+                denied_names,
+            })
+            .await
+            .map_err(|_| EngineError::Stopped)
     }
 
     /// Every alert raised or updated from now on, each sent once its change

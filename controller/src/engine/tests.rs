@@ -509,3 +509,119 @@ async fn a_flood_of_unique_destinations_is_bounded_and_alerted_once() {
     assert_eq!(egress, crate::engine::MAX_PEERS + 1, "alerts aggregate too");
     stop(h, thread).await;
 }
+
+#[tokio::test]
+async fn quarantine_reaches_the_policy_survives_a_restart_and_is_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, thread) = start(dir.path());
+    let mut policy = h.register(reg(id("nb"), vec![], None)).await.unwrap();
+    assert!(!policy.borrow_and_update().quarantined);
+    let unknown = h.quarantine(id("ghost"), true, "admin").await;
+    assert!(
+        matches!(unknown, Err(EngineError::Refused(ResponseError::UnknownWorkload(_)))),
+        "{unknown:?}"
+    );
+    assert!(h.quarantine(id("nb"), true, "admin").await.unwrap());
+    assert!(!h.quarantine(id("nb"), true, "admin").await.unwrap(), "idempotent");
+    assert!(policy.has_changed().unwrap());
+    assert!(policy.borrow_and_update().quarantined, "in force once it returns");
+    assert!(h.snapshot().quarantined.contains_key("default/nb"));
+    stop(h, thread).await;
+
+    let (h, thread) = start(dir.path());
+    let policy = h.register(reg(id("nb"), vec![], None)).await.unwrap();
+    assert!(policy.borrow().quarantined, "a restart keeps the quarantine");
+    assert!(h.quarantine(id("nb"), false, "admin").await.unwrap());
+    assert!(!h.snapshot().quarantined.contains_key("default/nb"));
+    h.set_mode_as(None, ENFORCE, "admin").await.unwrap();
+    let audit = h.audit().await.unwrap();
+    let actions: Vec<_> = audit.iter().map(|e| (e.action.as_str(), e.target.as_str())).collect();
+    assert_eq!(
+        actions,
+        [("quarantine", "default/nb"), ("release", "default/nb"), ("mode", "*")]
+    );
+    assert_eq!((audit[2].old.as_str(), audit[2].new.as_str()), ("learning", "enforcement"));
+    assert!(audit.windows(2).all(|w| w[0].seq < w[1].seq));
+    stop(h, thread).await;
+}
+
+#[tokio::test]
+async fn an_auto_quarantine_kind_quarantines_the_workload_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        auto_quarantine: [AlertKind::MiningProtocol].into(),
+    };
+    let (h, thread) = spawn_with(
+        Store::open(dir.path()).unwrap(),
+        &mut prometheus_client::registry::Registry::default(),
+        options,
+    )
+    .unwrap();
+    let mut policy = h.register(reg(id("nb"), vec![], None)).await.unwrap();
+    report(&h, id("nb"), vec![outbound("pypi.org:443", None, 1)], 0)
+        .await
+        .unwrap();
+    assert!(!policy.borrow_and_update().quarantined, "normal traffic: nothing");
+    let mut miner = outbound("pool.example:3333", None, 1);
+    miner.protocol = crate::model::Protocol::Stratum;
+    report(&h, id("nb"), vec![miner], 0).await.unwrap();
+    assert!(policy.borrow_and_update().quarantined);
+    let q = &h.snapshot().quarantined["default/nb"];
+    assert_eq!(q.actor, "auto-quarantine");
+    assert!(q.reason.starts_with("mining_protocol alert "), "{q:?}");
+    stop(h, thread).await;
+}
+
+#[tokio::test]
+async fn an_accepted_alert_is_normal_from_then_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, thread) = start(dir.path());
+    let mut policy = h.register(reg(id("web"), vec![], None)).await.unwrap();
+    h.set_mode(None, ENFORCE).await.unwrap();
+    report(&h, id("web"), vec![outbound("files.example:443", None, 1)], 0)
+        .await
+        .unwrap();
+    let alert = h.snapshot().alerts[0].clone();
+    assert_eq!(alert.kind, AlertKind::UnknownEgress);
+    policy.borrow_and_update();
+    h.accept(alert.id.clone(), "admin").await.unwrap();
+    assert!(
+        policy
+            .borrow_and_update()
+            .allowed_authorities
+            .contains("files.example:443"),
+        "the sidecar allows it at once"
+    );
+    let before = h.snapshot().alerts[0].count;
+    report(&h, id("web"), vec![outbound("files.example:443", None, 1)], 0)
+        .await
+        .unwrap();
+    assert_eq!(h.snapshot().alerts[0].count, before, "no new violation");
+    let wrong = h.accept("0000000000000000".into(), "admin").await;
+    assert!(matches!(wrong, Err(EngineError::Refused(ResponseError::NoAlert(_)))));
+    let audit = h.audit().await.unwrap();
+    assert_eq!(audit.last().unwrap().action, "accept");
+    assert_eq!(audit.last().unwrap().target, alert.id);
+    stop(h, thread).await;
+}
+
+#[tokio::test]
+async fn an_exported_baseline_imports_into_an_empty_controller() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, thread) = start(dir.path());
+    h.register(reg(id("web"), vec![], None)).await.unwrap();
+    let mut get = outbound("api.example:443", None, 1);
+    get.path = "/v1/{id}".into();
+    report(&h, id("web"), vec![get], 0).await.unwrap();
+    let exported = h.export().await.unwrap();
+    stop(h, thread).await;
+
+    let other = tempfile::tempdir().unwrap();
+    let (h, thread) = start(other.path());
+    let sizes = h.import(exported.clone(), None, false, "admin").await.unwrap();
+    assert_eq!(sizes, ((0, 0), (1, 1)));
+    stop(h, thread).await;
+    let (h, thread) = start(other.path());
+    assert_eq!(h.export().await.unwrap(), exported, "durable, endpoints too");
+    stop(h, thread).await;
+}
