@@ -25,6 +25,13 @@
 //! not redirected has a way around the sidecar. If that cannot be done,
 //! init fails rather than leave the hole open; `--ipv6 off` opts out.
 //!
+//! Beside another mesh (Istio): the jumps are inserted first in
+//! `PREROUTING` and `OUTPUT`, so Vigil's rules run ahead of Istio's
+//! whichever init ran first, and `--skip-outbound-uids 1337` lets Envoy's
+//! own traffic out untouched. The workload's connections then reach the
+//! sidecar first; the sidecar's (its uid is not Envoy's) go on through
+//! Istio's rules to Envoy, which keeps its mTLS.
+//!
 //! Base tier: depends on nothing else in this crate.
 
 mod apply;
@@ -54,6 +61,8 @@ pub const ENV_INIT_INBOUND_PORT: &str = "VIGIL_INIT_INBOUND_PORT";
 pub const ENV_INIT_OUTBOUND_PORT: &str = "VIGIL_INIT_OUTBOUND_PORT";
 /// Env var for `--proxy-uid`.
 pub const ENV_INIT_PROXY_UID: &str = "VIGIL_INIT_PROXY_UID";
+/// Env var for `--skip-outbound-uids` (comma-separated).
+pub const ENV_INIT_SKIP_OUTBOUND_UIDS: &str = "VIGIL_INIT_SKIP_OUTBOUND_UIDS";
 /// Env var for `--dns-port`.
 pub const ENV_INIT_DNS_PORT: &str = "VIGIL_INIT_DNS_PORT";
 /// Env var for `--redirect-dns` (`on` or `off`).
@@ -104,6 +113,11 @@ pub struct InitArgs {
     /// (without this, they would loop back into it).
     #[arg(long, env = ENV_INIT_PROXY_UID, default_value_t = 2102)]
     pub proxy_uid: u32,
+    /// Other uids whose outbound traffic is never redirected, e.g. `1337`
+    /// for Istio's Envoy beside the sidecar (its egress then leaves as
+    /// Istio routes it, instead of looping back into Vigil).
+    #[arg(long, env = ENV_INIT_SKIP_OUTBOUND_UIDS, value_delimiter = ',', value_name = "UIDS")]
+    pub skip_outbound_uids: Vec<u32>,
     /// Inbound ports not redirected, e.g. `4191,9000-9100` (the default is
     /// the sidecar's admin port; pass "" for none).
     #[arg(long, env = ENV_INIT_SKIP_INBOUND_PORTS, default_value = "4191", value_name = "PORTS")]
@@ -341,6 +355,17 @@ pub fn outbound_rules(args: &InitArgs, v6: bool) -> Vec<Vec<String>> {
         "-j",
         "RETURN",
     ])];
+    for uid in &args.skip_outbound_uids {
+        let uid = uid.to_string();
+        rules.push(strings(&[
+            "-m",
+            "owner",
+            "--uid-owner",
+            &uid,
+            "-j",
+            "RETURN",
+        ]));
+    }
     if args.redirect_dns == Switch::On {
         let to = args.dns_port.to_string();
         for proto in ["udp", "tcp"] {
@@ -437,7 +462,8 @@ fn plan_family(args: &InitArgs, family: &Family) -> Vec<IptablesCommand> {
             // A re-run with DNS off takes back an earlier run's jump.
             out.push(make(nat("-D", &check), Guard::IfOk(nat("-C", &check))));
         } else {
-            let add = nat("-A", &check);
+            // First in its chain, ahead of another mesh's jump (Istio's).
+            let add = nat("-I", &[&[parent, "1"][..], spec].concat());
             out.push(make(add, Guard::UnlessOk(nat("-C", &check))));
         }
     }

@@ -50,9 +50,9 @@ fn plans_the_default_rules() {
          -A VIGIL_OUTBOUND -p tcp -j REDIRECT --to-ports 4140\n\
          COMMIT\n\
          EOF",
-        "iptables -w -t nat -C PREROUTING -p tcp -j VIGIL_INBOUND 2>/dev/null || iptables -w -t nat -A PREROUTING -p tcp -j VIGIL_INBOUND",
-        "iptables -w -t nat -C OUTPUT -p tcp -j VIGIL_OUTBOUND 2>/dev/null || iptables -w -t nat -A OUTPUT -p tcp -j VIGIL_OUTBOUND",
-        "iptables -w -t nat -C OUTPUT -p udp --dport 53 -j VIGIL_OUTBOUND 2>/dev/null || iptables -w -t nat -A OUTPUT -p udp --dport 53 -j VIGIL_OUTBOUND",
+        "iptables -w -t nat -C PREROUTING -p tcp -j VIGIL_INBOUND 2>/dev/null || iptables -w -t nat -I PREROUTING 1 -p tcp -j VIGIL_INBOUND",
+        "iptables -w -t nat -C OUTPUT -p tcp -j VIGIL_OUTBOUND 2>/dev/null || iptables -w -t nat -I OUTPUT 1 -p tcp -j VIGIL_OUTBOUND",
+        "iptables -w -t nat -C OUTPUT -p udp --dport 53 -j VIGIL_OUTBOUND 2>/dev/null || iptables -w -t nat -I OUTPUT 1 -p udp --dport 53 -j VIGIL_OUTBOUND",
     ];
     assert_eq!(lines(&plan(&args, &v4(&args))), want);
 }
@@ -217,8 +217,8 @@ fn applies_guards_and_reports_failures() {
         changes,
         [
             "iptables-restore -w --noflush",
-            "iptables -w -t nat -A OUTPUT -p tcp -j VIGIL_OUTBOUND",
-            "iptables -w -t nat -A OUTPUT -p udp --dport 53 -j VIGIL_OUTBOUND",
+            "iptables -w -t nat -I OUTPUT 1 -p tcp -j VIGIL_OUTBOUND",
+            "iptables -w -t nat -I OUTPUT 1 -p udp --dport 53 -j VIGIL_OUTBOUND",
         ]
     );
     let fed = ran[0].1.as_deref().unwrap();
@@ -323,7 +323,7 @@ fn plans_ipv6_with_ip6tables_and_only_ipv6_networks() {
     );
     assert!(
         v6.iter()
-            .any(|l| l.ends_with("-A PREROUTING -p tcp -j VIGIL_INBOUND")),
+            .any(|l| l.ends_with("-I PREROUTING 1 -p tcp -j VIGIL_INBOUND")),
         "{v6:#?}"
     );
     // Both families, IPv4 first; removal covers both too.
@@ -346,4 +346,27 @@ fn plans_ipv6_with_ip6tables_and_only_ipv6_networks() {
     assert_eq!(off.families(true).len(), 1, "off: never");
     let odd = parse(&["--iptables", "xt"]).unwrap();
     assert_eq!(odd.ip6tables(), "ip6tables");
+}
+
+#[test]
+fn envoys_uid_is_let_out_before_dns_and_jumps_come_first() {
+    let args = parse(&["--skip-outbound-uids", "1337,1338"]).unwrap();
+    let rules = restored(&plan(&args, &v4(&args)));
+    let at = |rule: &str| {
+        rules
+            .iter()
+            .position(|l| *l == format!("iptables-restore {rule}"))
+            .unwrap_or_else(|| panic!("missing {rule:?} in {rules:#?}"))
+    };
+    let own = at("-A VIGIL_OUTBOUND -m owner --uid-owner 2102 -j RETURN");
+    let envoy = at("-A VIGIL_OUTBOUND -m owner --uid-owner 1337 -j RETURN");
+    at("-A VIGIL_OUTBOUND -m owner --uid-owner 1338 -j RETURN");
+    let dns = at("-A VIGIL_OUTBOUND -p udp --dport 53 -j REDIRECT --to-ports 4153");
+    assert!(own < envoy && envoy < dns, "{rules:#?}");
+    assert!(parse(&["--skip-outbound-uids", "envoy"]).is_err());
+    assert!(parse(&[]).unwrap().skip_outbound_uids.is_empty());
+    // The jumps go first in their chains, ahead of another mesh's.
+    for line in lines(&plan(&args, &v4(&args))).iter().skip(1) {
+        assert!(line.contains(" -I ") && line.contains(" 1 -p "), "{line}");
+    }
 }
