@@ -237,6 +237,8 @@ async fn main() -> anyhow::Result<()> {
         http_addr: "127.0.0.1:8480".parse()?,
         data_dir: data_dir.clone(),
         sidecar_token_file: None,
+        threat_feed: Vec::new(),
+        no_builtin_threats: false,
         log: "warn".into(),
         webhook: Default::default(),
     };

@@ -66,6 +66,7 @@ pub fn router(engine: Handle, token: &str, registry: Arc<Registry>) -> Router {
         .route("/api/v1/mode", get(modes).put(set_mode).post(set_mode))
         .route("/api/v1/graph", get(graph))
         .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/threats/check", get(crate::threat::api::check))
         .fallback(not_found)
         .route_layer(middleware::from_fn_with_state(api.clone(), authenticate));
     Router::new()

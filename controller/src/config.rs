@@ -18,6 +18,10 @@ pub mod env {
     pub const LOG: &str = "VIGIL_LOG";
     /// `--sidecar-token-file`.
     pub const SIDECAR_TOKEN_FILE: &str = "VIGIL_SIDECAR_TOKEN_FILE";
+    /// `--threat-feed`.
+    pub const THREAT_FEED: &str = "VIGIL_THREAT_FEED";
+    /// `--no-builtin-threats`.
+    pub const NO_BUILTIN_THREATS: &str = "VIGIL_NO_BUILTIN_THREATS";
 }
 
 /// Flags of `vigil-controller`.
@@ -44,6 +48,16 @@ pub struct Args {
     /// `<data-dir>/sidecar.token`.
     #[arg(long, env = env::SIDECAR_TOKEN_FILE)]
     pub sidecar_token_file: Option<PathBuf>,
+    /// A threat feed file (repeatable; comma-separated in the env var): a
+    /// domain, `*.domain` (its subdomains) or CIDR a line, `#` comments.
+    /// Reloaded on SIGHUP and when it changes; a bad line is an error at
+    /// start and, later, keeps the previous list.
+    #[arg(long = "threat-feed", env = env::THREAT_FEED, value_delimiter = ',')]
+    pub threat_feed: Vec<PathBuf>,
+    /// Leave out the built-in feed of mining pools (only `--threat-feed`
+    /// files list anything).
+    #[arg(long, env = env::NO_BUILTIN_THREATS)]
+    pub no_builtin_threats: bool,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `vigil_controller=debug`.
     #[arg(long, env = env::LOG, default_value = "info")]
     pub log: String,

@@ -23,6 +23,7 @@ pub mod model;
 pub mod policy;
 pub mod snapshot;
 pub mod store;
+pub mod threat;
 pub mod token;
 
 pub use app::{Running, StartError, start};

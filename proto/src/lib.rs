@@ -11,6 +11,8 @@ pub mod v1 {
     tonic::include_proto!("vigil.v1");
 }
 
+pub mod threat;
+
 /// The authority a sidecar reports traffic to new destinations under once
 /// its aggregator is full, and the destination the controller counts a
 /// workload's new destinations under once it reached its cap: a reserved

@@ -68,6 +68,8 @@ pub const ENV_IDLE_TIMEOUT_MS: &str = "VIGIL_IDLE_TIMEOUT_MS";
 pub const ENV_DETECT_TIMEOUT_MS: &str = "VIGIL_DETECT_TIMEOUT_MS";
 /// Env var of `--drain-timeout-ms`.
 pub const ENV_DRAIN_TIMEOUT_MS: &str = "VIGIL_DRAIN_TIMEOUT_MS";
+/// Env var of `--health-path` (comma-separated).
+pub const ENV_HEALTH_PATHS: &str = "VIGIL_HEALTH_PATHS";
 
 /// The IPv6 twin of a listener: `auto`, `off`, or an address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -225,6 +227,12 @@ pub struct Limits {
     /// How long in-flight requests may take to finish on SIGTERM, in milliseconds.
     #[arg(long, env = ENV_DRAIN_TIMEOUT_MS, default_value_t = 10_000)]
     pub drain_timeout_ms: u64,
+    /// An inbound HTTP path that is a health check (the pod's probes, such
+    /// as `/healthz`): while the workload is quarantined, requests for
+    /// exactly this path, from any caller, are still forwarded; everything
+    /// else is refused. Repeatable; comma-separated in the env var.
+    #[arg(long = "health-path", env = ENV_HEALTH_PATHS, value_delimiter = ',')]
+    pub health_paths: Vec<String>,
 }
 
 impl Limits {
@@ -259,8 +267,20 @@ impl Limits {
         if self.max_header_bytes < 8192 {
             return Err(ConfigError::HeaderLimit(self.max_header_bytes));
         }
+        if let Some(bad) = self.health_paths.iter().find(|p| !is_health_path(p)) {
+            return Err(ConfigError::BadHealthPath(bad.clone()));
+        }
         Ok(())
     }
+}
+
+/// Whether `path` can be a `--health-path`: absolute, visible ASCII, with
+/// no query or fragment (requests are matched on their path exactly).
+fn is_health_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#')
 }
 
 /// Why the flags were refused.
@@ -314,6 +334,9 @@ pub enum ConfigError {
     /// A limit is zero.
     #[error("--{0} must be at least 1")]
     Zero(&'static str),
+    /// A `--health-path` is not an absolute path.
+    #[error("--health-path {0:?} is not a path: use e.g. /healthz (no query, no spaces)")]
+    BadHealthPath(String),
     /// `--max-header-bytes` is too small for real clients.
     #[error("--max-header-bytes {0} is too small: use at least 8192")]
     HeaderLimit(usize),
@@ -456,6 +479,26 @@ mod tests {
         argv.extend_from_slice(extra);
         let args = Args::try_parse_from(argv).map_err(|e| e.to_string())?;
         Config::from_args(args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn health_paths() {
+        let c = parse(&["--workload", "w"]).unwrap();
+        assert!(c.args.limits.health_paths.is_empty());
+        let c = parse(&[
+            "--workload",
+            "w",
+            "--health-path",
+            "/healthz",
+            "--health-path",
+            "/api,/ready",
+        ])
+        .unwrap();
+        assert_eq!(c.args.limits.health_paths, ["/healthz", "/api", "/ready"]);
+        for bad in ["healthz", "/a?b", "/a b", ""] {
+            let err = parse(&["--workload", "w", "--health-path", bad]).unwrap_err();
+            assert!(err.contains("--health-path"), "{bad:?}: {err}");
+        }
     }
 
     #[test]

@@ -17,7 +17,10 @@
 use std::net::{IpAddr, SocketAddr};
 
 use crate::model::{Direction, Protocol, Record};
-use crate::policy::{Decision, Policy, evaluate_inbound, evaluate_outbound};
+use crate::policy::{
+    Decision, Policy, QUARANTINE_REASON, THREAT_REASON, evaluate_inbound, evaluate_outbound,
+    threat_denied,
+};
 
 /// A redirected destination, judged.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,6 +90,7 @@ impl Judged {
             authority: self.authority.clone(),
             dst: Some(dst),
             mismatch: self.mismatch.is_some(),
+            claimed: self.mismatch.clone(),
         }
     }
 }
@@ -106,6 +110,10 @@ pub enum Judge {
         dst: Option<SocketAddr>,
         /// The name given did not match `dst`.
         mismatch: bool,
+        /// Another name the client gave for this destination, when it is
+        /// not `authority`: the name of a mismatch, or the TLS name inside
+        /// a `CONNECT` tunnel. Checked against the threat list too.
+        claimed: Option<String>,
     },
     /// An inbound stream from `source` (`None`: the internet).
     Inbound {
@@ -123,6 +131,8 @@ impl Judge {
                 authority: record.authority.clone(),
                 dst: record.resolved,
                 mismatch: !record.claimed_authority.is_empty(),
+                claimed: (!record.claimed_authority.is_empty())
+                    .then(|| record.claimed_authority.clone()),
             },
             Direction::Inbound => Judge::Inbound {
                 source: (!record.source.is_empty()).then(|| record.source.clone()),
@@ -130,10 +140,32 @@ impl Judge {
         }
     }
 
-    /// The decision on a stream speaking `protocol` under `policy`: no
-    /// baseline ever allows mining, and a lie about the destination is
+    /// The decision on a stream speaking `protocol` under `policy`: a
+    /// quarantine refuses everything; while threats are enforced, a
+    /// threat-listed destination (the authority, another name the client
+    /// gave, or the real address) is refused whatever the baseline holds;
+    /// no baseline ever allows mining, and a lie about the destination is
     /// refused in enforcement whatever the baseline holds.
     pub fn decide(&self, policy: &Policy, protocol: Protocol) -> Decision {
+        if policy.quarantined {
+            return Decision::Deny {
+                reason: QUARANTINE_REASON,
+            };
+        }
+        if let Judge::Outbound {
+            authority,
+            dst,
+            claimed,
+            ..
+        } = self
+        {
+            let names = [authority.as_str(), claimed.as_deref().unwrap_or_default()];
+            if threat_denied(policy, &names, dst.map(|d| d.ip())) {
+                return Decision::Deny {
+                    reason: THREAT_REASON,
+                };
+            }
+        }
         if policy.enforce && protocol == Protocol::Stratum {
             return Decision::Deny {
                 reason: MINING_REASON,
@@ -281,6 +313,124 @@ mod tests {
             decision,
             Decision::Allow,
             "the learned address still allows it"
+        );
+    }
+
+    #[test]
+    fn a_listed_destination_is_refused_by_any_name_or_address_it_goes_by() {
+        use crate::policy::{DeniedNames, QUARANTINE_REASON, THREAT_REASON};
+        let pool_ip: SocketAddr = "203.0.113.9:443".parse().unwrap();
+        let cdn_ip: SocketAddr = "198.51.100.4:443".parse().unwrap();
+        // Learned while learning: the pool's name and the CDN's.
+        let policy = |enforce, enforce_threats, quarantined| Policy {
+            enforce,
+            enforce_threats,
+            quarantined,
+            allowed_authorities: ["xmr.pool.test:443", "cdn.test:443"]
+                .map(String::from)
+                .into(),
+            allowed_addrs: [pool_ip, cdn_ip].into(),
+            allowed_sources: ["internet".to_owned()].into(),
+            denied_names: DeniedNames::compile(["*.pool.test", "203.0.113.0/24"]).unwrap(),
+            ..Policy::allow_all()
+        };
+        let out = |authority: &str, dst, claimed: Option<&str>| Judge::Outbound {
+            authority: authority.into(),
+            dst: Some(dst),
+            mismatch: false,
+            claimed: claimed.map(String::from),
+        };
+        let threat = Decision::Deny {
+            reason: THREAT_REASON,
+        };
+        let quarantine = Decision::Deny {
+            reason: QUARANTINE_REASON,
+        };
+        let enforcing = policy(true, true, false);
+        // (judge, protocol, decision)
+        let cases = [
+            // TLS named by SNI, CONNECT by authority, HTTP by Host.
+            (
+                out("xmr.pool.test:443", cdn_ip, None),
+                Protocol::Tls,
+                threat,
+            ),
+            (
+                out("XMR.pool.test.:443", cdn_ip, None),
+                Protocol::Tcp,
+                threat,
+            ),
+            (
+                out("xmr.pool.test:443", cdn_ip, None),
+                Protocol::Http1,
+                threat,
+            ),
+            // A learned CONNECT name with a listed TLS name inside.
+            (
+                out("cdn.test:443", cdn_ip, Some("xmr.pool.test")),
+                Protocol::Tls,
+                threat,
+            ),
+            // A learned name that goes to a listed address.
+            (out("cdn.test:443", pool_ip, None), Protocol::Tls, threat),
+            // A bare address in a listed network, learned or not.
+            (out("203.0.113.9:443", pool_ip, None), Protocol::Tcp, threat),
+            // Nothing listed: the baseline allows it.
+            (
+                out("cdn.test:443", cdn_ip, None),
+                Protocol::Tls,
+                Decision::Allow,
+            ),
+            (
+                Judge::Inbound { source: None },
+                Protocol::Http1,
+                Decision::Allow,
+            ),
+        ];
+        for (judge, protocol, want) in cases {
+            assert_eq!(judge.decide(&enforcing, protocol), want, "{judge:?}");
+        }
+        let listed = out("xmr.pool.test:443", cdn_ip, None);
+        // Threats reported only (alert-only, learning): the baseline decides.
+        assert_eq!(
+            listed.decide(&policy(true, false, false), Protocol::Tls),
+            Decision::Allow
+        );
+        // Quarantine: every stream, both ways, in every mode.
+        for p in [policy(false, false, true), policy(true, true, true)] {
+            for judge in [
+                out("cdn.test:443", cdn_ip, None),
+                listed.clone(),
+                Judge::Inbound { source: None },
+                Judge::Inbound {
+                    source: Some("default/web".into()),
+                },
+            ] {
+                assert_eq!(judge.decide(&p, Protocol::Http1), quarantine, "{judge:?}");
+            }
+        }
+        // A mismatched name is checked too (judged by address, else allowed).
+        let lie = judge(
+            Some(Claim {
+                host: "xmr.pool.test",
+                port: None,
+            }),
+            cdn_ip,
+            &[],
+        )
+        .judge(cdn_ip);
+        assert_eq!(
+            lie.decide(&policy(false, true, false), Protocol::Tls),
+            threat
+        );
+        // A record's claimed name is kept when a request becomes a stream.
+        let mut record = Record::new(Direction::Outbound, Protocol::Http1);
+        record.authority = cdn_ip.to_string();
+        record.resolved = Some(cdn_ip);
+        record.claimed_authority = "xmr.pool.test:443".into();
+        assert_eq!(
+            Judge::of_record(&record).decide(&policy(false, true, false), Protocol::Tcp),
+            threat
         );
     }
 }

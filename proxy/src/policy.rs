@@ -10,8 +10,21 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use vigil_proto::v1;
 
+mod threats;
+pub use threats::DeniedNames;
+
 /// The source name policies use for callers without a Vigil identity.
 pub const INTERNET: &str = "internet";
+
+/// Why traffic to (or a DNS query for) a threat-listed destination is
+/// refused.
+pub const THREAT_REASON: &str = "threat-listed destination";
+/// Why everything a quarantined workload sends or is sent is refused.
+pub const QUARANTINE_REASON: &str = "workload quarantined";
+/// Why a destination outside the baseline is refused.
+pub const BASELINE_REASON: &str = "destination not in baseline";
+/// Why a DNS query for a name outside the baseline is refused.
+pub const DNS_REASON: &str = "name not in baseline";
 
 /// A policy received from the controller, in domain form.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +45,17 @@ pub struct Policy {
     /// `vigil-source` header naming one is believed only from these.
     #[serde(default)]
     pub source_ips: HashMap<String, HashSet<IpAddr>>,
+    /// Threat-listed destinations (mining pools): `domain`, `*.domain`,
+    /// IPs and CIDRs.
+    #[serde(default)]
+    pub denied_names: DeniedNames,
+    /// Whether `denied_names` are refused (else only reported), whatever
+    /// the allowed lists say.
+    #[serde(default)]
+    pub enforce_threats: bool,
+    /// Quarantine: all traffic is refused but health checks, in every mode.
+    #[serde(default)]
+    pub quarantined: bool,
 }
 
 impl Policy {
@@ -45,6 +69,9 @@ impl Policy {
             allowed_sources: HashSet::new(),
             mode: "unknown".to_string(),
             source_ips: HashMap::new(),
+            denied_names: DeniedNames::default(),
+            enforce_threats: false,
+            quarantined: false,
         }
     }
 
@@ -119,6 +146,16 @@ pub enum PolicyError {
         /// The offending entry.
         value: String,
     },
+    /// A `denied_names` entry is not a domain, `*.domain` or CIDR.
+    #[error("policy version {version}: denied name {value:?}: {source}")]
+    BadDeniedName {
+        /// Policy version.
+        version: u64,
+        /// The offending entry.
+        value: String,
+        /// What is wrong with it.
+        source: vigil_proto::threat::PatternError,
+    },
     /// A `source_ips` entry is not an IP address.
     #[error("policy version {version}: source IP {value:?} of {source_name} is not an IP address")]
     BadIp {
@@ -165,8 +202,18 @@ impl TryFrom<v1::Policy> for Policy {
                 Ok((name, ips))
             })
             .collect::<Result<_, _>>()?;
+        let denied_names = DeniedNames::compile(p.denied_names).map_err(|(value, source)| {
+            PolicyError::BadDeniedName {
+                version: p.version,
+                value,
+                source,
+            }
+        })?;
         Ok(Policy {
             source_ips,
+            denied_names,
+            enforce_threats: p.enforce_threats,
+            quarantined: p.quarantined,
             version: p.version,
             enforce: p.enforce,
             allowed_authorities: p
@@ -200,13 +247,34 @@ impl Decision {
     }
 }
 
+/// Whether traffic that names `names` (the authority judged, and any other
+/// name the client gave for the same destination) or goes to `ip` is
+/// refused as threat-listed: when the policy enforces its threat list and
+/// one of them is on it, whatever the allowed lists say.
+pub fn threat_denied(policy: &Policy, names: &[&str], ip: Option<IpAddr>) -> bool {
+    policy.enforce_threats
+        && (names.iter().any(|name| policy.denied_names.lists(name))
+            || ip.is_some_and(|ip| policy.denied_names.lists_ip(ip)))
+}
+
 /// Decides whether the local workload may call `authority` (`host:port`),
-/// which resolved to `resolved` when known.
+/// which resolved to `resolved` when known: never while quarantined, never
+/// a threat-listed one while threats are enforced, else by the baseline.
 pub fn evaluate_outbound(
     policy: &Policy,
     authority: &str,
     resolved: Option<SocketAddr>,
 ) -> Decision {
+    if policy.quarantined {
+        return Decision::Deny {
+            reason: QUARANTINE_REASON,
+        };
+    }
+    if threat_denied(policy, &[authority], resolved.map(|a| a.ip())) {
+        return Decision::Deny {
+            reason: THREAT_REASON,
+        };
+    }
     if !policy.enforce
         || policy
             .allowed_authorities
@@ -216,7 +284,7 @@ pub fn evaluate_outbound(
         Decision::Allow
     } else {
         Decision::Deny {
-            reason: "destination not in baseline",
+            reason: BASELINE_REASON,
         }
     }
 }
@@ -230,7 +298,27 @@ fn authority_host(authority: &str) -> &str {
     }
 }
 
-/// Whether the pod may look up `name` (lower case, no trailing dot): yes
+/// The decision on the pod's DNS query for `name`: refused while
+/// quarantined, refused for a threat-listed name while threats are enforced
+/// (even one the baseline holds), else as [`dns_allowed`] says.
+pub fn evaluate_dns(policy: &Policy, name: &str) -> Decision {
+    if policy.quarantined {
+        Decision::Deny {
+            reason: QUARANTINE_REASON,
+        }
+    } else if threat_denied(policy, &[name], None) {
+        Decision::Deny {
+            reason: THREAT_REASON,
+        }
+    } else if !dns_allowed(policy, name) {
+        Decision::Deny { reason: DNS_REASON }
+    } else {
+        Decision::Allow
+    }
+}
+
+/// Whether the baseline lets the pod look up `name` (lower case, no
+/// trailing dot; quarantine and threats aside, see [`evaluate_dns`]): yes
 /// when not enforcing, or when the name or a parent domain of it with at
 /// least two labels (`pypi.org` for `files.pypi.org`, never `org`) is an
 /// allowed authority itself (a name learned from DNS has no port) or the
@@ -297,8 +385,14 @@ pub fn identify_caller(policy: &Policy, claimed: Option<&str>, peer: IpAddr) -> 
 }
 
 /// Decides whether `source` (`ns/name`, `None` for the internet) may call
-/// the local workload.
+/// the local workload: never while it is quarantined (health checks aside:
+/// see [`is_health_check`]), else by the baseline.
 pub fn evaluate_inbound(policy: &Policy, source: Option<&str>) -> Decision {
+    if policy.quarantined {
+        return Decision::Deny {
+            reason: QUARANTINE_REASON,
+        };
+    }
     if !policy.enforce || policy.allowed_sources.contains(source.unwrap_or(INTERNET)) {
         Decision::Allow
     } else {
@@ -306,6 +400,15 @@ pub fn evaluate_inbound(policy: &Policy, source: Option<&str>) -> Decision {
             reason: "source not in baseline",
         }
     }
+}
+
+/// Whether an inbound HTTP request is a health check that a quarantine
+/// still lets through, from any caller: its path (without the query) is
+/// exactly one of `health_paths` (`--health-path`, the pod's probes), and it
+/// asks for no upgrade (a probe never does; an upgrade would be a stream
+/// into the workload).
+pub fn is_health_check(health_paths: &[String], path: &str, upgrade: bool) -> bool {
+    !upgrade && health_paths.iter().any(|p| p == path)
 }
 
 #[cfg(test)]
@@ -337,7 +440,7 @@ mod tests {
         let p = enforced();
         let open = Policy::allow_all();
         let deny = Decision::Deny {
-            reason: "destination not in baseline",
+            reason: BASELINE_REASON,
         };
         let addr = |s: &str| Some(s.parse().unwrap());
         let cases = [

@@ -103,20 +103,24 @@ pub async fn connect(
         record.protocol = stream_protocol(&sniffed.protocol);
         // The tunnel was judged by its CONNECT name; a TLS name inside must
         // go where the tunnel goes too.
+        // The TLS name is checked against the threat list as well.
         let mut mismatch = false;
+        let mut inner_name = None;
         if let Detected::Tls(hello) = &sniffed.protocol
             && let Some(sni) = hello.sni.as_deref()
-            && let judged = judge_name(&tunnel_shared, Some(sni), addr).await
-            && let Some(claimed) = judged.mismatch
         {
-            tracing::info!(%claimed, %authority, "a TLS name inside a CONNECT tunnel that does not go to its address");
-            record.claimed_authority = claimed;
-            mismatch = true;
+            inner_name = Some(sni.to_owned());
+            if let Some(claimed) = judge_name(&tunnel_shared, Some(sni), addr).await.mismatch {
+                tracing::info!(%claimed, %authority, "a TLS name inside a CONNECT tunnel that does not go to its address");
+                record.claimed_authority = claimed;
+                mismatch = true;
+            }
         }
         let judge = Judge::Outbound {
             authority,
             dst: Some(addr),
             mismatch,
+            claimed: inner_name,
         };
         let policy = tunnel_shared.current_policy().await;
         let decision = judge.decide(&policy, record.protocol);
@@ -174,11 +178,7 @@ pub async fn forward_outbound(
         tracing::info!(%claimed, %dst, "a TLS name that does not go to this address; judged by the address");
         record.claimed_authority = claimed.clone();
     }
-    let judge = Judge::Outbound {
-        authority: judged.authority,
-        dst: Some(dst),
-        mismatch: judged.mismatch.is_some(),
-    };
+    let judge = judged.judge(dst);
     decide_then_pipe(&shared, client, judge, dst, record, start).await;
 }
 

@@ -1,8 +1,10 @@
 //! The DNS listener: `vigil-proxy init` redirects the pod's DNS (UDP and
 //! TCP port 53, whatever server it names) here. Each query is recorded
 //! (protocol `dns`: the name, the query type, the response code), judged
-//! ([`crate::policy::dns_allowed`]: in enforcement a name neither in the
-//! baseline nor under a learned domain is answered `REFUSED`), and
+//! ([`crate::policy::evaluate_dns`]: in enforcement a name neither in the
+//! baseline nor under a learned domain is answered `REFUSED`; so is a
+//! threat-listed name while threats are enforced, and every name while the
+//! workload is quarantined), and
 //! forwarded to the pod's resolver (`--dns-upstream`) over the same
 //! transport; the answer is relayed byte for byte, and the addresses it
 //! gives the name feed name binding ([`PodAnswers`]).
@@ -26,7 +28,7 @@ use tokio::task::JoinHandle;
 
 use crate::listener::{self, Accepted};
 use crate::model::{Direction, Protocol, Record};
-use crate::policy::{Policy, PolicyRx, dns_allowed};
+use crate::policy::{Decision, Policy, PolicyRx, evaluate_dns};
 use crate::resolve::PodAnswers;
 use crate::telemetry::Telemetry;
 use message::{Incoming, Question, rcode};
@@ -207,8 +209,8 @@ impl Dns {
             Incoming::Query(question) => question,
         };
         let policy = self.current_policy().await;
-        if !dns_allowed(&policy, &question.name) {
-            tracing::info!(name = %question.name, qtype = %question.qtype, "DNS query refused: the name is not in the baseline");
+        if let Decision::Deny { reason } = evaluate_dns(&policy, &question.name) {
+            tracing::info!(name = %question.name, qtype = %question.qtype, reason, "DNS query refused");
             let response = message::answer(query, rcode::REFUSED);
             self.emit(&question, rcode::REFUSED, true, start, query, &response);
             return Some(response);

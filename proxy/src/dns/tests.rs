@@ -206,3 +206,50 @@ async fn a_silent_upstream_is_answered_servfail_after_the_timeout() {
     // A response sent to the listener is dropped, not answered.
     assert_eq!(dns.handle(&upstream_answer(&q), Transport::Udp).await, None);
 }
+
+#[tokio::test]
+async fn a_threat_listed_name_is_refused_even_when_learned_and_a_quarantine_refuses_all() {
+    let (upstream, seen) = fake_upstream().await;
+    let threats = |enforce_threats, quarantined| Policy {
+        denied_names: crate::policy::DeniedNames::compile(["*.pool.test"]).unwrap(),
+        enforce_threats,
+        quarantined,
+        ..enforcing(&["xmr.pool.test:3333", "pypi.test:443"])
+    };
+    // (policy, name, refused)
+    let cases = [
+        (threats(true, false), "xmr.pool.test.", true),
+        (threats(true, false), "XMR.Pool.TEST.", true),
+        (threats(true, false), "pypi.test.", false),
+        // Listed but not enforced (alert-only, learning): forwarded, so
+        // the controller sees the query and alerts.
+        (threats(false, false), "xmr.pool.test.", false),
+        // Quarantined: even a learned name.
+        (threats(false, true), "pypi.test.", true),
+        (
+            Policy {
+                version: 1,
+                quarantined: true,
+                ..Policy::allow_all()
+            },
+            "anything.test.",
+            true,
+        ),
+    ];
+    for (i, (policy, name, refused)) in cases.into_iter().enumerate() {
+        let (dns, mut records) = dns(upstream, policy);
+        let (server, _stop) = listen(dns).await;
+        let before = seen.load(Ordering::SeqCst);
+        let q = query(20 + i as u16, name);
+        let got = ask_udp(server, &q).await;
+        let record = records.try_next().unwrap();
+        if refused {
+            assert_eq!(rcode_of(&got), ResponseCode::Refused, "{name}");
+            assert!(record.denied, "{name}");
+            assert_eq!(seen.load(Ordering::SeqCst), before, "{name} not forwarded");
+        } else {
+            assert_eq!(got, upstream_answer(&q), "{name}");
+            assert!(!record.denied, "{name}");
+        }
+    }
+}

@@ -11,7 +11,9 @@ use hyper::body::Incoming;
 use crate::body::ProxyBody;
 use crate::context::{DecisionLabel, Pending, Shared, denied_response};
 use crate::model::{Direction, SOURCE_HEADER, parse_source};
-use crate::policy::{Caller, Decision, INTERNET, evaluate_inbound, identify_caller};
+use crate::policy::{
+    Caller, Decision, INTERNET, evaluate_inbound, identify_caller, is_health_check,
+};
 
 /// The app a connection's requests go to, with its name made once per
 /// connection rather than per request.
@@ -61,7 +63,12 @@ pub async fn serve(
     if let Caller::Spoofed(name) = caller {
         pending.record.claimed_source = name;
     }
-    if let Decision::Deny { reason } = evaluate_inbound(&policy, source.as_deref()) {
+    // A quarantine lets the pod's health checks through, from anyone.
+    let upgrade =
+        req.method() == http::Method::CONNECT || req.headers().contains_key(http::header::UPGRADE);
+    let health = policy.quarantined
+        && is_health_check(&shared.limits.health_paths, req.uri().path(), upgrade);
+    if !health && let Decision::Deny { reason } = evaluate_inbound(&policy, source.as_deref()) {
         let caller = source.as_deref().unwrap_or(INTERNET);
         let response = denied_response(reason, ("source", caller), shared.workload(), &policy.mode);
         return Ok(shared.respond(pending, response, DecisionLabel::deny, 403));

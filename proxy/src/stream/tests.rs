@@ -32,16 +32,19 @@ fn streams_are_judged_by_destination_caller_and_protocol() {
         authority: "pool.test:3333".into(),
         dst: None,
         mismatch: false,
+        claimed: None,
     };
     let learned = Judge::Outbound {
         authority: "pypi.test:443".into(),
         dst: None,
         mismatch: false,
+        claimed: None,
     };
     let lying = Judge::Outbound {
         authority: "10.0.0.9:443".into(),
         dst: None,
         mismatch: true,
+        claimed: None,
     };
     let internet = Judge::Inbound { source: None };
     let deny = |reason| Decision::Deny { reason };
@@ -161,6 +164,7 @@ fn pool_judge() -> Judge {
         authority: "pool.test:3333".into(),
         dst: None,
         mismatch: false,
+        claimed: None,
     }
 }
 
