@@ -683,3 +683,77 @@ fn a_corrupt_store_stops_the_controller_with_a_clear_error() {
         "nothing is lost"
     );
 }
+
+/// SIGTERM stops the controller in a few seconds even while sidecars hold
+/// their policy and report streams open (Kubernetes would otherwise kill it
+/// hard), and what it stored is there after the restart.
+#[test]
+fn sigterm_stops_the_controller_while_sidecars_are_connected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut ctl = Controller::start_restartable(&data, tmp.path());
+    let app = Upstream::start("web");
+    let pypi = Upstream::start("pypi");
+    let hosts = hosts_file(tmp.path(), &["pypi.test"]);
+    let web = Proxy::start("web", ctl.grpc, app.addr, &hosts, tmp.path());
+    let _api = Proxy::start("api", ctl.grpc, app.addr, &hosts, tmp.path());
+    wait_sidecars(&ctl, 2);
+    let url = format!("http://pypi.test:{}/simple/", pypi.addr.port());
+    assert_eq!(web.get(&url).0, 200);
+    ctl.wait_edge(
+        "workload:default/web",
+        &format!("external:pypi.test:{}", pypi.addr.port()),
+        1,
+    );
+    ctl.proc.signal_term();
+    let status = ctl.proc.wait_exit();
+    assert!(status.success(), "a clean exit: {status:?}\n{}", ctl.proc.log());
+    assert!(ctl.proc.log().contains("vigil-controller stopped"));
+    let ctl = Controller::start_on(&data, tmp.path(), ctl.grpc, ctl.http);
+    let graph = ctl.json(&["graph"]);
+    assert!(
+        graph["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["source"] == "workload:default/web"),
+        "{graph}"
+    );
+}
+
+/// A data directory written by the previous release (0.1.0, kept in
+/// tests/fixtures) opens with its mode, baseline and alerts; alerts it
+/// stored without ids, severities and explanations get them.
+#[test]
+fn a_data_directory_of_the_previous_release_keeps_its_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/datadir-0.1.0/vigil.redb");
+    std::fs::copy(fixture, data.join("vigil.redb")).unwrap();
+    let ctl = Controller::start(&data, tmp.path());
+    let status = ctl.json(&["status"]);
+    let counts = &status["counts"];
+    assert_eq!(
+        (counts["baseline_workloads"].as_u64(), counts["baseline_edges"].as_u64()),
+        (Some(2), Some(3)),
+        "{status}"
+    );
+    assert_eq!(counts["workloads"], 3, "{status}");
+    let (ok, modes, _) = ctl.vigilctl(&["mode"]);
+    assert!(ok && modes.contains("notebooks") && modes.contains("enforcement"), "{modes}");
+    let alerts = ctl.json(&["alerts"]);
+    let alerts = alerts.as_array().unwrap();
+    assert_eq!(alerts.len(), 3, "{alerts:?}");
+    for alert in alerts {
+        assert_eq!(alert["id"].as_str().map(str::len), Some(16), "{alert}");
+        assert!(alert["severity"].is_string(), "{alert}");
+        assert!(alert["explanation"].as_str().is_some_and(|e| e.ends_with('.')), "{alert}");
+    }
+    let miner = alerts
+        .iter()
+        .find(|a| a["kind"] == "new_deployment")
+        .expect("the miner's deployment alert");
+    assert_eq!(miner["workload"], "xmrig-miner");
+}

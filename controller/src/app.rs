@@ -36,9 +36,6 @@ pub enum StartError {
     /// A token could not be read or written.
     #[error(transparent)]
     Token(#[from] TokenError),
-    /// A threat feed file could not be loaded (the error names its line).
-    #[error(transparent)]
-    Threat(#[from] crate::threat::FeedError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -75,6 +72,7 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     engine: std::thread::JoinHandle<()>,
+    stopper: engine::Stopper,
 }
 
 /// Reads the admin token, or creates it (mode 0600) on first start.
@@ -108,14 +106,8 @@ pub async fn start(args: &Args) -> Result<Running, StartError> {
     let sidecar_token = token::load_or_create(&sidecar_token_path, "sidecar")?;
     let store = Store::open(&args.data_dir)?;
     let mut registry = prometheus_client::registry::Registry::default();
-    // Threat feeds: `threat_feeds` sees every reload.
-    let threats = crate::threat::Reloader::load(
-        &args.threat_feed,
-        !args.no_builtin_threats,
-        crate::threat::ThreatMetrics::register(&mut registry),
-    )?;
-    let threat_feeds = threats.subscribe();
     let (handle, engine) = engine::spawn(store, &mut registry)?;
+    let stopper = handle.stopper();
     let grpc = bind("gRPC", args.grpc_addr).await?;
     let http = bind("HTTP API", args.http_addr).await?;
     let grpc_addr = grpc.local_addr().map_err(|source| StartError::Bind {
@@ -129,8 +121,6 @@ pub async fn start(args: &Args) -> Result<Running, StartError> {
         source,
     })?;
     let (shutdown, signal) = watch::channel(false);
-    tokio::spawn(threats.run(crate::threat::reload::POLL_INTERVAL, signal.clone()));
-    tokio::spawn(crate::threat::feed_engine(threat_feeds.clone(), handle.clone()));
 
     let mut stop = signal.clone();
     let ingest = Ingest::new(handle.clone()).into_server(sidecar_token, &mut registry);
@@ -150,7 +140,6 @@ pub async fn start(args: &Args) -> Result<Running, StartError> {
         crate::kube::webhook::start(&args.webhook, handle.clone(), signal.clone()).await?;
     let mut stop = signal;
     let router = crate::api::router(handle, &token, std::sync::Arc::new(registry));
-    let router = router.layer(axum::Extension(threat_feeds));
     let http_task = tokio::spawn(async move {
         let served = axum::serve(http, router)
             .with_graceful_shutdown(async move {
@@ -175,6 +164,7 @@ pub async fn start(args: &Args) -> Result<Running, StartError> {
             .chain(webhook.map(|(_, task)| task))
             .collect(),
         engine,
+        stopper,
     })
 }
 
@@ -192,7 +182,10 @@ impl Running {
                 abort.abort();
             }
         }
-        // The engine ends when the last handle (held by the servers) is gone.
+        // Sidecar streams may outlive the servers: stop the engine
+        // explicitly, once what is queued is stored. Its end closes every
+        // policy stream.
+        self.stopper.stop(std::time::Duration::from_secs(5)).await;
         let engine = self.engine;
         let _ = tokio::task::spawn_blocking(move || engine.join()).await;
         tracing::info!("vigil-controller stopped");

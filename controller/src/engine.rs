@@ -22,21 +22,35 @@ use crate::model::{
     OVERFLOW, Observation, Quarantine, WorkloadId, alert_id, alert_key, now_unix, rfc3339,
 };
 use crate::policy::{self, Policies};
+use crate::simulate::{History, Seen};
 use crate::snapshot::{self, Parts, Snapshot, label};
+use crate::stability::Growth;
 use crate::store::{Changes, Loaded, Store, StoreError};
 
 mod handle;
 mod response;
 
-pub use handle::{Command, EngineError, Handle, ImportSizes, PolicyRx, Registration};
+pub use handle::{Command, EngineError, Handle, ImportSizes, PolicyRx, Registration, Stopper};
 pub use response::{ResponseError, accepts, import_changes};
 
-/// How the engine responds on its own.
-#[derive(Clone, Debug, Default)]
+/// How the engine responds on its own, and what it keeps.
+#[derive(Clone, Debug)]
 pub struct Options {
     /// Alert kinds that quarantine the offending workload at once
     /// (`--auto-quarantine`).
     pub auto_quarantine: BTreeSet<AlertKind>,
+    /// How long observations are kept for dry runs, seconds
+    /// (`--history-retention`).
+    pub history_retention: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            auto_quarantine: BTreeSet::new(),
+            history_retention: 24 * 3600,
+        }
+    }
 }
 
 /// What an alert names beside its workload: the destination (or claimed
@@ -105,6 +119,10 @@ struct Engine {
     next_audit: u64,
     /// How the engine responds on its own.
     options: Options,
+    /// Recent observations, for dry runs.
+    history: History,
+    /// When each namespace's baseline grew.
+    growth: BTreeMap<String, Growth>,
 }
 
 /// Loads the state from `store` and starts the engine thread, with the
@@ -146,7 +164,9 @@ pub fn spawn_with(
         quarantined: BTreeMap::new(),
         audit_log: Vec::new(),
         next_audit: 0,
+        history: History::new(options.history_retention),
         options,
+        growth: BTreeMap::new(),
     };
     engine.load_state(loaded);
     let alerts_tx = engine.alert_events.clone();
@@ -169,10 +189,18 @@ pub fn spawn_with(
 impl Engine {
     fn run(mut self, mut rx: mpsc::Receiver<Command>, snapshots: watch::Sender<Arc<Snapshot>>) {
         let mut replies = Vec::with_capacity(BATCH);
+        let mut stopping = false;
         while let Some(cmd) = rx.blocking_recv() {
+            if matches!(cmd, Command::Shutdown) {
+                break;
+            }
             replies.extend(self.apply(cmd));
             for _ in 1..BATCH {
                 match rx.try_recv() {
+                    Ok(Command::Shutdown) => {
+                        stopping = true;
+                        break;
+                    }
                     Ok(cmd) => replies.extend(self.apply(cmd)),
                     Err(_) => break,
                 }
@@ -182,7 +210,11 @@ impl Engine {
             for reply in replies.drain(..) {
                 reply();
             }
+            if stopping {
+                break;
+            }
         }
+        // Dropping the policy channels ends every sidecar's policy stream.
         tracing::debug!("engine stopped");
     }
 
@@ -195,6 +227,7 @@ impl Engine {
             alerts: &self.alerts,
             dropped: self.dropped,
             quarantined: &self.quarantined,
+            growth: &self.growth,
         })
     }
 
@@ -265,10 +298,26 @@ impl Engine {
                 let baseline = Box::new(self.baseline.clone());
                 Some(Box::new(move || drop(reply.send(Ok(baseline)))))
             }
+            Command::Simulate {
+                namespace,
+                since,
+                reply,
+            } => {
+                let report = crate::simulate::simulate(
+                    &self.history,
+                    since,
+                    namespace.as_deref(),
+                    &self.baseline,
+                    &self.inventory,
+                    &*self.threats,
+                );
+                Some(Box::new(move || drop(reply.send(Ok(report)))))
+            }
             Command::Audit { reply } => {
                 let log = self.audit_log.clone();
                 Some(Box::new(move || drop(reply.send(Ok(log)))))
             }
+            Command::Shutdown => None,
             Command::SetThreats {
                 threats,
                 denied_names,
@@ -302,6 +351,9 @@ impl Engine {
         let member = self.inventory.profile_of(id);
         if mode == Mode::Learning && self.baseline.learn_workload(&member) {
             changes.baseline_workloads.push(member.clone());
+            let growth = self.growth.entry(id.namespace.clone()).or_default();
+            growth.grew(now, 1);
+            changes.growth = Some(self.growth.clone());
         }
         if let Some(verdict) = detect::check_workload(mode, &self.baseline, &member) {
             tracing::warn!(workload = %id, action = ?verdict.action, "new deployment outside the baseline");
@@ -348,6 +400,14 @@ impl Engine {
                 touched.insert(edge);
             }
         }
+        let learned_now = changes.baseline_workloads.len()
+            + changes.baseline_edges.len()
+            + changes.baseline_endpoints.len();
+        if learned_now > 0 {
+            let growth = self.growth.entry(reporter.namespace.clone()).or_default();
+            growth.grew(now, learned_now);
+            changes.growth = Some(self.growth.clone());
+        }
         changes.edges = touched
             .into_iter()
             .filter_map(|edge| {
@@ -364,6 +424,13 @@ impl Engine {
         }
         self.metrics.report(ReportResult::applied);
         self.remember_audit(&changes);
+        for obs in observations {
+            self.history.push(Seen {
+                at: now,
+                reporter: reporter.clone(),
+                obs: obs.clone(),
+            });
+        }
         self.metrics.observations.inc_by(observations.len() as u64);
         if let Some((instance, seq, at)) = changes.report_seq {
             self.seqs.insert(instance, (seq, at));
@@ -486,6 +553,7 @@ impl Engine {
             .collect();
         self.seqs = loaded.report_seqs;
         self.quarantined = loaded.quarantined;
+        self.growth = loaded.growth;
         self.audit_log = loaded.audit;
         self.next_audit = loaded.next_audit;
         self.graph = Graph::default();

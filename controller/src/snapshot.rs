@@ -107,6 +107,8 @@ pub struct Snapshot {
     pub counts: Counts,
     /// Quarantined workloads by `ns/name`.
     pub quarantined: BTreeMap<String, Quarantine>,
+    /// Learning stability of each namespace whose baseline grew.
+    pub stability: BTreeMap<String, crate::stability::Stability>,
 }
 
 /// The state the engine builds a snapshot from.
@@ -125,6 +127,8 @@ pub struct Parts<'a> {
     pub dropped: u64,
     /// Quarantined workloads.
     pub quarantined: &'a BTreeMap<WorkloadId, Quarantine>,
+    /// When each namespace's baseline grew.
+    pub growth: &'a BTreeMap<String, crate::stability::Growth>,
 }
 
 /// The destination of an alert as a short label: `host:port`, `ns/name` or
@@ -213,6 +217,14 @@ pub fn build(parts: &Parts<'_>) -> Snapshot {
             .iter()
             .map(|(id, q)| (id.to_string(), q.clone()))
             .collect(),
+        stability: {
+            let now = crate::model::now_unix();
+            parts
+                .growth
+                .iter()
+                .map(|(ns, g)| (ns.clone(), crate::stability::stability(g, now)))
+                .collect()
+        },
     }
 }
 

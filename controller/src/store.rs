@@ -38,6 +38,8 @@ const REPORT_SEQS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("rep
 const SEQ_RETENTION_SECS: u64 = 7 * 86_400;
 
 const MODES_KEY: &str = "modes";
+/// Key "growth" holds the JSON of each namespace's baseline growth.
+const GROWTH_KEY: &str = "growth";
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "vigil.redb";
 
@@ -101,6 +103,8 @@ pub struct Loaded {
     pub next_audit: u64,
     /// Quarantined workloads.
     pub quarantined: std::collections::BTreeMap<WorkloadId, Quarantine>,
+    /// When each namespace's baseline grew.
+    pub growth: std::collections::BTreeMap<String, crate::stability::Growth>,
     /// Rows that could not be decoded (kept in the file, skipped here).
     pub skipped: usize,
 }
@@ -132,6 +136,8 @@ pub struct Changes {
     pub audit: Vec<AuditEntry>,
     /// Quarantines started (`Some`) or ended (`None`).
     pub quarantine: Vec<(WorkloadId, Option<Quarantine>)>,
+    /// Each namespace's baseline growth, when it changed.
+    pub growth: Option<std::collections::BTreeMap<String, crate::stability::Growth>>,
 }
 
 impl Changes {
@@ -148,6 +154,7 @@ impl Changes {
             && self.baseline_reset.is_none()
             && self.audit.is_empty()
             && self.quarantine.is_empty()
+            && self.growth.is_none()
     }
 }
 
@@ -217,6 +224,11 @@ impl Store {
             && let Some(m) = decode("meta", MODES_KEY, json.value(), skipped)
         {
             out.modes = m;
+        }
+        if let Some(json) = meta.get(GROWTH_KEY).map_err(io("read"))?
+            && let Some(g) = decode("meta", GROWTH_KEY, json.value(), skipped)
+        {
+            out.growth = g;
         }
         for row in tx
             .open_table(WORKLOADS)
@@ -346,6 +358,10 @@ impl Store {
             let mut meta = tx.open_table(META).map_err(io("write"))?;
             if let Some(modes) = &changes.modes {
                 meta.insert(MODES_KEY, encode("modes", modes)?.as_str())
+                    .map_err(io("write"))?;
+            }
+            if let Some(growth) = &changes.growth {
+                meta.insert(GROWTH_KEY, encode("growth", growth)?.as_str())
                     .map_err(io("write"))?;
             }
             let mut table = tx.open_table(WORKLOADS).map_err(io("write"))?;

@@ -118,11 +118,23 @@ pub enum Command {
         /// The baseline.
         reply: oneshot::Sender<Result<Box<Baseline>, EngineError>>,
     },
+    /// A dry run of enforcement over the recent history.
+    Simulate {
+        /// Only this namespace.
+        namespace: Option<String>,
+        /// Unix seconds of the window's start.
+        since: u64,
+        /// The report.
+        reply: oneshot::Sender<Result<crate::simulate::Simulation, EngineError>>,
+    },
     /// The audit log, oldest first.
     Audit {
         /// The entries.
         reply: oneshot::Sender<Result<Vec<AuditEntry>, EngineError>>,
     },
+    /// Stop once everything queued before this is applied (the controller
+    /// is shutting down; sidecars may still be connected).
+    Shutdown,
     /// New threat lists for the `threat` detector and the sidecars.
     SetThreats {
         /// The lookup.
@@ -138,6 +150,23 @@ pub type ImportSizes = ((usize, usize), (usize, usize));
 impl std::fmt::Debug for dyn crate::detect::Threats + Send {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Threats")
+    }
+}
+
+/// Stops the engine (held by the wiring; see [`Handle::stopper`]).
+#[derive(Debug)]
+pub struct Stopper {
+    tx: mpsc::Sender<Command>,
+}
+
+impl Stopper {
+    /// Asks the engine to stop after what is queued; waits at most
+    /// `limit` for room in the queue.
+    pub async fn stop(&self, limit: std::time::Duration) {
+        let sent = tokio::time::timeout(limit, self.tx.send(Command::Shutdown)).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            tracing::warn!("the engine did not take the stop command in time");
+        }
     }
 }
 
@@ -261,6 +290,23 @@ impl Handle {
         self.call(|reply| Command::Export { reply }).await.map(|b| *b)
     }
 
+    /// What enforcement would have blocked and flagged in the last
+    /// `window_secs` (of `namespace` only, when given), judged against the
+    /// current baseline.
+    pub async fn simulate(
+        &self,
+        namespace: Option<String>,
+        window_secs: u64,
+    ) -> Result<crate::simulate::Simulation, EngineError> {
+        let since = crate::model::now_unix().saturating_sub(window_secs);
+        self.call(|reply| Command::Simulate {
+            namespace,
+            since,
+            reply,
+        })
+        .await
+    }
+
     /// The audit log, oldest first (the newest entries, bounded).
     pub async fn audit(&self) -> Result<Vec<AuditEntry>, EngineError> {
         self.call(|reply| Command::Audit { reply }).await
@@ -285,6 +331,14 @@ impl Handle {
     /// is durable (the alert as it stands then, with its running count).
     pub fn subscribe_alerts(&self) -> broadcast::Receiver<Alert> {
         self.alerts.subscribe()
+    }
+
+    /// What stops the engine even while other handles (open sidecar
+    /// streams) still exist.
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            tx: self.tx.clone(),
+        }
     }
 
     /// The latest snapshot.

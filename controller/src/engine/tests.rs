@@ -550,6 +550,7 @@ async fn an_auto_quarantine_kind_quarantines_the_workload_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let options = Options {
         auto_quarantine: [AlertKind::MiningProtocol].into(),
+        ..Options::default()
     };
     let (h, thread) = spawn_with(
         Store::open(dir.path()).unwrap(),
@@ -623,5 +624,43 @@ async fn an_exported_baseline_imports_into_an_empty_controller() {
     stop(h, thread).await;
     let (h, thread) = start(other.path());
     assert_eq!(h.export().await.unwrap(), exported, "durable, endpoints too");
+    stop(h, thread).await;
+}
+
+#[tokio::test]
+async fn stability_and_a_dry_run_come_from_what_was_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, thread) = start(dir.path());
+    h.register(reg(id("web"), vec![], None)).await.unwrap();
+    report(&h, id("web"), vec![outbound("pypi.org:443", None, 3)], 0)
+        .await
+        .unwrap();
+    let stability = h.snapshot().stability["default"].clone();
+    assert_eq!(stability.learned_last_hour, 3, "the workload, its edge and endpoint");
+    assert!(stability.summary.starts_with("growing"), "{stability:?}");
+    // While learning, a miner's pool is learned too: the dry run shows
+    // nothing would have been blocked. Traffic after it would be.
+    report(&h, id("web"), vec![outbound("pool.example:3333", None, 2)], 0)
+        .await
+        .unwrap();
+    let dry = h.simulate(Some("default".into()), 3600).await.unwrap();
+    assert_eq!(dry.observations, 2);
+    assert!(dry.results.is_empty(), "all of it is in the baseline now: {dry:?}");
+    h.set_mode(None, ENFORCE).await.unwrap();
+    report(&h, id("web"), vec![outbound("new.example:443", None, 1)], 0)
+        .await
+        .unwrap();
+    let dry = h.simulate(None, 3600).await.unwrap();
+    assert_eq!(dry.results.len(), 1, "{dry:?}");
+    assert_eq!(dry.results[0].destination, "new.example:443");
+    assert_eq!(dry.results[0].action, Action::Blocked);
+    assert!(h.simulate(Some("other".into()), 3600).await.unwrap().results.is_empty());
+    stop(h, thread).await;
+    let (h, thread) = start(dir.path());
+    assert_eq!(
+        h.snapshot().stability["default"].learned_last_hour,
+        5,
+        "growth survives a restart"
+    );
     stop(h, thread).await;
 }
