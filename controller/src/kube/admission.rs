@@ -56,6 +56,20 @@ pub fn unreadable(error: &ReviewError) -> AdmissionReview<DynamicObject> {
     response.into_review()
 }
 
+/// A review as JSON, its patch a base64 string (as the Kubernetes
+/// documentation writes `patch`; kube-rs would write an array of bytes).
+pub fn to_json(review: &AdmissionReview<DynamicObject>) -> Value {
+    use base64::Engine;
+    let mut value = serde_json::to_value(review).unwrap_or(Value::Null);
+    if let Some(patch) = review.response.as_ref().and_then(|r| r.patch.as_ref())
+        && let Some(response) = value.get_mut("response").and_then(Value::as_object_mut)
+    {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(patch);
+        response.insert("patch".into(), Value::String(encoded));
+    }
+    value
+}
+
 /// The namespace of a request: its `namespace`, else the object's.
 pub fn namespace_of(review: &Review) -> String {
     review

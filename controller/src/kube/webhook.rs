@@ -221,7 +221,7 @@ fn router(engine: Handle, namespaces: Namespaces, sidecar: SidecarArgs) -> Route
 }
 
 fn reply(review: AdmissionReview<DynamicObject>) -> Response {
-    (StatusCode::OK, axum::Json(review)).into_response()
+    (StatusCode::OK, axum::Json(admission::to_json(&review))).into_response()
 }
 
 async fn read(hook: &Webhook, body: &Bytes) -> Result<(Review, Option<Namespace>), Response> {

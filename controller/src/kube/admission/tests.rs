@@ -49,6 +49,12 @@ fn a_pod_in_an_enabled_namespace_is_patched_once() {
     assert!(response.allowed);
     assert_eq!(response.uid, "u-1");
     let patched = apply(&object, &response);
+    let wire = to_json(&response.clone().into_review());
+    assert!(
+        wire["response"]["patch"].is_string(),
+        "base64 on the wire: {wire}"
+    );
+    assert_eq!(wire["response"]["patchType"], "JSONPatch");
     assert_eq!(patched, inject(&object, &enabled(), &args));
     // Reinvoked on its own output: nothing more to do.
     let again = mutate(&review("CREATE", None, patched), Some(&enabled()), &args);
