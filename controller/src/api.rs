@@ -1,9 +1,12 @@
-//! The HTTP API for `vigilctl` (and, later, the web view): JSON reads of the
-//! latest snapshot and typed commands to the engine.
+//! The HTTP API for `vigilctl` and the web view: JSON reads of the latest
+//! snapshot, the live stream of its changes, and typed commands to the
+//! engine.
 //!
 //! Secure by default: every `/api/` call needs `Authorization: Bearer
-//! <token>` (the token in `<data-dir>/admin.token`); only `/healthz` and
-//! `/metrics` (counts, no names) are open.
+//! <token>` (the admin token in `<data-dir>/admin.token`, or the read-only
+//! viewer token in `<data-dir>/viewer.token`) or a web session
+//! ([`crate::web::guard`]); only `/healthz` and `/metrics` (counts, no names)
+//! are open. The web pages are merged in from [`crate::web`].
 
 use std::sync::Arc;
 
@@ -26,7 +29,7 @@ use crate::snapshot::namespace_modes;
 #[derive(Clone)]
 struct Api {
     engine: Handle,
-    token: Arc<str>,
+    web: crate::web::Web,
     started: std::time::Instant,
     registry: Arc<Registry>,
 }
@@ -54,10 +57,10 @@ impl IntoResponse for ApiError {
 }
 
 /// Builds the router.
-pub fn router(engine: Handle, token: &str, registry: Arc<Registry>) -> Router {
+pub fn router(engine: Handle, web: crate::web::Web, registry: Arc<Registry>) -> Router {
     let api = Api {
         engine,
-        token: token.into(),
+        web: web.clone(),
         started: std::time::Instant::now(),
         registry,
     };
@@ -67,6 +70,7 @@ pub fn router(engine: Handle, token: &str, registry: Arc<Registry>) -> Router {
         .route("/api/v1/graph", get(graph))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/threats/check", get(crate::threat::api::check))
+        .route("/api/v1/events", get(events))
         .fallback(not_found)
         .route_layer(middleware::from_fn_with_state(api.clone(), authenticate));
     Router::new()
@@ -74,21 +78,22 @@ pub fn router(engine: Handle, token: &str, registry: Arc<Registry>) -> Router {
         .route("/metrics", get(metrics))
         .merge(authed)
         .with_state(api)
+        .merge(crate::web::router(web))
 }
 
 async fn authenticate(State(api): State<Api>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(crate::token::bearer);
-    match presented {
-        Some(token) if crate::token::constant_time_eq(token.as_bytes(), api.token.as_bytes()) => {
-            next.run(request).await
+    match api.web.authorize(request.method(), request.headers()) {
+        Ok(_) => next.run(request).await,
+        Err(refusal) if refusal.status() == StatusCode::UNAUTHORIZED => {
+            unauthorized(&refusal.to_string())
         }
-        Some(_) => unauthorized("the bearer token is wrong"),
-        None => unauthorized("missing Authorization: Bearer <token> header"),
+        Err(refusal) => ApiError::new(refusal.status(), refusal.to_string()).into_response(),
     }
+}
+
+/// `GET /api/v1/events`: the live stream (see [`crate::web::events`]).
+async fn events(State(api): State<Api>) -> Response {
+    api.web.events(api.engine.clone())
 }
 
 fn unauthorized(why: &str) -> Response {

@@ -18,6 +18,9 @@ use crate::token::{self, TokenError};
 
 /// File name of the admin token inside the data directory.
 pub const TOKEN_FILE: &str = "admin.token";
+/// File name of the read-only viewer token inside the data directory (the
+/// web view and the API: reads only).
+pub const VIEWER_TOKEN_FILE: &str = "viewer.token";
 /// File name of the sidecar token inside the data directory (the default
 /// of `--sidecar-token-file`).
 pub const SIDECAR_TOKEN_FILE: &str = "sidecar.token";
@@ -65,6 +68,10 @@ pub struct Running {
     pub token_path: PathBuf,
     /// The admin token.
     pub token: String,
+    /// Path of the read-only viewer token.
+    pub viewer_token_path: PathBuf,
+    /// The read-only viewer token.
+    pub viewer_token: String,
     /// Path of the token sidecars present on the gRPC port.
     pub sidecar_token_path: PathBuf,
     /// Bound address of the admission webhook, when it is served.
@@ -99,6 +106,8 @@ pub async fn start(args: &Args) -> Result<Running, StartError> {
             source,
         })?;
     let (token_path, token) = admin_token(&args.data_dir)?;
+    let viewer_token_path = args.data_dir.join(VIEWER_TOKEN_FILE);
+    let viewer_token = token::load_or_create(&viewer_token_path, "viewer")?;
     let sidecar_token_path = args
         .sidecar_token_file
         .clone()
@@ -138,8 +147,12 @@ pub async fn start(args: &Args) -> Result<Running, StartError> {
     });
     let webhook =
         crate::kube::webhook::start(&args.webhook, handle.clone(), signal.clone()).await?;
+    let web = crate::web::Web::new(
+        crate::web::Tokens::new(&token, &viewer_token),
+        signal.clone(),
+    );
     let mut stop = signal;
-    let router = crate::api::router(handle, &token, std::sync::Arc::new(registry));
+    let router = crate::api::router(handle, web, std::sync::Arc::new(registry));
     let http_task = tokio::spawn(async move {
         let served = axum::serve(http, router)
             .with_graceful_shutdown(async move {
@@ -156,6 +169,8 @@ pub async fn start(args: &Args) -> Result<Running, StartError> {
         http_addr,
         token_path,
         token,
+        viewer_token_path,
+        viewer_token,
         sidecar_token_path,
         shutdown,
         webhook_addr: webhook.as_ref().map(|(addr, _)| *addr),

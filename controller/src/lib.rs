@@ -27,6 +27,7 @@ pub mod stability;
 pub mod store;
 pub mod threat;
 pub mod token;
+pub mod web;
 
 pub use app::{Running, StartError, start};
 pub use config::Args;

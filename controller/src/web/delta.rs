@@ -1,0 +1,157 @@
+//! What the live stream sends: the whole state once ([`Full`]), then only
+//! what changed between two snapshots ([`Delta`], from [`diff`], a pure
+//! function), so a graph of 5,000 edges is not re-sent for one new request.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use crate::model::{Alert, Mode};
+use crate::snapshot::{Counts, EdgeView, GraphView, NodeView, Snapshot, namespace_modes};
+
+/// The modes as the web view shows them.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ModesView {
+    /// Mode of namespaces without their own.
+    pub default: Mode,
+    /// Mode of every known namespace.
+    pub namespaces: BTreeMap<String, Mode>,
+}
+
+impl ModesView {
+    /// The modes of `snapshot`.
+    pub fn of(snapshot: &Snapshot) -> Self {
+        Self {
+            default: snapshot.modes.default,
+            namespaces: namespace_modes(snapshot),
+        }
+    }
+}
+
+/// The first event of a stream: everything.
+#[derive(Debug, Serialize)]
+pub struct Full<'a> {
+    /// The graph.
+    pub graph: &'a GraphView,
+    /// Alerts, newest first.
+    pub alerts: &'a [Alert],
+    /// Modes.
+    pub modes: ModesView,
+    /// Counts.
+    pub counts: &'a Counts,
+}
+
+impl<'a> Full<'a> {
+    /// All of `snapshot`.
+    pub fn of(snapshot: &'a Snapshot) -> Self {
+        Self {
+            graph: &snapshot.graph,
+            alerts: &snapshot.alerts,
+            modes: ModesView::of(snapshot),
+            counts: &snapshot.counts,
+        }
+    }
+}
+
+/// Items added or changed (whole), and the keys of those removed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Changes<T, K> {
+    /// New or changed items.
+    pub upsert: Vec<T>,
+    /// Keys of removed items.
+    pub remove: Vec<K>,
+}
+
+impl<T, K> Default for Changes<T, K> {
+    fn default() -> Self {
+        Self {
+            upsert: Vec::new(),
+            remove: Vec::new(),
+        }
+    }
+}
+
+impl<T, K> Changes<T, K> {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.upsert.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// What changed between two snapshots.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Delta {
+    /// Nodes, removed by id.
+    pub nodes: Changes<NodeView, String>,
+    /// Edges, removed by `[source, target]`.
+    pub edges: Changes<EdgeView, (String, String)>,
+    /// Alerts, removed by [`alert_id`].
+    pub alerts: Changes<Alert, String>,
+    /// The modes, when they changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub modes: Option<ModesView>,
+    /// The counts, when they changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counts: Option<Counts>,
+}
+
+impl Delta {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+            && self.edges.is_empty()
+            && self.alerts.is_empty()
+            && self.modes.is_none()
+            && self.counts.is_none()
+    }
+}
+
+/// How the web view names an alert: its storage key,
+/// `kind|namespace/workload|destination` (the same for every repeat).
+pub fn alert_id(alert: &Alert) -> String {
+    alert.key()
+}
+
+/// Diffs two lists by key: `(upserts, removed keys)`.
+fn diff_by<T: Clone + PartialEq, K: Eq + std::hash::Hash + Clone>(
+    old: &[T],
+    new: &[T],
+    key: impl Fn(&T) -> K,
+) -> Changes<T, K> {
+    let before: HashMap<K, &T> = old.iter().map(|t| (key(t), t)).collect();
+    let mut seen = std::collections::HashSet::with_capacity(new.len());
+    let mut changes = Changes::default();
+    for item in new {
+        let k = key(item);
+        if before.get(&k).is_none_or(|old| *old != item) {
+            changes.upsert.push(item.clone());
+        }
+        seen.insert(k);
+    }
+    // In the old order, so the result is deterministic.
+    for item in old {
+        let k = key(item);
+        if !seen.contains(&k) {
+            changes.remove.push(k);
+        }
+    }
+    changes
+}
+
+/// What changed from `old` to `new`.
+pub fn diff(old: &Snapshot, new: &Snapshot) -> Delta {
+    let modes = (ModesView::of(old) != ModesView::of(new)).then(|| ModesView::of(new));
+    Delta {
+        nodes: diff_by(&old.graph.nodes, &new.graph.nodes, |n| n.id.clone()),
+        edges: diff_by(&old.graph.edges, &new.graph.edges, |e| {
+            (e.source.clone(), e.target.clone())
+        }),
+        alerts: diff_by(&old.alerts, &new.alerts, alert_id),
+        modes,
+        counts: (old.counts != new.counts).then(|| new.counts.clone()),
+    }
+}
+
+#[cfg(test)]
+#[path = "delta_tests.rs"]
+mod tests;

@@ -1,0 +1,208 @@
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::*;
+use crate::model::Modes;
+
+fn node(id: &str, in_baseline: bool) -> NodeView {
+    NodeView {
+        id: format!("workload:{id}"),
+        kind: "workload".into(),
+        namespace: Some(id.split('/').next().unwrap().into()),
+        name: id.split('/').nth(1).unwrap().into(),
+        in_baseline,
+        sidecars: 1,
+    }
+}
+
+fn edge(source: &str, target: &str, requests: u64, violation: bool) -> EdgeView {
+    EdgeView {
+        source: source.into(),
+        target: target.into(),
+        requests,
+        in_baseline: !violation,
+        violation,
+        denied: 0,
+        errors: 0,
+        bytes_in: 0,
+        bytes_out: 0,
+        mean_latency_ms: 1.0,
+        endpoints: BTreeMap::new(),
+        protocols: vec!["http1".into()],
+        first_seen: "2026-01-01T00:00:00Z".into(),
+        last_seen: "2026-01-01T00:00:00Z".into(),
+    }
+}
+
+fn alert(workload: &str, destination: &str, count: u64) -> Alert {
+    serde_json::from_value(json!({
+        "kind": "unknown_egress", "namespace": "ns", "workload": workload,
+        "destination": destination, "action": "blocked", "count": count,
+        "first_seen": "2026-01-01T00:00:00Z", "last_seen": "2026-01-01T00:00:00Z",
+    }))
+    .expect("an alert")
+}
+
+fn snap(nodes: Vec<NodeView>, edges: Vec<EdgeView>, alerts: Vec<Alert>) -> Snapshot {
+    Snapshot {
+        graph: GraphView { nodes, edges },
+        alerts,
+        ..Snapshot::default()
+    }
+}
+
+#[test]
+fn only_what_changed_is_sent() {
+    let a = node("ns/a", true);
+    let b = node("ns/b", true);
+    let c = node("ns/c", false);
+    let ab = edge("workload:ns/a", "workload:ns/b", 3, false);
+    let ab4 = edge("workload:ns/a", "workload:ns/b", 4, false);
+    let ac = edge("workload:ns/a", "workload:ns/c", 1, true);
+    let pool = alert("a", "pool:3333", 1);
+    let pool2 = alert("a", "pool:3333", 2);
+    let ab_key = ("workload:ns/a".to_owned(), "workload:ns/b".to_owned());
+    struct Case {
+        name: &'static str,
+        old: Snapshot,
+        new: Snapshot,
+        nodes: (Vec<NodeView>, Vec<String>),
+        edges: (Vec<EdgeView>, Vec<(String, String)>),
+        alerts: (Vec<Alert>, Vec<String>),
+    }
+    let cases = vec![
+        Case {
+            name: "nothing changed",
+            old: snap(vec![a.clone(), b.clone()], vec![ab.clone()], vec![]),
+            new: snap(vec![a.clone(), b.clone()], vec![ab.clone()], vec![]),
+            nodes: (vec![], vec![]),
+            edges: (vec![], vec![]),
+            alerts: (vec![], vec![]),
+        },
+        Case {
+            name: "a count went up: that edge only",
+            old: snap(vec![a.clone(), b.clone()], vec![ab.clone()], vec![]),
+            new: snap(vec![a.clone(), b.clone()], vec![ab4.clone()], vec![]),
+            nodes: (vec![], vec![]),
+            edges: (vec![ab4.clone()], vec![]),
+            alerts: (vec![], vec![]),
+        },
+        Case {
+            name: "a new node, a violating edge and its alert",
+            old: snap(vec![a.clone(), b.clone()], vec![ab.clone()], vec![]),
+            new: snap(
+                vec![a.clone(), b.clone(), c.clone()],
+                vec![ab.clone(), ac.clone()],
+                vec![pool.clone()],
+            ),
+            nodes: (vec![c.clone()], vec![]),
+            edges: (vec![ac.clone()], vec![]),
+            alerts: (vec![pool.clone()], vec![]),
+        },
+        Case {
+            name: "an alert repeated",
+            old: snap(vec![], vec![], vec![pool.clone()]),
+            new: snap(vec![], vec![], vec![pool2.clone()]),
+            nodes: (vec![], vec![]),
+            edges: (vec![], vec![]),
+            alerts: (vec![pool2.clone()], vec![]),
+        },
+        Case {
+            name: "removals by key",
+            old: snap(
+                vec![a.clone(), b.clone()],
+                vec![ab.clone()],
+                vec![pool.clone()],
+            ),
+            new: snap(vec![a.clone()], vec![], vec![]),
+            nodes: (vec![], vec!["workload:ns/b".into()]),
+            edges: (vec![], vec![ab_key.clone()]),
+            alerts: (vec![], vec!["unknown_egress|ns/a|pool:3333".into()]),
+        },
+        Case {
+            name: "a node joined the baseline",
+            old: snap(vec![c.clone()], vec![], vec![]),
+            new: snap(vec![node("ns/c", true)], vec![], vec![]),
+            nodes: (vec![node("ns/c", true)], vec![]),
+            edges: (vec![], vec![]),
+            alerts: (vec![], vec![]),
+        },
+    ];
+    for case in cases {
+        let d = diff(&case.old, &case.new);
+        assert_eq!(
+            (d.nodes.upsert, d.nodes.remove),
+            case.nodes,
+            "{}",
+            case.name
+        );
+        assert_eq!(
+            (d.edges.upsert, d.edges.remove),
+            case.edges,
+            "{}",
+            case.name
+        );
+        assert_eq!(
+            (d.alerts.upsert, d.alerts.remove),
+            case.alerts,
+            "{}",
+            case.name
+        );
+    }
+}
+
+#[test]
+fn modes_and_counts_are_sent_when_they_change() {
+    let old = snap(vec![node("ns/a", true)], vec![], vec![]);
+    assert!(diff(&old, &old).is_empty());
+    let mut new = old.clone();
+    new.modes = Modes {
+        default: Mode::Learning,
+        namespaces: [("ns".to_owned(), Mode::Enforcement { alert_only: true })].into(),
+    };
+    let d = diff(&old, &new);
+    assert_eq!(
+        d.modes.map(|m| m.namespaces["ns"]),
+        Some(Mode::Enforcement { alert_only: true })
+    );
+    assert!(d.counts.is_none());
+    let mut counted = old.clone();
+    counted.counts.alerts = 1;
+    let d = diff(&old, &counted);
+    assert_eq!(d.counts.map(|c| c.alerts), Some(1));
+    assert!(d.modes.is_none());
+}
+
+#[test]
+fn a_delta_is_small_beside_the_whole_graph() {
+    // 500 workloads in 10 namespaces, 5,000 edges; one edge counts up.
+    let nodes: Vec<NodeView> = (0..500)
+        .map(|i| node(&format!("ns{}/w{i}", i % 10), true))
+        .collect();
+    let edges: Vec<EdgeView> = (0..5000)
+        .map(|i| {
+            edge(
+                &nodes[i % 500].id,
+                &nodes[(i % 500 + i / 500 + 1) % 500].id,
+                1,
+                false,
+            )
+        })
+        .collect();
+    let old = snap(nodes.clone(), edges.clone(), vec![]);
+    let mut new = old.clone();
+    new.graph.edges[42].requests += 1;
+    let full = serde_json::to_string(&Full::of(&new)).unwrap();
+    let delta = serde_json::to_string(&diff(&old, &new)).unwrap();
+    assert!(
+        delta.len() * 100 < full.len(),
+        "delta {} bytes, full {} bytes",
+        delta.len(),
+        full.len()
+    );
+    assert_eq!(
+        diff(&old, &new).edges.upsert,
+        vec![new.graph.edges[42].clone()]
+    );
+}
