@@ -10,6 +10,7 @@
 pub mod api;
 pub mod app;
 pub mod baseline;
+pub mod baseline_doc;
 pub mod cli;
 pub mod config;
 pub mod detect;
