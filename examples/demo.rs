@@ -380,6 +380,11 @@ async fn main() -> anyhow::Result<()> {
     }
 
     say("Everything keeps running. Explore it:");
+    println!("  Web view: http://{http}/   sign in with the admin token: {token}");
+    println!(
+        "            (or the read-only viewer token: {})",
+        controller.viewer_token
+    );
     println!("  API:    http://{http}   token: {token}");
     println!("  token file: {}", controller.token_path.display());
     println!(

@@ -249,8 +249,27 @@ fn web_view_shows_the_live_graph_and_steers_modes() {
     );
     b.screenshot("04-alert-highlighted");
 
+    // Accept it into the baseline (admin): the edge is learned.
+    b.click("#alerts li[data-key^='unknown_egress|default/web|pool.test'] button.accept");
+    b.wait(
+        "the acceptance confirmed",
+        "return document.querySelector('#alerts .accepted') !== null",
+    );
+    wait_for("the pool edge in the baseline", || {
+        let edge = m.ctl.wait_edge(web, &m.pool_node, 1);
+        (edge["in_baseline"] == true).then_some(())
+    });
+
     // Modes: the page changes what vigilctl shows ...
     b.click("#tab-modes");
+    let stability = b.eval(
+        "return document.querySelector(\"#modes tr[data-ns='default'] .stability\").textContent",
+    );
+    let stability = stability.as_str().unwrap();
+    assert!(
+        stability.starts_with("learning: growing") || stability.starts_with("learning: stable"),
+        "the namespace's learning stability: {stability}"
+    );
     b.click("#modes tr[data-ns='default'] button[data-mode='alert-only']");
     wait_for("vigilctl to show alert-only", || {
         (m.mode_of("default") == json!({"mode": "enforcement", "alert_only": true})).then_some(())
@@ -492,6 +511,13 @@ fn web_viewer_reads_only_and_strangers_are_refused() {
         json!(true),
         "the viewer's mode buttons are disabled"
     );
+    b.click("#tab-alerts");
+    assert_eq!(
+        b.eval("return document.querySelectorAll('#alerts li').length > 0 && document.querySelectorAll('#alerts button.accept').length === 0"),
+        json!(true),
+        "alerts listed, with nothing to accept for a viewer"
+    );
+    b.click("#tab-modes");
     b.screenshot("07-viewer");
     let status = b.eval(
         "const s = await (await fetch('/ui/session')).json();
@@ -536,4 +562,34 @@ fn web_viewer_reads_only_and_strangers_are_refused() {
         json!({"mode": "enforcement", "alert_only": false}),
         "the attacker's site changed nothing"
     );
+}
+
+/// The web view at scale (500 workloads, 5,000 edges) in a real Chromium:
+/// prints the first render and live update times. A benchmark, not a test:
+/// `cargo nextest run --workspace --run-ignored only -E 'test(web_bench)'
+/// --no-capture`.
+#[test]
+#[ignore = "a benchmark: run it on purpose"]
+fn web_bench_500_workloads_5000_edges() {
+    if !browser::required() {
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web/bench.cjs");
+    let out = std::process::Command::new("node")
+        .arg(script)
+        .env("PLAYWRIGHT_CORE", browser::playwright_core())
+        .env("CHROMIUM", browser::chromium())
+        .env(
+            "BENCH_SCREENSHOT",
+            browser::artifacts().join("bench-500-workloads.png"),
+        )
+        .output()
+        .expect("running node");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the benchmark failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("web view, 500 workloads and 5,000 edges: {text}");
 }

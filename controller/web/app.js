@@ -183,7 +183,7 @@
     { selector: 'node.workload', style: { shape: 'round-rectangle' } },
     { selector: 'node.external', style: { shape: 'diamond', 'background-color': '#8a96a8' } },
     { selector: 'node.internet', style: { shape: 'ellipse', 'background-color': '#1d2430', width: 32, height: 32 } },
-    { selector: 'node.namespace', style: { shape: 'round-rectangle', 'background-color': '#e9f0f9', 'background-opacity': 0.7, 'border-color': '#b8c7da', 'border-width': 1, 'text-valign': 'top', 'text-margin-y': -3, 'font-size': 11, 'font-weight': 'bold', padding: 16 } },
+    { selector: 'node.namespace', style: { shape: 'round-rectangle', 'background-color': '#e9f0f9', 'background-opacity': 0.7, 'border-color': '#b8c7da', 'border-width': 1, 'text-valign': 'top', 'text-margin-y': -3, 'font-size': 11, 'font-weight': 'bold', padding: 16, 'text-max-width': 400 } },
     { selector: 'node.namespace.collapsed', style: { width: 56, height: 40, 'background-color': '#b8c7da', 'text-valign': 'bottom', 'text-margin-y': 3 } },
     { selector: 'node.new', style: { 'border-width': 3, 'border-color': '#e39b1b', 'border-style': 'dashed' } },
     { selector: 'node.alerted', style: { 'border-width': 3, 'border-color': '#e0242b', 'border-style': 'double' } },
@@ -251,6 +251,8 @@
       cy.layout({ name: 'cose', animate: false, fit, padding: 40, randomize: true, nodeRepulsion: () => 9000,
         idealEdgeLength: () => 90, nestingFactor: 1.1, componentSpacing: 80, gravity: 1 }).run();
     }
+    // A small graph fitted to the window would be drawn huge.
+    if (fit && cy.zoom() > 1.4) { cy.zoom(1.4); cy.center(); }
     state.laidOut = true;
   }
 
@@ -511,6 +513,20 @@
   function sortedAlerts(list) {
     return list.sort((a, b) => (b.last_seen > a.last_seen ? 1 : b.last_seen < a.last_seen ? -1 : alertKey(a) < alertKey(b) ? -1 : 1));
   }
+  // Kinds the controller can accept into the baseline (what they saw becomes
+  // normal); mining, threats and lies are never accepted.
+  const ACCEPTABLE = new Set(['unknown_egress', 'new_edge', 'new_exposure', 'new_endpoint', 'new_deployment']);
+
+  async function acceptAlert(a, button) {
+    button.disabled = true;
+    const res = await fetch('/api/v1/alerts/' + encodeURIComponent(a.id) + '/accept', {
+      method: 'POST', credentials: 'same-origin', headers: { 'x-csrf-token': state.csrf || '' },
+    });
+    if (res.status === 401) return location.assign('/login');
+    const j = await res.json().catch(() => ({}));
+    button.replaceWith(el('span', { class: res.ok ? 'tag baseline accepted' : 'error', text: res.ok ? 'accepted into the baseline' : `Not accepted: ${j.error || res.status}` }));
+  }
+
   function alertItem(a) {
     const sev = severityOf(a);
     const key = alertKey(a);
@@ -525,7 +541,11 @@
       el('div', { class: 'what', text: `${a.namespace}/${a.workload}${a.destination ? ' → ' + a.destination : ''}` }),
       el('div', { class: 'expl', text: explain(a) }),
       el('div', { class: 'meta', text: `${fmt(a.denied || 0)} of ${fmt(a.count)} denied · first ${a.first_seen} · last ${a.last_seen}` }),
-      evidence);
+      evidence,
+      state.role === 'admin' && a.id && ACCEPTABLE.has(a.kind)
+        ? el('button', { type: 'button', class: 'accept', 'data-id': a.id, text: 'Accept into baseline',
+          onclick: (ev) => { ev.stopPropagation(); acceptAlert(a, ev.currentTarget); } })
+        : null);
   }
   function alertList(list) {
     if (!list.length) return el('p', { class: 'muted', text: 'none' });
@@ -567,12 +587,15 @@
       : 'Read-only: signed in with the viewer token.';
     const rows = [['', 'All namespaces (default)', state.modes.default]];
     for (const [ns, m] of Object.entries(state.modes.namespaces).sort()) rows.push([ns, ns, m]);
+    const stability = state.modes.stability || {};
     $('modes').replaceChildren(...rows.map(([ns, label, m]) => {
+      const learned = ns && stability[ns] ? stability[ns].summary : ns ? 'nothing learned yet' : '';
       const cur = modeLabel(m);
       const seg = el('span', { class: 'seg' }, ['learning', 'enforcement', 'alert-only'].map((name) =>
         el('button', { type: 'button', class: cur === name ? 'on' : '', disabled: !admin, 'data-ns': ns, 'data-mode': name,
           onclick: () => setMode(ns, name), text: name })));
-      return el('tr', { 'data-ns': ns }, el('td', { text: label }), el('td', {}, seg));
+      return el('tr', { 'data-ns': ns }, el('td', {}, el('div', { text: label }),
+        learned ? el('div', { class: 'muted stability', text: 'learning: ' + learned }) : null), el('td', {}, seg));
     }));
   }
 
@@ -594,7 +617,7 @@
       return;
     }
     const modes = await res.json();
-    state.modes = { default: modes.default, namespaces: { ...state.modes.namespaces, ...modes.namespaces } };
+    state.modes = { ...state.modes, default: modes.default, namespaces: { ...state.modes.namespaces, ...modes.namespaces } };
     render({ modes: true });
   }
 

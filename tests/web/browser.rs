@@ -56,7 +56,7 @@ pub fn required() -> bool {
 
 /// Installs playwright-core (once, whichever test comes first; the others
 /// wait on a file lock) and returns the path of its package.
-fn playwright_core() -> PathBuf {
+pub fn playwright_core() -> PathBuf {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web");
     let dir = target_dir().join("web-node");
     std::fs::create_dir_all(&dir).unwrap();

@@ -8,14 +8,18 @@ use serde::Serialize;
 
 use crate::model::{Alert, Mode};
 use crate::snapshot::{Counts, EdgeView, GraphView, NodeView, Snapshot, namespace_modes};
+use crate::stability::Stability;
 
-/// The modes as the web view shows them.
+/// The modes as the web view shows them, with each namespace's learning
+/// stability.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ModesView {
     /// Mode of namespaces without their own.
     pub default: Mode,
     /// Mode of every known namespace.
     pub namespaces: BTreeMap<String, Mode>,
+    /// Learning stability of each namespace whose baseline grew.
+    pub stability: BTreeMap<String, Stability>,
 }
 
 impl ModesView {
@@ -24,6 +28,7 @@ impl ModesView {
         Self {
             default: snapshot.modes.default,
             namespaces: namespace_modes(snapshot),
+            stability: snapshot.stability.clone(),
         }
     }
 }
