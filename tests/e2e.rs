@@ -707,7 +707,11 @@ fn sigterm_stops_the_controller_while_sidecars_are_connected() {
     );
     ctl.proc.signal_term();
     let status = ctl.proc.wait_exit();
-    assert!(status.success(), "a clean exit: {status:?}\n{}", ctl.proc.log());
+    assert!(
+        status.success(),
+        "a clean exit: {status:?}\n{}",
+        ctl.proc.log()
+    );
     assert!(ctl.proc.log().contains("vigil-controller stopped"));
     let ctl = Controller::start_on(&data, tmp.path(), ctl.grpc, ctl.http);
     let graph = ctl.json(&["graph"]);
@@ -734,22 +738,33 @@ fn a_data_directory_of_the_previous_release_keeps_its_state() {
     std::fs::copy(fixture, data.join("vigil.redb")).unwrap();
     let ctl = Controller::start(&data, tmp.path());
     let status = ctl.json(&["status"]);
-    let counts = &status["counts"];
+    let counts = &status;
     assert_eq!(
-        (counts["baseline_workloads"].as_u64(), counts["baseline_edges"].as_u64()),
+        (
+            counts["baseline_workloads"].as_u64(),
+            counts["baseline_edges"].as_u64()
+        ),
         (Some(2), Some(3)),
         "{status}"
     );
     assert_eq!(counts["workloads"], 3, "{status}");
     let (ok, modes, _) = ctl.vigilctl(&["mode"]);
-    assert!(ok && modes.contains("notebooks") && modes.contains("enforcement"), "{modes}");
+    assert!(
+        ok && modes.contains("notebooks") && modes.contains("enforcement"),
+        "{modes}"
+    );
     let alerts = ctl.json(&["alerts"]);
     let alerts = alerts.as_array().unwrap();
     assert_eq!(alerts.len(), 3, "{alerts:?}");
     for alert in alerts {
         assert_eq!(alert["id"].as_str().map(str::len), Some(16), "{alert}");
         assert!(alert["severity"].is_string(), "{alert}");
-        assert!(alert["explanation"].as_str().is_some_and(|e| e.ends_with('.')), "{alert}");
+        assert!(
+            alert["explanation"]
+                .as_str()
+                .is_some_and(|e| e.ends_with('.')),
+            "{alert}"
+        );
     }
     let miner = alerts
         .iter()

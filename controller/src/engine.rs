@@ -506,7 +506,14 @@ impl Engine {
         for finding in judgement.findings {
             self.graph.mark_violation(&edge);
             let verdict = finding.verdict.seen(hits);
-            self.raise(changes, verdict, reporter, About::of(finding, obs), hits, now);
+            self.raise(
+                changes,
+                verdict,
+                reporter,
+                About::of(finding, obs),
+                hits,
+                now,
+            );
         }
         Some(edge)
     }

@@ -7,10 +7,14 @@ use crate::model::{Action, Alert, AlertKind, OVERFLOW};
 /// What happened to the traffic, as the end of a sentence.
 fn outcome(alert: &Alert) -> &'static str {
     match (alert.kind, alert.action) {
-        (AlertKind::NewDeployment, Action::Blocked) => "; its traffic outside the baseline is blocked",
+        (AlertKind::NewDeployment, Action::Blocked) => {
+            "; its traffic outside the baseline is blocked"
+        }
         (AlertKind::NewDeployment, Action::Flagged) => "; it is reported, not blocked",
         (_, Action::Blocked) => "; Vigil blocked it",
-        (_, Action::Flagged) if alert.denied > 0 => "; Vigil blocked some of it, the rest got through",
+        (_, Action::Flagged) if alert.denied > 0 => {
+            "; Vigil blocked some of it, the rest got through"
+        }
         (_, Action::Flagged) => "; it got through (reported, not blocked)",
     }
 }
@@ -151,7 +155,10 @@ mod tests {
         assert!(explain(&partial).ends_with("Vigil blocked some of it, the rest got through."));
         for kind in AlertKind::ALL {
             let text = explain(&alert(kind, Action::Flagged, 1));
-            assert!(text.starts_with("notebooks/jupyter") || text.starts_with("a caller"), "{text}");
+            assert!(
+                text.starts_with("notebooks/jupyter") || text.starts_with("a caller"),
+                "{text}"
+            );
             assert!(text.ends_with('.'), "{text}");
         }
     }

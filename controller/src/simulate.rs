@@ -134,7 +134,10 @@ pub fn simulate(
             Direction::Outbound => label(&edge.1),
             Direction::Inbound => label(&edge.0),
         };
-        let baseline_edge = (inventory.baseline_node(&edge.0), inventory.baseline_node(&edge.1));
+        let baseline_edge = (
+            inventory.baseline_node(&edge.0),
+            inventory.baseline_node(&edge.1),
+        );
         let input = Input {
             mode,
             baseline,
@@ -196,7 +199,14 @@ mod tests {
         let nb = NodeId::Workload(WorkloadId::new("lab", "nb").unwrap());
         baseline.learn_edge(&(nb, NodeId::External("pypi.org:443".into())));
         let inventory = Inventory::default();
-        let report = simulate(&history, 150, Some("lab"), &baseline, &inventory, &NoThreats);
+        let report = simulate(
+            &history,
+            150,
+            Some("lab"),
+            &baseline,
+            &inventory,
+            &NoThreats,
+        );
         assert_eq!(report.observations, 2);
         assert_eq!(
             report.results,
@@ -223,6 +233,10 @@ mod tests {
         let mut live = seen(300, "lab", "a:1");
         live.obs.count = 0;
         history.push(live);
-        assert_eq!(history.len(), 1, "a live stream's progress is not a new request");
+        assert_eq!(
+            history.len(),
+            1,
+            "a live stream's progress is not a new request"
+        );
     }
 }

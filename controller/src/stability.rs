@@ -120,7 +120,12 @@ mod tests {
 
     #[test]
     fn durations_read_like_a_human_wrote_them() {
-        for (secs, text) in [(5, "5s"), (300, "5m"), (7980, "2h13m"), (3 * 86_400 + 4 * 3600, "3d4h")] {
+        for (secs, text) in [
+            (5, "5s"),
+            (300, "5m"),
+            (7980, "2h13m"),
+            (3 * 86_400 + 4 * 3600, "3d4h"),
+        ] {
             assert_eq!(human(secs), text);
         }
     }

@@ -20,7 +20,8 @@ struct Listed;
 
 impl Threats for Listed {
     fn listed(&self, host: &str) -> Option<String> {
-        let hit = host == "pool.example" || host.ends_with(".pool.example") || host == "203.0.113.9";
+        let hit =
+            host == "pool.example" || host.ends_with(".pool.example") || host == "203.0.113.9";
         hit.then(|| format!("test: {host}"))
     }
 }
@@ -75,12 +76,28 @@ fn edges_are_judged_against_the_baseline() {
     let table: Vec<(Mode, EdgeKey, Vec<(AlertKind, Action)>)> = vec![
         (LEARN, (wl("web"), pool.clone()), vec![]),
         (ENFORCE, (wl("web"), ext("pypi.org:443")), vec![]),
-        (ENFORCE, (wl("web"), pool.clone()), vec![(UnknownEgress, Blocked)]),
-        (ALERT_ONLY, (wl("web"), pool), vec![(UnknownEgress, Flagged)]),
+        (
+            ENFORCE,
+            (wl("web"), pool.clone()),
+            vec![(UnknownEgress, Blocked)],
+        ),
+        (
+            ALERT_ONLY,
+            (wl("web"), pool),
+            vec![(UnknownEgress, Flagged)],
+        ),
         (ENFORCE, (wl("db"), wl("web")), vec![(NewEdge, Blocked)]),
         (ENFORCE, (NodeId::Internet, wl("web")), vec![]),
-        (ENFORCE, (NodeId::Internet, wl("db")), vec![(NewExposure, Blocked)]),
-        (ALERT_ONLY, (NodeId::Internet, wl("db")), vec![(NewExposure, Flagged)]),
+        (
+            ENFORCE,
+            (NodeId::Internet, wl("db")),
+            vec![(NewExposure, Blocked)],
+        ),
+        (
+            ALERT_ONLY,
+            (NodeId::Internet, wl("db")),
+            vec![(NewExposure, Flagged)],
+        ),
     ];
     for (mode, edge, want) in table {
         let j = judge_with(mode, &edge, &obs);
@@ -102,7 +119,10 @@ fn learning_learns_edges_and_endpoints_but_never_the_abnormal() {
     assert!(j.findings.is_empty());
     // Known edge and endpoint: nothing new.
     let known = (wl("web"), wl("db"));
-    assert_eq!(judge_with(LEARN, &known, &get("/rows/{id}")), Judgement::default());
+    assert_eq!(
+        judge_with(LEARN, &known, &get("/rows/{id}")),
+        Judgement::default()
+    );
     // Abnormal traffic is never learned, even while learning.
     let mut stratum = outbound("pool.minexmr.com:4444", None, 1);
     stratum.protocol = Protocol::Stratum;
@@ -137,14 +157,13 @@ fn abnormal_traffic_is_flagged_in_every_mode() {
     let mut stratum = outbound("pypi.org:443", None, 1);
     stratum.protocol = Protocol::Stratum;
     let edge = (wl("web"), ext("pypi.org:443"));
-    let cases = [
-        (LEARN, Flagged),
-        (ALERT_ONLY, Flagged),
-        (ENFORCE, Blocked),
-    ];
+    let cases = [(LEARN, Flagged), (ALERT_ONLY, Flagged), (ENFORCE, Blocked)];
     for (mode, action) in cases {
         // Stratum on a destination in the baseline: still mining.
-        assert_eq!(kinds(&judge_with(mode, &edge, &stratum)), vec![(MiningProtocol, action)]);
+        assert_eq!(
+            kinds(&judge_with(mode, &edge, &stratum)),
+            vec![(MiningProtocol, action)]
+        );
     }
     // A listed pool in the baseline: a threat in every mode, blocked in
     // enforcement.
@@ -166,11 +185,21 @@ fn abnormal_traffic_is_flagged_in_every_mode() {
     let j = judge_with(ENFORCE, &new, &lying);
     assert_eq!(
         kinds(&j),
-        vec![(Threat, Blocked), (NameMismatch, Flagged), (UnknownEgress, Blocked)]
+        vec![
+            (Threat, Blocked),
+            (NameMismatch, Flagged),
+            (UnknownEgress, Blocked)
+        ]
     );
     assert_eq!(j.findings[1].claimed.as_deref(), Some("a.pool.example:443"));
-    assert_eq!(kinds(&judge_with(LEARN, &new, &by_addr)), vec![(Threat, Flagged)]);
-    assert_eq!(kinds(&judge_with(LEARN, &new, &dns)), vec![(Threat, Flagged)]);
+    assert_eq!(
+        kinds(&judge_with(LEARN, &new, &by_addr)),
+        vec![(Threat, Flagged)]
+    );
+    assert_eq!(
+        kinds(&judge_with(LEARN, &new, &dns)),
+        vec![(Threat, Flagged)]
+    );
     // Not listed: a look-alike.
     let lookalike = outbound("notpool.example:443", None, 1);
     assert!(judge_with(LEARN, &new, &lookalike).findings.is_empty());
@@ -194,11 +223,20 @@ fn a_known_edge_with_a_new_endpoint_is_a_new_endpoint() {
     let table = [
         (ENFORCE, get("/rows/{id}"), vec![]),
         (ENFORCE, get("/admin"), vec![(NewEndpoint, Action::Blocked)]),
-        (ALERT_ONLY, get("/admin"), vec![(NewEndpoint, Action::Flagged)]),
+        (
+            ALERT_ONLY,
+            get("/admin"),
+            vec![(NewEndpoint, Action::Flagged)],
+        ),
         (LEARN, get("/admin"), vec![]),
     ];
     for (mode, obs, want) in table {
-        assert_eq!(kinds(&judge_with(mode, &edge, &obs)), want, "{mode:?} {}", obs.path);
+        assert_eq!(
+            kinds(&judge_with(mode, &edge, &obs)),
+            want,
+            "{mode:?} {}",
+            obs.path
+        );
     }
     // Tunnels, streams and DNS carry no endpoint; an edge whose endpoints
     // were never learned is judged by the edge alone.
@@ -207,7 +245,11 @@ fn a_known_edge_with_a_new_endpoint_is_a_new_endpoint() {
     tunnel.protocol = Protocol::Tcp;
     assert!(judge_with(ENFORCE, &edge, &tunnel).findings.is_empty());
     let no_endpoints = (wl("web"), ext("pypi.org:443"));
-    assert!(judge_with(ENFORCE, &no_endpoints, &get("/simple/")).findings.is_empty());
+    assert!(
+        judge_with(ENFORCE, &no_endpoints, &get("/simple/"))
+            .findings
+            .is_empty()
+    );
 }
 
 #[test]

@@ -243,7 +243,12 @@ impl Handle {
 
     /// Quarantines `id` (`on`) or releases it as `actor`; returns whether
     /// that changed anything. In force at its sidecars once this returns.
-    pub async fn quarantine(&self, id: WorkloadId, on: bool, actor: &str) -> Result<bool, EngineError> {
+    pub async fn quarantine(
+        &self,
+        id: WorkloadId,
+        on: bool,
+        actor: &str,
+    ) -> Result<bool, EngineError> {
         let actor = actor.to_owned();
         self.call(|reply| Command::Quarantine {
             id,
@@ -287,7 +292,9 @@ impl Handle {
 
     /// A copy of the whole baseline (workloads as their profiles).
     pub async fn export(&self) -> Result<Baseline, EngineError> {
-        self.call(|reply| Command::Export { reply }).await.map(|b| *b)
+        self.call(|reply| Command::Export { reply })
+            .await
+            .map(|b| *b)
     }
 
     /// What enforcement would have blocked and flagged in the last

@@ -284,7 +284,13 @@ impl Engine {
             actor,
             "accept",
             &alert.id,
-            format!("{} {}/{} -> {}", alert.kind.as_str(), alert.namespace, alert.workload, alert.destination),
+            format!(
+                "{} {}/{} -> {}",
+                alert.kind.as_str(),
+                alert.namespace,
+                alert.workload,
+                alert.destination
+            ),
             "in the baseline".into(),
         );
         self.commit(&changes)?;

@@ -53,13 +53,10 @@ async fn stop(handle: Handle, thread: std::thread::JoinHandle<()>) {
 async fn learning_then_enforcement_alerts_and_blocks_only_the_new() {
     let dir = tempfile::tempdir().unwrap();
     let (h, thread) = start(dir.path());
-    let mut web_policy = h
-        .register(reg(id("web"), vec![], None))
+    let mut web_policy = h.register(reg(id("web"), vec![], None)).await.unwrap();
+    h.register(reg(id("db"), vec!["127.0.0.1:7001".parse().unwrap()], None))
         .await
         .unwrap();
-    h.register(reg(id("db"), vec!["127.0.0.1:7001".parse().unwrap()], None))
-    .await
-    .unwrap();
     assert!(!web_policy.borrow_and_update().enforce);
 
     report(
@@ -105,10 +102,7 @@ async fn learning_then_enforcement_alerts_and_blocks_only_the_new() {
     .await
     .unwrap();
     // A workload never seen while learning is a new deployment.
-    let miner_policy = h
-        .register(reg(id("miner"), vec![], None))
-        .await
-        .unwrap();
+    let miner_policy = h.register(reg(id("miner"), vec![], None)).await.unwrap();
     assert!(miner_policy.borrow().enforce);
     assert!(miner_policy.borrow().allowed_authorities.is_empty());
 
@@ -175,9 +169,7 @@ async fn learning_then_enforcement_alerts_and_blocks_only_the_new() {
 async fn mode_baseline_and_alerts_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (h, thread) = start(dir.path());
-    h.register(reg(id("web"), vec![], None))
-        .await
-        .unwrap();
+    h.register(reg(id("web"), vec![], None)).await.unwrap();
     report(&h, id("web"), vec![outbound("pypi.org:443", None, 1)], 0)
         .await
         .unwrap();
@@ -204,10 +196,7 @@ async fn mode_baseline_and_alerts_survive_a_restart() {
     assert_eq!(after.counts.baseline_edges, 1);
     // Alert-only: flagged, not blocked, and the policy does not enforce.
     assert_eq!(after.alerts[0].action, Action::Flagged);
-    let policy = h
-        .register(reg(id("web"), vec![], None))
-        .await
-        .unwrap();
+    let policy = h.register(reg(id("web"), vec![], None)).await.unwrap();
     assert!(!policy.borrow().enforce);
     stop(h, thread).await;
 }
@@ -234,12 +223,8 @@ async fn inbound_calls_from_the_internet_are_edges_and_meshed_ones_are_not_doubl
 async fn connected_sidecars_are_counted() {
     let dir = tempfile::tempdir().unwrap();
     let (h, thread) = start(dir.path());
-    h.register(reg(id("web"), vec![], None))
-        .await
-        .unwrap();
-    h.register(reg(id("db"), vec![], None))
-        .await
-        .unwrap();
+    h.register(reg(id("web"), vec![], None)).await.unwrap();
+    h.register(reg(id("db"), vec![], None)).await.unwrap();
     assert_eq!(h.snapshot().counts.sidecars_connected, 2);
     h.disconnect(id("db"));
     // A round trip orders the disconnect before the read.
@@ -349,9 +334,7 @@ async fn a_failed_write_leaves_memory_equal_to_disk_and_the_resend_counts_once()
 async fn an_impersonation_is_alerted_in_every_mode_and_never_learned() {
     let dir = tempfile::tempdir().unwrap();
     let (h, thread) = start(dir.path());
-    h.register(reg(id("api"), vec![], None))
-        .await
-        .unwrap();
+    h.register(reg(id("api"), vec![], None)).await.unwrap();
     let mut spoofed = outbound("", None, 2);
     spoofed.direction = Direction::Inbound;
     spoofed.claimed_source = Some(id("web"));
@@ -401,9 +384,7 @@ async fn an_impersonation_is_alerted_in_every_mode_and_never_learned() {
 async fn a_lie_about_the_destination_is_alerted_in_every_mode_and_never_learned() {
     let dir = tempfile::tempdir().unwrap();
     let (h, thread) = start(dir.path());
-    h.register(reg(id("web"), vec![], None))
-        .await
-        .unwrap();
+    h.register(reg(id("web"), vec![], None)).await.unwrap();
     // `Host: pypi.test` sent to an address pypi.test does not resolve to:
     // the sidecar judged it by the address and reported the name.
     let mut lie = outbound("10.66.0.9:8000", Some("10.66.0.9:8000"), 2);
@@ -451,9 +432,7 @@ async fn a_lie_about_the_destination_is_alerted_in_every_mode_and_never_learned(
 async fn a_flood_of_unique_destinations_is_bounded_and_alerted_once() {
     let dir = tempfile::tempdir().unwrap();
     let (h, thread) = start(dir.path());
-    h.register(reg(id("web"), vec![], None))
-        .await
-        .unwrap();
+    h.register(reg(id("web"), vec![], None)).await.unwrap();
     h.set_mode(None, ENFORCE).await.unwrap();
     let flood = |from: usize, to: usize| -> Vec<Observation> {
         (from..to)
@@ -518,29 +497,51 @@ async fn quarantine_reaches_the_policy_survives_a_restart_and_is_audited() {
     assert!(!policy.borrow_and_update().quarantined);
     let unknown = h.quarantine(id("ghost"), true, "admin").await;
     assert!(
-        matches!(unknown, Err(EngineError::Refused(ResponseError::UnknownWorkload(_)))),
+        matches!(
+            unknown,
+            Err(EngineError::Refused(ResponseError::UnknownWorkload(_)))
+        ),
         "{unknown:?}"
     );
     assert!(h.quarantine(id("nb"), true, "admin").await.unwrap());
-    assert!(!h.quarantine(id("nb"), true, "admin").await.unwrap(), "idempotent");
+    assert!(
+        !h.quarantine(id("nb"), true, "admin").await.unwrap(),
+        "idempotent"
+    );
     assert!(policy.has_changed().unwrap());
-    assert!(policy.borrow_and_update().quarantined, "in force once it returns");
+    assert!(
+        policy.borrow_and_update().quarantined,
+        "in force once it returns"
+    );
     assert!(h.snapshot().quarantined.contains_key("default/nb"));
     stop(h, thread).await;
 
     let (h, thread) = start(dir.path());
     let policy = h.register(reg(id("nb"), vec![], None)).await.unwrap();
-    assert!(policy.borrow().quarantined, "a restart keeps the quarantine");
+    assert!(
+        policy.borrow().quarantined,
+        "a restart keeps the quarantine"
+    );
     assert!(h.quarantine(id("nb"), false, "admin").await.unwrap());
     assert!(!h.snapshot().quarantined.contains_key("default/nb"));
     h.set_mode_as(None, ENFORCE, "admin").await.unwrap();
     let audit = h.audit().await.unwrap();
-    let actions: Vec<_> = audit.iter().map(|e| (e.action.as_str(), e.target.as_str())).collect();
+    let actions: Vec<_> = audit
+        .iter()
+        .map(|e| (e.action.as_str(), e.target.as_str()))
+        .collect();
     assert_eq!(
         actions,
-        [("quarantine", "default/nb"), ("release", "default/nb"), ("mode", "*")]
+        [
+            ("quarantine", "default/nb"),
+            ("release", "default/nb"),
+            ("mode", "*")
+        ]
     );
-    assert_eq!((audit[2].old.as_str(), audit[2].new.as_str()), ("learning", "enforcement"));
+    assert_eq!(
+        (audit[2].old.as_str(), audit[2].new.as_str()),
+        ("learning", "enforcement")
+    );
     assert!(audit.windows(2).all(|w| w[0].seq < w[1].seq));
     stop(h, thread).await;
 }
@@ -562,7 +563,10 @@ async fn an_auto_quarantine_kind_quarantines_the_workload_at_once() {
     report(&h, id("nb"), vec![outbound("pypi.org:443", None, 1)], 0)
         .await
         .unwrap();
-    assert!(!policy.borrow_and_update().quarantined, "normal traffic: nothing");
+    assert!(
+        !policy.borrow_and_update().quarantined,
+        "normal traffic: nothing"
+    );
     let mut miner = outbound("pool.example:3333", None, 1);
     miner.protocol = crate::model::Protocol::Stratum;
     report(&h, id("nb"), vec![miner], 0).await.unwrap();
@@ -579,9 +583,14 @@ async fn an_accepted_alert_is_normal_from_then_on() {
     let (h, thread) = start(dir.path());
     let mut policy = h.register(reg(id("web"), vec![], None)).await.unwrap();
     h.set_mode(None, ENFORCE).await.unwrap();
-    report(&h, id("web"), vec![outbound("files.example:443", None, 1)], 0)
-        .await
-        .unwrap();
+    report(
+        &h,
+        id("web"),
+        vec![outbound("files.example:443", None, 1)],
+        0,
+    )
+    .await
+    .unwrap();
     let alert = h.snapshot().alerts[0].clone();
     assert_eq!(alert.kind, AlertKind::UnknownEgress);
     policy.borrow_and_update();
@@ -594,12 +603,20 @@ async fn an_accepted_alert_is_normal_from_then_on() {
         "the sidecar allows it at once"
     );
     let before = h.snapshot().alerts[0].count;
-    report(&h, id("web"), vec![outbound("files.example:443", None, 1)], 0)
-        .await
-        .unwrap();
+    report(
+        &h,
+        id("web"),
+        vec![outbound("files.example:443", None, 1)],
+        0,
+    )
+    .await
+    .unwrap();
     assert_eq!(h.snapshot().alerts[0].count, before, "no new violation");
     let wrong = h.accept("0000000000000000".into(), "admin").await;
-    assert!(matches!(wrong, Err(EngineError::Refused(ResponseError::NoAlert(_)))));
+    assert!(matches!(
+        wrong,
+        Err(EngineError::Refused(ResponseError::NoAlert(_)))
+    ));
     let audit = h.audit().await.unwrap();
     assert_eq!(audit.last().unwrap().action, "accept");
     assert_eq!(audit.last().unwrap().target, alert.id);
@@ -619,11 +636,18 @@ async fn an_exported_baseline_imports_into_an_empty_controller() {
 
     let other = tempfile::tempdir().unwrap();
     let (h, thread) = start(other.path());
-    let sizes = h.import(exported.clone(), None, false, "admin").await.unwrap();
+    let sizes = h
+        .import(exported.clone(), None, false, "admin")
+        .await
+        .unwrap();
     assert_eq!(sizes, ((0, 0), (1, 1)));
     stop(h, thread).await;
     let (h, thread) = start(other.path());
-    assert_eq!(h.export().await.unwrap(), exported, "durable, endpoints too");
+    assert_eq!(
+        h.export().await.unwrap(),
+        exported,
+        "durable, endpoints too"
+    );
     stop(h, thread).await;
 }
 
@@ -636,16 +660,27 @@ async fn stability_and_a_dry_run_come_from_what_was_reported() {
         .await
         .unwrap();
     let stability = h.snapshot().stability["default"].clone();
-    assert_eq!(stability.learned_last_hour, 3, "the workload, its edge and endpoint");
+    assert_eq!(
+        stability.learned_last_hour, 3,
+        "the workload, its edge and endpoint"
+    );
     assert!(stability.summary.starts_with("growing"), "{stability:?}");
     // While learning, a miner's pool is learned too: the dry run shows
     // nothing would have been blocked. Traffic after it would be.
-    report(&h, id("web"), vec![outbound("pool.example:3333", None, 2)], 0)
-        .await
-        .unwrap();
+    report(
+        &h,
+        id("web"),
+        vec![outbound("pool.example:3333", None, 2)],
+        0,
+    )
+    .await
+    .unwrap();
     let dry = h.simulate(Some("default".into()), 3600).await.unwrap();
     assert_eq!(dry.observations, 2);
-    assert!(dry.results.is_empty(), "all of it is in the baseline now: {dry:?}");
+    assert!(
+        dry.results.is_empty(),
+        "all of it is in the baseline now: {dry:?}"
+    );
     h.set_mode(None, ENFORCE).await.unwrap();
     report(&h, id("web"), vec![outbound("new.example:443", None, 1)], 0)
         .await
@@ -654,7 +689,13 @@ async fn stability_and_a_dry_run_come_from_what_was_reported() {
     assert_eq!(dry.results.len(), 1, "{dry:?}");
     assert_eq!(dry.results[0].destination, "new.example:443");
     assert_eq!(dry.results[0].action, Action::Blocked);
-    assert!(h.simulate(Some("other".into()), 3600).await.unwrap().results.is_empty());
+    assert!(
+        h.simulate(Some("other".into()), 3600)
+            .await
+            .unwrap()
+            .results
+            .is_empty()
+    );
     stop(h, thread).await;
     let (h, thread) = start(dir.path());
     assert_eq!(
