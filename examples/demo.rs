@@ -241,6 +241,7 @@ async fn main() -> anyhow::Result<()> {
         no_builtin_threats: false,
         log: "warn".into(),
         webhook: Default::default(),
+        notify: Default::default(),
     };
     let controller = vigil_controller::start(&controller_args).await.context(
         "starting the controller (are ports 8470/8480 free? stop any other vigil-controller)",

@@ -145,9 +145,15 @@ pub struct StatusView {
     /// Counts of workloads, sidecars, graph and alerts.
     #[serde(flatten)]
     pub counts: crate::snapshot::Counts,
+    /// Notification deliveries per sink (none when none is configured).
+    #[serde(default)]
+    pub notifications: crate::notify::NotificationsView,
 }
 
-async fn status(State(api): State<Api>) -> Json<StatusView> {
+async fn status(
+    State(api): State<Api>,
+    notify: Option<axum::Extension<crate::notify::Status>>,
+) -> Json<StatusView> {
     let snap = api.engine.snapshot();
     Json(StatusView {
         healthy: true,
@@ -156,6 +162,7 @@ async fn status(State(api): State<Api>) -> Json<StatusView> {
         default_mode: snap.modes.default,
         modes: namespace_modes(&snap),
         counts: snap.counts.clone(),
+        notifications: notify.map(|n| n.0.view()).unwrap_or_default(),
     })
 }
 

@@ -45,6 +45,9 @@ pub enum StartError {
     /// The admission webhook could not start.
     #[error(transparent)]
     Webhook(#[from] crate::kube::webhook::WebhookError),
+    /// The notifiers could not start (a flag or a secret file is wrong).
+    #[error(transparent)]
+    Notify(#[from] crate::notify::NotifyError),
     /// A listener could not bind.
     #[error("cannot listen on {addr} ({what}): {source}; is another controller running?")]
     Bind {
@@ -145,6 +148,13 @@ pub async fn start(args: &Args) -> Result<Running, StartError> {
             tracing::error!(error = %e, "gRPC server failed");
         }
     });
+    let notifications = crate::notify::start(
+        &args.notify,
+        &args.data_dir,
+        &handle,
+        &mut registry,
+        signal.clone(),
+    )?;
     let webhook =
         crate::kube::webhook::start(&args.webhook, handle.clone(), signal.clone()).await?;
     let web = crate::web::Web::new(
@@ -153,6 +163,7 @@ pub async fn start(args: &Args) -> Result<Running, StartError> {
     );
     let mut stop = signal;
     let router = crate::api::router(handle, web, std::sync::Arc::new(registry));
+    let router = router.layer(axum::Extension(notifications));
     let http_task = tokio::spawn(async move {
         let served = axum::serve(http, router)
             .with_graceful_shutdown(async move {

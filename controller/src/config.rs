@@ -64,4 +64,7 @@ pub struct Args {
     /// The Kubernetes admission webhook (sidecar injection).
     #[command(flatten)]
     pub webhook: crate::kube::config::WebhookArgs,
+    /// Notifications: Slack and a signed JSON webhook.
+    #[command(flatten)]
+    pub notify: crate::notify::NotifyArgs,
 }
