@@ -95,6 +95,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a manifest with the vigil-proxy sidecar injected (what the
+    /// admission webhook does), e.g. `vigilctl inject -f app.yaml | kubectl apply -f -`.
+    Inject(crate::kube::cli::InjectArgs),
+    /// Print a manifest with Vigil's sidecar removed.
+    Uninject(crate::kube::cli::UninjectArgs),
 }
 
 /// Modes that can be switched to.
@@ -413,6 +418,11 @@ fn alerts_query(filters: &[(&str, &Option<String>)]) -> String {
 
 /// Runs one `vigilctl` command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let command = match cli.command {
+        Command::Inject(args) => return crate::kube::cli::inject(&args),
+        Command::Uninject(args) => return crate::kube::cli::uninject(&args),
+        other => other,
+    };
     let token = load_token(cli.token_file.as_ref())?;
     let base = cli.controller.trim_end_matches('/').to_owned();
     if !base.starts_with("http://") {
@@ -423,7 +433,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         token,
         client: Client::builder(TokioExecutor::new()).build_http(),
     };
-    match cli.command {
+    match command {
+        Command::Inject(_) | Command::Uninject(_) => unreachable!("handled above"),
         Command::Mode {
             mode: None,
             json,

@@ -19,6 +19,7 @@ pub mod explain;
 pub mod graph;
 pub mod ingest;
 pub mod inventory;
+pub mod kube;
 pub mod metrics;
 pub mod model;
 pub mod notify;

@@ -90,7 +90,7 @@ pub fn namespace_of(review: &Review) -> String {
 
 /// The pod a review is about, when it is a pod being created (or, for
 /// validation, given ephemeral containers).
-fn pod<'a>(review: &'a Review, ephemeral_too: bool) -> Option<&'a Value> {
+fn pod(review: &Review, ephemeral_too: bool) -> Option<&Value> {
     let request = &review.request;
     let is_pod = request.kind.kind == "Pod" && request.kind.group.is_empty();
     let sub = request.sub_resource.as_deref().unwrap_or("");
