@@ -239,6 +239,7 @@ async fn main() -> anyhow::Result<()> {
         sidecar_token_file: None,
         threat_feed: Vec::new(),
         no_builtin_threats: false,
+        auto_quarantine: Vec::new(),
         log: "warn".into(),
         webhook: Default::default(),
         notify: Default::default(),

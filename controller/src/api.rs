@@ -25,6 +25,11 @@ use crate::engine::Handle;
 use crate::model::{Mode, validate_name};
 use crate::snapshot::namespace_modes;
 
+mod response;
+pub use response::{ImportView, QuarantineView, QuarantinedView, Sizes, YAML};
+use axum::extract::DefaultBodyLimit;
+use axum::routing::post;
+
 /// Shared state of the handlers.
 #[derive(Clone)]
 struct Api {
@@ -69,6 +74,17 @@ pub fn router(engine: Handle, web: crate::web::Web, registry: Arc<Registry>) -> 
         .route("/api/v1/mode", get(modes).put(set_mode).post(set_mode))
         .route("/api/v1/graph", get(graph))
         .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/alerts/{id}/accept", post(response::accept))
+        .route("/api/v1/quarantine", get(response::quarantined))
+        .route("/api/v1/workloads/{ns}/{name}/quarantine", post(response::quarantine))
+        .route("/api/v1/workloads/{ns}/{name}/release", post(response::release))
+        .route("/api/v1/audit", get(response::audit))
+        .route(
+            "/api/v1/baseline",
+            get(response::export)
+                .put(response::import)
+                .layer(DefaultBodyLimit::max(response::MAX_DOCUMENT_BYTES)),
+        )
         .route("/api/v1/threats/check", get(crate::threat::api::check))
         .route("/api/v1/events", get(events))
         .fallback(not_found)

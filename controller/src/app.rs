@@ -118,7 +118,11 @@ pub async fn start(args: &Args) -> Result<Running, StartError> {
     let sidecar_token = token::load_or_create(&sidecar_token_path, "sidecar")?;
     let store = Store::open(&args.data_dir)?;
     let mut registry = prometheus_client::registry::Registry::default();
-    let (handle, engine) = engine::spawn(store, &mut registry)?;
+    let options = engine::Options {
+        auto_quarantine: args.auto_quarantine.iter().copied().collect(),
+        ..engine::Options::default()
+    };
+    let (handle, engine) = engine::spawn_with(store, &mut registry, options)?;
     let stopper = handle.stopper();
     let grpc = bind("gRPC", args.grpc_addr).await?;
     let http = bind("HTTP API", args.http_addr).await?;

@@ -63,12 +63,12 @@ pub enum DocError {
         found: u64,
     },
     /// A namespace, workload name or node id that is not valid.
-    #[error("line {line}: {source}")]
+    #[error("line {line}: {problem}")]
     Name {
         /// 1-based line.
         line: u64,
         /// What is wrong with it.
-        source: NameError,
+        problem: NameError,
     },
     /// An endpoint that is empty, too long or holds control characters.
     #[error(
@@ -317,9 +317,9 @@ fn strip_position(message: &str) -> String {
 }
 
 fn parse_node(value: &Spanned<String>) -> Result<NodeId, DocError> {
-    let node: NodeId = value.value.parse().map_err(|source| DocError::Name {
+    let node: NodeId = value.value.parse().map_err(|problem| DocError::Name {
         line: line(value),
-        source,
+        problem,
     })?;
     if let NodeId::External(authority) = &node
         && (authority.len() > 300
@@ -329,7 +329,7 @@ fn parse_node(value: &Spanned<String>) -> Result<NodeId, DocError> {
     {
         return Err(DocError::Name {
             line: line(value),
-            source: NameError::BadNodeId(value.value.clone()),
+            problem: NameError::BadNodeId(value.value.clone()),
         });
     }
     Ok(node)
@@ -361,9 +361,9 @@ pub fn parse(text: &str) -> Result<Parsed, DocError> {
     }
     let scope = match &doc.namespace {
         Some(ns) => {
-            validate_name("namespace", &ns.value).map_err(|source| DocError::Name {
+            validate_name("namespace", &ns.value).map_err(|problem| DocError::Name {
                 line: line(ns),
-                source,
+                problem,
             })?;
             Some(ns.value.clone())
         }
@@ -389,14 +389,14 @@ fn read_section(
     section: &NamespaceIn,
     scope: Option<&str>,
 ) -> Result<(), DocError> {
-    validate_name("namespace", &ns.value).map_err(|source| DocError::Name {
+    validate_name("namespace", &ns.value).map_err(|problem| DocError::Name {
         line: line(ns),
-        source,
+        problem,
     })?;
     for name in &section.workloads {
-        let id = WorkloadId::new(&ns.value, &name.value).map_err(|source| DocError::Name {
+        let id = WorkloadId::new(&ns.value, &name.value).map_err(|problem| DocError::Name {
             line: line(name),
-            source,
+            problem,
         })?;
         if let Some(scope) = scope.filter(|s| *s != ns.value) {
             return Err(DocError::OutOfScope {

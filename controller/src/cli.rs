@@ -19,6 +19,9 @@ use crate::api::{ModesView, SetModeRequest, StatusView};
 use crate::model::{Alert, Mode};
 use crate::snapshot::GraphView;
 
+mod response;
+pub use response::{AlertsCommand, BaselineCommand, WorkloadArgs};
+
 /// Env var of the controller URL.
 pub const ENV_CONTROLLER: &str = "VIGIL_CONTROLLER";
 /// Env var holding the admin token itself.
@@ -71,8 +74,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show the alerts, newest first.
+    /// Show the alerts, newest first; `alerts accept ID` accepts one.
+    #[command(args_conflicts_with_subcommands = true)]
     Alerts {
+        /// Act on an alert.
+        #[command(subcommand)]
+        action: Option<AlertsCommand>,
         /// Only alerts of this tenant (the account that owns the workload).
         #[arg(long)]
         tenant: Option<String>,
@@ -94,6 +101,24 @@ pub enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Quarantine a workload: every sidecar of it refuses all traffic but
+    /// its health checks (in every mode, across restarts) until released.
+    Quarantine(WorkloadArgs),
+    /// Release a quarantined workload.
+    Release(WorkloadArgs),
+    /// Show the audit log: every mode change, import, accept, quarantine
+    /// and release, with time, actor and the old and new value.
+    Audit {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The baseline as code: export, import and diff YAML documents.
+    Baseline {
+        /// What to do.
+        #[command(subcommand)]
+        command: BaselineCommand,
     },
     /// Print a manifest with the vigil-proxy sidecar injected (what the
     /// admission webhook does), e.g. `vigilctl inject -f app.yaml | kubectl apply -f -`.
@@ -124,13 +149,24 @@ impl ApiClient {
         path: &str,
         body: Option<String>,
     ) -> anyhow::Result<Bytes> {
+        self.call_as(method, path, body, "application/json").await
+    }
+
+    /// [`ApiClient::call`] with a body of type `content_type`.
+    async fn call_as(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+        content_type: &str,
+    ) -> anyhow::Result<Bytes> {
         let uri = format!("{}{path}", self.base);
         let mut req = Request::builder()
             .method(method)
             .uri(&uri)
             .header(header::AUTHORIZATION, format!("Bearer {}", self.token));
         if body.is_some() {
-            req = req.header(header::CONTENT_TYPE, "application/json");
+            req = req.header(header::CONTENT_TYPE, content_type);
         }
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
@@ -418,6 +454,14 @@ fn alerts_query(filters: &[(&str, &Option<String>)]) -> String {
 
 /// Runs one `vigilctl` command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if response::is_diff(&cli.command) {
+        // `baseline diff` exits 1 when they differ, so any failure is 2.
+        return response::exit_2_on_error(run_command(cli).await);
+    }
+    run_command(cli).await
+}
+
+async fn run_command(cli: Cli) -> anyhow::Result<()> {
     let command = match cli.command {
         Command::Inject(args) => return crate::kube::cli::inject(&args),
         Command::Uninject(args) => return crate::kube::cli::uninject(&args),
@@ -503,6 +547,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Alerts {
+            action: Some(AlertsCommand::Accept { id }),
+            ..
+        } => response::accept(&api, &id).await?,
+        Command::Quarantine(args) => response::quarantine(&api, &args, true).await?,
+        Command::Release(args) => response::quarantine(&api, &args, false).await?,
+        Command::Audit { json } => response::audit(&api, json).await?,
+        Command::Baseline { command } => response::baseline(&api, command).await?,
+        Command::Alerts {
+            action: None,
             json,
             tenant,
             namespace,

@@ -22,6 +22,8 @@ pub mod env {
     pub const THREAT_FEED: &str = "VIGIL_THREAT_FEED";
     /// `--no-builtin-threats`.
     pub const NO_BUILTIN_THREATS: &str = "VIGIL_NO_BUILTIN_THREATS";
+    /// `--auto-quarantine`.
+    pub const AUTO_QUARANTINE: &str = "VIGIL_AUTO_QUARANTINE";
 }
 
 /// Flags of `vigil-controller`.
@@ -58,6 +60,10 @@ pub struct Args {
     /// files list anything).
     #[arg(long, env = env::NO_BUILTIN_THREATS)]
     pub no_builtin_threats: bool,
+    /// Alert kinds that quarantine the workload at once, comma-separated
+    /// (e.g. `threat,mining_protocol`); none by default.
+    #[arg(long, env = env::AUTO_QUARANTINE, value_delimiter = ',', value_name = "KIND", value_parser = parse_alert_kind)]
+    pub auto_quarantine: Vec<crate::model::AlertKind>,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `vigil_controller=debug`.
     #[arg(long, env = env::LOG, default_value = "info")]
     pub log: String,
@@ -67,4 +73,9 @@ pub struct Args {
     /// Notifications: Slack and a signed JSON webhook.
     #[command(flatten)]
     pub notify: crate::notify::NotifyArgs,
+}
+
+/// Parses an `--auto-quarantine` kind; the error lists the valid ones.
+fn parse_alert_kind(s: &str) -> Result<crate::model::AlertKind, String> {
+    s.trim().parse()
 }
