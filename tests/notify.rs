@@ -70,51 +70,30 @@ struct Receiver {
 
 impl Receiver {
     fn start(fail_first: usize) -> Self {
+        Self::start_with(fail_first, None)
+    }
+
+    /// With `tls`, the receiver speaks HTTPS; `handshakes` counts the
+    /// TLS handshakes tried (ended or not).
+    fn start_with(
+        fail_first: usize,
+        tls: Option<(tokio_rustls::TlsAcceptor, Arc<Mutex<u32>>)>,
+    ) -> Self {
         let log: Arc<Mutex<Vec<Delivery>>> = Arc::default();
         let shared = log.clone();
         let addr = common::spawn_server(move |stream| {
             let log = shared.clone();
+            let tls = tls.clone();
             async move {
-                let svc = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let log = log.clone();
-                        async move {
-                            use http_body_util::BodyExt;
-                            let path = req.uri().path().to_owned();
-                            let headers = req
-                                .headers()
-                                .iter()
-                                .map(|(k, v)| {
-                                    (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())
-                                })
-                                .collect();
-                            let body = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes().to_vec())
-                                .unwrap_or_default();
-                            let mut log = log.lock().unwrap();
-                            let before = log.iter().filter(|d| d.path == path).count();
-                            let status = if before < fail_first { 500 } else { 200 };
-                            log.push(Delivery {
-                                path,
-                                headers,
-                                body,
-                                status,
-                                at: Instant::now(),
-                            });
-                            let mut response = hyper::Response::new(http_body_util::Full::new(
-                                bytes::Bytes::from_static(b"ok"),
-                            ));
-                            *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                            Ok::<_, std::convert::Infallible>(response)
+                match tls {
+                    None => serve(hyper_util::rt::TokioIo::new(stream), log, fail_first).await,
+                    Some((acceptor, handshakes)) => {
+                        *handshakes.lock().unwrap() += 1;
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            serve(hyper_util::rt::TokioIo::new(stream), log, fail_first).await;
                         }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
+                    }
+                }
             }
         });
         Self { addr, log }
@@ -150,6 +129,49 @@ impl Receiver {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Serves HTTP/1.1 on one connection: records each request and answers
+/// 500 to the first `fail_first` of its path, 200 after.
+async fn serve<I>(io: I, log: Arc<Mutex<Vec<Delivery>>>, fail_first: usize)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let log = log.clone();
+        async move {
+            use http_body_util::BodyExt;
+            let path = req.uri().path().to_owned();
+            let headers = req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+                .collect();
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes().to_vec())
+                .unwrap_or_default();
+            let mut log = log.lock().unwrap();
+            let before = log.iter().filter(|d| d.path == path).count();
+            let status = if before < fail_first { 500 } else { 200 };
+            log.push(Delivery {
+                path,
+                headers,
+                body,
+                status,
+                at: Instant::now(),
+            });
+            let mut response =
+                hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"ok")));
+            *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, svc)
+        .await;
 }
 
 /// Writes `text` to `path` with mode 0600 (a secret).
@@ -563,4 +585,86 @@ fn bad_notification_flags_are_refused_at_start_without_showing_secrets() {
         assert!(stderr.contains(want), "{args:?}: {stderr}");
         assert!(!stderr.contains("SECRET-TOKEN"), "{args:?}: {stderr}");
     }
+}
+
+/// A self-signed certificate for `localhost` (openssl) as a rustls
+/// acceptor.
+fn self_signed_acceptor(dir: &Path) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("the openssl CLI is installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let certs = CertificateDer::pem_file_iter(&cert)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(&key).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// An `https://` receiver must present a certificate from the Web PKI:
+/// one the controller cannot verify gets nothing, and the failure shows.
+#[test]
+fn an_https_receiver_with_an_unverifiable_certificate_gets_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let handshakes = Arc::new(Mutex::new(0));
+    let receiver = Receiver::start_with(
+        0,
+        Some((self_signed_acceptor(tmp.path()), handshakes.clone())),
+    );
+    let webhook = format!("https://localhost:{}/hook", receiver.addr.port());
+    let ctl = controller_with(tmp.path(), &["--notify-webhook", &webhook]);
+    ctl.set_mode(&["enforcement"]);
+    // A new workload in enforcement: a new_deployment alert.
+    let app = Upstream::start("nb");
+    let hosts = hosts_file(tmp.path(), &[]);
+    let _nb = Proxy::start_with(
+        "nb",
+        ctl.grpc,
+        app.addr,
+        &hosts,
+        tmp.path(),
+        &["--tenant", "carol"],
+    );
+    ctl.wait_alert("new_deployment", "nb", None);
+    let hook = common::wait_for("a failed delivery in the status", || {
+        let json = ctl.json(&["status"]);
+        let hook = json["notifications"]["sinks"]["webhook"].clone();
+        (hook["failed"].as_u64()? >= 1).then_some(hook)
+    });
+    let error = hook["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("certificate"), "{hook}");
+    assert_eq!(hook["sent"], 0, "{hook}");
+    assert!(
+        *handshakes.lock().unwrap() >= 1,
+        "the controller spoke TLS to it"
+    );
+    assert!(receiver.at("/hook").is_empty(), "no request got through");
 }
