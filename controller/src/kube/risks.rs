@@ -161,19 +161,28 @@ fn sidecar_risks(pod: &Value, expected: &Value) -> Vec<Risk> {
             });
             continue;
         };
-        for field in [
-            "image",
-            "command",
-            "args",
-            "securityContext",
-            "volumeMounts",
-        ] {
+        for field in ["image", "command", "args", "securityContext"] {
             if have.get(field) != want.get(field) {
                 out.push(Risk::Altered {
                     container: name,
                     field: field.into(),
                 });
             }
+        }
+        // Other webhooks (Kubeflow's PodDefaults) may add mounts to every
+        // container: Vigil's own must be there as rendered.
+        let mounts = |c: &Value| {
+            c.get("volumeMounts")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        };
+        let have_mounts = mounts(&have);
+        if !mounts(&want).iter().all(|m| have_mounts.contains(m)) {
+            out.push(Risk::Altered {
+                container: name,
+                field: "volumeMounts".into(),
+            });
         }
         if vigil_env(&have) != vigil_env(&want) {
             out.push(Risk::Altered {

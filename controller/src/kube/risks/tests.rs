@@ -144,12 +144,25 @@ fn a_missing_or_altered_sidecar_is_found() {
         container: INIT_CONTAINER,
         field: "args".into()
     }));
-    // Another webhook's extra env var on the sidecar is fine.
+    // Its token mount moved elsewhere: altered.
+    let mut moved = injected(json!({"runAsUser": 1000}));
+    moved["spec"]["containers"][1]["volumeMounts"][0]["mountPath"] = json!("/tmp/x");
+    assert!(risks(&moved, &ns, &args).contains(&Risk::Altered {
+        container: PROXY_CONTAINER,
+        field: "volumeMounts".into()
+    }));
+    // Another webhook's extra env var and mount on the sidecar are fine.
     let mut extended = injected(json!({"runAsUser": 1000}));
     extended["spec"]["containers"][1]["env"]
         .as_array_mut()
         .unwrap()
         .push(json!({"name": "TZ", "value": "UTC"}));
+    extended["spec"]["containers"][1]["volumeMounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(
+            json!({"name": "pipeline-token", "mountPath": "/var/run/secrets/kubeflow/pipelines"}),
+        );
     assert!(risks(&extended, &ns, &args).is_empty());
     // Outside an injected namespace nothing is checked.
     assert!(risks(&not_injected, &Namespace::default(), &args).is_empty());
