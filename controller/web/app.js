@@ -191,7 +191,11 @@
     { selector: 'edge', style: { width: 'data(width)', 'line-color': '#8aa0b8', 'target-arrow-color': '#8aa0b8', 'target-arrow-shape': 'triangle', 'curve-style': 'bezier', 'arrow-scale': 0.9, opacity: 0.85, label: 'data(label)', 'font-size': 8, 'text-rotation': 'autorotate', color: '#56606e', 'min-zoomed-font-size': 8, 'text-background-color': '#ffffff', 'text-background-opacity': 0.8, 'text-background-padding': 1 } },
     { selector: 'edge.new', style: { 'line-color': '#e39b1b', 'target-arrow-color': '#e39b1b', 'line-style': 'dashed' } },
     { selector: 'edge.violation', style: { 'line-color': '#e0242b', 'target-arrow-color': '#e0242b', 'line-style': 'solid', opacity: 1, color: '#e0242b', 'z-index': 10 } },
-    { selector: 'edge.big', style: { 'curve-style': 'straight', 'arrow-scale': 0.6 } },
+    // Haystack edges are Cytoscape's fastest to draw; direction shows as a
+    // mid-edge arrow.
+    { selector: 'edge.big', style: { 'curve-style': 'haystack', 'haystack-radius': 0, opacity: 1, 'target-arrow-shape': 'none', 'mid-target-arrow-shape': 'triangle', 'mid-target-arrow-color': '#8aa0b8', 'arrow-scale': 0.6 } },
+    { selector: 'edge.big.violation', style: { 'mid-target-arrow-color': '#e0242b' } },
+    { selector: 'edge.big.new', style: { 'mid-target-arrow-color': '#e39b1b' } },
     { selector: 'node.match', style: { 'border-width': 4, 'border-color': '#2d6cdf', 'border-style': 'solid' } },
     { selector: ':selected', style: { 'overlay-color': '#2d6cdf', 'overlay-opacity': 0.18, 'overlay-padding': 5 } },
     { selector: '.dim', style: { opacity: 0.12 } },
@@ -206,7 +210,7 @@
 
   function layeredPositions() {
     const pos = {};
-    const gap = 44;
+    const gap = cy.nodes().length > LAYERED ? 44 : 130;
     const leaves = cy.nodes().filter((n) => !n.isParent());
     const byNs = new Map();
     const outside = [];
@@ -229,7 +233,7 @@
     blocks.forEach((ns, b) => {
       const ids = byNs.get(ns).sort();
       const cols = Math.ceil(Math.sqrt(ids.length));
-      const ox = 200 + (b % perRow) * blockSize, oy = Math.floor(b / perRow) * blockSize;
+      const ox = 2 * gap + (b % perRow) * blockSize, oy = Math.floor(b / perRow) * blockSize;
       ids.forEach((id, i) => { pos[id] = { x: ox + (i % cols) * gap, y: oy + Math.floor(i / cols) * gap }; });
     });
     const rows = Math.max(1, Math.ceil(blocks.length / perRow));
@@ -237,7 +241,7 @@
     pos.internet = { x: 0, y: height / 2 };
     const perCol = Math.max(10, Math.floor(height / 30));
     outside.sort().forEach((id, i) => {
-      pos[id] = { x: 200 + perRow * blockSize + 120 + Math.floor(i / perCol) * 160, y: (i % perCol) * 30 };
+      pos[id] = { x: 2 * gap + perRow * blockSize + gap + Math.floor(i / perCol) * 160, y: (i % perCol) * Math.max(30, gap / 1.5) };
     });
     return pos;
   }
@@ -248,7 +252,12 @@
       const pos = layeredPositions();
       cy.layout({ name: 'preset', positions: (node) => pos[node.id()], fit, padding: 30, animate: false }).run();
     } else {
-      cy.layout({ name: 'cose', animate: false, fit, padding: 40, randomize: true, nodeRepulsion: () => 9000,
+      // Force-directed, started from the layers (internet left, namespaces
+      // in the middle, the outside world right), so it settles the same way
+      // each time instead of from random places.
+      const pos = layeredPositions();
+      cy.nodes().filter((node) => !node.isParent() && pos[node.id()]).positions((node) => pos[node.id()]);
+      cy.layout({ name: 'cose', animate: false, fit, padding: 40, randomize: false, nodeRepulsion: () => 9000,
         idealEdgeLength: () => 90, nestingFactor: 1.1, componentSpacing: 80, gravity: 1 }).run();
     }
     // A small graph fitted to the window would be drawn huge.
@@ -279,6 +288,7 @@
   // user's zoom, pan and selection stay.
   function reconcile(want) {
     let added = 0;
+    const fresh = []; // added at once: far quicker than one by one
     cy.batch(() => {
       const gone = cy.elements().filter((ele) => !want.has(ele.id()));
       gone.nodes().forEach((n) => { if (!n.isParent()) state.positions.set(n.id(), { ...n.position() }); });
@@ -294,10 +304,12 @@
           if (parent !== w.parent) ele.move({ parent: w.parent === undefined ? null : w.parent });
         } else {
           const data = w.parent ? { ...w.data, parent: w.parent } : w.data;
-          cy.add({ group: 'nodes', data, classes: w.classes, position: guessPosition(want, w.data.id) });
+          if (!w.parent) cy.add({ group: 'nodes', data, classes: w.classes, position: guessPosition(want, w.data.id) });
+          else fresh.push({ group: 'nodes', data, classes: w.classes, position: guessPosition(want, w.data.id) });
           added += 1;
         }
       }
+      if (fresh.length) cy.add(fresh.splice(0));
       for (const w of want.values()) {
         if (w.group !== 'edges') continue;
         const ele = cy.getElementById(w.data.id);
@@ -305,10 +317,11 @@
           ele.data(w.data);
           if (ele.classes().join(' ') !== w.classes) ele.classes(w.classes);
         } else {
-          cy.add({ group: 'edges', data: w.data, classes: w.classes });
+          fresh.push({ group: 'edges', data: w.data, classes: w.classes });
           added += 1;
         }
       }
+      if (fresh.length) cy.add(fresh);
     });
     return added;
   }
