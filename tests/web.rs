@@ -562,6 +562,24 @@ fn web_viewer_reads_only_and_strangers_are_refused() {
         json!({"mode": "enforcement", "alert_only": false}),
         "the attacker's site changed nothing"
     );
+    // The same from a notebook's own server on another port of the same
+    // host: the same *site*, so the browser does send the Strict cookie;
+    // the origin check refuses it.
+    b.serve_at("http://127.0.0.1:1/**", &html);
+    b.goto("http://127.0.0.1:1/");
+    b.cmd(json!({"op": "waitForUrl", "url": target}));
+    let body = b.eval("return document.body.textContent");
+    assert!(
+        body.as_str()
+            .unwrap()
+            .contains("cross-origin request refused"),
+        "the cookie came along and was refused: {body}"
+    );
+    assert_eq!(
+        m.mode_of("default"),
+        json!({"mode": "enforcement", "alert_only": false}),
+        "a page on another port changed nothing"
+    );
 }
 
 /// The web view at scale (500 workloads, 5,000 edges) in a real Chromium:
