@@ -26,9 +26,9 @@ use crate::model::{Mode, validate_name};
 use crate::snapshot::namespace_modes;
 
 mod response;
-pub use response::{ImportView, QuarantineView, QuarantinedView, Sizes, YAML};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::post;
+pub use response::{ImportView, QuarantineView, QuarantinedView, Sizes, YAML};
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -76,8 +76,14 @@ pub fn router(engine: Handle, web: crate::web::Web, registry: Arc<Registry>) -> 
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/alerts/{id}/accept", post(response::accept))
         .route("/api/v1/quarantine", get(response::quarantined))
-        .route("/api/v1/workloads/{ns}/{name}/quarantine", post(response::quarantine))
-        .route("/api/v1/workloads/{ns}/{name}/release", post(response::release))
+        .route(
+            "/api/v1/workloads/{ns}/{name}/quarantine",
+            post(response::quarantine),
+        )
+        .route(
+            "/api/v1/workloads/{ns}/{name}/release",
+            post(response::release),
+        )
         .route("/api/v1/audit", get(response::audit))
         .route(
             "/api/v1/baseline",
