@@ -246,11 +246,21 @@
     return pos;
   }
 
+  function fitTo(points, padding) {
+    if (!points.length) return;
+    const xs = points.map((p) => p.x), ys = points.map((p) => p.y);
+    const [x1, x2, y1, y2] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+    const zoom = Math.min(4, (cy.width() - 2 * padding) / Math.max(1, x2 - x1 + 80), (cy.height() - 2 * padding) / Math.max(1, y2 - y1 + 80));
+    cy.viewport({ zoom, pan: { x: cy.width() / 2 - zoom * (x1 + x2) / 2, y: cy.height() / 2 - zoom * (y1 + y2) / 2 } });
+  }
+
   function runLayout(fit) {
     const n = cy.nodes().length;
     if (n > LAYERED) {
       const pos = layeredPositions();
-      cy.layout({ name: 'preset', positions: (node) => pos[node.id()], fit, padding: 30, animate: false }).run();
+      cy.nodes().filter((node) => !node.isParent() && pos[node.id()]).positions((node) => pos[node.id()]);
+      // Fitted from the positions: cy.fit() would measure every edge first.
+      if (fit) fitTo(Object.values(pos), 30);
     } else {
       // Force-directed, started from the layers (internet left, namespaces
       // in the middle, the outside world right), so it settles the same way
@@ -284,6 +294,14 @@
     return { x: (ext.x1 + ext.x2) / 2 + jitter() * 3, y: (ext.y1 + ext.y2) / 2 + jitter() * 3 };
   }
 
+  function changed(ele, data) {
+    for (const [k, v] of Object.entries(data)) {
+      const old = ele.data(k);
+      if (Array.isArray(v) ? JSON.stringify(old) !== JSON.stringify(v) : old !== v) return true;
+    }
+    return false;
+  }
+
   // Brings the graph to `want` without touching what did not change, so the
   // user's zoom, pan and selection stay.
   function reconcile(want) {
@@ -298,7 +316,7 @@
       for (const w of nodes) {
         const ele = cy.getElementById(w.data.id);
         if (ele.nonempty()) {
-          if (Object.keys(w.data).some((k) => JSON.stringify(ele.data(k)) !== JSON.stringify(w.data[k]))) ele.data(w.data);
+          if (changed(ele, w.data)) ele.data(w.data);
           if (ele.classes().join(' ') !== w.classes) ele.classes(w.classes);
           const parent = ele.parent().nonempty() ? ele.parent().id() : undefined;
           if (parent !== w.parent) ele.move({ parent: w.parent === undefined ? null : w.parent });
@@ -314,7 +332,8 @@
         if (w.group !== 'edges') continue;
         const ele = cy.getElementById(w.data.id);
         if (ele.nonempty()) {
-          ele.data(w.data);
+          // Only what changed: touching an element's data restyles it.
+          if (changed(ele, w.data)) ele.data(w.data);
           if (ele.classes().join(' ') !== w.classes) ele.classes(w.classes);
         } else {
           fresh.push({ group: 'edges', data: w.data, classes: w.classes });
