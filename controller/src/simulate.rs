@@ -166,7 +166,7 @@ pub fn simulate(
             count,
         })
         .collect();
-    results.sort_by(|a, b| b.count.cmp(&a.count));
+    results.sort_by_key(|r| std::cmp::Reverse(r.count));
     Simulation {
         observations: replayed,
         since,

@@ -73,7 +73,8 @@ fn edges_are_judged_against_the_baseline() {
     use AlertKind::*;
     let pool = ext("pool.minexmr.com:4444");
     let obs = outbound("x:1", None, 1);
-    let table: Vec<(Mode, EdgeKey, Vec<(AlertKind, Action)>)> = vec![
+    type Case = (Mode, EdgeKey, Vec<(AlertKind, Action)>);
+    let table: Vec<Case> = vec![
         (LEARN, (wl("web"), pool.clone()), vec![]),
         (ENFORCE, (wl("web"), ext("pypi.org:443")), vec![]),
         (

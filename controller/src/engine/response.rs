@@ -309,7 +309,7 @@ impl Engine {
         namespace: Option<&str>,
         merge: bool,
         actor: &str,
-    ) -> Result<((usize, usize), (usize, usize)), EngineError> {
+    ) -> Result<super::ImportSizes, EngineError> {
         let before = self.baseline.len();
         let (next, mut changes) = import_changes(&self.baseline, imported, namespace, merge);
         let after = next.len();
