@@ -102,6 +102,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Threat intelligence: whether a name is on a threat list.
+    Threats {
+        /// What to do.
+        #[command(subcommand)]
+        command: ThreatsCommand,
+    },
     /// Quarantine a workload: every sidecar of it refuses all traffic but
     /// its health checks (in every mode, across restarts) until released.
     Quarantine(WorkloadArgs),
@@ -125,6 +131,87 @@ pub enum Command {
     Inject(crate::kube::cli::InjectArgs),
     /// Print a manifest with Vigil's sidecar removed.
     Uninject(crate::kube::cli::UninjectArgs),
+}
+
+/// `vigilctl threats` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum ThreatsCommand {
+    /// Say whether NAME (a host name, IP, or either with a port) is listed,
+    /// and by which feed. Exit status: 0 listed, 1 not listed, 2 could not
+    /// tell (a bad name, the controller unreachable).
+    Check {
+        /// The name, e.g. xmr-eu1.nanopool.org or 203.0.113.7:3333.
+        name: String,
+        /// Print JSON: {"name", "listed", "feed", "entry"}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The outcome of `vigilctl threats check` that is not "listed".
+#[derive(Debug, thiserror::Error)]
+enum CheckFailed {
+    /// On no list (already printed).
+    #[error("{0} is not listed")]
+    NotListed(String),
+    /// The controller could not say.
+    #[error("{0:#}")]
+    Unknown(anyhow::Error),
+}
+
+async fn threats_check(api: &ApiClient, name: &str, json: bool) -> Result<(), CheckFailed> {
+    let path = format!("/api/v1/threats/check?name={}", percent_encode(name));
+    let (view, bytes) = api
+        .get::<crate::threat::api::CheckView>(&path)
+        .await
+        .map_err(CheckFailed::Unknown)?;
+    if json {
+        print_json(&bytes).map_err(CheckFailed::Unknown)?;
+    } else {
+        let line = match (&view.feed, &view.entry) {
+            (Some(feed), Some(entry)) if view.listed => {
+                format!("{}: listed by {feed} (entry {entry})\n", view.name)
+            }
+            _ => format!("{}: not listed\n", view.name),
+        };
+        out(&line).map_err(CheckFailed::Unknown)?;
+    }
+    if view.listed {
+        Ok(())
+    } else {
+        Err(CheckFailed::NotListed(view.name))
+    }
+}
+
+/// `text` for a URL query value: unreserved bytes as they are, the rest
+/// `%XX`.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Reports an error [`run`] returned on stderr and gives the exit status:
+/// for `threats check`, 1 when the name is not listed (already said on
+/// stdout, so nothing more is printed) and 2 when it could not tell; 1 for
+/// every other failure.
+pub fn report_error(e: &anyhow::Error) -> std::process::ExitCode {
+    match e.downcast_ref::<CheckFailed>() {
+        Some(CheckFailed::NotListed(_)) => std::process::ExitCode::from(1),
+        Some(CheckFailed::Unknown(_)) => {
+            eprintln!("vigilctl: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+        None => {
+            eprintln!("vigilctl: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 /// Modes that can be switched to.
@@ -577,6 +664,9 @@ async fn run_command(cli: Cli) -> anyhow::Result<()> {
                 out(&alerts_table(&view))?
             }
         }
+        Command::Threats {
+            command: ThreatsCommand::Check { name, json },
+        } => threats_check(&api, &name, json).await?,
         Command::Status { json } => {
             let (view, bytes) = api.get::<StatusView>("/api/v1/status").await?;
             if json {

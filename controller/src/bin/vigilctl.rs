@@ -7,9 +7,6 @@ async fn main() -> std::process::ExitCode {
     let cli = vigil_controller::cli::Cli::parse();
     match vigil_controller::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("vigilctl: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
+        Err(e) => vigil_controller::cli::report_error(&e),
     }
 }
