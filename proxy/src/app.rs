@@ -23,6 +23,7 @@ use crate::policy::{Policy, PolicyRx};
 use crate::resolve::Resolver;
 use crate::runtime::ControlRuntime;
 use crate::telemetry;
+use crate::udp::{self, Udp, UdpError, UdpMetrics};
 
 /// Most open connections to the admin listener.
 const ADMIN_MAX_CONNECTIONS: usize = 64;
@@ -43,6 +44,9 @@ pub enum StartError {
     /// The DNS listener could not be bound.
     #[error(transparent)]
     Dns(#[from] DnsError),
+    /// The UDP relay could not be opened (`--udp-addr` given).
+    #[error(transparent)]
+    Udp(#[from] UdpError),
     /// No randomness for the instance id.
     #[error("cannot generate an instance id: {0}")]
     Random(getrandom::Error),
@@ -68,6 +72,8 @@ pub struct Running {
     pub dns_addr: Option<SocketAddr>,
     /// Bound IPv6 DNS listener address, if any.
     pub dns_addr6: Option<SocketAddr>,
+    /// Bound UDP relay addresses (IPv4, then IPv6), none when off.
+    pub udp_addrs: Vec<SocketAddr>,
     policy: PolicyRx,
     data_shutdown: watch::Sender<bool>,
     tunnel_stop: watch::Sender<bool>,
@@ -126,12 +132,15 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
     };
     let dns_addr = dns4.as_ref().map(|b| b.addr);
     let dns_addr6 = dns6.as_ref().map(|b| b.addr);
+    let udp_bound = udp::open(&config.args.udp)?;
+    let udp_addrs: Vec<SocketAddr> = udp_bound.iter().map(|b| b.addr).collect();
 
     let mut registry = Registry::default();
     let (telemetry, records) = telemetry::channel(&mut registry);
     let http_metrics = HttpMetrics::register(&mut registry);
     let control_metrics = ControlMetrics::register(&mut registry);
     let dns_metrics = DnsMetrics::register(&mut registry);
+    let udp_metrics = UdpMetrics::register(&mut registry);
 
     let initial = match config
         .args
@@ -242,6 +251,23 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
         }
     }
 
+    // UDP: the relay sockets share one context.
+    let relay = Arc::new(Udp {
+        policy: policy.clone(),
+        policy_deadline: shared.policy_deadline,
+        default_policy: shared.default_policy.clone(),
+        telemetry: shared.telemetry.clone(),
+        answers: shared.resolver.pod_answers(),
+        report_interval: config.report_interval(),
+        idle_timeout: config.args.udp.idle_timeout(),
+        max_flows: usize::try_from(config.args.udp.udp_max_flows).unwrap_or(usize::MAX),
+        metrics: udp_metrics,
+        stop: tunnel_stop.subscribe(),
+    });
+    for bound in udp_bound {
+        data_listeners.push(udp::spawn(relay.clone(), bound, data_shutdown.subscribe()));
+    }
+
     // Telemetry, control and admin run on their own small runtime: entering
     // it makes `tokio::spawn` and socket registration below use it.
     let control_rt = ControlRuntime::start().map_err(StartError::Runtime)?;
@@ -316,6 +342,8 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
         inbound_addr6 = %off(inbound_addr6),
         dns_addr = %off(dns_addr),
         dns_addr6 = %off(dns_addr6),
+        udp_addr = %off(udp_addrs.iter().copied().find(SocketAddr::is_ipv4)),
+        udp_addr6 = %off(udp_addrs.iter().copied().find(SocketAddr::is_ipv6)),
         dns_upstream = %state.config.dns_upstream.map_or_else(|| "off".to_string(), |a| a.to_string()),
         identity = %identity.source(),
         "vigil-proxy started"
@@ -329,6 +357,7 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
         admin_addr,
         dns_addr,
         dns_addr6,
+        udp_addrs,
         policy,
         data_shutdown,
         tunnel_stop,

@@ -12,8 +12,10 @@ use clap::Parser;
 use serde::Serialize;
 
 pub mod dns;
+pub mod udp;
 
 pub use dns::{DnsArgs, ListenAddr};
+pub use udp::UdpArgs;
 
 use crate::model::is_valid_name;
 use crate::resolve::{ResolveError, parse_hosts};
@@ -201,6 +203,9 @@ pub struct Args {
     /// The DNS listener.
     #[command(flatten)]
     pub dns: DnsArgs,
+    /// The UDP relay.
+    #[command(flatten)]
+    pub udp: UdpArgs,
 }
 
 /// Limits and timeouts: each bounds what one slow or hostile client can hold.
@@ -412,6 +417,7 @@ impl Config {
             ("outbound-addr6", args.outbound_addr6),
             ("inbound-addr6", args.inbound_addr6),
             ("dns-addr6", args.dns.dns_addr6),
+            ("udp-addr6", args.udp.udp_addr6),
         ] {
             if let TwinAddr::Addr(addr) = twin
                 && addr.is_ipv4()

@@ -35,6 +35,7 @@
 //! Base tier: depends on nothing else in this crate.
 
 mod apply;
+pub mod udp;
 mod values;
 
 use std::fmt;
@@ -69,6 +70,10 @@ pub const ENV_INIT_DNS_PORT: &str = "VIGIL_INIT_DNS_PORT";
 pub const ENV_INIT_REDIRECT_DNS: &str = "VIGIL_INIT_REDIRECT_DNS";
 /// The port of DNS.
 pub const DNS_PORT: &str = "53";
+/// Env var for `--udp-port`.
+pub const ENV_INIT_UDP_PORT: &str = "VIGIL_INIT_UDP_PORT";
+/// Env var for `--redirect-udp` (`on` or `off`).
+pub const ENV_INIT_REDIRECT_UDP: &str = "VIGIL_INIT_REDIRECT_UDP";
 /// Env var for `--skip-inbound-ports` (comma-separated).
 pub const ENV_INIT_SKIP_INBOUND_PORTS: &str = "VIGIL_INIT_SKIP_INBOUND_PORTS";
 /// Env var for `--skip-outbound-ports` (comma-separated).
@@ -109,6 +114,17 @@ pub struct InitArgs {
     /// DNS listener: `on` or `off`.
     #[arg(long, env = ENV_INIT_REDIRECT_DNS, value_enum, default_value_t = Switch::On)]
     pub redirect_dns: Switch,
+    /// Port of the sidecar's UDP relay (`--udp-addr`, on 127.0.0.1 and
+    /// [::1]).
+    #[arg(long, env = ENV_INIT_UDP_PORT, default_value_t = 4154,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub udp_port: u16,
+    /// Send the pod's UDP other than DNS (every uid but the sidecar's, to
+    /// any address outside the pod) to the UDP relay with TPROXY (mangle
+    /// table, chains VIGIL_UDP and VIGIL_UDP_TPROXY, a policy route to lo):
+    /// `on` or `off`.
+    #[arg(long, env = ENV_INIT_REDIRECT_UDP, value_enum, default_value_t = Switch::On)]
+    pub redirect_udp: Switch,
     /// uid the sidecar runs as: its own connections are never redirected
     /// (without this, they would loop back into it).
     #[arg(long, env = ENV_INIT_PROXY_UID, default_value_t = 2102)]
@@ -261,6 +277,12 @@ pub enum Guard {
     IfOk(Vec<String>),
     /// Only if this check command (same binary) fails.
     UnlessOk(Vec<String>),
+    /// Only if this check command (same binary) succeeds and prints
+    /// something (`ip rule list ...` succeeds either way).
+    IfPrints(Vec<String>),
+    /// Unless this check command (same binary) succeeds and prints
+    /// something.
+    UnlessPrints(Vec<String>),
 }
 
 /// One iptables invocation, possibly guarded by a check, possibly fed on
@@ -298,6 +320,10 @@ impl fmt::Display for IptablesCommand {
             Guard::Always => write!(f, "{command}"),
             Guard::IfOk(check) => write!(f, "{} 2>/dev/null && {command}", self.line(check)),
             Guard::UnlessOk(check) => write!(f, "{} 2>/dev/null || {command}", self.line(check)),
+            Guard::IfPrints(check) => write!(f, "[ -n \"$({})\" ] && {command}", self.line(check)),
+            Guard::UnlessPrints(check) => {
+                write!(f, "[ -n \"$({})\" ] || {command}", self.line(check))
+            }
         }
     }
 }
@@ -502,9 +528,9 @@ fn plan_remove_family(family: &Family) -> Vec<IptablesCommand> {
 pub fn run(args: &InitArgs, out: &mut impl std::io::Write) -> Result<(), InitError> {
     let families = args.families(kernel_ipv6());
     let commands = if args.remove {
-        plan_remove(&families)
+        [plan_remove(&families), udp::plan_remove(&families)].concat()
     } else {
-        plan(args, &families)
+        [plan(args, &families), udp::plan(args, &families)].concat()
     };
     if args.dry_run {
         for command in &commands {
@@ -519,9 +545,18 @@ pub fn run(args: &InitArgs, out: &mut impl std::io::Write) -> Result<(), InitErr
         (false, Switch::On) => format!("; DNS to port {}", args.dns_port),
         _ => String::new(),
     };
+    let udp = match (args.remove, args.redirect_udp) {
+        (false, Switch::On) => format!(
+            "; other UDP to port {} ({} and {}, mangle table, TPROXY)",
+            args.udp_port,
+            udp::MARK_CHAIN,
+            udp::TPROXY_CHAIN
+        ),
+        _ => String::new(),
+    };
     let _ = writeln!(
         out,
-        "vigil-proxy init: {done} {INBOUND_CHAIN} and {OUTBOUND_CHAIN} (nat table, {}{dns})",
+        "vigil-proxy init: {done} {INBOUND_CHAIN} and {OUTBOUND_CHAIN} (nat table, {}{dns}){udp}",
         programs.join(" and ")
     );
     Ok(())

@@ -32,6 +32,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::config::UdpArgs;
 use crate::destination::Judge;
 use crate::detect::stratum::StratumScanner;
 use crate::model::Protocol;
@@ -42,7 +43,7 @@ use crate::telemetry::Telemetry;
 use flow::{Drop, FlowKey, FlowTable};
 
 /// Datagrams queued for one flow's upstream socket; more are dropped.
-pub const FLOW_QUEUE: usize = 256;
+pub const FLOW_QUEUE: usize = 32;
 /// Largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
 
@@ -139,6 +140,33 @@ pub fn bind(addr: SocketAddr) -> Result<Bound, UdpError> {
     let socket = socket::listen(addr).map_err(listen_err)?;
     let addr = socket.local_addr().map_err(listen_err)?;
     Ok(Bound { socket, addr })
+}
+
+/// Opens the relay's sockets as `args` ask: the IPv4 (or given) address
+/// and its IPv6 twin (skipped on a host without IPv6). When `--udp-addr`
+/// was not given, a socket that cannot be opened (no `CAP_NET_RAW`, say) is
+/// left off with an error logged; when it was, that is an error.
+pub fn open(args: &UdpArgs) -> Result<Vec<Bound>, UdpError> {
+    let mut bound = Vec::new();
+    for addr in [args.listen(), args.listen6()].into_iter().flatten() {
+        match bind(addr) {
+            Ok(b) => bound.push(b),
+            Err(UdpError::Listen { source, .. })
+                if addr.is_ipv6()
+                    && matches!(
+                        source.raw_os_error(),
+                        Some(nix::libc::EAFNOSUPPORT | nix::libc::EADDRNOTAVAIL)
+                    ) =>
+            {
+                tracing::warn!(%addr, "no IPv6 on this host: the IPv6 UDP relay is off");
+            }
+            Err(e) if !args.required() => {
+                tracing::error!(error = %e, "the UDP relay is off: the pod's UDP other than DNS is dropped by init's rules, unrecorded");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(bound)
 }
 
 type Table = Arc<Mutex<FlowTable<mpsc::Sender<Vec<u8>>>>>;
@@ -297,7 +325,6 @@ impl Relay<'_> {
         );
         let idle = tokio::time::sleep(udp.idle_timeout);
         tokio::pin!(idle);
-        let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut pending = Some(first);
         let ended = loop {
             let mut found = false;
@@ -318,12 +345,14 @@ impl Relay<'_> {
                     Some(datagram) => pending = Some(datagram),
                     None => break Ended::Stopping,
                 },
-                got = upstream.recv(&mut buf) => {
-                    let Ok(n) = got else { continue };
-                    let _ = reply.send_to(&buf[..n], self.key.client).await;
-                    totals.1 += n as u64;
+                ready = upstream.readable() => {
+                    let Some(answer) = ready.ok().and_then(|()| receive(&upstream)) else {
+                        continue;
+                    };
+                    let _ = reply.send_to(&answer, self.key.client).await;
+                    totals.1 += answer.len() as u64;
                     idle.as_mut().reset(tokio::time::Instant::now() + udp.idle_timeout);
-                    if scan(&mut scanners.1, &buf[..n])
+                    if scan(&mut scanners.1, &answer)
                         && let Some(cut) = self.found_stratum(&policy.borrow().clone(), totals)
                     {
                         break cut;
@@ -364,6 +393,16 @@ impl Relay<'_> {
             }
         }
     }
+}
+
+/// One answer waiting on `upstream`, in a buffer allocated for it (not
+/// zeroed) and freed once relayed: a flow keeps no 64 KiB buffer while it
+/// waits. `None` when there is none after all, or the kernel reports an
+/// error (an ICMP unreachable, say).
+fn receive(upstream: &UdpSocket) -> Option<Vec<u8>> {
+    let mut answer = Vec::with_capacity(MAX_DATAGRAM);
+    upstream.try_recv_buf(&mut answer).ok()?;
+    Some(answer)
 }
 
 /// Feeds `bytes` to `scanner` until it is done; true when Stratum shows.

@@ -327,7 +327,10 @@ pub fn sidecar_with(
             cmd
         }
     };
+    // CAP_NET_RAW only, as the sidecar container gets it: the UDP relay's
+    // transparent sockets (IP_TRANSPARENT) need it.
     cmd.args(["--reuid", PROXY_UID, "--regid", PROXY_UID, "--clear-groups"])
+        .args(["--inh-caps", "+net_raw", "--ambient-caps", "+net_raw"])
         .arg(&proxy)
         .args(["--workload", workload, "--namespace", "default"])
         .args(["--report-interval-ms", super::REPORT_MS])

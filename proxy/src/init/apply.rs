@@ -43,6 +43,8 @@ pub fn apply_with(
             Guard::Always => true,
             Guard::IfOk(check) => exec(command, check, None)?.status.success(),
             Guard::UnlessOk(check) => !exec(command, check, None)?.status.success(),
+            Guard::IfPrints(check) => prints(&exec(command, check, None)?),
+            Guard::UnlessPrints(check) => !prints(&exec(command, check, None)?),
         };
         if !wanted {
             continue;
@@ -57,4 +59,9 @@ pub fn apply_with(
         }
     }
     Ok(())
+}
+
+/// Whether a check succeeded and printed something.
+fn prints(output: &Output) -> bool {
+    output.status.success() && !output.stdout.iter().all(u8::is_ascii_whitespace)
 }

@@ -263,7 +263,9 @@ fn dry_run_prints_without_running() {
     let mut out = Vec::new();
     run(&args, &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
-    let want: String = plan(&args, &args.families(kernel_ipv6()))
+    let families = args.families(kernel_ipv6());
+    let want: String = [plan(&args, &families), udp::plan(&args, &families)]
+        .concat()
         .iter()
         .map(|c| format!("{c}\n"))
         .collect();
