@@ -72,3 +72,59 @@ impl UdpArgs {
         Duration::from_millis(self.udp_idle_timeout_ms)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::config::{Args, Config};
+
+    fn parse(extra: &[&str]) -> Result<Config, String> {
+        let argv = ["vigil-proxy", "--workload", "w"]
+            .into_iter()
+            .chain(extra.iter().copied());
+        let args = Args::try_parse_from(argv).map_err(|e| e.to_string())?;
+        Config::from_args(args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_relay_listens_on_loopback_by_default_and_may_be_turned_off() {
+        let c = parse(&[]).unwrap();
+        let udp = &c.args.udp;
+        assert_eq!(udp.listen(), "127.0.0.1:4154".parse().ok());
+        assert_eq!(udp.listen6(), "[::1]:4154".parse().ok());
+        assert!(
+            !udp.required(),
+            "the default is left off when it cannot open"
+        );
+        assert_eq!(udp.idle_timeout().as_secs(), 60);
+        assert_eq!(udp.udp_max_flows, 4096);
+        let given = parse(&["--udp-addr", "127.0.0.1:5154"]).unwrap();
+        assert!(given.args.udp.required());
+        assert_eq!(given.args.udp.listen6(), "[::1]:5154".parse().ok());
+        let off = parse(&["--udp-addr", "off"]).unwrap();
+        assert_eq!(
+            (off.args.udp.listen(), off.args.udp.listen6()),
+            (None, None)
+        );
+        let no6 = parse(&["--udp-addr6", "off"]).unwrap();
+        assert_eq!(no6.args.udp.listen6(), None);
+    }
+
+    #[test]
+    fn bad_relay_flags_are_refused_with_the_flag_named() {
+        let cases = [
+            (vec!["--udp-addr", "on"], "--udp-addr"),
+            (
+                vec!["--udp-addr6", "127.0.0.1:4154"],
+                "--udp-addr6 127.0.0.1:4154",
+            ),
+            (vec!["--udp-max-flows", "0"], "--udp-max-flows"),
+            (vec!["--udp-idle-timeout-ms", "0"], "--udp-idle-timeout-ms"),
+        ];
+        for (args, want) in cases {
+            let err = parse(&args).err().unwrap_or_default();
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
+    }
+}

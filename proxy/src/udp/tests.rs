@@ -232,3 +232,31 @@ async fn the_flow_table_is_bounded_and_a_flows_datagrams_go_to_it() {
         "same flow"
     );
 }
+
+#[test]
+fn a_relay_that_cannot_open_is_off_by_default_and_an_error_when_asked_for() {
+    use clap::Parser;
+    // Taken already (and without CAP_NET_RAW, refused anyway): either way
+    // the relay cannot open on this address.
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let args = |extra: &[&str]| {
+        let argv = ["vigil-proxy", "--workload", "w", "--udp-addr6", "off"];
+        crate::config::Args::try_parse_from(argv.into_iter().chain(extra.iter().copied()))
+            .unwrap()
+            .udp
+    };
+    // Not given: whether 127.0.0.1:4154 opens here or not, the sidecar
+    // starts.
+    assert!(
+        open(&args(&[])).is_ok(),
+        "the default never stops the sidecar"
+    );
+    let err = open(&args(&["--udp-addr", &addr])).expect_err("asked for, it must open");
+    let text = err.to_string();
+    assert!(
+        text.contains(&addr) && text.contains("CAP_NET_RAW") && text.contains("--udp-addr"),
+        "{text}"
+    );
+    assert!(open(&args(&["--udp-addr", "off"])).unwrap().is_empty());
+}
