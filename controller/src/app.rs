@@ -39,6 +39,9 @@ pub enum StartError {
     /// A token could not be read or written.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// A threat feed file could not be loaded (the error names its line).
+    #[error(transparent)]
+    Threat(#[from] crate::threat::FeedError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -118,6 +121,13 @@ pub async fn start(args: &Args) -> Result<Running, StartError> {
     let sidecar_token = token::load_or_create(&sidecar_token_path, "sidecar")?;
     let store = Store::open(&args.data_dir)?;
     let mut registry = prometheus_client::registry::Registry::default();
+    // Threat feeds: `threat_feeds` sees every reload.
+    let threats = crate::threat::Reloader::load(
+        &args.threat_feed,
+        !args.no_builtin_threats,
+        crate::threat::ThreatMetrics::register(&mut registry),
+    )?;
+    let threat_feeds = threats.subscribe();
     let options = engine::Options {
         auto_quarantine: args.auto_quarantine.iter().copied().collect(),
         ..engine::Options::default()
@@ -137,6 +147,8 @@ pub async fn start(args: &Args) -> Result<Running, StartError> {
         source,
     })?;
     let (shutdown, signal) = watch::channel(false);
+    tokio::spawn(threats.run(crate::threat::reload::POLL_INTERVAL, signal.clone()));
+    tokio::spawn(crate::threat::feed_engine(threat_feeds.clone(), handle.clone()));
 
     let mut stop = signal.clone();
     let ingest = Ingest::new(handle.clone()).into_server(sidecar_token, &mut registry);
@@ -168,6 +180,7 @@ pub async fn start(args: &Args) -> Result<Running, StartError> {
     let mut stop = signal;
     let router = crate::api::router(handle, web, std::sync::Arc::new(registry));
     let router = router.layer(axum::Extension(notifications));
+    let router = router.layer(axum::Extension(threat_feeds));
     let http_task = tokio::spawn(async move {
         let served = axum::serve(http, router)
             .with_graceful_shutdown(async move {
