@@ -430,3 +430,48 @@ fn init_udp_rules_are_idempotent_and_removable() {
     init(&["--remove"]);
     assert_eq!(state(), before, "--remove restores the namespace");
 }
+
+/// A sidecar without CAP_NET_RAW cannot open its transparent relay: it
+/// starts, says so, and the pod's UDP is dropped by the kernel (nothing
+/// listens where TPROXY points), never let through unseen.
+#[test]
+fn without_net_raw_the_pods_udp_is_dropped_not_let_through() {
+    let test = "without_net_raw_the_pods_udp_is_dropped_not_let_through";
+    if !able(test) {
+        return;
+    }
+    let Some(python) = PYTHONS.into_iter().find(|p| Path::new(p).is_file()) else {
+        eprintln!("SKIPPED {test}: no python3 in /usr/bin (apt-get install -y python3)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Network::new();
+    let (pod, srv) = (&net.pod, &net.server);
+    let servers = echo_servers(srv, &["10.66.0.2:7000"], tmp.path());
+    let notebook = Notebook { pod, python };
+    assert_eq!(
+        notebook.echo("10.66.0.2", 7000, "hi"),
+        answer("10.66.0.2:7000", "echo:", 7),
+        "no init yet"
+    );
+    pod.init_redirect();
+    let proxy = common::netns::executable_copy(&common::bin("vigil-proxy"), tmp.path());
+    let mut cmd = pod.cmd("setpriv");
+    cmd.args(["--reuid", "2102", "--regid", "2102", "--clear-groups"])
+        .arg(&proxy)
+        .args(["--workload", "web", "--controller", "http://127.0.0.1:1"])
+        .args(["--policy-wait-ms", "0", "--inbound-addr", "0.0.0.0:4143"]);
+    let sidecar = spawn_proc("vigil-proxy-no-net-raw", cmd, tmp.path());
+    wait_for("the sidecar's /ready", || {
+        (pod.curl(&["http://127.0.0.1:4191/ready"]).0 == 200).then_some(())
+    });
+    let log = sidecar.log();
+    assert!(log.contains("udp_addr=off"), "{log}");
+    assert!(log.contains("CAP_NET_RAW"), "the log says why: {log}");
+    assert_eq!(notebook.echo("10.66.0.2", 7000, "hello"), Sent::Timeout);
+    assert!(
+        !servers.log().contains("got 5 at 10.66.0.2:7000"),
+        "the datagram left the pod: {}",
+        servers.log()
+    );
+}
