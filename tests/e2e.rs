@@ -772,3 +772,96 @@ fn a_data_directory_of_the_previous_release_keeps_its_state() {
         .expect("the miner's deployment alert");
     assert_eq!(miner["workload"], "xmrig-miner");
 }
+
+/// Trying enforcement first: after the reviewed baseline drops an edge,
+/// `vigilctl baseline simulate` replays the last hour and names what
+/// enforcement would block; `vigilctl status` says how long learning has
+/// been stable.
+#[test]
+fn a_dry_run_names_what_enforcement_would_block() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(&tmp.path().join("data"), tmp.path());
+    let up = Upstream::start("up");
+    let app = Upstream::start("nb");
+    let hosts = hosts_file(tmp.path(), &["pypi.test", "files.test"]);
+    let nb = Proxy::start("nb", ctl.grpc, app.addr, &hosts, tmp.path());
+    let port = up.addr.port();
+    assert_eq!(nb.get(&format!("http://pypi.test:{port}/simple/")).0, 200);
+    assert_eq!(nb.get(&format!("http://files.test:{port}/blob")).0, 200);
+    ctl.wait_edge(
+        "workload:default/nb",
+        &format!("external:files.test:{port}"),
+        1,
+    );
+    let (ok, status, _) = ctl.vigilctl(&["status"]);
+    assert!(ok && status.contains("learning default"), "{status}");
+    assert!(status.contains("growing:"), "{status}");
+
+    // Learning learned everything: a dry run now blocks nothing.
+    let (ok, dry, err) = ctl.vigilctl(&["baseline", "simulate", "--since", "1h"]);
+    assert!(ok, "{err}");
+    assert!(dry.contains("would have blocked nothing"), "{dry}");
+
+    // The reviewed baseline leaves files.test out.
+    let (ok, yaml, err) = ctl.vigilctl(&["baseline", "export"]);
+    assert!(ok, "{err}");
+    let reviewed = without_edges_to(&yaml, "files.test");
+    assert!(
+        reviewed.contains("pypi.test") && !reviewed.contains("files.test"),
+        "{reviewed}"
+    );
+    let file = tmp.path().join("reviewed.yaml");
+    std::fs::write(&file, &reviewed).unwrap();
+    let (ok, _, err) = ctl.vigilctl(&["baseline", "import", file.to_str().unwrap()]);
+    assert!(ok, "{err}\n{reviewed}");
+    let dry = ctl.json(&["baseline", "simulate", "--namespace", "default"]);
+    let results = dry["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{dry}");
+    assert_eq!(results[0]["destination"], format!("files.test:{port}"));
+    assert_eq!(results[0]["action"], "blocked");
+    assert_eq!(results[0]["kind"], "unknown_egress");
+    let (ok, dry, _) = ctl.vigilctl(&["baseline", "simulate"]);
+    assert!(
+        ok && dry.contains("would block") && dry.contains("files.test"),
+        "{dry}"
+    );
+    let (ok, _, err) = ctl.vigilctl(&["baseline", "simulate", "--since", "forever"]);
+    assert!(!ok && err.contains("not a time window"), "{err}");
+}
+
+/// `yaml` (a baseline document) without the edges (`- from: ...` items
+/// with their `to` and `endpoints`) that mention `needle`.
+fn without_edges_to(yaml: &str, needle: &str) -> String {
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let mut out = String::new();
+    let mut block: Vec<&str> = Vec::new();
+    let mut block_indent = None;
+    let flush = |block: &mut Vec<&str>, out: &mut String| {
+        if !block.iter().any(|l| l.contains(needle)) {
+            for l in block.iter() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        block.clear();
+    };
+    for line in yaml.lines() {
+        let starts_item = line.trim_start().starts_with("- from:");
+        match block_indent {
+            Some(i) if !starts_item && (indent(line) > i) => block.push(line),
+            _ => {
+                flush(&mut block, &mut out);
+                if starts_item {
+                    block_indent = Some(indent(line));
+                    block.push(line);
+                } else {
+                    block_indent = None;
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+    }
+    flush(&mut block, &mut out);
+    out
+}

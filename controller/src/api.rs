@@ -26,6 +26,7 @@ use crate::model::{Mode, validate_name};
 use crate::snapshot::namespace_modes;
 
 mod response;
+mod simulate;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::post;
 pub use response::{ImportView, QuarantineView, QuarantinedView, Sizes, YAML};
@@ -85,6 +86,7 @@ pub fn router(engine: Handle, web: crate::web::Web, registry: Arc<Registry>) -> 
             post(response::release),
         )
         .route("/api/v1/audit", get(response::audit))
+        .route("/api/v1/baseline/simulate", get(simulate::simulate))
         .route(
             "/api/v1/baseline",
             get(response::export)
@@ -170,6 +172,9 @@ pub struct StatusView {
     /// Notification deliveries per sink (none when none is configured).
     #[serde(default)]
     pub notifications: crate::notify::NotificationsView,
+    /// Learning stability per namespace whose baseline grew.
+    #[serde(default)]
+    pub stability: std::collections::BTreeMap<String, crate::stability::Stability>,
 }
 
 async fn status(
@@ -185,6 +190,7 @@ async fn status(
         modes: namespace_modes(&snap),
         counts: snap.counts.clone(),
         notifications: notify.map(|n| n.0.view()).unwrap_or_default(),
+        stability: snap.stability.clone(),
     })
 }
 

@@ -75,7 +75,8 @@ impl Baseline {
         let touches = |node: &NodeId| matches!(node, NodeId::Workload(id) if id.namespace == ns);
         self.workloads.retain(|id| id.namespace != ns);
         self.edges.retain(|(s, t)| !touches(s) && !touches(t));
-        self.endpoints.retain(|(s, t), _| !touches(s) && !touches(t));
+        self.endpoints
+            .retain(|(s, t), _| !touches(s) && !touches(t));
     }
 
     /// Adds a workload; true when it was not known before.

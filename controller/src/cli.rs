@@ -495,7 +495,16 @@ fn status_text(s: &StatusView) -> String {
         c.baseline_edges,
         c.alerts,
         c.dropped_observations,
-    ) + &crate::notify::status::text(&s.notifications)
+    ) + &stability_text(s)
+        + &crate::notify::status::text(&s.notifications)
+}
+
+/// One line per namespace whose baseline grew: "stable for 2h13m".
+fn stability_text(s: &StatusView) -> String {
+    s.stability
+        .iter()
+        .map(|(ns, st)| format!("learning {ns:<11} {}\n", st.summary))
+        .collect()
 }
 
 /// Writes `text` to standard output. A closed pipe (`vigilctl alerts |
@@ -503,7 +512,10 @@ fn status_text(s: &StatusView) -> String {
 fn out(text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
         result => result.context("writing to standard output"),
     }

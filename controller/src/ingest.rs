@@ -13,8 +13,8 @@ use tonic::service::{Interceptor, interceptor::InterceptedService};
 use tonic::{Request, Response, Status, Streaming};
 use vigil_proto::v1;
 
-use crate::engine::{EngineError, Handle};
 use crate::engine::Registration;
+use crate::engine::{EngineError, Handle};
 use crate::model::{Batch, Direction, NameError, Observation, Protocol, WorkloadId};
 use crate::policy::PolicySpec;
 

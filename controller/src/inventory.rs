@@ -120,7 +120,10 @@ impl Inventory {
 
     /// The workloads the baseline identity `profile` stands for: those of
     /// that profile, and a workload of that name without a profile.
-    pub fn members_of<'a>(&'a self, profile: &'a WorkloadId) -> impl Iterator<Item = &'a WorkloadId> + 'a {
+    pub fn members_of<'a>(
+        &'a self,
+        profile: &'a WorkloadId,
+    ) -> impl Iterator<Item = &'a WorkloadId> + 'a {
         self.workloads
             .iter()
             .filter(move |(id, record)| {

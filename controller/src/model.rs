@@ -445,7 +445,10 @@ impl FromStr for AlertKind {
             .find(|k| k.as_str() == s)
             .ok_or_else(|| {
                 let names: Vec<_> = Self::ALL.iter().map(|k| k.as_str()).collect();
-                format!("{s:?} is not an alert kind: use one of {}", names.join(", "))
+                format!(
+                    "{s:?} is not an alert kind: use one of {}",
+                    names.join(", ")
+                )
             })
     }
 }

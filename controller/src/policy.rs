@@ -292,16 +292,10 @@ mod tests {
     fn publishing_bumps_the_version_only_on_change() {
         let (web, b, g, inv) = fixture();
         let mut policies = Policies::default();
-        assert!(policies.publish(
-            &web,
-            compile_with(&web, Mode::Learning, &b, &g, &inv)
-        ));
+        assert!(policies.publish(&web, compile_with(&web, Mode::Learning, &b, &g, &inv)));
         let mut rx = policies.subscribe(&web).unwrap();
         assert_eq!(rx.borrow_and_update().version, 1);
-        assert!(!policies.publish(
-            &web,
-            compile_with(&web, Mode::Learning, &b, &g, &inv)
-        ));
+        assert!(!policies.publish(&web, compile_with(&web, Mode::Learning, &b, &g, &inv)));
         assert!(!rx.has_changed().unwrap());
         assert!(policies.publish(&web, compile_with(&web, ENFORCE, &b, &g, &inv)));
         assert!(rx.has_changed().unwrap());

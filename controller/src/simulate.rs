@@ -174,10 +174,68 @@ pub fn simulate(
     }
 }
 
+/// Parses a window such as `90s`, `30m`, `1h`, `2h30m` or `1d` into
+/// seconds (at most the 31 days a history could hold).
+pub fn parse_window(text: &str) -> Result<u64, String> {
+    let bad = || format!("{text:?} is not a time window: use e.g. 30m, 1h, 2h30m or 1d");
+    if text.is_empty() {
+        return Err(bad());
+    }
+    let (mut total, mut digits) = (0u64, String::new());
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+        digits.clear();
+    }
+    if !digits.is_empty() || total == 0 || total > 31 * 86_400 {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::detect::NoThreats;
+
+    #[test]
+    fn windows_parse_like_durations() {
+        for (text, secs) in [
+            ("90s", 90),
+            ("30m", 1800),
+            ("1h", 3600),
+            ("2h30m", 9000),
+            ("1d", 86_400),
+        ] {
+            assert_eq!(parse_window(text), Ok(secs), "{text}");
+        }
+        for bad in [
+            "",
+            "1",
+            "h",
+            "1x",
+            "0m",
+            "40d",
+            "-1h",
+            "99999999999999999999h",
+        ] {
+            assert!(parse_window(bad).is_err(), "{bad}");
+        }
+    }
     use crate::model::outbound;
 
     fn seen(at: u64, ns: &str, authority: &str) -> Seen {

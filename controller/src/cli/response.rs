@@ -73,6 +73,20 @@ pub enum BaselineCommand {
         #[arg(long, short)]
         namespace: Option<String>,
     },
+    /// Replay the recent traffic against the current baseline and print
+    /// what enforcement would have blocked and flagged: the dry run before
+    /// switching a namespace to enforcement.
+    Simulate {
+        /// Only this namespace.
+        #[arg(long, short)]
+        namespace: Option<String>,
+        /// How far back, e.g. 30m, 1h (default), 2h30m, 1d.
+        #[arg(long, default_value = "1h")]
+        since: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Compare a baseline document with the controller's baseline: prints
     /// `+` for what only the file has and `-` for what only the controller
     /// has; exits 0 when they are the same, 1 when they differ, 2 on error.
@@ -231,6 +245,11 @@ fn namespace_query(namespace: Option<&str>) -> String {
 /// Runs a `vigilctl baseline` command.
 pub(super) async fn baseline(api: &ApiClient, command: BaselineCommand) -> anyhow::Result<()> {
     match command {
+        BaselineCommand::Simulate {
+            namespace,
+            since,
+            json,
+        } => simulate(api, namespace, &since, json).await,
         BaselineCommand::Export { namespace } => {
             if let Some(ns) = &namespace {
                 crate::model::validate_name("namespace", ns)?;
@@ -297,4 +316,58 @@ pub(super) async fn baseline(api: &ApiClient, command: BaselineCommand) -> anyho
             Ok(())
         }
     }
+}
+
+/// `vigilctl baseline simulate`.
+async fn simulate(
+    api: &ApiClient,
+    namespace: Option<String>,
+    since: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    crate::simulate::parse_window(since).map_err(anyhow::Error::msg)?;
+    if let Some(ns) = &namespace {
+        crate::model::validate_name("namespace", ns)?;
+    }
+    let mut path = format!("/api/v1/baseline/simulate?since={since}");
+    if let Some(ns) = &namespace {
+        path.push_str(&format!("&{}", namespace_query(Some(ns))));
+    }
+    let (report, bytes) = api.get::<crate::simulate::Simulation>(&path).await?;
+    if json {
+        return print_json(&bytes);
+    }
+    let scope = namespace.map_or_else(
+        || "every namespace".to_owned(),
+        |n| format!("namespace {n}"),
+    );
+    let mut text = format!(
+        "dry run of enforcement over the last {since} of {scope}: {} observations replayed\n",
+        report.observations
+    );
+    if report.results.is_empty() {
+        text.push_str("enforcement would have blocked nothing and flagged nothing\n");
+    } else {
+        let rows: Vec<Vec<String>> = report
+            .results
+            .iter()
+            .map(|r| {
+                vec![
+                    match r.action {
+                        crate::model::Action::Blocked => "would block".to_owned(),
+                        crate::model::Action::Flagged => "would flag".to_owned(),
+                    },
+                    r.kind.clone(),
+                    r.workload.clone(),
+                    r.destination.clone(),
+                    r.count.to_string(),
+                ]
+            })
+            .collect();
+        text.push_str(&table(
+            &["ACTION", "KIND", "WORKLOAD", "DESTINATION", "REQUESTS"],
+            &rows,
+        ));
+    }
+    out(&text)
 }
