@@ -222,3 +222,35 @@ async fn the_running_reloader_sees_a_change_within_a_poll() {
     stop.send(true).unwrap();
     task.await.unwrap();
 }
+
+#[test]
+fn the_check_answers_names_and_refuses_what_cannot_be_one() {
+    let all = feeds(&["*.pool.test", "203.0.113.0/24"]);
+    let listed = api::check_name(&all, "XMR.pool.test.:3333");
+    assert_eq!(
+        listed,
+        api::CheckView {
+            name: "XMR.pool.test.:3333".into(),
+            listed: true,
+            feed: Some("test".into()),
+            entry: Some("*.pool.test".into()),
+        }
+    );
+    let json = serde_json::to_value(api::check_name(&all, "pypi.org")).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"name": "pypi.org", "listed": false, "feed": null, "entry": null})
+    );
+    for ok in [
+        "pool.test",
+        "pool.test:3333",
+        "203.0.113.9",
+        "[2001:db8::1]:443",
+        "pööl.test",
+    ] {
+        assert!(api::is_checkable(ok), "{ok}");
+    }
+    for bad in ["", "a b", "pool..test", "http://pool.test/", "*.pool.test"] {
+        assert!(!api::is_checkable(bad), "{bad}");
+    }
+}
