@@ -318,6 +318,10 @@ impl Engine {
                 Some(Box::new(move || drop(reply.send(Ok(log)))))
             }
             Command::Shutdown => None,
+            Command::Discovered { found, reply } => {
+                let result = self.discovered(&found);
+                Some(Box::new(move || drop(reply.send(result))))
+            }
             Command::SetThreats {
                 threats,
                 denied_names,
@@ -371,6 +375,40 @@ impl Engine {
         tracing::info!(workload = %id, ?addrs, "sidecar registered");
         self.republish(Some(id));
         Ok(self.policies.subscribe(id).expect("published above"))
+    }
+
+    fn discovered(&mut self, found: &[crate::inventory::Discovered]) -> Result<(), EngineError> {
+        let now = now_unix();
+        let mut changes = Changes::default();
+        for item in found {
+            let (record, new) = self.inventory.discover(item, now);
+            let record = record.clone();
+            let id = &item.id;
+            changes.workloads.push((id.clone(), record));
+            self.graph.ensure_node(&NodeId::Workload(id.clone()));
+            let mode = self.modes.of(&id.namespace);
+            let member = self.inventory.profile_of(id);
+            if mode == Mode::Learning && self.baseline.learn_workload(&member) {
+                changes.baseline_workloads.push(member.clone());
+                self.growth
+                    .entry(id.namespace.clone())
+                    .or_default()
+                    .grew(now, 1);
+                changes.growth = Some(self.growth.clone());
+            }
+            if new && let Some(verdict) = detect::check_workload(mode, &self.baseline, &member) {
+                tracing::warn!(workload = %id, action = ?verdict.action, "new deployment seen by the Kubernetes API");
+                let hits = Hits {
+                    count: 1,
+                    denied: 0,
+                };
+                self.raise(&mut changes, verdict, id, About::default(), hits, now);
+            }
+        }
+        self.commit(&changes)?;
+        self.remember_audit(&changes);
+        self.republish(None);
+        Ok(())
     }
 
     fn report(&mut self, batch: &Batch) -> Result<(), EngineError> {

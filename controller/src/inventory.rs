@@ -11,6 +11,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{NodeId, Observation, WorkloadId};
 
+/// A workload as the Kubernetes API shows it (discovery).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Discovered {
+    /// Its identity (namespace, and the name of its owner).
+    pub id: WorkloadId,
+    /// The IPs of its running pods.
+    pub pod_ips: Vec<IpAddr>,
+    /// `ip:port` of the services that select it.
+    pub service_addrs: Vec<SocketAddr>,
+    /// The account that owns it, empty when unknown.
+    pub tenant: String,
+    /// Its profile, empty for its own name.
+    pub profile: String,
+}
+
 /// What the controller remembers of a registered workload.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkloadRecord {
@@ -33,6 +48,13 @@ pub struct WorkloadRecord {
     /// Its profile (`--profile` of its sidecar), empty for its own name.
     #[serde(default)]
     pub profile: String,
+    /// The IPs of its pods, from the Kubernetes API (any port of one is
+    /// the workload).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pod_ips: Vec<IpAddr>,
+    /// Whether the Kubernetes API reported it (not only a sidecar).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub discovered: bool,
 }
 
 impl WorkloadRecord {
@@ -53,6 +75,7 @@ impl WorkloadRecord {
 pub struct Inventory {
     workloads: BTreeMap<WorkloadId, WorkloadRecord>,
     by_addr: HashMap<SocketAddr, WorkloadId>,
+    by_ip: HashMap<IpAddr, WorkloadId>,
     connected: HashMap<WorkloadId, usize>,
 }
 
@@ -132,10 +155,49 @@ impl Inventory {
             .map(|(id, _)| id)
     }
 
+    /// Records what the Kubernetes API says of `id`: its pods' IPs (the
+    /// newest report owns an IP), its services' `ip:port`s, tenant and
+    /// profile. Returns the record and whether the workload was unknown.
+    pub fn discover(&mut self, found: &Discovered, now: u64) -> (&WorkloadRecord, bool) {
+        let id = &found.id;
+        let new = !self.workloads.contains_key(id);
+        let record = self.workloads.entry(id.clone()).or_default();
+        if record.first_seen == 0 {
+            record.first_seen = now;
+        }
+        record.last_seen = now;
+        record.discovered = true;
+        if !found.tenant.is_empty() {
+            found.tenant.clone_into(&mut record.tenant);
+        }
+        if !found.profile.is_empty() {
+            found.profile.clone_into(&mut record.profile);
+        }
+        for ip in &record.pod_ips {
+            if self.by_ip.get(ip) == Some(id) {
+                self.by_ip.remove(ip);
+            }
+        }
+        record.pod_ips = found.pod_ips.iter().map(|ip| ip.to_canonical()).collect();
+        for ip in &record.pod_ips {
+            self.by_ip.insert(*ip, id.clone());
+        }
+        for addr in &found.service_addrs {
+            if !record.inbound_addrs.contains(addr) {
+                record.inbound_addrs.push(*addr);
+            }
+            self.by_addr.insert(*addr, id.clone());
+        }
+        (&self.workloads[id], new)
+    }
+
     /// Restores a record read back from the store.
     pub fn restore(&mut self, id: WorkloadId, record: WorkloadRecord) {
         for addr in &record.inbound_addrs {
             self.by_addr.insert(*addr, id.clone());
+        }
+        for ip in &record.pod_ips {
+            self.by_ip.insert(*ip, id.clone());
         }
         self.workloads.insert(id, record);
     }
@@ -144,6 +206,7 @@ impl Inventory {
     pub fn clear_records(&mut self) {
         self.workloads.clear();
         self.by_addr.clear();
+        self.by_ip.clear();
     }
 
     /// Counts a sidecar connection of `id` (true) or its end (false).
@@ -187,6 +250,13 @@ impl Inventory {
             .filter(|addr| self.by_addr.get(addr) == Some(id))
             .map(|addr| addr.ip())
             .chain(record.registered_from)
+            .chain(
+                record
+                    .pod_ips
+                    .iter()
+                    .copied()
+                    .filter(|ip| self.by_ip.get(ip) == Some(id)),
+            )
             .map(|ip| ip.to_canonical())
             .filter(|ip| !ip.is_unspecified())
             .collect()
@@ -201,7 +271,11 @@ impl Inventory {
     /// workload when the resolved address (or, failing that, the host name)
     /// is one of ours, else an external destination.
     pub fn destination(&self, reporter: &WorkloadId, obs: &Observation) -> NodeId {
-        if let Some(id) = obs.resolved_addr.and_then(|a| self.by_addr.get(&a)) {
+        if let Some(id) = obs.resolved_addr.and_then(|a| {
+            self.by_addr
+                .get(&a)
+                .or_else(|| self.by_ip.get(&a.ip().to_canonical()))
+        }) {
             return NodeId::Workload(id.clone());
         }
         let host = obs
@@ -295,6 +369,42 @@ mod tests {
         for (o, expected) in table {
             assert_eq!(inv.destination(&web, &o), expected, "{}", o.authority);
         }
+    }
+
+    #[test]
+    fn discovered_pods_and_services_name_east_west_destinations() {
+        let mut inv = Inventory::default();
+        let web = WorkloadId::new("shop", "web").unwrap();
+        let db = WorkloadId::new("shop", "db").unwrap();
+        let found = Discovered {
+            id: db.clone(),
+            pod_ips: vec!["10.1.0.7".parse().unwrap()],
+            service_addrs: vec!["10.96.0.20:5432".parse().unwrap()],
+            tenant: "alice".into(),
+            profile: "postgres".into(),
+        };
+        let (record, new) = inv.discover(&found, 5);
+        assert!(new && record.discovered);
+        let wl = NodeId::Workload(db.clone());
+        for addr in ["10.1.0.7:5432", "10.1.0.7:9187", "10.96.0.20:5432"] {
+            let o = outbound("x:1", Some(addr), 1);
+            assert_eq!(inv.destination(&web, &o), wl, "{addr}");
+        }
+        let other = outbound("x:1", Some("10.96.0.20:80"), 1);
+        assert_eq!(
+            inv.destination(&web, &other),
+            NodeId::External("x:1".into())
+        );
+        assert!(inv.source_ips(&db).contains(&"10.1.0.7".parse().unwrap()));
+        assert_eq!(inv.profile_of(&db).name, "postgres");
+        // The pod moves: its old IP is no longer db's.
+        let moved = Discovered {
+            pod_ips: vec!["10.1.0.9".parse().unwrap()],
+            ..found
+        };
+        assert!(!inv.discover(&moved, 6).1);
+        let o = outbound("x:1", Some("10.1.0.7:5432"), 1);
+        assert_eq!(inv.destination(&web, &o), NodeId::External("x:1".into()));
     }
 
     #[test]

@@ -492,6 +492,8 @@ mod tests {
             registered_from: Some("10.0.0.9".parse().unwrap()),
             tenant: "alice@example.com".into(),
             profile: "jupyter/scipy-notebook".into(),
+            pod_ips: vec!["10.1.0.7".parse().unwrap()],
+            discovered: true,
         };
         let stats = EdgeStats {
             requests: 7,

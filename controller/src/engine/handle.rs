@@ -132,6 +132,13 @@ pub enum Command {
         /// The entries.
         reply: oneshot::Sender<Result<Vec<AuditEntry>, EngineError>>,
     },
+    /// Workloads the Kubernetes API reported (discovery).
+    Discovered {
+        /// What was found.
+        found: Vec<crate::inventory::Discovered>,
+        /// Answered once stored.
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
     /// Stop once everything queued before this is applied (the controller
     /// is shutting down; sidecars may still be connected).
     Shutdown,
@@ -317,6 +324,18 @@ impl Handle {
     /// The audit log, oldest first (the newest entries, bounded).
     pub async fn audit(&self) -> Result<Vec<AuditEntry>, EngineError> {
         self.call(|reply| Command::Audit { reply }).await
+    }
+
+    /// Records workloads the Kubernetes API reported: their pods' IPs and
+    /// services name east-west destinations and prove callers' identities;
+    /// one never seen before, of a profile outside the baseline, is a
+    /// `new_deployment` outside learning (before any sidecar of it runs).
+    pub async fn discovered(
+        &self,
+        found: Vec<crate::inventory::Discovered>,
+    ) -> Result<(), EngineError> {
+        self.call(|reply| Command::Discovered { found, reply })
+            .await
     }
 
     /// Hands the engine new threat lists (never blocks).

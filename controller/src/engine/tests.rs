@@ -705,3 +705,50 @@ async fn stability_and_a_dry_run_come_from_what_was_reported() {
     );
     stop(h, thread).await;
 }
+
+#[tokio::test]
+async fn a_deployment_seen_by_the_kubernetes_api_is_judged_before_its_sidecar_runs() {
+    use crate::inventory::Discovered;
+    let dir = tempfile::tempdir().unwrap();
+    let (h, thread) = start(dir.path());
+    let jupyter = |name: &str, ip: &str, profile: &str| Discovered {
+        id: id(name),
+        pod_ips: vec![ip.parse().unwrap()],
+        service_addrs: vec![],
+        tenant: "alice".into(),
+        profile: profile.into(),
+    };
+    h.discovered(vec![jupyter("nb-alice", "10.1.0.5", "jupyter")])
+        .await
+        .unwrap();
+    h.set_mode(None, ENFORCE).await.unwrap();
+    // Another notebook of the known profile: not a new deployment.
+    h.discovered(vec![jupyter("nb-bob", "10.1.0.6", "jupyter")])
+        .await
+        .unwrap();
+    assert!(h.snapshot().alerts.is_empty());
+    // A miner's deployment: alerted from the API alone, with its tenant.
+    h.discovered(vec![jupyter("xmrig", "10.1.0.9", "xmrig")])
+        .await
+        .unwrap();
+    let alerts = h.snapshot().alerts.clone();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].kind, AlertKind::NewDeployment);
+    assert_eq!(
+        (alerts[0].workload.as_str(), alerts[0].tenant.as_str()),
+        ("xmrig", "alice")
+    );
+    // A pod IP names its workload for any port, and proves its calls.
+    let mut policy = h.register(reg(id("web"), vec![], None)).await.unwrap();
+    let ips = &policy.borrow_and_update().source_ips;
+    assert!(
+        ips["default/nb-bob"].contains(&"10.1.0.6".parse().unwrap()),
+        "{ips:?}"
+    );
+    // Seen again (a watch resync): counted once.
+    h.discovered(vec![jupyter("xmrig", "10.1.0.9", "xmrig")])
+        .await
+        .unwrap();
+    assert_eq!(h.snapshot().alerts[0].count, 1);
+    stop(h, thread).await;
+}
