@@ -412,6 +412,38 @@ fn a_listed_pool_is_refused_however_it_is_named_even_when_learned() {
     assert_eq!(https(&nb, &cert, "cdn.test", tls, None), (200, 200));
     assert_eq!(dns_rcode(dns_addr(&nb), 3, "xmr.pool.test"), REFUSED);
     assert_eq!(dns_rcode(dns_addr(&nb), 4, "Deep.XMR.Pool.Test"), REFUSED);
+
+    // The controller raises a threat alert for each name it went by: high
+    // severity, blocked, the feed and entry that list it, one sentence.
+    let alert = ctl.wait_alert("threat", "notebook", Some(&connect_to));
+    assert_eq!(alert["severity"], "high", "{alert}");
+    assert_eq!(alert["action"], "blocked", "{alert}");
+    assert_eq!(
+        alert["evidence"]["listed"],
+        format!("{feed_name}: *.pool.test"),
+        "{alert}"
+    );
+    let sentence = alert["explanation"].as_str().unwrap();
+    assert!(
+        sentence.starts_with(&format!(
+            "default/notebook connected to {connect_to}, a listed mining pool"
+        )),
+        "{sentence}"
+    );
+    ctl.wait_alert("threat", "notebook", Some(&format!("xmr.pool.test:{tls}")));
+    let dns = ctl.wait_alert("threat", "notebook", Some("deep.xmr.pool.test"));
+    assert!(
+        dns["evidence"]["protocols"]
+            .as_array()
+            .unwrap()
+            .contains(&"dns".into()),
+        "{dns}"
+    );
+    let (ok, table, _) = ctl.vigilctl(&["alerts", "--kind", "threat"]);
+    assert!(
+        ok && table.lines().skip(1).all(|l| l.contains("threat")),
+        "{table}"
+    );
     let (code, out, _) = threats_check(&ctl, &["xmr.pool.test:3333"]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(
