@@ -129,6 +129,17 @@ except OSError as e:
     print("error", e.errno)
 "#;
 
+/// A UDP-Lite receiver on 10.66.0.2:7001, logging `got <len>`.
+const UDPLITE_SERVER: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, 136)
+s.bind(("10.66.0.2", 7001))
+print("listening")
+while True:
+    data, peer = s.recvfrom(65535)
+    print("got", len(data), peer)
+"#;
+
 /// What the notebook's sender saw.
 #[derive(Debug, PartialEq, Eq)]
 enum Sent {
@@ -180,6 +191,23 @@ impl Notebook<'_> {
                 String::from_utf8_lossy(&out.stderr)
             ),
         }
+    }
+
+    /// Sends `payload` over UDP-Lite to 10.66.0.2:7001 as uid 1000.
+    fn udplite(&self, payload: &str) {
+        // A DROP in OUTPUT fails the send (EPERM): either way nothing leaves.
+        let script = "import socket,sys\n\
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, 136)\n\
+            try: s.sendto(sys.argv[1].encode(), ('10.66.0.2', 7001))\n\
+            except OSError: pass";
+        let status = self
+            .pod
+            .cmd("setpriv")
+            .args(["--reuid", USER, "--regid", USER, "--clear-groups"])
+            .args([self.python, "-c", script, payload])
+            .status()
+            .expect("running python3");
+        assert!(status.success(), "UDP-Lite sender: {status}");
     }
 
     fn echo(&self, ip: &str, port: u16, payload: &str) -> Sent {
@@ -449,6 +477,18 @@ fn without_net_raw_the_pods_udp_is_dropped_not_let_through() {
     let (pod, srv) = (&net.pod, &net.server);
     let servers = echo_servers(srv, &["10.66.0.2:7000"], tmp.path());
     let notebook = Notebook { pod, python };
+    // UDP-Lite (protocol 136): unprivileged sockets speak it, TPROXY cannot
+    // deliver it, so init drops it.
+    let mut cmd = srv.cmd(python);
+    cmd.args(["-u", "-c", UDPLITE_SERVER]);
+    let lite = spawn_proc(&format!("udplite-{}", srv.name), cmd, tmp.path());
+    wait_for("the UDP-Lite server", || {
+        lite.log().contains("listening").then_some(())
+    });
+    notebook.udplite("before");
+    wait_for("UDP-Lite before init", || {
+        lite.log().contains("got 6").then_some(())
+    });
     assert_eq!(
         notebook.echo("10.66.0.2", 7000, "hi"),
         answer("10.66.0.2:7000", "echo:", 7),
@@ -469,6 +509,15 @@ fn without_net_raw_the_pods_udp_is_dropped_not_let_through() {
     assert!(log.contains("udp_addr=off"), "{log}");
     assert!(log.contains("CAP_NET_RAW"), "the log says why: {log}");
     assert_eq!(notebook.echo("10.66.0.2", 7000, "hello"), Sent::Timeout);
+    notebook.udplite("after!!");
+    // The UDP datagram above took 2 s to time out: UDP-Lite sent after it
+    // would have arrived by now.
+    notebook.echo("10.66.0.2", 7000, "wait");
+    assert!(
+        !lite.log().contains("got 7"),
+        "UDP-Lite left the pod: {}",
+        lite.log()
+    );
     assert!(
         !servers.log().contains("got 5 at 10.66.0.2:7000"),
         "the datagram left the pod: {}",

@@ -29,6 +29,10 @@ pub const MARK: &str = "0x4000/0x4000";
 pub const ROUTE_TABLE: &str = "4154";
 /// The iproute2 binary.
 pub const IP: &str = "ip";
+/// UDP-Lite's protocol number: unprivileged sockets may speak it, and
+/// `TPROXY` cannot deliver it, so the app's is dropped (numeric, as an
+/// init image may have no /etc/protocols).
+pub const UDPLITE: &str = "136";
 
 /// Builds `iptables -w -t mangle <op> <rest...>` arguments.
 fn mangle(op: &str, rest: &[&str]) -> Vec<String> {
@@ -36,20 +40,24 @@ fn mangle(op: &str, rest: &[&str]) -> Vec<String> {
 }
 
 /// The jumps from the built-in chains: (parent, rule spec).
-fn jumps() -> [(&'static str, [&'static str; 4]); 2] {
+fn jumps() -> [(&'static str, [&'static str; 4]); 3] {
     [
         ("OUTPUT", ["-p", "udp", "-j", MARK_CHAIN]),
+        ("OUTPUT", ["-p", UDPLITE, "-j", MARK_CHAIN]),
         ("PREROUTING", ["-p", "udp", "-j", TPROXY_CHAIN]),
     ]
 }
 
-/// The rules of [`MARK_CHAIN`] for one family.
+/// The rules of [`MARK_CHAIN`] for one family: the sidecar's own, DNS and
+/// the pod talking to itself pass; UDP-Lite out of the pod is dropped; UDP
+/// is marked.
 pub fn mark_rules(args: &InitArgs) -> Vec<Vec<String>> {
     let uid = args.proxy_uid.to_string();
     vec![
         strings(&["-m", "owner", "--uid-owner", &uid, "-j", "RETURN"]),
         strings(&["-p", "udp", "--dport", super::DNS_PORT, "-j", "RETURN"]),
         strings(&["-m", "addrtype", "--dst-type", "LOCAL", "-j", "RETURN"]),
+        strings(&["-p", UDPLITE, "-j", "DROP"]),
         strings(&["-p", "udp", "-j", "MARK", "--set-xmark", MARK]),
     ]
 }
@@ -225,22 +233,24 @@ mod tests {
              -A VIGIL_UDP -m owner --uid-owner 1337 -j RETURN\n\
              -A VIGIL_UDP -p udp --dport 53 -j RETURN\n\
              -A VIGIL_UDP -m addrtype --dst-type LOCAL -j RETURN\n\
+             -A VIGIL_UDP -p 136 -j DROP\n\
              -A VIGIL_UDP -p udp -j MARK --set-xmark 0x4000/0x4000\n\
              -A VIGIL_UDP_TPROXY -p udp -m mark --mark 0x4000/0x4000 -j TPROXY --on-ip 127.0.0.1 --on-port 5154 --tproxy-mark 0x4000/0x4000\n\
              COMMIT\n\
              EOF",
             "iptables -w -t mangle -C OUTPUT -p udp -j VIGIL_UDP 2>/dev/null || iptables -w -t mangle -I OUTPUT 1 -p udp -j VIGIL_UDP",
+            "iptables -w -t mangle -C OUTPUT -p 136 -j VIGIL_UDP 2>/dev/null || iptables -w -t mangle -I OUTPUT 1 -p 136 -j VIGIL_UDP",
             "iptables -w -t mangle -C PREROUTING -p udp -j VIGIL_UDP_TPROXY 2>/dev/null || iptables -w -t mangle -I PREROUTING 1 -p udp -j VIGIL_UDP_TPROXY",
         ];
         let both = lines(&plan(&args, &args.families(true)));
-        assert_eq!(both[..5], want4);
-        assert_eq!(both.len(), 10);
-        assert_eq!(both[5], "ip -6 route replace local ::/0 dev lo table 4154");
-        assert!(both[7].starts_with("ip6tables-restore"), "{}", both[7]);
+        assert_eq!(both[..6], want4);
+        assert_eq!(both.len(), 12);
+        assert_eq!(both[6], "ip -6 route replace local ::/0 dev lo table 4154");
+        assert!(both[8].starts_with("ip6tables-restore"), "{}", both[8]);
         assert!(
-            both[7].contains("--on-ip ::1 --on-port 5154"),
+            both[8].contains("--on-ip ::1 --on-port 5154"),
             "{}",
-            both[7]
+            both[8]
         );
     }
 
@@ -248,6 +258,7 @@ mod tests {
     fn off_and_remove_take_back_only_the_udp_redirect() {
         let want = [
             "iptables -w -t mangle -C OUTPUT -p udp -j VIGIL_UDP 2>/dev/null && iptables -w -t mangle -D OUTPUT -p udp -j VIGIL_UDP",
+            "iptables -w -t mangle -C OUTPUT -p 136 -j VIGIL_UDP 2>/dev/null && iptables -w -t mangle -D OUTPUT -p 136 -j VIGIL_UDP",
             "iptables -w -t mangle -C PREROUTING -p udp -j VIGIL_UDP_TPROXY 2>/dev/null && iptables -w -t mangle -D PREROUTING -p udp -j VIGIL_UDP_TPROXY",
             "iptables -w -t mangle -S VIGIL_UDP 2>/dev/null && iptables -w -t mangle -F VIGIL_UDP",
             "iptables -w -t mangle -S VIGIL_UDP 2>/dev/null && iptables -w -t mangle -X VIGIL_UDP",
