@@ -334,6 +334,35 @@ fn web_view_shows_the_live_graph_and_steers_modes() {
     b.screenshot("06-namespace-collapsed");
     b.eval("window.vigil.toggleCollapse('default'); return null");
 
+    // Quarantine the web service from its details, then release it.
+    let quarantined = || {
+        let (status, body) = curl(&[
+            "-H",
+            &format!("authorization: Bearer {}", m.ctl.token()),
+            &format!("{}/api/v1/quarantine", m.base),
+        ]);
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    b.eval(&format!("window.vigil.select({}); return null", json!(web)));
+    b.click("#quarantine");
+    wait_for("the controller to quarantine web", || {
+        (quarantined()[0]["workload"] == "default/web").then_some(())
+    });
+    b.wait(
+        "web drawn as quarantined",
+        &format!(
+            "return window.vigil.cy().getElementById({}).hasClass('quarantined')
+               && document.getElementById('panel-details').textContent.includes('Quarantined since')",
+            json!(web)
+        ),
+    );
+    b.screenshot("07-quarantined");
+    b.click("#quarantine");
+    wait_for("the controller to release web", || {
+        (quarantined() == json!([])).then_some(())
+    });
+
     // Hostile names are text, never markup.
     b.eval(
         "window.vigil.applyDelta({ nodes: { upsert: [{ id: 'external:<img id=pwned src=x>:80', kind: 'external',
@@ -517,8 +546,14 @@ fn web_viewer_reads_only_and_strangers_are_refused() {
         json!(true),
         "alerts listed, with nothing to accept for a viewer"
     );
+    b.eval("window.vigil.select('workload:default/web'); return null");
+    assert_eq!(
+        b.eval("return document.getElementById('quarantine') === null"),
+        json!(true),
+        "no quarantine button for a viewer"
+    );
     b.click("#tab-modes");
-    b.screenshot("07-viewer");
+    b.screenshot("08-viewer");
     let status = b.eval(
         "const s = await (await fetch('/ui/session')).json();
          const r = await fetch('/api/v1/mode', { method: 'PUT', headers: { 'content-type': 'application/json',

@@ -14,6 +14,7 @@
     alerts: new Map(), // key -> alert
     modes: { default: { mode: 'learning' }, namespaces: {} },
     counts: {},
+    quarantined: {}, // "ns/name" -> {since, actor, reason}
     role: 'viewer',
     csrf: null,
     collapsed: new Set(), // namespaces shown as one node
@@ -72,6 +73,7 @@
     state.alerts = new Map(s.alerts.map((a) => [alertKey(a), a]));
     state.modes = s.modes;
     state.counts = s.counts;
+    state.quarantined = s.quarantined || {};
     render({ alerts: true, modes: true });
   }
 
@@ -84,6 +86,7 @@
     for (const a of d.alerts.upsert) state.alerts.set(alertKey(a), a);
     if (d.modes) state.modes = d.modes;
     if (d.counts) state.counts = d.counts;
+    if (d.quarantined) state.quarantined = d.quarantined;
     render({ alerts: d.alerts.upsert.length + d.alerts.remove.length > 0, modes: !!d.modes });
   }
 
@@ -136,7 +139,8 @@
         if (state.collapsed.has(n.namespace)) continue;
       }
       const isNew = n.kind === 'workload' ? !n.in_baseline : n.kind === 'external' && !touched.has(n.id);
-      const classes = [n.kind, isNew && 'new', threats.has(n.id) && 'threat', alerted.has(n.id) && 'alerted']
+      const quarantined = n.kind === 'workload' && state.quarantined[n.namespace + '/' + n.name];
+      const classes = [n.kind, isNew && 'new', threats.has(n.id) && 'threat', alerted.has(n.id) && 'alerted', quarantined && 'quarantined']
         .filter(Boolean).join(' ');
       want.set(n.id, {
         group: 'nodes', classes,
@@ -196,6 +200,7 @@
     { selector: 'edge.big', style: { 'curve-style': 'haystack', 'haystack-radius': 0, opacity: 1, 'target-arrow-shape': 'none', 'mid-target-arrow-shape': 'triangle', 'mid-target-arrow-color': '#8aa0b8', 'arrow-scale': 0.6 } },
     { selector: 'edge.big.violation', style: { 'mid-target-arrow-color': '#e0242b' } },
     { selector: 'edge.big.new', style: { 'mid-target-arrow-color': '#e39b1b' } },
+    { selector: 'node.quarantined', style: { 'background-color': '#3b3f46', 'border-color': '#111418', 'border-width': 4, 'border-style': 'solid' } },
     { selector: 'node.match', style: { 'border-width': 4, 'border-color': '#2d6cdf', 'border-style': 'solid' } },
     { selector: ':selected', style: { 'overlay-color': '#2d6cdf', 'overlay-opacity': 0.18, 'overlay-padding': 5 } },
     { selector: '.dim', style: { opacity: 0.12 } },
@@ -458,9 +463,16 @@
     const tenant = n.tenant || (alerts.find((a) => a.tenant) || {}).tenant;
     const mode = n.namespace ? modeLabel(state.modes.namespaces[n.namespace] || state.modes.default) : null;
     const threat = threatNodes().has(id);
+    const q = n.kind === 'workload' ? state.quarantined[n.namespace + '/' + n.name] : null;
     const out = [
       el('h2', { text: n.kind === 'workload' ? n.namespace + '/' + n.name : n.name }),
-      el('div', {}, tag(n.kind), n.kind === 'workload' ? (n.in_baseline ? tag('baseline') : tag('new')) : null, threat ? tag('threat') : null),
+      el('div', {}, tag(n.kind), n.kind === 'workload' ? (n.in_baseline ? tag('baseline') : tag('new')) : null, threat ? tag('threat') : null,
+        q ? tag('quarantined') : null),
+      q ? el('p', { class: 'error', text: `Quarantined since ${q.since} by ${q.actor}${q.reason ? ': ' + q.reason : ''}. Its sidecars refuse all traffic but health checks.` }) : null,
+      n.kind === 'workload' && state.role === 'admin'
+        ? el('p', {}, el('button', { id: 'quarantine', type: 'button', onclick: (ev) => setQuarantine(n, !q, ev.currentTarget),
+          text: q ? 'Release from quarantine' : 'Quarantine (refuse all its traffic)' }))
+        : null,
       kv([
         ['namespace', n.namespace], ['tenant', tenant], ['profile', n.profile],
         ['mode', mode], ['sidecars', n.kind === 'workload' ? String(n.sidecars) : null],
@@ -528,6 +540,18 @@
       table(['endpoint', 'requests', 'baseline'], Object.entries(e.endpoints || {}).sort((a, b) => b[1] - a[1])
         .map(([ep, c]) => [ep, c, endpointInBaseline(e, ep) ? tag('baseline', 'in baseline') : tag('new', 'not in baseline')])),
     ];
+  }
+
+  async function setQuarantine(n, on, button) {
+    button.disabled = true;
+    const path = `/api/v1/workloads/${encodeURIComponent(n.namespace)}/${encodeURIComponent(n.name)}/${on ? 'quarantine' : 'release'}`;
+    const res = await fetch(path, { method: 'POST', credentials: 'same-origin', headers: { 'x-csrf-token': state.csrf || '' } });
+    if (res.status === 401) return location.assign('/login');
+    if (!res.ok) {
+      const j = await res.json().catch(() => ({}));
+      button.replaceWith(el('span', { class: 'error', text: `Not changed: ${j.error || res.status}` }));
+    }
+    // The change itself arrives on the live stream.
   }
 
   // ---- alerts -----------------------------------------------------------------

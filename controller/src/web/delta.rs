@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use crate::model::{Alert, Mode};
+use crate::model::{Alert, Mode, Quarantine};
 use crate::snapshot::{Counts, EdgeView, GraphView, NodeView, Snapshot, namespace_modes};
 use crate::stability::Stability;
 
@@ -44,6 +44,8 @@ pub struct Full<'a> {
     pub modes: ModesView,
     /// Counts.
     pub counts: &'a Counts,
+    /// Quarantined workloads by `ns/name`.
+    pub quarantined: &'a BTreeMap<String, Quarantine>,
 }
 
 impl<'a> Full<'a> {
@@ -54,6 +56,7 @@ impl<'a> Full<'a> {
             alerts: &snapshot.alerts,
             modes: ModesView::of(snapshot),
             counts: &snapshot.counts,
+            quarantined: &snapshot.quarantined,
         }
     }
 }
@@ -98,6 +101,9 @@ pub struct Delta {
     /// The counts, when they changed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub counts: Option<Counts>,
+    /// All quarantined workloads, when that changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantined: Option<BTreeMap<String, Quarantine>>,
 }
 
 impl Delta {
@@ -108,6 +114,7 @@ impl Delta {
             && self.alerts.is_empty()
             && self.modes.is_none()
             && self.counts.is_none()
+            && self.quarantined.is_none()
     }
 }
 
@@ -154,6 +161,7 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> Delta {
         alerts: diff_by(&old.alerts, &new.alerts, alert_id),
         modes,
         counts: (old.counts != new.counts).then(|| new.counts.clone()),
+        quarantined: (old.quarantined != new.quarantined).then(|| new.quarantined.clone()),
     }
 }
 

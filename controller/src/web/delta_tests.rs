@@ -172,6 +172,22 @@ fn modes_and_counts_are_sent_when_they_change() {
     let d = diff(&old, &counted);
     assert_eq!(d.counts.map(|c| c.alerts), Some(1));
     assert!(d.modes.is_none());
+    let mut quarantined = old.clone();
+    quarantined.quarantined.insert(
+        "ns/a".into(),
+        serde_json::from_value(
+            json!({"since": "2026-01-01T00:00:00Z", "actor": "admin", "reason": "miner"}),
+        )
+        .unwrap(),
+    );
+    let d = diff(&old, &quarantined);
+    assert_eq!(d.quarantined.map(|q| q.len()), Some(1));
+    assert!(
+        diff(&quarantined, &old)
+            .quarantined
+            .is_some_and(|q| q.is_empty()),
+        "a release"
+    );
 }
 
 #[test]
