@@ -233,8 +233,8 @@ async fn the_flow_table_is_bounded_and_a_flows_datagrams_go_to_it() {
     );
 }
 
-#[test]
-fn a_relay_that_cannot_open_is_off_by_default_and_an_error_when_asked_for() {
+#[tokio::test]
+async fn a_relay_that_cannot_open_is_off_by_default_and_an_error_when_asked_for() {
     use clap::Parser;
     // Taken already (and without CAP_NET_RAW, refused anyway): either way
     // the relay cannot open on this address.
