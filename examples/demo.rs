@@ -232,18 +232,18 @@ async fn main() -> anyhow::Result<()> {
         std::fs::remove_dir_all(&data_dir)
             .with_context(|| format!("clearing {DATA_DIR} from a previous run"))?;
     }
-    let controller_args = vigil_controller::Args {
-        grpc_addr: "127.0.0.1:8470".parse()?,
-        http_addr: "127.0.0.1:8480".parse()?,
-        data_dir: data_dir.clone(),
-        sidecar_token_file: None,
-        threat_feed: Vec::new(),
-        no_builtin_threats: false,
-        auto_quarantine: Vec::new(),
-        log: "warn".into(),
-        webhook: Default::default(),
-        notify: Default::default(),
-    };
+    // Parsed like the binary's flags, so every flag keeps its default.
+    let controller_args = <vigil_controller::Args as clap::Parser>::try_parse_from([
+        "vigil-controller".as_ref(),
+        "--grpc-addr".as_ref(),
+        "127.0.0.1:8470".as_ref(),
+        "--http-addr".as_ref(),
+        "127.0.0.1:8480".as_ref(),
+        "--log".as_ref(),
+        "warn".as_ref(),
+        "--data-dir".as_ref(),
+        data_dir.as_os_str(),
+    ])?;
     let controller = vigil_controller::start(&controller_args).await.context(
         "starting the controller (are ports 8470/8480 free? stop any other vigil-controller)",
     )?;

@@ -130,7 +130,7 @@ pub async fn start(args: &Args) -> Result<Running, StartError> {
     let threat_feeds = threats.subscribe();
     let options = engine::Options {
         auto_quarantine: args.auto_quarantine.iter().copied().collect(),
-        ..engine::Options::default()
+        history_retention: args.history_retention,
     };
     let (handle, engine) = engine::spawn_with(store, &mut registry, options)?;
     let stopper = handle.stopper();

@@ -24,6 +24,8 @@ pub mod env {
     pub const NO_BUILTIN_THREATS: &str = "VIGIL_NO_BUILTIN_THREATS";
     /// `--auto-quarantine`.
     pub const AUTO_QUARANTINE: &str = "VIGIL_AUTO_QUARANTINE";
+    /// `--history-retention`.
+    pub const HISTORY_RETENTION: &str = "VIGIL_HISTORY_RETENTION";
 }
 
 /// Flags of `vigil-controller`.
@@ -64,12 +66,19 @@ pub struct Args {
     /// (e.g. `threat,mining_protocol`); none by default.
     #[arg(long, env = env::AUTO_QUARANTINE, value_delimiter = ',', value_name = "KIND", value_parser = parse_alert_kind)]
     pub auto_quarantine: Vec<crate::model::AlertKind>,
+    /// How long reported observations are kept (at most 100,000 of them)
+    /// for `vigilctl baseline simulate`, e.g. `24h`, `7d`.
+    #[arg(long, env = env::HISTORY_RETENTION, default_value = "24h", value_parser = crate::simulate::parse_window)]
+    pub history_retention: u64,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `vigil_controller=debug`.
     #[arg(long, env = env::LOG, default_value = "info")]
     pub log: String,
     /// The Kubernetes admission webhook (sidecar injection).
     #[command(flatten)]
     pub webhook: crate::kube::config::WebhookArgs,
+    /// Kubernetes discovery (workloads, pod IPs, services).
+    #[command(flatten)]
+    pub discovery: crate::kube::discovery::DiscoveryArgs,
     /// Notifications: Slack and a signed JSON webhook.
     #[command(flatten)]
     pub notify: crate::notify::NotifyArgs,

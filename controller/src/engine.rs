@@ -121,6 +121,8 @@ struct Engine {
     options: Options,
     /// Recent observations, for dry runs.
     history: History,
+    /// The next history row number.
+    history_seq: u64,
     /// When each namespace's baseline grew.
     growth: BTreeMap<String, Growth>,
 }
@@ -165,6 +167,7 @@ pub fn spawn_with(
         audit_log: Vec::new(),
         next_audit: 0,
         history: History::new(options.history_retention),
+        history_seq: 0,
         options,
         growth: BTreeMap::new(),
     };
@@ -438,6 +441,17 @@ impl Engine {
                 touched.insert(edge);
             }
         }
+        let seen: Vec<Seen> = observations
+            .iter()
+            .filter(|obs| obs.count > 0)
+            .map(|obs| Seen {
+                at: now,
+                reporter: reporter.clone(),
+                obs: obs.clone(),
+            })
+            .collect();
+        changes.history = Some((now, self.history_seq, seen, self.history.oldest(now)));
+        self.history_seq += 1;
         let learned_now = changes.baseline_workloads.len()
             + changes.baseline_edges.len()
             + changes.baseline_endpoints.len();
@@ -462,12 +476,10 @@ impl Engine {
         }
         self.metrics.report(ReportResult::applied);
         self.remember_audit(&changes);
-        for obs in observations {
-            self.history.push(Seen {
-                at: now,
-                reporter: reporter.clone(),
-                obs: obs.clone(),
-            });
+        if let Some((_, _, seen, _)) = changes.history {
+            for seen in seen {
+                self.history.push(seen);
+            }
         }
         self.metrics.observations.inc_by(observations.len() as u64);
         if let Some((instance, seq, at)) = changes.report_seq {
@@ -599,6 +611,12 @@ impl Engine {
         self.seqs = loaded.report_seqs;
         self.quarantined = loaded.quarantined;
         self.growth = loaded.growth;
+        self.history = History::new(self.options.history_retention);
+        let (seen, next) = loaded.history;
+        for seen in seen {
+            self.history.push(seen);
+        }
+        self.history_seq = next;
         self.audit_log = loaded.audit;
         self.next_audit = loaded.next_audit;
         self.graph = Graph::default();

@@ -212,7 +212,8 @@ impl Modes {
 }
 
 /// Which way a request crossed the reporting sidecar.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// Into the reporting workload.
     Inbound,
@@ -276,7 +277,7 @@ impl fmt::Display for Protocol {
 }
 
 /// Requests aggregated by a sidecar over one interval, validated.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Observation {
     /// Which way the requests went.
     pub direction: Direction,

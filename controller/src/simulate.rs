@@ -20,7 +20,7 @@ use crate::snapshot::label;
 pub const HISTORY_MAX: usize = 100_000;
 
 /// One reported observation, with when and by whom.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Seen {
     /// Unix seconds.
     pub at: u64,
@@ -62,6 +62,11 @@ impl History {
             self.seen.pop_front();
         }
         self.seen.push_back(seen);
+    }
+
+    /// The oldest time still kept when the newest is `now`.
+    pub fn oldest(&self, now: u64) -> u64 {
+        now.saturating_sub(self.retention)
     }
 
     /// Observations since `since` (unix seconds).

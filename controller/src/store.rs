@@ -26,6 +26,9 @@ const BASELINE_ENDPOINTS: TableDefinition<(&str, &str, &str), ()> =
     TableDefinition::new("baseline_endpoints");
 const EDGES: TableDefinition<(&str, &str), &str> = TableDefinition::new("edges");
 const ALERTS: TableDefinition<&str, &str> = TableDefinition::new("alerts");
+/// Observation history for dry runs: (unix seconds, seq) -> JSON array of
+/// [`crate::simulate::Seen`] (one row per report batch).
+const HISTORY: TableDefinition<(u64, u64), &str> = TableDefinition::new("history");
 /// Audit log: seq -> JSON of [`AuditEntry`].
 const AUDIT: TableDefinition<u64, &str> = TableDefinition::new("audit");
 /// Quarantined workloads: `ns/name` -> JSON of [`Quarantine`].
@@ -105,6 +108,9 @@ pub struct Loaded {
     pub quarantined: std::collections::BTreeMap<WorkloadId, Quarantine>,
     /// When each namespace's baseline grew.
     pub growth: std::collections::BTreeMap<String, crate::stability::Growth>,
+    /// Stored observations for dry runs, oldest first, with the next row
+    /// number.
+    pub history: (Vec<crate::simulate::Seen>, u64),
     /// Rows that could not be decoded (kept in the file, skipped here).
     pub skipped: usize,
 }
@@ -138,6 +144,9 @@ pub struct Changes {
     pub quarantine: Vec<(WorkloadId, Option<Quarantine>)>,
     /// Each namespace's baseline growth, when it changed.
     pub growth: Option<std::collections::BTreeMap<String, crate::stability::Growth>>,
+    /// Observations to add to the history: (unix seconds, row number,
+    /// what was seen), and rows older than the given unix seconds removed.
+    pub history: Option<(u64, u64, Vec<crate::simulate::Seen>, u64)>,
 }
 
 impl Changes {
@@ -155,6 +164,7 @@ impl Changes {
             && self.audit.is_empty()
             && self.quarantine.is_empty()
             && self.growth.is_none()
+            && self.history.is_none()
     }
 }
 
@@ -311,6 +321,18 @@ impl Store {
             }
         }
         out.audit.reverse();
+        let table = tx.open_table(HISTORY).map_err(io("read"))?;
+        for row in table.iter().map_err(io("read"))? {
+            let (k, v) = row.map_err(io("read"))?;
+            let (at, seq) = k.value();
+            out.history.1 = out.history.1.max(seq + 1);
+            let key = format!("{at}/{seq}");
+            if let Some(seen) =
+                decode::<Vec<crate::simulate::Seen>>("history", &key, v.value(), skipped)
+            {
+                out.history.0.extend(seen);
+            }
+        }
         let table = tx.open_table(QUARANTINE).map_err(io("read"))?;
         for row in table.iter().map_err(io("read"))? {
             let (k, v) = row.map_err(io("read"))?;
@@ -373,6 +395,17 @@ impl Store {
             }
             if let Some(namespace) = &changes.baseline_reset {
                 reset_baseline(&tx, namespace.as_deref())?;
+            }
+            let mut table = tx.open_table(HISTORY).map_err(io("write"))?;
+            if let Some((at, seq, seen, oldest)) = &changes.history {
+                if !seen.is_empty() {
+                    table
+                        .insert((*at, *seq), encode("history", seen)?.as_str())
+                        .map_err(io("write"))?;
+                }
+                table
+                    .retain_in((0, 0)..(*oldest, 0), |_, _| false)
+                    .map_err(io("write"))?;
             }
             let mut table = tx.open_table(AUDIT).map_err(io("write"))?;
             for entry in &changes.audit {

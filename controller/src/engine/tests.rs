@@ -703,6 +703,12 @@ async fn stability_and_a_dry_run_come_from_what_was_reported() {
         5,
         "growth survives a restart"
     );
+    let dry = h.simulate(None, 3600).await.unwrap();
+    assert_eq!(
+        dry.observations, 3,
+        "the history survives a restart: {dry:?}"
+    );
+    assert_eq!(dry.results.len(), 1, "{dry:?}");
     stop(h, thread).await;
 }
 
