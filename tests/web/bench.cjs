@@ -73,6 +73,7 @@ async function main() {
     v.applySnapshot(snapshot);
     await painted();
     const first = performance.now() - t;
+    const drawn = { nodes: v.cy().nodes().length, edges: v.cy().edges().length };
     const round = (o) => Object.fromEntries(Object.entries(o).map(([k, x]) => [k, Math.round(x)]));
     const firstTiming = round(v.state.timing);
     // A live update: 20 edges count up, one new workload calls out (a violation).
@@ -99,7 +100,7 @@ async function main() {
     await painted();
     const collapse = performance.now() - t;
     const cy = v.cy();
-    return { nodes: cy.nodes().length, edges: cy.edges().length, first_render_ms: Math.round(first), first_render_parts_ms: firstTiming,
+    return { drawn, after_collapse: { nodes: cy.nodes().length, edges: cy.edges().length }, first_render_ms: Math.round(first), first_render_parts_ms: firstTiming,
       live_update_ms: updates.map(Math.round), filter_ms: Math.round(filter), collapse_ms: Math.round(collapse) };
   }, { snapshot });
   await page.screenshot({ path: process.env.BENCH_SCREENSHOT || path.join(__dirname, '..', '..', 'target', 'web-artifacts', 'bench-500.png') });
