@@ -51,6 +51,9 @@ pub enum StartError {
     /// The notifiers could not start (a flag or a secret file is wrong).
     #[error(transparent)]
     Notify(#[from] crate::notify::NotifyError),
+    /// `--kubernetes on` and no Kubernetes API configuration.
+    #[error(transparent)]
+    Discovery(#[from] crate::kube::discovery::DiscoveryError),
     /// A listener could not bind.
     #[error("cannot listen on {addr} ({what}): {source}; is another controller running?")]
     Bind {
@@ -173,6 +176,8 @@ pub async fn start(args: &Args) -> Result<Running, StartError> {
     )?;
     let webhook =
         crate::kube::webhook::start(&args.webhook, handle.clone(), signal.clone()).await?;
+    let discovery =
+        crate::kube::discovery::start(&args.discovery, handle.clone(), signal.clone()).await?;
     let web = crate::web::Web::new(
         crate::web::Tokens::new(&token, &viewer_token),
         signal.clone(),
@@ -205,6 +210,7 @@ pub async fn start(args: &Args) -> Result<Running, StartError> {
         tasks: [grpc_task, http_task]
             .into_iter()
             .chain(webhook.map(|(_, task)| task))
+            .chain(discovery)
             .collect(),
         engine,
         stopper,

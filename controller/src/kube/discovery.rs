@@ -1,0 +1,226 @@
+//! Discovery: the controller watches the Kubernetes API (Namespaces,
+//! Pods, Services, EndpointSlices, and the pods' owners: Deployments,
+//! StatefulSets, Jobs) and hands the engine every workload with its pods'
+//! IPs and its services' addresses ([`crate::engine::Handle::discovered`]):
+//! east-west edges then name workloads, the sidecars' caller check learns
+//! the pod IPs, and a new workload of a profile outside the baseline is a
+//! `new_deployment` before any sidecar of it runs.
+//!
+//! Thin I/O around [`state::Cluster`] (the pure reducer). Each kind is a
+//! kube-rs `watcher`: a list, then a watch that resumes from the last
+//! resourceVersion it saw (bookmarks included) when the connection ends;
+//! a 410 Gone relists; errors back off (kube-rs's default: 0.8 s doubling
+//! to 30 s, with jitter). A controller restart lists again.
+
+pub mod state;
+
+use futures_util::stream::{BoxStream, StreamExt};
+use futures_util::{FutureExt, stream};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use serde::Serialize;
+use tokio::sync::watch;
+
+pub use state::{Change, Cluster};
+
+use crate::engine::Handle;
+
+/// Env var names of the discovery flags (also listed in the README).
+pub mod env {
+    /// `--kubernetes`.
+    pub const KUBERNETES: &str = "VIGIL_KUBERNETES";
+    /// Set by the kubelet in every pod: the controller runs in a cluster.
+    pub const SERVICE_HOST: &str = "KUBERNETES_SERVICE_HOST";
+}
+
+/// Most events applied before a batch is handed to the engine.
+pub const MAX_BATCH_EVENTS: usize = 1024;
+
+/// Whether the controller watches the Kubernetes API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Switch {
+    /// Always; the start fails when no API configuration is found.
+    On,
+    /// Never.
+    Off,
+    /// Inside a cluster (`KUBERNETES_SERVICE_HOST` set) only.
+    Auto,
+}
+
+impl Switch {
+    /// Whether discovery runs, `in_cluster` telling whether the controller
+    /// runs in a pod.
+    pub fn enabled(self, in_cluster: bool) -> bool {
+        match self {
+            Switch::On => true,
+            Switch::Off => false,
+            Switch::Auto => in_cluster,
+        }
+    }
+}
+
+/// Flags of discovery.
+#[derive(Clone, Debug, clap::Args, Serialize)]
+pub struct DiscoveryArgs {
+    /// Watch the Kubernetes API for workloads, pod IPs and services: on,
+    /// off, or auto (on inside a cluster). The API is reached with the
+    /// pod's service account, or outside a cluster through KUBECONFIG.
+    #[arg(long = "kubernetes", env = env::KUBERNETES, value_enum, default_value_t = Switch::Auto)]
+    pub kubernetes: Switch,
+}
+
+impl Default for DiscoveryArgs {
+    fn default() -> Self {
+        Self {
+            kubernetes: Switch::Auto,
+        }
+    }
+}
+
+/// Why discovery could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// `--kubernetes on` and no API configuration.
+    #[error(
+        "--kubernetes on, but no Kubernetes API configuration was found (the pod's service account, or KUBECONFIG): {0}"
+    )]
+    Config(#[source] kube::Error),
+}
+
+/// Starts discovery when the flags ask for it: the task, or `None`.
+pub async fn start(
+    args: &DiscoveryArgs,
+    engine: Handle,
+    stop: watch::Receiver<bool>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, DiscoveryError> {
+    let in_cluster = std::env::var_os(env::SERVICE_HOST).is_some();
+    if !args.kubernetes.enabled(in_cluster) {
+        return Ok(None);
+    }
+    let client = match kube::Client::try_default().await {
+        Ok(client) => client,
+        Err(e) if args.kubernetes == Switch::On => return Err(DiscoveryError::Config(e)),
+        Err(e) => {
+            tracing::warn!(error = %e, "Kubernetes discovery is off: no API configuration");
+            return Ok(None);
+        }
+    };
+    tracing::info!(
+        "Kubernetes discovery started: watching namespaces, pods, services, endpointslices, deployments, statefulsets and jobs"
+    );
+    Ok(Some(tokio::spawn(run(client, engine, stop))))
+}
+
+type Changes = BoxStream<'static, Result<Change, watcher::Error>>;
+
+/// One kind's watch, with kube-rs's default backoff after errors.
+fn watch_kind<K>(api: Api<K>, wrap: fn(Event<K>) -> Change) -> Changes
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .map(move |item| item.map(wrap))
+        .boxed()
+}
+
+/// Every watched kind, cluster-wide, merged into one stream.
+pub fn changes(
+    client: &kube::Client,
+) -> impl futures_util::Stream<Item = Result<Change, watcher::Error>> {
+    let c = || client.clone();
+    stream::select_all([
+        watch_kind(Api::<Namespace>::all(c()), Change::Namespace),
+        watch_kind(Api::<Pod>::all(c()), Change::Pod),
+        watch_kind(Api::<Service>::all(c()), Change::Service),
+        watch_kind(Api::<EndpointSlice>::all(c()), Change::EndpointSlice),
+        watch_kind(Api::<Deployment>::all(c()), Change::Deployment),
+        watch_kind(Api::<StatefulSet>::all(c()), Change::StatefulSet),
+        watch_kind(Api::<Job>::all(c()), Change::Job),
+    ])
+}
+
+fn apply(cluster: &mut Cluster, item: Result<Change, watcher::Error>) {
+    match item {
+        Ok(change) => cluster.apply(change),
+        Err(e) => {
+            tracing::warn!(error = %e, "Kubernetes watch failed; it is retried after a backoff (a 410 Gone lists again)")
+        }
+    }
+}
+
+/// Applies watch events and hands the engine what changed, one batch per
+/// burst of events, until `stop` turns true.
+pub async fn run(client: kube::Client, engine: Handle, mut stop: watch::Receiver<bool>) {
+    let mut events = Box::pin(changes(&client));
+    let mut cluster = Cluster::default();
+    loop {
+        let next = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            next = events.next() => next,
+        };
+        let Some(first) = next else { return };
+        apply(&mut cluster, first);
+        let mut applied = 1;
+        while applied < MAX_BATCH_EVENTS
+            && let Some(Some(more)) = events.next().now_or_never()
+        {
+            apply(&mut cluster, more);
+            applied += 1;
+        }
+        let found = cluster.drain();
+        if found.is_empty() {
+            continue;
+        }
+        let count = found.len();
+        match engine.discovered(found).await {
+            Ok(()) => tracing::debug!(workloads = count, "workloads discovered"),
+            Err(crate::engine::EngineError::Stopped) => return,
+            Err(e) => tracing::warn!(error = %e, "discovered workloads not recorded"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_is_on_only_inside_a_cluster() {
+        let table = [
+            (Switch::On, false, true),
+            (Switch::On, true, true),
+            (Switch::Off, true, false),
+            (Switch::Off, false, false),
+            (Switch::Auto, true, true),
+            (Switch::Auto, false, false),
+        ];
+        for (switch, in_cluster, on) in table {
+            assert_eq!(switch.enabled(in_cluster), on, "{switch:?} {in_cluster}");
+        }
+    }
+
+    #[test]
+    fn the_flag_takes_on_off_auto() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            args: DiscoveryArgs,
+        }
+        let parse = |a: &[&str]| Wrap::try_parse_from(a).map(|w| w.args.kubernetes);
+        assert_eq!(parse(&["v"]).unwrap(), Switch::Auto);
+        assert_eq!(parse(&["v", "--kubernetes", "on"]).unwrap(), Switch::On);
+        assert_eq!(parse(&["v", "--kubernetes", "off"]).unwrap(), Switch::Off);
+        let bad = parse(&["v", "--kubernetes", "yes"])
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("on, off, auto"), "{bad}");
+    }
+}

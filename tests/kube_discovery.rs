@@ -1,0 +1,367 @@
+//! Discovery end to end: a real controller (`--kubernetes on`) whose
+//! kube-rs client reaches, through a kubeconfig, a loopback server that
+//! replays recorded list and watch responses of `shared/fixtures/k8s`
+//! (a kind cluster's kube-system pods, Deployments, Services,
+//! EndpointSlices and Namespaces, a Kubeflow notebook pod, the recorded
+//! watch BOOKMARK and the 410 Gone watch ERROR). The watch events' objects
+//! are recorded ones whose resourceVersions were raised above the list's,
+//! as a live server's would be. A gRPC client registers and reports like
+//! a sidecar.
+
+mod common;
+#[path = "kube/replay.rs"]
+mod replay;
+#[path = "kube/support.rs"]
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use vigil_proto::v1;
+
+use common::{Controller, bin, spawn_proc, wait_for};
+use replay::{Replay, Step, Watch, empty_list};
+use support::fixture_json;
+
+const PODS: &str = "/api/v1/pods";
+
+/// The recorded Kubeflow notebook pod as a watch would carry it.
+fn notebook_pod(resource_version: &str) -> Value {
+    let mut pod = fixture_json("kubeflow/notebook-pod-istio-injected-minikf.converted.json");
+    pod["apiVersion"] = json!("v1");
+    pod["kind"] = json!("Pod");
+    pod["metadata"]["resourceVersion"] = json!(resource_version);
+    pod
+}
+
+/// The recorded `default` namespace renamed `kubeflow-user`: a Kubeflow
+/// profile owned by `user@example.com`.
+fn kubeflow_namespace() -> Value {
+    let mut ns = fixture_json("api/namespacelist-vm-test.json")["items"][0].clone();
+    ns["metadata"]["name"] = json!("kubeflow-user");
+    ns["metadata"]["labels"] = json!({"kubernetes.io/metadata.name": "kubeflow-user",
+        "app.kubernetes.io/part-of": "kubeflow-profile"});
+    ns["metadata"]["annotations"] = json!({"owner": "user@example.com"});
+    ns
+}
+
+/// The API as the test plays it; the gate holds the first pod watch.
+fn cluster(api: &Replay, gate: tokio::sync::watch::Receiver<bool>) {
+    let mut namespaces = fixture_json("api/namespacelist-vm-test.json");
+    namespaces["items"]
+        .as_array_mut()
+        .unwrap()
+        .push(kubeflow_namespace());
+    api.serve("/api/v1/namespaces", vec![namespaces], vec![]);
+    let pods = fixture_json("api/podlist-kube-system-k8s-v1.36.json");
+    assert_eq!(pods["metadata"]["resourceVersion"], "554");
+    // The relist after the 410: one coredns pod went while the watch was
+    // gone, the notebook is there.
+    let mut relisted = pods.clone();
+    relisted["metadata"]["resourceVersion"] = json!("700");
+    let items = relisted["items"].as_array_mut().unwrap();
+    items.retain(|p| p["metadata"]["name"] != "coredns-589f44dc88-lxdzt");
+    items.push(notebook_pod("650"));
+    let bookmark = fixture_json_line(
+        "api/watch-pods-sendInitialEvents-bookmark-k8s-v1.36.ndjson",
+        "BOOKMARK",
+    );
+    let mut bookmark = bookmark;
+    bookmark["object"]["metadata"]["resourceVersion"] = json!("610");
+    let gone = fixture_json_line("api/doc-example-watch-error-410-expired.ndjson", "ERROR");
+    api.serve(
+        PODS,
+        vec![pods, relisted],
+        vec![
+            Watch {
+                steps: vec![
+                    Step::Gate(gate),
+                    Step::Event(json!({"type": "ADDED", "object": notebook_pod("600")})),
+                    Step::Event(bookmark),
+                ],
+                hold: false,
+            },
+            Watch {
+                steps: vec![Step::Event(gone)],
+                hold: false,
+            },
+        ],
+    );
+    api.serve(
+        "/api/v1/services",
+        vec![fixture_json("api/servicelist-kube-dns-vm-test.json")],
+        vec![],
+    );
+    api.serve(
+        "/apis/discovery.k8s.io/v1/endpointslices",
+        vec![fixture_json("api/endpointslicelist-vm-test-EDITED.json")],
+        vec![],
+    );
+    api.serve(
+        "/apis/apps/v1/deployments",
+        vec![fixture_json(
+            "api/deploymentlist-kube-system-k8s-v1.36.json",
+        )],
+        vec![],
+    );
+    api.serve(
+        "/apis/apps/v1/statefulsets",
+        vec![empty_list("apps/v1", "StatefulSetList", "554")],
+        vec![],
+    );
+    api.serve(
+        "/apis/batch/v1/jobs",
+        vec![empty_list("batch/v1", "JobList", "554")],
+        vec![],
+    );
+}
+
+/// The first line of an ndjson fixture whose `type` is `kind`.
+fn fixture_json_line(path: &str, kind: &str) -> Value {
+    support::fixture_text(path)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["type"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} event in {path}"))
+}
+
+fn start_controller(dir: &std::path::Path, api: &Replay) -> Controller {
+    let data_dir = dir.join("data");
+    let mut cmd = Command::new(bin("vigil-controller"));
+    cmd.args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args(["--kubernetes", "on"])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .arg("--sidecar-token-file")
+        .arg(common::sidecar_token_file(dir))
+        .env("KUBECONFIG", api.kubeconfig(dir))
+        .env_remove("KUBERNETES_SERVICE_HOST");
+    let proc = spawn_proc("vigil-controller", cmd, dir);
+    let (grpc, http) = wait_for("the controller's start line", || {
+        Some((
+            proc.logged_addr("grpc_addr")?,
+            proc.logged_addr("http_addr")?,
+        ))
+    });
+    Controller {
+        proc,
+        grpc,
+        http,
+        data_dir,
+    }
+}
+
+fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let bearer = format!("Bearer {token}").parse().unwrap();
+    request.metadata_mut().insert("authorization", bearer);
+    request
+}
+
+/// A sidecar of `lab/notebook`: its policy stream and a report sender.
+struct Sidecar {
+    policies: tonic::Streaming<v1::Policy>,
+    reports: tokio::sync::mpsc::Sender<v1::ReportBatch>,
+    _acks: tonic::Streaming<v1::ReportAck>,
+    identity: v1::Identity,
+}
+
+async fn sidecar(ctl: &Controller, token: &str) -> Sidecar {
+    let url = format!("http://{}", ctl.grpc);
+    let mut client = v1::controller_client::ControllerClient::connect(url)
+        .await
+        .expect("the controller's gRPC port");
+    let identity = v1::Identity {
+        workload: "notebook".into(),
+        namespace: "lab".into(),
+        instance: "discovery-test".into(),
+        ..Default::default()
+    };
+    let registration = v1::Registration {
+        identity: Some(identity.clone()),
+        inbound_addrs: vec![],
+        proxy_version: "test".into(),
+    };
+    let policies = client
+        .register(with_token(registration, token))
+        .await
+        .expect("Register")
+        .into_inner();
+    let (reports, rx) = tokio::sync::mpsc::channel(4);
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let acks = client
+        .report(with_token(stream, token))
+        .await
+        .expect("Report")
+        .into_inner();
+    Sidecar {
+        policies,
+        reports,
+        _acks: acks,
+        identity,
+    }
+}
+
+/// Reads policies until `coredns` calls from every IP of `want` and from
+/// none of `gone`.
+async fn wait_source_ips(sidecar: &mut Sidecar, want: &[&str], gone: &[&str]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut last = None;
+    loop {
+        let next = tokio::time::timeout_at(deadline, sidecar.policies.message()).await;
+        let Ok(Ok(Some(policy))) = next else {
+            panic!(
+                "no policy with kube-system/coredns calling from {want:?} and not {gone:?}; last: {last:?}"
+            );
+        };
+        let ips = policy
+            .source_ips
+            .get("kube-system/coredns")
+            .map(|s| s.ips.clone())
+            .unwrap_or_default();
+        let has = |ip: &&str| ips.iter().any(|i| i == ip);
+        if want.iter().all(has) && !gone.iter().any(has) {
+            return;
+        }
+        last = Some(ips);
+    }
+}
+
+fn outbound(authority: &str, resolved: &str) -> v1::Observation {
+    v1::Observation {
+        direction: v1::Direction::Outbound.into(),
+        protocol: v1::Protocol::Tcp.into(),
+        authority: authority.into(),
+        resolved_addr: resolved.into(),
+        count: 1,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn discovery_names_workloads_from_the_api_and_resumes_its_watches() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Replay::start();
+    let (open, gate) = tokio::sync::watch::channel(false);
+    cluster(&api, gate);
+    let ctl = start_controller(dir.path(), &api);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let token = std::fs::read_to_string(common::sidecar_token_file(dir.path())).unwrap();
+    let mut sidecar = rt.block_on(sidecar(&ctl, token.trim()));
+
+    // Listed: coredns's two pods prove its calls (the sidecars' caller
+    // check), before any sidecar of it runs.
+    rt.block_on(wait_source_ips(
+        &mut sidecar,
+        &["10.244.0.2", "10.244.0.3"],
+        &[],
+    ));
+    let graph = ctl.json(&["graph"]);
+    let nodes: Vec<&str> = graph["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["id"].as_str())
+        .collect();
+    for node in [
+        "workload:kube-system/coredns",
+        "workload:kube-system/kindnet",
+        "workload:kube-system/kube-proxy",
+        "workload:kube-system/etcd-v1.36-control-plane",
+    ] {
+        assert!(nodes.contains(&node), "{node} in {nodes:?}");
+    }
+
+    // East-west: the service address and a pod IP (any port) name the
+    // workload, not an address outside.
+    let batch = v1::ReportBatch {
+        identity: Some(sidecar.identity.clone()),
+        seq: 1,
+        observations: vec![
+            outbound("kube-dns.kube-system.svc:53", "10.96.0.10:53"),
+            outbound("10.244.0.3:9153", "10.244.0.3:9153"),
+        ],
+        dropped: 0,
+    };
+    rt.block_on(sidecar.reports.send(batch)).unwrap();
+    let edge = ctl.wait_edge("workload:lab/notebook", "workload:kube-system/coredns", 2);
+    assert_eq!(edge["requests"], 2, "{edge}");
+    let graph = ctl.json(&["graph"]);
+    let outside: Vec<&Value> = graph["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["target"].as_str().unwrap().contains("10."))
+        .collect();
+    assert!(outside.is_empty(), "{outside:?}");
+
+    // Enforcement in the notebook's namespace, then the watch goes on: a
+    // new notebook of a profile outside the baseline is a new_deployment,
+    // named with its tenant, though no sidecar of it ever ran.
+    ctl.set_mode(&["enforcement", "--namespace", "kubeflow-user"]);
+    open.send(true).unwrap();
+    let alert = ctl.wait_alert("new_deployment", "asa232rstudio", None);
+    assert_eq!(alert["namespace"], "kubeflow-user", "{alert}");
+    assert_eq!(alert["tenant"], "user@example.com", "{alert}");
+
+    // The bookmark moved the watch on: the next watch resumes from it, gets
+    // 410 Gone, and the watcher lists again (one coredns pod gone).
+    rt.block_on(wait_source_ips(
+        &mut sidecar,
+        &["10.244.0.3"],
+        &["10.244.0.2"],
+    ));
+    let calls = api.calls(PODS);
+    // (watch?, resourceVersion): list, watch from the list's version, watch
+    // from the bookmark's, the relist after the 410, watch from its version.
+    let want = [
+        (false, ""),
+        (true, "554"),
+        (true, "610"),
+        (false, ""),
+        (true, "700"),
+    ];
+    let got: Vec<(bool, &str)> = calls.iter().map(|(w, rv)| (*w, rv.as_str())).collect();
+    assert_eq!(got, want, "pod requests: {:?}", api.requests());
+    // One alert only, though the relist shows the notebook again.
+    let alerts = ctl.json(&["alerts"]);
+    let new: Vec<&Value> = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "new_deployment")
+        .collect();
+    assert_eq!(new.len(), 1, "{alerts}");
+    assert!(
+        ctl.proc.log().contains("Kubernetes watch failed"),
+        "the 410 is logged"
+    );
+}
+
+#[test]
+fn kubernetes_on_without_an_api_is_a_start_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(bin("vigil-controller"));
+    cmd.args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--sidecar-token-file")
+        .arg(common::sidecar_token_file(dir.path()))
+        .env("VIGIL_KUBERNETES", "on")
+        .env("KUBECONFIG", dir.path().join("missing-kubeconfig"))
+        .env("HOME", dir.path())
+        .env_remove("KUBERNETES_SERVICE_HOST");
+    let mut proc = spawn_proc("vigil-controller", cmd, dir.path());
+    let status = proc.wait_exit();
+    assert!(!status.success());
+    let log = proc.log();
+    assert!(
+        log.contains("--kubernetes on, but no Kubernetes API configuration"),
+        "{log}"
+    );
+}
