@@ -282,6 +282,12 @@ fn web_view_shows_the_live_graph_and_steers_modes() {
         "const on = document.querySelector(\"#modes tr[data-ns='default'] button.on\");
          return on && on.dataset.mode === 'learning';",
     );
+    // Before enforcement: the controller's dry run of the last hour.
+    b.wait(
+        "the dry run beside the namespace",
+        "const d = document.querySelector(\"#modes tr[data-ns='default'] .dry-run\");
+         return d && d.textContent.startsWith('dry run (last hour');",
+    );
     b.screenshot("05-modes");
 
     // A live update: new traffic appears without a reload, keeping the

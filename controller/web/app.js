@@ -448,7 +448,9 @@
       panel.replaceChildren(el('p', { class: 'muted', text: 'Click a service, destination or edge.' }));
       return;
     }
-    panel.replaceChildren(...(ele.isEdge() ? edgeDetails(ele) : ele.data('kind') === 'namespace' ? namespaceDetails(ele) : nodeDetails(id)));
+    const parts = ele.isEdge() ? edgeDetails(ele) : ele.data('kind') === 'namespace' ? namespaceDetails(ele) : nodeDetails(id);
+    // replaceChildren would write an absent part as the text "null".
+    panel.replaceChildren(...parts.filter((p) => p !== null && p !== undefined && p !== false));
   }
 
   function nodeDetails(id) {
@@ -650,9 +652,30 @@
       const seg = el('span', { class: 'seg' }, ['learning', 'enforcement', 'alert-only'].map((name) =>
         el('button', { type: 'button', class: cur === name ? 'on' : '', disabled: !admin, 'data-ns': ns, 'data-mode': name,
           onclick: () => setMode(ns, name), text: name })));
+      const dry = ns && cur !== 'enforcement'
+        ? el('div', { class: 'muted dry-run', 'data-ns': ns, text: 'dry run: …' })
+        : null;
+      if (dry) dryRun(ns, dry);
       return el('tr', { 'data-ns': ns }, el('td', {}, el('div', { text: label }),
-        learned ? el('div', { class: 'muted stability', text: 'learning: ' + learned }) : null), el('td', {}, seg));
+        learned ? el('div', { class: 'muted stability', text: 'learning: ' + learned }) : null, dry), el('td', {}, seg));
     }));
+  }
+
+  // What enforcement would have done with the last hour of this namespace's
+  // traffic, judged against the current baseline (the controller's dry run).
+  async function dryRun(ns, into) {
+    const res = await fetch('/api/v1/baseline/simulate?since=1h&namespace=' + encodeURIComponent(ns),
+      { credentials: 'same-origin' }).catch(() => null);
+    if (!res || !res.ok) { into.textContent = 'dry run: unavailable'; return; }
+    const r = await res.json();
+    const blocked = r.results.filter((x) => x.action === 'blocked');
+    const flagged = r.results.filter((x) => x.action !== 'blocked');
+    const sum = (xs) => xs.reduce((n, x) => n + x.count, 0);
+    into.textContent = r.results.length === 0
+      ? `dry run (last hour, ${r.observations} observations): enforcement would block nothing`
+      : `dry run (last hour): enforcement would block ${sum(blocked)} requests to ${blocked.length} destinations`
+        + (flagged.length ? ` and flag ${sum(flagged)}` : '')
+        + ': ' + r.results.slice(0, 3).map((x) => `${x.workload} → ${x.destination} (${x.kind})`).join(', ');
   }
 
   async function setMode(ns, name) {
