@@ -52,14 +52,27 @@ fn jumps() -> [(&'static str, [&'static str; 4]); 3] {
 /// the pod talking to itself pass; UDP-Lite out of the pod is dropped; UDP
 /// is marked.
 pub fn mark_rules(args: &InitArgs) -> Vec<Vec<String>> {
-    let uid = args.proxy_uid.to_string();
-    vec![
-        strings(&["-m", "owner", "--uid-owner", &uid, "-j", "RETURN"]),
+    let own = |uid: u32| {
+        strings(&[
+            "-m",
+            "owner",
+            "--uid-owner",
+            &uid.to_string(),
+            "-j",
+            "RETURN",
+        ])
+    };
+    // The sidecar's own, then `--skip-outbound-uids` (Envoy's 1337 beside
+    // Istio: its UDP already left Vigil's sidecar once, or is Envoy's own).
+    let mut rules = vec![own(args.proxy_uid)];
+    rules.extend(args.skip_outbound_uids.iter().copied().map(own));
+    rules.extend([
         strings(&["-p", "udp", "--dport", super::DNS_PORT, "-j", "RETURN"]),
         strings(&["-m", "addrtype", "--dst-type", "LOCAL", "-j", "RETURN"]),
         strings(&["-p", UDPLITE, "-j", "DROP"]),
         strings(&["-p", "udp", "-j", "MARK", "--set-xmark", MARK]),
-    ]
+    ]);
+    rules
 }
 
 /// The rules of [`TPROXY_CHAIN`] for one family.
@@ -243,6 +256,19 @@ mod tests {
             "iptables -w -t mangle -C PREROUTING -p udp -j VIGIL_UDP_TPROXY 2>/dev/null || iptables -w -t mangle -I PREROUTING 1 -p udp -j VIGIL_UDP_TPROXY",
         ];
         let both = lines(&plan(&args, &args.families(true)));
+        let beside_istio = parse(&["--proxy-uid", "2102", "--skip-outbound-uids", "1337"]);
+        let marks: Vec<String> = mark_rules(&beside_istio)
+            .iter()
+            .map(|r| r.join(" "))
+            .collect();
+        assert_eq!(
+            marks[..2],
+            [
+                "-m owner --uid-owner 2102 -j RETURN",
+                "-m owner --uid-owner 1337 -j RETURN"
+            ],
+            "Envoy's UDP is let out like the sidecar's"
+        );
         assert_eq!(both[..6], want4);
         assert_eq!(both.len(), 12);
         assert_eq!(both[6], "ip -6 route replace local ::/0 dev lo table 4154");
