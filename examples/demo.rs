@@ -170,6 +170,8 @@ async fn sidecar(
         "off",
         "--dns-addr",
         "off",
+        "--udp-addr",
+        "off",
         "--report-interval-ms",
         &report_ms,
         "--log",

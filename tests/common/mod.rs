@@ -439,6 +439,10 @@ impl Proxy {
             any,
             "--dns-addr",
             any,
+            // No UDP is redirected on loopback: no relay (and no error that
+            // it cannot open beside another test's).
+            "--udp-addr",
+            "off",
         ]);
         // The IPv6 twins are on their default, `auto`: [::1] on port 0 too.
         cmd.arg("--app-addr").arg(app.to_string());
