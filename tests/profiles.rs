@@ -47,6 +47,20 @@ fn a_new_workload_of_a_known_profile_inherits_its_baseline() {
         200,
         "the profile's baseline applies to bob"
     );
+    // The graph shows bob's call as in the baseline, with the endpoints
+    // his profile learned, and how it was answered.
+    let edge = ctl.wait_edge(
+        "workload:default/jupyter-bob",
+        &format!("external:pypi.test:{}", pypi.addr.port()),
+        1,
+    );
+    assert_eq!(edge["in_baseline"], true, "{edge}");
+    assert_eq!(
+        edge["baseline_endpoints"],
+        serde_json::json!(["GET /simple/"]),
+        "{edge}"
+    );
+    assert_eq!(edge["statuses"], serde_json::json!({"200": 1}), "{edge}");
     assert_eq!(bob.get(&files_url).0, 403);
     let alert = ctl.wait_alert(
         "unknown_egress",

@@ -15,6 +15,8 @@ use crate::model::{EdgeKey, NodeId, Observation};
 const MAX_AUTHORITIES: usize = 16;
 /// Most distinct endpoints (`METHOD path`) kept per edge.
 const MAX_ENDPOINTS: usize = 64;
+/// Most distinct status codes counted per edge.
+const MAX_STATUSES: usize = 24;
 
 /// Statistics of one edge.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +46,9 @@ pub struct EdgeStats {
     pub last_seen: u64,
     /// Whether traffic on this edge violated the baseline.
     pub violation: bool,
+    /// Requests answered per HTTP status (0: no status, e.g. a tunnel or
+    /// a request refused before it had one), bounded.
+    pub statuses: BTreeMap<u16, u64>,
 }
 
 impl EdgeStats {
@@ -67,6 +72,13 @@ impl EdgeStats {
         }
         if !self.protocols.contains(obs.protocol.as_str()) {
             self.protocols.insert(obs.protocol.as_str().to_owned());
+        }
+        if obs.count > 0 {
+            if let Some(n) = self.statuses.get_mut(&obs.status) {
+                *n = n.saturating_add(obs.count);
+            } else if self.statuses.len() < MAX_STATUSES {
+                self.statuses.insert(obs.status, obs.count);
+            }
         }
         if !obs.method.is_empty() {
             let endpoint = format!("{} {}", obs.method, obs.path);
@@ -191,6 +203,7 @@ mod tests {
             .clone();
         assert_eq!(stats.requests, 5);
         assert_eq!(stats.errors, 2);
+        assert_eq!(stats.statuses, [(200, 3), (503, 2)].into());
         assert_eq!(stats.bytes_out, 200);
         assert_eq!((stats.first_seen, stats.last_seen), (10, 20));
         assert_eq!(stats.endpoints.get("GET /simple"), Some(&5));

@@ -58,6 +58,13 @@ pub struct EdgeView {
     /// Protocols seen on the edge.
     #[serde(default)]
     pub protocols: Vec<String>,
+    /// Requests per HTTP status (`0`: none, e.g. a tunnel).
+    #[serde(default)]
+    pub statuses: BTreeMap<u16, u64>,
+    /// The endpoints (`METHOD path-template`) of this call in the baseline
+    /// (of the caller's and callee's profiles).
+    #[serde(default)]
+    pub baseline_endpoints: Vec<String>,
     /// RFC 3339 time of the first request.
     pub first_seen: String,
     /// RFC 3339 time of the latest request.
@@ -146,7 +153,7 @@ fn node_view(node: &NodeId, parts: &Parts<'_>) -> NodeView {
         NodeId::Workload(id) => (
             Some(id.namespace.clone()),
             id.name.clone(),
-            parts.baseline.has_workload(id),
+            parts.baseline.has_workload(&parts.inventory.profile_of(id)),
             parts.inventory.connected_of(id),
         ),
         other => (None, label(other), false, 0),
@@ -172,7 +179,10 @@ pub fn build(parts: &Parts<'_>) -> Snapshot {
             source: s.to_string(),
             target: t.to_string(),
             requests: stats.requests,
-            in_baseline: parts.baseline.has_edge(&(s.clone(), t.clone())),
+            in_baseline: parts.baseline.has_edge(&(
+                parts.inventory.baseline_node(s),
+                parts.inventory.baseline_node(t),
+            )),
             violation: stats.violation,
             denied: stats.denied,
             errors: stats.errors,
@@ -185,6 +195,14 @@ pub fn build(parts: &Parts<'_>) -> Snapshot {
             },
             endpoints: stats.endpoints.clone(),
             protocols: stats.protocols.iter().cloned().collect(),
+            statuses: stats.statuses.clone(),
+            baseline_endpoints: {
+                let key = (
+                    parts.inventory.baseline_node(s),
+                    parts.inventory.baseline_node(t),
+                );
+                parts.baseline.endpoints_of(&key).cloned().collect()
+            },
             first_seen: rfc3339(stats.first_seen),
             last_seen: rfc3339(stats.last_seen),
         })

@@ -537,6 +537,7 @@
         ['requests', fmt(e.requests)], ['denied', fmt(e.denied)], ['errors', fmt(e.errors)],
         ['mean latency', e.mean_latency_ms.toFixed(1) + ' ms'], ['bytes', `${fmt(e.bytes_in)} in · ${fmt(e.bytes_out)} out`],
         ['first seen', e.first_seen], ['last seen', e.last_seen],
+        ['statuses', Object.entries(e.statuses || {}).map(([code, n]) => `${code === '0' ? 'none' : code} ×${fmt(n)}`).join(', ')],
       ]),
       el('h3', { text: 'Endpoints' }),
       table(['endpoint', 'requests', 'baseline'], Object.entries(e.endpoints || {}).sort((a, b) => b[1] - a[1])

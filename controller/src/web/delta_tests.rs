@@ -30,6 +30,8 @@ fn edge(source: &str, target: &str, requests: u64, violation: bool) -> EdgeView 
         mean_latency_ms: 1.0,
         endpoints: BTreeMap::new(),
         protocols: vec!["http1".into()],
+        statuses: BTreeMap::new(),
+        baseline_endpoints: Vec::new(),
         first_seen: "2026-01-01T00:00:00Z".into(),
         last_seen: "2026-01-01T00:00:00Z".into(),
     }
