@@ -61,6 +61,23 @@ fn a_new_workload_of_a_known_profile_inherits_its_baseline() {
         "{edge}"
     );
     assert_eq!(edge["statuses"], serde_json::json!({"200": 1}), "{edge}");
+    let graph = ctl.json(&["graph"]);
+    let node = graph["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "workload:default/jupyter-bob")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (&node["tenant"], &node["profile"], &node["in_baseline"]),
+        (
+            &"bob@example.com".into(),
+            &"jupyter/scipy-notebook".into(),
+            &true.into()
+        ),
+        "{node}"
+    );
     assert_eq!(bob.get(&files_url).0, 403);
     let alert = ctl.wait_alert(
         "unknown_egress",

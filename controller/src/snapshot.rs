@@ -28,6 +28,13 @@ pub struct NodeView {
     pub in_baseline: bool,
     /// Sidecars of this workload connected now.
     pub sidecars: usize,
+    /// The account that owns the workload, empty when unknown.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tenant: String,
+    /// The profile whose baseline the workload shares (its name when it
+    /// has none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub profile: String,
 }
 
 /// An edge of the graph view.
@@ -158,6 +165,19 @@ fn node_view(node: &NodeId, parts: &Parts<'_>) -> NodeView {
         ),
         other => (None, label(other), false, 0),
     };
+    let (tenant, profile) = match node {
+        NodeId::Workload(id) => parts.inventory.get(id).map_or_else(Default::default, |r| {
+            (
+                r.tenant.clone(),
+                if r.profile.is_empty() {
+                    id.name.clone()
+                } else {
+                    r.profile.clone()
+                },
+            )
+        }),
+        _ => Default::default(),
+    };
     NodeView {
         id: node.to_string(),
         kind: node.kind().to_owned(),
@@ -165,6 +185,8 @@ fn node_view(node: &NodeId, parts: &Parts<'_>) -> NodeView {
         name,
         in_baseline,
         sidecars,
+        tenant,
+        profile,
     }
 }
 

@@ -13,6 +13,8 @@ fn node(id: &str, in_baseline: bool) -> NodeView {
         name: id.split('/').nth(1).unwrap().into(),
         in_baseline,
         sidecars: 1,
+        tenant: String::new(),
+        profile: String::new(),
     }
 }
 
