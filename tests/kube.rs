@@ -270,6 +270,19 @@ fn pods_that_could_undo_the_interception_are_denied_in_enforcement() {
     let validate =
         |ns: &str, object: &Value| hook.post("/validate", &pod_review("v", ns, object)).1;
 
+    // The profiles of these notebooks were learned: only their risks
+    // count here (profiles outside the baseline: the next test).
+    learn_profiles(
+        &hook,
+        tmp.path(),
+        &[
+            ("jhub", "jupyterhub.k8s-singleuser-sample"),
+            (
+                "kubeflow-user",
+                "j1r0q0g6.notebooks.notebook-servers.rstudio-tidyverse",
+            ),
+        ],
+    );
     // JupyterHub's pod runs its notebook as uid 1000: fine in enforcement.
     hook.controller
         .set_mode(&["enforcement", "--namespace", "jhub"]);
@@ -374,6 +387,122 @@ fn pods_that_could_undo_the_interception_are_denied_in_enforcement() {
 
     // A namespace without injection is none of the webhook's business.
     assert_eq!(validate("plain", &root)["response"]["allowed"], true);
+}
+
+/// Adds these (namespace, profile) to the baseline with `vigilctl
+/// baseline import --merge`.
+fn learn_profiles(hook: &Webhook, dir: &std::path::Path, profiles: &[(&str, &str)]) {
+    let mut doc = String::from("version: 1\nnamespaces:\n");
+    for (ns, profile) in profiles {
+        doc.push_str(&format!("  {ns}:\n    workloads:\n    - {profile}\n"));
+    }
+    let file = dir.join("profiles.yaml");
+    std::fs::write(&file, doc).unwrap();
+    let file = file.display().to_string();
+    let (ok, _, err) = hook
+        .controller
+        .vigilctl(&["baseline", "import", &file, "--merge"]);
+    assert!(ok, "baseline import: {err}");
+}
+
+#[test]
+fn workloads_of_a_profile_outside_the_baseline_are_refused_in_enforcement() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hook = setup(tmp.path());
+    // The recorded Deployment CREATE (kubectl apply of nginx), in `lab`.
+    let mut nginx =
+        fixture_json("admission/admissionreview-v1beta1-deployment-create-linkerd.json");
+    nginx["request"]["namespace"] = json!("lab");
+    nginx["request"]["object"]["metadata"]["namespace"] = json!("lab");
+    // A miner as a JupyterHub user's pod (the rendered one, its image
+    // xmrig's), injected as the webhook would.
+    let mut miner_pod = fixture_json("jupyterhub/kubespawner-pod-default-server.rendered.json");
+    miner_pod["metadata"]["name"] = json!("miner");
+    miner_pod["spec"]["containers"][0]["image"] = json!("docker.io/xmrig/xmrig:6.21.0");
+    let injected = |pod: &Value| {
+        let (_, answer) = hook.post("/mutate", &pod_review("m", "lab", pod));
+        patched(pod, &answer, "m")
+    };
+    let miner = pod_review("v", "lab", &injected(&miner_pod));
+    let validate = |body: &Value| hook.post("/validate", body).1["response"].clone();
+
+    // Learning: nothing is checked.
+    assert_eq!(validate(&nginx)["allowed"], true);
+    assert_eq!(validate(&miner)["allowed"], true);
+
+    // Enforcement with nginx's profile in the baseline.
+    learn_profiles(&hook, tmp.path(), &[("lab", "nginx")]);
+    hook.controller
+        .set_mode(&["enforcement", "--namespace", "lab"]);
+    let answer = validate(&nginx);
+    assert_eq!(answer["allowed"], true, "{answer}");
+    // A dry run of the miner: refused, naming the profile, no alert.
+    let mut dry_pod = miner_pod.clone();
+    dry_pod["metadata"]["name"] = json!("dry-miner");
+    let mut dry = pod_review("d", "lab", &injected(&dry_pod));
+    dry["request"]["dryRun"] = json!(true);
+    let answer = validate(&dry);
+    assert_eq!(answer["allowed"], false, "{answer}");
+    let message = answer["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("profile xmrig/xmrig (Pod dry-miner) is not in its baseline"),
+        "{message}"
+    );
+    // The miner itself: refused, and alerted as a new deployment.
+    assert_eq!(validate(&miner)["allowed"], false);
+    let alert = hook.controller.wait_alert("new_deployment", "miner", None);
+    assert_eq!(alert["action"], "blocked", "{alert}");
+    // The same miner as a Deployment's template: refused before any pod.
+    let mut as_deployment = nginx.clone();
+    as_deployment["request"]["object"]["metadata"]["name"] = json!("cruncher");
+    as_deployment["request"]["object"]["spec"]["template"]["spec"]["containers"][0]["image"] =
+        json!("xmrig/xmrig");
+    let answer = validate(&as_deployment);
+    assert_eq!(answer["allowed"], false, "{answer}");
+    assert!(
+        answer["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("(Deployment cruncher)")
+    );
+
+    // The miner claiming nginx's profile by label is admitted, but it is
+    // then nginx to its sidecar: held to what nginx was seen to reach.
+    let mut claimed = miner_pod.clone();
+    claimed["metadata"]["labels"]["vigil.io/profile"] = json!("nginx");
+    let claimed = injected(&claimed);
+    let proxy = container(&claimed, "containers", "vigil-proxy");
+    assert_eq!(env(proxy, "VIGIL_PROFILE"), "nginx");
+    let answer = validate(&pod_review("c", "lab", &claimed));
+    assert_eq!(answer["allowed"], true, "{answer}");
+
+    // Alert-only: admitted with a warning naming the profile, and alerted.
+    hook.controller
+        .set_mode(&["enforcement", "--alert-only", "--namespace", "lab"]);
+    let mut other = miner_pod.clone();
+    other["metadata"]["name"] = json!("other-miner");
+    let answer = validate(&pod_review("o", "lab", &injected(&other)));
+    assert_eq!(answer["allowed"], true, "{answer}");
+    assert!(
+        answer["warnings"]
+            .to_string()
+            .contains("profile xmrig/xmrig"),
+        "{answer}"
+    );
+    let alert = hook
+        .controller
+        .wait_alert("new_deployment", "other-miner", None);
+    assert_ne!(alert["action"], "blocked", "{alert}");
+    // No alert for the dry run.
+    let alerts = hook.controller.json(&["alerts"]);
+    let names: Vec<&str> = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "new_deployment")
+        .filter_map(|a| a["workload"].as_str())
+        .collect();
+    assert_eq!(names, ["cruncher", "miner", "other-miner"]);
 }
 
 #[test]

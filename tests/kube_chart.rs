@@ -150,10 +150,20 @@ fn every_rendering_is_valid_kubernetes() {
             "serviceAccount.create=false",
             "metrics.scrapeAnnotations=false",
         ],
+        &["discovery.enabled=false"],
     ];
     for sets in variants {
         let (yaml, docs) = render(sets);
         validate(&format!("helm template {sets:?}"), &yaml);
+        if sets == &["discovery.enabled=false"] {
+            // No discovery: the flag says so, and the role only reads namespaces.
+            let role = one(&docs, "ClusterRole");
+            assert_eq!(
+                role["rules"],
+                json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}])
+            );
+            assert!(yaml.contains("--kubernetes=off"), "{yaml}");
+        }
         assert!(
             docs.iter().all(|d| d["metadata"]["name"].is_string()),
             "{sets:?}"
@@ -178,11 +188,19 @@ fn the_default_rendering_is_what_the_issue_asks_for() {
     );
     let security = &pod["spec"]["containers"][0]["securityContext"];
     assert_eq!(security["capabilities"]["drop"], json!(["ALL"]));
-    // Least privilege: reading namespaces, nothing else.
+    // Least privilege: reading namespaces, and listing and watching what
+    // discovery needs, nothing else.
     let role = one(&docs, "ClusterRole");
+    let watch = json!(["list", "watch"]);
     assert_eq!(
         role["rules"],
-        json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}])
+        json!([
+            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["pods", "services"], "verbs": watch},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": watch},
+            {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets"], "verbs": watch},
+            {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": watch},
+        ])
     );
     assert!(find(&docs, "Role").is_empty());
     // Both webhooks: v1 reviews, failurePolicy Ignore by default, sorted
@@ -203,6 +221,14 @@ fn the_default_rendering_is_what_the_issue_asks_for() {
         vhook["rules"][1]["resources"],
         json!(["pods/ephemeralcontainers"])
     );
+    // New workloads are checked against the baseline's profiles; only a
+    // dry run is free of side effects (a refused one raises an alert).
+    assert_eq!(vhook["sideEffects"], "NoneOnDryRun");
+    assert_eq!(
+        vhook["rules"][2]["resources"],
+        json!(["deployments", "statefulsets"])
+    );
+    assert_eq!(vhook["rules"][3]["resources"], json!(["jobs"]));
     let skipped = hook["namespaceSelector"]["matchExpressions"][0]["values"].to_string();
     for ns in ["kube-system", NAMESPACE] {
         assert!(skipped.contains(ns), "{ns} is never injected: {skipped}");

@@ -5,6 +5,8 @@
 //! its mode are looked up by the caller. Anything unexpected is admitted
 //! unchanged with a warning, so a pod is never broken by the webhook.
 
+pub mod profile;
+
 use ::kube::core::DynamicObject;
 use ::kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use serde_json::Value;

@@ -3,7 +3,9 @@
 //! [`super::admission`]. TLS by rustls with the certificate and key files
 //! re-read when they change (cert-manager rotates them in place). The
 //! namespace of each pod is read from the API server with kube-rs; the
-//! mode of a namespace comes from the engine's snapshot.
+//! mode of a namespace comes from the engine's snapshot. `/validate` also
+//! checks a new workload's profile against the baseline
+//! ([`super::admission::profile`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -252,10 +254,70 @@ async fn validate(State(hook): State<Webhook>, body: Bytes) -> Response {
     let name = admission::namespace_of(&review);
     let mode = hook.engine.snapshot().modes.of(&name);
     let response = admission::validate(&review, namespace.as_ref(), mode, &hook.sidecar);
+    let response = check_profile(&hook, &review, namespace.as_ref(), mode, response).await;
     if !response.allowed {
         tracing::info!(namespace = %name, reason = %response.result.message, "pod denied");
     }
     reply(response.into_review())
+}
+
+/// The profile check on top of `response`: outside learning, a new
+/// workload whose profile is not in its namespace's baseline is denied
+/// (enforcement) or warned about (alert-only), and alerted as a
+/// `new_deployment` when the engine has never seen the workload (a dry run
+/// raises nothing).
+async fn check_profile(
+    hook: &Webhook,
+    review: &Review,
+    namespace: Option<&Namespace>,
+    mode: crate::model::Mode,
+    response: ::kube::core::admission::AdmissionResponse,
+) -> ::kube::core::admission::AdmissionResponse {
+    use admission::profile::{self, Verdict};
+    if mode == crate::model::Mode::Learning {
+        return response;
+    }
+    let unknown = Namespace {
+        name: admission::namespace_of(review),
+        ..Namespace::default()
+    };
+    let Some(workload) = profile::workload_of(review, namespace.unwrap_or(&unknown)) else {
+        return response;
+    };
+    let known = match tokio::time::timeout(NAMESPACE_TIMEOUT, hook.engine.export()).await {
+        Ok(Ok(baseline)) => baseline.has_workload(&workload.baseline_id()),
+        _ => {
+            tracing::warn!(workload = %workload.id, "the baseline could not be read: profile not checked");
+            let warning = format!(
+                "vigil: the baseline could not be read; profile {} was not checked",
+                workload.profile_label()
+            );
+            return profile::apply(response, &Verdict::Warn(warning));
+        }
+    };
+    let verdict = profile::decide(&workload, mode, known);
+    let node = format!("workload:{}", workload.id);
+    let seen = || {
+        hook.engine
+            .snapshot()
+            .graph
+            .nodes
+            .iter()
+            .any(|n| n.id == node)
+    };
+    if verdict != Verdict::Admit && !review.request.dry_run && !seen() {
+        // A workload never seen: the engine raises new_deployment (once).
+        let found = crate::inventory::Discovered {
+            id: workload.id.clone(),
+            profile: workload.profile.clone(),
+            tenant: workload.tenant.clone(),
+            ..Default::default()
+        };
+        if let Err(e) = hook.engine.discovered(vec![found]).await {
+            tracing::warn!(workload = %workload.id, error = %e, "new deployment not alerted");
+        }
+    }
+    profile::apply(response, &verdict)
 }
 
 /// Serves the webhook on `listener` until `stop` turns true.

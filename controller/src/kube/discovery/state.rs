@@ -271,7 +271,7 @@ impl SliceEntry {
 
 /// The pod an owner (`kind` `Deployment`, `StatefulSet`, `Job`) would
 /// create: its template, in its namespace, owned by it.
-fn owner_pod(kind: &str, owner: &Value) -> Value {
+pub fn owner_pod(kind: &str, owner: &Value) -> Value {
     let mut meta = owner
         .pointer("/spec/template/metadata")
         .cloned()
