@@ -151,7 +151,10 @@ pub async fn start(args: &Args) -> Result<Running, StartError> {
     })?;
     let (shutdown, signal) = watch::channel(false);
     tokio::spawn(threats.run(crate::threat::reload::POLL_INTERVAL, signal.clone()));
-    tokio::spawn(crate::threat::feed_engine(threat_feeds.clone(), handle.clone()));
+    tokio::spawn(crate::threat::feed_engine(
+        threat_feeds.clone(),
+        handle.clone(),
+    ));
 
     let mut stop = signal.clone();
     let ingest = Ingest::new(handle.clone()).into_server(sidecar_token, &mut registry);
