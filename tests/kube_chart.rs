@@ -114,6 +114,15 @@ fn the_chart_lints_clean() {
         !out.contains("[WARNING]") && !out.contains("[ERROR]"),
         "{out}"
     );
+    // The CRDs Helm installs from crds/ (generated from the controller's
+    // types) are valid CustomResourceDefinitions.
+    let crds = chart().join("crds/vigil.io.yaml");
+    let text = std::fs::read_to_string(&crds).unwrap();
+    validate(&crds.display().to_string(), &text);
+    let (ok, out, err) = run(Command::new(helm())
+        .args(["template", RELEASE, "--include-crds"])
+        .arg(chart()));
+    assert!(ok && out.contains("name: vigilpolicies.vigil.io"), "{err}");
     // A wrong certificate provider is refused with a clear message.
     let (ok, _, err) = run(Command::new(helm())
         .args(["template", RELEASE])
@@ -200,6 +209,8 @@ fn the_default_rendering_is_what_the_issue_asks_for() {
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": watch},
             {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets"], "verbs": watch},
             {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": watch},
+            {"apiGroups": ["vigil.io"], "resources": ["vigilpolicies", "vigilbaselines"],
+             "verbs": ["get", "list", "watch"]},
         ])
     );
     assert!(find(&docs, "Role").is_empty());

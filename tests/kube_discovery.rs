@@ -365,3 +365,82 @@ fn kubernetes_on_without_an_api_is_a_start_error() {
         "{log}"
     );
 }
+
+/// Every kind discovery watches, served empty.
+fn empty_cluster(api: &Replay) {
+    for (path, api_version, kind) in [
+        ("/api/v1/namespaces", "v1", "NamespaceList"),
+        (PODS, "v1", "PodList"),
+        ("/api/v1/services", "v1", "ServiceList"),
+        (
+            "/apis/discovery.k8s.io/v1/endpointslices",
+            "discovery.k8s.io/v1",
+            "EndpointSliceList",
+        ),
+        ("/apis/apps/v1/deployments", "apps/v1", "DeploymentList"),
+        ("/apis/apps/v1/statefulsets", "apps/v1", "StatefulSetList"),
+        ("/apis/batch/v1/jobs", "batch/v1", "JobList"),
+    ] {
+        api.serve(path, vec![empty_list(api_version, kind, "10")], vec![]);
+    }
+}
+
+fn policy(namespace: &str, name: &str, mode: &str, resource_version: &str) -> Value {
+    json!({"apiVersion": "vigil.io/v1alpha1", "kind": "VigilPolicy",
+        "metadata": {"name": name, "namespace": namespace, "resourceVersion": resource_version,
+                     "uid": format!("{namespace}-{name}")},
+        "spec": {"mode": mode}})
+}
+
+#[test]
+fn a_vigil_policy_sets_its_namespaces_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Replay::start();
+    empty_cluster(&api);
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let mut list = empty_list("vigil.io/v1alpha1", "VigilPolicyList", "20");
+    list["items"] = json!([
+        policy("lab", "default", "enforcement", "15"),
+        // Not the namespace's `default` policy: ignored.
+        policy("lab2", "draft", "enforcement", "16"),
+    ]);
+    api.serve(
+        "/apis/vigil.io/v1alpha1/vigilpolicies",
+        vec![list],
+        vec![Watch {
+            steps: vec![
+                Step::Gate(gate),
+                Step::Event(json!({"type": "MODIFIED",
+                    "object": policy("lab", "default", "alert-only", "21")})),
+            ],
+            hold: true,
+        }],
+    );
+    let ctl = start_controller(dir.path(), &api);
+    let mode_of = |ns: &str| {
+        let modes = ctl.json(&["mode"]);
+        let mode = &modes["namespaces"][ns];
+        match (mode["mode"].as_str(), mode["alert_only"].as_bool()) {
+            (Some("enforcement"), Some(true)) => "alert-only".to_owned(),
+            (Some(m), _) => m.to_owned(),
+            (None, _) => String::new(),
+        }
+    };
+    wait_for("lab in enforcement from its VigilPolicy", || {
+        (mode_of("lab") == "enforcement").then_some(())
+    });
+    assert_eq!(mode_of("lab2"), "", "{}", ctl.json(&["mode"]));
+    // kubectl edits the policy: the watch carries the change.
+    open.send(true).unwrap();
+    wait_for("lab in alert-only", || {
+        (mode_of("lab") == "alert-only").then_some(())
+    });
+    let audit = ctl.json(&["audit"]);
+    let by_kubernetes = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"] == "kubernetes" && e["target"] == "lab")
+        .count();
+    assert_eq!(by_kubernetes, 2, "{audit}");
+}

@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod cli;
 pub mod config;
+pub mod crd;
 pub mod discovery;
 pub mod identity;
 pub mod inject;

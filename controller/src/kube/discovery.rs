@@ -4,7 +4,8 @@
 //! IPs and its services' addresses ([`crate::engine::Handle::discovered`]):
 //! east-west edges then name workloads, the sidecars' caller check learns
 //! the pod IPs, and a new workload of a profile outside the baseline is a
-//! `new_deployment` before any sidecar of it runs.
+//! `new_deployment` before any sidecar of it runs. The same client watches
+//! the `VigilPolicy` resources ([`crate::kube::crd::sync`]).
 //!
 //! Thin I/O around [`state::Cluster`] (the pure reducer). Each kind is a
 //! kube-rs `watcher`: a list, then a watch that resumes from the last
@@ -112,9 +113,13 @@ pub async fn start(
         }
     };
     tracing::info!(
-        "Kubernetes discovery started: watching namespaces, pods, services, endpointslices, deployments, statefulsets and jobs"
+        "Kubernetes discovery started: watching namespaces, pods, services, endpointslices, deployments, statefulsets, jobs and vigilpolicies"
     );
-    Ok(Some(tokio::spawn(run(client, engine, stop))))
+    let policies =
+        crate::kube::crd::sync::run_policies(client.clone(), engine.clone(), stop.clone());
+    Ok(Some(tokio::spawn(async move {
+        tokio::join!(run(client, engine, stop), policies);
+    })))
 }
 
 type Changes = BoxStream<'static, Result<Change, watcher::Error>>;
