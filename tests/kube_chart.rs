@@ -172,6 +172,7 @@ fn every_rendering_is_valid_kubernetes() {
                 json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}])
             );
             assert!(yaml.contains("--kubernetes=off"), "{yaml}");
+            assert!(find(&docs, "Role").is_empty());
         }
         assert!(
             docs.iter().all(|d| d["metadata"]["name"].is_string()),
@@ -213,7 +214,14 @@ fn the_default_rendering_is_what_the_issue_asks_for() {
              "verbs": ["get", "list", "watch"]},
         ])
     );
-    assert!(find(&docs, "Role").is_empty());
+    // Leader election: one Lease in the release's namespace, nothing else.
+    let leader = one(&docs, "Role");
+    assert_eq!(leader["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(
+        leader["rules"],
+        json!([{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                "verbs": ["get", "create", "update"]}])
+    );
     // Both webhooks: v1 reviews, failurePolicy Ignore by default, sorted
     // after Istio's injector and re-invoked when a later webhook changes
     // the pod.

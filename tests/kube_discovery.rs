@@ -127,17 +127,25 @@ fn fixture_json_line(path: &str, kind: &str) -> Value {
 }
 
 fn start_controller(dir: &std::path::Path, api: &Replay) -> Controller {
+    start_named(dir, api, "vigil-controller", &[])
+}
+
+/// A controller named `name` (its log and data under `dir/name`).
+fn start_named(dir: &std::path::Path, api: &Replay, name: &str, extra: &[&str]) -> Controller {
+    let dir = dir.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
     let data_dir = dir.join("data");
     let mut cmd = Command::new(bin("vigil-controller"));
     cmd.args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
         .args(["--kubernetes", "on"])
+        .args(extra)
         .arg("--data-dir")
         .arg(&data_dir)
         .arg("--sidecar-token-file")
-        .arg(common::sidecar_token_file(dir))
-        .env("KUBECONFIG", api.kubeconfig(dir))
+        .arg(common::sidecar_token_file(&dir))
+        .env("KUBECONFIG", api.kubeconfig(&dir))
         .env_remove("KUBERNETES_SERVICE_HOST");
-    let proc = spawn_proc("vigil-controller", cmd, dir);
+    let proc = spawn_proc(name, cmd, &dir);
     let (grpc, http) = wait_for("the controller's start line", || {
         Some((
             proc.logged_addr("grpc_addr")?,
@@ -251,7 +259,10 @@ fn discovery_names_workloads_from_the_api_and_resumes_its_watches() {
         .enable_all()
         .build()
         .unwrap();
-    let token = std::fs::read_to_string(common::sidecar_token_file(dir.path())).unwrap();
+    let token = std::fs::read_to_string(common::sidecar_token_file(
+        &dir.path().join("vigil-controller"),
+    ))
+    .unwrap();
     let mut sidecar = rt.block_on(sidecar(&ctl, token.trim()));
 
     // Listed: coredns's two pods prove its calls (the sidecars' caller
@@ -443,4 +454,56 @@ fn a_vigil_policy_sets_its_namespaces_mode() {
         .filter(|e| e["actor"] == "kubernetes" && e["target"] == "lab")
         .count();
     assert_eq!(by_kubernetes, 2, "{audit}");
+}
+
+fn holder(api: &Replay) -> Option<String> {
+    let lease = api.lease("vigil-system", "vigil-controller")?;
+    lease["spec"]["holderIdentity"].as_str().map(str::to_owned)
+}
+
+#[test]
+fn one_replica_leads_through_a_lease_and_another_takes_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Replay::start();
+    empty_cluster(&api);
+    let flags = |id: &'static str| ["--identity", id, "--lease-duration", "3"];
+    let mut a = start_named(dir.path(), &api, "controller-a", &flags("a"));
+    wait_for("a holds the Lease", || {
+        (holder(&api).as_deref() == Some("a")).then_some(())
+    });
+    wait_for("a says it leads", || {
+        a.proc
+            .log()
+            .contains("this controller is the leader")
+            .then_some(())
+    });
+    let b = start_named(dir.path(), &api, "controller-b", &flags("b"));
+    wait_for("b follows a", || {
+        let log = b.proc.log();
+        (log.contains("this controller follows") && log.contains("leader=a")).then_some(())
+    });
+    assert_eq!(holder(&api).as_deref(), Some("a"));
+    // a crashes without a word: b takes the Lease once a has not renewed
+    // it for its duration (3 s here; 15 s by default).
+    a.proc.kill();
+    let crashed = std::time::Instant::now();
+    wait_for("b takes over", || {
+        (holder(&api).as_deref() == Some("b")).then_some(())
+    });
+    assert!(
+        crashed.elapsed() >= Duration::from_secs(2),
+        "not before the lease ran out"
+    );
+    assert!(b.proc.log().contains("this controller is the leader"));
+    let lease = api.lease("vigil-system", "vigil-controller").unwrap();
+    assert_eq!(lease["spec"]["leaseTransitions"], 1, "{lease}");
+    // b stops cleanly: it hands the Lease back, and a new replica leads at once.
+    let mut b = b;
+    b.proc.terminate();
+    assert_eq!(holder(&api), None, "released on a clean stop");
+    let c = start_named(dir.path(), &api, "controller-c", &flags("c"));
+    wait_for("c leads", || {
+        (holder(&api).as_deref() == Some("c")).then_some(())
+    });
+    drop(c);
 }

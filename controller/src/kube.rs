@@ -12,6 +12,7 @@ pub mod crd;
 pub mod discovery;
 pub mod identity;
 pub mod inject;
+pub mod lease;
 pub mod manifest;
 pub mod risks;
 pub mod webhook;

@@ -64,6 +64,96 @@ fn json_response(status: u16, body: &Value) -> hyper::Response<Body> {
     response
 }
 
+/// Where Leases live (any namespace).
+const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/";
+
+fn status(code: u16, reason: &str, message: &str) -> hyper::Response<Body> {
+    json_response(
+        code,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": message, "reason": reason, "code": code}),
+    )
+}
+
+fn not_found(path: &str) -> hyper::Response<Body> {
+    status(404, "NotFound", &format!("{path} not found"))
+}
+
+/// The API server's Lease semantics, kept in `resources` under the
+/// Lease's path: GET, POST (409 when it exists) and PUT (409 unless the
+/// body carries the stored resourceVersion); each write bumps it.
+fn lease(
+    resources: &Mutex<BTreeMap<String, Resource>>,
+    method: &hyper::Method,
+    path: &str,
+    body: &[u8],
+) -> hyper::Response<Body> {
+    let mut all = resources.lock().unwrap();
+    let stored = |all: &BTreeMap<String, Resource>, key: &str| {
+        all.get(key).and_then(|r| r.lists.front().cloned())
+    };
+    let mut object: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let key = match *method {
+        hyper::Method::POST => format!(
+            "{path}/{}",
+            object["metadata"]["name"].as_str().unwrap_or("")
+        ),
+        _ => path.to_owned(),
+    };
+    let current = stored(&all, &key);
+    let version = current
+        .as_ref()
+        .and_then(|c| {
+            c["metadata"]["resourceVersion"]
+                .as_str()?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or(0);
+    match (method.clone(), current) {
+        (hyper::Method::GET, Some(lease)) => json_response(200, &lease),
+        (hyper::Method::GET, None) => not_found(path),
+        (hyper::Method::POST, Some(_)) => status(409, "AlreadyExists", "lease exists"),
+        (hyper::Method::PUT, None) => not_found(path),
+        (hyper::Method::PUT, Some(_))
+            if object["metadata"]["resourceVersion"] != json!(version.to_string()) =>
+        {
+            status(409, "Conflict", "the object has been modified")
+        }
+        (hyper::Method::POST | hyper::Method::PUT, _) => {
+            object["metadata"]["resourceVersion"] = json!((version + 1).to_string());
+            object["apiVersion"] = json!("coordination.k8s.io/v1");
+            object["kind"] = json!("Lease");
+            let code = if *method == hyper::Method::POST {
+                201
+            } else {
+                200
+            };
+            all.insert(
+                key,
+                Resource {
+                    lists: VecDeque::from([object.clone()]),
+                    watches: VecDeque::new(),
+                },
+            );
+            json_response(code, &object)
+        }
+        _ => status(405, "MethodNotAllowed", "not served here"),
+    }
+}
+
+impl Replay {
+    /// The Lease at `path` as stored, if any.
+    pub fn lease(&self, namespace: &str, name: &str) -> Option<Value> {
+        let key = format!("{LEASES}{namespace}/leases/{name}");
+        self.resources
+            .lock()
+            .unwrap()
+            .get(&key)
+            .and_then(|r| r.lists.front().cloned())
+    }
+}
+
 /// A chunked body playing `watch`.
 fn watch_response(watch: Watch) -> hyper::Response<Body> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
@@ -106,22 +196,23 @@ impl Replay {
             async move {
                 let svc = hyper::service::service_fn(
                     move |req: hyper::Request<hyper::body::Incoming>| {
-                        let path = req.uri().path().to_owned();
-                        let query = req.uri().query().unwrap_or("").to_owned();
-                        logged.lock().unwrap().push(format!("{path}?{query}"));
-                        let watching = query
-                            .split('&')
-                            .any(|p| p == "watch=true" || p == "watch=1");
-                        let response = {
+                        let (shared, logged) = (shared.clone(), logged.clone());
+                        async move {
+                            let method = req.method().clone();
+                            let path = req.uri().path().to_owned();
+                            let query = req.uri().query().unwrap_or("").to_owned();
+                            let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                            let body = body.unwrap_or_default();
+                            logged.lock().unwrap().push(format!("{path}?{query}"));
+                            if path.starts_with(LEASES) {
+                                return Ok::<_, Infallible>(lease(&shared, &method, &path, &body));
+                            }
+                            let watching = query
+                                .split('&')
+                                .any(|p| p == "watch=true" || p == "watch=1");
                             let mut all = shared.lock().unwrap();
-                            match all.get_mut(&path) {
-                                None => json_response(
-                                    404,
-                                    &json!({"kind": "Status",
-                                    "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                                    "message": format!("{path} not found"), "reason": "NotFound",
-                                    "code": 404}),
-                                ),
+                            let response = match all.get_mut(&path) {
+                                None => not_found(&path),
                                 Some(r) if watching => {
                                     let watch = r.watches.pop_front().unwrap_or(Watch {
                                         steps: Vec::new(),
@@ -137,9 +228,9 @@ impl Replay {
                                     };
                                     json_response(200, &list)
                                 }
-                            }
-                        };
-                        async move { Ok::<_, Infallible>(response) }
+                            };
+                            Ok::<_, Infallible>(response)
+                        }
                     },
                 );
                 let _ = hyper_util::server::conn::auto::Builder::new(

@@ -37,6 +37,14 @@ pub mod env {
     pub const KUBERNETES: &str = "VIGIL_KUBERNETES";
     /// Set by the kubelet in every pod: the controller runs in a cluster.
     pub const SERVICE_HOST: &str = "KUBERNETES_SERVICE_HOST";
+    /// `--lease-namespace`.
+    pub const LEASE_NAMESPACE: &str = "VIGIL_LEASE_NAMESPACE";
+    /// `--lease-name`.
+    pub const LEASE_NAME: &str = "VIGIL_LEASE_NAME";
+    /// `--lease-duration`.
+    pub const LEASE_DURATION: &str = "VIGIL_LEASE_DURATION";
+    /// `--identity`.
+    pub const IDENTITY: &str = "VIGIL_IDENTITY";
 }
 
 /// Most events applied before a batch is handed to the engine.
@@ -74,13 +82,43 @@ pub struct DiscoveryArgs {
     /// pod's service account, or outside a cluster through KUBECONFIG.
     #[arg(long = "kubernetes", env = env::KUBERNETES, value_enum, default_value_t = Switch::Auto)]
     pub kubernetes: Switch,
+    /// Namespace of the Lease the replicas elect their leader with.
+    #[arg(long, env = env::LEASE_NAMESPACE, default_value = "vigil-system")]
+    pub lease_namespace: String,
+    /// Name of that Lease.
+    #[arg(long, env = env::LEASE_NAME, default_value = "vigil-controller")]
+    pub lease_name: String,
+    /// Seconds a leader that stops renewing keeps the Lease (a follower
+    /// takes over after that).
+    #[arg(long, env = env::LEASE_DURATION, default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(3..=3600))]
+    pub lease_duration: u64,
+    /// This replica's name in the Lease (default: the pod's hostname).
+    #[arg(long, env = env::IDENTITY)]
+    pub identity: Option<String>,
 }
 
 impl Default for DiscoveryArgs {
     fn default() -> Self {
-        Self {
-            kubernetes: Switch::Auto,
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            args: DiscoveryArgs,
         }
+        Wrap::parse_from(["vigil"]).args
+    }
+}
+
+impl DiscoveryArgs {
+    /// This replica's identity: `--identity`, else the hostname (the pod's
+    /// name in a cluster), else one made of the process id.
+    pub fn identity(&self) -> String {
+        self.identity
+            .clone()
+            .filter(|i| !i.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+            .unwrap_or_else(|| format!("vigil-controller-{}", std::process::id()))
     }
 }
 
@@ -117,8 +155,18 @@ pub async fn start(
     );
     let policies =
         crate::kube::crd::sync::run_policies(client.clone(), engine.clone(), stop.clone());
+    let (role, _) = watch::channel(crate::kube::lease::Role::Unknown);
+    let election = crate::kube::lease::run(
+        client.clone(),
+        args.lease_namespace.clone(),
+        args.lease_name.clone(),
+        args.identity(),
+        std::time::Duration::from_secs(args.lease_duration),
+        role,
+        stop.clone(),
+    );
     Ok(Some(tokio::spawn(async move {
-        tokio::join!(run(client, engine, stop), policies);
+        tokio::join!(run(client, engine, stop), policies, election);
     })))
 }
 
