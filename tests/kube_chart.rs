@@ -210,8 +210,10 @@ fn the_default_rendering_is_what_the_issue_asks_for() {
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": watch},
             {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets"], "verbs": watch},
             {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": watch},
-            {"apiGroups": ["vigil.io"], "resources": ["vigilpolicies", "vigilbaselines"],
+            {"apiGroups": ["vigil.io"], "resources": ["vigilbaselines"],
              "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["vigil.io"], "resources": ["vigilpolicies"],
+             "verbs": ["get", "list", "watch", "create", "patch"]},
         ])
     );
     // Leader election: one Lease in the release's namespace, nothing else.

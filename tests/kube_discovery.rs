@@ -507,3 +507,34 @@ fn one_replica_leads_through_a_lease_and_another_takes_over() {
     });
     drop(c);
 }
+
+#[test]
+fn the_leader_writes_a_mode_set_with_vigilctl_into_the_vigil_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Replay::start();
+    empty_cluster(&api);
+    let mut list = empty_list("vigil.io/v1alpha1", "VigilPolicyList", "20");
+    list["items"] = json!([policy("lab", "default", "enforcement", "15")]);
+    api.serve("/apis/vigil.io/v1alpha1/vigilpolicies", vec![list], vec![]);
+    let flags = ["--identity", "a", "--lease-duration", "3"];
+    let ctl = start_named(dir.path(), &api, "controller-a", &flags);
+    wait_for("a leads", || {
+        (holder(&api).as_deref() == Some("a")).then_some(())
+    });
+    ctl.set_mode(&["enforcement", "--alert-only", "--namespace", "jhub"]);
+    let path = "/apis/vigil.io/v1alpha1/namespaces/jhub/vigilpolicies/default";
+    let (_, written) = wait_for("jhub's VigilPolicy written", || {
+        api.patches().into_iter().find(|(p, _)| p == path)
+    });
+    assert_eq!(written["kind"], "VigilPolicy", "{written}");
+    assert_eq!(written["metadata"]["name"], "default");
+    assert_eq!(written["spec"]["mode"], "alert-only", "{written}");
+    // lab's mode came from its policy: nothing to write back.
+    let requests = api.requests();
+    assert!(
+        api.patches()
+            .iter()
+            .all(|(p, _)| !p.contains("/namespaces/lab/")),
+        "{requests:?}"
+    );
+}

@@ -204,6 +204,17 @@ impl Replay {
                             let body = req.into_body().collect().await.map(|b| b.to_bytes());
                             let body = body.unwrap_or_default();
                             logged.lock().unwrap().push(format!("{path}?{query}"));
+                            if method == hyper::Method::PATCH {
+                                // A server-side apply: kept, answered with the object.
+                                let mut object: Value =
+                                    serde_json::from_slice(&body).unwrap_or(Value::Null);
+                                logged
+                                    .lock()
+                                    .unwrap()
+                                    .push(format!("PATCH {path} {object}"));
+                                object["metadata"]["resourceVersion"] = json!("1000");
+                                return Ok::<_, Infallible>(json_response(200, &object));
+                            }
                             if path.starts_with(LEASES) {
                                 return Ok::<_, Infallible>(lease(&shared, &method, &path, &body));
                             }
@@ -257,6 +268,17 @@ impl Replay {
                 watches: watches.into(),
             },
         );
+    }
+
+    /// The server-side applies so far: (path, object).
+    pub fn patches(&self) -> Vec<(String, Value)> {
+        self.requests()
+            .iter()
+            .filter_map(|r| {
+                let (path, object) = r.strip_prefix("PATCH ")?.split_once(' ')?;
+                Some((path.to_owned(), serde_json::from_str(object).ok()?))
+            })
+            .collect()
     }
 
     /// Every request so far, as `path?query`.

@@ -153,9 +153,22 @@ pub async fn start(
     tracing::info!(
         "Kubernetes discovery started: watching namespaces, pods, services, endpointslices, deployments, statefulsets, jobs and vigilpolicies"
     );
-    let policies =
-        crate::kube::crd::sync::run_policies(client.clone(), engine.clone(), stop.clone());
-    let (role, _) = watch::channel(crate::kube::lease::Role::Unknown);
+    let (policies, _) = watch::channel(None);
+    let (role, roles) = watch::channel(crate::kube::lease::Role::Unknown);
+    let write_back = crate::kube::crd::sync::write_back(
+        client.clone(),
+        engine.clone(),
+        policies.clone(),
+        roles,
+        crate::kube::lease::RENEW_EVERY,
+        stop.clone(),
+    );
+    let policies = crate::kube::crd::sync::run_policies(
+        client.clone(),
+        engine.clone(),
+        policies,
+        stop.clone(),
+    );
     let election = crate::kube::lease::run(
         client.clone(),
         args.lease_namespace.clone(),
@@ -166,7 +179,7 @@ pub async fn start(
         stop.clone(),
     );
     Ok(Some(tokio::spawn(async move {
-        tokio::join!(run(client, engine, stop), policies, election);
+        tokio::join!(run(client, engine, stop), policies, election, write_back);
     })))
 }
 
