@@ -1,6 +1,6 @@
 //! The admission webhook and `vigilctl inject`, end to end: the real
 //! controller serving `/mutate` and `/validate` over TLS, fed the recorded
-//! AdmissionReviews and pods of `shared/fixtures/k8s` (a bare pod from
+//! AdmissionReviews and pods of `tests/fixtures/k8s` (a bare pod from
 //! GKE, a ReplicaSet's pod, a StatefulSet's, a Kubeflow notebook already
 //! injected by Istio, JupyterHub user pods), with kube-rs reading the
 //! namespaces from a stand-in API server. Each JSONPatch is applied and

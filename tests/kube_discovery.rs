@@ -1,6 +1,6 @@
 //! Discovery end to end: a real controller (`--kubernetes on`) whose
 //! kube-rs client reaches, through a kubeconfig, a loopback server that
-//! replays recorded list and watch responses of `shared/fixtures/k8s`
+//! replays recorded list and watch responses of `tests/fixtures/k8s`
 //! (a kind cluster's kube-system pods, Deployments, Services,
 //! EndpointSlices and Namespaces, a Kubeflow notebook pod, the recorded
 //! watch BOOKMARK and the 410 Gone watch ERROR). The watch events' objects

@@ -18,16 +18,16 @@ use crate::common::{self, Controller, bin, spawn_proc, wait_for};
 /// The host name in the webhook's test certificate.
 pub const HOST: &str = "vigil-webhook.test";
 
-/// The recorded Kubernetes payloads (`shared/fixtures/k8s` beside the
-/// repository, or `$VIGIL_K8S_FIXTURES`).
+/// The recorded Kubernetes payloads (`tests/fixtures/k8s`, copied
+/// with their sources and licenses, or `$VIGIL_K8S_FIXTURES`).
 pub fn fixtures() -> PathBuf {
     let dir = std::env::var_os("VIGIL_K8S_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/k8s"));
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/k8s"));
     assert!(
         dir.join("README.md").is_file(),
-        "the Kubernetes fixtures are missing at {}: they live in shared/fixtures/k8s beside the \
-         repository (set VIGIL_K8S_FIXTURES to another copy)",
+        "the Kubernetes fixtures are missing at {}: they live in tests/fixtures/k8s \
+         (set VIGIL_K8S_FIXTURES to another copy)",
         dir.display()
     );
     dir

@@ -1,5 +1,5 @@
 //! Table tests of the discovery reducer on recorded API payloads
-//! (`shared/fixtures/k8s`, or `$VIGIL_K8S_FIXTURES`).
+//! (`tests/fixtures/k8s`, or `$VIGIL_K8S_FIXTURES`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -12,11 +12,11 @@ fn fixture(path: &str) -> Value {
     let dir = std::env::var_os("VIGIL_K8S_FIXTURES")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/k8s")
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/k8s")
         });
     let file = dir.join(path);
     let text = std::fs::read_to_string(&file)
-        .unwrap_or_else(|e| panic!("{}: {e} (the fixtures live in shared/fixtures/k8s beside the repository; VIGIL_K8S_FIXTURES names another copy)", file.display()));
+        .unwrap_or_else(|e| panic!("{}: {e} (the fixtures live in tests/fixtures/k8s; VIGIL_K8S_FIXTURES names another copy)", file.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
@@ -337,7 +337,7 @@ fn the_recorded_watch_stream_applies_as_events() {
         std::env::var_os("VIGIL_K8S_FIXTURES")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/k8s")
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/k8s")
             })
             .join("api/watch-pods-kube-system-k8s-v1.36.ndjson"),
     )
