@@ -10,6 +10,7 @@
 //! whoever may write VigilBaselines in one namespace cannot widen
 //! another's). The watch that applies them is in [`sync`].
 
+pub mod baselines;
 pub mod sync;
 
 use std::collections::BTreeMap;

@@ -169,6 +169,24 @@ pub async fn start(
         policies,
         stop.clone(),
     );
+    let (resources, _) = watch::channel(None);
+    let written = crate::kube::crd::baselines::Written::default();
+    let baselines = crate::kube::crd::baselines::run(
+        client.clone(),
+        engine.clone(),
+        resources.clone(),
+        written.clone(),
+        stop.clone(),
+    );
+    let baseline_writes = crate::kube::crd::baselines::write_back(
+        client.clone(),
+        engine.clone(),
+        resources,
+        written,
+        role.subscribe(),
+        crate::kube::lease::RENEW_EVERY,
+        stop.clone(),
+    );
     let election = crate::kube::lease::run(
         client.clone(),
         args.lease_namespace.clone(),
@@ -179,7 +197,14 @@ pub async fn start(
         stop.clone(),
     );
     Ok(Some(tokio::spawn(async move {
-        tokio::join!(run(client, engine, stop), policies, election, write_back);
+        tokio::join!(
+            run(client, engine, stop),
+            policies,
+            election,
+            write_back,
+            baselines,
+            baseline_writes
+        );
     })))
 }
 
