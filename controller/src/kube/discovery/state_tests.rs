@@ -11,9 +11,7 @@ use super::*;
 fn fixture(path: &str) -> Value {
     let dir = std::env::var_os("VIGIL_K8S_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/k8s")
-        });
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/k8s"));
     let file = dir.join(path);
     let text = std::fs::read_to_string(&file)
         .unwrap_or_else(|e| panic!("{}: {e} (the fixtures live in tests/fixtures/k8s; VIGIL_K8S_FIXTURES names another copy)", file.display()));
