@@ -532,16 +532,7 @@ fn alerts_query(filters: &[(&str, &Option<String>)]) -> String {
         .iter()
         .filter_map(|(key, value)| {
             let value = value.as_deref()?;
-            let encoded: String = value
-                .bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                        (b as char).to_string()
-                    }
-                    _ => format!("%{b:02X}"),
-                })
-                .collect();
-            Some(format!("{key}={encoded}"))
+            Some(format!("{key}={}", percent_encode(value)))
         })
         .collect();
     if pairs.is_empty() {

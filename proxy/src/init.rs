@@ -442,6 +442,22 @@ pub fn restore_program(program: &str) -> String {
     format!("{program}-restore")
 }
 
+/// The `iptables-restore` input that creates (or flushes) each of `chains`
+/// in `table` and fills it with its rules, in one transaction.
+pub fn restore_input(table: &str, chains: &[(&str, Vec<Vec<String>>)]) -> String {
+    let mut input = format!("*{table}\n");
+    for (chain, _) in chains {
+        input.push_str(&format!(":{chain} - [0:0]\n"));
+    }
+    for (chain, rules) in chains {
+        for rule in rules {
+            input.push_str(&format!("-A {chain} {}\n", rule.join(" ")));
+        }
+    }
+    input.push_str("COMMIT\n");
+    input
+}
+
 /// The commands that install Vigil's rules for each of `families`: one
 /// `iptables-restore --noflush` that creates or flushes and fills the
 /// chains in one transaction, then each jump unless `-C` finds it. Running
@@ -466,16 +482,7 @@ fn plan_family(args: &InitArgs, family: &Family) -> Vec<IptablesCommand> {
     ];
     // One iptables-restore transaction creates (or flushes) and fills both
     // chains: a re-run swaps their rules at once, never leaving them empty.
-    let mut input = String::from("*nat\n");
-    for (chain, _) in &chains {
-        input.push_str(&format!(":{chain} - [0:0]\n"));
-    }
-    for (chain, rules) in &chains {
-        for rule in rules {
-            input.push_str(&format!("-A {chain} {}\n", rule.join(" ")));
-        }
-    }
-    input.push_str("COMMIT\n");
+    let input = restore_input("nat", &chains);
     let mut out = vec![IptablesCommand {
         program: restore_program(&family.program),
         args: strings(&["-w", "--noflush"]),

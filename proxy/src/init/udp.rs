@@ -150,16 +150,7 @@ fn plan_family(args: &InitArgs, family: &Family) -> Vec<IptablesCommand> {
         (MARK_CHAIN, mark_rules(args)),
         (TPROXY_CHAIN, tproxy_rules(args, family.v6)),
     ];
-    let mut input = String::from("*mangle\n");
-    for (chain, _) in &chains {
-        input.push_str(&format!(":{chain} - [0:0]\n"));
-    }
-    for (chain, rules) in &chains {
-        for rule in rules {
-            input.push_str(&format!("-A {chain} {}\n", rule.join(" ")));
-        }
-    }
-    input.push_str("COMMIT\n");
+    let input = super::restore_input("mangle", &chains);
     out.push(IptablesCommand {
         program: restore_program(&family.program),
         args: strings(&["-w", "--noflush"]),
