@@ -1,0 +1,699 @@
+#!/usr/bin/env python3
+"""Vigil's load harness: vigil-proxy against nginx and haproxy in one run.
+
+Run it through benches/load.sh (which checks and installs the tools); see
+benches/RESULTS.md for what it measures and how to read it. Standard library
+only.
+
+Every proxy under test (and the nginx upstream behind it) is pinned to one
+core, the load generator (and the controller) to another. Each path gets a
+fresh proxy process, so its idle and peak RSS are its own:
+
+  1. idle RSS (VmRSS once ready, before any load);
+  2. saturation: `--reps` runs of wrk (HTTP/1.1) or h2load (h2c), each
+     preceded by nothing but the previous one; CPU per request from the
+     proxy's utime+stime (/proc/PID/stat) over each run;
+  3. peak RSS (VmHWM) after the saturation runs;
+  4. HTTP/1.1 paths: a fixed-rate run (h2load --h1 --rps, open loop per
+     client) whose p99 minus the direct path's p99 is the added p99.
+
+Then, apart, the RSS of a fresh proxy holding `--hold` open keep-alive
+connections (each has carried one request) through its listener.
+"""
+
+import argparse
+import atexit
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BODY_BYTES = 100
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+# A loopback port nothing listens on: the controller of the "off" run.
+NOWHERE = "http://127.0.0.1:1"
+
+
+class HarnessError(Exception):
+    """A step of the harness failed; the message names it."""
+
+
+# ---------------------------------------------------------------- processes
+
+class Procs:
+    """Every process the harness starts, stopped on exit whatever happens."""
+
+    def __init__(self, work):
+        self.work = work
+        self.live = []
+
+    def start(self, name, argv, cpu):
+        log = open(os.path.join(self.work, f"{name}.log"), "ab")
+        argv = ["taskset", "-c", str(cpu), *argv]
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, cwd=self.work)
+        proc.name = name
+        self.live.append(proc)
+        return proc
+
+    def stop(self, proc):
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc in self.live:
+            self.live.remove(proc)
+
+    def stop_all(self):
+        for proc in reversed(list(self.live)):
+            self.stop(proc)
+
+    def check(self, proc):
+        if proc.poll() is not None:
+            log = open(os.path.join(self.work, f"{proc.name}.log")).read()[-2000:]
+            raise HarnessError(f"{proc.name} exited with {proc.returncode}:\n{log}")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(what, check, proc=None, procs=None, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None:
+            procs.check(proc)
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise HarnessError(f"timed out waiting for {what}")
+
+
+def http_ok(url):
+    with urllib.request.urlopen(url, timeout=2) as r:
+        return r.status == 200
+
+
+def tcp_open(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+
+
+def cpu_seconds(pid):
+    # Fields after the command name (which may hold spaces): utime is the
+    # 14th field of the line, stime the 15th; both cover all threads.
+    stat = open(f"/proc/{pid}/stat").read()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_kib(pid):
+    out = {}
+    for line in open(f"/proc/{pid}/status"):
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0])
+    return out
+
+
+def run(argv, cpu, timeout):
+    out = subprocess.run(["taskset", "-c", str(cpu), *argv], capture_output=True,
+                         text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise HarnessError(f"{' '.join(argv)} failed:\n{out.stdout}{out.stderr}")
+    return out.stdout
+
+
+# ---------------------------------------------------------------- parsers
+
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def ms(text):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        raise HarnessError(f"cannot read the latency {text!r}")
+    return float(m.group(1)) * UNITS[m.group(2)]
+
+
+def parse_wrk(out):
+    """req/s, requests, p50 and p99 (ms) and errors from `wrk --latency`."""
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
+    if not (rps and total and p50 and p99):
+        raise HarnessError(f"cannot read wrk's output:\n{out}")
+    errors = 0
+    for m in re.finditer(r"Non-2xx or 3xx responses: (\d+)", out):
+        errors += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(g) for g in m.groups())
+    return {"rps": float(rps.group(1)), "requests": int(total.group(1)),
+            "p50_ms": ms(p50.group(1)), "p99_ms": ms(p99.group(1)), "errors": errors}
+
+
+def percentile(sorted_values, q):
+    if not sorted_values:
+        return float("nan")
+    k = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[k]
+
+
+def parse_h2load(out, log_file):
+    """req/s, succeeded requests and p50/p99 (ms, from the per-request log)."""
+    rps = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+    done = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, "
+                     r"(\d+) failed, (\d+) errored, (\d+) timeout", out)
+    status = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    if not (rps and done and status):
+        raise HarnessError(f"cannot read h2load's output:\n{out}")
+    durations = []
+    with open(log_file) as f:
+        for line in f:
+            parts = line.split("\t")
+            if len(parts) == 3:
+                durations.append(int(parts[2]) / 1000.0)
+    durations.sort()
+    errors = sum(int(g) for g in done.groups()[1:]) + int(status.group(3)) + int(status.group(4))
+    return {"rps": float(rps.group(1)), "requests": int(done.group(1)),
+            "p50_ms": percentile(durations, 0.50), "p99_ms": percentile(durations, 0.99),
+            "errors": errors}
+
+
+# ---------------------------------------------------------------- configs
+
+def nginx_upstream_conf(work, h1, h2):
+    return f"""worker_processes 1;
+master_process off;
+daemon off;
+pid {work}/upstream.pid;
+error_log {work}/upstream.err;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  keepalive_requests 100000000;
+  keepalive_timeout 300s;
+  server {{ listen 127.0.0.1:{h1}; root {work}/html; }}
+  server {{ listen 127.0.0.1:{h2} http2; root {work}/html; }}
+}}
+"""
+
+
+def nginx_proxy_conf(work, port, upstream):
+    return f"""worker_processes 1;
+master_process off;
+daemon off;
+pid {work}/nginx-proxy.pid;
+error_log {work}/nginx-proxy.err;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  keepalive_requests 100000000;
+  keepalive_timeout 300s;
+  upstream app {{ server 127.0.0.1:{upstream}; keepalive 64; keepalive_requests 100000000; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+"""
+
+
+def haproxy_conf(port, upstream, h2):
+    proto = " proto h2" if h2 else ""
+    return f"""global
+  nbthread 1
+  maxconn 8192
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+  timeout http-keep-alive 300s
+frontend f
+  bind 127.0.0.1:{port}{proto}
+  default_backend b
+backend b
+  http-reuse always
+  server s1 127.0.0.1:{upstream}{proto}
+"""
+
+
+# ---------------------------------------------------------------- the bench
+
+class Bench:
+    def __init__(self, args, work):
+        self.a = args
+        self.work = work
+        self.procs = Procs(work)
+        self.bin = args.bin_dir
+        self.up_h1 = free_port()
+        self.up_h2 = free_port()
+        self.grpc = self.api = None
+        self.token = None
+
+    # -- fixtures
+
+    def start_upstream(self):
+        os.makedirs(os.path.join(self.work, "html"), exist_ok=True)
+        with open(os.path.join(self.work, "html", "index.html"), "w") as f:
+            f.write("x" * BODY_BYTES)
+        conf = os.path.join(self.work, "upstream.conf")
+        with open(conf, "w") as f:
+            f.write(nginx_upstream_conf(self.work, self.up_h1, self.up_h2))
+        self.upstream = self.procs.start("upstream", ["nginx", "-c", conf], self.a.proxy_cpu)
+        wait_until("the nginx upstream", lambda: http_ok(f"http://127.0.0.1:{self.up_h1}/"),
+                   self.upstream, self.procs)
+        wait_until("the nginx h2c upstream", lambda: tcp_open(self.up_h2), self.upstream, self.procs)
+
+    def start_controller(self):
+        self.grpc, self.api = free_port(), free_port()
+        data = os.path.join(self.work, "data")
+        self.controller = self.procs.start("controller", [
+            f"{self.bin}/vigil-controller", "--grpc-addr", f"127.0.0.1:{self.grpc}",
+            "--http-addr", f"127.0.0.1:{self.api}", "--data-dir", data, "--log", "warn",
+        ], self.a.load_cpu)
+        self.token = os.path.join(data, "sidecar.token")
+        wait_until("the controller", lambda: os.path.getsize(self.token) > 0
+                   and tcp_open(self.grpc), self.controller, self.procs)
+
+    # -- proxies under test: each returns (process, port to load)
+
+    def start_nginx_proxy(self, h2):
+        port = free_port()
+        conf = os.path.join(self.work, "nginx-proxy.conf")
+        with open(conf, "w") as f:
+            f.write(nginx_proxy_conf(self.work, port, self.up_h1))
+        proc = self.procs.start("nginx-proxy", ["nginx", "-c", conf], self.a.proxy_cpu)
+        wait_until("nginx as a proxy", lambda: http_ok(f"http://127.0.0.1:{port}/"), proc, self.procs)
+        return proc, port
+
+    def start_haproxy(self, h2):
+        port = free_port()
+        conf = os.path.join(self.work, "haproxy.cfg")
+        with open(conf, "w") as f:
+            f.write(haproxy_conf(port, self.up_h2 if h2 else self.up_h1, h2))
+        proc = self.procs.start("haproxy", ["haproxy", "-f", conf, "-q"], self.a.proxy_cpu)
+        wait_until("haproxy", lambda: tcp_open(port), proc, self.procs)
+        return proc, port
+
+    def start_vigil(self, h2, direction, telemetry=True):
+        inbound, outbound, admin = free_port(), free_port(), free_port()
+        app = self.up_h2 if h2 else self.up_h1
+        argv = [f"{self.bin}/vigil-proxy", "--workload", "bench", "--log", "warn",
+                "--inbound-addr", f"127.0.0.1:{inbound}", "--outbound-addr", f"127.0.0.1:{outbound}",
+                "--inbound-addr6", "off", "--outbound-addr6", "off",
+                "--admin-addr", f"127.0.0.1:{admin}", "--app-addr", f"127.0.0.1:{app}",
+                "--dns-addr", "off", "--udp-addr", "off"]
+        if telemetry:
+            argv += ["--controller", f"http://127.0.0.1:{self.grpc}",
+                     "--controller-token-file", self.token]
+        else:
+            # No controller: no policy beyond the allow-all default, nothing reported.
+            argv += ["--controller", NOWHERE, "--policy-wait-ms", "0"]
+        proc = self.procs.start("vigil-proxy", argv, self.a.proxy_cpu)
+        wait_until("vigil-proxy", lambda: http_ok(f"http://127.0.0.1:{admin}/ready"), proc, self.procs)
+        if telemetry:
+            def has_policy():
+                with urllib.request.urlopen(f"http://127.0.0.1:{admin}/config_dump", timeout=2) as r:
+                    return json.load(r)["policy"].get("version", 0) >= 1
+            wait_until("vigil-proxy's first policy", has_policy, proc, self.procs)
+        return proc, inbound if direction == "inbound" else outbound
+
+    # -- load generators
+
+    def wrk(self, port, secs, conns, script=None):
+        argv = ["wrk", "-t1", f"-c{conns}", f"-d{secs}s", "--latency"]
+        if script:
+            argv += ["-s", script]
+        argv.append(f"http://127.0.0.1:{port}/")
+        return parse_wrk(run(argv, self.a.load_cpu, secs + 30))
+
+    def h2load(self, port, secs, authority=None, h1_rate=None):
+        log = os.path.join(self.work, "h2load.log")
+        if os.path.exists(log):
+            os.remove(log)
+        if h1_rate:
+            # Open loop per client: --rps requests a second each, h1 keep-alive.
+            clients = max(1, min(10, h1_rate // 100))
+            argv = ["h2load", "--h1", "-c", str(clients), "--rps", str(h1_rate // clients)]
+        else:
+            argv = ["h2load", "-c", str(self.a.h2_clients), "-m", str(self.a.h2_streams)]
+        argv += ["-D", str(secs), f"--log-file={log}"]
+        if authority:
+            argv += ["-H", f":authority: {authority}"]
+        argv.append(f"http://127.0.0.1:{port}/")
+        return parse_h2load(run(argv, self.a.load_cpu, secs + 30), log)
+
+    # -- one path
+
+    def measure(self, path):
+        h2 = path["proto"] == "h2c"
+        proc, port = path["start"](h2)
+        pid = (proc or self.upstream).pid
+        idle = rss_kib(pid)["VmRSS"]
+        load = self.make_load(path, port)
+        if self.a.warmup > 0:
+            load(self.a.warmup)
+        reps = []
+        for _ in range(self.a.reps):
+            before = cpu_seconds(pid)
+            result = load(self.a.duration)
+            cpu = cpu_seconds(pid) - before
+            result["cpu_us_per_req"] = cpu * 1e6 / max(1, result["requests"])
+            reps.append(result)
+        peak = rss_kib(pid)["VmHWM"]
+        row = {"path": path["name"], "proto": path["proto"], "what": path["what"],
+               "reps": reps, "idle_rss_kib": idle, "peak_rss_kib": peak}
+        for key in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req"):
+            row[key] = statistics.median(r[key] for r in reps)
+        row["errors"] = sum(r["errors"] for r in reps)
+        if path.get("rate"):
+            fixed = self.h2load(port, self.a.rate_duration, h1_rate=self.a.rate)
+            row["rate"] = {"rps": fixed["rps"], "p50_ms": fixed["p50_ms"], "p99_ms": fixed["p99_ms"],
+                           "errors": fixed["errors"]}
+        if proc is not None:
+            self.procs.check(proc)
+            self.procs.stop(proc)
+        return row
+
+    def make_load(self, path, port):
+        if path["proto"] == "h2c":
+            return lambda secs: self.h2load(port, secs, authority=path.get("authority"))
+        script = None
+        if path.get("target"):
+            script = os.path.join(self.work, f"{path['name']}.lua")
+            with open(script, "w") as f:
+                f.write(f'wrk.path = "{path["target"]}"\n')
+        return lambda secs: self.wrk(port, secs, self.a.connections, script)
+
+    def hold(self, name, start, count):
+        """RSS of a fresh proxy holding `count` keep-alive connections open."""
+        proc, port = start(False)
+        idle = rss_kib(proc.pid)["VmRSS"]
+        socks = []
+        try:
+            request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+            for _ in range(count):
+                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+                s.sendall(request)
+                socks.append(s)
+            for s in socks:
+                read_response(s)
+            time.sleep(0.2)
+            rss = rss_kib(proc.pid)
+            # Every connection is still open: one more request on each answers.
+            for s in socks:
+                s.sendall(request)
+            for s in socks:
+                read_response(s)
+        finally:
+            for s in socks:
+                s.close()
+        self.procs.check(proc)
+        self.procs.stop(proc)
+        return {"path": name, "connections": count, "idle_rss_kib": idle,
+                "rss_kib": rss["VmRSS"], "peak_rss_kib": rss["VmHWM"]}
+
+    # -- the paths
+
+    def paths(self):
+        vin = lambda h2: self.start_vigil(h2, "inbound")
+        vout = lambda h2: self.start_vigil(h2, "outbound")
+        voff = lambda h2: self.start_vigil(h2, "inbound", telemetry=False)
+        up = f"127.0.0.1:{self.up_h1}"
+        all_paths = [
+            {"name": "direct", "proto": "http/1.1", "what": "wrk -> nginx",
+             "start": lambda h2: (None, self.up_h1), "rate": True},
+            {"name": "nginx", "proto": "http/1.1", "what": "nginx proxy_pass (keepalive upstream)",
+             "start": self.start_nginx_proxy, "rate": True},
+            {"name": "haproxy", "proto": "http/1.1", "what": "haproxy, http-reuse always",
+             "start": self.start_haproxy, "rate": True},
+            {"name": "vigil-inbound", "proto": "http/1.1", "what": "inbound listener -> app",
+             "start": vin, "rate": True, "vigil": True},
+            {"name": "vigil-inbound-off", "proto": "http/1.1",
+             "what": "inbound, no controller (policy and reporting off)", "start": voff, "vigil": True},
+            {"name": "vigil-outbound", "proto": "http/1.1", "what": "outbound, absolute-form by IP",
+             "start": vout, "target": f"http://{up}/", "vigil": True},
+            {"name": "vigil-outbound-name", "proto": "http/1.1",
+             "what": "outbound, absolute-form by name (localhost)", "start": vout,
+             "target": f"http://localhost:{self.up_h1}/", "vigil": True},
+            {"name": "direct", "proto": "h2c", "what": "h2load -> nginx (h2c)",
+             "start": lambda h2: (None, self.up_h2)},
+            {"name": "haproxy", "proto": "h2c", "what": "haproxy h2c -> nginx h2c", "start": self.start_haproxy},
+            {"name": "vigil-inbound", "proto": "h2c", "what": "inbound -> app h2c", "start": vin,
+             "vigil": True},
+            {"name": "vigil-outbound", "proto": "h2c", "what": "outbound, :authority by IP -> h2c",
+             "start": vout, "authority": f"127.0.0.1:{self.up_h2}", "vigil": True},
+        ]
+        wanted = set(self.a.paths.split(",")) if self.a.paths else None
+        return [p for p in all_paths if wanted is None or p["name"] in wanted]
+
+    def profile(self, out_dir):
+        """perf record of vigil-proxy inbound under wrk; returns the report's head."""
+        proc, port = self.start_vigil(False, "inbound")
+        data = os.path.join(self.work, "perf.data")
+        secs = max(2, self.a.duration)
+        perf = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-o", data, "-p", str(proc.pid),
+                                 "--", "sleep", str(secs)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        self.wrk(port, secs, self.a.connections)
+        perf.wait(timeout=60)
+        report = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort",
+                                 "dso,symbol", "--stdio", "-g", "none", "--percent-limit", "0.7"],
+                                capture_output=True, text=True).stdout
+        self.procs.stop(proc)
+        path = os.path.join(out_dir, "perf-inbound.txt")
+        with open(path, "w") as f:
+            f.write(report)
+        return path
+
+
+def read_response(s):
+    """Reads one HTTP/1.1 response with a Content-Length body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(4096)
+        if not chunk:
+            raise HarnessError("a held connection was closed")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    m = re.search(rb"(?i)content-length:\s*(\d+)", head)
+    if not head.startswith(b"HTTP/1.1 200") or not m:
+        raise HarnessError(f"unexpected response on a held connection: {head[:200]!r}")
+    need = int(m.group(1)) - len(body)
+    while need > 0:
+        chunk = s.recv(need)
+        if not chunk:
+            raise HarnessError("a held connection was closed mid-body")
+        need -= len(chunk)
+
+
+# ---------------------------------------------------------------- report
+
+def version(argv, pattern):
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        m = re.search(pattern, out.stdout + out.stderr)
+        return m.group(1) if m else "?"
+    except OSError:
+        return "absent"
+
+
+def machine(args):
+    cpu = "?"
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    commit = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
+                            capture_output=True, text=True).stdout.strip() or "?"
+    return {
+        "nproc": os.cpu_count(), "cpu": cpu, "kernel": os.uname().release,
+        "loadavg_start": open("/proc/loadavg").read().split()[:3],
+        "nginx": version(["nginx", "-v"], r"nginx/(\S+)"),
+        "haproxy": version(["haproxy", "-v"], r"version (\S+)"),
+        "wrk": version(["wrk", "-v"], r"wrk (\S+)"),
+        "h2load": version(["h2load", "--version"], r"nghttp2/(\S+)"),
+        "commit": commit, "bin_dir": args.bin_dir, "proxy_cpu": args.proxy_cpu,
+        "load_cpu": args.load_cpu,
+    }
+
+
+def ratio(a, b):
+    return a / b if a and b else None
+
+
+def add_ratios(rows):
+    def find(name, proto):
+        return next((r for r in rows if r["path"] == name and r["proto"] == proto), None)
+
+    for proto in ("http/1.1", "h2c"):
+        refs = [r for r in (find("nginx", proto), find("haproxy", proto)) if r]
+        best = max(refs, key=lambda r: r["rps"]) if refs else None
+        direct = find("direct", proto)
+        for r in (r for r in rows if r["proto"] == proto):
+            if best:
+                r["best_reference"] = best["path"]
+                r["rps_vs_best"] = ratio(r["rps"], best["rps"])
+                r["cpu_vs_best"] = ratio(r["cpu_us_per_req"], best["cpu_us_per_req"])
+            if direct and "rate" in r and "rate" in direct:
+                r["rate"]["added_p99_ms"] = r["rate"]["p99_ms"] - direct["rate"]["p99_ms"]
+    # added p99 against the better (lower) of nginx and haproxy.
+    refs = [r for r in rows if r["proto"] == "http/1.1" and r["path"] in ("nginx", "haproxy")
+            and "added_p99_ms" in r.get("rate", {})]
+    if refs:
+        best = min(r["rate"]["added_p99_ms"] for r in refs)
+        for r in rows:
+            if "added_p99_ms" in r.get("rate", {}) and r["path"] != "direct":
+                r["rate"]["added_p99_vs_best"] = ratio(r["rate"]["added_p99_ms"], best) \
+                    if best > 0 else None
+    on, off = find("vigil-inbound", "http/1.1"), find("vigil-inbound-off", "http/1.1")
+    return {"telemetry_on_vs_off": ratio(on["rps"], off["rps"])} if on and off else {}
+
+
+def fmt(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+def markdown(result):
+    m, a = result["machine"], result["settings"]
+    lines = [
+        f"Machine: {m['nproc']} cores ({m['cpu']}), kernel {m['kernel']}, load average at start "
+        f"{' '.join(m['loadavg_start'])}; nginx {m['nginx']}, haproxy {m['haproxy']}, wrk {m['wrk']}, "
+        f"h2load {m['h2load']}; commit {m['commit']}; binaries {m['bin_dir']}.",
+        "",
+        f"Proxy under test and nginx upstream on CPU {m['proxy_cpu']}, load generator and controller "
+        f"on CPU {m['load_cpu']}. {a['reps']} runs of {a['duration']} s per path, medians; "
+        f"HTTP/1.1 `wrk -t1 -c{a['connections']}`, h2c `h2load -c{a['h2_clients']} -m{a['h2_streams']}`, "
+        f"{BODY_BYTES}-byte body. Ratios against the better of nginx and haproxy (req/s: higher is "
+        "better; CPU: lower is better).",
+        "",
+        "| proto | path | req/s | p50 ms | p99 ms | CPU µs/req | RSS idle / peak MiB | req/s vs best | CPU vs best | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["paths"]:
+        lines.append(
+            f"| {r['proto']} | {r['path']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+            f"{r['cpu_us_per_req']:.1f} | {r['idle_rss_kib'] / 1024:.1f} / {r['peak_rss_kib'] / 1024:.1f} | "
+            f"{fmt(r.get('rps_vs_best'), '.2f')} | {fmt(r.get('cpu_vs_best'), '.2f')} | {r['errors']} |")
+    rate_rows = [r for r in result["paths"] if "rate" in r]
+    if rate_rows:
+        lines += ["", f"Fixed rate, ~{a['rate']} req/s for {a['rate_duration']} s "
+                  "(`h2load --h1 --rps`, open loop per client; added p99 = p99 minus the direct path's):",
+                  "", "| path | req/s | p50 ms | p99 ms | added p99 ms | added p99 vs best |",
+                  "|---|---|---|---|---|---|"]
+        for r in rate_rows:
+            x = r["rate"]
+            lines.append(f"| {r['path']} | {x['rps']:,.0f} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} | "
+                         f"{fmt(x.get('added_p99_ms'), '+.2f')} | {fmt(x.get('added_p99_vs_best'), '.2f')} |")
+    if result.get("hold"):
+        lines += ["", "Open keep-alive connections held through the listener (each carried a request):",
+                  "", "| path | connections | RSS idle MiB | RSS holding MiB |", "|---|---|---|---|"]
+        for h in result["hold"]:
+            lines.append(f"| {h['path']} | {h['connections']} | {h['idle_rss_kib'] / 1024:.1f} | "
+                         f"{h['rss_kib'] / 1024:.1f} |")
+    if result["summary"].get("telemetry_on_vs_off"):
+        lines += ["", f"vigil-proxy inbound with the controller (policy, reporting) versus without: "
+                  f"{result['summary']['telemetry_on_vs_off']:.2f}x req/s."]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- main
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="a check that the harness works: 1 run of 1 s per path, 200 held connections")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--duration", type=int, default=10, help="seconds per saturation run")
+    p.add_argument("--warmup", type=int, default=2, help="seconds of unmeasured load first")
+    p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--h2-clients", type=int, default=4)
+    p.add_argument("--h2-streams", type=int, default=8)
+    p.add_argument("--rate", type=int, default=1000, help="req/s of the fixed-rate run")
+    p.add_argument("--rate-duration", type=int, default=10)
+    p.add_argument("--hold", type=int, default=1000, help="connections held open (0: skip)")
+    p.add_argument("--paths", help="comma-separated path names to run (default: all)")
+    p.add_argument("--bin-dir", default=os.environ.get("VIGIL_BIN_DIR",
+                                                       os.path.join(ROOT, "target", "release")))
+    p.add_argument("--proxy-cpu", type=int, default=0)
+    p.add_argument("--load-cpu", type=int, default=1)
+    p.add_argument("--out-md", default=os.path.join(ROOT, "benches", "results", "latest.md"))
+    p.add_argument("--out-json", default=os.path.join(ROOT, "benches", "results", "latest.json"))
+    p.add_argument("--perf", action="store_true",
+                   help="also perf-record vigil-proxy inbound under wrk (perf-inbound.txt beside --out-md)")
+    a = p.parse_args()
+    if a.quick:
+        a.reps, a.duration, a.warmup, a.rate_duration, a.hold = 1, 1, 0, 1, min(a.hold, 200)
+    a.bin_dir = os.path.abspath(a.bin_dir)
+    for name in ("vigil-proxy", "vigil-controller"):
+        if not os.access(os.path.join(a.bin_dir, name), os.X_OK):
+            sys.exit(f"{a.bin_dir}/{name} is missing: cargo build --release --workspace --bins "
+                     "(or point VIGIL_BIN_DIR / --bin-dir at target/debug)")
+    if os.cpu_count() < 2 and a.proxy_cpu == a.load_cpu:
+        print("warning: one core: proxy and load generator share it", file=sys.stderr)
+
+    work = tempfile.mkdtemp(prefix="vigil-bench-")
+    bench = Bench(a, work)
+    atexit.register(lambda: (bench.procs.stop_all(), shutil.rmtree(work, ignore_errors=True)))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    result = {"machine": machine(a), "settings": {k: v for k, v in vars(a).items()}}
+    try:
+        bench.start_upstream()
+        paths = bench.paths()
+        if any(p.get("vigil") for p in paths) or a.hold:
+            bench.start_controller()
+        rows = []
+        for path in paths:
+            print(f"== {path['proto']} {path['name']}: {path['what']}", file=sys.stderr, flush=True)
+            rows.append(bench.measure(path))
+        hold = []
+        if a.hold:
+            for name, start in (("nginx", bench.start_nginx_proxy), ("haproxy", bench.start_haproxy),
+                                ("vigil-inbound", lambda h2: bench.start_vigil(h2, "inbound"))):
+                print(f"== holding {a.hold} connections: {name}", file=sys.stderr, flush=True)
+                hold.append(bench.hold(name, start, a.hold))
+        result["paths"], result["hold"] = rows, hold
+        result["summary"] = add_ratios(rows)
+        result["machine"]["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+        if a.perf:
+            out_dir = os.path.dirname(os.path.abspath(a.out_md))
+            os.makedirs(out_dir, exist_ok=True)
+            result["perf_report"] = bench.profile(out_dir)
+    except (HarnessError, subprocess.TimeoutExpired, OSError) as e:
+        sys.exit(f"error: {e}")
+    table = markdown(result)
+    print(table)
+    for path, text in ((a.out_md, table), (a.out_json, json.dumps(result, indent=2) + "\n")):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+    print(f"wrote {a.out_md} and {a.out_json}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
