@@ -59,8 +59,10 @@ class Procs:
     def start(self, name, argv, cpu):
         log = open(os.path.join(self.work, f"{name}.log"), "ab")
         argv = ["taskset", "-c", str(cpu), *argv]
+        # The sidecar reads every flag from a VIGIL_* variable too: none leaks in.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, cwd=self.work)
+                                stdin=subprocess.DEVNULL, cwd=self.work, env=env)
         proc.name = name
         self.live.append(proc)
         return proc
@@ -474,6 +476,8 @@ class Bench:
 
     def profile(self, out_dir):
         """perf record of vigil-proxy inbound under wrk; returns the report's head."""
+        if not shutil.which("perf"):
+            raise HarnessError("--perf needs perf (Debian: apt-get install linux-perf)")
         proc, port = self.start_vigil(False, "inbound")
         data = os.path.join(self.work, "perf.data")
         secs = max(2, self.a.duration)
