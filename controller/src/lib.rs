@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod policy;
+pub mod resource;
 pub mod simulate;
 pub mod snapshot;
 pub mod stability;
