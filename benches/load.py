@@ -52,13 +52,14 @@ class HarnessError(Exception):
 class Procs:
     """Every process the harness starts, stopped on exit whatever happens."""
 
-    def __init__(self, work):
+    def __init__(self, work, nice):
         self.work = work
+        self.nice = nice
         self.live = []
 
     def start(self, name, argv, cpu):
         log = open(os.path.join(self.work, f"{name}.log"), "ab")
-        argv = ["taskset", "-c", str(cpu), *argv]
+        argv = [*niced(self.nice), "taskset", "-c", str(cpu), *argv]
         # The sidecar reads every flag from a VIGIL_* variable too: none leaks in.
         env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
@@ -135,8 +136,13 @@ def rss_kib(pid):
     return out
 
 
-def run(argv, cpu, timeout):
-    out = subprocess.run(["taskset", "-c", str(cpu), *argv], capture_output=True,
+def niced(nice):
+    """`nice -n N` before a command, for every process the harness starts alike."""
+    return ["nice", "-n", str(nice)] if nice else []
+
+
+def run(argv, cpu, timeout, nice=0):
+    out = subprocess.run([*niced(nice), "taskset", "-c", str(cpu), *argv], capture_output=True,
                          text=True, timeout=timeout)
     if out.returncode != 0:
         raise HarnessError(f"{' '.join(argv)} failed:\n{out.stdout}{out.stderr}")
@@ -270,7 +276,7 @@ class Bench:
     def __init__(self, args, work):
         self.a = args
         self.work = work
-        self.procs = Procs(work)
+        self.procs = Procs(work, args.nice)
         self.bin = args.bin_dir
         self.up_h1 = free_port()
         self.up_h2 = free_port()
@@ -352,7 +358,7 @@ class Bench:
         if script:
             argv += ["-s", script]
         argv.append(f"http://127.0.0.1:{port}/")
-        return parse_wrk(run(argv, self.a.load_cpu, secs + 30))
+        return parse_wrk(run(argv, self.a.load_cpu, secs + 30, self.a.nice))
 
     def h2load(self, port, secs, authority=None, h1_rate=None):
         log = os.path.join(self.work, "h2load.log")
@@ -368,7 +374,7 @@ class Bench:
         if authority:
             argv += ["-H", f":authority: {authority}"]
         argv.append(f"http://127.0.0.1:{port}/")
-        return parse_h2load(run(argv, self.a.load_cpu, secs + 30), log)
+        return parse_h2load(run(argv, self.a.load_cpu, secs + 30, self.a.nice), log)
 
     # -- one path
 
@@ -394,9 +400,12 @@ class Bench:
             row[key] = statistics.median(r[key] for r in reps)
         row["errors"] = sum(r["errors"] for r in reps)
         if path.get("rate"):
-            fixed = self.h2load(port, self.a.rate_duration, h1_rate=self.a.rate)
-            row["rate"] = {"rps": fixed["rps"], "p50_ms": fixed["p50_ms"], "p99_ms": fixed["p99_ms"],
-                           "errors": fixed["errors"]}
+            fixed = [self.h2load(port, self.a.rate_duration, h1_rate=self.a.rate)
+                     for _ in range(self.a.reps)]
+            row["rate"] = {k: statistics.median(f[k] for f in fixed)
+                           for k in ("rps", "p50_ms", "p99_ms")}
+            row["rate"]["errors"] = sum(f["errors"] for f in fixed)
+            row["rate"]["p99_ms_runs"] = [f["p99_ms"] for f in fixed]
         if proc is not None:
             self.procs.check(proc)
             self.procs.stop(proc)
@@ -486,13 +495,20 @@ class Bench:
                                 stderr=subprocess.DEVNULL)
         self.wrk(port, secs, self.a.connections)
         perf.wait(timeout=60)
-        report = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort",
-                                 "dso,symbol", "--stdio", "-g", "none", "--percent-limit", "0.7"],
-                                capture_output=True, text=True).stdout
+        def perf_report(sort, limit):
+            return subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", sort,
+                                   "--stdio", "-g", "none", "--percent-limit", limit],
+                                  capture_output=True, text=True).stdout
+        report = perf_report("dso", "0.5") + perf_report("dso,symbol", "0.7")
         self.procs.stop(proc)
+        # Without perf's comment lines and its empty IPC columns.
+        lines = [re.sub(r"(\s+-)*\s*$", "", line) for line in report.splitlines()
+                 if line.strip() and not line.startswith("#")]
         path = os.path.join(out_dir, "perf-inbound.txt")
         with open(path, "w") as f:
-            f.write(report)
+            f.write(f"perf record -F 999 -g -p <vigil-proxy> under wrk -t1 -c{self.a.connections} "
+                    f"-d{secs}s; perf report --no-children --sort dso (the share of each object), then --sort dso,symbol\n")
+            f.write("\n".join(lines) + "\n")
         return path
 
 
@@ -542,7 +558,9 @@ def machine(args):
         "haproxy": version(["haproxy", "-v"], r"version (\S+)"),
         "wrk": version(["wrk", "-v"], r"wrk (\S+)"),
         "h2load": version(["h2load", "--version"], r"nghttp2/(\S+)"),
-        "commit": commit, "bin_dir": args.bin_dir, "proxy_cpu": args.proxy_cpu,
+        "commit": commit, "bin_dir": args.bin_dir,
+        "proxy_built": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(
+            os.path.getmtime(os.path.join(args.bin_dir, "vigil-proxy")))), "proxy_cpu": args.proxy_cpu,
         "load_cpu": args.load_cpu,
     }
 
@@ -588,10 +606,11 @@ def markdown(result):
     lines = [
         f"Machine: {m['nproc']} cores ({m['cpu']}), kernel {m['kernel']}, load average at start "
         f"{' '.join(m['loadavg_start'])}; nginx {m['nginx']}, haproxy {m['haproxy']}, wrk {m['wrk']}, "
-        f"h2load {m['h2load']}; commit {m['commit']}; binaries {m['bin_dir']}.",
+        f"h2load {m['h2load']}; commit {m['commit']}; binaries {m['bin_dir']} "
+        f"(vigil-proxy built {m['proxy_built']}).",
         "",
         f"Proxy under test and nginx upstream on CPU {m['proxy_cpu']}, load generator and controller "
-        f"on CPU {m['load_cpu']}. {a['reps']} runs of {a['duration']} s per path, medians; "
+        f"on CPU {m['load_cpu']}{', all at nice ' + str(a['nice']) if a['nice'] else ''}. {a['reps']} runs of {a['duration']} s per path, medians; "
         f"HTTP/1.1 `wrk -t1 -c{a['connections']}`, h2c `h2load -c{a['h2_clients']} -m{a['h2_streams']}`, "
         f"{BODY_BYTES}-byte body. Ratios against the better of nginx and haproxy (req/s: higher is "
         "better; CPU: lower is better).",
@@ -606,7 +625,7 @@ def markdown(result):
             f"{fmt(r.get('rps_vs_best'), '.2f')} | {fmt(r.get('cpu_vs_best'), '.2f')} | {r['errors']} |")
     rate_rows = [r for r in result["paths"] if "rate" in r]
     if rate_rows:
-        lines += ["", f"Fixed rate, ~{a['rate']} req/s for {a['rate_duration']} s "
+        lines += ["", f"Fixed rate, ~{a['rate']} req/s, {a['reps']} runs of {a['rate_duration']} s, medians "
                   "(`h2load --h1 --rps`, open loop per client; added p99 = p99 minus the direct path's):",
                   "", "| path | req/s | p50 ms | p99 ms | added p99 ms | added p99 vs best |",
                   "|---|---|---|---|---|---|"]
@@ -644,6 +663,8 @@ def main():
     p.add_argument("--paths", help="comma-separated path names to run (default: all)")
     p.add_argument("--bin-dir", default=os.environ.get("VIGIL_BIN_DIR",
                                                        os.path.join(ROOT, "target", "release")))
+    p.add_argument("--nice", type=int, default=0,
+                   help="niceness of every process started (e.g. -10 on a machine others use)")
     p.add_argument("--proxy-cpu", type=int, default=0)
     p.add_argument("--load-cpu", type=int, default=1)
     p.add_argument("--out-md", default=os.path.join(ROOT, "benches", "results", "latest.md"))
@@ -669,7 +690,7 @@ def main():
     try:
         bench.start_upstream()
         paths = bench.paths()
-        if any(p.get("vigil") for p in paths) or a.hold:
+        if any(p.get("vigil") for p in paths) or a.hold or a.perf:
             bench.start_controller()
         rows = []
         for path in paths:
