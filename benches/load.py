@@ -584,6 +584,7 @@ def add_ratios(rows):
                 r["cpu_vs_best"] = ratio(r["cpu_us_per_req"], best["cpu_us_per_req"])
             if direct and "rate" in r and "rate" in direct:
                 r["rate"]["added_p99_ms"] = r["rate"]["p99_ms"] - direct["rate"]["p99_ms"]
+                r["rate"]["added_p50_ms"] = r["rate"]["p50_ms"] - direct["rate"]["p50_ms"]
     # added p99 against the better (lower) of nginx and haproxy.
     refs = [r for r in rows if r["proto"] == "http/1.1" and r["path"] in ("nginx", "haproxy")
             and "added_p99_ms" in r.get("rate", {})]
@@ -627,12 +628,13 @@ def markdown(result):
     if rate_rows:
         lines += ["", f"Fixed rate, ~{a['rate']} req/s, {a['reps']} runs of {a['rate_duration']} s, medians "
                   "(`h2load --h1 --rps`, open loop per client; added p99 = p99 minus the direct path's):",
-                  "", "| path | req/s | p50 ms | p99 ms | added p99 ms | added p99 vs best |",
-                  "|---|---|---|---|---|---|"]
+                  "", "| path | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | added p99 vs best |",
+                  "|---|---|---|---|---|---|---|"]
         for r in rate_rows:
             x = r["rate"]
             lines.append(f"| {r['path']} | {x['rps']:,.0f} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} | "
-                         f"{fmt(x.get('added_p99_ms'), '+.2f')} | {fmt(x.get('added_p99_vs_best'), '.2f')} |")
+                         f"{fmt(x.get('added_p50_ms'), '+.2f')} | {fmt(x.get('added_p99_ms'), '+.2f')} | "
+                         f"{fmt(x.get('added_p99_vs_best'), '.2f')} |")
     if result.get("hold"):
         lines += ["", "Open keep-alive connections held through the listener (each carried a request):",
                   "", "| path | connections | RSS idle MiB | RSS holding MiB |", "|---|---|---|---|"]
