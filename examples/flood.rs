@@ -12,14 +12,14 @@
 //! cargo run --release --example flood -- 10000 100000
 //! ```
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use vigil_proto::v1;
+
+#[path = "support/controller.rs"]
+mod support;
+use support::{Controller, api, authorized, rss_mib, start_controller};
 
 const BATCH: usize = 1000;
 
@@ -44,103 +44,6 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The controller binary next to this example's directory.
-fn controller_binary() -> anyhow::Result<std::path::PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().and_then(Path::parent).context("target dir")?;
-    let path = dir.join("vigil-controller");
-    if !path.exists() {
-        bail!(
-            "{} is missing: cargo build --release --workspace --bins",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
-struct Controller {
-    child: Child,
-    grpc: SocketAddr,
-    http: SocketAddr,
-    admin_token: String,
-    sidecar_token: String,
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn start_controller(dir: &Path) -> anyhow::Result<Controller> {
-    let (grpc, http) = (
-        SocketAddr::from(([127, 0, 0, 1], free_port()?)),
-        SocketAddr::from(([127, 0, 0, 1], free_port()?)),
-    );
-    let child = Command::new(controller_binary()?)
-        .args([
-            "--grpc-addr",
-            &grpc.to_string(),
-            "--http-addr",
-            &http.to_string(),
-        ])
-        .arg("--data-dir")
-        .arg(dir)
-        .env("VIGIL_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let start = Instant::now();
-    while TcpStream::connect(http).is_err() {
-        if start.elapsed() > Duration::from_secs(20) {
-            bail!("the controller did not start");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let read = |f: &str| std::fs::read_to_string(dir.join(f)).map(|s| s.trim().to_owned());
-    Ok(Controller {
-        child,
-        grpc,
-        http,
-        admin_token: read("admin.token")?,
-        sidecar_token: read("sidecar.token")?,
-    })
-}
-
-/// A plain HTTP/1.1 call to the controller's API; returns the body.
-fn api(ctl: &Controller, method: &str, path: &str, body: &str) -> anyhow::Result<String> {
-    let mut stream = TcpStream::connect(ctl.http)?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        ctl.http,
-        ctl.admin_token,
-        body.len()
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (_, body) = response
-        .split_once("\r\n\r\n")
-        .context("an HTTP response")?;
-    Ok(body.to_owned())
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
-}
-
 /// One simulated sidecar: registered, with an open report stream.
 struct Sidecar {
     identity: v1::Identity,
@@ -156,14 +59,7 @@ impl Sidecar {
             .connect()
             .await?;
         let mut client = v1::controller_client::ControllerClient::new(channel);
-        let token = format!("Bearer {}", ctl.sidecar_token);
-        fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
-            let mut request = tonic::Request::new(message);
-            request
-                .metadata_mut()
-                .insert("authorization", token.parse().expect("ascii"));
-            request
-        }
+        let token = &ctl.sidecar_token;
         let identity = v1::Identity {
             workload: name.into(),
             namespace: "default".into(),
@@ -176,16 +72,13 @@ impl Sidecar {
             proxy_version: "flood".into(),
         };
         let mut policies = client
-            .register(authorized(registration, &token))
+            .register(authorized(registration, token))
             .await?
             .into_inner();
         policies.message().await?;
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-        let acks = client
-            .report(authorized(stream, &token))
-            .await?
-            .into_inner();
+        let acks = client.report(authorized(stream, token)).await?.into_inner();
         Ok(Sidecar {
             identity,
             tx,
