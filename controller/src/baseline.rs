@@ -19,6 +19,8 @@ pub struct Baseline {
     workloads: BTreeSet<WorkloadId>,
     edges: BTreeSet<EdgeKey>,
     endpoints: BTreeMap<EdgeKey, BTreeSet<String>>,
+    /// The sources of each edge target: `edges` indexed the other way.
+    sources: BTreeMap<NodeId, BTreeSet<NodeId>>,
 }
 
 impl Baseline {
@@ -75,6 +77,10 @@ impl Baseline {
         let touches = |node: &NodeId| matches!(node, NodeId::Workload(id) if id.namespace == ns);
         self.workloads.retain(|id| id.namespace != ns);
         self.edges.retain(|(s, t)| !touches(s) && !touches(t));
+        self.sources.retain(|t, set| {
+            set.retain(|s| !touches(s));
+            !touches(t) && !set.is_empty()
+        });
         self.endpoints
             .retain(|(s, t), _| !touches(s) && !touches(t));
     }
@@ -86,7 +92,14 @@ impl Baseline {
 
     /// Adds an edge; true when it was not known before.
     pub fn learn_edge(&mut self, edge: &EdgeKey) -> bool {
-        !self.edges.contains(edge) && self.edges.insert(edge.clone())
+        if self.edges.contains(edge) {
+            return false;
+        }
+        self.sources
+            .entry(edge.1.clone())
+            .or_default()
+            .insert(edge.0.clone());
+        self.edges.insert(edge.clone())
     }
 
     /// Whether the workload was seen while learning.
@@ -99,20 +112,20 @@ impl Baseline {
         self.edges.contains(edge)
     }
 
-    /// Baseline destinations of `source`.
+    /// Baseline destinations of `source`, in order (a range of the
+    /// sorted edges, not a scan).
     pub fn targets_of<'a>(&'a self, source: &'a NodeId) -> impl Iterator<Item = &'a NodeId> + 'a {
+        // `Internet` is the least node: the range starts at `source`'s
+        // first edge.
         self.edges
-            .iter()
-            .filter(move |(s, _)| s == source)
+            .range((source.clone(), NodeId::Internet)..)
+            .take_while(move |(s, _)| s == source)
             .map(|(_, t)| t)
     }
 
-    /// Baseline callers of `target`.
+    /// Baseline callers of `target`, in order (an index lookup).
     pub fn sources_of<'a>(&'a self, target: &'a NodeId) -> impl Iterator<Item = &'a NodeId> + 'a {
-        self.edges
-            .iter()
-            .filter(move |(_, t)| t == target)
-            .map(|(s, _)| s)
+        self.sources.get(target).into_iter().flatten()
     }
 
     /// Number of workloads and edges in the baseline.
@@ -161,5 +174,37 @@ mod tests {
         assert_eq!(sources, vec![wl("api"), wl("web")]);
         let web = wl("web");
         assert_eq!(b.sources_of(&web).next(), Some(&NodeId::Internet));
+    }
+
+    #[test]
+    fn the_indexes_forget_a_cleared_namespace() {
+        let mut b = Baseline::default();
+        let other = NodeId::Workload(WorkloadId::new("lab", "nb").unwrap());
+        let pypi = NodeId::External("pypi.org:443".into());
+        b.learn_edge(&(wl("web"), wl("db")));
+        b.learn_edge(&(other.clone(), wl("db")));
+        b.learn_edge(&(other.clone(), pypi.clone()));
+        b.learn_edge(&(wl("web"), pypi.clone()));
+        b.clear(Some("default"));
+        let table: [(&NodeId, Vec<NodeId>, Vec<NodeId>); 4] = [
+            (&wl("db"), vec![], vec![]),
+            (&wl("web"), vec![], vec![]),
+            (&pypi, vec![other.clone()], vec![]),
+            (&other, vec![], vec![pypi.clone()]),
+        ];
+        for (node, sources, targets) in table {
+            assert_eq!(
+                b.sources_of(node).cloned().collect::<Vec<_>>(),
+                sources,
+                "{node}"
+            );
+            assert_eq!(
+                b.targets_of(node).cloned().collect::<Vec<_>>(),
+                targets,
+                "{node}"
+            );
+        }
+        b.clear(None);
+        assert_eq!(b.sources_of(&pypi).count(), 0);
     }
 }

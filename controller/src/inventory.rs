@@ -77,9 +77,45 @@ pub struct Inventory {
     by_addr: HashMap<SocketAddr, WorkloadId>,
     by_ip: HashMap<IpAddr, WorkloadId>,
     connected: HashMap<WorkloadId, usize>,
+    /// The workloads each baseline identity stands for (see
+    /// [`Inventory::members_of`]), kept with the records.
+    members: HashMap<WorkloadId, BTreeSet<WorkloadId>>,
+}
+
+/// The baseline identity of `id` with `record`: its profile in its
+/// namespace, else itself.
+fn profile_key(id: &WorkloadId, record: &WorkloadRecord) -> WorkloadId {
+    WorkloadId {
+        namespace: id.namespace.clone(),
+        name: record.profile_name(&id.name).into_owned(),
+    }
 }
 
 impl Inventory {
+    /// Takes `id` out of the members index (before its profile changes).
+    fn unindex(&mut self, id: &WorkloadId) {
+        let Some(record) = self.workloads.get(id) else {
+            return;
+        };
+        let key = profile_key(id, record);
+        if let Some(set) = self.members.get_mut(&key) {
+            set.remove(id);
+            if set.is_empty() {
+                self.members.remove(&key);
+            }
+        }
+    }
+
+    /// Puts `id` into the members index under its current profile.
+    fn reindex(&mut self, id: &WorkloadId) {
+        if let Some(record) = self.workloads.get(id) {
+            self.members
+                .entry(profile_key(id, record))
+                .or_default()
+                .insert(id.clone());
+        }
+    }
+
     /// Records a registration that came from `from`; returns the updated
     /// record.
     pub fn register(
@@ -90,6 +126,7 @@ impl Inventory {
         from: Option<IpAddr>,
         now: u64,
     ) -> &WorkloadRecord {
+        let new = !self.workloads.contains_key(id);
         let record = self.workloads.entry(id.clone()).or_default();
         record.registered_from = from.map(|ip| ip.to_canonical());
         if record.first_seen == 0 {
@@ -105,15 +142,20 @@ impl Inventory {
             // reuse an IP).
             self.by_addr.insert(*addr, id.clone());
         }
-        record
+        if new {
+            self.reindex(id);
+        }
+        &self.workloads[id]
     }
 
     /// Records the tenant and profile a sidecar of `id` registered with.
     pub fn set_labels(&mut self, id: &WorkloadId, tenant: &str, profile: &str) -> &WorkloadRecord {
+        self.unindex(id);
         let record = self.workloads.entry(id.clone()).or_default();
         tenant.clone_into(&mut record.tenant);
         profile.clone_into(&mut record.profile);
-        record
+        self.reindex(id);
+        &self.workloads[id]
     }
 
     /// The tenant of `id`, empty when unknown.
@@ -142,17 +184,13 @@ impl Inventory {
     }
 
     /// The workloads the baseline identity `profile` stands for: those of
-    /// that profile, and a workload of that name without a profile.
+    /// that profile, and a workload of that name without a profile, in
+    /// order (an index lookup, not a scan).
     pub fn members_of<'a>(
         &'a self,
         profile: &'a WorkloadId,
     ) -> impl Iterator<Item = &'a WorkloadId> + 'a {
-        self.workloads
-            .iter()
-            .filter(move |(id, record)| {
-                id.namespace == profile.namespace && record.profile_name(&id.name) == profile.name
-            })
-            .map(|(id, _)| id)
+        self.members.get(profile).into_iter().flatten()
     }
 
     /// Records what the Kubernetes API says of `id`: its pods' IPs (the
@@ -161,6 +199,7 @@ impl Inventory {
     pub fn discover(&mut self, found: &Discovered, now: u64) -> (&WorkloadRecord, bool) {
         let id = &found.id;
         let new = !self.workloads.contains_key(id);
+        self.unindex(id);
         let record = self.workloads.entry(id.clone()).or_default();
         if record.first_seen == 0 {
             record.first_seen = now;
@@ -188,6 +227,7 @@ impl Inventory {
             }
             self.by_addr.insert(*addr, id.clone());
         }
+        self.reindex(id);
         (&self.workloads[id], new)
     }
 
@@ -199,7 +239,9 @@ impl Inventory {
         for ip in &record.pod_ips {
             self.by_ip.insert(*ip, id.clone());
         }
-        self.workloads.insert(id, record);
+        self.unindex(&id);
+        self.workloads.insert(id.clone(), record);
+        self.reindex(&id);
     }
 
     /// Forgets every record (connection counts stay), before a restore.
@@ -207,6 +249,7 @@ impl Inventory {
         self.workloads.clear();
         self.by_addr.clear();
         self.by_ip.clear();
+        self.members.clear();
     }
 
     /// Counts a sidecar connection of `id` (true) or its end (false).
@@ -405,6 +448,63 @@ mod tests {
         assert!(!inv.discover(&moved, 6).1);
         let o = outbound("x:1", Some("10.1.0.7:5432"), 1);
         assert_eq!(inv.destination(&web, &o), NodeId::External("x:1".into()));
+    }
+
+    #[test]
+    fn members_follow_profiles_as_they_change() {
+        let mut inv = Inventory::default();
+        let w = |name: &str| WorkloadId::new("lab", name).unwrap();
+        let members = |inv: &Inventory, profile: &str| -> Vec<String> {
+            inv.members_of(&w(profile))
+                .map(|id| id.name.clone())
+                .collect()
+        };
+        inv.register(&w("nb-bob"), &[], "0", None, 1);
+        inv.register(&w("nb-alice"), &[], "0", None, 1);
+        inv.set_labels(&w("nb-alice"), "alice", "jupyter");
+        inv.set_labels(&w("nb-bob"), "bob", "jupyter");
+        inv.restore(
+            w("nb-carol"),
+            WorkloadRecord {
+                profile: "team/jupyter".into(),
+                ..WorkloadRecord::default()
+            },
+        );
+        let found = Discovered {
+            id: w("db"),
+            ..Discovered::default()
+        };
+        inv.discover(&found, 2);
+        let table = [
+            ("jupyter", vec!["nb-alice", "nb-bob"]),
+            ("team.jupyter", vec!["nb-carol"]),
+            ("nb-bob", vec![]),
+            ("db", vec!["db"]),
+        ];
+        for (profile, want) in table {
+            assert_eq!(members(&inv, profile), want, "{profile}");
+        }
+        // bob's sidecar comes back without a profile; db gets one.
+        inv.set_labels(&w("nb-bob"), "bob", "");
+        inv.discover(
+            &Discovered {
+                profile: "postgres".into(),
+                ..found
+            },
+            3,
+        );
+        let table = [
+            ("jupyter", vec!["nb-alice"]),
+            ("nb-bob", vec!["nb-bob"]),
+            ("db", vec![]),
+            ("postgres", vec!["db"]),
+        ];
+        for (profile, want) in table {
+            assert_eq!(members(&inv, profile), want, "{profile}");
+        }
+        inv.clear_records();
+        assert!(members(&inv, "nb-alice").is_empty());
+        assert!(members(&inv, "postgres").is_empty());
     }
 
     #[test]
