@@ -140,6 +140,18 @@ def rss_kib(pid):
     return out
 
 
+def established_to(port):
+    """How many established IPv4 connections have `port` as their remote port."""
+    count = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if fields[3] == "01" and int(fields[2].split(":")[1], 16) == port:
+                count += 1
+    return count
+
+
 def niced(nice):
     """`nice -n N` before a command, for every process the harness starts alike."""
     return ["nice", "-n", str(nice)] if nice else []
@@ -382,6 +394,7 @@ class Bench:
                 read_response(s)
             time.sleep(0.2)
             rss = rss_kib(proc.pid)
+            upstream = established_to(self.up_h1)
             # Every connection is still open: one more request on each answers.
             for s in socks:
                 s.sendall(request)
@@ -393,7 +406,7 @@ class Bench:
         self.procs.check(proc)
         self.procs.stop(proc)
         return {"path": name, "connections": count, "idle_rss_kib": idle,
-                "rss_kib": rss["VmRSS"], "peak_rss_kib": rss["VmHWM"]}
+                "rss_kib": rss["VmRSS"], "peak_rss_kib": rss["VmHWM"], "upstream_connections": upstream}
 
     # -- the paths
 

@@ -179,10 +179,12 @@ def markdown(result):
                          f"{fmt(x.get('added_p99_vs_best'), '.2f')} |")
     if result.get("hold"):
         lines += ["", "Open keep-alive connections held through the listener (each carried a request):",
-                  "", "| path | connections | RSS idle MiB | RSS holding MiB |", "|---|---|---|---|"]
+                  "", "| path | connections | RSS idle MiB | RSS holding MiB | KiB per connection | "
+                  "upstream connections |", "|---|---|---|---|---|---|"]
         for h in result["hold"]:
+            per = (h["rss_kib"] - h["idle_rss_kib"]) / h["connections"]
             lines.append(f"| {h['path']} | {h['connections']} | {h['idle_rss_kib'] / 1024:.1f} | "
-                         f"{h['rss_kib'] / 1024:.1f} |")
+                         f"{h['rss_kib'] / 1024:.1f} | {per:.1f} | {h.get('upstream_connections', '-')} |")
     if result["summary"].get("telemetry_on_vs_off"):
         lines += ["", f"vigil-proxy inbound with the controller (policy, reporting) versus without: "
                   f"{result['summary']['telemetry_on_vs_off']:.2f}x req/s."]
