@@ -28,9 +28,11 @@ use crate::stability::Growth;
 use crate::store::{Changes, Loaded, Store, StoreError};
 
 mod handle;
+mod resources;
 mod response;
 
 pub use handle::{Command, EngineError, Handle, ImportSizes, PolicyRx, Registration, Stopper};
+pub use resources::{EGRESS_WINDOW_SECS, ResourceSummary};
 pub use response::{ResponseError, accepts, import_changes};
 
 /// How the engine responds on its own, and what it keeps.
@@ -62,6 +64,8 @@ struct About<'a> {
     claimed: Option<String>,
     listed: Option<String>,
     obs: Option<&'a Observation>,
+    /// `resource_spike`: the CPU and the egress beside it.
+    resource: Option<crate::model::ResourceEvidence>,
 }
 
 impl<'a> About<'a> {
@@ -71,6 +75,7 @@ impl<'a> About<'a> {
             claimed: finding.claimed,
             listed: finding.listed,
             obs: Some(obs),
+            resource: None,
         }
     }
 }
@@ -125,6 +130,8 @@ struct Engine {
     history_seq: u64,
     /// When each namespace's baseline grew.
     growth: BTreeMap<String, Growth>,
+    /// CPU baselines per profile and the state of each pod.
+    resources: crate::resource::Tracker,
 }
 
 /// Loads the state from `store` and starts the engine thread, with the
@@ -170,6 +177,7 @@ pub fn spawn_with(
         history_seq: 0,
         options,
         growth: BTreeMap::new(),
+        resources: crate::resource::Tracker::default(),
     };
     engine.load_state(loaded);
     let alerts_tx = engine.alert_events.clone();
@@ -321,6 +329,14 @@ impl Engine {
                 Some(Box::new(move || drop(reply.send(Ok(log)))))
             }
             Command::Shutdown => None,
+            Command::ResourceSamples {
+                samples,
+                rule,
+                reply,
+            } => {
+                let result = self.resource_samples(&samples, &rule);
+                Some(Box::new(move || drop(reply.send(result))))
+            }
             Command::Discovered { found, reply } => {
                 let result = self.discovered(&found);
                 Some(Box::new(move || drop(reply.send(result))))
@@ -611,6 +627,7 @@ impl Engine {
         self.seqs = loaded.report_seqs;
         self.quarantined = loaded.quarantined;
         self.growth = loaded.growth;
+        self.resources.restore(loaded.resource_baselines);
         self.history = History::new(self.options.history_retention);
         let (seen, next) = loaded.history;
         for seen in seen {
@@ -673,6 +690,7 @@ impl Engine {
             claimed,
             listed,
             obs,
+            resource,
         } = about;
         let Hits { count, denied } = hits;
         self.metrics
@@ -706,6 +724,9 @@ impl Engine {
         }
         if listed.is_some() {
             alert.evidence.listed = listed;
+        }
+        if resource.is_some() {
+            alert.evidence.resource = resource;
         }
         if let Some(obs) = obs {
             alert.evidence.add(obs);

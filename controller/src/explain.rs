@@ -11,6 +11,7 @@ fn outcome(alert: &Alert) -> &'static str {
             "; its traffic outside the baseline is blocked"
         }
         (AlertKind::NewDeployment, Action::Flagged) => "; it is reported, not blocked",
+        (AlertKind::ResourceSpike, _) => "; a signal, not blocked",
         (_, Action::Blocked) => "; Vigil blocked it",
         (_, Action::Flagged) if alert.denied > 0 => {
             "; Vigil blocked some of it, the rest got through"
@@ -26,6 +27,78 @@ fn times(alert: &Alert) -> String {
     } else {
         format!("{} times", alert.count)
     }
+}
+
+/// `bytes` for a human: `512 B`, `1.5 kB`, `12.3 MB`, ...
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let (mut value, mut unit) = (n as f64, 0);
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// A window in seconds for a human: `10 min`, `45 s`.
+fn window(secs: u64) -> String {
+    if secs >= 60 && secs % 60 == 0 {
+        format!("{} min", secs / 60)
+    } else {
+        format!("{secs} s")
+    }
+}
+
+/// Destinations shown in the sentence; the rest are counted.
+const EGRESS_SHOWN: usize = 3;
+
+/// The body of a `resource_spike` sentence: the pod's CPU against its
+/// profile's baseline, and the egress beside it.
+fn resource_spike(who: &str, alert: &Alert) -> String {
+    let Some(r) = &alert.evidence.resource else {
+        return format!(
+            "{who} used far more CPU than its profile's baseline, {}",
+            times(alert)
+        );
+    };
+    let egress = if r.egress.is_empty() {
+        format!(
+            "no egress through its sidecar in the last {}",
+            window(r.egress_window_secs)
+        )
+    } else {
+        let shown: Vec<String> = r
+            .egress
+            .iter()
+            .take(EGRESS_SHOWN)
+            .map(|e| format!("{} to {}", bytes(e.bytes_sent), e.destination))
+            .collect();
+        let more = match r.egress.len().saturating_sub(EGRESS_SHOWN) {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
+        format!(
+            "its egress in the last {}: {}{more}",
+            window(r.egress_window_secs),
+            shown.join(", ")
+        )
+    };
+    format!(
+        "{who} pod {} ran at {}m of CPU ({}m over {} samples) against {}m usual for its profile {} \
+         (a spike is over {}m), {}; beside it, {egress}",
+        r.pod,
+        r.cpu_millicores,
+        r.sustained_millicores,
+        r.samples,
+        r.baseline_millicores,
+        r.profile,
+        r.threshold_millicores,
+        times(alert)
+    )
 }
 
 /// The sentence for `alert`.
@@ -90,6 +163,7 @@ pub fn explain(alert: &Alert) -> String {
         AlertKind::LimitReached => format!(
             "{who} reached the cap on distinct destinations; new ones are counted together under {OVERFLOW}"
         ),
+        AlertKind::ResourceSpike => resource_spike(&who, alert),
     };
     let tenant = if alert.tenant.is_empty() {
         String::new()
@@ -150,6 +224,46 @@ mod tests {
         for (alert, want) in cases {
             assert_eq!(explain(&alert), want);
         }
+        let mut spike = alert(AlertKind::ResourceSpike, Action::Flagged, 1);
+        spike.destination = "pod:jupyter-0".into();
+        let mut resource = crate::model::ResourceEvidence {
+            pod: "jupyter-0".into(),
+            profile: "notebooks/jupyter".into(),
+            cpu_millicores: 2400,
+            sustained_millicores: 2350,
+            samples: 4,
+            baseline_millicores: 120,
+            threshold_millicores: 620,
+            egress_window_secs: 600,
+            egress: Vec::new(),
+        };
+        spike.evidence.resource = Some(resource.clone());
+        assert_eq!(
+            explain(&spike),
+            "notebooks/jupyter pod jupyter-0 ran at 2400m of CPU (2350m over 4 samples) against \
+             120m usual for its profile notebooks/jupyter (a spike is over 620m), for the first \
+             time; beside it, no egress through its sidecar in the last 10 min; a signal, not \
+             blocked."
+        );
+        for (i, sent) in [12_345_678, 999, 4_000, 1, 0].into_iter().enumerate() {
+            resource.egress.push(crate::model::Egress {
+                destination: format!("d{i}.example:443"),
+                bytes_sent: sent,
+                ..Default::default()
+            });
+        }
+        resource.egress_window_secs = 90;
+        spike.evidence.resource = Some(resource);
+        spike.count = 2;
+        let text = explain(&spike);
+        assert!(
+            text.ends_with(
+                "2 times; beside it, its egress in the last 90 s: 12.3 MB to d0.example:443, \
+                 999 B to d1.example:443, 4.0 kB to d2.example:443 and 2 more; a signal, not \
+                 blocked."
+            ),
+            "{text}"
+        );
         let mut partial = alert(AlertKind::NewEdge, Action::Flagged, 4);
         partial.denied = 2;
         assert!(explain(&partial).ends_with("Vigil blocked some of it, the rest got through."));

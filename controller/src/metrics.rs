@@ -61,6 +61,8 @@ pub enum KindLabel {
     new_exposure,
     /// `threat`.
     threat,
+    /// `resource_spike`.
+    resource_spike,
 }
 
 impl From<AlertKind> for KindLabel {
@@ -76,6 +78,7 @@ impl From<AlertKind> for KindLabel {
             AlertKind::NewEndpoint => Self::new_endpoint,
             AlertKind::NewExposure => Self::new_exposure,
             AlertKind::Threat => Self::threat,
+            AlertKind::ResourceSpike => Self::resource_spike,
         }
     }
 }

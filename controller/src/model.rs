@@ -385,6 +385,10 @@ pub enum AlertKind {
     /// A destination on a threat list (a mining pool), by Host, SNI,
     /// CONNECT authority, DNS query or address, in any mode.
     Threat,
+    /// A pod's CPU (from the Kubernetes metrics API) far above its
+    /// profile's baseline for a while, shown beside the workload's egress;
+    /// in any mode, never blocked.
+    ResourceSpike,
 }
 
 /// The one destination a workload's traffic to new destinations is counted
@@ -406,11 +410,12 @@ impl AlertKind {
             Self::NewEndpoint => "new_endpoint",
             Self::NewExposure => "new_exposure",
             Self::Threat => "threat",
+            Self::ResourceSpike => "resource_spike",
         }
     }
 
     /// Every kind, for flags and tables.
-    pub const ALL: [AlertKind; 10] = [
+    pub const ALL: [AlertKind; 11] = [
         Self::UnknownEgress,
         Self::NewEdge,
         Self::NewDeployment,
@@ -421,15 +426,18 @@ impl AlertKind {
         Self::NewEndpoint,
         Self::NewExposure,
         Self::Threat,
+        Self::ResourceSpike,
     ];
 
     /// How urgent an alert of this kind is.
     pub fn severity(self) -> Severity {
         match self {
             Self::NewEndpoint => Severity::Low,
-            Self::UnknownEgress | Self::NewEdge | Self::NewDeployment | Self::LimitReached => {
-                Severity::Medium
-            }
+            Self::UnknownEgress
+            | Self::NewEdge
+            | Self::NewDeployment
+            | Self::LimitReached
+            | Self::ResourceSpike => Severity::Medium,
             Self::SpoofedSource | Self::NameMismatch | Self::NewExposure | Self::Threat => {
                 Severity::High
             }
@@ -534,6 +542,62 @@ pub struct Evidence {
     pub bytes_in: u64,
     /// Bytes to the workload, summed.
     pub bytes_out: u64,
+    /// `resource_spike`: the pod's CPU against its profile's baseline, and
+    /// the workload's egress beside it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource: Option<ResourceEvidence>,
+}
+
+/// What a `resource_spike` alert shows: the CPU of one pod (from the
+/// Kubernetes metrics API) and its workload's recent egress (as its
+/// sidecars reported it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ResourceEvidence {
+    /// The pod.
+    pub pod: String,
+    /// The profile whose baseline it was judged against (`ns/name`).
+    pub profile: String,
+    /// Its CPU in the latest sample, millicores.
+    pub cpu_millicores: u64,
+    /// Its mean CPU over the samples that made the spike, millicores.
+    pub sustained_millicores: u64,
+    /// How many samples that mean is over.
+    pub samples: u64,
+    /// The profile's usual CPU per pod, millicores.
+    pub baseline_millicores: u64,
+    /// The spike threshold: max(factor x baseline, baseline + floor).
+    pub threshold_millicores: u64,
+    /// How far back the egress looks, seconds.
+    pub egress_window_secs: u64,
+    /// The workload's destinations active in that window, most bytes
+    /// sent first (at most [`ResourceEvidence::MAX_EGRESS`]).
+    pub egress: Vec<Egress>,
+}
+
+impl ResourceEvidence {
+    /// Most destinations shown.
+    pub const MAX_EGRESS: usize = 8;
+}
+
+/// One destination a workload sent to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Egress {
+    /// The destination (`host:port`, `ns/name`).
+    pub destination: String,
+    /// Requests or connections since the edge was first seen.
+    pub requests: u64,
+    /// Bytes the workload sent there since then.
+    pub bytes_sent: u64,
+    /// Bytes it received from there.
+    pub bytes_received: u64,
+    /// Protocols seen.
+    pub protocols: BTreeSet<String>,
+    /// Whether traffic there violated the baseline.
+    pub violation: bool,
+    /// RFC 3339 time of the latest traffic there.
+    pub last_seen: String,
 }
 
 impl Evidence {

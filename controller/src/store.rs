@@ -33,6 +33,9 @@ const HISTORY: TableDefinition<(u64, u64), &str> = TableDefinition::new("history
 const AUDIT: TableDefinition<u64, &str> = TableDefinition::new("audit");
 /// Quarantined workloads: `ns/name` -> JSON of [`Quarantine`].
 const QUARANTINE: TableDefinition<&str, &str> = TableDefinition::new("quarantine");
+/// CPU baselines per profile: `ns/profile` -> JSON of
+/// [`crate::resource::CpuBaseline`].
+const RESOURCE_BASELINES: TableDefinition<&str, &str> = TableDefinition::new("resource_baselines");
 /// Audit entries read back at start (the newest).
 pub const AUDIT_LOADED: usize = 10_000;
 /// Sidecar process -> (last applied batch seq, unix seconds).
@@ -111,6 +114,8 @@ pub struct Loaded {
     /// Stored observations for dry runs, oldest first, with the next row
     /// number.
     pub history: (Vec<crate::simulate::Seen>, u64),
+    /// The CPU baseline of each profile.
+    pub resource_baselines: std::collections::BTreeMap<WorkloadId, crate::resource::CpuBaseline>,
     /// Rows that could not be decoded (kept in the file, skipped here).
     pub skipped: usize,
 }
@@ -147,6 +152,8 @@ pub struct Changes {
     /// Observations to add to the history: (unix seconds, row number,
     /// what was seen), and rows older than the given unix seconds removed.
     pub history: Option<(u64, u64, Vec<crate::simulate::Seen>, u64)>,
+    /// CPU baselines of profiles that learned.
+    pub resource_baselines: Vec<(WorkloadId, crate::resource::CpuBaseline)>,
 }
 
 impl Changes {
@@ -165,6 +172,7 @@ impl Changes {
             && self.quarantine.is_empty()
             && self.growth.is_none()
             && self.history.is_none()
+            && self.resource_baselines.is_empty()
     }
 }
 
@@ -345,6 +353,21 @@ impl Store {
                 _ => {}
             }
         }
+        let table = tx.open_table(RESOURCE_BASELINES).map_err(io("read"))?;
+        for row in table.iter().map_err(io("read"))? {
+            let (k, v) = row.map_err(io("read"))?;
+            let id = k.value().parse::<WorkloadId>().ok();
+            match (
+                id,
+                decode("resource_baselines", k.value(), v.value(), skipped),
+            ) {
+                (Some(id), Some(baseline)) => {
+                    out.resource_baselines.insert(id, baseline);
+                }
+                (None, _) => *skipped += 1,
+                _ => {}
+            }
+        }
         let oldest = crate::model::now_unix().saturating_sub(SEQ_RETENTION_SECS);
         let table = tx.open_table(REPORT_SEQS).map_err(io("read"))?;
         for row in table.iter().map_err(io("read"))? {
@@ -460,6 +483,13 @@ impl Store {
                 let json = encode("alert", alert)?;
                 table
                     .insert(alert.key().as_str(), json.as_str())
+                    .map_err(io("write"))?;
+            }
+            let mut table = tx.open_table(RESOURCE_BASELINES).map_err(io("write"))?;
+            for (profile, baseline) in &changes.resource_baselines {
+                let json = encode("CPU baseline", baseline)?;
+                table
+                    .insert(profile.to_string().as_str(), json.as_str())
                     .map_err(io("write"))?;
             }
             let mut table = tx.open_table(REPORT_SEQS).map_err(io("write"))?;

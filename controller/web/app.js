@@ -95,6 +95,8 @@
     const src = 'workload:' + a.namespace + '/' + a.workload;
     const d = a.destination || '';
     let dst = null;
+    // A CPU spike names a pod, not a node.
+    if (a.kind === 'resource_spike') return [src, null];
     if (d === 'internet') dst = 'internet';
     else if (d && d.includes('/') && !d.includes(':')) dst = 'workload:' + d;
     else if (d) dst = 'external:' + d;
@@ -566,7 +568,8 @@
     const what = { unknown_egress: 'reached a destination outside the baseline', new_edge: 'made a call outside the baseline',
       new_deployment: 'is a workload never seen while learning', mining_protocol: 'spoke a mining protocol (Stratum)',
       spoofed_source: 'was impersonated from another address', name_mismatch: 'named a destination its connection did not go to',
-      limit_reached: 'reached the cap on tracked destinations', new_endpoint: 'called an endpoint never seen while learning' }[a.kind] || a.kind;
+      limit_reached: 'reached the cap on tracked destinations', new_endpoint: 'called an endpoint never seen while learning',
+      resource_spike: 'used far more CPU than its profile' }[a.kind] || a.kind;
     return `${who} ${what}${a.destination ? ': ' + to : ''}.`;
   }
   function sortedAlerts(list) {
@@ -586,6 +589,18 @@
     button.replaceWith(el('span', { class: res.ok ? 'tag baseline accepted' : 'error', text: res.ok ? 'accepted into the baseline' : `Not accepted: ${j.error || res.status}` }));
   }
 
+  // A CPU spike's evidence: the pod's CPU against its profile's baseline,
+  // and the workload's egress beside it.
+  function resourceRows(r) {
+    if (!r) return [];
+    const egress = (r.egress || []).map((e) => `${e.destination} (${fmt(e.bytes_sent || 0)} B sent${e.violation ? ', outside the baseline' : ''})`);
+    return [
+      ['cpu', `${r.pod}: ${fmt(r.cpu_millicores)}m now, ${fmt(r.sustained_millicores)}m over ${r.samples} samples`],
+      ['cpu baseline', `${fmt(r.baseline_millicores)}m for ${r.profile} (spike over ${fmt(r.threshold_millicores)}m)`],
+      ['egress', egress.length ? egress.join(', ') : `none in the last ${Math.round(r.egress_window_secs / 60)} min`],
+    ];
+  }
+
   function alertItem(a) {
     const sev = severityOf(a);
     const key = alertKey(a);
@@ -594,6 +609,7 @@
       ['protocols', (ev.protocols || []).join(', ')], ['endpoints', (ev.endpoints || []).join(', ')],
       ['listed', ev.listed], ['bytes', ev.bytes_in || ev.bytes_out ? `${fmt(ev.bytes_in || 0)} out · ${fmt(ev.bytes_out || 0)} in` : null],
       ['claimed', a.claimed], ['tenant', a.tenant],
+      ...resourceRows(ev.resource),
     ]);
     return el('li', { class: 'sev-' + sev + (state.alertSel === key ? ' selected' : ''), 'data-key': key, onclick: () => selectAlert(key) },
       el('div', { class: 'head' }, tag(sev), el('b', { text: a.kind }), el('span', { class: 'muted', text: `×${fmt(a.count)}` }), el('span', { class: 'muted', text: a.action })),

@@ -34,7 +34,9 @@ fn engine_error(e: EngineError) -> ApiError {
         EngineError::Refused(ResponseError::NoAlert(_) | ResponseError::UnknownWorkload(_)) => {
             StatusCode::NOT_FOUND
         }
-        EngineError::Refused(ResponseError::NotAcceptable(_)) => StatusCode::CONFLICT,
+        EngineError::Refused(
+            ResponseError::NotAcceptable(_) | ResponseError::CpuLearnsByItself,
+        ) => StatusCode::CONFLICT,
         EngineError::Store(_) | EngineError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
     };
     ApiError::new(status, e.to_string())

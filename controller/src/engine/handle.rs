@@ -139,6 +139,15 @@ pub enum Command {
         /// Answered once stored.
         reply: oneshot::Sender<Result<(), EngineError>>,
     },
+    /// CPU of the injected pods, one whole poll of the metrics API.
+    ResourceSamples {
+        /// One sample per pod.
+        samples: Vec<crate::resource::Sample>,
+        /// When a sample is a spike.
+        rule: crate::resource::Rule,
+        /// What was judged, learned and raised.
+        reply: oneshot::Sender<Result<super::ResourceSummary, EngineError>>,
+    },
     /// Stop once everything queued before this is applied (the controller
     /// is shutting down; sidecars may still be connected).
     Shutdown,
@@ -336,6 +345,23 @@ impl Handle {
     ) -> Result<(), EngineError> {
         self.call(|reply| Command::Discovered { found, reply })
             .await
+    }
+
+    /// Judges the CPU of every injected pod (one whole poll: pods left
+    /// out are forgotten) against its profile's CPU baseline, learns it in
+    /// learning mode, and raises one `resource_spike` per pod per spike,
+    /// with the workload's egress beside it.
+    pub async fn resource_samples(
+        &self,
+        samples: Vec<crate::resource::Sample>,
+        rule: crate::resource::Rule,
+    ) -> Result<super::ResourceSummary, EngineError> {
+        self.call(|reply| Command::ResourceSamples {
+            samples,
+            rule,
+            reply,
+        })
+        .await
     }
 
     /// Hands the engine new threat lists (never blocks).

@@ -28,6 +28,12 @@ pub enum ResponseError {
     /// The workload is not known.
     #[error("workload {0} is not known to the controller")]
     UnknownWorkload(String),
+    /// A CPU spike is not accepted: the CPU baseline learns by itself.
+    #[error(
+        "a resource_spike alert cannot be accepted: the CPU baseline learns only in learning mode \
+         (set the namespace to learning while its usual load runs)"
+    )]
+    CpuLearnsByItself,
 }
 
 /// What accepting `alert` adds to the baseline, with workloads as their
@@ -67,6 +73,7 @@ pub fn accepts(
         | AlertKind::SpoofedSource
         | AlertKind::NameMismatch
         | AlertKind::LimitReached) => return Err(ResponseError::NotAcceptable(kind.as_str())),
+        AlertKind::ResourceSpike => return Err(ResponseError::CpuLearnsByItself),
     };
     Ok(learn)
 }
@@ -411,6 +418,10 @@ mod tests {
                 Err(ResponseError::NotAcceptable(kind.as_str()))
             );
         }
+        assert_eq!(
+            accepts(&alert(AlertKind::ResourceSpike, "pod:nb-0"), profile),
+            Err(ResponseError::CpuLearnsByItself)
+        );
     }
 
     #[test]
