@@ -14,5 +14,6 @@ pub mod identity;
 pub mod inject;
 pub mod lease;
 pub mod manifest;
+pub mod metrics;
 pub mod risks;
 pub mod webhook;

@@ -5,7 +5,8 @@
 //! east-west edges then name workloads, the sidecars' caller check learns
 //! the pod IPs, and a new workload of a profile outside the baseline is a
 //! `new_deployment` before any sidecar of it runs. The same client watches
-//! the `VigilPolicy` resources ([`crate::kube::crd::sync`]).
+//! the `VigilPolicy` resources ([`crate::kube::crd::sync`]), and shares
+//! its view of the pods with the CPU poller ([`crate::kube::metrics`]).
 //!
 //! Thin I/O around [`state::Cluster`] (the pure reducer). Each kind is a
 //! kube-rs `watcher`: a list, then a watch that resumes from the last
@@ -25,6 +26,7 @@ use kube::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use serde::Serialize;
+use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
 
 pub use state::{Change, Cluster};
@@ -96,6 +98,9 @@ pub struct DiscoveryArgs {
     /// This replica's name in the Lease (default: the pod's hostname).
     #[arg(long, env = env::IDENTITY)]
     pub identity: Option<String>,
+    /// The CPU of injected pods, from the metrics API.
+    #[command(flatten)]
+    pub resources: crate::kube::metrics::ResourceArgs,
 }
 
 impl Default for DiscoveryArgs {
@@ -187,6 +192,14 @@ pub async fn start(
         crate::kube::lease::RENEW_EVERY,
         stop.clone(),
     );
+    let cluster = Arc::new(Mutex::new(Cluster::default()));
+    let resources = crate::kube::metrics::run(
+        client.clone(),
+        engine.clone(),
+        cluster.clone(),
+        args.resources.clone(),
+        stop.clone(),
+    );
     let election = crate::kube::lease::run(
         client.clone(),
         args.lease_namespace.clone(),
@@ -198,12 +211,13 @@ pub async fn start(
     );
     Ok(Some(tokio::spawn(async move {
         tokio::join!(
-            run(client, engine, stop),
+            run(client, engine, cluster, stop),
             policies,
             election,
             write_back,
             baselines,
-            baseline_writes
+            baseline_writes,
+            resources
         );
     })))
 }
@@ -246,26 +260,34 @@ fn apply(cluster: &mut Cluster, item: Result<Change, watcher::Error>) {
     }
 }
 
-/// Applies watch events and hands the engine what changed, one batch per
-/// burst of events, until `stop` turns true.
-pub async fn run(client: kube::Client, engine: Handle, mut stop: watch::Receiver<bool>) {
+/// Applies watch events to `cluster` (shared with the CPU poller) and
+/// hands the engine what changed, one batch per burst of events, until
+/// `stop` turns true.
+pub async fn run(
+    client: kube::Client,
+    engine: Handle,
+    cluster: Arc<Mutex<Cluster>>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut events = Box::pin(changes(&client));
-    let mut cluster = Cluster::default();
     loop {
         let next = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             next = events.next() => next,
         };
         let Some(first) = next else { return };
-        apply(&mut cluster, first);
-        let mut applied = 1;
-        while applied < MAX_BATCH_EVENTS
-            && let Some(Some(more)) = events.next().now_or_never()
-        {
-            apply(&mut cluster, more);
-            applied += 1;
-        }
-        let found = cluster.drain();
+        let found = {
+            let mut cluster = cluster.lock().unwrap_or_else(PoisonError::into_inner);
+            apply(&mut cluster, first);
+            let mut applied = 1;
+            while applied < MAX_BATCH_EVENTS
+                && let Some(Some(more)) = events.next().now_or_never()
+            {
+                apply(&mut cluster, more);
+                applied += 1;
+            }
+            cluster.drain()
+        };
         if found.is_empty() {
             continue;
         }

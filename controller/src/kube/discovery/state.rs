@@ -377,17 +377,36 @@ impl Cluster {
         self.emitted.values()
     }
 
-    /// Every workload of namespace `ns` as the tables show it now.
-    fn desired(&self, ns: &str) -> BTreeMap<WorkloadId, Discovered> {
-        let namespace = self
-            .namespaces
+    /// The workload of pod `pod` of namespace `ns`, named as
+    /// [`Cluster::drain`] names it, when the pod carries the injected
+    /// sidecar (a container named [`crate::kube::inject::PROXY_CONTAINER`]);
+    /// `None` for another pod or one not (yet) seen.
+    pub fn injected_workload(&self, ns: &str, pod: &str) -> Option<WorkloadId> {
+        let entry = self.pods.live.get(&(ns.to_owned(), pod.to_owned()))?;
+        let injected = array(&entry.identity, "/spec/containers")
+            .any(|c| str_at(c, "/name") == crate::kube::inject::PROXY_CONTAINER);
+        if !injected {
+            return None;
+        }
+        let who = identity::identify(&entry.identity, &self.namespace(ns));
+        WorkloadId::new(ns, &who.workload).ok()
+    }
+
+    /// Namespace `ns` as watched (only its name when not seen).
+    fn namespace(&self, ns: &str) -> Namespace {
+        self.namespaces
             .live
             .get(&(ns.to_owned(), String::new()))
             .cloned()
             .unwrap_or_else(|| Namespace {
                 name: ns.to_owned(),
                 ..Namespace::default()
-            });
+            })
+    }
+
+    /// Every workload of namespace `ns` as the tables show it now.
+    fn desired(&self, ns: &str) -> BTreeMap<WorkloadId, Discovered> {
+        let namespace = self.namespace(ns);
         let mut out: BTreeMap<WorkloadId, Discovered> = BTreeMap::new();
         let mut add = |pod: &Value, ips: &[IpAddr]| -> Option<WorkloadId> {
             let who = identity::identify(pod, &namespace);
