@@ -160,6 +160,7 @@ fn every_rendering_is_valid_kubernetes() {
             "metrics.scrapeAnnotations=false",
         ],
         &["discovery.enabled=false"],
+        &["cpuSpikes.enabled=false"],
     ];
     for sets in variants {
         let (yaml, docs) = render(sets);
@@ -172,7 +173,17 @@ fn every_rendering_is_valid_kubernetes() {
                 json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}])
             );
             assert!(yaml.contains("--kubernetes=off"), "{yaml}");
+            assert!(yaml.contains("--resource-poll=0"), "{yaml}");
             assert!(find(&docs, "Role").is_empty());
+        }
+        if sets == &["cpuSpikes.enabled=false"] {
+            // No CPU poller: no metrics rights, and the flag turns it off.
+            let role = one(&docs, "ClusterRole");
+            assert!(
+                !role["rules"].to_string().contains("metrics.k8s.io"),
+                "{role}"
+            );
+            assert!(yaml.contains("--resource-poll=0"), "{yaml}");
         }
         assert!(
             docs.iter().all(|d| d["metadata"]["name"].is_string()),
@@ -214,6 +225,7 @@ fn the_default_rendering_is_what_the_issue_asks_for() {
              "verbs": ["get", "list", "watch"]},
             {"apiGroups": ["vigil.io"], "resources": ["vigilpolicies"],
              "verbs": ["get", "list", "watch", "create", "patch"]},
+            {"apiGroups": ["metrics.k8s.io"], "resources": ["pods"], "verbs": ["get", "list"]},
         ])
     );
     // Leader election: one Lease in the release's namespace, nothing else.
