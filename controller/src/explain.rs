@@ -46,7 +46,7 @@ fn bytes(n: u64) -> String {
 
 /// A window in seconds for a human: `10 min`, `45 s`.
 fn window(secs: u64) -> String {
-    if secs >= 60 && secs % 60 == 0 {
+    if secs >= 60 && secs.is_multiple_of(60) {
         format!("{} min", secs / 60)
     } else {
         format!("{secs} s")

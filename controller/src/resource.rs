@@ -137,7 +137,7 @@ pub fn parse_cpu(text: &str) -> Result<u64, QuantityError> {
     let (mut value, mut power) = (mantissa, 9 - frac);
     match scale {
         Scale::Decimal(e) => power += e,
-        Scale::Binary(k) => value = value.checked_mul(1u128 << (10 * k)).unwrap_or(u128::MAX),
+        Scale::Binary(k) => value = value.saturating_mul(1u128 << (10 * k)),
     }
     let too_large = || QuantityError::TooLarge(text.to_owned());
     let nanos = if power >= 0 {

@@ -94,7 +94,7 @@ fn the_baseline_is_the_mean_then_a_moving_average() {
 }
 
 fn ready(mean: f64) -> CpuBaseline {
-    learned(&vec![mean; 20])
+    learned(&[mean; 20])
 }
 
 #[test]
