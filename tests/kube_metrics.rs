@@ -102,20 +102,39 @@ fn pod_metrics(ns: &str, name: &str, containers: &[(&str, &str)]) -> Value {
     m
 }
 
-/// A PodMetricsList: the recorded kube-scheduler PodMetrics (not Vigil's,
-/// at `scheduler` CPU), a pod with a malformed quantity, one without the
-/// sidecar, and the two notebook pods at `nb0` and `nb1`.
-fn poll(scheduler: &str, nb0: &str, nb1: &str) -> Value {
+/// A PodMetricsList measured at second `t`: the recorded kube-scheduler
+/// PodMetrics (not Vigil's, at `scheduler` CPU), a pod with a malformed
+/// quantity, one without the sidecar, and the two notebook pods at `nb0`
+/// and `nb1`.
+fn poll(t: u32, scheduler: &str, nb0: &str, nb1: &str) -> Value {
     let mut recorded = fixture_json("api/doc-example-podmetrics-kube-scheduler-minikube.json");
     recorded["containers"][0]["usage"]["cpu"] = json!(scheduler);
-    json!({"kind": "PodMetricsList", "apiVersion": "metrics.k8s.io/v1beta1",
+    let mut list = json!({"kind": "PodMetricsList", "apiVersion": "metrics.k8s.io/v1beta1",
            "metadata": {"selfLink": METRICS}, "items": [
         recorded,
         pod_metrics("lab", "broken-0", &[("notebook", "12 cores"), ("vigil-proxy", "2m")]),
         pod_metrics("lab", "plain-0", &[("notebook", "3500m")]),
         pod_metrics("lab", "notebook-0", &[("notebook", nb0), ("vigil-proxy", "4m")]),
         pod_metrics("lab", "notebook-1", &[("notebook", nb1), ("vigil-proxy", "3m")]),
-    ]})
+    ]});
+    let at = format!(
+        "2026-11-30T{:02}:{:02}:{:02}Z",
+        t / 3600,
+        t / 60 % 60,
+        t % 60
+    );
+    for item in list["items"].as_array_mut().unwrap() {
+        item["timestamp"] = json!(at);
+    }
+    list
+}
+
+/// Polls from second `from` on, one measurement every 15 s (the metrics
+/// API answers the last one again once they are used up).
+fn polls_of(from: u32, scheduler: &str, nb0: &str, nb1: &str) -> Vec<Value> {
+    (0..60)
+        .map(|i| poll(from + 15 * i, scheduler, nb0, nb1))
+        .collect()
 }
 
 fn start_controller(dir: &std::path::Path, api: &Replay) -> Controller {
@@ -249,7 +268,7 @@ fn a_cpu_spike_of_an_injected_pod_is_alerted_once_with_its_egress_beside_it() {
     assert_eq!(log.matches("metrics.k8s.io) is not served").count(), 1);
 
     // metrics-server arrives: quiet notebooks are learned (6 samples).
-    api.serve(METRICS, vec![poll("9559630n", "120m", "150m")], vec![]);
+    api.serve(METRICS, polls_of(0, "9559630n", "120m", "150m"), vec![]);
     wait_for("the CPU baseline of the profile", || {
         ctl.proc.log().contains("CPU baseline ready").then_some(())
     });
@@ -290,7 +309,7 @@ fn a_cpu_spike_of_an_injected_pod_is_alerted_once_with_its_egress_beside_it() {
 
     // notebook-0 spikes; so does the scheduler (not Vigil's) and the pod
     // without the sidecar.
-    api.serve(METRICS, vec![poll("4", "2500m", "140m")], vec![]);
+    api.serve(METRICS, polls_of(3600, "4", "2500m", "140m"), vec![]);
     let alert = ctl.wait_alert("resource_spike", "notebook", Some("pod:notebook-0"));
     assert_eq!(alert["action"], "flagged", "a signal, not a block: {alert}");
     let r = &alert["evidence"]["resource"];
@@ -331,7 +350,7 @@ fn a_cpu_spike_of_an_injected_pod_is_alerted_once_with_its_egress_beside_it() {
     // learned, yet notebook-1's spike is judged at once.
     let mut ctl = ctl;
     ctl.proc.terminate();
-    api.serve(METRICS, vec![poll("9559630n", "130m", "3100m")], vec![]);
+    api.serve(METRICS, polls_of(7200, "9559630n", "130m", "3100m"), vec![]);
     let ctl = start_controller(dir.path(), &api);
     let alert = ctl.wait_alert("resource_spike", "notebook", Some("pod:notebook-1"));
     assert_eq!(

@@ -242,6 +242,8 @@ pub struct PodState {
     recent: VecDeque<f64>,
     /// Whether it is in a spike (already alerted).
     spiking: bool,
+    /// When its latest sample was measured.
+    last_at: String,
 }
 
 /// A spike, as the alert shows it.
@@ -330,6 +332,9 @@ pub struct Sample {
     pub pod: String,
     /// Its app containers' CPU (the sidecar's left out), nanocores.
     pub cpu_nanos: u64,
+    /// When the metrics API measured it (its `timestamp`), "" if unknown:
+    /// a measurement polled twice counts once.
+    pub at: String,
 }
 
 /// What one sample did to the tracker.
@@ -341,6 +346,9 @@ pub struct Observed {
     pub ready: bool,
     /// A spike starting now.
     pub spike: Option<Spike>,
+    /// The same measurement as the pod's previous sample (the metrics API
+    /// had nothing newer): neither judged nor learned.
+    pub repeat: bool,
 }
 
 /// The baselines of every profile and the state of every pod.
@@ -379,6 +387,13 @@ impl Tracker {
     ) -> Observed {
         let key = (sample.workload.namespace.clone(), sample.pod.clone());
         let pod = self.pods.entry(key).or_default();
+        if !sample.at.is_empty() && pod.last_at == sample.at {
+            return Observed {
+                repeat: true,
+                ..Observed::default()
+            };
+        }
+        sample.at.clone_into(&mut pod.last_at);
         let baseline = self.baselines.entry(profile.clone()).or_default();
         let cpu_m = millicores(sample.cpu_nanos);
         let verdict = judge(rule, baseline, pod, cpu_m, learning);

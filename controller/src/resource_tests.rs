@@ -208,6 +208,7 @@ fn sample(pod: &str, cpu_m: u64) -> Sample {
         workload: WorkloadId::new("lab", "notebook").unwrap(),
         pod: pod.into(),
         cpu_nanos: cpu_m * NANOS_PER_MILLI,
+        at: String::new(),
     }
 }
 
@@ -264,4 +265,38 @@ fn the_tracker_judges_each_pod_against_its_profiles_baseline() {
         (spike.cpu_m, spike.sustained_m, spike.samples),
         (700.0, 700.0, 2)
     );
+}
+
+#[test]
+fn a_measurement_polled_twice_counts_once() {
+    let rule = Rule {
+        min_samples: 2,
+        samples: 2,
+        ..Rule::default()
+    };
+    let profile = WorkloadId::new("lab", "nb").unwrap();
+    let mut tracker = Tracker::default();
+    let at = |cpu_m: u64, at: &str| Sample {
+        at: at.into(),
+        ..sample("a", cpu_m)
+    };
+    let learned: Vec<bool> = ["t1", "t1", "t2", "t2", "t2"]
+        .iter()
+        .map(|t| {
+            tracker
+                .observe(&rule, &profile, &at(100, t), true)
+                .learned
+                .is_some()
+        })
+        .collect();
+    assert_eq!(learned, [true, false, true, false, false]);
+    // The metrics API measured once at 700m: one sample, no spike.
+    let seen: Vec<Observed> = ["t3", "t3", "t3"]
+        .iter()
+        .map(|t| tracker.observe(&rule, &profile, &at(700, t), false))
+        .collect();
+    assert!(seen.iter().all(|s| s.spike.is_none()));
+    assert_eq!(seen.iter().filter(|s| s.repeat).count(), 2);
+    let spike = tracker.observe(&rule, &profile, &at(700, "t4"), false);
+    assert!(spike.spike.is_some(), "two measurements");
 }

@@ -26,7 +26,7 @@ pub const EGRESS_WINDOW_SECS: u64 = 600;
 /// What one poll's samples did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ResourceSummary {
-    /// Samples judged.
+    /// Samples judged (a measurement polled again is not).
     pub judged: usize,
     /// Samples learned into a baseline.
     pub learned: usize,
@@ -59,6 +59,9 @@ impl Engine {
             let profile = self.inventory.profile_of(&sample.workload);
             let learning = self.modes.of(&sample.workload.namespace) == Mode::Learning;
             let seen = self.resources.observe(rule, &profile, sample, learning);
+            if seen.repeat {
+                continue;
+            }
             summary.judged += 1;
             if let Some(baseline) = seen.learned {
                 summary.learned += 1;

@@ -29,6 +29,7 @@ fn poll(pods: &[(&str, u64)]) -> Vec<Sample> {
             workload: notebook(),
             pod: (*pod).into(),
             cpu_nanos: millicores * NANOS_PER_MILLI,
+            at: String::new(),
         })
         .collect()
 }

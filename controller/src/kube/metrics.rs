@@ -218,6 +218,7 @@ pub fn read(items: &[DynamicObject], injected: impl Fn(&str, &str) -> Option<Wor
                 workload,
                 pod: pod.to_owned(),
                 cpu_nanos,
+                at: str_at(&item.data, "/timestamp").to_owned(),
             }),
             Err(why) => out.skipped.push(format!("{ns}/{pod}: {why}")),
         }

@@ -198,11 +198,13 @@ fn only_injected_pods_are_read_named_by_their_workload_without_the_sidecars_cpu(
                 workload: notebook.clone(),
                 pod: "notebook-0".into(),
                 cpu_nanos: 250_012_000,
+                at: "2022-01-27T19:24:31Z".into(),
             },
             Sample {
                 workload: notebook,
                 pod: "notebook-1".into(),
                 cpu_nanos: 9_559_630,
+                at: "2022-01-27T19:24:31Z".into(),
             },
         ]
     );
