@@ -6,16 +6,20 @@ benches/RESULTS.md for what it measures and how to read it. Standard library
 only.
 
 Every proxy under test (and the nginx upstream behind it) is pinned to one
-core, the load generator (and the controller) to another. Each path gets a
-fresh proxy process, so its idle and peak RSS are its own:
+core, the load generator (and the controller) to another. Each path has its
+own proxy process (the direct path its own nginx), so its idle and peak RSS
+are its own:
 
   1. idle RSS (VmRSS once ready, before any load);
-  2. saturation: `--reps` runs of wrk (HTTP/1.1) or h2load (h2c), each
-     preceded by nothing but the previous one; CPU per request from the
-     proxy's utime+stime (/proc/PID/stat) over each run;
+  2. saturation: `--reps` runs of wrk (HTTP/1.1) or h2load (h2c); CPU per
+     request from the proxy's utime+stime (/proc/PID/stat) over each run;
   3. peak RSS (VmHWM) after the saturation runs;
-  4. HTTP/1.1 paths: a fixed-rate run (h2load --h1 --rps, open loop per
-     client) whose p99 minus the direct path's p99 is the added p99.
+  4. HTTP/1.1 paths: `--reps` fixed-rate runs (h2load --h1 --rps, open loop
+     per client) whose p99 minus the direct path's p99 is the added p99.
+
+By default every proxy is up at once and the runs go in rounds (each path
+once per round), so a burst of other work on the machine falls on all paths
+alike; `--sequential` runs one path after the other instead.
 
 Then, apart, the RSS of a fresh proxy holding `--hold` open keep-alive
 connections (each has carried one request) through its listener.
@@ -167,12 +171,12 @@ def run(argv, cpu, timeout, nice=0):
 
 # ---------------------------------------------------------------- configs
 
-def nginx_upstream_conf(work, h1, h2):
+def nginx_upstream_conf(work, h1, h2, name):
     return f"""worker_processes 1;
 master_process off;
 daemon off;
-pid {work}/upstream.pid;
-error_log {work}/upstream.err;
+pid {work}/{name}.pid;
+error_log {work}/{name}.err;
 events {{ worker_connections 8192; }}
 http {{
   access_log off;
@@ -184,12 +188,12 @@ http {{
 """
 
 
-def nginx_proxy_conf(work, port, upstream):
+def nginx_proxy_conf(work, port, upstream, name):
     return f"""worker_processes 1;
 master_process off;
 daemon off;
-pid {work}/nginx-proxy.pid;
-error_log {work}/nginx-proxy.err;
+pid {work}/{name}.pid;
+error_log {work}/{name}.err;
 events {{ worker_connections 8192; }}
 http {{
   access_log off;
@@ -240,6 +244,12 @@ class Bench:
         self.up_h2 = free_port()
         self.grpc = self.api = None
         self.token = None
+        self.seq = 0
+
+    def unique(self, name):
+        """`name` with a number: file and log names of processes alive at once."""
+        self.seq += 1
+        return f"{name}-{self.seq}"
 
     # -- fixtures
 
@@ -249,7 +259,7 @@ class Bench:
             f.write("x" * BODY_BYTES)
         conf = os.path.join(self.work, "upstream.conf")
         with open(conf, "w") as f:
-            f.write(nginx_upstream_conf(self.work, self.up_h1, self.up_h2))
+            f.write(nginx_upstream_conf(self.work, self.up_h1, self.up_h2, "upstream"))
         self.upstream = self.procs.start("upstream", ["nginx", "-c", conf], self.a.proxy_cpu)
         wait_until("the nginx upstream", lambda: http_ok(f"http://127.0.0.1:{self.up_h1}/"),
                    self.upstream, self.procs)
@@ -268,21 +278,34 @@ class Bench:
 
     # -- proxies under test: each returns (process, port to load)
 
-    def start_nginx_proxy(self, h2):
-        port = free_port()
-        conf = os.path.join(self.work, "nginx-proxy.conf")
+    def start_direct(self, h2):
+        """A dedicated nginx serving the page: the direct path's own process."""
+        name = self.unique("nginx-direct")
+        h1_port, h2_port = free_port(), free_port()
+        conf = os.path.join(self.work, f"{name}.conf")
         with open(conf, "w") as f:
-            f.write(nginx_proxy_conf(self.work, port, self.up_h1))
-        proc = self.procs.start("nginx-proxy", ["nginx", "-c", conf], self.a.proxy_cpu)
+            f.write(nginx_upstream_conf(self.work, h1_port, h2_port, name))
+        proc = self.procs.start(name, ["nginx", "-c", conf], self.a.proxy_cpu)
+        wait_until("nginx", lambda: tcp_open(h1_port) and tcp_open(h2_port), proc, self.procs)
+        return proc, h2_port if h2 else h1_port
+
+    def start_nginx_proxy(self, h2):
+        name = self.unique("nginx-proxy")
+        port = free_port()
+        conf = os.path.join(self.work, f"{name}.conf")
+        with open(conf, "w") as f:
+            f.write(nginx_proxy_conf(self.work, port, self.up_h1, name))
+        proc = self.procs.start(name, ["nginx", "-c", conf], self.a.proxy_cpu)
         wait_until("nginx as a proxy", lambda: http_ok(f"http://127.0.0.1:{port}/"), proc, self.procs)
         return proc, port
 
     def start_haproxy(self, h2):
         port = free_port()
-        conf = os.path.join(self.work, "haproxy.cfg")
+        name = self.unique("haproxy")
+        conf = os.path.join(self.work, f"{name}.cfg")
         with open(conf, "w") as f:
             f.write(haproxy_conf(port, self.up_h2 if h2 else self.up_h1, h2))
-        proc = self.procs.start("haproxy", ["haproxy", "-f", conf, "-q"], self.a.proxy_cpu)
+        proc = self.procs.start(name, ["haproxy", "-f", conf, "-q"], self.a.proxy_cpu)
         wait_until("haproxy", lambda: tcp_open(port), proc, self.procs)
         return proc, port
 
@@ -300,7 +323,7 @@ class Bench:
         else:
             # No controller: no policy beyond the allow-all default, nothing reported.
             argv += ["--controller", NOWHERE, "--policy-wait-ms", "0"]
-        proc = self.procs.start("vigil-proxy", argv, self.a.proxy_cpu)
+        proc = self.procs.start(self.unique("vigil-proxy"), argv, self.a.proxy_cpu)
         wait_until("vigil-proxy", lambda: http_ok(f"http://127.0.0.1:{admin}/ready"), proc, self.procs)
         if telemetry:
             def has_policy():
@@ -336,38 +359,67 @@ class Bench:
 
     # -- one path
 
-    def measure(self, path):
-        h2 = path["proto"] == "h2c"
-        proc, port = path["start"](h2)
-        pid = (proc or self.upstream).pid
-        idle = rss_kib(pid)["VmRSS"]
-        load = self.make_load(path, port)
-        if self.a.warmup > 0:
-            load(self.a.warmup)
-        reps = []
-        for _ in range(self.a.reps):
-            before = cpu_seconds(pid)
-            result = load(self.a.duration)
-            cpu = cpu_seconds(pid) - before
-            result["cpu_us_per_req"] = cpu * 1e6 / max(1, result["requests"])
-            reps.append(result)
-        peak = rss_kib(pid)["VmHWM"]
-        row = {"path": path["name"], "proto": path["proto"], "what": path["what"],
-               "reps": reps, "idle_rss_kib": idle, "peak_rss_kib": peak}
+    def open(self, path):
+        """Starts the path's proxy; its idle RSS is read before any load."""
+        proc, port = path["start"](path["proto"] == "h2c")
+        return {"path": path, "proc": proc, "port": port, "idle": rss_kib(proc.pid)["VmRSS"],
+                "load": self.make_load(path, port), "reps": [], "fixed": []}
+
+    def saturate(self, live, secs, record=True):
+        """One saturation run, with the proxy's CPU over it."""
+        pid = live["proc"].pid
+        before = cpu_seconds(pid)
+        result = live["load"](secs)
+        result["cpu_us_per_req"] = (cpu_seconds(pid) - before) * 1e6 / max(1, result["requests"])
+        if record:
+            live["reps"].append(result)
+
+    def fixed_rate(self, live):
+        live["fixed"].append(self.h2load(live["port"], self.a.rate_duration, h1_rate=self.a.rate))
+
+    def close(self, live):
+        """Stops the path's proxy and returns its row (medians of its runs)."""
+        path, proc, reps, fixed = live["path"], live["proc"], live["reps"], live["fixed"]
+        row = {"path": path["name"], "proto": path["proto"], "what": path["what"], "reps": reps,
+               "idle_rss_kib": live["idle"], "peak_rss_kib": live["peak"]}
         for key in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req"):
             row[key] = statistics.median(r[key] for r in reps)
         row["errors"] = sum(r["errors"] for r in reps)
-        if path.get("rate"):
-            fixed = [self.h2load(port, self.a.rate_duration, h1_rate=self.a.rate)
-                     for _ in range(self.a.reps)]
+        if fixed:
             row["rate"] = {k: statistics.median(f[k] for f in fixed)
                            for k in ("rps", "p50_ms", "p99_ms")}
             row["rate"]["errors"] = sum(f["errors"] for f in fixed)
             row["rate"]["p99_ms_runs"] = [f["p99_ms"] for f in fixed]
-        if proc is not None:
-            self.procs.check(proc)
-            self.procs.stop(proc)
+        self.procs.check(proc)
+        self.procs.stop(proc)
         return row
+
+    def measure(self, paths, say):
+        """Every path, in rounds: all proxies stay up and each round loads each in turn, so a
+        burst of other load on the machine falls on every path alike (--sequential: one path
+        after the other)."""
+        groups = [[p] for p in paths] if self.a.sequential else [paths]
+        rows = []
+        for group in groups:
+            live = []
+            for path in group:
+                say(f"{path['proto']} {path['name']}: {path['what']}")
+                live.append(self.open(path))
+            if self.a.warmup > 0:
+                for l in live:
+                    self.saturate(l, self.a.warmup, record=False)
+            for rep in range(self.a.reps):
+                for l in live:
+                    say(f"run {rep + 1}/{self.a.reps}: {l['path']['proto']} {l['path']['name']}")
+                    self.saturate(l, self.a.duration)
+            for l in live:
+                l["peak"] = rss_kib(l["proc"].pid)["VmHWM"]
+            for rep in range(self.a.reps):
+                for l in (l for l in live if l["path"].get("rate")):
+                    say(f"fixed rate {rep + 1}/{self.a.reps}: {l['path']['name']}")
+                    self.fixed_rate(l)
+            rows += [self.close(l) for l in live]
+        return rows
 
     def make_load(self, path, port):
         if path["proto"] == "h2c":
@@ -417,7 +469,7 @@ class Bench:
         up = f"127.0.0.1:{self.up_h1}"
         all_paths = [
             {"name": "direct", "proto": "http/1.1", "what": "wrk -> nginx",
-             "start": lambda h2: (None, self.up_h1), "rate": True},
+             "start": self.start_direct, "rate": True},
             {"name": "nginx", "proto": "http/1.1", "what": "nginx proxy_pass (keepalive upstream)",
              "start": self.start_nginx_proxy, "rate": True},
             {"name": "haproxy", "proto": "http/1.1", "what": "haproxy, http-reuse always",
@@ -432,7 +484,7 @@ class Bench:
              "what": "outbound, absolute-form by name (localhost)", "start": vout,
              "target": f"http://localhost:{self.up_h1}/", "vigil": True},
             {"name": "direct", "proto": "h2c", "what": "h2load -> nginx (h2c)",
-             "start": lambda h2: (None, self.up_h2)},
+             "start": self.start_direct},
             {"name": "haproxy", "proto": "h2c", "what": "haproxy h2c -> nginx h2c", "start": self.start_haproxy},
             {"name": "vigil-inbound", "proto": "h2c", "what": "inbound -> app h2c", "start": vin,
              "vigil": True},
@@ -507,6 +559,8 @@ def main():
     p.add_argument("--rate-duration", type=int, default=10)
     p.add_argument("--hold", type=int, default=1000, help="connections held open (0: skip)")
     p.add_argument("--paths", help="comma-separated path names to run (default: all)")
+    p.add_argument("--sequential", action="store_true",
+                   help="one path after the other, each proxy alone (default: all up, runs in rounds)")
     p.add_argument("--bin-dir", default=os.environ.get("VIGIL_BIN_DIR",
                                                        os.path.join(ROOT, "target", "release")))
     p.add_argument("--nice", type=int, default=0,
@@ -538,10 +592,7 @@ def main():
         paths = bench.paths()
         if any(p.get("vigil") for p in paths) or a.hold or a.perf:
             bench.start_controller()
-        rows = []
-        for path in paths:
-            print(f"== {path['proto']} {path['name']}: {path['what']}", file=sys.stderr, flush=True)
-            rows.append(bench.measure(path))
+        rows = bench.measure(paths, lambda m: print(f"== {m}", file=sys.stderr, flush=True))
         hold = []
         if a.hold:
             for name, start in (("nginx", bench.start_nginx_proxy), ("haproxy", bench.start_haproxy),

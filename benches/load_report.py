@@ -153,7 +153,8 @@ def markdown(result):
         f"(vigil-proxy built {m['proxy_built']}).",
         "",
         f"Proxy under test and nginx upstream on CPU {m['proxy_cpu']}, load generator and controller "
-        f"on CPU {m['load_cpu']}{', all at nice ' + str(a['nice']) if a['nice'] else ''}. {a['reps']} runs of {a['duration']} s per path, medians; "
+        f"on CPU {m['load_cpu']}{', all at nice ' + str(a['nice']) if a['nice'] else ''}. {a['reps']} run{'s' if a['reps'] != 1 else ''} of {a['duration']} s per path, medians, "
+        f"{'one path after the other' if a.get('sequential') else 'in rounds (every proxy up, each loaded in turn)'}; "
         f"HTTP/1.1 `wrk -t1 -c{a['connections']}`, h2c `h2load -c{a['h2_clients']} -m{a['h2_streams']}`, "
         f"{BODY_BYTES}-byte body. Ratios against the better of nginx and haproxy (req/s: higher is "
         "better; CPU: lower is better).",
@@ -168,7 +169,8 @@ def markdown(result):
             f"{fmt(r.get('rps_vs_best'), '.2f')} | {fmt(r.get('cpu_vs_best'), '.2f')} | {r['errors']} |")
     rate_rows = [r for r in result["paths"] if "rate" in r]
     if rate_rows:
-        lines += ["", f"Fixed rate, ~{a['rate']} req/s, {a['reps']} runs of {a['rate_duration']} s, medians "
+        lines += ["", f"Fixed rate, ~{a['rate']} req/s, {a['reps']} run{'s' if a['reps'] != 1 else ''} of "
+                  f"{a['rate_duration']} s, medians "
                   "(`h2load --h1 --rps`, open loop per client; added p99 = p99 minus the direct path's):",
                   "", "| path | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | added p99 vs best |",
                   "|---|---|---|---|---|---|---|"]
