@@ -8,6 +8,7 @@ use std::sync::Arc;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
+use super::ClientUpstream;
 use crate::body::ProxyBody;
 use crate::context::{DecisionLabel, Pending, Shared, denied_response};
 use crate::model::{Direction, SOURCE_HEADER, parse_source};
@@ -36,10 +37,11 @@ impl App {
 }
 
 /// Handles one inbound request from `peer`: identify, decide, forward to
-/// `app`.
+/// `app` (HTTP/1.x on the client connection's `upstream`).
 pub async fn serve(
     shared: Arc<Shared>,
     app: App,
+    upstream: Arc<ClientUpstream>,
     peer: std::net::IpAddr,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
@@ -73,5 +75,7 @@ pub async fn serve(
         let response = denied_response(reason, ("source", caller), shared.workload(), &policy.mode);
         return Ok(shared.respond(pending, response, DecisionLabel::deny, 403));
     }
-    Ok(shared.forward(req, app.addr, &app.name, pending).await)
+    Ok(shared
+        .forward(req, app.addr, &app.name, pending, &upstream)
+        .await)
 }

@@ -13,6 +13,7 @@ use http::{Method, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
 use serde_json::json;
 
+use super::ClientUpstream;
 use crate::body::ProxyBody;
 use crate::context::{DecisionLabel, Pending, Shared, denied_response, json_response};
 use crate::destination::{self, Claim};
@@ -140,10 +141,12 @@ fn reject_response(
 }
 
 /// Handles one outbound request on a connection whose redirected
-/// destination is `original_dst`.
+/// destination is `original_dst` (HTTP/1.x goes on the client connection's
+/// `upstream`).
 pub async fn serve(
     shared: Arc<Shared>,
     original_dst: Option<SocketAddr>,
+    upstream: Arc<ClientUpstream>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
     let start = Instant::now();
@@ -167,15 +170,16 @@ pub async fn serve(
     };
     let pending = shared.track(Pending::for_request(Direction::Outbound, &req, start));
     match resolved {
-        Some(dst) => Ok(redirected(shared, req, pending, &host, port, dst).await),
-        None => Ok(named(shared, req, pending, &host, port).await),
+        Some(dst) => Ok(redirected(&shared, &upstream, req, pending, (&host, port), dst).await),
+        None => Ok(named(&shared, &upstream, req, pending, &host, port).await),
     }
 }
 
 /// An explicit-proxy request: judged by the name it gives, and sent to
 /// where the sidecar resolves that name, so the name is the destination.
 async fn named(
-    shared: Arc<Shared>,
+    shared: &Shared,
+    upstream: &ClientUpstream,
     req: Request<Incoming>,
     pending: Pending,
     host: &str,
@@ -184,7 +188,7 @@ async fn named(
     match shared.judge_named(pending, host, port).await {
         Ok((addr, pending)) => {
             let authority = pending.record.authority.clone();
-            send(&shared, req, addr, &authority, pending).await
+            send(shared, upstream, req, (addr, &authority), pending).await
         }
         Err(refused) => refused,
     }
@@ -195,11 +199,11 @@ async fn named(
 /// only when `dst` is an address that name resolves to (see
 /// [`crate::destination`]); each request on the connection is checked.
 async fn redirected(
-    shared: Arc<Shared>,
+    shared: &Shared,
+    upstream: &ClientUpstream,
     req: Request<Incoming>,
     mut pending: Pending,
-    host: &str,
-    port: u16,
+    (host, port): (&str, u16),
     dst: SocketAddr,
 ) -> Response<ProxyBody> {
     let claim = Claim {
@@ -220,9 +224,9 @@ async fn redirected(
         pending.record.claimed_authority = claimed;
     }
     if let Decision::Deny { reason } = decision {
-        return deny(&shared, pending, reason, &judged.authority, &policy.mode);
+        return deny(shared, pending, reason, &judged.authority, &policy.mode);
     }
-    send(&shared, req, dst, &judged.authority, pending).await
+    send(shared, upstream, req, (dst, &judged.authority), pending).await
 }
 
 fn deny(
@@ -236,17 +240,20 @@ fn deny(
     shared.respond(pending, response, DecisionLabel::deny, 403)
 }
 
-/// Sends the request on with our `vigil-source`.
+/// Sends the request on to `addr` (named `authority`) with our
+/// `vigil-source`.
 async fn send(
     shared: &Shared,
+    upstream: &ClientUpstream,
     mut req: Request<Incoming>,
-    addr: SocketAddr,
-    authority: &str,
+    (addr, authority): (SocketAddr, &str),
     pending: Pending,
 ) -> Response<ProxyBody> {
     req.headers_mut()
         .insert(SOURCE_HEADER, shared.source.clone());
-    shared.forward(req, addr, authority, pending).await
+    shared
+        .forward(req, addr, authority, pending, upstream)
+        .await
 }
 
 /// An error and its sources, joined with `: `.
