@@ -184,8 +184,19 @@ impl Finish {
         }
     }
 
+    /// The end of the response: what is left to report. A response that
+    /// was never reported live gives its record away, uncopied.
     fn emit(mut self, bytes_out: u64) {
-        self.report(bytes_out, false);
+        if self.live.as_ref().is_some_and(|live| live.record.is_some()) {
+            return self.report(bytes_out, false);
+        }
+        let total_in = self.bytes_in.load(Ordering::Relaxed);
+        let latency = std::time::Duration::from_micros(self.record.latency_us);
+        if let Some(record) =
+            LiveRecord::new(self.record).into_emission(total_in, bytes_out, latency, false)
+        {
+            self.telemetry.emit(record);
+        }
     }
 }
 

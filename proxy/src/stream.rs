@@ -84,6 +84,32 @@ impl LiveRecord {
         elapsed: Duration,
         denied: bool,
     ) -> Option<Record> {
+        let stamp = self.stamp(total_in, total_out, elapsed, denied)?;
+        Some(stamp.apply(self.record.clone()))
+    }
+
+    /// The last [`emission`](Self::emission) of a stream, which gives its
+    /// record away rather than copying it (one request's record, emitted
+    /// when its response ends).
+    pub fn into_emission(
+        mut self,
+        total_in: u64,
+        total_out: u64,
+        elapsed: Duration,
+        denied: bool,
+    ) -> Option<Record> {
+        let stamp = self.stamp(total_in, total_out, elapsed, denied)?;
+        Some(stamp.apply(self.record))
+    }
+
+    /// What the next emission says, and the totals marked as sent.
+    fn stamp(
+        &mut self,
+        total_in: u64,
+        total_out: u64,
+        elapsed: Duration,
+        denied: bool,
+    ) -> Option<Stamp> {
         let new_count = denied || self.counted != Some(self.record.protocol);
         let (bytes_in, bytes_out) = (total_in - self.sent_in, total_out - self.sent_out);
         if !new_count && bytes_in == 0 && bytes_out == 0 {
@@ -91,21 +117,41 @@ impl LiveRecord {
         }
         self.sent_in = total_in;
         self.sent_out = total_out;
-        let mut record = self.record.clone();
-        record.bytes_in = bytes_in;
-        record.bytes_out = bytes_out;
-        // A request refused before it was answered (a 403) stays denied.
-        record.denied |= denied;
-        record.count = u64::from(new_count);
-        record.latency_us = if new_count {
-            elapsed.as_micros() as u64
-        } else {
-            0
-        };
         if new_count && !denied {
             self.counted = Some(self.record.protocol);
         }
-        Some(record)
+        Some(Stamp {
+            bytes_in,
+            bytes_out,
+            denied,
+            count: u64::from(new_count),
+            latency_us: if new_count {
+                elapsed.as_micros() as u64
+            } else {
+                0
+            },
+        })
+    }
+}
+
+/// The figures of one emission.
+struct Stamp {
+    bytes_in: u64,
+    bytes_out: u64,
+    denied: bool,
+    count: u64,
+    latency_us: u64,
+}
+
+impl Stamp {
+    fn apply(self, mut record: Record) -> Record {
+        record.bytes_in = self.bytes_in;
+        record.bytes_out = self.bytes_out;
+        // A request refused before it was answered (a 403) stays denied.
+        record.denied |= self.denied;
+        record.count = self.count;
+        record.latency_us = self.latency_us;
+        record
     }
 }
 

@@ -22,7 +22,10 @@ pub const OTHER_PATH: &str = "/{other}";
 /// of the process (bounded both ways).
 #[derive(Debug, Default)]
 struct Templates {
-    seen: HashMap<(Direction, String), HashSet<String>>,
+    /// Outbound by destination, inbound by caller (looked up by `&str`, so
+    /// a request's record costs no key built to find its templates).
+    outbound: HashMap<String, HashSet<String>>,
+    inbound: HashMap<String, HashSet<String>>,
 }
 
 impl Templates {
@@ -31,12 +34,20 @@ impl Templates {
         if path.is_empty() {
             return path;
         }
-        let key = (direction, peer.to_owned());
-        let tracked = self.seen.len();
-        let paths = match self.seen.get_mut(&key) {
-            Some(paths) => paths,
-            None if tracked >= MAX_TRACKED_DESTINATIONS => return OTHER_PATH.to_owned(),
-            None => self.seen.entry(key).or_default(),
+        let tracked = self.outbound.len() + self.inbound.len();
+        let seen = match direction {
+            Direction::Outbound => &mut self.outbound,
+            Direction::Inbound => &mut self.inbound,
+        };
+        // Looked up by `&str`: a known peer's name is not copied.
+        if !seen.contains_key(peer) {
+            if tracked >= MAX_TRACKED_DESTINATIONS {
+                return OTHER_PATH.to_owned();
+            }
+            seen.insert(peer.to_owned(), HashSet::new());
+        }
+        let Some(paths) = seen.get_mut(peer) else {
+            return OTHER_PATH.to_owned();
         };
         if paths.contains(&path) {
             return path;
