@@ -52,6 +52,8 @@ pub const ENV_ADVERTISE_ADDR: &str = "VIGIL_ADVERTISE_ADDR";
 pub const ENV_REPORT_INTERVAL_MS: &str = "VIGIL_REPORT_INTERVAL_MS";
 /// Env var for `--log`.
 pub const ENV_LOG: &str = "VIGIL_LOG";
+/// Env var for `--worker-threads`.
+pub const ENV_WORKER_THREADS: &str = "VIGIL_WORKER_THREADS";
 /// Env var of `--default-policy`.
 pub const ENV_DEFAULT_POLICY: &str = "VIGIL_DEFAULT_POLICY";
 /// Env var of `--policy-cache`.
@@ -183,6 +185,12 @@ pub struct Args {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = ENV_LOG, default_value = "info")]
     pub log: String,
+    /// Data-path threads. 0 (the default): one per CPU this process may use
+    /// (its CPU affinity and cgroup quota); with one CPU the data path runs
+    /// on a single-threaded runtime, with no work stealing or cross-thread
+    /// wake-ups. Admin and control traffic have their own thread either way.
+    #[arg(long, env = ENV_WORKER_THREADS, default_value_t = 0)]
+    pub worker_threads: usize,
     /// What to do before the controller's first policy arrives: `allow`
     /// (fail open) or `deny` (fail closed).
     #[arg(long, env = ENV_DEFAULT_POLICY, value_enum, default_value = "allow")]

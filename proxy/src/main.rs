@@ -26,9 +26,8 @@ fn init() -> ExitCode {
     }
 }
 
-/// The sidecar.
-#[tokio::main]
-async fn proxy() -> ExitCode {
+/// The sidecar, on a data-path runtime sized by `--worker-threads`.
+fn proxy() -> ExitCode {
     let args = vigil_proxy::Args::parse();
     let filter = match EnvFilter::try_new(&args.log) {
         Ok(filter) => filter,
@@ -44,14 +43,25 @@ async fn proxy() -> ExitCode {
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
-    match vigil_proxy::start(args).await {
-        Ok(running) => {
-            running.wait().await;
-            ExitCode::SUCCESS
-        }
+    let workers = vigil_proxy::runtime::worker_threads(args.worker_threads);
+    let runtime = match vigil_proxy::runtime::data_runtime(workers) {
+        Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
+            eprintln!("error: cannot start the data-path runtime ({workers} threads): {e}");
+            return ExitCode::FAILURE;
         }
-    }
+    };
+    tracing::debug!(workers, "data-path runtime");
+    runtime.block_on(async {
+        match vigil_proxy::start(args).await {
+            Ok(running) => {
+                running.wait().await;
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }

@@ -1,11 +1,38 @@
-//! The control runtime: a small single-threaded tokio runtime on its own
-//! thread for admin and control traffic (the admin listener, the policy and
-//! report streams, the telemetry aggregator), so that a flood on the data
-//! path cannot starve `/ready`, `/metrics` or policy updates. ztunnel splits
-//! its runtimes the same way.
+//! The sidecar's runtimes. The data path's ([`data_runtime`]) is sized to
+//! the CPUs the process may use: on one CPU (a pinned sidecar, a pod limited
+//! to one core) a single-threaded runtime, which serves a request and its
+//! upstream exchange with no work stealing or cross-thread wake-ups, as
+//! nginx's and haproxy's single event loops do. The control runtime
+//! ([`ControlRuntime`]) is a small single-threaded runtime on its own thread
+//! for admin and control traffic (the admin listener, the policy and report
+//! streams, the telemetry aggregator), so that a flood on the data path
+//! cannot starve `/ready`, `/metrics` or policy updates. ztunnel splits its
+//! runtimes the same way.
 
 use tokio::runtime::{Builder, Handle};
 use tokio::sync::oneshot;
+
+/// How many data-path threads `--worker-threads` asks for: `requested`, or
+/// when 0, the CPUs this process may use.
+pub fn worker_threads(requested: usize) -> usize {
+    match requested {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    }
+}
+
+/// The data path's runtime: single-threaded for one worker thread, else
+/// multi-threaded with that many workers.
+pub fn data_runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if workers <= 1 {
+        Builder::new_current_thread()
+    } else {
+        let mut builder = Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
+    };
+    builder.enable_all().build()
+}
 
 /// The runtime's thread and a way to stop it.
 #[derive(Debug)]
@@ -64,6 +91,45 @@ mod tests {
             .unwrap();
         assert_eq!(name.as_deref(), Some("vigil-control"));
         rt.stop().await;
+    }
+
+    #[test]
+    fn worker_threads_follow_the_flag_or_the_cpus() {
+        assert_eq!(worker_threads(3), 3);
+        assert_eq!(worker_threads(1), 1);
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(worker_threads(0), cpus);
+    }
+
+    #[test]
+    fn one_worker_is_a_single_threaded_runtime() {
+        use tokio::runtime::RuntimeFlavor;
+        let one = data_runtime(1).unwrap();
+        assert_eq!(one.handle().runtime_flavor(), RuntimeFlavor::CurrentThread);
+        let two = data_runtime(2).unwrap();
+        assert_eq!(two.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
+        // The sidecar starts and serves on the single-threaded one.
+        use clap::Parser;
+        let args = crate::Args::try_parse_from([
+            "vigil-proxy",
+            "--workload",
+            "w",
+            "--outbound-addr",
+            "127.0.0.1:0",
+            "--inbound-addr",
+            "127.0.0.1:0",
+            "--inbound-addr6",
+            "off",
+            "--outbound-addr6",
+            "off",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        one.block_on(async {
+            let running = crate::start(args).await.unwrap();
+            running.shutdown().await;
+        });
     }
 
     #[test]

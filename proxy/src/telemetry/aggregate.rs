@@ -66,7 +66,7 @@ struct Key {
     protocol: Protocol,
     source: String,
     authority: String,
-    resolved: String,
+    resolved: Option<std::net::SocketAddr>,
     method: String,
     path: String,
     status: u16,
@@ -87,7 +87,7 @@ impl Key {
             } else {
                 String::new()
             },
-            resolved: String::new(),
+            resolved: None,
             method: String::new(),
             path: String::new(),
             status: 0,
@@ -144,22 +144,24 @@ impl Aggregator {
             protocol: r.protocol,
             source: r.source,
             authority: r.authority,
-            resolved: r.resolved.map(|a| a.to_string()).unwrap_or_default(),
+            resolved: r.resolved,
             method: r.method,
             path,
             status: r.status,
             claimed_source: r.claimed_source,
             claimed_authority: r.claimed_authority,
         };
-        let key = if self.map.len() >= self.max_keys && !self.map.contains_key(&key) {
+        // One lookup while there is room (the usual case).
+        let stats = if self.map.len() < self.max_keys {
+            self.map.entry(key).or_default()
+        } else if self.map.contains_key(&key) {
+            self.map.entry(key).or_default()
+        } else {
             // Full: what is new is counted, not dropped, under one key per
             // direction and protocol, so a flood of unique names still
             // reaches the controller (denials included) in bounded space.
-            key.overflow()
-        } else {
-            key
+            self.map.entry(key.overflow()).or_default()
         };
-        let stats = self.map.entry(key).or_default();
         stats.count += r.count;
         // A denial is always a counted event (denied never exceeds count).
         stats.denied += u64::from(r.denied && r.count > 0);
@@ -188,7 +190,7 @@ impl Aggregator {
                 protocol: k.protocol.to_proto() as i32,
                 source: k.source,
                 authority: k.authority,
-                resolved_addr: k.resolved,
+                resolved_addr: k.resolved.map(|a| a.to_string()).unwrap_or_default(),
                 method: k.method,
                 path: k.path,
                 status: u32::from(k.status),
