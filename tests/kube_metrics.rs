@@ -315,10 +315,7 @@ fn a_cpu_spike_of_an_injected_pod_is_alerted_once_with_its_egress_beside_it() {
     let r = &alert["evidence"]["resource"];
     assert_eq!(r["pod"], "notebook-0", "{alert}");
     assert_eq!(r["profile"], format!("lab/{PROFILE}"), "{alert}");
-    assert_eq!(
-        r["cpu_millicores"], 2500,
-        "the sidecar's 4m left out: {alert}"
-    );
+    assert_eq!(r["cpu_millicores"], 2504, "the sidecar's 4m too: {alert}");
     let baseline = r["baseline_millicores"].as_u64().unwrap();
     assert!((120..250).contains(&baseline), "{alert}");
     assert_eq!(r["egress"][0]["destination"], "pool.example:443", "{alert}");
@@ -326,7 +323,7 @@ fn a_cpu_spike_of_an_injected_pod_is_alerted_once_with_its_egress_beside_it() {
     assert_eq!(r["egress"][0]["violation"], true, "{alert}");
     let sentence = alert["explanation"].as_str().unwrap();
     assert!(
-        sentence.contains("ran at 2500m of CPU")
+        sentence.contains("ran at 2504m of CPU")
             && sentence.contains("48.0 kB to pool.example:443"),
         "{sentence}"
     );
@@ -354,7 +351,7 @@ fn a_cpu_spike_of_an_injected_pod_is_alerted_once_with_its_egress_beside_it() {
     let ctl = start_controller(dir.path(), &api);
     let alert = ctl.wait_alert("resource_spike", "notebook", Some("pod:notebook-1"));
     assert_eq!(
-        alert["evidence"]["resource"]["cpu_millicores"], 3100,
+        alert["evidence"]["resource"]["cpu_millicores"], 3103,
         "{alert}"
     );
     assert_eq!(spikes(&ctl).len(), 2);

@@ -330,7 +330,7 @@ pub struct Sample {
     pub workload: WorkloadId,
     /// The pod's name.
     pub pod: String,
-    /// Its app containers' CPU (the sidecar's left out), nanocores.
+    /// Its containers' CPU (all of them), nanocores.
     pub cpu_nanos: u64,
     /// When the metrics API measured it (its `timestamp`), "" if unknown:
     /// a measurement polled twice counts once.

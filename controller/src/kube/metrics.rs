@@ -2,7 +2,8 @@
 //! the `metrics.k8s.io/v1beta1` PodMetrics (metrics-server's view of each
 //! pod's CPU, never the sidecar's word), keeps the pods that carry the
 //! injected sidecar, names each by its workload as discovery does
-//! ([`Cluster::injected_workload`]), and hands the engine one poll of
+//! ([`Cluster::injected_workload`]), sums the CPU of all its containers,
+//! and hands the engine one poll of
 //! samples ([`crate::engine::Handle::resource_samples`]), which judges them
 //! against their profile's CPU baseline ([`crate::resource`]).
 //!
@@ -24,7 +25,6 @@ use tokio::sync::watch;
 use crate::engine::{EngineError, Handle};
 use crate::kube::discovery::Cluster;
 use crate::kube::identity::str_at;
-use crate::kube::inject::is_app_container;
 use crate::model::WorkloadId;
 use crate::resource::{self, Rule, Sample};
 
@@ -175,30 +175,25 @@ pub struct Read {
     pub skipped: Vec<String>,
 }
 
-/// The CPU of one PodMetrics (its `containers[].usage.cpu` summed over
-/// the app containers: Vigil's sidecar and Istio's are left out).
+/// The CPU of one PodMetrics: its `containers[].usage.cpu` summed over
+/// every container, sidecars included. Leaving some out by name would be
+/// a way around: a pod chooses its containers' names (a miner named
+/// `istio-proxy`), and the pod's cost is all of them.
 fn pod_cpu(object: &Value) -> Result<u64, String> {
     let containers = object
         .get("containers")
         .and_then(Value::as_array)
+        .filter(|c| !c.is_empty())
         .ok_or("no containers")?;
     let mut total: u64 = 0;
-    let mut apps = 0;
     for c in containers {
         let name = str_at(c, "/name");
-        if !is_app_container(name) {
-            continue;
-        }
         let cpu = c
             .pointer("/usage/cpu")
             .and_then(Value::as_str)
             .ok_or_else(|| format!("container {name:?} has no usage.cpu"))?;
         let nanos = resource::parse_cpu(cpu).map_err(|e| format!("container {name:?}: {e}"))?;
         total = total.saturating_add(nanos);
-        apps += 1;
-    }
-    if apps == 0 {
-        return Err("no app container".into());
     }
     Ok(total)
 }

@@ -140,7 +140,7 @@ fn metrics(ns: &str, name: &str, containers: &[(&str, &str)]) -> DynamicObject {
 }
 
 #[test]
-fn only_injected_pods_are_read_named_by_their_workload_without_the_sidecars_cpu() {
+fn only_injected_pods_are_read_named_by_their_workload_with_all_their_cpu() {
     let mut cluster = Cluster::default();
     let mut pods = fixture("api/podlist-kube-system-k8s-v1.36.json")["items"]
         .as_array()
@@ -197,13 +197,13 @@ fn only_injected_pods_are_read_named_by_their_workload_without_the_sidecars_cpu(
             Sample {
                 workload: notebook.clone(),
                 pod: "notebook-0".into(),
-                cpu_nanos: 250_012_000,
+                cpu_nanos: 1_150_012_000,
                 at: "2022-01-27T19:24:31Z".into(),
             },
             Sample {
                 workload: notebook,
                 pod: "notebook-1".into(),
-                cpu_nanos: 9_559_630,
+                cpu_nanos: 3_009_559_630,
                 at: "2022-01-27T19:24:31Z".into(),
             },
         ]
@@ -214,9 +214,9 @@ fn only_injected_pods_are_read_named_by_their_workload_without_the_sidecars_cpu(
         "{:?}",
         got.skipped
     );
-    // A sidecar alone, or no usage: skipped with the reason.
+    // No containers, or no usage: skipped with the reason.
     let odd = vec![
-        metrics("lab", "notebook-0", &[("vigil-proxy", "1")]),
+        metrics("lab", "notebook-0", &[]),
         serde_json::from_value(
             json!({"kind": "PodMetrics", "apiVersion": "metrics.k8s.io/v1beta1",
             "metadata": {"name": "notebook-1", "namespace": "lab"},
@@ -229,7 +229,7 @@ fn only_injected_pods_are_read_named_by_their_workload_without_the_sidecars_cpu(
     assert_eq!(
         got.skipped,
         vec![
-            "lab/notebook-0: no app container".to_owned(),
+            "lab/notebook-0: no containers".to_owned(),
             "lab/notebook-1: container \"notebook\" has no usage.cpu".to_owned(),
         ]
     );
