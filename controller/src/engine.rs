@@ -2,13 +2,15 @@
 //!
 //! It runs on its own thread (store commits are blocking fsyncs), takes typed
 //! [`Command`]s from `ingest` and `api`, applies them in order
-//! (report -> graph -> baseline -> verdict -> alert -> policy), writes each
-//! step's changes in one store transaction, then publishes a fresh
-//! [`Snapshot`] for readers and new policies for the sidecars.
+//! (report -> graph -> baseline -> verdict -> alert -> policy), writes the
+//! changes of the reports queued together in one store transaction (see
+//! `group`), then publishes a fresh [`Snapshot`] for readers and new
+//! policies for the sidecars whose policy the change touched.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, watch};
 
@@ -16,17 +18,18 @@ use crate::baseline::Baseline;
 use crate::detect::{self, Finding, Hits, Input, NoThreats, Threats, Verdict};
 use crate::graph::Graph;
 use crate::inventory::Inventory;
-use crate::metrics::{EngineMetrics, ReportResult, ViolationLabels};
+use crate::metrics::{EngineMetrics, ViolationLabels};
 use crate::model::{
-    Action, Alert, AlertKind, AuditEntry, Batch, Direction, EdgeKey, Evidence, Mode, Modes, NodeId,
+    Action, Alert, AlertKind, AuditEntry, Direction, EdgeKey, Evidence, Mode, Modes, NodeId,
     OVERFLOW, Observation, Quarantine, WorkloadId, alert_id, alert_key, now_unix, rfc3339,
 };
-use crate::policy::{self, Policies};
-use crate::simulate::{History, Seen};
+use crate::policy::{self, Policies, SourceIps};
+use crate::simulate::History;
 use crate::snapshot::{self, Parts, Snapshot, label};
 use crate::stability::Growth;
 use crate::store::{Changes, Loaded, Store, StoreError};
 
+mod group;
 mod handle;
 mod resources;
 mod response;
@@ -44,13 +47,31 @@ pub struct Options {
     /// How long observations are kept for dry runs, seconds
     /// (`--history-retention`).
     pub history_retention: u64,
+    /// How stale the snapshot may be after reports alone (zero: published
+    /// before every acknowledgement); see [`PUBLISH_EVERY`].
+    pub publish_every: Duration,
+    /// How late a workload's new source IPs may reach the other sidecars
+    /// (zero: at once); see [`FANOUT_EVERY`].
+    pub fanout_every: Duration,
 }
+
+/// The controller's snapshot pace: after reports alone, the API reads a
+/// state at most this old (or four times the last snapshot's build time,
+/// when that is longer).
+pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+/// The controller's fan-out pace: a registering workload's policy, and the
+/// policies that allow it, are sent at once; the others learn its source
+/// IPs at most this much later, so that a burst of registrations sends
+/// each sidecar a few policies rather than one per registration.
+pub const FANOUT_EVERY: Duration = Duration::from_millis(250);
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             auto_quarantine: BTreeSet::new(),
             history_retention: 24 * 3600,
+            publish_every: Duration::ZERO,
+            fanout_every: Duration::ZERO,
         }
     }
 }
@@ -91,8 +112,6 @@ const ALERT_EVENTS: usize = 4096;
 
 /// Commands queued before senders wait.
 const QUEUE: usize = 1024;
-/// Commands applied before a snapshot is published, at most.
-const BATCH: usize = 64;
 
 /// A reply held back until the snapshot that includes its change is out.
 type Reply = Box<dyn FnOnce() + Send>;
@@ -132,6 +151,13 @@ struct Engine {
     growth: BTreeMap<String, Growth>,
     /// CPU baselines per profile and the state of each pod.
     resources: crate::resource::Tracker,
+    /// The IPs each workload calls from, shared by every policy (the same
+    /// `Arc` while unchanged, so comparing policies stays cheap).
+    source_ips: Arc<SourceIps>,
+    /// The inventory changed since `source_ips` was computed.
+    inventory_changed: bool,
+    /// `source_ips` changed and not every policy has it yet.
+    fanout_pending: bool,
 }
 
 /// Loads the state from `store` and starts the engine thread, with the
@@ -178,6 +204,9 @@ pub fn spawn_with(
         options,
         growth: BTreeMap::new(),
         resources: crate::resource::Tracker::default(),
+        source_ips: Arc::default(),
+        inventory_changed: true,
+        fanout_pending: false,
     };
     engine.load_state(loaded);
     let alerts_tx = engine.alert_events.clone();
@@ -198,37 +227,6 @@ pub fn spawn_with(
 }
 
 impl Engine {
-    fn run(mut self, mut rx: mpsc::Receiver<Command>, snapshots: watch::Sender<Arc<Snapshot>>) {
-        let mut replies = Vec::with_capacity(BATCH);
-        let mut stopping = false;
-        while let Some(cmd) = rx.blocking_recv() {
-            if matches!(cmd, Command::Shutdown) {
-                break;
-            }
-            replies.extend(self.apply(cmd));
-            for _ in 1..BATCH {
-                match rx.try_recv() {
-                    Ok(Command::Shutdown) => {
-                        stopping = true;
-                        break;
-                    }
-                    Ok(cmd) => replies.extend(self.apply(cmd)),
-                    Err(_) => break,
-                }
-            }
-            snapshots.send_replace(Arc::new(self.snapshot()));
-            // Replies go out after the snapshot: a caller reads its own writes.
-            for reply in replies.drain(..) {
-                reply();
-            }
-            if stopping {
-                break;
-            }
-        }
-        // Dropping the policy channels ends every sidecar's policy stream.
-        tracing::debug!("engine stopped");
-    }
-
     fn snapshot(&self) -> Snapshot {
         snapshot::build(&Parts {
             modes: &self.modes,
@@ -262,8 +260,11 @@ impl Engine {
                 None
             }
             Command::Report { batch, reply } => {
-                let result = self.report(&batch);
-                Some(Box::new(move || drop(reply.send(result))))
+                // The loop groups reports; one alone is its own group.
+                let mut group = vec![group::Staged::stage(self, &batch, reply)];
+                let mut replies = Vec::new();
+                self.flush(&mut group, &mut replies);
+                replies.pop()
             }
             Command::SetMode {
                 namespace,
@@ -392,7 +393,18 @@ impl Engine {
             .sidecars_connected
             .set(self.inventory.connected() as i64);
         tracing::info!(workload = %id, ?addrs, "sidecar registered");
-        self.republish(Some(id));
+        // Its own policy and those that name it now; the others learn its
+        // source IPs with the next fan-out.
+        self.inventory_changed = true;
+        let ids = policy::affected(
+            &[],
+            &[],
+            std::slice::from_ref(id),
+            &self.baseline,
+            &self.inventory,
+        );
+        self.republish(Some(&ids));
+        self.publish_policy(id);
         Ok(self.policies.subscribe(id).expect("published above"))
     }
 
@@ -426,87 +438,8 @@ impl Engine {
         }
         self.commit(&changes)?;
         self.remember_audit(&changes);
+        self.inventory_changed = true;
         self.republish(None);
-        Ok(())
-    }
-
-    fn report(&mut self, batch: &Batch) -> Result<(), EngineError> {
-        let now = now_unix();
-        if !batch.instance.is_empty() {
-            match self.seqs.get(&batch.instance) {
-                Some(&(last, _)) if batch.seq <= last => {
-                    tracing::debug!(instance = %batch.instance, seq = batch.seq, "duplicate report batch, already applied");
-                    self.metrics.report(ReportResult::duplicate);
-                    return Ok(());
-                }
-                _ => {}
-            }
-        }
-        let (reporter, observations) = (&batch.reporter, &batch.observations);
-        let mode = self.modes.of(&reporter.namespace);
-        let mut changes = Changes::default();
-        if !batch.instance.is_empty() {
-            changes.report_seq = Some((batch.instance.clone(), batch.seq, now));
-        }
-        let mut touched = BTreeSet::new();
-        if mode == Mode::Learning && self.baseline.learn_workload(reporter) {
-            changes.baseline_workloads.push(reporter.clone());
-        }
-        for obs in observations {
-            if let Some(edge) = self.observe(&mut changes, mode, reporter, obs, now) {
-                touched.insert(edge);
-            }
-        }
-        let seen: Vec<Seen> = observations
-            .iter()
-            .filter(|obs| obs.count > 0)
-            .map(|obs| Seen {
-                at: now,
-                reporter: reporter.clone(),
-                obs: obs.clone(),
-            })
-            .collect();
-        changes.history = Some((now, self.history_seq, seen, self.history.oldest(now)));
-        self.history_seq += 1;
-        let learned_now = changes.baseline_workloads.len()
-            + changes.baseline_edges.len()
-            + changes.baseline_endpoints.len();
-        if learned_now > 0 {
-            let growth = self.growth.entry(reporter.namespace.clone()).or_default();
-            growth.grew(now, learned_now);
-            changes.growth = Some(self.growth.clone());
-        }
-        changes.edges = touched
-            .into_iter()
-            .filter_map(|edge| {
-                let stats = self.graph.edge(&edge)?.clone();
-                Some((edge, stats))
-            })
-            .collect();
-        let learned = !changes.baseline_edges.is_empty()
-            || !changes.baseline_endpoints.is_empty()
-            || !changes.quarantine.is_empty();
-        if let Err(e) = self.commit(&changes) {
-            self.metrics.report(ReportResult::failed);
-            return Err(e.into());
-        }
-        self.metrics.report(ReportResult::applied);
-        self.remember_audit(&changes);
-        if let Some((_, _, seen, _)) = changes.history {
-            for seen in seen {
-                self.history.push(seen);
-            }
-        }
-        self.metrics.observations.inc_by(observations.len() as u64);
-        if let Some((instance, seq, at)) = changes.report_seq {
-            self.seqs.insert(instance, (seq, at));
-        }
-        self.dropped = self.dropped.saturating_add(batch.dropped);
-        if learned {
-            // Nothing is enforced while learning, but keep the compiled
-            // policies (and /config_dump) true to the baseline.
-            self.republish(None);
-        }
         Ok(())
     }
 
@@ -638,6 +571,7 @@ impl Engine {
         self.next_audit = loaded.next_audit;
         self.graph = Graph::default();
         self.inventory.clear_records();
+        self.inventory_changed = true;
         // Oldest first, so that the newest registration owns a reused address.
         let mut workloads = loaded.workloads;
         workloads.sort_by_key(|(_, record)| record.last_seen);
@@ -655,13 +589,18 @@ impl Engine {
     /// it never runs ahead of disk (the sender re-sends, nothing is counted
     /// twice).
     fn commit(&mut self, changes: &Changes) -> Result<(), StoreError> {
+        self.commit_all(&[changes])
+    }
+
+    /// [`Engine::commit`] of several steps in one transaction.
+    fn commit_all(&mut self, all: &[&Changes]) -> Result<(), StoreError> {
         let start = std::time::Instant::now();
-        let result = self.store.write(changes);
+        let result = self.store.write_all(all);
         self.metrics
             .commit_seconds
             .observe(start.elapsed().as_secs_f64());
         if result.is_ok() && self.alert_events.receiver_count() > 0 {
-            for alert in &changes.alerts {
+            for alert in all.iter().flat_map(|changes| &changes.alerts) {
                 // No subscriber is not an error.
                 let _ = self.alert_events.send(alert.clone());
             }
@@ -792,29 +731,59 @@ impl Engine {
         Ok(self.modes.clone())
     }
 
-    /// Recompiles and publishes the policy of every workload with a channel
-    /// (and of `extra`); unchanged policies are not re-sent.
-    fn republish(&mut self, extra: Option<&WorkloadId>) {
-        let mut ids: Vec<WorkloadId> = self.policies.workloads().cloned().collect();
-        if let Some(id) = extra {
-            ids.push(id.clone());
+    /// Recomputes the source IPs when the inventory changed; returns
+    /// whether they differ (a new `Arc` then).
+    fn refresh_source_ips(&mut self) -> bool {
+        if !std::mem::take(&mut self.inventory_changed) {
+            return false;
         }
-        let source_ips = Arc::new(policy::source_ips(&self.inventory));
+        let fresh = policy::source_ips(&self.inventory);
+        if *self.source_ips == fresh {
+            return false;
+        }
+        self.source_ips = Arc::new(fresh);
+        true
+    }
+
+    /// Recompiles and publishes the policy of every workload with a channel
+    /// (`None`), or of those in `only` that have one; unchanged policies
+    /// are not re-sent. New source IPs left out of `only` are fanned out
+    /// to every policy later (see `group`).
+    fn republish(&mut self, only: Option<&BTreeSet<WorkloadId>>) {
+        let changed = self.refresh_source_ips();
+        let ids: Vec<WorkloadId> = match only {
+            None => {
+                self.fanout_pending = false;
+                self.policies.workloads().cloned().collect()
+            }
+            Some(set) => {
+                self.fanout_pending |= changed;
+                set.iter()
+                    .filter(|id| self.policies.has(id))
+                    .cloned()
+                    .collect()
+            }
+        };
+        for id in &ids {
+            self.publish_policy(id);
+        }
+    }
+
+    /// Compiles and publishes the policy of `id` (creating its channel).
+    fn publish_policy(&mut self, id: &WorkloadId) {
         let inputs = policy::Inputs {
             baseline: &self.baseline,
             graph: &self.graph,
             inventory: &self.inventory,
-            source_ips: &source_ips,
+            source_ips: &self.source_ips,
             denied_names: &self.denied_names,
             quarantined: &self.quarantined,
         };
-        for id in ids {
-            let mode = self.modes.of(&id.namespace);
-            let spec = policy::compile(&id, mode, &inputs);
-            if self.policies.publish(&id, spec) {
-                self.metrics.policy_updates.inc();
-                tracing::debug!(workload = %id, mode = mode.label(), "policy published");
-            }
+        let mode = self.modes.of(&id.namespace);
+        let spec = policy::compile(id, mode, &inputs);
+        if self.policies.publish(id, spec) {
+            self.metrics.policy_updates.inc();
+            tracing::debug!(workload = %id, mode = mode.label(), "policy published");
         }
     }
 }

@@ -140,6 +140,45 @@ pub fn compile(id: &WorkloadId, mode: Mode, inputs: &Inputs<'_>) -> PolicySpec {
     spec
 }
 
+/// The workloads whose policy a change may alter, beside a change of mode,
+/// threat lists or source IPs (which alter every policy): the members of
+/// both ends of each baseline edge learned (`edges`, workloads as their
+/// profiles: the caller's allowed destinations, the callee's allowed
+/// sources), each workload quarantined or released, and, for each
+/// workload that (re)registered, the members of the profiles its profile
+/// calls or is called by in the baseline (their allowed addresses and
+/// sources name it). Endpoints and statistics are in no policy.
+pub fn affected(
+    edges: &[crate::model::EdgeKey],
+    quarantined: &[WorkloadId],
+    registered: &[WorkloadId],
+    baseline: &Baseline,
+    inventory: &Inventory,
+) -> BTreeSet<WorkloadId> {
+    let mut out = BTreeSet::new();
+    let members_of = |node: &NodeId, out: &mut BTreeSet<WorkloadId>| {
+        if let NodeId::Workload(profile) = node {
+            out.extend(inventory.members_of(profile).cloned());
+        }
+    };
+    for (source, target) in edges {
+        members_of(source, &mut out);
+        members_of(target, &mut out);
+    }
+    out.extend(quarantined.iter().cloned());
+    for id in registered {
+        let profile = inventory.baseline_node(&NodeId::Workload(id.clone()));
+        for peer in baseline
+            .targets_of(&profile)
+            .chain(baseline.sources_of(&profile))
+        {
+            members_of(peer, &mut out);
+        }
+        out.insert(id.clone());
+    }
+    out
+}
+
 /// The policy channels, one per workload.
 #[derive(Debug, Default)]
 pub struct Policies {
@@ -180,6 +219,11 @@ impl Policies {
     /// Workloads with a policy channel.
     pub fn workloads(&self) -> impl Iterator<Item = &WorkloadId> {
         self.channels.keys()
+    }
+
+    /// Whether `id` has a policy channel.
+    pub fn has(&self, id: &WorkloadId) -> bool {
+        self.channels.contains_key(id)
     }
 }
 
@@ -285,6 +329,89 @@ mod tests {
             let spec = compile_with(&web, mode, &b, &g, &inv);
             assert!(!spec.enforce);
             assert!(spec.allowed_authorities.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_change_alters_the_policies_of_the_workloads_it_names() {
+        let w = |name: &str| WorkloadId::new("shop", name).unwrap();
+        let node = |name: &str| NodeId::Workload(w(name));
+        let mut inv = Inventory::default();
+        for name in ["web", "db", "cache", "nb-1", "nb-2"] {
+            inv.register(&w(name), &[], "0", None, 1);
+        }
+        inv.set_labels(&w("nb-1"), "", "jupyter");
+        inv.set_labels(&w("nb-2"), "", "jupyter");
+        let mut b = Baseline::default();
+        b.learn_edge(&(node("web"), node("db")));
+        b.learn_edge(&(node("jupyter"), node("web")));
+        b.learn_edge(&(node("cache"), NodeId::External("redis.io:443".into())));
+        let pypi = (node("jupyter"), NodeId::External("pypi.org:443".into()));
+        let names = |set: BTreeSet<WorkloadId>| -> Vec<String> {
+            set.into_iter().map(|id| id.name).collect()
+        };
+        type Case<'a> = (
+            &'a str,
+            Vec<crate::model::EdgeKey>,
+            Vec<WorkloadId>,
+            Vec<WorkloadId>,
+            Vec<&'a str>,
+        );
+        let cases: Vec<Case<'_>> = vec![
+            ("nothing", vec![], vec![], vec![], vec![]),
+            (
+                "an external edge: its caller's profile",
+                vec![pypi.clone()],
+                vec![],
+                vec![],
+                vec!["nb-1", "nb-2"],
+            ),
+            (
+                "an east-west edge: both ends",
+                vec![(node("web"), node("db"))],
+                vec![],
+                vec![],
+                vec!["db", "web"],
+            ),
+            (
+                "from the internet",
+                vec![(NodeId::Internet, node("web"))],
+                vec![],
+                vec![],
+                vec!["web"],
+            ),
+            (
+                "a quarantine",
+                vec![],
+                vec![w("cache")],
+                vec![],
+                vec!["cache"],
+            ),
+            (
+                "web registers: its callers and callees",
+                vec![],
+                vec![],
+                vec![w("web")],
+                vec!["db", "nb-1", "nb-2", "web"],
+            ),
+            (
+                "a notebook registers: the profile's peers",
+                vec![],
+                vec![],
+                vec![w("nb-2")],
+                vec!["nb-2", "web"],
+            ),
+            (
+                "cache registers: only itself",
+                vec![],
+                vec![],
+                vec![w("cache")],
+                vec!["cache"],
+            ),
+        ];
+        for (why, edges, quarantined, registered, want) in cases {
+            let got = affected(&edges, &quarantined, &registered, &b, &inv);
+            assert_eq!(names(got), want, "{why}");
         }
     }
 

@@ -46,6 +46,9 @@ const SEQ_RETENTION_SECS: u64 = 7 * 86_400;
 const MODES_KEY: &str = "modes";
 /// Key "growth" holds the JSON of each namespace's baseline growth.
 const GROWTH_KEY: &str = "growth";
+/// The store's page cache (redb's default is 1 GiB): the state is read
+/// whole at start and kept in memory, so the cache only serves writes.
+const CACHE_BYTES: usize = 32 << 20;
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "vigil.redb";
 
@@ -220,7 +223,10 @@ impl Store {
     /// Opens (or creates) the store in `dir`, creating the directory.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join(DB_FILE);
-        let db = Database::create(&path).map_err(|source| StoreError::Open { path, source })?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|source| StoreError::Open { path, source })?;
         let store = Self {
             db,
             #[cfg(test)]
@@ -388,6 +394,12 @@ impl Store {
 
     /// Writes `changes` in one durable transaction.
     pub fn write(&self, changes: &Changes) -> Result<(), StoreError> {
+        self.write_all(&[changes])
+    }
+
+    /// Writes several steps' changes, in order, in one durable transaction
+    /// (a group commit: one fsync for all of them, or nothing written).
+    pub fn write_all(&self, all: &[&Changes]) -> Result<(), StoreError> {
         #[cfg(test)]
         if self
             .fail_next
@@ -399,108 +411,114 @@ impl Store {
             });
         }
         let tx = self.db.begin_write().map_err(io("write"))?;
-        {
-            let mut meta = tx.open_table(META).map_err(io("write"))?;
-            if let Some(modes) = &changes.modes {
-                meta.insert(MODES_KEY, encode("modes", modes)?.as_str())
-                    .map_err(io("write"))?;
-            }
-            if let Some(growth) = &changes.growth {
-                meta.insert(GROWTH_KEY, encode("growth", growth)?.as_str())
-                    .map_err(io("write"))?;
-            }
-            let mut table = tx.open_table(WORKLOADS).map_err(io("write"))?;
-            for (id, record) in &changes.workloads {
-                let json = encode("workload", record)?;
-                table
-                    .insert(id.to_string().as_str(), json.as_str())
-                    .map_err(io("write"))?;
-            }
-            if let Some(namespace) = &changes.baseline_reset {
-                reset_baseline(&tx, namespace.as_deref())?;
-            }
-            let mut table = tx.open_table(HISTORY).map_err(io("write"))?;
-            if let Some((at, seq, seen, oldest)) = &changes.history {
-                if !seen.is_empty() {
-                    table
-                        .insert((*at, *seq), encode("history", seen)?.as_str())
-                        .map_err(io("write"))?;
-                }
-                table
-                    .retain_in((0, 0)..(*oldest, 0), |_, _| false)
-                    .map_err(io("write"))?;
-            }
-            let mut table = tx.open_table(AUDIT).map_err(io("write"))?;
-            for entry in &changes.audit {
-                table
-                    .insert(entry.seq, encode("audit entry", entry)?.as_str())
-                    .map_err(io("write"))?;
-            }
-            let mut table = tx.open_table(QUARANTINE).map_err(io("write"))?;
-            for (id, quarantine) in &changes.quarantine {
-                let key = id.to_string();
-                match quarantine {
-                    Some(q) => {
-                        table
-                            .insert(key.as_str(), encode("quarantine", q)?.as_str())
-                            .map_err(io("write"))?;
-                    }
-                    None => {
-                        table.remove(key.as_str()).map_err(io("write"))?;
-                    }
-                }
-            }
-            let mut table = tx.open_table(BASELINE_WORKLOADS).map_err(io("write"))?;
-            for id in &changes.baseline_workloads {
-                table
-                    .insert(id.to_string().as_str(), ())
-                    .map_err(io("write"))?;
-            }
-            let mut table = tx.open_table(BASELINE_EDGES).map_err(io("write"))?;
-            for (a, b) in &changes.baseline_edges {
-                let (a, b) = (a.to_string(), b.to_string());
-                table
-                    .insert((a.as_str(), b.as_str()), ())
-                    .map_err(io("write"))?;
-            }
-            let mut table = tx.open_table(BASELINE_ENDPOINTS).map_err(io("write"))?;
-            for ((a, b), endpoint) in &changes.baseline_endpoints {
-                let (a, b) = (a.to_string(), b.to_string());
-                table
-                    .insert((a.as_str(), b.as_str(), endpoint.as_str()), ())
-                    .map_err(io("write"))?;
-            }
-            let mut table = tx.open_table(EDGES).map_err(io("write"))?;
-            for ((a, b), stats) in &changes.edges {
-                let (a, b) = (a.to_string(), b.to_string());
-                let json = encode("edge", stats)?;
-                table
-                    .insert((a.as_str(), b.as_str()), json.as_str())
-                    .map_err(io("write"))?;
-            }
-            let mut table = tx.open_table(ALERTS).map_err(io("write"))?;
-            for alert in &changes.alerts {
-                let json = encode("alert", alert)?;
-                table
-                    .insert(alert.key().as_str(), json.as_str())
-                    .map_err(io("write"))?;
-            }
-            let mut table = tx.open_table(RESOURCE_BASELINES).map_err(io("write"))?;
-            for (profile, baseline) in &changes.resource_baselines {
-                let json = encode("CPU baseline", baseline)?;
-                table
-                    .insert(profile.to_string().as_str(), json.as_str())
-                    .map_err(io("write"))?;
-            }
-            let mut table = tx.open_table(REPORT_SEQS).map_err(io("write"))?;
-            if let Some((instance, seq, at)) = &changes.report_seq {
-                table
-                    .insert(instance.as_str(), (*seq, *at))
-                    .map_err(io("write"))?;
-            }
+        for changes in all {
+            write_changes(&tx, changes)?;
         }
         tx.commit().map_err(io("commit"))
     }
+}
+
+/// Writes one step's `changes` into `tx`.
+fn write_changes(tx: &redb::WriteTransaction, changes: &Changes) -> Result<(), StoreError> {
+    let mut meta = tx.open_table(META).map_err(io("write"))?;
+    if let Some(modes) = &changes.modes {
+        meta.insert(MODES_KEY, encode("modes", modes)?.as_str())
+            .map_err(io("write"))?;
+    }
+    if let Some(growth) = &changes.growth {
+        meta.insert(GROWTH_KEY, encode("growth", growth)?.as_str())
+            .map_err(io("write"))?;
+    }
+    let mut table = tx.open_table(WORKLOADS).map_err(io("write"))?;
+    for (id, record) in &changes.workloads {
+        let json = encode("workload", record)?;
+        table
+            .insert(id.to_string().as_str(), json.as_str())
+            .map_err(io("write"))?;
+    }
+    if let Some(namespace) = &changes.baseline_reset {
+        reset_baseline(tx, namespace.as_deref())?;
+    }
+    let mut table = tx.open_table(HISTORY).map_err(io("write"))?;
+    if let Some((at, seq, seen, oldest)) = &changes.history {
+        if !seen.is_empty() {
+            table
+                .insert((*at, *seq), encode("history", seen)?.as_str())
+                .map_err(io("write"))?;
+        }
+        table
+            .retain_in((0, 0)..(*oldest, 0), |_, _| false)
+            .map_err(io("write"))?;
+    }
+    let mut table = tx.open_table(AUDIT).map_err(io("write"))?;
+    for entry in &changes.audit {
+        table
+            .insert(entry.seq, encode("audit entry", entry)?.as_str())
+            .map_err(io("write"))?;
+    }
+    let mut table = tx.open_table(QUARANTINE).map_err(io("write"))?;
+    for (id, quarantine) in &changes.quarantine {
+        let key = id.to_string();
+        match quarantine {
+            Some(q) => {
+                table
+                    .insert(key.as_str(), encode("quarantine", q)?.as_str())
+                    .map_err(io("write"))?;
+            }
+            None => {
+                table.remove(key.as_str()).map_err(io("write"))?;
+            }
+        }
+    }
+    let mut table = tx.open_table(BASELINE_WORKLOADS).map_err(io("write"))?;
+    for id in &changes.baseline_workloads {
+        table
+            .insert(id.to_string().as_str(), ())
+            .map_err(io("write"))?;
+    }
+    let mut table = tx.open_table(BASELINE_EDGES).map_err(io("write"))?;
+    for (a, b) in &changes.baseline_edges {
+        let (a, b) = (a.to_string(), b.to_string());
+        table
+            .insert((a.as_str(), b.as_str()), ())
+            .map_err(io("write"))?;
+    }
+    let mut table = tx.open_table(BASELINE_ENDPOINTS).map_err(io("write"))?;
+    for ((a, b), endpoint) in &changes.baseline_endpoints {
+        let (a, b) = (a.to_string(), b.to_string());
+        table
+            .insert((a.as_str(), b.as_str(), endpoint.as_str()), ())
+            .map_err(io("write"))?;
+    }
+    let mut table = tx.open_table(EDGES).map_err(io("write"))?;
+    for ((a, b), stats) in &changes.edges {
+        let (a, b) = (a.to_string(), b.to_string());
+        let json = encode("edge", stats)?;
+        table
+            .insert((a.as_str(), b.as_str()), json.as_str())
+            .map_err(io("write"))?;
+    }
+    let mut table = tx.open_table(ALERTS).map_err(io("write"))?;
+    for alert in &changes.alerts {
+        let json = encode("alert", alert)?;
+        table
+            .insert(alert.key().as_str(), json.as_str())
+            .map_err(io("write"))?;
+    }
+    let mut table = tx.open_table(RESOURCE_BASELINES).map_err(io("write"))?;
+    for (profile, baseline) in &changes.resource_baselines {
+        let json = encode("CPU baseline", baseline)?;
+        table
+            .insert(profile.to_string().as_str(), json.as_str())
+            .map_err(io("write"))?;
+    }
+    let mut table = tx.open_table(REPORT_SEQS).map_err(io("write"))?;
+    if let Some((instance, seq, at)) = &changes.report_seq {
+        table
+            .insert(instance.as_str(), (*seq, *at))
+            .map_err(io("write"))?;
+    }
+    Ok(())
 }
 
 /// Removes the baseline rows of `namespace` (all rows when `None`): a
@@ -665,5 +683,36 @@ mod tests {
         .expect("a record without registered_from");
         assert_eq!(record.registered_from, None);
         assert_eq!(skipped, 0);
+    }
+
+    #[test]
+    fn a_group_is_written_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let step = |name: &str, seq: u64| {
+            let id = WorkloadId::new("lab", name).unwrap();
+            let edge = (
+                NodeId::Workload(id.clone()),
+                NodeId::External("pypi.org:443".into()),
+            );
+            Changes {
+                baseline_edges: vec![edge],
+                report_seq: Some((format!("{name}-1"), seq, crate::model::now_unix())),
+                ..Changes::default()
+            }
+        };
+        let (a, b) = (step("a", 1), step("b", 7));
+        store
+            .fail_switch()
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(store.write_all(&[&a, &b]).is_err());
+        let loaded = store.load().unwrap();
+        assert!(loaded.baseline.is_empty() && loaded.report_seqs.is_empty());
+        store.write_all(&[&a, &b]).unwrap();
+        drop(store);
+        let loaded = Store::open(dir.path()).unwrap().load().unwrap();
+        assert_eq!(loaded.baseline.len(), (0, 2), "both steps, one transaction");
+        assert_eq!(loaded.report_seqs["a-1"].0, 1);
+        assert_eq!(loaded.report_seqs["b-1"].0, 7);
     }
 }

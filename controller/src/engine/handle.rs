@@ -1,6 +1,8 @@
 //! The engine's public face: the typed [`Command`]s it applies and the
 //! clonable [`Handle`] that `ingest` and `api` send them through, each
-//! call answered once its change is stored and in the published snapshot.
+//! call answered once its change is stored and in the published snapshot
+//! (a report: once stored; the snapshot follows within
+//! [`super::Options::publish_every`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -16,15 +18,22 @@ use crate::store::StoreError;
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// The change could not be made durable; nothing was acknowledged.
+    /// The change could not be made durable; nothing was acknowledged
+    /// (shared by the reports written in the same transaction).
     #[error("could not store the change: {0}")]
-    Store(#[from] StoreError),
+    Store(#[source] Arc<StoreError>),
     /// A person's command was refused.
     #[error(transparent)]
     Refused(#[from] super::response::ResponseError),
     /// The engine has stopped (the controller is shutting down).
     #[error("the controller is shutting down")]
     Stopped,
+}
+
+impl From<StoreError> for EngineError {
+    fn from(e: StoreError) -> Self {
+        EngineError::Store(Arc::new(e))
+    }
 }
 
 /// A policy channel for one sidecar.

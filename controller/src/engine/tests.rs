@@ -9,7 +9,7 @@ fn reg(id: WorkloadId, addrs: Vec<SocketAddr>, from: Option<IpAddr>) -> Registra
         ..Registration::default()
     }
 }
-use crate::model::{Action, outbound};
+use crate::model::{Action, Batch, outbound};
 
 const ENFORCE: Mode = Mode::Enforcement { alert_only: false };
 
@@ -756,5 +756,91 @@ async fn a_deployment_seen_by_the_kubernetes_api_is_judged_before_its_sidecar_ru
         .await
         .unwrap();
     assert_eq!(h.snapshot().alerts[0].count, 1);
+    stop(h, thread).await;
+}
+
+/// A controller's pace: snapshots and source-IP fan-outs may lag.
+fn paced() -> Options {
+    Options {
+        publish_every: std::time::Duration::from_millis(50),
+        fanout_every: std::time::Duration::from_millis(50),
+        ..Options::default()
+    }
+}
+
+/// Waits (bounded, for liveness only) until `done` holds.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..2000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("{what} never happened");
+}
+
+#[tokio::test]
+async fn reports_sent_together_are_acknowledged_durable_and_shown_within_the_pace() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, thread) = spawn_with(
+        Store::open(dir.path()).unwrap(),
+        &mut prometheus_client::registry::Registry::default(),
+        paced(),
+    )
+    .unwrap();
+    let sends = (0..40).map(|i| {
+        let reporter = id(&format!("nb-{}", i % 4));
+        report(&h, reporter, vec![outbound("pypi.org:443", None, 1)], 0)
+    });
+    for result in futures_util::future::join_all(sends).await {
+        result.unwrap();
+    }
+    let total = |h: &Handle| {
+        h.snapshot()
+            .graph
+            .edges
+            .iter()
+            .map(|e| e.requests)
+            .sum::<u64>()
+    };
+    eventually("the snapshot showing all 40 reports", || total(&h) == 40).await;
+    assert_eq!(h.snapshot().graph.edges.len(), 4);
+    stop(h, thread).await;
+    let (h, thread) = start(dir.path());
+    assert_eq!(total(&h), 40, "every acknowledged report was stored");
+    stop(h, thread).await;
+}
+
+#[tokio::test]
+async fn a_registering_sidecar_gets_every_source_ip_and_the_others_get_its_own_soon() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, thread) = spawn_with(
+        Store::open(dir.path()).unwrap(),
+        &mut prometheus_client::registry::Registry::default(),
+        paced(),
+    )
+    .unwrap();
+    let addr = |i: u8| SocketAddr::from(([10, 0, 0, i], 4143));
+    let mut first = h
+        .register(reg(id("w1"), vec![addr(1)], None))
+        .await
+        .unwrap();
+    let mut last = None;
+    for i in 2..=10 {
+        let rx = h.register(reg(id(&format!("w{i}")), vec![addr(i)], None));
+        last = Some(rx.await.unwrap());
+    }
+    let last = last.unwrap();
+    assert_eq!(
+        last.borrow().source_ips.len(),
+        10,
+        "its own policy names every workload registered"
+    );
+    assert!(last.borrow().source_ips["default/w1"].contains(&addr(1).ip()));
+    eventually("the first sidecar learning every source IP", || {
+        first.borrow_and_update().source_ips.len() == 10
+    })
+    .await;
+    assert!(first.borrow().source_ips["default/w10"].contains(&addr(10).ip()));
     stop(h, thread).await;
 }

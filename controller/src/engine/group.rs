@@ -1,0 +1,335 @@
+//! The engine's loop: group commit and paced publication.
+//!
+//! The loop drains every queued command (up to [`GROUP`]). Reports are
+//! applied in memory one after another and their changes written together
+//! in one store transaction; each report is acknowledged only after that
+//! transaction is durable, so an acknowledged report survives a crash and
+//! one that fails is not acknowledged (memory is then reloaded from the
+//! store, as for any failed write). Any other command first writes the
+//! reports staged before it, so commands take effect in their order.
+//!
+//! Publication is paced by `Options::publish_every`: a command that
+//! changes state on a person's behalf (a mode, a quarantine, an import, an
+//! accepted alert, discovered workloads, threat lists) is answered only
+//! once the snapshot that includes it is out, as before; sidecars' reports
+//! and registrations publish a snapshot at most every `publish_every` (and
+//! at least four times the time the last snapshot took to build apart), so
+//! the API reads a whole, consistent state that is at most that old. A workload's new source IPs reach the
+//! other sidecars' policies at most `Options::fanout_every` later (its
+//! own policy, and those that name it, at once).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{Command, Engine, EngineError, Reply};
+use crate::metrics::ReportResult;
+use crate::model::{Batch, Mode, now_unix};
+use crate::policy;
+use crate::simulate::Seen;
+use crate::snapshot::Snapshot;
+use crate::store::Changes;
+
+/// Commands applied in one round, at most (one store transaction for the
+/// reports among them).
+pub(super) const GROUP: usize = 1024;
+
+/// A report applied in memory, waiting for its group's transaction.
+pub(super) struct Staged {
+    /// What to write (`None`: a duplicate, already stored).
+    changes: Option<Changes>,
+    /// Observations it carried.
+    observations: usize,
+    /// Answered once the group is durable.
+    reply: oneshot::Sender<Result<(), EngineError>>,
+}
+
+impl Staged {
+    /// Applies `batch` in memory; its reply waits for the group's write.
+    pub(super) fn stage(
+        engine: &mut Engine,
+        batch: &Batch,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    ) -> Self {
+        let changes = engine.stage_report(batch);
+        let observations = if changes.is_some() {
+            batch.observations.len()
+        } else {
+            0
+        };
+        Staged {
+            changes,
+            observations,
+            reply,
+        }
+    }
+}
+
+/// When the snapshot and the fan-out of source IPs are due.
+pub(super) struct Pace {
+    snapshot_every: Duration,
+    fanout_every: Duration,
+    last_snapshot: Instant,
+    /// How long the last snapshot took to build.
+    build: Duration,
+    last_fanout: Instant,
+    /// State changed since the last snapshot.
+    dirty: bool,
+}
+
+impl Pace {
+    pub(super) fn new(snapshot_every: Duration, fanout_every: Duration) -> Self {
+        let now = Instant::now();
+        Pace {
+            snapshot_every,
+            fanout_every,
+            last_snapshot: now,
+            build: Duration::ZERO,
+            last_fanout: now,
+            dirty: false,
+        }
+    }
+
+    /// The least time between two snapshots built for reports alone.
+    fn snapshot_gap(&self) -> Duration {
+        if self.snapshot_every.is_zero() {
+            Duration::ZERO
+        } else {
+            self.snapshot_every.max(self.build * 4)
+        }
+    }
+
+    /// When the loop must wake up even without a command.
+    fn deadline(&self, fanout: bool) -> Option<Instant> {
+        let snapshot = self.dirty.then(|| self.last_snapshot + self.snapshot_gap());
+        let fanout = fanout.then(|| self.last_fanout + self.fanout_every);
+        match (snapshot, fanout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// Whether `cmd` changes state on a person's behalf and so is answered
+/// only once a snapshot shows it. A sidecar's registration gets its policy
+/// at once; the API shows it with the next paced snapshot.
+fn publishes(cmd: &Command) -> bool {
+    !matches!(
+        cmd,
+        Command::Report { .. }
+            | Command::Register { .. }
+            | Command::Disconnect { .. }
+            | Command::Export { .. }
+            | Command::Simulate { .. }
+            | Command::Audit { .. }
+    )
+}
+
+impl Engine {
+    pub(super) fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Command>,
+        snapshots: watch::Sender<Arc<Snapshot>>,
+    ) {
+        let timer = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("the engine's timer");
+        let mut pace = Pace::new(self.options.publish_every, self.options.fanout_every);
+        let mut replies: Vec<Reply> = Vec::new();
+        let mut group: Vec<Staged> = Vec::new();
+        loop {
+            let next = match pace.deadline(self.fanout_pending) {
+                None => timer.block_on(rx.recv()),
+                Some(at) => {
+                    // The timer is made inside the runtime that drives it.
+                    let wait = async { tokio::time::timeout_at(at.into(), rx.recv()).await };
+                    match timer.block_on(wait) {
+                        Ok(next) => next,
+                        Err(_) => {
+                            self.publish(&mut pace, &snapshots, false);
+                            continue;
+                        }
+                    }
+                }
+            };
+            let Some(mut cmd) = next else { break };
+            let (mut urgent, mut stopping, mut applied) = (false, false, 1);
+            loop {
+                match cmd {
+                    Command::Shutdown => stopping = true,
+                    Command::Report { batch, reply } => {
+                        group.push(Staged::stage(&mut self, &batch, reply));
+                    }
+                    other => {
+                        // Earlier reports are written first: commands
+                        // take effect in their order.
+                        self.flush(&mut group, &mut replies);
+                        urgent |= publishes(&other);
+                        replies.extend(self.apply(other));
+                    }
+                }
+                if stopping || applied >= GROUP {
+                    break;
+                }
+                match rx.try_recv() {
+                    Ok(more) => {
+                        cmd = more;
+                        applied += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.flush(&mut group, &mut replies);
+            pace.dirty = true;
+            self.publish(&mut pace, &snapshots, urgent || stopping);
+            // Replies go out after the snapshot when it was due: a caller
+            // reads its own writes.
+            for reply in replies.drain(..) {
+                reply();
+            }
+            if stopping {
+                break;
+            }
+        }
+        // Dropping the policy channels ends every sidecar's policy stream.
+        tracing::debug!("engine stopped");
+    }
+
+    /// Publishes the fan-out of new source IPs and the snapshot when due
+    /// (the snapshot at once when `now`).
+    fn publish(&mut self, pace: &mut Pace, snapshots: &watch::Sender<Arc<Snapshot>>, now: bool) {
+        let at = Instant::now();
+        if self.fanout_pending && at >= pace.last_fanout + pace.fanout_every {
+            self.fanout_pending = false;
+            pace.last_fanout = at;
+            self.republish(None);
+        }
+        if pace.dirty && (now || at >= pace.last_snapshot + pace.snapshot_gap()) {
+            let start = Instant::now();
+            snapshots.send_replace(Arc::new(self.snapshot()));
+            pace.build = start.elapsed();
+            pace.last_snapshot = Instant::now();
+            pace.dirty = false;
+        }
+    }
+
+    /// Writes the staged reports in one transaction, then queues their
+    /// acknowledgements (or, when the write failed, their errors: memory
+    /// was reloaded from the store and the sidecars re-send) and updates
+    /// the policies their learning changed.
+    pub(super) fn flush(&mut self, group: &mut Vec<Staged>, replies: &mut Vec<Reply>) {
+        if group.is_empty() {
+            return;
+        }
+        let writes: Vec<&Changes> = group.iter().filter_map(|s| s.changes.as_ref()).collect();
+        let result = if writes.is_empty() {
+            Ok(())
+        } else {
+            self.commit_all(&writes)
+        };
+        let failed = match result {
+            Ok(()) => None,
+            Err(e) => Some(Arc::new(e)),
+        };
+        let (mut edges, mut quarantined) = (Vec::new(), Vec::new());
+        for staged in group.drain(..) {
+            let Staged {
+                changes,
+                observations,
+                reply,
+            } = staged;
+            let result = match (changes, &failed) {
+                (None, _) => Ok(()),
+                (Some(_), Some(e)) => {
+                    self.metrics.report(ReportResult::failed);
+                    Err(EngineError::Store(e.clone()))
+                }
+                (Some(mut changes), None) => {
+                    self.metrics.report(ReportResult::applied);
+                    self.metrics.observations.inc_by(observations as u64);
+                    if let Some((_, _, seen, _)) = changes.history.take() {
+                        for seen in seen {
+                            self.history.push(seen);
+                        }
+                    }
+                    edges.append(&mut changes.baseline_edges);
+                    quarantined.extend(changes.quarantine.into_iter().map(|(id, _)| id));
+                    Ok(())
+                }
+            };
+            replies.push(Box::new(move || drop(reply.send(result))));
+        }
+        if !edges.is_empty() || !quarantined.is_empty() {
+            // Nothing is enforced while learning, but keep the compiled
+            // policies (and /config_dump) true to the baseline.
+            let ids = policy::affected(&edges, &quarantined, &[], &self.baseline, &self.inventory);
+            self.republish(Some(&ids));
+        }
+    }
+
+    /// Applies a report in memory and returns what to write (`None`: a
+    /// duplicate of a batch already applied).
+    fn stage_report(&mut self, batch: &Batch) -> Option<Changes> {
+        let now = now_unix();
+        if !batch.instance.is_empty() {
+            match self.seqs.get(&batch.instance) {
+                Some(&(last, _)) if batch.seq <= last => {
+                    tracing::debug!(instance = %batch.instance, seq = batch.seq, "duplicate report batch, already applied");
+                    self.metrics.report(ReportResult::duplicate);
+                    return None;
+                }
+                _ => {}
+            }
+        }
+        let (reporter, observations) = (&batch.reporter, &batch.observations);
+        let mode = self.modes.of(&reporter.namespace);
+        let mut changes = Changes::default();
+        if !batch.instance.is_empty() {
+            changes.report_seq = Some((batch.instance.clone(), batch.seq, now));
+            // At once: a re-sent batch later in the same group is a
+            // duplicate too.
+            self.seqs.insert(batch.instance.clone(), (batch.seq, now));
+        }
+        let mut touched = BTreeSet::new();
+        if mode == Mode::Learning && self.baseline.learn_workload(reporter) {
+            changes.baseline_workloads.push(reporter.clone());
+        }
+        for obs in observations {
+            if let Some(edge) = self.observe(&mut changes, mode, reporter, obs, now) {
+                touched.insert(edge);
+            }
+        }
+        let seen: Vec<Seen> = observations
+            .iter()
+            .filter(|obs| obs.count > 0)
+            .map(|obs| Seen {
+                at: now,
+                reporter: reporter.clone(),
+                obs: obs.clone(),
+            })
+            .collect();
+        changes.history = Some((now, self.history_seq, seen, self.history.oldest(now)));
+        self.history_seq += 1;
+        let learned_now = changes.baseline_workloads.len()
+            + changes.baseline_edges.len()
+            + changes.baseline_endpoints.len();
+        if learned_now > 0 {
+            let growth = self.growth.entry(reporter.namespace.clone()).or_default();
+            growth.grew(now, learned_now);
+            changes.growth = Some(self.growth.clone());
+        }
+        changes.edges = touched
+            .into_iter()
+            .filter_map(|edge| {
+                let stats = self.graph.edge(&edge)?.clone();
+                Some((edge, stats))
+            })
+            .collect();
+        self.remember_audit(&changes);
+        self.dropped = self.dropped.saturating_add(batch.dropped);
+        Some(changes)
+    }
+}
