@@ -257,7 +257,8 @@ async fn set_mode(
 }
 
 async fn graph(State(api): State<Api>) -> Response {
-    Json(&api.engine.snapshot().graph).into_response()
+    let json = api.engine.snapshot().graph_json();
+    ([(header::CONTENT_TYPE, "application/json")], json).into_response()
 }
 
 /// Filters of `GET /api/v1/alerts`.

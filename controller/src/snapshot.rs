@@ -123,6 +123,37 @@ pub struct Snapshot {
     pub quarantined: BTreeMap<String, Quarantine>,
     /// Learning stability of each namespace whose baseline grew.
     pub stability: BTreeMap<String, crate::stability::Stability>,
+    /// `graph` as JSON, encoded once, on first use (see
+    /// [`Snapshot::graph_json`]).
+    #[serde(skip)]
+    pub graph_json: EncodedOnce,
+}
+
+/// JSON encoded once per snapshot; equal whatever it holds (it is derived
+/// from the snapshot).
+#[derive(Clone, Debug, Default)]
+pub struct EncodedOnce(std::sync::OnceLock<bytes::Bytes>);
+
+impl PartialEq for EncodedOnce {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Snapshot {
+    /// The graph view as JSON: encoded by the first reader of this
+    /// snapshot, shared by the others (`GET /api/v1/graph` of a large
+    /// graph costs a copy, not an encoding, per request).
+    pub fn graph_json(&self) -> bytes::Bytes {
+        self.graph_json
+            .0
+            .get_or_init(|| {
+                serde_json::to_vec(&self.graph)
+                    .map(Into::into)
+                    .unwrap_or_default()
+            })
+            .clone()
+    }
 }
 
 /// The state the engine builds a snapshot from.
@@ -265,6 +296,7 @@ pub fn build(parts: &Parts<'_>) -> Snapshot {
                 .map(|(ns, g)| (ns.clone(), crate::stability::stability(g, now)))
                 .collect()
         },
+        graph_json: EncodedOnce::default(),
     }
 }
 
