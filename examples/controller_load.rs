@@ -534,29 +534,44 @@ async fn policy(ctl: &Controller, args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The baseline document of workloads `0..n`, `edges` each.
-fn baseline_doc(n: usize, edges: usize) -> String {
-    let mut doc = format!("version: 1\nnamespaces:\n  {NAMESPACE}:\n    workloads:\n");
-    for i in 0..n {
-        doc.push_str(&format!("    - {}\n", workload(i)));
-    }
-    doc.push_str("    edges:\n");
-    for i in 0..n {
-        for k in 0..edges {
-            let (authority, to_workload) = destination(i, k, n);
-            let to = if to_workload {
-                let name = authority.trim_end_matches(":8080");
-                format!("workload:{NAMESPACE}/{name}")
-            } else {
-                format!("external:{authority}")
-            };
-            doc.push_str(&format!(
-                "    - from: workload:{NAMESPACE}/{}\n      to: {to}\n",
-                workload(i)
-            ));
+/// The baseline documents of workloads `0..n`, `edges` each, in parts
+/// of at most 500 calling workloads (the YAML reader has a size budget).
+fn baseline_docs(n: usize, edges: usize) -> Vec<String> {
+    let node = |authority: &str, to_workload: bool| {
+        if to_workload {
+            let name = authority.trim_end_matches(":8080");
+            format!("workload:{NAMESPACE}/{name}")
+        } else {
+            format!("external:{authority}")
         }
+    };
+    let mut docs = Vec::new();
+    for first in (0..n).step_by(500) {
+        let mut workloads = std::collections::BTreeSet::new();
+        let mut lines = String::new();
+        for i in first..(first + 500).min(n) {
+            workloads.insert(workload(i));
+            for k in 0..edges {
+                let (authority, to_workload) = destination(i, k, n);
+                if to_workload {
+                    workloads.insert(authority.trim_end_matches(":8080").to_owned());
+                }
+                lines.push_str(&format!(
+                    "    - from: workload:{NAMESPACE}/{}\n      to: {}\n",
+                    workload(i),
+                    node(&authority, to_workload)
+                ));
+            }
+        }
+        let mut doc = format!("version: 1\nnamespaces:\n  {NAMESPACE}:\n    workloads:\n");
+        for name in workloads {
+            doc.push_str(&format!("    - {name}\n"));
+        }
+        doc.push_str("    edges:\n");
+        doc.push_str(&lines);
+        docs.push(doc);
     }
-    doc
+    docs
 }
 
 /// Times `count` calls of `GET path`; returns (p50 ms, p99 ms, bytes).
@@ -582,13 +597,9 @@ async fn graph(ctl: &Controller, args: &Args) -> anyhow::Result<()> {
     let register_secs = t0.elapsed().as_secs_f64();
     let rss_workloads = rss_mib(pid);
     let t0 = Instant::now();
-    call(
-        ctl,
-        "PUT",
-        "/api/v1/baseline?merge=true",
-        baseline_doc(n, edges),
-    )
-    .await?;
+    for doc in baseline_docs(n, edges) {
+        call(ctl, "PUT", "/api/v1/baseline?merge=true", doc).await?;
+    }
     let import_secs = t0.elapsed().as_secs_f64();
     // Every workload reports its edges once (all in the baseline: nothing
     // is learned), 64 at a time.
@@ -620,10 +631,9 @@ async fn graph(ctl: &Controller, args: &Args) -> anyhow::Result<()> {
     let report_secs = t0.elapsed().as_secs_f64();
     let status: serde_json::Value =
         serde_json::from_str(&call(ctl, "GET", "/api/v1/status", String::new()).await?)?;
-    let counts = &status["counts"];
     let (graph_edges, baseline_edges) = (
-        counts["edges"].as_u64().unwrap_or(0),
-        counts["baseline_edges"].as_u64().unwrap_or(0),
+        status["edges"].as_u64().unwrap_or(0),
+        status["baseline_edges"].as_u64().unwrap_or(0),
     );
     let rss_edges = rss_mib(pid);
     // One new edge per batch, learned (learning mode).
