@@ -152,9 +152,7 @@ impl Aggregator {
             claimed_authority: r.claimed_authority,
         };
         // One lookup while there is room (the usual case).
-        let stats = if self.map.len() < self.max_keys {
-            self.map.entry(key).or_default()
-        } else if self.map.contains_key(&key) {
+        let stats = if self.map.len() < self.max_keys || self.map.contains_key(&key) {
             self.map.entry(key).or_default()
         } else {
             // Full: what is new is counted, not dropped, under one key per
