@@ -629,8 +629,19 @@ async fn graph(ctl: &Controller, args: &Args) -> anyhow::Result<()> {
         sidecars.push(task.await??);
     }
     let report_secs = t0.elapsed().as_secs_f64();
-    let status: serde_json::Value =
-        serde_json::from_str(&call(ctl, "GET", "/api/v1/status", String::new()).await?)?;
+    // Reports are acknowledged once stored; the API's snapshot follows
+    // within its pace (100 ms, or 4x its build time): read it once settled.
+    let mut status = serde_json::Value::Null;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now: serde_json::Value =
+            serde_json::from_str(&call(ctl, "GET", "/api/v1/status", String::new()).await?)?;
+        let settled = now["edges"] == status["edges"];
+        status = now;
+        if settled {
+            break;
+        }
+    }
     let (graph_edges, baseline_edges) = (
         status["edges"].as_u64().unwrap_or(0),
         status["baseline_edges"].as_u64().unwrap_or(0),
