@@ -121,7 +121,7 @@ fn workload(i: usize) -> String {
 /// peer workload, odd an external domain. Returns (authority, is a
 /// workload).
 fn destination(i: usize, k: usize, n: usize) -> (String, bool) {
-    if k % 2 == 0 && n > 1 {
+    if k.is_multiple_of(2) && n > 1 {
         let peer = (i + 1 + k * 7919) % n;
         let peer = if peer == i { (peer + 1) % n } else { peer };
         (format!("{}:8080", workload(peer)), true)
@@ -491,7 +491,7 @@ async fn policy(ctl: &Controller, args: &Args) -> anyhow::Result<()> {
     );
     let mut times = Vec::new();
     for r in 0..args.repeat {
-        let (mode, want) = if r % 2 == 0 {
+        let (mode, want) = if r.is_multiple_of(2) {
             ("enforcement", n as u64)
         } else {
             ("learning", 0)
