@@ -499,7 +499,13 @@ fn one_replica_leads_through_a_lease_and_another_takes_over() {
         crashed.elapsed() >= Duration::from_secs(1),
         "not before the lease ran out"
     );
-    assert!(b.proc.log().contains("this controller is the leader"));
+    // It says so once it has the Lease (the log line follows the write).
+    wait_for("b says it leads", || {
+        b.proc
+            .log()
+            .contains("this controller is the leader")
+            .then_some(())
+    });
     let lease = api.lease("vigil-system", "vigil-controller").unwrap();
     assert_eq!(lease["spec"]["leaseTransitions"], 1, "{lease}");
     // b stops cleanly: it hands the Lease back, and a new replica leads at once.
