@@ -415,7 +415,7 @@ class Bench:
             for l in live:
                 l["peak"] = rss_kib(l["proc"].pid)["VmHWM"]
             for rep in range(self.a.reps):
-                for l in (l for l in live if l["path"].get("rate")):
+                for l in (l for l in live if l["path"].get("rate") and self.a.rate_duration > 0):
                     say(f"fixed rate {rep + 1}/{self.a.reps}: {l['path']['name']}")
                     self.fixed_rate(l)
             rows += [self.close(l) for l in live]
@@ -556,7 +556,8 @@ def main():
     p.add_argument("--h2-clients", type=int, default=4)
     p.add_argument("--h2-streams", type=int, default=8)
     p.add_argument("--rate", type=int, default=1000, help="req/s of the fixed-rate run")
-    p.add_argument("--rate-duration", type=int, default=10)
+    p.add_argument("--rate-duration", type=int, default=10,
+                   help="seconds per fixed-rate run (0: no fixed-rate runs)")
     p.add_argument("--hold", type=int, default=1000, help="connections held open (0: skip)")
     p.add_argument("--paths", help="comma-separated path names to run (default: all)")
     p.add_argument("--sequential", action="store_true",
