@@ -273,10 +273,13 @@ fn curl_ok(what: &str, proxy: Option<&str>, args: &[&str]) -> String {
     succeed(what, cmd.args(args))
 }
 
-/// Starts Hypercorn serving `web_app.py`; returns it and its port.
+/// Starts Hypercorn serving `web_app.py`; returns it and its port. It
+/// serves in its own process (`--workers 0`): a worker process of its own
+/// would outlive the test when the test kills it.
 fn hypercorn(kit: &Kit, dir: &Path) -> (Proc, u16) {
     let mut cmd = Command::new(&kit.python);
-    cmd.args(["-m", "hypercorn", "--bind", "127.0.0.1:0", "web_app:app"])
+    cmd.args(["-m", "hypercorn", "--workers", "0", "--bind", "127.0.0.1:0"])
+        .arg("web_app:app")
         .current_dir(&kit.scripts)
         .env("PYTHONDONTWRITEBYTECODE", "1");
     let proc = spawn_proc("hypercorn", cmd, dir);
