@@ -50,15 +50,9 @@ pub async fn outbound(
         if !matches!(sniffed.protocol, Detected::Http1 | Detected::Http2) {
             return tracing::debug!(%peer, "no HTTP request within the header-read timeout; closing");
         }
-        let (upstream, connections) = http::ClientUpstream::new();
-        let service = hyper::service::service_fn(move |req| {
-            http::outbound::serve(shared.clone(), None, upstream.clone(), req)
-        });
-        return http::drive(
-            serve_http(&builder, watcher, sniffed.io, service),
-            connections,
-        )
-        .await;
+        let service =
+            hyper::service::service_fn(move |req| http::outbound::serve(shared.clone(), None, req));
+        return serve_http(&builder, watcher, sniffed.io, service).await;
     };
     let sniffed = match sniff(stream, shared.limits.detect_timeout()).await {
         Ok(sniffed) => sniffed,
@@ -67,15 +61,10 @@ pub async fn outbound(
     tracing::trace!(%peer, %dst, protocol = ?sniffed.protocol, "outbound connection");
     match &sniffed.protocol {
         Detected::Http1 | Detected::Http2 => {
-            let (upstream, connections) = http::ClientUpstream::new();
             let service = hyper::service::service_fn(move |req| {
-                http::outbound::serve(shared.clone(), Some(dst), upstream.clone(), req)
+                http::outbound::serve(shared.clone(), Some(dst), req)
             });
-            http::drive(
-                serve_http(&builder, watcher, sniffed.io, service),
-                connections,
-            )
-            .await;
+            serve_http(&builder, watcher, sniffed.io, service).await;
         }
         detected => tcp::forward_outbound(shared, sniffed.io, detected, dst).await,
     }
@@ -138,15 +127,10 @@ pub async fn inbound(
     match &sniffed.protocol {
         Detected::Http1 | Detected::Http2 => {
             let (peer, app) = (peer.ip(), http::inbound::App::new(app));
-            let (upstream, connections) = http::ClientUpstream::new();
             let service = hyper::service::service_fn(move |req| {
-                http::inbound::serve(shared.clone(), app.clone(), upstream.clone(), peer, req)
+                http::inbound::serve(shared.clone(), app.clone(), peer, req)
             });
-            http::drive(
-                serve_http(&builder, watcher, sniffed.io, service),
-                connections,
-            )
-            .await;
+            serve_http(&builder, watcher, sniffed.io, service).await;
         }
         detected => tcp::forward_inbound(shared, sniffed.io, detected, app).await,
     }

@@ -35,36 +35,39 @@ use crate::policy::{Decision, Policy, PolicyRx, evaluate_outbound};
 use crate::resolve::Resolver;
 use crate::telemetry::Telemetry;
 
-/// The shared upstream client for requests that came as HTTP/2 (gRPC among
-/// them): HTTP/2 with prior knowledge, one multiplexed connection per
-/// destination. HTTP/1.x goes on each client connection's own upstream
-/// connection instead (see [`crate::http::upstream`]).
+/// The one pooled upstream client shared by both directions.
 pub type UpstreamClient = Client<HttpConnector, CountingBody<Incoming>>;
 
-/// Builds the shared HTTP/2 client (TCP_NODELAY, idle connections kept
-/// 90 s).
-pub fn upstream_client() -> UpstreamClient {
+/// Builds a pooled upstream client (TCP_NODELAY, keep-alive pool): HTTP/1.1,
+/// or HTTP/2 with prior knowledge when `h2` (for clients that spoke HTTP/2
+/// to us, gRPC among them).
+pub fn upstream_client(h2: bool) -> UpstreamClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(crate::http::upstream::CONNECT_TIMEOUT));
+    connector.set_connect_timeout(Some(Duration::from_secs(10)));
     let mut builder = Client::builder(TokioExecutor::new());
     builder.pool_idle_timeout(Duration::from_secs(90));
-    builder.http2_only(true);
+    if h2 {
+        builder.http2_only(true);
+    }
     builder.build(connector)
 }
 
-/// The shared upstream clients, by protocol.
+/// The upstream clients, by protocol.
 #[derive(Clone, Debug)]
 pub struct UpstreamClients {
+    /// HTTP/1.1.
+    pub http1: UpstreamClient,
     /// HTTP/2 prior knowledge.
     pub http2: UpstreamClient,
 }
 
 impl UpstreamClients {
-    /// The clients.
+    /// Both pools.
     pub fn new() -> Self {
         Self {
-            http2: upstream_client(),
+            http1: upstream_client(false),
+            http2: upstream_client(true),
         }
     }
 }
@@ -191,7 +194,7 @@ impl HttpMetrics {
 /// Everything a request handler needs, shared by all connections.
 #[derive(Clone, Debug)]
 pub struct Shared {
-    /// The shared HTTP/2 upstream client.
+    /// The pooled upstream clients.
     pub client: UpstreamClients,
     /// Limits and timeouts.
     pub limits: Limits,

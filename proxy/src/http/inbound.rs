@@ -8,7 +8,6 @@ use std::sync::Arc;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use super::ClientUpstream;
 use crate::body::ProxyBody;
 use crate::context::{DecisionLabel, Pending, Shared, denied_response};
 use crate::model::{Direction, SOURCE_HEADER, parse_source};
@@ -37,11 +36,10 @@ impl App {
 }
 
 /// Handles one inbound request from `peer`: identify, decide, forward to
-/// `app` (HTTP/1.x on the client connection's `upstream`).
+/// `app`.
 pub async fn serve(
     shared: Arc<Shared>,
     app: App,
-    upstream: Arc<ClientUpstream>,
     peer: std::net::IpAddr,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
@@ -75,7 +73,5 @@ pub async fn serve(
         let response = denied_response(reason, ("source", caller), shared.workload(), &policy.mode);
         return Ok(shared.respond(pending, response, DecisionLabel::deny, 403));
     }
-    Ok(shared
-        .forward(req, app.addr, &app.name, pending, &upstream)
-        .await)
+    Ok(shared.forward(req, app.addr, &app.name, pending).await)
 }

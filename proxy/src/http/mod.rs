@@ -11,7 +11,6 @@ pub mod inbound;
 pub mod outbound;
 #[cfg(test)]
 mod tests;
-pub mod upstream;
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -25,10 +24,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 pub use headers::{decline_h2c, request_for_upstream, response_for_client, strip_hop_by_hop};
-pub use upstream::{Connections, UpstreamError, drive};
-
-/// A client connection's HTTP/1.1 upstream (see [`upstream`]).
-pub type ClientUpstream = upstream::Upstream<CountingBody<Incoming>>;
 
 use crate::body::{CountingBody, ProxyBody};
 use crate::context::{DecisionLabel, Pending, Shared, unavailable_response};
@@ -79,9 +74,8 @@ impl Shared {
         addr: SocketAddr,
         destination: &str,
         pending: Pending,
-        upstream: &ClientUpstream,
     ) -> Response<ProxyBody> {
-        match self.send(req, addr, destination, &pending, upstream).await {
+        match self.send(req, addr, destination, &pending).await {
             Ok(response) => {
                 let status = response.status().as_u16();
                 self.respond(pending, response, DecisionLabel::allow, status)
@@ -94,21 +88,19 @@ impl Shared {
         }
     }
 
-    /// Sends `req` to `addr`: HTTP/1.x on the client connection's own
-    /// `upstream` connection with an origin-form URI, HTTP/2 as HTTP/2
-    /// (trailers and streaming kept) through the shared HTTP/2 client.
-    /// Keeps (or sets) Host to `host`, strips hop-by-hop headers and counts
-    /// the request body. An HTTP/1.1 upgrade (WebSocket) is passed through
-    /// and, on `101`, spliced byte for byte. An h2c upgrade offer is
-    /// declined (see [`decline_h2c`]).
+    /// Sends `req` to `addr` through a pooled client: rewrites the URI to
+    /// `http://addr/path?query`, keeps (or sets) Host to `host`, strips
+    /// hop-by-hop headers and counts the request body. HTTP/2 goes out as
+    /// HTTP/2 (trailers and streaming kept); an HTTP/1.1 upgrade (WebSocket)
+    /// is passed through and, on `101`, spliced byte for byte. An h2c
+    /// upgrade offer is declined (see [`decline_h2c`]).
     pub async fn send(
         &self,
         mut req: Request<Incoming>,
         addr: SocketAddr,
         host: &str,
         pending: &Pending,
-        upstream: &ClientUpstream,
-    ) -> Result<Response<BoxBody<Bytes, hyper::Error>>, UpstreamError> {
+    ) -> Result<Response<BoxBody<Bytes, hyper::Error>>, hyper_util::client::legacy::Error> {
         let h2 = req.version() == http::Version::HTTP_2;
         decline_h2c(req.headers_mut());
         let (mut parts, body) = req.into_parts();
@@ -122,18 +114,9 @@ impl Shared {
         let client_side = upgrade
             .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
             .flatten();
-        if h2 {
-            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-            parts.uri = Uri::try_from(format!("http://{addr}{path}"))
-                .unwrap_or_else(|_| Uri::from_static("/"));
-        } else if parts.uri.authority().is_some() {
-            // Absolute-form (an explicit proxy request) goes out origin-form.
-            parts.uri = parts
-                .uri
-                .path_and_query()
-                .cloned()
-                .map_or_else(|| Uri::from_static("/"), Uri::from);
-        }
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        parts.uri =
+            Uri::try_from(format!("http://{addr}{path}")).unwrap_or_else(|_| Uri::from_static("/"));
         parts.version = version;
         if !h2
             && !parts.headers.contains_key(header::HOST)
@@ -142,12 +125,12 @@ impl Shared {
             parts.headers.insert(header::HOST, value);
         }
         let body = CountingBody::new(body, pending.bytes_in.clone());
-        let request = Request::from_parts(parts, body);
-        let mut response = if h2 {
-            self.client.http2.request(request).await?
+        let client = if h2 {
+            &self.client.http2
         } else {
-            upstream.send(addr, request).await?
+            &self.client.http1
         };
+        let mut response = client.request(Request::from_parts(parts, body)).await?;
         let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         match client_side {
             Some(client_side) if upgraded => {

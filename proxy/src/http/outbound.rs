@@ -13,7 +13,6 @@ use http::{Method, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use super::ClientUpstream;
 use crate::body::ProxyBody;
 use crate::context::{DecisionLabel, Pending, Shared, denied_response, json_response};
 use crate::destination::{self, Claim};
@@ -141,12 +140,10 @@ fn reject_response(
 }
 
 /// Handles one outbound request on a connection whose redirected
-/// destination is `original_dst` (HTTP/1.x goes on the client connection's
-/// `upstream`).
+/// destination is `original_dst`.
 pub async fn serve(
     shared: Arc<Shared>,
     original_dst: Option<SocketAddr>,
-    upstream: Arc<ClientUpstream>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
     let start = Instant::now();
@@ -170,16 +167,15 @@ pub async fn serve(
     };
     let pending = shared.track(Pending::for_request(Direction::Outbound, &req, start));
     match resolved {
-        Some(dst) => Ok(redirected(&shared, &upstream, req, pending, (&host, port), dst).await),
-        None => Ok(named(&shared, &upstream, req, pending, &host, port).await),
+        Some(dst) => Ok(redirected(shared, req, pending, &host, port, dst).await),
+        None => Ok(named(shared, req, pending, &host, port).await),
     }
 }
 
 /// An explicit-proxy request: judged by the name it gives, and sent to
 /// where the sidecar resolves that name, so the name is the destination.
 async fn named(
-    shared: &Shared,
-    upstream: &ClientUpstream,
+    shared: Arc<Shared>,
     req: Request<Incoming>,
     pending: Pending,
     host: &str,
@@ -188,7 +184,7 @@ async fn named(
     match shared.judge_named(pending, host, port).await {
         Ok((addr, pending)) => {
             let authority = pending.record.authority.clone();
-            send(shared, upstream, req, (addr, &authority), pending).await
+            send(&shared, req, addr, &authority, pending).await
         }
         Err(refused) => refused,
     }
@@ -199,11 +195,11 @@ async fn named(
 /// only when `dst` is an address that name resolves to (see
 /// [`crate::destination`]); each request on the connection is checked.
 async fn redirected(
-    shared: &Shared,
-    upstream: &ClientUpstream,
+    shared: Arc<Shared>,
     req: Request<Incoming>,
     mut pending: Pending,
-    (host, port): (&str, u16),
+    host: &str,
+    port: u16,
     dst: SocketAddr,
 ) -> Response<ProxyBody> {
     let claim = Claim {
@@ -224,9 +220,9 @@ async fn redirected(
         pending.record.claimed_authority = claimed;
     }
     if let Decision::Deny { reason } = decision {
-        return deny(shared, pending, reason, &judged.authority, &policy.mode);
+        return deny(&shared, pending, reason, &judged.authority, &policy.mode);
     }
-    send(shared, upstream, req, (dst, &judged.authority), pending).await
+    send(&shared, req, dst, &judged.authority, pending).await
 }
 
 fn deny(
@@ -240,20 +236,17 @@ fn deny(
     shared.respond(pending, response, DecisionLabel::deny, 403)
 }
 
-/// Sends the request on to `addr` (named `authority`) with our
-/// `vigil-source`.
+/// Sends the request on with our `vigil-source`.
 async fn send(
     shared: &Shared,
-    upstream: &ClientUpstream,
     mut req: Request<Incoming>,
-    (addr, authority): (SocketAddr, &str),
+    addr: SocketAddr,
+    authority: &str,
     pending: Pending,
 ) -> Response<ProxyBody> {
     req.headers_mut()
         .insert(SOURCE_HEADER, shared.source.clone());
-    shared
-        .forward(req, addr, authority, pending, upstream)
-        .await
+    shared.forward(req, addr, authority, pending).await
 }
 
 /// An error and its sources, joined with `: `.
