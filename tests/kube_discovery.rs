@@ -9,6 +9,8 @@
 //! a sidecar.
 
 mod common;
+#[path = "kube/controller.rs"]
+mod controller;
 #[path = "kube/replay.rs"]
 mod replay;
 #[path = "kube/support.rs"]
@@ -21,6 +23,7 @@ use serde_json::{Value, json};
 use vigil_proto::v1;
 
 use common::{Controller, bin, spawn_proc, wait_for};
+use controller::{start_named, with_token};
 use replay::{Replay, Step, Watch, empty_list};
 use support::fixture_json;
 
@@ -128,43 +131,6 @@ fn fixture_json_line(path: &str, kind: &str) -> Value {
 
 fn start_controller(dir: &std::path::Path, api: &Replay) -> Controller {
     start_named(dir, api, "vigil-controller", &[])
-}
-
-/// A controller named `name` (its log and data under `dir/name`).
-fn start_named(dir: &std::path::Path, api: &Replay, name: &str, extra: &[&str]) -> Controller {
-    let dir = dir.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let data_dir = dir.join("data");
-    let mut cmd = Command::new(bin("vigil-controller"));
-    cmd.args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-        .args(["--kubernetes", "on"])
-        .args(extra)
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .arg("--sidecar-token-file")
-        .arg(common::sidecar_token_file(&dir))
-        .env("KUBECONFIG", api.kubeconfig(&dir))
-        .env_remove("KUBERNETES_SERVICE_HOST");
-    let proc = spawn_proc(name, cmd, &dir);
-    let (grpc, http) = wait_for("the controller's start line", || {
-        Some((
-            proc.logged_addr("grpc_addr")?,
-            proc.logged_addr("http_addr")?,
-        ))
-    });
-    Controller {
-        proc,
-        grpc,
-        http,
-        data_dir,
-    }
-}
-
-fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    let bearer = format!("Bearer {token}").parse().unwrap();
-    request.metadata_mut().insert("authorization", bearer);
-    request
 }
 
 /// A sidecar of `lab/notebook`: its policy stream and a report sender.

@@ -11,17 +11,18 @@
 //! CPU baseline survives a restart. No live cluster: see the README.
 
 mod common;
+#[path = "kube/controller.rs"]
+mod controller;
 #[path = "kube/replay.rs"]
 mod replay;
 #[path = "kube/support.rs"]
 mod support;
 
-use std::process::Command;
-
 use serde_json::{Value, json};
 use vigil_proto::v1;
 
-use common::{Controller, bin, spawn_proc, wait_for};
+use common::{Controller, wait_for};
+use controller::with_token;
 use replay::{Replay, empty_list};
 use support::fixture_json;
 
@@ -138,44 +139,9 @@ fn polls_of(from: u32, scheduler: &str, nb0: &str, nb1: &str) -> Vec<Value> {
 }
 
 fn start_controller(dir: &std::path::Path, api: &Replay) -> Controller {
-    let dir = dir.join("vigil-controller");
-    std::fs::create_dir_all(&dir).unwrap();
-    let data_dir = dir.join("data");
-    let mut cmd = Command::new(bin("vigil-controller"));
-    cmd.args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-        .args(["--kubernetes", "on", "--resource-poll", "200ms"])
-        .args([
-            "--resource-min-samples",
-            "6",
-            "--resource-spike-samples",
-            "2",
-        ])
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .arg("--sidecar-token-file")
-        .arg(common::sidecar_token_file(&dir))
-        .env("KUBECONFIG", api.kubeconfig(&dir))
-        .env_remove("KUBERNETES_SERVICE_HOST");
-    let proc = spawn_proc("vigil-controller", cmd, &dir);
-    let (grpc, http) = wait_for("the controller's start line", || {
-        Some((
-            proc.logged_addr("grpc_addr")?,
-            proc.logged_addr("http_addr")?,
-        ))
-    });
-    Controller {
-        proc,
-        grpc,
-        http,
-        data_dir,
-    }
-}
-
-fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    let bearer = format!("Bearer {token}").parse().unwrap();
-    request.metadata_mut().insert("authorization", bearer);
-    request
+    let flags = ["--resource-poll", "200ms", "--resource-min-samples", "6"];
+    let flags = [&flags[..], &["--resource-spike-samples", "2"]].concat();
+    controller::start_named(dir, api, "vigil-controller", &flags)
 }
 
 /// A sidecar's open streams (the sidecar is connected while held).
