@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Parser, ValueEnum};
 use prost::Message;
 use tokio::sync::mpsc;
@@ -287,19 +287,14 @@ impl Sidecar {
 
     /// Sends one batch and waits for its ack.
     async fn report(&mut self, observations: Vec<v1::Observation>) -> anyhow::Result<()> {
-        self.seq += 1;
-        let batch = v1::ReportBatch {
-            identity: Some(self.identity.clone()),
-            seq: self.seq,
+        support::report_acked(
+            &self.identity,
+            &mut self.seq,
+            &self.tx,
+            &mut self.acks,
             observations,
-            dropped: 0,
-        };
-        self.tx.send(batch).await?;
-        let ack = self.acks.message().await?.context("the ack stream ended")?;
-        if ack.seq != self.seq {
-            bail!("ack {} for batch {}", ack.seq, self.seq);
-        }
-        Ok(())
+        )
+        .await
     }
 }
 

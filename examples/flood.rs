@@ -90,19 +90,14 @@ impl Sidecar {
 
     /// Sends one batch and waits for its acknowledgement.
     async fn report(&mut self, observations: Vec<v1::Observation>) -> anyhow::Result<()> {
-        self.seq += 1;
-        let batch = v1::ReportBatch {
-            identity: Some(self.identity.clone()),
-            seq: self.seq,
+        support::report_acked(
+            &self.identity,
+            &mut self.seq,
+            &self.tx,
+            &mut self.acks,
             observations,
-            dropped: 0,
-        };
-        self.tx.send(batch).await?;
-        let ack = self.acks.message().await?.context("the ack stream ended")?;
-        if ack.seq != self.seq {
-            bail!("ack {} for batch {}", ack.seq, self.seq);
-        }
-        Ok(())
+        )
+        .await
     }
 }
 

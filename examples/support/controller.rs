@@ -171,3 +171,27 @@ pub fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
     );
     request
 }
+
+/// Sends one report batch of `identity` (numbered after `seq`, which it
+/// advances) on `tx` and waits for its acknowledgement on `acks`.
+pub async fn report_acked(
+    identity: &vigil_proto::v1::Identity,
+    seq: &mut u64,
+    tx: &tokio::sync::mpsc::Sender<vigil_proto::v1::ReportBatch>,
+    acks: &mut tonic::Streaming<vigil_proto::v1::ReportAck>,
+    observations: Vec<vigil_proto::v1::Observation>,
+) -> anyhow::Result<()> {
+    *seq += 1;
+    let batch = vigil_proto::v1::ReportBatch {
+        identity: Some(identity.clone()),
+        seq: *seq,
+        observations,
+        dropped: 0,
+    };
+    tx.send(batch).await?;
+    let ack = acks.message().await?.context("the ack stream ended")?;
+    if ack.seq != *seq {
+        bail!("ack {} for batch {}", ack.seq, seq);
+    }
+    Ok(())
+}
