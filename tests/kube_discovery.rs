@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use vigil_proto::v1;
 
 use common::{Controller, bin, spawn_proc, wait_for};
-use controller::{start_named, with_token};
+use controller::{Sidecar, sidecar, start_named};
 use replay::{Replay, Step, Watch, empty_list};
 use support::fixture_json;
 
@@ -133,48 +133,15 @@ fn start_controller(dir: &std::path::Path, api: &Replay) -> Controller {
     start_named(dir, api, "vigil-controller", &[])
 }
 
-/// A sidecar of `lab/notebook`: its policy stream and a report sender.
-struct Sidecar {
-    policies: tonic::Streaming<v1::Policy>,
-    reports: tokio::sync::mpsc::Sender<v1::ReportBatch>,
-    _acks: tonic::Streaming<v1::ReportAck>,
-    identity: v1::Identity,
-}
-
-async fn sidecar(ctl: &Controller, token: &str) -> Sidecar {
-    let url = format!("http://{}", ctl.grpc);
-    let mut client = v1::controller_client::ControllerClient::connect(url)
-        .await
-        .expect("the controller's gRPC port");
+/// The sidecar of `lab/notebook`.
+async fn notebook_sidecar(ctl: &Controller, token: &str) -> Sidecar {
     let identity = v1::Identity {
         workload: "notebook".into(),
         namespace: "lab".into(),
         instance: "discovery-test".into(),
         ..Default::default()
     };
-    let registration = v1::Registration {
-        identity: Some(identity.clone()),
-        inbound_addrs: vec![],
-        proxy_version: "test".into(),
-    };
-    let policies = client
-        .register(with_token(registration, token))
-        .await
-        .expect("Register")
-        .into_inner();
-    let (reports, rx) = tokio::sync::mpsc::channel(4);
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-    let acks = client
-        .report(with_token(stream, token))
-        .await
-        .expect("Report")
-        .into_inner();
-    Sidecar {
-        policies,
-        reports,
-        _acks: acks,
-        identity,
-    }
+    sidecar(ctl, token, identity).await
 }
 
 /// Reads policies until `coredns` calls from every IP of `want` and from
@@ -229,7 +196,7 @@ fn discovery_names_workloads_from_the_api_and_resumes_its_watches() {
         &dir.path().join("vigil-controller"),
     ))
     .unwrap();
-    let mut sidecar = rt.block_on(sidecar(&ctl, token.trim()));
+    let mut sidecar = rt.block_on(notebook_sidecar(&ctl, token.trim()));
 
     // Listed: coredns's two pods prove its calls (the sidecars' caller
     // check), before any sidecar of it runs.
@@ -563,7 +530,7 @@ fn the_baseline_lives_in_vigil_baselines() {
     let token =
         std::fs::read_to_string(common::sidecar_token_file(&dir.path().join("controller-a")))
             .unwrap();
-    let sidecar = rt.block_on(sidecar(&ctl, token.trim()));
+    let sidecar = rt.block_on(notebook_sidecar(&ctl, token.trim()));
     let batch = v1::ReportBatch {
         identity: Some(sidecar.identity.clone()),
         seq: 1,

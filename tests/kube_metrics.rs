@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use vigil_proto::v1;
 
 use common::{Controller, wait_for};
-use controller::with_token;
+use controller::{Sidecar, sidecar};
 use replay::{Replay, empty_list};
 use support::fixture_json;
 
@@ -144,20 +144,13 @@ fn start_controller(dir: &std::path::Path, api: &Replay) -> Controller {
     controller::start_named(dir, api, "vigil-controller", &flags)
 }
 
-/// A sidecar's open streams (the sidecar is connected while held).
-struct Sidecar {
-    _policies: tonic::Streaming<v1::Policy>,
-    _reports: tokio::sync::mpsc::Sender<v1::ReportBatch>,
-    _acks: tonic::Streaming<v1::ReportAck>,
-}
-
 /// The notebook's sidecar: registers as `lab/notebook` of [`PROFILE`] and
 /// reports `observations`.
-async fn sidecar(ctl: &Controller, token: &str, observations: Vec<v1::Observation>) -> Sidecar {
-    let url = format!("http://{}", ctl.grpc);
-    let mut client = v1::controller_client::ControllerClient::connect(url)
-        .await
-        .expect("the controller's gRPC port");
+async fn notebook_sidecar(
+    ctl: &Controller,
+    token: &str,
+    observations: Vec<v1::Observation>,
+) -> Sidecar {
     let identity = v1::Identity {
         workload: "notebook".into(),
         namespace: "lab".into(),
@@ -165,37 +158,15 @@ async fn sidecar(ctl: &Controller, token: &str, observations: Vec<v1::Observatio
         profile: PROFILE.into(),
         ..Default::default()
     };
-    let registration = v1::Registration {
-        identity: Some(identity.clone()),
-        inbound_addrs: vec![],
-        proxy_version: "test".into(),
+    let sidecar = sidecar(ctl, token, identity).await;
+    let batch = v1::ReportBatch {
+        identity: Some(sidecar.identity.clone()),
+        seq: 1,
+        observations,
+        dropped: 0,
     };
-    let policies = client
-        .register(with_token(registration, token))
-        .await
-        .expect("Register")
-        .into_inner();
-    let (reports, rx) = tokio::sync::mpsc::channel(4);
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-    let acks = client
-        .report(with_token(stream, token))
-        .await
-        .expect("Report")
-        .into_inner();
-    reports
-        .send(v1::ReportBatch {
-            identity: Some(identity),
-            seq: 1,
-            observations,
-            dropped: 0,
-        })
-        .await
-        .unwrap();
-    Sidecar {
-        _policies: policies,
-        _reports: reports,
-        _acks: acks,
-    }
+    sidecar.reports.send(batch).await.unwrap();
+    sidecar
 }
 
 /// The `resource_spike` alerts, as `vigilctl alerts --kind resource_spike
@@ -269,7 +240,7 @@ fn a_cpu_spike_of_an_injected_pod_is_alerted_once_with_its_egress_beside_it() {
         bytes_out: 9_000,
         ..Default::default()
     };
-    let _sidecar = rt.block_on(sidecar(&ctl, token.trim(), vec![egress]));
+    let _sidecar = rt.block_on(notebook_sidecar(&ctl, token.trim(), vec![egress]));
     ctl.wait_edge("workload:lab/notebook", "external:pool.example:443", 1);
     assert!(spikes(&ctl).is_empty());
 
