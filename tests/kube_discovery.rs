@@ -315,21 +315,12 @@ fn kubernetes_on_without_an_api_is_a_start_error() {
 
 /// Every kind discovery watches, served empty.
 fn empty_cluster(api: &Replay) {
-    for (path, api_version, kind) in [
+    let core = [
         ("/api/v1/namespaces", "v1", "NamespaceList"),
         (PODS, "v1", "PodList"),
-        ("/api/v1/services", "v1", "ServiceList"),
-        (
-            "/apis/discovery.k8s.io/v1/endpointslices",
-            "discovery.k8s.io/v1",
-            "EndpointSliceList",
-        ),
-        ("/apis/apps/v1/deployments", "apps/v1", "DeploymentList"),
-        ("/apis/apps/v1/statefulsets", "apps/v1", "StatefulSetList"),
-        ("/apis/batch/v1/jobs", "batch/v1", "JobList"),
-    ] {
-        api.serve(path, vec![empty_list(api_version, kind, "10")], vec![]);
-    }
+    ];
+    api.serve_empty(&core, "10");
+    api.serve_empty(replay::WORKLOAD_LISTS, "10");
 }
 
 fn policy(namespace: &str, name: &str, mode: &str, resource_version: &str) -> Value {

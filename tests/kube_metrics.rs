@@ -23,7 +23,7 @@ use vigil_proto::v1;
 
 use common::{Controller, wait_for};
 use controller::{Sidecar, sidecar};
-use replay::{Replay, empty_list};
+use replay::Replay;
 use support::fixture_json;
 
 const METRICS: &str = "/apis/metrics.k8s.io/v1beta1/pods";
@@ -65,29 +65,8 @@ fn cluster(api: &Replay) {
         lab_pod("plain-0", false),
     ]);
     api.serve("/api/v1/pods", vec![pods], vec![]);
-    for (path, api_version, kind) in [
-        ("/api/v1/services", "v1", "ServiceList"),
-        (
-            "/apis/discovery.k8s.io/v1/endpointslices",
-            "discovery.k8s.io/v1",
-            "EndpointSliceList",
-        ),
-        ("/apis/apps/v1/deployments", "apps/v1", "DeploymentList"),
-        ("/apis/apps/v1/statefulsets", "apps/v1", "StatefulSetList"),
-        ("/apis/batch/v1/jobs", "batch/v1", "JobList"),
-        (
-            "/apis/vigil.io/v1alpha1/vigilpolicies",
-            "vigil.io/v1alpha1",
-            "VigilPolicyList",
-        ),
-        (
-            "/apis/vigil.io/v1alpha1/vigilbaselines",
-            "vigil.io/v1alpha1",
-            "VigilBaselineList",
-        ),
-    ] {
-        api.serve(path, vec![empty_list(api_version, kind, "554")], vec![]);
-    }
+    api.serve_empty(replay::WORKLOAD_LISTS, "554");
+    api.serve_empty(replay::VIGIL_LISTS, "554");
 }
 
 /// The recorded PodMetrics renamed to `ns/name`, with `containers`' CPU.

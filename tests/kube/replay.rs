@@ -270,6 +270,15 @@ impl Replay {
         );
     }
 
+    /// An empty list (and no watch events) at each of `resources`
+    /// (`(path, apiVersion, kind)`), at `resource_version`.
+    pub fn serve_empty(&self, resources: &[(&str, &str, &str)], resource_version: &str) {
+        for (path, api_version, kind) in resources {
+            let list = empty_list(api_version, kind, resource_version);
+            self.serve(path, vec![list], vec![]);
+        }
+    }
+
     /// The server-side applies so far: (path, object).
     pub fn patches(&self) -> Vec<(String, Value)> {
         self.requests()
@@ -321,6 +330,34 @@ impl Replay {
 }
 
 /// An empty list of `kind` at `resource_version`.
+/// What discovery watches beside namespaces and pods: services, endpoint
+/// slices and the owners it names workloads after.
+pub const WORKLOAD_LISTS: &[(&str, &str, &str)] = &[
+    ("/api/v1/services", "v1", "ServiceList"),
+    (
+        "/apis/discovery.k8s.io/v1/endpointslices",
+        "discovery.k8s.io/v1",
+        "EndpointSliceList",
+    ),
+    ("/apis/apps/v1/deployments", "apps/v1", "DeploymentList"),
+    ("/apis/apps/v1/statefulsets", "apps/v1", "StatefulSetList"),
+    ("/apis/batch/v1/jobs", "batch/v1", "JobList"),
+];
+
+/// Vigil's own resources.
+pub const VIGIL_LISTS: &[(&str, &str, &str)] = &[
+    (
+        "/apis/vigil.io/v1alpha1/vigilpolicies",
+        "vigil.io/v1alpha1",
+        "VigilPolicyList",
+    ),
+    (
+        "/apis/vigil.io/v1alpha1/vigilbaselines",
+        "vigil.io/v1alpha1",
+        "VigilBaselineList",
+    ),
+];
+
 pub fn empty_list(api_version: &str, kind: &str, resource_version: &str) -> Value {
     json!({"kind": kind, "apiVersion": api_version,
            "metadata": {"resourceVersion": resource_version}, "items": []})
