@@ -2,8 +2,8 @@
 //! `vigil-proxy` and `vigilctl` binaries as processes on free loopback ports,
 //! tiny real HTTP servers as workloads, and `curl` as the client.
 //!
-//! The binaries must be built first (`cargo build --workspace --bins`, which
-//! the README's test command does).
+//! The binaries must be built first (`cargo build --workspace --bins --tests`,
+//! which the README's test command does).
 
 #![allow(dead_code)]
 
