@@ -152,6 +152,20 @@ fn learning_then_enforcement_blocks_what_is_new() {
     assert_eq!(exposure["severity"], "high", "{exposure}");
     let alert = ctl.wait_alert("spoofed_source", "api", Some("default/web"));
     assert_eq!(alert["action"], "blocked", "the impostor is named: {alert}");
+    // A claim of a workload that never called api (the miner): api's policy
+    // lists only its own callers' IPs, so its sidecar cannot check the claim
+    // and refuses it as the miner (not a caller); the controller, which knows
+    // the miner's IPs, checks the IP it reports and names the impostor.
+    let claim_miner = [
+        "-H",
+        "vigil-source: default/miner",
+        "--interface",
+        "127.0.0.2",
+    ];
+    let (status, body) = curl(&[&claim_miner[..], &[api_direct.as_str()]].concat());
+    assert_eq!(status, 403, "an unchecked claim is never let in: {body}");
+    let alert = ctl.wait_alert("spoofed_source", "api", Some("default/miner"));
+    assert_eq!(alert["action"], "blocked", "{alert}");
 
     // The human views show the same story.
     let (ok, table, _) = ctl.vigilctl(&["alerts"]);

@@ -144,29 +144,66 @@ async fn notebook_sidecar(ctl: &Controller, token: &str) -> Sidecar {
     sidecar(ctl, token, identity).await
 }
 
-/// Reads policies until `coredns` calls from every IP of `want` and from
-/// none of `gone`.
-async fn wait_source_ips(sidecar: &mut Sidecar, want: &[&str], gone: &[&str]) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut last = None;
-    loop {
-        let next = tokio::time::timeout_at(deadline, sidecar.policies.message()).await;
-        let Ok(Ok(Some(policy))) = next else {
-            panic!(
-                "no policy with kube-system/coredns calling from {want:?} and not {gone:?}; last: {last:?}"
-            );
-        };
-        let ips = policy
-            .source_ips
-            .get("kube-system/coredns")
-            .map(|s| s.ips.clone())
-            .unwrap_or_default();
-        let has = |ip: &&str| ips.iter().any(|i| i == ip);
-        if want.iter().all(has) && !gone.iter().any(has) {
-            return;
-        }
-        last = Some(ips);
+/// The `spoofed_source` alert count of the notebook for `claimed`.
+fn spoofed(ctl: &Controller, claimed: &str) -> u64 {
+    let alerts = ctl.json(&["alerts"]);
+    alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "spoofed_source" && a["destination"] == claimed)
+        .map_or(0, |a| a["count"].as_u64().unwrap())
+}
+
+/// One inbound call to the notebook claiming `claimed` from `ip`, a claim
+/// its sidecar could not check (no one calls the notebook): the controller
+/// checks the IP against the discovered pod IPs.
+fn claim(claimed: &str, ip: &str) -> v1::Observation {
+    v1::Observation {
+        direction: v1::Direction::Inbound.into(),
+        protocol: v1::Protocol::Http1.into(),
+        source: claimed.into(),
+        source_ip: ip.into(),
+        method: "GET".into(),
+        path: "/".into(),
+        status: 200,
+        count: 1,
+        ..Default::default()
     }
+}
+
+/// Reports claims of coredns from each of `ips`, then a marker (kindnet
+/// claimed from an IP never its own), and returns by how much coredns's
+/// `spoofed_source` count grew once the marker's alert shows: the snapshot
+/// that shows the marker shows the claims before it.
+fn coredns_spoofed_by(
+    ctl: &Controller,
+    rt: &tokio::runtime::Runtime,
+    sidecar: &Sidecar,
+    seq: &mut u64,
+    ips: &[&str],
+) -> u64 {
+    let before = spoofed(ctl, "kube-system/coredns");
+    let marker = spoofed(ctl, "kube-system/kindnet");
+    for observations in [
+        ips.iter()
+            .map(|ip| claim("kube-system/coredns", ip))
+            .collect(),
+        vec![claim("kube-system/kindnet", "192.0.2.1")],
+    ] {
+        *seq += 1;
+        let batch = v1::ReportBatch {
+            identity: Some(sidecar.identity.clone()),
+            seq: *seq,
+            observations,
+            dropped: 0,
+        };
+        rt.block_on(sidecar.reports.send(batch)).unwrap();
+    }
+    wait_for("the marker's spoofed_source alert", || {
+        (spoofed(ctl, "kube-system/kindnet") > marker).then_some(())
+    });
+    spoofed(ctl, "kube-system/coredns") - before
 }
 
 fn outbound(authority: &str, resolved: &str) -> v1::Observation {
@@ -196,15 +233,18 @@ fn discovery_names_workloads_from_the_api_and_resumes_its_watches() {
         &dir.path().join("vigil-controller"),
     ))
     .unwrap();
-    let mut sidecar = rt.block_on(notebook_sidecar(&ctl, token.trim()));
+    let sidecar = rt.block_on(notebook_sidecar(&ctl, token.trim()));
+    let mut seq = 0;
 
-    // Listed: coredns's two pods prove its calls (the sidecars' caller
-    // check), before any sidecar of it runs.
-    rt.block_on(wait_source_ips(
-        &mut sidecar,
-        &["10.244.0.2", "10.244.0.3"],
-        &[],
-    ));
+    // Listed: coredns's two pods prove its calls (the controller's check
+    // of a claim a sidecar could not check), before any sidecar of it runs;
+    // any other IP is an impostor.
+    let claims = ["10.244.0.2", "10.244.0.3", "192.0.2.7"];
+    let grew = wait_for("coredns and kindnet discovered", || {
+        let grew = coredns_spoofed_by(&ctl, &rt, &sidecar, &mut seq, &claims);
+        (grew > 0).then_some(grew)
+    });
+    assert_eq!(grew, 1, "only the call from 192.0.2.7 is an impostor's");
     let graph = ctl.json(&["graph"]);
     let nodes: Vec<&str> = graph["nodes"]
         .as_array()
@@ -223,9 +263,10 @@ fn discovery_names_workloads_from_the_api_and_resumes_its_watches() {
 
     // East-west: the service address and a pod IP (any port) name the
     // workload, not an address outside.
+    seq += 1;
     let batch = v1::ReportBatch {
         identity: Some(sidecar.identity.clone()),
-        seq: 1,
+        seq,
         observations: vec![
             outbound("kube-dns.kube-system.svc:53", "10.96.0.10:53"),
             outbound("10.244.0.3:9153", "10.244.0.3:9153"),
@@ -255,11 +296,14 @@ fn discovery_names_workloads_from_the_api_and_resumes_its_watches() {
 
     // The bookmark moved the watch on: the next watch resumes from it, gets
     // 410 Gone, and the watcher lists again (one coredns pod gone).
-    rt.block_on(wait_source_ips(
-        &mut sidecar,
-        &["10.244.0.3"],
-        &["10.244.0.2"],
-    ));
+    wait_for("the pod 10.244.0.2 gone from coredns", || {
+        (coredns_spoofed_by(&ctl, &rt, &sidecar, &mut seq, &["10.244.0.2"]) == 1).then_some(())
+    });
+    assert_eq!(
+        coredns_spoofed_by(&ctl, &rt, &sidecar, &mut seq, &["10.244.0.3"]),
+        0,
+        "the pod that is left still proves coredns's calls"
+    );
     let calls = wait_for("the watch after the relist", || {
         let calls = api.calls(PODS);
         (calls.len() >= 5).then_some(calls)

@@ -23,7 +23,7 @@ use crate::model::{
     Action, Alert, AlertKind, AuditEntry, Direction, EdgeKey, Evidence, Mode, Modes, NodeId,
     OVERFLOW, Observation, Quarantine, WorkloadId, alert_id, alert_key, now_unix, rfc3339,
 };
-use crate::policy::{self, Policies, SourceIps};
+use crate::policy::{self, Policies};
 use crate::simulate::History;
 use crate::snapshot::{self, Parts, Snapshot, label};
 use crate::stability::Growth;
@@ -50,20 +50,12 @@ pub struct Options {
     /// How stale the snapshot may be after reports alone (zero: published
     /// before every acknowledgement); see [`PUBLISH_EVERY`].
     pub publish_every: Duration,
-    /// How late a workload's new source IPs may reach the other sidecars
-    /// (zero: at once); see [`FANOUT_EVERY`].
-    pub fanout_every: Duration,
 }
 
 /// The controller's snapshot pace: after reports alone, the API reads a
 /// state at most this old (or four times the last snapshot's build time,
 /// when that is longer).
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
-/// The controller's fan-out pace: a registering workload's policy, and the
-/// policies that allow it, are sent at once; the others learn its source
-/// IPs at most this much later, so that a burst of registrations sends
-/// each sidecar a few policies rather than one per registration.
-pub const FANOUT_EVERY: Duration = Duration::from_millis(250);
 
 impl Default for Options {
     fn default() -> Self {
@@ -71,7 +63,6 @@ impl Default for Options {
             auto_quarantine: BTreeSet::new(),
             history_retention: 24 * 3600,
             publish_every: Duration::ZERO,
-            fanout_every: Duration::ZERO,
         }
     }
 }
@@ -151,13 +142,6 @@ struct Engine {
     growth: BTreeMap<String, Growth>,
     /// CPU baselines per profile and the state of each pod.
     resources: crate::resource::Tracker,
-    /// The IPs each workload calls from, shared by every policy (the same
-    /// `Arc` while unchanged, so comparing policies stays cheap).
-    source_ips: Arc<SourceIps>,
-    /// The inventory changed since `source_ips` was computed.
-    inventory_changed: bool,
-    /// `source_ips` changed and not every policy has it yet.
-    fanout_pending: bool,
 }
 
 /// Loads the state from `store` and starts the engine thread, with the
@@ -204,9 +188,6 @@ pub fn spawn_with(
         options,
         growth: BTreeMap::new(),
         resources: crate::resource::Tracker::default(),
-        source_ips: Arc::default(),
-        inventory_changed: true,
-        fanout_pending: false,
     };
     engine.load_state(loaded);
     let alerts_tx = engine.alert_events.clone();
@@ -261,7 +242,7 @@ impl Engine {
             }
             Command::Report { batch, reply } => {
                 // The loop groups reports; one alone is its own group.
-                let mut group = vec![group::Staged::stage(self, &batch, reply)];
+                let mut group = vec![group::Staged::stage(self, batch, reply)];
                 let mut replies = Vec::new();
                 self.flush(&mut group, &mut replies);
                 replies.pop()
@@ -367,12 +348,19 @@ impl Engine {
         let (addrs, from): (&[SocketAddr], Option<IpAddr>) = (addrs, *from);
         let now = now_unix();
         let mut changes = Changes::default();
+        // A known workload that moves to another profile leaves the peers
+        // of its old one: every policy is recompiled then (rare).
+        let before = self
+            .inventory
+            .get(id)
+            .map(|_| self.inventory.profile_of(id));
         self.inventory.register(id, addrs, version, from, now);
         let record = self.inventory.set_labels(id, tenant, profile).clone();
+        let member = self.inventory.profile_of(id);
+        let moved = before.is_some_and(|before| before != member);
         changes.workloads.push((id.clone(), record));
         self.graph.ensure_node(&NodeId::Workload(id.clone()));
         let mode = self.modes.of(&id.namespace);
-        let member = self.inventory.profile_of(id);
         if mode == Mode::Learning && self.baseline.learn_workload(&member) {
             changes.baseline_workloads.push(member.clone());
             let growth = self.growth.entry(id.namespace.clone()).or_default();
@@ -393,17 +381,20 @@ impl Engine {
             .sidecars_connected
             .set(self.inventory.connected() as i64);
         tracing::info!(workload = %id, ?addrs, "sidecar registered");
-        // Its own policy and those that name it now; the others learn its
-        // source IPs with the next fan-out.
-        self.inventory_changed = true;
-        let ids = policy::affected(
-            &[],
-            &[],
-            std::slice::from_ref(id),
-            &self.baseline,
-            &self.inventory,
-        );
-        self.republish(Some(&ids));
+        // Its own policy and those that name it (its addresses, its source
+        // IPs): no other policy changes.
+        if moved {
+            self.republish(None);
+        } else {
+            let ids = policy::affected(
+                &[],
+                &[],
+                std::slice::from_ref(id),
+                &self.baseline,
+                &self.inventory,
+            );
+            self.republish(Some(&ids));
+        }
         self.publish_policy(id);
         Ok(self.policies.subscribe(id).expect("published above"))
     }
@@ -438,7 +429,7 @@ impl Engine {
         }
         self.commit(&changes)?;
         self.remember_audit(&changes);
-        self.inventory_changed = true;
+        // Discovery may move a workload between profiles: every policy.
         self.republish(None);
         Ok(())
     }
@@ -571,7 +562,6 @@ impl Engine {
         self.next_audit = loaded.next_audit;
         self.graph = Graph::default();
         self.inventory.clear_records();
-        self.inventory_changed = true;
         // Oldest first, so that the newest registration owns a reused address.
         let mut workloads = loaded.workloads;
         workloads.sort_by_key(|(_, record)| record.last_seen);
@@ -731,38 +721,17 @@ impl Engine {
         Ok(self.modes.clone())
     }
 
-    /// Recomputes the source IPs when the inventory changed; returns
-    /// whether they differ (a new `Arc` then).
-    fn refresh_source_ips(&mut self) -> bool {
-        if !std::mem::take(&mut self.inventory_changed) {
-            return false;
-        }
-        let fresh = policy::source_ips(&self.inventory);
-        if *self.source_ips == fresh {
-            return false;
-        }
-        self.source_ips = Arc::new(fresh);
-        true
-    }
-
     /// Recompiles and publishes the policy of every workload with a channel
     /// (`None`), or of those in `only` that have one; unchanged policies
-    /// are not re-sent. New source IPs left out of `only` are fanned out
-    /// to every policy later (see `group`).
+    /// are not re-sent.
     fn republish(&mut self, only: Option<&BTreeSet<WorkloadId>>) {
-        let changed = self.refresh_source_ips();
         let ids: Vec<WorkloadId> = match only {
-            None => {
-                self.fanout_pending = false;
-                self.policies.workloads().cloned().collect()
-            }
-            Some(set) => {
-                self.fanout_pending |= changed;
-                set.iter()
-                    .filter(|id| self.policies.has(id))
-                    .cloned()
-                    .collect()
-            }
+            None => self.policies.workloads().cloned().collect(),
+            Some(set) => set
+                .iter()
+                .filter(|id| self.policies.has(id))
+                .cloned()
+                .collect(),
         };
         for id in &ids {
             self.publish_policy(id);
@@ -775,7 +744,6 @@ impl Engine {
             baseline: &self.baseline,
             graph: &self.graph,
             inventory: &self.inventory,
-            source_ips: &self.source_ips,
             denied_names: &self.denied_names,
             quarantined: &self.quarantined,
         };

@@ -38,13 +38,17 @@ pub enum ObservationError {
     /// The source was not `ns/name`.
     #[error("source: {0}")]
     Source(NameError),
-    /// The claimed source was not `ns/name`, or came with a verified source
     /// A claimed authority on an inbound observation, or not `host:port`.
     #[error("claimed authority {0:?} is not an outbound host:port")]
     ClaimedAuthority(String),
+    /// The claimed source was not `ns/name`, or came with a verified source
     /// or on an outbound observation.
     #[error("claimed source {0:?} is not an unproven inbound ns/name")]
     ClaimedSource(String),
+    /// A source IP that is not an IP, or not beside an inbound claimed
+    /// `source`.
+    #[error("source IP {0:?} is not the IP of an inbound caller's unchecked claim")]
+    SourceIp(String),
     /// The authority was missing, too long or held bad characters.
     #[error("authority {0:?} is not a host:port")]
     Authority(String),
@@ -151,12 +155,22 @@ impl TryFrom<v1::Observation> for Observation {
             c if direction == Direction::Outbound && valid_authority(&c) => Some(c),
             _ => return Err(ObservationError::ClaimedAuthority(o.claimed_authority)),
         };
+        let source_ip = match o.source_ip.as_str() {
+            "" => None,
+            ip if direction == Direction::Inbound && source.is_some() => Some(
+                ip.parse::<std::net::IpAddr>()
+                    .map_err(|_| ObservationError::SourceIp(o.source_ip.clone()))?
+                    .to_canonical(),
+            ),
+            _ => return Err(ObservationError::SourceIp(o.source_ip)),
+        };
         Ok(Self {
             direction,
             protocol: protocol_of(o.protocol),
             source,
             claimed_source,
             claimed_authority,
+            source_ip,
             authority,
             resolved_addr,
             method: o.method,
@@ -611,6 +625,40 @@ mod tests {
                     Observation::try_from(o),
                     Err(ObservationError::ClaimedSource(_))
                 ),
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_source_ip_comes_only_beside_an_inbound_claimed_source() {
+        let inbound = |source: &str, ip: &str| v1::Observation {
+            direction: v1::Direction::Inbound as i32,
+            authority: String::new(),
+            source: source.into(),
+            source_ip: ip.into(),
+            ..good()
+        };
+        let ok = Observation::try_from(inbound("default/web", "::ffff:10.0.0.5")).unwrap();
+        assert_eq!(
+            ok.source_ip,
+            Some("10.0.0.5".parse().unwrap()),
+            "a mapped IPv4 made plain"
+        );
+        for (o, why) in [
+            (inbound("default/web", "10.0.0.300"), "not an IP"),
+            (inbound("default/web", "10.0.0.5:80"), "an address"),
+            (inbound("", "10.0.0.5"), "from the internet"),
+            (
+                v1::Observation {
+                    source_ip: "10.0.0.5".into(),
+                    ..good()
+                },
+                "outbound",
+            ),
+        ] {
+            assert!(
+                matches!(Observation::try_from(o), Err(ObservationError::SourceIp(_))),
                 "{why}"
             );
         }

@@ -305,6 +305,26 @@ impl Inventory {
             .collect()
     }
 
+    /// Checks an inbound observation's claim that the sidecar could not
+    /// (it reported the caller's IP, [`Observation::source_ip`]): a known
+    /// workload claimed from an IP that is not one of its own is the
+    /// internet claiming it (`claimed_source`, as a sidecar reports a
+    /// spoofed claim itself); a workload the controller does not know stays
+    /// as claimed. The IP is cleared either way.
+    ///
+    /// [`Observation::source_ip`]: crate::model::Observation::source_ip
+    pub fn check_claim(&self, obs: &mut crate::model::Observation) {
+        let Some(ip) = obs.source_ip.take() else {
+            return;
+        };
+        let Some(claimed) = &obs.source else {
+            return;
+        };
+        if self.workloads.contains_key(claimed) && !self.source_ips(claimed).contains(&ip) {
+            obs.claimed_source = obs.source.take();
+        }
+    }
+
     /// The record of one workload.
     pub fn get(&self, id: &WorkloadId) -> Option<&WorkloadRecord> {
         self.workloads.get(id)
@@ -357,6 +377,41 @@ impl Inventory {
 mod tests {
     use super::*;
     use crate::model::outbound;
+
+    #[test]
+    fn a_claim_a_sidecar_could_not_check_is_checked_against_the_ips_of_the_workload() {
+        let mut inv = Inventory::default();
+        let web = WorkloadId::new("lab", "web").unwrap();
+        inv.register(&web, &[], "0", Some("10.0.0.5".parse().unwrap()), 1);
+        let claim = |name: &str, ip: Option<&str>| {
+            let mut obs = outbound("", None, 1);
+            obs.direction = crate::model::Direction::Inbound;
+            obs.source = Some(WorkloadId::new("lab", name).unwrap());
+            obs.source_ip = ip.map(|ip| ip.parse().unwrap());
+            obs
+        };
+        // (claim, IP it came from, source after, claimed_source after)
+        let cases = [
+            ("web", Some("10.0.0.5"), Some("lab/web"), None),
+            ("web", Some("10.0.0.6"), None, Some("lab/web")),
+            ("ghost", Some("10.0.0.6"), Some("lab/ghost"), None),
+            ("web", None, Some("lab/web"), None),
+        ];
+        for (name, ip, source, claimed) in cases {
+            let mut obs = claim(name, ip);
+            inv.check_claim(&mut obs);
+            let show = |id: &Option<WorkloadId>| id.as_ref().map(ToString::to_string);
+            assert_eq!(
+                (
+                    show(&obs.source).as_deref(),
+                    show(&obs.claimed_source).as_deref()
+                ),
+                (source, claimed),
+                "{name} from {ip:?}"
+            );
+            assert_eq!(obs.source_ip, None, "the IP is cleared");
+        }
+    }
 
     #[test]
     fn a_workload_calls_from_the_ips_it_owns_and_registered_from() {

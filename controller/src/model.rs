@@ -292,6 +292,11 @@ pub struct Observation {
     /// destination it does not resolve to; `authority` is then the real
     /// destination `ip:port`.
     pub claimed_authority: Option<String>,
+    /// Inbound: the IP the caller called from, when the sidecar could not
+    /// check its claimed `source` (no IPs for it in its policy). The engine
+    /// checks it against that workload's IPs on arrival and clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<std::net::IpAddr>,
     /// Outbound: the destination as named, `host:port` in lower case.
     pub authority: String,
     /// Outbound: the resolved address of the destination.
@@ -340,6 +345,7 @@ pub(crate) fn outbound(authority: &str, addr: Option<&str>, count: u64) -> Obser
         source: None,
         claimed_source: None,
         claimed_authority: None,
+        source_ip: None,
         authority: authority.into(),
         resolved_addr: addr.map(|a| a.parse().expect("ip:port")),
         method: "GET".into(),

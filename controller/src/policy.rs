@@ -35,9 +35,11 @@ pub struct PolicySpec {
     pub allowed_addrs: BTreeSet<SocketAddr>,
     /// Inbound callers allowed: `ns/name` or `internet`.
     pub allowed_sources: BTreeSet<String>,
-    /// The IPs each registered workload (`ns/name`) calls from, so that a
-    /// sidecar believes a `vigil-source` header only from its owner.
-    pub source_ips: Arc<SourceIps>,
+    /// The IPs each workload (`ns/name`) the baseline lets call this one
+    /// calls from (in every mode), so that a sidecar believes a
+    /// `vigil-source` header only from its owner. Only its callers: a
+    /// workload that registers changes the policies of its peers alone.
+    pub source_ips: SourceIps,
     /// Threat-listed destinations (`domain`, `*.domain`, CIDR), shared by
     /// every workload's policy.
     pub denied_names: Arc<BTreeSet<String>>,
@@ -48,18 +50,10 @@ pub struct PolicySpec {
     pub quarantined: bool,
 }
 
-/// The IPs each registered workload calls from, by `ns/name`.
+/// The IPs workloads call from (see [`Inventory::source_ips`]: those of
+/// the inbound addresses its sidecar advertised, the one it registered
+/// from, its pod IPs), by `ns/name`.
 pub type SourceIps = BTreeMap<String, BTreeSet<IpAddr>>;
-
-/// The IPs each registered workload calls from (see
-/// [`Inventory::source_ips`]): those of the inbound addresses its sidecar
-/// advertised, and the one it registered from (its pod IP).
-pub fn source_ips(inventory: &Inventory) -> SourceIps {
-    inventory
-        .workloads()
-        .map(|(id, _)| (id.to_string(), inventory.source_ips(id)))
-        .collect()
-}
 
 /// What every workload's policy is compiled from.
 pub struct Inputs<'a> {
@@ -69,8 +63,6 @@ pub struct Inputs<'a> {
     pub graph: &'a Graph,
     /// Registered workloads: their profiles and addresses.
     pub inventory: &'a Inventory,
-    /// From [`source_ips`], shared by every policy.
-    pub source_ips: &'a Arc<SourceIps>,
     /// Threat-listed destinations, shared by every policy.
     pub denied_names: &'a Arc<BTreeSet<String>>,
     /// Quarantined workloads.
@@ -83,7 +75,6 @@ pub fn compile(id: &WorkloadId, mode: Mode, inputs: &Inputs<'_>) -> PolicySpec {
         baseline,
         graph,
         inventory,
-        source_ips,
         denied_names,
         quarantined,
     } = *inputs;
@@ -94,16 +85,36 @@ pub fn compile(id: &WorkloadId, mode: Mode, inputs: &Inputs<'_>) -> PolicySpec {
         allowed_authorities: BTreeSet::new(),
         allowed_addrs: BTreeSet::new(),
         allowed_sources: BTreeSet::new(),
-        source_ips: source_ips.clone(),
+        source_ips: SourceIps::new(),
         denied_names: denied_names.clone(),
         enforce_threats: mode.blocks(),
         quarantined: quarantined.contains_key(id),
     };
+    let me = NodeId::Workload(id.clone());
+    let profile = inventory.baseline_node(&me);
+    // Callers: their IPs in every mode (a learned caller is checked by the
+    // sidecar, any other claim by the controller), allowed when enforcing.
+    for source in baseline.sources_of(&profile) {
+        match source {
+            NodeId::Internet if spec.enforce => {
+                spec.allowed_sources.insert(INTERNET_SOURCE.to_owned());
+            }
+            NodeId::Workload(peer_profile) => {
+                for peer in inventory.members_of(peer_profile) {
+                    let name = peer.to_string();
+                    spec.source_ips
+                        .insert(name.clone(), inventory.source_ips(peer));
+                    if spec.enforce {
+                        spec.allowed_sources.insert(name);
+                    }
+                }
+            }
+            NodeId::Internet | NodeId::External(_) => {}
+        }
+    }
     if !spec.enforce {
         return spec;
     }
-    let me = NodeId::Workload(id.clone());
-    let profile = inventory.baseline_node(&me);
     for target in baseline.targets_of(&profile) {
         match target {
             NodeId::External(authority) => {
@@ -125,29 +136,17 @@ pub fn compile(id: &WorkloadId, mode: Mode, inputs: &Inputs<'_>) -> PolicySpec {
             NodeId::Internet => {}
         }
     }
-    for source in baseline.sources_of(&profile) {
-        match source {
-            NodeId::Internet => {
-                spec.allowed_sources.insert(INTERNET_SOURCE.to_owned());
-            }
-            NodeId::Workload(peer_profile) => {
-                spec.allowed_sources
-                    .extend(inventory.members_of(peer_profile).map(ToString::to_string));
-            }
-            NodeId::External(_) => {}
-        }
-    }
     spec
 }
 
-/// The workloads whose policy a change may alter, beside a change of mode,
-/// threat lists or source IPs (which alter every policy): the members of
+/// The workloads whose policy a change may alter, beside a change of mode
+/// or threat lists (which alter every policy): the members of
 /// both ends of each baseline edge learned (`edges`, workloads as their
 /// profiles: the caller's allowed destinations, the callee's allowed
 /// sources), each workload quarantined or released, and, for each
 /// workload that (re)registered, the members of the profiles its profile
-/// calls or is called by in the baseline (their allowed addresses and
-/// sources name it). Endpoints and statistics are in no policy.
+/// calls or is called by in the baseline (their allowed addresses, sources
+/// and source IPs name it). Endpoints and statistics are in no policy.
 pub fn affected(
     edges: &[crate::model::EdgeKey],
     quarantined: &[WorkloadId],
@@ -242,7 +241,6 @@ mod tests {
             baseline,
             graph,
             inventory,
-            source_ips: &ips(inventory),
             denied_names: &Arc::default(),
             quarantined: &BTreeMap::new(),
         };
@@ -251,10 +249,6 @@ mod tests {
     use crate::model::outbound;
 
     const ENFORCE: Mode = Mode::Enforcement { alert_only: false };
-
-    fn ips(inv: &Inventory) -> Arc<SourceIps> {
-        Arc::new(source_ips(inv))
-    }
 
     fn fixture() -> (WorkloadId, Baseline, Graph, Inventory) {
         let web = WorkloadId::new("shop", "web").unwrap();
@@ -294,8 +288,8 @@ mod tests {
     }
 
     #[test]
-    fn every_policy_names_the_ips_each_workload_calls_from() {
-        let (web, b, g, mut inv) = fixture();
+    fn a_policy_names_the_ips_of_the_callers_its_baseline_allows_and_no_others() {
+        let (web, mut b, g, mut inv) = fixture();
         let lab = WorkloadId::new("lab", "nb").unwrap();
         let addrs = [
             "10.1.2.3:4143".parse().unwrap(),
@@ -303,23 +297,39 @@ mod tests {
             "0.0.0.0:4143".parse().unwrap(),
         ];
         inv.register(&lab, &addrs, "0", Some("10.1.2.5".parse().unwrap()), 1);
+        let db = ("shop/db".to_owned(), ["127.0.0.1".parse().unwrap()].into());
+        let nb = (
+            "lab/nb".to_owned(),
+            ["10.1.2.3", "10.1.2.4", "10.1.2.5"]
+                .map(|ip| ip.parse().unwrap())
+                .into(),
+        );
         for mode in [Mode::Learning, ENFORCE] {
             let spec = compile_with(&web, mode, &b, &g, &inv);
-            let want: SourceIps = [
-                (
-                    "lab/nb".to_owned(),
-                    ["10.1.2.3", "10.1.2.4", "10.1.2.5"]
-                        .map(|ip| ip.parse().unwrap())
-                        .into(),
-                ),
-                ("shop/db".to_owned(), ["127.0.0.1".parse().unwrap()].into()),
-            ]
-            .into();
             assert_eq!(
-                *spec.source_ips, want,
-                "{mode:?}: all registered workloads, with the IP each registered from; mapped IPv4 made plain, 0.0.0.0 left out"
+                spec.source_ips,
+                [db.clone()].into(),
+                "{mode:?}: a registered workload that does not call web is not in its policy"
             );
         }
+        b.learn_edge(&(NodeId::Workload(lab.clone()), NodeId::Workload(web.clone())));
+        for mode in [Mode::Learning, ENFORCE] {
+            let spec = compile_with(&web, mode, &b, &g, &inv);
+            assert_eq!(
+                spec.source_ips,
+                [db.clone(), nb.clone()].into(),
+                "{mode:?}: once learned, with the IP it registered from; mapped IPv4 made plain, 0.0.0.0 left out"
+            );
+        }
+        let db_id = WorkloadId::new("shop", "db").unwrap();
+        inv.register(&web, &[], "0", None, 1);
+        assert!(
+            compile_with(&db_id, ENFORCE, &b, &g, &inv)
+                .source_ips
+                .keys()
+                .eq(["shop/web"]),
+            "db's only caller is web"
+        );
     }
 
     #[test]

@@ -171,6 +171,10 @@ pub struct Record {
     /// the real destination is not an address it resolved to; `authority`
     /// is then the real destination. Empty otherwise.
     pub claimed_authority: String,
+    /// Inbound: the IP the caller called from, when `source` is a claim
+    /// this sidecar could not check (its policy has no IPs for that name),
+    /// for the controller to check. `None` otherwise.
+    pub source_ip: Option<std::net::IpAddr>,
     /// How many requests or streams this record counts: 1, or 0 for a long
     /// stream's later reports, which carry only the bytes since the last.
     pub count: u64,
@@ -195,6 +199,7 @@ impl Record {
             denied: false,
             claimed_source: String::new(),
             claimed_authority: String::new(),
+            source_ip: None,
             count: 1,
         }
     }

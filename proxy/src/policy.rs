@@ -41,8 +41,9 @@ pub struct Policy {
     pub allowed_sources: HashSet<String>,
     /// Human-readable mode, e.g. `learning` or `enforcement`.
     pub mode: String,
-    /// The IPs each registered workload (`ns/name`) calls from: a
-    /// `vigil-source` header naming one is believed only from these.
+    /// The IPs each workload (`ns/name`) the baseline lets call this one
+    /// calls from: a `vigil-source` header naming one is believed only from
+    /// these.
     #[serde(default)]
     pub source_ips: HashMap<String, HashSet<IpAddr>>,
     /// Threat-listed destinations (mining pools): `domain`, `*.domain`,
@@ -352,8 +353,11 @@ pub enum Caller {
     Internet,
     /// A registered workload, calling from one of its IPs.
     Verified(String),
-    /// A name the policy has no IPs for (not registered, or registered after
-    /// this policy): kept as claimed. Only a policy that allows it lets it in.
+    /// A name the policy has no IPs for (a caller outside this workload's
+    /// baseline, or one without a registered sidecar): kept as claimed and
+    /// reported with the caller's IP, which the controller checks. Only a
+    /// policy that allows it lets it in, and a policy lists the IPs of
+    /// every registered caller it allows.
     Unverified(String),
     /// A registered workload's name, from an IP that is not its: someone
     /// else (a client through an ingress, say) claiming to be it. Treated

@@ -14,9 +14,9 @@
 //! once the snapshot that includes it is out, as before; sidecars' reports
 //! and registrations publish a snapshot at most every `publish_every` (and
 //! at least four times the time the last snapshot took to build apart), so
-//! the API reads a whole, consistent state that is at most that old. A workload's new source IPs reach the
-//! other sidecars' policies at most `Options::fanout_every` later (its
-//! own policy, and those that name it, at once).
+//! the API reads a whole, consistent state that is at most that old.
+//! Policies are not paced: a change recompiles the policies it can alter
+//! (see [`policy::affected`]) at once.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -47,13 +47,17 @@ pub(super) struct Staged {
 }
 
 impl Staged {
-    /// Applies `batch` in memory; its reply waits for the group's write.
+    /// Applies `batch` in memory, once the claims its sidecar could not
+    /// check are checked; its reply waits for the group's write.
     pub(super) fn stage(
         engine: &mut Engine,
-        batch: &Batch,
+        mut batch: Batch,
         reply: oneshot::Sender<Result<(), EngineError>>,
     ) -> Self {
-        let changes = engine.stage_report(batch);
+        for obs in &mut batch.observations {
+            engine.inventory.check_claim(obs);
+        }
+        let changes = engine.stage_report(&batch);
         let observations = if changes.is_some() {
             batch.observations.len()
         } else {
@@ -67,27 +71,22 @@ impl Staged {
     }
 }
 
-/// When the snapshot and the fan-out of source IPs are due.
+/// When the snapshot is due.
 pub(super) struct Pace {
     snapshot_every: Duration,
-    fanout_every: Duration,
     last_snapshot: Instant,
     /// How long the last snapshot took to build.
     build: Duration,
-    last_fanout: Instant,
     /// State changed since the last snapshot.
     dirty: bool,
 }
 
 impl Pace {
-    pub(super) fn new(snapshot_every: Duration, fanout_every: Duration) -> Self {
-        let now = Instant::now();
+    pub(super) fn new(snapshot_every: Duration) -> Self {
         Pace {
             snapshot_every,
-            fanout_every,
-            last_snapshot: now,
+            last_snapshot: Instant::now(),
             build: Duration::ZERO,
-            last_fanout: now,
             dirty: false,
         }
     }
@@ -102,13 +101,8 @@ impl Pace {
     }
 
     /// When the loop must wake up even without a command.
-    fn deadline(&self, fanout: bool) -> Option<Instant> {
-        let snapshot = self.dirty.then(|| self.last_snapshot + self.snapshot_gap());
-        let fanout = fanout.then(|| self.last_fanout + self.fanout_every);
-        match (snapshot, fanout) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+    fn deadline(&self) -> Option<Instant> {
+        self.dirty.then(|| self.last_snapshot + self.snapshot_gap())
     }
 }
 
@@ -137,11 +131,11 @@ impl Engine {
             .enable_time()
             .build()
             .expect("the engine's timer");
-        let mut pace = Pace::new(self.options.publish_every, self.options.fanout_every);
+        let mut pace = Pace::new(self.options.publish_every);
         let mut replies: Vec<Reply> = Vec::new();
         let mut group: Vec<Staged> = Vec::new();
         loop {
-            let next = match pace.deadline(self.fanout_pending) {
+            let next = match pace.deadline() {
                 None => timer.block_on(rx.recv()),
                 Some(at) => {
                     // The timer is made inside the runtime that drives it.
@@ -161,7 +155,7 @@ impl Engine {
                 match cmd {
                     Command::Shutdown => stopping = true,
                     Command::Report { batch, reply } => {
-                        group.push(Staged::stage(&mut self, &batch, reply));
+                        group.push(Staged::stage(&mut self, batch, reply));
                     }
                     other => {
                         // Earlier reports are written first: commands
@@ -198,15 +192,9 @@ impl Engine {
         tracing::debug!("engine stopped");
     }
 
-    /// Publishes the fan-out of new source IPs and the snapshot when due
-    /// (the snapshot at once when `now`).
+    /// Publishes the snapshot when due (at once when `now`).
     fn publish(&mut self, pace: &mut Pace, snapshots: &watch::Sender<Arc<Snapshot>>, now: bool) {
         let at = Instant::now();
-        if self.fanout_pending && at >= pace.last_fanout + pace.fanout_every {
-            self.fanout_pending = false;
-            pace.last_fanout = at;
-            self.republish(None);
-        }
         if pace.dirty && (now || at >= pace.last_snapshot + pace.snapshot_gap()) {
             let start = Instant::now();
             snapshots.send_replace(Arc::new(self.snapshot()));

@@ -11,6 +11,16 @@ fn reg(id: WorkloadId, addrs: Vec<SocketAddr>, from: Option<IpAddr>) -> Registra
 }
 use crate::model::{Action, Batch, outbound};
 
+/// One inbound call to the reporter that claims `name`, from `ip`, which
+/// the sidecar could not check.
+fn claim(name: &str, ip: &str) -> Observation {
+    let mut obs = outbound("", None, 1);
+    obs.direction = Direction::Inbound;
+    obs.source = Some(id(name));
+    obs.source_ip = Some(ip.parse().unwrap());
+    obs
+}
+
 const ENFORCE: Mode = Mode::Enforcement { alert_only: false };
 
 fn id(name: &str) -> WorkloadId {
@@ -745,12 +755,21 @@ async fn a_deployment_seen_by_the_kubernetes_api_is_judged_before_its_sidecar_ru
         ("xmrig", "alice")
     );
     // A pod IP names its workload for any port, and proves its calls.
-    let mut policy = h.register(reg(id("web"), vec![], None)).await.unwrap();
-    let ips = &policy.borrow_and_update().source_ips;
-    assert!(
-        ips["default/nb-bob"].contains(&"10.1.0.6".parse().unwrap()),
-        "{ips:?}"
-    );
+    h.register(reg(id("web"), vec![], None)).await.unwrap();
+    let spoofed = |h: &Handle| {
+        h.snapshot()
+            .alerts
+            .iter()
+            .any(|a| a.kind == AlertKind::SpoofedSource)
+    };
+    report(&h, id("web"), vec![claim("nb-bob", "10.1.0.6")], 0)
+        .await
+        .unwrap();
+    assert!(!spoofed(&h), "nb-bob's pod IP proves its call");
+    report(&h, id("web"), vec![claim("nb-bob", "10.1.0.9")], 0)
+        .await
+        .unwrap();
+    assert!(spoofed(&h), "xmrig's pod IP does not");
     // Seen again (a watch resync): counted once.
     h.discovered(vec![jupyter("xmrig", "10.1.0.9", "xmrig")])
         .await
@@ -759,11 +778,10 @@ async fn a_deployment_seen_by_the_kubernetes_api_is_judged_before_its_sidecar_ru
     stop(h, thread).await;
 }
 
-/// A controller's pace: snapshots and source-IP fan-outs may lag.
+/// A controller's pace: snapshots may lag.
 fn paced() -> Options {
     Options {
         publish_every: std::time::Duration::from_millis(50),
-        fanout_every: std::time::Duration::from_millis(50),
         ..Options::default()
     }
 }
@@ -812,35 +830,95 @@ async fn reports_sent_together_are_acknowledged_durable_and_shown_within_the_pac
 }
 
 #[tokio::test]
-async fn a_registering_sidecar_gets_every_source_ip_and_the_others_get_its_own_soon() {
+async fn a_registering_sidecar_changes_only_the_policies_of_its_peers() {
     let dir = tempfile::tempdir().unwrap();
-    let (h, thread) = spawn_with(
-        Store::open(dir.path()).unwrap(),
-        &mut prometheus_client::registry::Registry::default(),
-        paced(),
-    )
-    .unwrap();
+    let (h, thread) = start(dir.path());
     let addr = |i: u8| SocketAddr::from(([10, 0, 0, i], 4143));
-    let mut first = h
-        .register(reg(id("w1"), vec![addr(1)], None))
+    let mut web = h
+        .register(reg(id("web"), vec![addr(1)], None))
         .await
         .unwrap();
-    let mut last = None;
-    for i in 2..=10 {
-        let rx = h.register(reg(id(&format!("w{i}")), vec![addr(i)], None));
-        last = Some(rx.await.unwrap());
-    }
-    let last = last.unwrap();
-    assert_eq!(
-        last.borrow().source_ips.len(),
-        10,
-        "its own policy names every workload registered"
+    let mut db = h
+        .register(reg(id("db"), vec![addr(2)], None))
+        .await
+        .unwrap();
+    h.register(reg(id("nb-1"), vec![addr(3)], None))
+        .await
+        .unwrap();
+    let to_db = || vec![outbound("db:4143", Some("10.0.0.2:4143"), 1)];
+    report(&h, id("web"), to_db(), 0).await.unwrap();
+    report(&h, id("nb-1"), to_db(), 0).await.unwrap();
+    let ips = db.borrow_and_update().source_ips.clone();
+    assert!(
+        ips["default/web"].contains(&addr(1).ip()) && ips.len() == 2,
+        "db's callers, learned: {ips:?}"
     );
-    assert!(last.borrow().source_ips["default/w1"].contains(&addr(1).ip()));
-    eventually("the first sidecar learning every source IP", || {
-        first.borrow_and_update().source_ips.len() == 10
-    })
-    .await;
-    assert!(first.borrow().source_ips["default/w10"].contains(&addr(10).ip()));
+    assert!(
+        web.borrow_and_update().source_ips.is_empty(),
+        "no one calls web"
+    );
+    web.mark_unchanged();
+    for i in 4..=20 {
+        h.register(reg(id(&format!("nb-{i}")), vec![addr(i)], None))
+            .await
+            .unwrap();
+    }
+    assert!(
+        !web.has_changed().unwrap() && !db.has_changed().unwrap(),
+        "new workloads that call no one change no one's policy"
+    );
+    // nb-1, a caller of db, comes back at another IP: db learns it at once.
+    h.register(reg(id("nb-1"), vec![addr(33)], None))
+        .await
+        .unwrap();
+    assert!(db.has_changed().unwrap() && !web.has_changed().unwrap());
+    assert!(db.borrow_and_update().source_ips["default/nb-1"].contains(&addr(33).ip()));
+    stop(h, thread).await;
+}
+
+#[tokio::test]
+async fn a_claim_the_sidecar_could_not_check_is_checked_by_the_controller() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, thread) = start(dir.path());
+    h.register(reg(id("api"), vec![], None)).await.unwrap();
+    h.register(reg(id("web"), vec![], Some("10.0.0.5".parse().unwrap())))
+        .await
+        .unwrap();
+    report(
+        &h,
+        id("api"),
+        vec![
+            claim("web", "10.0.0.5"),
+            claim("web", "10.0.0.66"),
+            claim("ghost", "10.0.0.66"),
+        ],
+        0,
+    )
+    .await
+    .unwrap();
+    let snap = h.snapshot();
+    let edges: Vec<_> = snap
+        .graph
+        .edges
+        .iter()
+        .map(|e| (e.source.as_str(), e.requests))
+        .collect();
+    assert_eq!(
+        edges,
+        [("internet", 1)],
+        "web from another IP is the internet; web from its own IP, and a workload the controller does not know, are meshed calls (the caller's own report draws them)"
+    );
+    let spoofed: Vec<_> = snap
+        .alerts
+        .iter()
+        .filter(|a| a.kind == AlertKind::SpoofedSource)
+        .map(|a| (a.destination.as_str(), a.count))
+        .collect();
+    assert_eq!(spoofed, [("default/web", 1)]);
+    let internet = snap.graph.edges.iter().find(|e| e.source == "internet");
+    assert!(
+        !internet.unwrap().in_baseline,
+        "an impersonation is never learned"
+    );
     stop(h, thread).await;
 }

@@ -60,8 +60,11 @@ pub async fn serve(
     let source = caller.identity().map(str::to_string);
     let mut pending = shared.track(Pending::for_request(Direction::Inbound, &req, start));
     pending.record.source = source.clone().unwrap_or_default();
-    if let Caller::Spoofed(name) = caller {
-        pending.record.claimed_source = name;
+    match caller {
+        Caller::Spoofed(name) => pending.record.claimed_source = name,
+        // A claim outside the baseline: the controller checks the IP.
+        Caller::Unverified(_) => pending.record.source_ip = Some(peer.to_canonical()),
+        Caller::Internet | Caller::Verified(_) => {}
     }
     // A quarantine lets the pod's health checks through, from anyone.
     let upgrade =

@@ -72,6 +72,7 @@ struct Key {
     status: u16,
     claimed_source: String,
     claimed_authority: String,
+    source_ip: Option<std::net::IpAddr>,
 }
 
 impl Key {
@@ -93,6 +94,7 @@ impl Key {
             status: 0,
             claimed_source: String::new(),
             claimed_authority: String::new(),
+            source_ip: None,
         }
     }
 }
@@ -150,6 +152,7 @@ impl Aggregator {
             status: r.status,
             claimed_source: r.claimed_source,
             claimed_authority: r.claimed_authority,
+            source_ip: r.source_ip,
         };
         // One lookup while there is room (the usual case).
         let stats = if self.map.len() < self.max_keys || self.map.contains_key(&key) {
@@ -200,6 +203,7 @@ impl Aggregator {
                 bytes_out: s.bytes_out,
                 claimed_source: k.claimed_source,
                 claimed_authority: k.claimed_authority,
+                source_ip: k.source_ip.map(|ip| ip.to_string()).unwrap_or_default(),
             })
             .collect();
         let seq = self.next_seq;
