@@ -229,8 +229,11 @@ impl Engine {
                 registration,
                 reply,
             } => {
-                let result = self.register(&registration);
-                Some(Box::new(move || drop(reply.send(result))))
+                // The loop groups registrations; one alone is its own group.
+                let mut group = vec![group::Staged::register(self, &registration, reply)];
+                let mut replies = Vec::new();
+                self.flush(&mut group, &mut replies);
+                replies.pop()
             }
             Command::Disconnect { id } => {
                 self.inventory.set_connected(&id, false);
@@ -336,7 +339,10 @@ impl Engine {
         }
     }
 
-    fn register(&mut self, registration: &Registration) -> Result<PolicyRx, EngineError> {
+    /// Applies a registration in memory and returns what to write, and
+    /// whether the workload moved to another profile (see
+    /// [`Engine::registered`], once it is written).
+    fn stage_register(&mut self, registration: &Registration) -> (Changes, bool) {
         let Registration {
             id,
             addrs,
@@ -375,28 +381,30 @@ impl Engine {
             };
             self.raise(&mut changes, verdict, id, About::default(), hits, now);
         }
-        self.commit(&changes)?;
-        self.inventory.set_connected(id, true);
+        tracing::info!(workload = %id, ?addrs, "sidecar registered");
+        (changes, moved)
+    }
+
+    /// Once the registrations of `ids` are written: they are connected,
+    /// and their own policies and those that name them (their addresses,
+    /// their source IPs) are published; no other policy changes, unless
+    /// one `moved` to another profile (every policy then).
+    fn registered(&mut self, ids: &[WorkloadId], moved: bool) {
+        for id in ids {
+            self.inventory.set_connected(id, true);
+        }
         self.metrics
             .sidecars_connected
             .set(self.inventory.connected() as i64);
-        tracing::info!(workload = %id, ?addrs, "sidecar registered");
-        // Its own policy and those that name it (its addresses, its source
-        // IPs): no other policy changes.
         if moved {
             self.republish(None);
         } else {
-            let ids = policy::affected(
-                &[],
-                &[],
-                std::slice::from_ref(id),
-                &self.baseline,
-                &self.inventory,
-            );
-            self.republish(Some(&ids));
+            let affected = policy::affected(&[], &[], ids, &self.baseline, &self.inventory);
+            self.republish(Some(&affected));
         }
-        self.publish_policy(id);
-        Ok(self.policies.subscribe(id).expect("published above"))
+        for id in ids {
+            self.publish_policy(id);
+        }
     }
 
     fn discovered(&mut self, found: &[crate::inventory::Discovered]) -> Result<(), EngineError> {

@@ -1,11 +1,12 @@
 //! The engine's loop: group commit and paced publication.
 //!
-//! The loop drains every queued command (up to [`GROUP`]). Reports are
-//! applied in memory one after another and their changes written together
-//! in one store transaction; each report is acknowledged only after that
-//! transaction is durable, so an acknowledged report survives a crash and
-//! one that fails is not acknowledged (memory is then reloaded from the
-//! store, as for any failed write). Any other command first writes the
+//! The loop drains every queued command (up to [`GROUP`]). Reports and
+//! sidecars' registrations are applied in memory one after another and
+//! their changes written together in one store transaction; each report is
+//! acknowledged, and each registering sidecar gets its policy stream, only
+//! after that transaction is durable, so an acknowledged report survives a
+//! crash and one that fails is not acknowledged (memory is then reloaded
+//! from the store, as for any failed write). Any other command first writes the
 //! reports staged before it, so commands take effect in their order.
 //!
 //! Publication is paced by `Options::publish_every`: a command that
@@ -24,9 +25,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{Command, Engine, EngineError, Reply};
+use super::{Command, Engine, EngineError, PolicyRx, Registration, Reply};
 use crate::metrics::ReportResult;
-use crate::model::{Batch, Mode, now_unix};
+use crate::model::{Batch, Mode, WorkloadId, now_unix};
 use crate::policy;
 use crate::simulate::Seen;
 use crate::snapshot::Snapshot;
@@ -36,14 +37,30 @@ use crate::store::Changes;
 /// reports among them).
 pub(super) const GROUP: usize = 1024;
 
-/// A report applied in memory, waiting for its group's transaction.
+/// A report or a registration applied in memory, waiting for its group's
+/// transaction.
 pub(super) struct Staged {
-    /// What to write (`None`: a duplicate, already stored).
+    /// What to write (`None`: a duplicate report, already stored).
     changes: Option<Changes>,
-    /// Observations it carried.
-    observations: usize,
-    /// Answered once the group is durable.
-    reply: oneshot::Sender<Result<(), EngineError>>,
+    /// Who waits, answered once the group is durable.
+    waiting: Waiting,
+}
+
+/// What a staged command answers once its group is written.
+enum Waiting {
+    /// A report's acknowledgement.
+    Report {
+        /// Observations it carried.
+        observations: usize,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
+    /// A sidecar's policy stream.
+    Register {
+        id: WorkloadId,
+        /// It moved to another profile.
+        moved: bool,
+        reply: oneshot::Sender<Result<PolicyRx, EngineError>>,
+    },
 }
 
 impl Staged {
@@ -65,8 +82,29 @@ impl Staged {
         };
         Staged {
             changes,
-            observations,
-            reply,
+            waiting: Waiting::Report {
+                observations,
+                reply,
+            },
+        }
+    }
+
+    /// Applies `registration` in memory; the sidecar gets its policy
+    /// stream once the group is written (several registrations, one
+    /// transaction).
+    pub(super) fn register(
+        engine: &mut Engine,
+        registration: &Registration,
+        reply: oneshot::Sender<Result<PolicyRx, EngineError>>,
+    ) -> Self {
+        let (changes, moved) = engine.stage_register(registration);
+        Staged {
+            changes: Some(changes),
+            waiting: Waiting::Register {
+                id: registration.id.clone(),
+                moved,
+                reply,
+            },
         }
     }
 }
@@ -157,6 +195,12 @@ impl Engine {
                     Command::Report { batch, reply } => {
                         group.push(Staged::stage(&mut self, batch, reply));
                     }
+                    Command::Register {
+                        registration,
+                        reply,
+                    } => {
+                        group.push(Staged::register(&mut self, &registration, reply));
+                    }
                     other => {
                         // Earlier reports are written first: commands
                         // take effect in their order.
@@ -223,32 +267,57 @@ impl Engine {
             Err(e) => Some(Arc::new(e)),
         };
         let (mut edges, mut quarantined) = (Vec::new(), Vec::new());
-        for staged in group.drain(..) {
-            let Staged {
-                changes,
-                observations,
-                reply,
-            } = staged;
-            let result = match (changes, &failed) {
-                (None, _) => Ok(()),
-                (Some(_), Some(e)) => {
-                    self.metrics.report(ReportResult::failed);
-                    Err(EngineError::Store(e.clone()))
-                }
-                (Some(mut changes), None) => {
-                    self.metrics.report(ReportResult::applied);
-                    self.metrics.observations.inc_by(observations as u64);
-                    if let Some((_, _, seen, _)) = changes.history.take() {
-                        for seen in seen {
-                            self.history.push(seen);
+        let (mut registered, mut moved, mut streams) = (Vec::new(), false, Vec::new());
+        for Staged { changes, waiting } in group.drain(..) {
+            match waiting {
+                Waiting::Report {
+                    observations,
+                    reply,
+                } => {
+                    let result = match (changes, &failed) {
+                        (None, _) => Ok(()),
+                        (Some(_), Some(e)) => {
+                            self.metrics.report(ReportResult::failed);
+                            Err(EngineError::Store(e.clone()))
                         }
-                    }
-                    edges.append(&mut changes.baseline_edges);
-                    quarantined.extend(changes.quarantine.into_iter().map(|(id, _)| id));
-                    Ok(())
+                        (Some(mut changes), None) => {
+                            self.metrics.report(ReportResult::applied);
+                            self.metrics.observations.inc_by(observations as u64);
+                            if let Some((_, _, seen, _)) = changes.history.take() {
+                                for seen in seen {
+                                    self.history.push(seen);
+                                }
+                            }
+                            edges.append(&mut changes.baseline_edges);
+                            quarantined.extend(changes.quarantine.into_iter().map(|(id, _)| id));
+                            Ok(())
+                        }
+                    };
+                    replies.push(Box::new(move || drop(reply.send(result))));
                 }
-            };
-            replies.push(Box::new(move || drop(reply.send(result))));
+                Waiting::Register {
+                    id,
+                    moved: it_moved,
+                    reply,
+                } => match &failed {
+                    Some(e) => {
+                        let e = EngineError::Store(e.clone());
+                        replies.push(Box::new(move || drop(reply.send(Err(e)))));
+                    }
+                    None => {
+                        moved |= it_moved;
+                        registered.push(id.clone());
+                        streams.push((id, reply));
+                    }
+                },
+            }
+        }
+        if !registered.is_empty() {
+            self.registered(&registered, moved);
+            for (id, reply) in streams {
+                let rx = self.policies.subscribe(&id).expect("published above");
+                replies.push(Box::new(move || drop(reply.send(Ok(rx)))));
+            }
         }
         if !edges.is_empty() || !quarantined.is_empty() {
             // Nothing is enforced while learning, but keep the compiled

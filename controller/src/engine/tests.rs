@@ -877,6 +877,42 @@ async fn a_registering_sidecar_changes_only_the_policies_of_its_peers() {
 }
 
 #[tokio::test]
+async fn registrations_sent_together_are_written_together_and_each_gets_its_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let (h, thread) = spawn_with(
+        Store::open(dir.path()).unwrap(),
+        &mut registry,
+        Options::default(),
+    )
+    .unwrap();
+    let ids: Vec<WorkloadId> = (0..64).map(|i| id(&format!("nb-{i}"))).collect();
+    let regs = ids.iter().map(|w| h.register(reg(w.clone(), vec![], None)));
+    for policy in futures_util::future::join_all(regs).await {
+        assert!(!policy.unwrap().borrow().enforce);
+    }
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let commits: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("vigil_controller_store_commit_seconds_count "))
+        .and_then(|n| n.parse().ok())
+        .expect("the commit histogram");
+    assert!(
+        commits <= 32,
+        "64 registrations queued together, {commits} transactions"
+    );
+    stop(h, thread).await;
+    let (h, thread) = start(dir.path());
+    assert_eq!(
+        h.snapshot().counts.workloads,
+        64,
+        "every registration was stored"
+    );
+    stop(h, thread).await;
+}
+
+#[tokio::test]
 async fn a_claim_the_sidecar_could_not_check_is_checked_by_the_controller() {
     let dir = tempfile::tempdir().unwrap();
     let (h, thread) = start(dir.path());
