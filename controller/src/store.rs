@@ -84,7 +84,7 @@ pub enum StoreError {
     },
 }
 
-fn io<E: Into<redb::Error>>(op: &'static str) -> impl FnOnce(E) -> StoreError {
+fn io<E: Into<redb::Error>>(op: &'static str) -> impl Fn(E) -> StoreError + Copy {
     move |e| StoreError::Io {
         op,
         source: e.into(),
@@ -411,141 +411,181 @@ impl Store {
             });
         }
         let tx = self.db.begin_write().map_err(io("write"))?;
-        for changes in all {
-            write_changes(&tx, changes)?;
+        {
+            let mut tables = Tables::open(&tx)?;
+            for changes in all {
+                tables.write(changes)?;
+            }
+            // Rewritten whole by each step: the last step's is the state.
+            if let Some(growth) = all.iter().rev().find_map(|c| c.growth.as_ref()) {
+                tables
+                    .meta
+                    .insert(GROWTH_KEY, encode("growth", growth)?.as_str())
+                    .map_err(io("write"))?;
+            }
+            // The history window moves forward: trimming to the newest
+            // step's edge trims for every step.
+            if let Some(oldest) = all
+                .iter()
+                .filter_map(|c| c.history.as_ref().map(|h| h.3))
+                .max()
+            {
+                tables
+                    .history
+                    .retain_in((0, 0)..(oldest, 0), |_, _| false)
+                    .map_err(io("write"))?;
+            }
         }
         tx.commit().map_err(io("commit"))
     }
 }
 
-/// Writes one step's `changes` into `tx`.
-fn write_changes(tx: &redb::WriteTransaction, changes: &Changes) -> Result<(), StoreError> {
-    let mut meta = tx.open_table(META).map_err(io("write"))?;
-    if let Some(modes) = &changes.modes {
-        meta.insert(MODES_KEY, encode("modes", modes)?.as_str())
-            .map_err(io("write"))?;
-    }
-    if let Some(growth) = &changes.growth {
-        meta.insert(GROWTH_KEY, encode("growth", growth)?.as_str())
-            .map_err(io("write"))?;
-    }
-    let mut table = tx.open_table(WORKLOADS).map_err(io("write"))?;
-    for (id, record) in &changes.workloads {
-        let json = encode("workload", record)?;
-        table
-            .insert(id.to_string().as_str(), json.as_str())
-            .map_err(io("write"))?;
-    }
-    if let Some(namespace) = &changes.baseline_reset {
-        reset_baseline(tx, namespace.as_deref())?;
-    }
-    let mut table = tx.open_table(HISTORY).map_err(io("write"))?;
-    if let Some((at, seq, seen, oldest)) = &changes.history {
-        if !seen.is_empty() {
-            table
-                .insert((*at, *seq), encode("history", seen)?.as_str())
-                .map_err(io("write"))?;
-        }
-        table
-            .retain_in((0, 0)..(*oldest, 0), |_, _| false)
-            .map_err(io("write"))?;
-    }
-    let mut table = tx.open_table(AUDIT).map_err(io("write"))?;
-    for entry in &changes.audit {
-        table
-            .insert(entry.seq, encode("audit entry", entry)?.as_str())
-            .map_err(io("write"))?;
-    }
-    let mut table = tx.open_table(QUARANTINE).map_err(io("write"))?;
-    for (id, quarantine) in &changes.quarantine {
-        let key = id.to_string();
-        match quarantine {
-            Some(q) => {
-                table
-                    .insert(key.as_str(), encode("quarantine", q)?.as_str())
-                    .map_err(io("write"))?;
-            }
-            None => {
-                table.remove(key.as_str()).map_err(io("write"))?;
-            }
-        }
-    }
-    let mut table = tx.open_table(BASELINE_WORKLOADS).map_err(io("write"))?;
-    for id in &changes.baseline_workloads {
-        table
-            .insert(id.to_string().as_str(), ())
-            .map_err(io("write"))?;
-    }
-    let mut table = tx.open_table(BASELINE_EDGES).map_err(io("write"))?;
-    for (a, b) in &changes.baseline_edges {
-        let (a, b) = (a.to_string(), b.to_string());
-        table
-            .insert((a.as_str(), b.as_str()), ())
-            .map_err(io("write"))?;
-    }
-    let mut table = tx.open_table(BASELINE_ENDPOINTS).map_err(io("write"))?;
-    for ((a, b), endpoint) in &changes.baseline_endpoints {
-        let (a, b) = (a.to_string(), b.to_string());
-        table
-            .insert((a.as_str(), b.as_str(), endpoint.as_str()), ())
-            .map_err(io("write"))?;
-    }
-    let mut table = tx.open_table(EDGES).map_err(io("write"))?;
-    for ((a, b), stats) in &changes.edges {
-        let (a, b) = (a.to_string(), b.to_string());
-        let json = encode("edge", stats)?;
-        table
-            .insert((a.as_str(), b.as_str()), json.as_str())
-            .map_err(io("write"))?;
-    }
-    let mut table = tx.open_table(ALERTS).map_err(io("write"))?;
-    for alert in &changes.alerts {
-        let json = encode("alert", alert)?;
-        table
-            .insert(alert.key().as_str(), json.as_str())
-            .map_err(io("write"))?;
-    }
-    let mut table = tx.open_table(RESOURCE_BASELINES).map_err(io("write"))?;
-    for (profile, baseline) in &changes.resource_baselines {
-        let json = encode("CPU baseline", baseline)?;
-        table
-            .insert(profile.to_string().as_str(), json.as_str())
-            .map_err(io("write"))?;
-    }
-    let mut table = tx.open_table(REPORT_SEQS).map_err(io("write"))?;
-    if let Some((instance, seq, at)) = &changes.report_seq {
-        table
-            .insert(instance.as_str(), (*seq, *at))
-            .map_err(io("write"))?;
-    }
-    Ok(())
+/// Every table, opened once for a whole write transaction (a group of
+/// steps), rather than once per step.
+struct Tables<'tx> {
+    meta: redb::Table<'tx, &'static str, &'static str>,
+    workloads: redb::Table<'tx, &'static str, &'static str>,
+    history: redb::Table<'tx, (u64, u64), &'static str>,
+    audit: redb::Table<'tx, u64, &'static str>,
+    quarantine: redb::Table<'tx, &'static str, &'static str>,
+    baseline_workloads: redb::Table<'tx, &'static str, ()>,
+    baseline_edges: redb::Table<'tx, (&'static str, &'static str), ()>,
+    baseline_endpoints: redb::Table<'tx, (&'static str, &'static str, &'static str), ()>,
+    edges: redb::Table<'tx, (&'static str, &'static str), &'static str>,
+    alerts: redb::Table<'tx, &'static str, &'static str>,
+    resource_baselines: redb::Table<'tx, &'static str, &'static str>,
+    report_seqs: redb::Table<'tx, &'static str, (u64, u64)>,
 }
 
-/// Removes the baseline rows of `namespace` (all rows when `None`): a
-/// workload of that namespace, or an edge or endpoint touching one.
-fn reset_baseline(tx: &redb::WriteTransaction, namespace: Option<&str>) -> Result<(), StoreError> {
-    let in_ns = |node: &str| match namespace {
-        None => true,
-        Some(ns) => node
-            .strip_prefix("workload:")
-            .and_then(|id| id.split_once('/'))
-            .is_some_and(|(n, _)| n == ns),
-    };
-    let mut table = tx.open_table(BASELINE_WORKLOADS).map_err(io("write"))?;
-    table
-        .retain(|id, ()| {
-            namespace.is_some_and(|ns| id.split_once('/').is_none_or(|(n, _)| n != ns))
+impl<'tx> Tables<'tx> {
+    fn open(tx: &'tx redb::WriteTransaction) -> Result<Self, StoreError> {
+        let e = io("write");
+        Ok(Tables {
+            meta: tx.open_table(META).map_err(e)?,
+            workloads: tx.open_table(WORKLOADS).map_err(e)?,
+            history: tx.open_table(HISTORY).map_err(e)?,
+            audit: tx.open_table(AUDIT).map_err(e)?,
+            quarantine: tx.open_table(QUARANTINE).map_err(e)?,
+            baseline_workloads: tx.open_table(BASELINE_WORKLOADS).map_err(e)?,
+            baseline_edges: tx.open_table(BASELINE_EDGES).map_err(e)?,
+            baseline_endpoints: tx.open_table(BASELINE_ENDPOINTS).map_err(e)?,
+            edges: tx.open_table(EDGES).map_err(e)?,
+            alerts: tx.open_table(ALERTS).map_err(e)?,
+            resource_baselines: tx.open_table(RESOURCE_BASELINES).map_err(e)?,
+            report_seqs: tx.open_table(REPORT_SEQS).map_err(e)?,
         })
-        .map_err(io("write"))?;
-    let mut table = tx.open_table(BASELINE_EDGES).map_err(io("write"))?;
-    table
-        .retain(|(a, b), ()| !in_ns(a) && !in_ns(b))
-        .map_err(io("write"))?;
-    let mut table = tx.open_table(BASELINE_ENDPOINTS).map_err(io("write"))?;
-    table
-        .retain(|(a, b, _), ()| !in_ns(a) && !in_ns(b))
-        .map_err(io("write"))?;
-    Ok(())
+    }
+
+    /// Writes one step's `changes` (but its growth and its history trim,
+    /// which [`Store::write_all`] writes once for the group).
+    fn write(&mut self, changes: &Changes) -> Result<(), StoreError> {
+        let e = io("write");
+        if let Some(modes) = &changes.modes {
+            self.meta
+                .insert(MODES_KEY, encode("modes", modes)?.as_str())
+                .map_err(e)?;
+        }
+        for (id, record) in &changes.workloads {
+            let json = encode("workload", record)?;
+            self.workloads
+                .insert(id.to_string().as_str(), json.as_str())
+                .map_err(e)?;
+        }
+        if let Some(namespace) = &changes.baseline_reset {
+            self.reset_baseline(namespace.as_deref())?;
+        }
+        if let Some((at, seq, seen, _)) = &changes.history
+            && !seen.is_empty()
+        {
+            self.history
+                .insert((*at, *seq), encode("history", seen)?.as_str())
+                .map_err(e)?;
+        }
+        for entry in &changes.audit {
+            self.audit
+                .insert(entry.seq, encode("audit entry", entry)?.as_str())
+                .map_err(e)?;
+        }
+        for (id, quarantine) in &changes.quarantine {
+            let key = id.to_string();
+            match quarantine {
+                Some(q) => {
+                    self.quarantine
+                        .insert(key.as_str(), encode("quarantine", q)?.as_str())
+                        .map_err(e)?;
+                }
+                None => {
+                    self.quarantine.remove(key.as_str()).map_err(e)?;
+                }
+            }
+        }
+        for id in &changes.baseline_workloads {
+            self.baseline_workloads
+                .insert(id.to_string().as_str(), ())
+                .map_err(e)?;
+        }
+        for (a, b) in &changes.baseline_edges {
+            let (a, b) = (a.to_string(), b.to_string());
+            self.baseline_edges
+                .insert((a.as_str(), b.as_str()), ())
+                .map_err(e)?;
+        }
+        for ((a, b), endpoint) in &changes.baseline_endpoints {
+            let (a, b) = (a.to_string(), b.to_string());
+            self.baseline_endpoints
+                .insert((a.as_str(), b.as_str(), endpoint.as_str()), ())
+                .map_err(e)?;
+        }
+        for ((a, b), stats) in &changes.edges {
+            let (a, b) = (a.to_string(), b.to_string());
+            let json = encode("edge", stats)?;
+            self.edges
+                .insert((a.as_str(), b.as_str()), json.as_str())
+                .map_err(e)?;
+        }
+        for alert in &changes.alerts {
+            let json = encode("alert", alert)?;
+            self.alerts
+                .insert(alert.key().as_str(), json.as_str())
+                .map_err(e)?;
+        }
+        for (profile, baseline) in &changes.resource_baselines {
+            let json = encode("CPU baseline", baseline)?;
+            self.resource_baselines
+                .insert(profile.to_string().as_str(), json.as_str())
+                .map_err(e)?;
+        }
+        if let Some((instance, seq, at)) = &changes.report_seq {
+            self.report_seqs
+                .insert(instance.as_str(), (*seq, *at))
+                .map_err(e)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the baseline rows of `namespace` (all rows when `None`): a
+    /// workload of that namespace, or an edge or endpoint touching one.
+    fn reset_baseline(&mut self, namespace: Option<&str>) -> Result<(), StoreError> {
+        let in_ns = |node: &str| match namespace {
+            None => true,
+            Some(ns) => node
+                .strip_prefix("workload:")
+                .and_then(|id| id.split_once('/'))
+                .is_some_and(|(n, _)| n == ns),
+        };
+        self.baseline_workloads
+            .retain(|id, ()| {
+                namespace.is_some_and(|ns| id.split_once('/').is_none_or(|(n, _)| n != ns))
+            })
+            .map_err(io("write"))?;
+        self.baseline_edges
+            .retain(|(a, b), ()| !in_ns(a) && !in_ns(b))
+            .map_err(io("write"))?;
+        self.baseline_endpoints
+            .retain(|(a, b, _), ()| !in_ns(a) && !in_ns(b))
+            .map_err(io("write"))?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -683,6 +723,46 @@ mod tests {
         .expect("a record without registered_from");
         assert_eq!(record.registered_from, None);
         assert_eq!(skipped, 0);
+    }
+
+    #[test]
+    fn a_group_keeps_the_newest_growth_and_trims_the_history_to_its_newest_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let seen = |at: u64| crate::simulate::Seen {
+            at,
+            reporter: WorkloadId::new("lab", "nb").unwrap(),
+            obs: crate::model::outbound("pypi.org:443", None, 1),
+        };
+        let growth = |last: u64| {
+            let mut g = crate::stability::Growth::default();
+            g.grew(last, 1);
+            Some([("lab".to_owned(), g)].into())
+        };
+        let step = |at: u64, seq: u64, oldest: u64, grew: Option<u64>| Changes {
+            history: Some((at, seq, vec![seen(at)], oldest)),
+            growth: grew.and_then(growth),
+            ..Changes::default()
+        };
+        store.write(&step(60, 0, 0, Some(60))).unwrap();
+        // step(history row at, row number, trim below, grew at)
+        let group = [
+            step(100, 1, 50, Some(100)),
+            step(200, 2, 150, Some(200)),
+            step(210, 3, 120, None),
+        ];
+        store.write_all(&group.iter().collect::<Vec<_>>()).unwrap();
+        let loaded = store.load().unwrap();
+        let rows: Vec<u64> = loaded.history.0.iter().map(|s| s.at).collect();
+        assert_eq!(
+            rows,
+            [200, 210],
+            "rows older than the newest window (150) are gone, whichever step wrote them"
+        );
+        assert_eq!(
+            loaded.growth["lab"].last, 200,
+            "the last step that grew; a step without growth keeps it"
+        );
     }
 
     #[test]
