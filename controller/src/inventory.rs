@@ -306,11 +306,13 @@ impl Inventory {
     }
 
     /// Checks an inbound observation's claim that the sidecar could not
-    /// (it reported the caller's IP, [`Observation::source_ip`]): a known
+    /// (it reported the caller's IP, [`Observation::source_ip`]): a
     /// workload claimed from an IP that is not one of its own is the
     /// internet claiming it (`claimed_source`, as a sidecar reports a
-    /// spoofed claim itself); a workload the controller does not know stays
-    /// as claimed. The IP is cleared either way.
+    /// spoofed claim itself). A workload the controller does not know calls
+    /// from no IP: claiming one is never a meshed call, which the caller's
+    /// own report would draw, so such calls are never hidden from the graph.
+    /// The IP is cleared either way.
     ///
     /// [`Observation::source_ip`]: crate::model::Observation::source_ip
     pub fn check_claim(&self, obs: &mut crate::model::Observation) {
@@ -320,7 +322,7 @@ impl Inventory {
         let Some(claimed) = &obs.source else {
             return;
         };
-        if self.workloads.contains_key(claimed) && !self.source_ips(claimed).contains(&ip) {
+        if !self.source_ips(claimed).contains(&ip) {
             obs.claimed_source = obs.source.take();
         }
     }
@@ -394,7 +396,7 @@ mod tests {
         let cases = [
             ("web", Some("10.0.0.5"), Some("lab/web"), None),
             ("web", Some("10.0.0.6"), None, Some("lab/web")),
-            ("ghost", Some("10.0.0.6"), Some("lab/ghost"), None),
+            ("ghost", Some("10.0.0.6"), None, Some("lab/ghost")),
             ("web", None, Some("lab/web"), None),
         ];
         for (name, ip, source, claimed) in cases {
