@@ -4,7 +4,7 @@
 //! Cardinality is bounded: the first [`MAX_DESTINATIONS`] destinations get
 //! their own label value, later ones share `other`.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -71,13 +71,28 @@ pub struct ObservedLabels {
     pub destination: String,
 }
 
-/// The metrics and the set of destinations given their own label.
+/// The metrics, and the series of each destination given its own label
+/// (and of `other`), looked up once and then counted without the family's
+/// lock and label hashing.
 #[derive(Debug)]
 pub struct ObservedMetrics {
     requests: Family<ObservedLabels, Counter>,
     denied: Family<ObservedLabels, Counter>,
     latency: Family<ObservedLabels, Histogram, fn() -> Histogram>,
-    named: HashSet<String>,
+    named: HashMap<String, Vec<Series>>,
+    other: Vec<Series>,
+}
+
+/// The metrics of one (direction, protocol, destination).
+#[derive(Debug)]
+struct Series {
+    direction: Direction,
+    protocol: Protocol,
+    requests: Counter,
+    latency: Histogram,
+    /// Made at the first denial, so a destination never denied has no
+    /// denied series.
+    denied: Option<Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -109,20 +124,9 @@ impl ObservedMetrics {
             requests,
             denied,
             latency,
-            named: HashSet::new(),
+            named: HashMap::new(),
+            other: Vec::new(),
         }
-    }
-
-    /// The label value for `name`, bounded.
-    fn destination(&mut self, name: &str) -> String {
-        if self.named.contains(name) {
-            return name.to_owned();
-        }
-        if self.named.len() < MAX_DESTINATIONS {
-            self.named.insert(name.to_owned());
-            return name.to_owned();
-        }
-        OTHER.to_owned()
     }
 
     /// Counts one record.
@@ -131,23 +135,54 @@ impl ObservedMetrics {
             // A long stream's later report: bytes only, no new request.
             return;
         }
-        let (direction, name) = match record.direction {
-            Direction::Outbound => ("outbound", record.authority.as_str()),
-            Direction::Inbound if record.source.is_empty() => ("inbound", "internet"),
-            Direction::Inbound => ("inbound", record.source.as_str()),
+        let (direction, protocol) = (record.direction, record.protocol);
+        let name = match direction {
+            Direction::Outbound => record.authority.as_str(),
+            Direction::Inbound if record.source.is_empty() => "internet",
+            Direction::Inbound => record.source.as_str(),
         };
-        let labels = ObservedLabels {
-            direction: direction.to_owned(),
-            protocol: record.protocol.into(),
-            destination: self.destination(name),
+        let (label, list) = if self.named.contains_key(name) {
+            (name, self.named.get_mut(name).expect("just checked"))
+        } else if self.named.len() < MAX_DESTINATIONS {
+            (name, self.named.entry(name.to_owned()).or_default())
+        } else {
+            (OTHER, &mut self.other)
         };
-        self.requests.get_or_create(&labels).inc();
+        let labels = || ObservedLabels {
+            direction: match direction {
+                Direction::Outbound => "outbound",
+                Direction::Inbound => "inbound",
+            }
+            .to_owned(),
+            protocol: protocol.into(),
+            destination: label.to_owned(),
+        };
+        let at = match list
+            .iter()
+            .position(|s| s.direction == direction && s.protocol == protocol)
+        {
+            Some(at) => at,
+            None => {
+                let labels = labels();
+                list.push(Series {
+                    direction,
+                    protocol,
+                    requests: self.requests.get_or_create(&labels).clone(),
+                    latency: self.latency.get_or_create(&labels).clone(),
+                    denied: None,
+                });
+                list.len() - 1
+            }
+        };
+        let series = &mut list[at];
+        series.requests.inc();
         if record.denied {
-            self.denied.get_or_create(&labels).inc();
+            series
+                .denied
+                .get_or_insert_with(|| self.denied.get_or_create(&labels()).clone())
+                .inc();
         }
-        self.latency
-            .get_or_create(&labels)
-            .observe(record.latency_us as f64 / 1e6);
+        series.latency.observe(record.latency_us as f64 / 1e6);
     }
 }
 
@@ -162,6 +197,41 @@ mod tests {
             denied: true,
             ..Record::new(Direction::Outbound, Protocol::Tls)
         }
+    }
+
+    #[test]
+    fn each_direction_and_protocol_of_a_destination_is_its_own_series() {
+        let mut registry = Registry::default();
+        let mut metrics = ObservedMetrics::register(&mut registry);
+        let allowed = |protocol| Record {
+            authority: "pypi.org:443".into(),
+            latency_us: 1000,
+            ..Record::new(Direction::Outbound, protocol)
+        };
+        for record in [
+            allowed(Protocol::Tls),
+            allowed(Protocol::Tls),
+            allowed(Protocol::Http1),
+            record("pypi.org:443"),
+        ] {
+            metrics.observe(&record);
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let at = |metric: &str, protocol: &str| {
+            let series = format!(
+                r#"{metric}{{direction="outbound",protocol="{protocol}",destination="pypi.org:443"}} "#
+            );
+            text.lines()
+                .find_map(|l| l.strip_prefix(series.as_str()))
+                .map(str::to_owned)
+        };
+        let requests = "vigil_proxy_observed_requests_total";
+        let denied = "vigil_proxy_observed_denied_total";
+        assert_eq!(at(requests, "tls").as_deref(), Some("3"), "{text}");
+        assert_eq!(at(requests, "http1").as_deref(), Some("1"), "{text}");
+        assert_eq!(at(denied, "tls").as_deref(), Some("1"), "{text}");
+        assert_eq!(at(denied, "http1"), None, "never denied: no denied series");
     }
 
     #[test]
