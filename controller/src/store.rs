@@ -418,10 +418,7 @@ impl Store {
             }
             // Rewritten whole by each step: the last step's is the state.
             if let Some(growth) = all.iter().rev().find_map(|c| c.growth.as_ref()) {
-                tables
-                    .meta
-                    .insert(GROWTH_KEY, encode("growth", growth)?.as_str())
-                    .map_err(io("write"))?;
+                put(&mut tables.meta, GROWTH_KEY, "growth", growth)?;
             }
             // The history window moves forward: trimming to the newest
             // step's edge trims for every step.
@@ -438,6 +435,19 @@ impl Store {
         }
         tx.commit().map_err(io("commit"))
     }
+}
+
+/// Writes `value` as JSON under `key` in a table of JSON rows.
+fn put(
+    table: &mut redb::Table<'_, &'static str, &'static str>,
+    key: &str,
+    what: &'static str,
+    value: &impl serde::Serialize,
+) -> Result<(), StoreError> {
+    table
+        .insert(key, encode(what, value)?.as_str())
+        .map_err(io("write"))?;
+    Ok(())
 }
 
 /// Every table, opened once for a whole write transaction (a group of
@@ -481,15 +491,10 @@ impl<'tx> Tables<'tx> {
     fn write(&mut self, changes: &Changes) -> Result<(), StoreError> {
         let e = io("write");
         if let Some(modes) = &changes.modes {
-            self.meta
-                .insert(MODES_KEY, encode("modes", modes)?.as_str())
-                .map_err(e)?;
+            put(&mut self.meta, MODES_KEY, "modes", modes)?;
         }
         for (id, record) in &changes.workloads {
-            let json = encode("workload", record)?;
-            self.workloads
-                .insert(id.to_string().as_str(), json.as_str())
-                .map_err(e)?;
+            put(&mut self.workloads, &id.to_string(), "workload", record)?;
         }
         if let Some(namespace) = &changes.baseline_reset {
             self.reset_baseline(namespace.as_deref())?;
@@ -509,11 +514,7 @@ impl<'tx> Tables<'tx> {
         for (id, quarantine) in &changes.quarantine {
             let key = id.to_string();
             match quarantine {
-                Some(q) => {
-                    self.quarantine
-                        .insert(key.as_str(), encode("quarantine", q)?.as_str())
-                        .map_err(e)?;
-                }
+                Some(q) => put(&mut self.quarantine, &key, "quarantine", q)?,
                 None => {
                     self.quarantine.remove(key.as_str()).map_err(e)?;
                 }
@@ -544,16 +545,15 @@ impl<'tx> Tables<'tx> {
                 .map_err(e)?;
         }
         for alert in &changes.alerts {
-            let json = encode("alert", alert)?;
-            self.alerts
-                .insert(alert.key().as_str(), json.as_str())
-                .map_err(e)?;
+            put(&mut self.alerts, &alert.key(), "alert", alert)?;
         }
         for (profile, baseline) in &changes.resource_baselines {
-            let json = encode("CPU baseline", baseline)?;
-            self.resource_baselines
-                .insert(profile.to_string().as_str(), json.as_str())
-                .map_err(e)?;
+            put(
+                &mut self.resource_baselines,
+                &profile.to_string(),
+                "CPU baseline",
+                baseline,
+            )?;
         }
         if let Some((instance, seq, at)) = &changes.report_seq {
             self.report_seqs
