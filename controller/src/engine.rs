@@ -593,7 +593,8 @@ impl Engine {
     /// [`Engine::commit`] of several steps in one transaction.
     fn commit_all(&mut self, all: &[&Changes]) -> Result<(), StoreError> {
         let start = std::time::Instant::now();
-        let result = self.store.write_all(all);
+        let graph = &self.graph;
+        let result = self.store.write_all(all, |edge| graph.edge(edge));
         self.metrics
             .commit_seconds
             .observe(start.elapsed().as_secs_f64());

@@ -136,8 +136,10 @@ pub struct Changes {
     pub baseline_edges: Vec<EdgeKey>,
     /// API endpoints added to the baseline: (edge, `METHOD path`).
     pub baseline_endpoints: Vec<(EdgeKey, String)>,
-    /// Edges whose statistics changed.
-    pub edges: Vec<(EdgeKey, EdgeStats)>,
+    /// Edges whose statistics changed: written with the statistics the
+    /// caller's graph holds when the group is written (see
+    /// [`Store::write_all`]), once per group however many steps name them.
+    pub edges: Vec<EdgeKey>,
     /// Alerts created or updated.
     pub alerts: Vec<Alert>,
     /// The report batch applied: (sidecar process, seq, unix seconds).
@@ -392,14 +394,26 @@ impl Store {
         self.fail_next.clone()
     }
 
-    /// Writes `changes` in one durable transaction.
+    /// Writes `changes`, which name no edge statistics (those come from a
+    /// graph: see [`Store::write_all`]), in one durable transaction.
     pub fn write(&self, changes: &Changes) -> Result<(), StoreError> {
-        self.write_all(&[changes])
+        debug_assert!(
+            changes.edges.is_empty(),
+            "edges are written with their graph"
+        );
+        self.write_all(&[changes], |_| None)
     }
 
     /// Writes several steps' changes, in order, in one durable transaction
-    /// (a group commit: one fsync for all of them, or nothing written).
-    pub fn write_all(&self, all: &[&Changes]) -> Result<(), StoreError> {
+    /// (a group commit: one fsync for all of them, or nothing written). The
+    /// edges they name are written once each, with their statistics from
+    /// `stats` (the graph as the group left it; an edge it no longer has
+    /// is not written).
+    pub fn write_all<'g>(
+        &self,
+        all: &[&Changes],
+        stats: impl Fn(&EdgeKey) -> Option<&'g EdgeStats>,
+    ) -> Result<(), StoreError> {
         #[cfg(test)]
         if self
             .fail_next
@@ -419,6 +433,17 @@ impl Store {
             // Rewritten whole by each step: the last step's is the state.
             if let Some(growth) = all.iter().rev().find_map(|c| c.growth.as_ref()) {
                 put(&mut tables.meta, GROWTH_KEY, "growth", growth)?;
+            }
+            let touched: std::collections::BTreeSet<&EdgeKey> =
+                all.iter().flat_map(|c| &c.edges).collect();
+            for edge in touched {
+                if let Some(stats) = stats(edge) {
+                    let (a, b) = (edge.0.to_string(), edge.1.to_string());
+                    tables
+                        .edges
+                        .insert((a.as_str(), b.as_str()), encode("edge", stats)?.as_str())
+                        .map_err(io("write"))?;
+                }
             }
             // The history window moves forward: trimming to the newest
             // step's edge trims for every step.
@@ -486,8 +511,8 @@ impl<'tx> Tables<'tx> {
         })
     }
 
-    /// Writes one step's `changes` (but its growth and its history trim,
-    /// which [`Store::write_all`] writes once for the group).
+    /// Writes one step's `changes` (but its edges, growth and history
+    /// trim, which [`Store::write_all`] writes once for the group).
     fn write(&mut self, changes: &Changes) -> Result<(), StoreError> {
         let e = io("write");
         if let Some(modes) = &changes.modes {
@@ -535,13 +560,6 @@ impl<'tx> Tables<'tx> {
             let (a, b) = (a.to_string(), b.to_string());
             self.baseline_endpoints
                 .insert((a.as_str(), b.as_str(), endpoint.as_str()), ())
-                .map_err(e)?;
-        }
-        for ((a, b), stats) in &changes.edges {
-            let (a, b) = (a.to_string(), b.to_string());
-            let json = encode("edge", stats)?;
-            self.edges
-                .insert((a.as_str(), b.as_str()), json.as_str())
                 .map_err(e)?;
         }
         for alert in &changes.alerts {
@@ -640,19 +658,19 @@ mod tests {
         alert.upgrade();
         {
             let store = Store::open(dir.path()).unwrap();
-            store
-                .write(&Changes {
-                    modes: Some(modes.clone()),
-                    workloads: vec![(web.clone(), record.clone())],
-                    baseline_workloads: vec![web.clone()],
-                    baseline_edges: vec![edge.clone()],
-                    baseline_endpoints: vec![(edge.clone(), "GET /simple/{name}".into())],
-                    edges: vec![(edge.clone(), stats.clone())],
-                    alerts: vec![alert.clone()],
-                    report_seq: Some(("abc".into(), 7, crate::model::now_unix())),
-                    ..Changes::default()
-                })
-                .unwrap();
+            let changes = Changes {
+                modes: Some(modes.clone()),
+                workloads: vec![(web.clone(), record.clone())],
+                baseline_workloads: vec![web.clone()],
+                baseline_edges: vec![edge.clone()],
+                baseline_endpoints: vec![(edge.clone(), "GET /simple/{name}".into())],
+                edges: vec![edge.clone()],
+                alerts: vec![alert.clone()],
+                report_seq: Some(("abc".into(), 7, crate::model::now_unix())),
+                ..Changes::default()
+            };
+            let graph_stats = |e: &EdgeKey| (*e == edge).then_some(&stats);
+            store.write_all(&[&changes], graph_stats).unwrap();
         }
         let loaded = Store::open(dir.path()).unwrap().load().unwrap();
         assert_eq!(loaded.modes, modes);
@@ -751,7 +769,9 @@ mod tests {
             step(200, 2, 150, Some(200)),
             step(210, 3, 120, None),
         ];
-        store.write_all(&group.iter().collect::<Vec<_>>()).unwrap();
+        store
+            .write_all(&group.iter().collect::<Vec<_>>(), |_| None)
+            .unwrap();
         let loaded = store.load().unwrap();
         let rows: Vec<u64> = loaded.history.0.iter().map(|s| s.at).collect();
         assert_eq!(
@@ -762,6 +782,31 @@ mod tests {
         assert_eq!(
             loaded.growth["lab"].last, 200,
             "the last step that grew; a step without growth keeps it"
+        );
+    }
+
+    #[test]
+    fn a_group_writes_each_edge_once_as_the_graph_left_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let nb = NodeId::Workload(WorkloadId::new("lab", "nb").unwrap());
+        let pypi = (nb.clone(), NodeId::External("pypi.org:443".into()));
+        let gone = (nb, NodeId::External("gone.example:443".into()));
+        let step = |edges: Vec<EdgeKey>| Changes {
+            edges,
+            ..Changes::default()
+        };
+        let (a, b) = (step(vec![pypi.clone(), gone]), step(vec![pypi.clone()]));
+        let latest = EdgeStats {
+            requests: 12,
+            ..EdgeStats::default()
+        };
+        let graph = |e: &EdgeKey| (*e == pypi).then_some(&latest);
+        store.write_all(&[&a, &b], graph).unwrap();
+        assert_eq!(
+            store.load().unwrap().edges,
+            [(pypi.clone(), latest.clone())],
+            "the graph's statistics after the group; an edge it no longer has is not written"
         );
     }
 
@@ -785,10 +830,10 @@ mod tests {
         store
             .fail_switch()
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        assert!(store.write_all(&[&a, &b]).is_err());
+        assert!(store.write_all(&[&a, &b], |_| None).is_err());
         let loaded = store.load().unwrap();
         assert!(loaded.baseline.is_empty() && loaded.report_seqs.is_empty());
-        store.write_all(&[&a, &b]).unwrap();
+        store.write_all(&[&a, &b], |_| None).unwrap();
         drop(store);
         let loaded = Store::open(dir.path()).unwrap().load().unwrap();
         assert_eq!(loaded.baseline.len(), (0, 2), "both steps, one transaction");

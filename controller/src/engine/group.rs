@@ -378,13 +378,8 @@ impl Engine {
             growth.grew(now, learned_now);
             changes.growth = Some(self.growth.clone());
         }
-        changes.edges = touched
-            .into_iter()
-            .filter_map(|edge| {
-                let stats = self.graph.edge(&edge)?.clone();
-                Some((edge, stats))
-            })
-            .collect();
+        // Their statistics are read from the graph when the group is written.
+        changes.edges = touched.into_iter().collect();
         self.remember_audit(&changes);
         self.dropped = self.dropped.saturating_add(batch.dropped);
         Some(changes)
