@@ -392,7 +392,7 @@ pub fn init_container(args: &SidecarArgs, istio: bool) -> Value {
 /// The `vigil-proxy` container, with the pod's identity.
 pub fn proxy_container(args: &SidecarArgs, identity: &Identity) -> Value {
     let env = |name: &str, value: &str| json!({"name": name, "value": value});
-    json!({
+    let mut container = json!({
         "name": PROXY_CONTAINER,
         "image": args.proxy_image,
         "imagePullPolicy": args.proxy_image_pull_policy,
@@ -425,6 +425,26 @@ pub fn proxy_container(args: &SidecarArgs, identity: &Identity) -> Value {
         "readinessProbe": {"httpGet": {"path": "/ready", "port": ADMIN_PORT}, "periodSeconds": 5},
         "livenessProbe": {"httpGet": {"path": "/live", "port": ADMIN_PORT}, "periodSeconds": 10},
         "volumeMounts": [{"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true}],
+    });
+    if let Some(threads) = worker_threads(args) {
+        container["env"]
+            .as_array_mut()
+            .expect("env is a list")
+            .push(threads);
+    }
+    container
+}
+
+/// How many data-path threads the sidecar runs. With a CPU limit the
+/// proxy reads its cgroup quota itself (`--worker-threads 0`); without one
+/// it would size itself to every CPU of the node (64 threads on a 64-core
+/// node, for a sidecar that asked for 10m), so its CPU request sizes it:
+/// the request in whole cores, rounded up (10m: one thread), through the
+/// downward API, so a pod's own request, if raised, counts.
+fn worker_threads(args: &SidecarArgs) -> Option<Value> {
+    (args.proxy_cpu_limit.is_empty() && !args.proxy_cpu_request.is_empty()).then(|| {
+        json!({"name": "VIGIL_WORKER_THREADS", "valueFrom": {"resourceFieldRef": {
+            "containerName": PROXY_CONTAINER, "resource": "requests.cpu", "divisor": "1"}}})
     })
 }
 

@@ -204,3 +204,37 @@ fn sidecar_settings_come_from_the_flags() {
         "vigil-sidecar-token"
     );
 }
+
+#[test]
+fn without_a_cpu_limit_the_sidecars_cpu_request_sizes_its_data_path() {
+    let threads = |args: &SidecarArgs| {
+        let out = inject(&pod(json!({})), &ns(&[(INJECT, "enabled")], &[]), args);
+        out["spec"]["containers"][1]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "VIGIL_WORKER_THREADS")
+            .cloned()
+    };
+    // (cpu request, cpu limit, the env var's source)
+    let cases = [
+        (
+            "10m",
+            "",
+            Some(
+                json!({"resourceFieldRef": {"containerName": "vigil-proxy", "resource": "requests.cpu", "divisor": "1"}}),
+            ),
+        ),
+        ("10m", "500m", None),
+        ("", "", None),
+    ];
+    for (request, limit, want) in cases {
+        let args = SidecarArgs {
+            proxy_cpu_request: request.into(),
+            proxy_cpu_limit: limit.into(),
+            ..SidecarArgs::default()
+        };
+        let got = threads(&args).map(|e| e["valueFrom"].clone());
+        assert_eq!(got, want, "request {request:?}, limit {limit:?}");
+    }
+}
