@@ -339,10 +339,14 @@ impl Engine {
         }
     }
 
-    /// Applies a registration in memory and returns what to write, and
-    /// whether the workload moved to another profile (see
+    /// Applies a registration in memory and returns what to write, whether
+    /// the workload moved to another profile, and the workloads it took an
+    /// inbound address from (their source IPs change too; see
     /// [`Engine::registered`], once it is written).
-    fn stage_register(&mut self, registration: &Registration) -> (Changes, bool) {
+    fn stage_register(
+        &mut self,
+        registration: &Registration,
+    ) -> (Changes, bool, BTreeSet<WorkloadId>) {
         let Registration {
             id,
             addrs,
@@ -360,6 +364,8 @@ impl Engine {
             .inventory
             .get(id)
             .map(|_| self.inventory.profile_of(id));
+        let mut displaced = self.inventory.owners_of(addrs);
+        displaced.remove(id);
         self.inventory.register(id, addrs, version, from, now);
         let record = self.inventory.set_labels(id, tenant, profile).clone();
         let member = self.inventory.profile_of(id);
@@ -382,14 +388,15 @@ impl Engine {
             self.raise(&mut changes, verdict, id, About::default(), hits, now);
         }
         tracing::info!(workload = %id, ?addrs, "sidecar registered");
-        (changes, moved)
+        (changes, moved, displaced)
     }
 
     /// Once the registrations of `ids` are written: they are connected,
     /// and their own policies and those that name them (their addresses,
-    /// their source IPs) are published; no other policy changes, unless
-    /// one `moved` to another profile (every policy then).
-    fn registered(&mut self, ids: &[WorkloadId], moved: bool) {
+    /// their source IPs), or name a workload they took an address from
+    /// (`displaced`), are published; no other policy changes, unless one
+    /// `moved` to another profile (every policy then).
+    fn registered(&mut self, ids: &[WorkloadId], displaced: &BTreeSet<WorkloadId>, moved: bool) {
         for id in ids {
             self.inventory.set_connected(id, true);
         }
@@ -399,7 +406,8 @@ impl Engine {
         if moved {
             self.republish(None);
         } else {
-            let affected = policy::affected(&[], &[], ids, &self.baseline, &self.inventory);
+            let changed: Vec<WorkloadId> = ids.iter().chain(displaced).cloned().collect();
+            let affected = policy::affected(&[], &[], &changed, &self.baseline, &self.inventory);
             self.republish(Some(&affected));
         }
         for id in ids {

@@ -148,6 +148,15 @@ impl Inventory {
         &self.workloads[id]
     }
 
+    /// The workloads that own `addrs` now (see [`Inventory::register`]:
+    /// the newest registration owns an address), each once.
+    pub fn owners_of(&self, addrs: &[SocketAddr]) -> BTreeSet<WorkloadId> {
+        addrs
+            .iter()
+            .filter_map(|addr| self.by_addr.get(addr).cloned())
+            .collect()
+    }
+
     /// Records the tenant and profile a sidecar of `id` registered with.
     pub fn set_labels(&mut self, id: &WorkloadId, tenant: &str, profile: &str) -> &WorkloadRecord {
         self.unindex(id);

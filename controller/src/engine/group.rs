@@ -59,6 +59,8 @@ enum Waiting {
         id: WorkloadId,
         /// It moved to another profile.
         moved: bool,
+        /// Workloads it took an inbound address from.
+        displaced: BTreeSet<WorkloadId>,
         reply: oneshot::Sender<Result<PolicyRx, EngineError>>,
     },
 }
@@ -97,12 +99,13 @@ impl Staged {
         registration: &Registration,
         reply: oneshot::Sender<Result<PolicyRx, EngineError>>,
     ) -> Self {
-        let (changes, moved) = engine.stage_register(registration);
+        let (changes, moved, displaced) = engine.stage_register(registration);
         Staged {
             changes: Some(changes),
             waiting: Waiting::Register {
                 id: registration.id.clone(),
                 moved,
+                displaced,
                 reply,
             },
         }
@@ -268,6 +271,7 @@ impl Engine {
         };
         let (mut edges, mut quarantined) = (Vec::new(), Vec::new());
         let (mut registered, mut moved, mut streams) = (Vec::new(), false, Vec::new());
+        let mut displaced = BTreeSet::new();
         for Staged { changes, waiting } in group.drain(..) {
             match waiting {
                 Waiting::Report {
@@ -298,6 +302,7 @@ impl Engine {
                 Waiting::Register {
                     id,
                     moved: it_moved,
+                    displaced: its_displaced,
                     reply,
                 } => match &failed {
                     Some(e) => {
@@ -306,6 +311,7 @@ impl Engine {
                     }
                     None => {
                         moved |= it_moved;
+                        displaced.extend(its_displaced);
                         registered.push(id.clone());
                         streams.push((id, reply));
                     }
@@ -313,7 +319,7 @@ impl Engine {
             }
         }
         if !registered.is_empty() {
-            self.registered(&registered, moved);
+            self.registered(&registered, &displaced, moved);
             for (id, reply) in streams {
                 let rx = self.policies.subscribe(&id).expect("published above");
                 replies.push(Box::new(move || drop(reply.send(Ok(rx)))));

@@ -873,6 +873,17 @@ async fn a_registering_sidecar_changes_only_the_policies_of_its_peers() {
         .unwrap();
     assert!(db.has_changed().unwrap() && !web.has_changed().unwrap());
     assert!(db.borrow_and_update().source_ips["default/nb-1"].contains(&addr(33).ip()));
+    // A new pod takes that address (a reused IP): nb-1 no longer calls from
+    // it, and db, which names nb-1, learns so at once.
+    h.register(reg(id("nb-x"), vec![addr(33)], None))
+        .await
+        .unwrap();
+    assert!(db.has_changed().unwrap() && !web.has_changed().unwrap());
+    let ips = db.borrow_and_update().source_ips["default/nb-1"].clone();
+    assert!(
+        !ips.contains(&addr(33).ip()) && ips.contains(&addr(3).ip()),
+        "{ips:?}"
+    );
     stop(h, thread).await;
 }
 
