@@ -792,6 +792,8 @@ fn assert_probe_installed(kit: &Kit, target: &Path) {
 
 /// nginx + fcgiwrap serving `git http-backend` (git's smart HTTP server) for
 /// the repositories under `repos`; returns nginx, fcgiwrap and the port.
+/// nginx runs as one process (`master_process off`): a worker of its own
+/// would outlive the test when the test kills it.
 fn git_server(dir: &Path, repos: &Path) -> (Proc, Proc, u16) {
     let exec_path = succeed("git --exec-path", Command::new("git").arg("--exec-path"));
     let backend = Path::new(exec_path.trim()).join("git-http-backend");
@@ -812,7 +814,7 @@ fn git_server(dir: &Path, repos: &Path) -> (Proc, Proc, u16) {
     let conf = format!(
         r#"daemon off;
 {user}
-worker_processes 1;
+master_process off;
 error_log stderr;
 pid {d}/nginx.pid;
 events {{ worker_connections 64; }}
