@@ -270,7 +270,7 @@ impl Engine {
             Err(e) => Some(Arc::new(e)),
         };
         let (mut edges, mut quarantined) = (Vec::new(), Vec::new());
-        let (mut registered, mut moved, mut streams) = (Vec::new(), false, Vec::new());
+        let (mut moved, mut streams) = (false, Vec::new());
         let mut displaced = BTreeSet::new();
         for Staged { changes, waiting } in group.drain(..) {
             match waiting {
@@ -312,13 +312,13 @@ impl Engine {
                     None => {
                         moved |= it_moved;
                         displaced.extend(its_displaced);
-                        registered.push(id.clone());
                         streams.push((id, reply));
                     }
                 },
             }
         }
-        if !registered.is_empty() {
+        if !streams.is_empty() {
+            let registered: Vec<WorkloadId> = streams.iter().map(|(id, _)| id.clone()).collect();
             self.registered(&registered, &displaced, moved);
             for (id, reply) in streams {
                 let rx = self.policies.subscribe(&id).expect("published above");
