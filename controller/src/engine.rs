@@ -53,7 +53,7 @@ pub struct Options {
 }
 
 /// The controller's snapshot pace: after reports alone, the API reads a
-/// state at most this old (or four times the last snapshot's build time,
+/// state at most this old (or ten times the last snapshot's build time,
 /// when that is longer).
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
@@ -142,6 +142,8 @@ struct Engine {
     growth: BTreeMap<String, Growth>,
     /// CPU baselines per profile and the state of each pod.
     resources: crate::resource::Tracker,
+    /// The edge views kept between snapshots.
+    views: snapshot::EdgeViews,
 }
 
 /// Loads the state from `store` and starts the engine thread, with the
@@ -188,6 +190,7 @@ pub fn spawn_with(
         options,
         growth: BTreeMap::new(),
         resources: crate::resource::Tracker::default(),
+        views: snapshot::EdgeViews::default(),
     };
     engine.load_state(loaded);
     let alerts_tx = engine.alert_events.clone();
@@ -208,8 +211,8 @@ pub fn spawn_with(
 }
 
 impl Engine {
-    fn snapshot(&self) -> Snapshot {
-        snapshot::build(&Parts {
+    fn snapshot(&mut self) -> Snapshot {
+        let parts = Parts {
             modes: &self.modes,
             inventory: &self.inventory,
             graph: &self.graph,
@@ -218,12 +221,15 @@ impl Engine {
             dropped: self.dropped,
             quarantined: &self.quarantined,
             growth: &self.growth,
-        })
+        };
+        snapshot::build_with(&parts, &mut self.views)
     }
 
     /// Applies one command; returns its reply, to be sent once the snapshot
     /// that includes it is published.
     fn apply(&mut self, cmd: Command) -> Option<Reply> {
+        // Whatever it changes, the next snapshot rebuilds every edge view.
+        self.views.invalidate();
         match cmd {
             Command::Register {
                 registration,
@@ -554,6 +560,7 @@ impl Engine {
     /// Replaces the durable state in memory with what was `loaded`
     /// (connection counts and policy channels stay).
     fn load_state(&mut self, loaded: Loaded) {
+        self.views.invalidate();
         self.modes = loaded.modes;
         self.baseline = loaded.baseline;
         self.alerts = loaded

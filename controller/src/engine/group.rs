@@ -14,8 +14,10 @@
 //! accepted alert, discovered workloads, threat lists) is answered only
 //! once the snapshot that includes it is out, as before; sidecars' reports
 //! and registrations publish a snapshot at most every `publish_every` (and
-//! at least four times the time the last snapshot took to build apart), so
-//! the API reads a whole, consistent state that is at most that old.
+//! at least [`BUILD_SHARE`] times the time the last snapshot took to build
+//! apart), so the API reads a whole, consistent state that is at most that
+//! old. A snapshot rebuilds only the edge views that changed since the last
+//! one (see [`crate::snapshot::EdgeViews`]).
 //! Policies are not paced: a change recompiles the policies it can alter
 //! (see [`policy::affected`]) at once.
 
@@ -36,6 +38,11 @@ use crate::store::Changes;
 /// Commands applied in one round, at most (one store transaction for the
 /// reports among them).
 pub(super) const GROUP: usize = 1024;
+
+/// Snapshots built for reports alone are at least this many times their
+/// build time apart: building takes at most about a tenth of the engine
+/// thread however large the graph, and the rest goes to reports.
+pub(super) const BUILD_SHARE: u32 = 10;
 
 /// A report or a registration applied in memory, waiting for its group's
 /// transaction.
@@ -137,7 +144,7 @@ impl Pace {
         if self.snapshot_every.is_zero() {
             Duration::ZERO
         } else {
-            self.snapshot_every.max(self.build * 4)
+            self.snapshot_every.max(self.build * BUILD_SHARE)
         }
     }
 
@@ -285,6 +292,12 @@ impl Engine {
                             Err(EngineError::Store(e.clone()))
                         }
                         (Some(mut changes), None) => {
+                            self.views.touch(changes.edges.drain(..));
+                            // What the baseline learned shows on every
+                            // edge of the profiles it learned for.
+                            let learned = (changes.baseline_edges.iter())
+                                .chain(changes.baseline_endpoints.iter().map(|(edge, _)| edge));
+                            self.views.learned(learned, &self.inventory, &self.graph);
                             self.metrics.report(ReportResult::applied);
                             self.metrics.observations.inc_by(observations as u64);
                             if let Some((_, _, seen, _)) = changes.history.take() {
@@ -310,6 +323,7 @@ impl Engine {
                         replies.push(Box::new(move || drop(reply.send(Err(e)))));
                     }
                     None => {
+                        self.views.invalidate();
                         moved |= it_moved;
                         displaced.extend(its_displaced);
                         streams.push((id, reply));

@@ -3,6 +3,7 @@
 //! function), so a graph of 5,000 edges is not re-sent for one new request.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -92,7 +93,7 @@ pub struct Delta {
     /// Nodes, removed by id.
     pub nodes: Changes<NodeView, String>,
     /// Edges, removed by `[source, target]`.
-    pub edges: Changes<EdgeView, (String, String)>,
+    pub edges: Changes<Arc<EdgeView>, (String, String)>,
     /// Alerts, removed by [`alert_id`].
     pub alerts: Changes<Alert, String>,
     /// The modes, when they changed.
@@ -130,12 +131,22 @@ fn diff_by<T: Clone + PartialEq, K: Eq + std::hash::Hash + Clone>(
     new: &[T],
     key: impl Fn(&T) -> K,
 ) -> Changes<T, K> {
+    diff_with(old, new, key, T::eq)
+}
+
+/// [`diff_by`] with `same` telling whether an item is unchanged.
+fn diff_with<T: Clone, K: Eq + std::hash::Hash + Clone>(
+    old: &[T],
+    new: &[T],
+    key: impl Fn(&T) -> K,
+    same: impl Fn(&T, &T) -> bool,
+) -> Changes<T, K> {
     let before: HashMap<K, &T> = old.iter().map(|t| (key(t), t)).collect();
     let mut seen = std::collections::HashSet::with_capacity(new.len());
     let mut changes = Changes::default();
     for item in new {
         let k = key(item);
-        if before.get(&k).is_none_or(|old| *old != item) {
+        if before.get(&k).is_none_or(|old| !same(old, item)) {
             changes.upsert.push(item.clone());
         }
         seen.insert(k);
@@ -155,9 +166,14 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> Delta {
     let modes = (ModesView::of(old) != ModesView::of(new)).then(|| ModesView::of(new));
     Delta {
         nodes: diff_by(&old.graph.nodes, &new.graph.nodes, |n| n.id.clone()),
-        edges: diff_by(&old.graph.edges, &new.graph.edges, |e| {
-            (e.source.clone(), e.target.clone())
-        }),
+        // An edge whose view the engine did not rebuild is the same
+        // allocation in both snapshots: no field-by-field comparison.
+        edges: diff_with(
+            &old.graph.edges,
+            &new.graph.edges,
+            |e| (e.source.clone(), e.target.clone()),
+            |a, b| Arc::ptr_eq(a, b) || a == b,
+        ),
         alerts: diff_by(&old.alerts, &new.alerts, alert_id),
         modes,
         counts: (old.counts != new.counts).then(|| new.counts.clone()),

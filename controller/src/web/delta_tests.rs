@@ -18,8 +18,8 @@ fn node(id: &str, in_baseline: bool) -> NodeView {
     }
 }
 
-fn edge(source: &str, target: &str, requests: u64, violation: bool) -> EdgeView {
-    EdgeView {
+fn edge(source: &str, target: &str, requests: u64, violation: bool) -> Arc<EdgeView> {
+    Arc::new(EdgeView {
         source: source.into(),
         target: target.into(),
         requests,
@@ -36,7 +36,7 @@ fn edge(source: &str, target: &str, requests: u64, violation: bool) -> EdgeView 
         baseline_endpoints: Vec::new(),
         first_seen: "2026-01-01T00:00:00Z".into(),
         last_seen: "2026-01-01T00:00:00Z".into(),
-    }
+    })
 }
 
 fn alert(workload: &str, destination: &str, count: u64) -> Alert {
@@ -48,7 +48,7 @@ fn alert(workload: &str, destination: &str, count: u64) -> Alert {
     .expect("an alert")
 }
 
-fn snap(nodes: Vec<NodeView>, edges: Vec<EdgeView>, alerts: Vec<Alert>) -> Snapshot {
+fn snap(nodes: Vec<NodeView>, edges: Vec<Arc<EdgeView>>, alerts: Vec<Alert>) -> Snapshot {
     Snapshot {
         graph: GraphView { nodes, edges },
         alerts,
@@ -72,7 +72,7 @@ fn only_what_changed_is_sent() {
         old: Snapshot,
         new: Snapshot,
         nodes: (Vec<NodeView>, Vec<String>),
-        edges: (Vec<EdgeView>, Vec<(String, String)>),
+        edges: (Vec<Arc<EdgeView>>, Vec<(String, String)>),
         alerts: (Vec<Alert>, Vec<String>),
     }
     let cases = vec![
@@ -200,7 +200,7 @@ fn a_delta_is_small_beside_the_whole_graph() {
     let nodes: Vec<NodeView> = (0..500)
         .map(|i| node(&format!("ns{}/w{i}", i % 10), true))
         .collect();
-    let edges: Vec<EdgeView> = (0..5000)
+    let edges: Vec<Arc<EdgeView>> = (0..5000)
         .map(|i| {
             edge(
                 &nodes[i % 500].id,
@@ -212,7 +212,7 @@ fn a_delta_is_small_beside_the_whole_graph() {
         .collect();
     let old = snap(nodes.clone(), edges.clone(), vec![]);
     let mut new = old.clone();
-    new.graph.edges[42].requests += 1;
+    Arc::make_mut(&mut new.graph.edges[42]).requests += 1;
     let full = serde_json::to_string(&Full::of(&new)).unwrap();
     let delta = serde_json::to_string(&diff(&old, &new)).unwrap();
     assert!(

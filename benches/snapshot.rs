@@ -1,0 +1,143 @@
+//! Micro-benchmark of the controller's snapshot: the graph view the API and
+//! the web view read, built on the engine thread after changes. A graph of
+//! 5,000 workloads with 10 destinations each (50,000 edges, all in the
+//! baseline), built from scratch and from the views kept since the last
+//! snapshot with 1% and 10% of the edges touched (a second of reports
+//! touches the edges that carried traffic in it).
+//!
+//! `cargo bench --bench snapshot`
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use vigil_controller::baseline::Baseline;
+use vigil_controller::graph::Graph;
+use vigil_controller::inventory::{Discovered, Inventory};
+use vigil_controller::model::{
+    Direction, EdgeKey, Modes, NodeId, Observation, Protocol, WorkloadId,
+};
+use vigil_controller::snapshot::{EdgeViews, Parts, build, build_with};
+
+const WORKLOADS: usize = 5_000;
+const DESTINATIONS: usize = 10;
+
+struct State {
+    modes: Modes,
+    inventory: Inventory,
+    graph: Graph,
+    baseline: Baseline,
+    edges: Vec<EdgeKey>,
+}
+
+impl State {
+    fn parts(&self) -> Parts<'_> {
+        static EMPTY_ALERTS: BTreeMap<String, vigil_controller::model::Alert> = BTreeMap::new();
+        static EMPTY_QUARANTINED: BTreeMap<WorkloadId, vigil_controller::model::Quarantine> =
+            BTreeMap::new();
+        static EMPTY_GROWTH: BTreeMap<String, vigil_controller::stability::Growth> =
+            BTreeMap::new();
+        Parts {
+            modes: &self.modes,
+            inventory: &self.inventory,
+            graph: &self.graph,
+            baseline: &self.baseline,
+            alerts: &EMPTY_ALERTS,
+            dropped: 0,
+            quarantined: &EMPTY_QUARANTINED,
+            growth: &EMPTY_GROWTH,
+        }
+    }
+}
+
+fn observation(authority: &str) -> Observation {
+    Observation {
+        direction: Direction::Outbound,
+        protocol: Protocol::Http1,
+        source: None,
+        claimed_source: None,
+        claimed_authority: None,
+        source_ip: None,
+        authority: authority.into(),
+        resolved_addr: None,
+        method: "GET".into(),
+        path: "/api/items/{id}".into(),
+        status: 200,
+        count: 3,
+        denied: 0,
+        bytes_in: 300,
+        bytes_out: 2000,
+        latency_sum_us: 4500,
+    }
+}
+
+fn state() -> State {
+    let mut state = State {
+        modes: Modes::default(),
+        inventory: Inventory::default(),
+        graph: Graph::default(),
+        baseline: Baseline::default(),
+        edges: Vec::new(),
+    };
+    let now = 1_800_000_000;
+    for w in 0..WORKLOADS {
+        let id = WorkloadId::new("load", &format!("w{w}")).expect("a name");
+        state.inventory.discover(
+            &Discovered {
+                id: id.clone(),
+                ..Discovered::default()
+            },
+            now,
+        );
+        for d in 0..DESTINATIONS {
+            let target = if d % 2 == 0 {
+                NodeId::Workload(
+                    WorkloadId::new("load", &format!("w{}", (w + d + 1) % WORKLOADS))
+                        .expect("a name"),
+                )
+            } else {
+                NodeId::External(format!("svc-{}.example.com:443", (w * 7 + d) % 2000))
+            };
+            let edge = (NodeId::Workload(id.clone()), target);
+            state
+                .graph
+                .record(&edge, &observation(&edge.1.to_string()), now);
+            state.baseline.learn_edge(&edge);
+            state.edges.push(edge);
+        }
+    }
+    state
+}
+
+fn snapshot(c: &mut Criterion) {
+    let state = state();
+    let mut group = c.benchmark_group("snapshot");
+    group.sample_size(10);
+    group.bench_function("build/50k_edges", |b| {
+        b.iter(|| black_box(build(&state.parts())))
+    });
+    for touched in [state.edges.len() / 100, state.edges.len() / 10] {
+        let mut views = EdgeViews::default();
+        build_with(&state.parts(), &mut views);
+        group.bench_function(format!("kept_views/50k_edges_{touched}_touched"), |b| {
+            b.iter_batched_ref(
+                || (),
+                |()| {
+                    views.touch(
+                        state
+                            .edges
+                            .iter()
+                            .step_by(state.edges.len() / touched)
+                            .cloned(),
+                    );
+                    black_box(build_with(&state.parts(), &mut views))
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, snapshot);
+criterion_main!(benches);
