@@ -92,6 +92,12 @@ fn upgrade_value(headers: &HeaderMap) -> Option<HeaderValue> {
 /// Removes every hop-by-hop field: `Connection`, the fields it names, and
 /// the fixed list of RFC 9110 section 7.6.1.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Usually there are none: one pass over the few fields a request has
+    // (names compared, standard ones as enum tags) instead of a hashed
+    // removal per hop-by-hop name.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     // Collected before removing (a Vec only when Connection names any).
     let named: Vec<HeaderName> = tokens(headers, &header::CONNECTION)
         .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())

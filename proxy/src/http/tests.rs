@@ -47,6 +47,32 @@ fn strips_hop_by_hop_and_keeps_end_to_end_fields() {
     );
 }
 
+/// Each hop-by-hop field is removed when it is the only one (the check
+/// that skips requests without any must not miss one), and a request
+/// without any is left as it came.
+#[test]
+fn each_hop_by_hop_field_alone_is_removed() {
+    let cases = [
+        ("connection", "close"),
+        ("proxy-connection", "keep-alive"),
+        ("keep-alive", "timeout=5"),
+        ("Keep-Alive", "timeout=5"),
+        ("proxy-authorization", "Basic x"),
+        ("proxy-authenticate", "Basic"),
+        ("te", "trailers"),
+        ("transfer-encoding", "chunked"),
+        ("upgrade", "websocket"),
+    ];
+    for (name, value) in cases {
+        let mut h = headers(&[(name, value), ("accept", "*/*")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(lines(&h), ["accept: */*"], "{name}");
+    }
+    let mut h = headers(&[("host", "api:80"), ("accept", "*/*"), ("x-a", "1")]);
+    strip_hop_by_hop(&mut h);
+    assert_eq!(lines(&h), ["accept: */*", "host: api:80", "x-a: 1"]);
+}
+
 #[test]
 fn requests_carry_their_own_hop_fields_exactly_once() {
     use http::Version;
