@@ -3,7 +3,9 @@
 //! 5,000 workloads with 10 destinations each (50,000 edges, all in the
 //! baseline), built from scratch and from the views kept since the last
 //! snapshot with 1% and 10% of the edges touched (a second of reports
-//! touches the edges that carried traffic in it).
+//! touches the edges that carried traffic in it); and its JSON (what the
+//! first `GET /api/v1/graph` of a snapshot encodes) with every edge new
+//! and with 1% touched.
 //!
 //! `cargo bench --bench snapshot`
 
@@ -136,6 +138,27 @@ fn snapshot(c: &mut Criterion) {
             )
         });
     }
+    // `GET /api/v1/graph`: the first reader of a snapshot encodes it.
+    group.bench_function("json/50k_edges_all_new", |b| {
+        b.iter_batched(
+            || build(&state.parts()),
+            |snapshot| black_box(snapshot.graph_json()),
+            BatchSize::LargeInput,
+        )
+    });
+    let mut views = EdgeViews::default();
+    build_with(&state.parts(), &mut views).graph_json();
+    let touched = state.edges.len() / 100;
+    group.bench_function(format!("json/50k_edges_{touched}_touched"), |b| {
+        b.iter_batched(
+            || {
+                views.touch(state.edges.iter().step_by(100).cloned());
+                build_with(&state.parts(), &mut views)
+            },
+            |snapshot| black_box(snapshot.graph_json()),
+            BatchSize::LargeInput,
+        )
+    });
     group.finish();
 }
 

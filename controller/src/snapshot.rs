@@ -77,6 +77,19 @@ pub struct EdgeView {
     pub first_seen: String,
     /// RFC 3339 time of the latest request.
     pub last_seen: String,
+    /// This view as JSON, encoded by the first reader that needs it and
+    /// kept as long as the view is (see [`Snapshot::graph_json`]).
+    #[serde(skip)]
+    pub json: EncodedOnce,
+}
+
+impl EdgeView {
+    /// This view as JSON, encoded once.
+    fn encoded(&self) -> &[u8] {
+        self.json
+            .0
+            .get_or_init(|| serde_json::to_vec(self).map(Into::into).unwrap_or_default())
+    }
 }
 
 /// The whole graph view.
@@ -145,14 +158,32 @@ impl PartialEq for EncodedOnce {
 impl Snapshot {
     /// The graph view as JSON: encoded by the first reader of this
     /// snapshot, shared by the others (`GET /api/v1/graph` of a large
-    /// graph costs a copy, not an encoding, per request).
+    /// graph costs a copy, not an encoding, per request). Each edge is
+    /// encoded once for as long as its view is kept from snapshot to
+    /// snapshot, so a new snapshot costs the encoding of its nodes and of
+    /// the edges that changed, and a copy of the others. The bytes are
+    /// those `serde_json::to_vec(&self.graph)` gives.
     pub fn graph_json(&self) -> bytes::Bytes {
         self.graph_json
             .0
             .get_or_init(|| {
-                serde_json::to_vec(&self.graph)
-                    .map(Into::into)
-                    .unwrap_or_default()
+                let Ok(nodes) = serde_json::to_vec(&self.graph.nodes) else {
+                    return bytes::Bytes::new();
+                };
+                let edges: Vec<&[u8]> = self.graph.edges.iter().map(|e| e.encoded()).collect();
+                let size = edges.iter().map(|e| e.len() + 1).sum::<usize>();
+                let mut out = Vec::with_capacity(nodes.len() + size + 24);
+                out.extend_from_slice(b"{\"nodes\":");
+                out.extend_from_slice(&nodes);
+                out.extend_from_slice(b",\"edges\":[");
+                for (i, edge) in edges.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(edge);
+                }
+                out.extend_from_slice(b"]}");
+                out.into()
             })
             .clone()
     }
@@ -250,6 +281,7 @@ fn edge_view(s: &NodeId, t: &NodeId, stats: &EdgeStats, parts: &Parts<'_>) -> Ed
         baseline_endpoints: parts.baseline.endpoints_of(&key).cloned().collect(),
         first_seen: rfc3339(stats.first_seen),
         last_seen: rfc3339(stats.last_seen),
+        json: EncodedOnce::default(),
     }
 }
 
@@ -331,12 +363,20 @@ impl EdgeViews {
     /// (source, target).
     fn refresh(&mut self, parts: &Parts<'_>) -> Vec<Arc<EdgeView>> {
         if self.stale {
+            // A view equal to the one kept is kept (with its encoded JSON,
+            // and the web view's delta sees it unchanged by pointer).
+            let old = std::mem::take(&mut self.views);
             self.views = parts
                 .graph
                 .edges()
                 .map(|(s, t, stats)| {
                     let view = edge_view(s, t, stats, parts);
-                    ((view.source.clone(), view.target.clone()), Arc::new(view))
+                    let key = (view.source.clone(), view.target.clone());
+                    let view = match old.get(&key) {
+                        Some(kept) if **kept == view => kept.clone(),
+                        _ => Arc::new(view),
+                    };
+                    (key, view)
                 })
                 .collect();
             self.stale = false;
@@ -528,6 +568,13 @@ mod tests {
             let kept = build_with(&state.parts(), &mut views);
             let full = build(&state.parts());
             assert_eq!(kept.graph, full.graph, "{step}");
+            // The JSON assembled from each edge's own encoding is the
+            // graph's, edges kept from the last snapshot included.
+            assert_eq!(
+                kept.graph_json(),
+                serde_json::to_vec(&kept.graph).unwrap(),
+                "{step}"
+            );
             if let Some(previous) = &previous {
                 for edge in &kept.graph.edges {
                     let ids = |e: &&EdgeKey| (e.0.to_string(), e.1.to_string());
@@ -557,6 +604,57 @@ mod tests {
             .map(|e| e.source.as_str())
             .collect();
         assert_eq!(in_baseline, ["workload:ns/a1", "workload:ns/a2"]);
+    }
+
+    /// A rebuild of every view (after a registration or any other
+    /// command) keeps the views that did not change, with their encoded
+    /// JSON, and replaces those that did.
+    #[test]
+    fn a_full_rebuild_keeps_the_views_that_did_not_change() {
+        let mut state = State {
+            modes: Modes::default(),
+            inventory: Inventory::default(),
+            graph: Graph::default(),
+            baseline: Baseline::default(),
+            alerts: BTreeMap::new(),
+            quarantined: BTreeMap::new(),
+            growth: BTreeMap::new(),
+        };
+        let pypi: EdgeKey = (workload("a"), NodeId::External("pypi.org:443".into()));
+        let db: EdgeKey = (workload("a"), workload("db"));
+        let mut views = EdgeViews::default();
+        for edge in [&pypi, &db] {
+            state
+                .graph
+                .record(edge, &outbound("x", None, 1), 1_800_000_000);
+        }
+        let before = build_with(&state.parts(), &mut views);
+        assert_eq!(
+            before.graph_json(),
+            serde_json::to_vec(&before.graph).unwrap()
+        );
+        state.baseline.learn_edge(&db);
+        views.invalidate();
+        let after = build_with(&state.parts(), &mut views);
+        let find = |snap: &Snapshot, target: &str| {
+            let edge = snap.graph.edges.iter().find(|e| e.target == target);
+            edge.unwrap().clone()
+        };
+        let pypi_ids = pypi.1.to_string();
+        assert!(Arc::ptr_eq(
+            &find(&before, &pypi_ids),
+            &find(&after, &pypi_ids)
+        ));
+        let (db_before, db_after) = (
+            find(&before, "workload:ns/db"),
+            find(&after, "workload:ns/db"),
+        );
+        assert!(!Arc::ptr_eq(&db_before, &db_after));
+        assert!(!db_before.in_baseline && db_after.in_baseline);
+        assert_eq!(
+            after.graph_json(),
+            serde_json::to_vec(&after.graph).unwrap()
+        );
     }
 
     /// An edge whose statistics changed without being touched keeps its

@@ -36,6 +36,7 @@ fn edge(source: &str, target: &str, requests: u64, violation: bool) -> Arc<EdgeV
         baseline_endpoints: Vec::new(),
         first_seen: "2026-01-01T00:00:00Z".into(),
         last_seen: "2026-01-01T00:00:00Z".into(),
+        json: Default::default(),
     })
 }
 
