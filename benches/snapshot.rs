@@ -146,6 +146,14 @@ fn snapshot(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    // For reference: the whole graph encoded in one pass by serde_json.
+    group.bench_function("json/50k_edges_one_pass", |b| {
+        b.iter_batched(
+            || build(&state.parts()),
+            |snapshot| black_box(serde_json::to_vec(&snapshot.graph).map(|v| v.len())),
+            BatchSize::LargeInput,
+        )
+    });
     let mut views = EdgeViews::default();
     build_with(&state.parts(), &mut views).graph_json();
     let touched = state.edges.len() / 100;

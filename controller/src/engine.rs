@@ -53,7 +53,7 @@ pub struct Options {
 }
 
 /// The controller's snapshot pace: after reports alone, the API reads a
-/// state at most this old (or ten times the last snapshot's build time,
+/// state at most this old (or four times the last snapshot's build time,
 /// when that is longer).
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 

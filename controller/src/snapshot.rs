@@ -86,9 +86,14 @@ pub struct EdgeView {
 impl EdgeView {
     /// This view as JSON, encoded once.
     fn encoded(&self) -> &[u8] {
-        self.json
-            .0
-            .get_or_init(|| serde_json::to_vec(self).map(Into::into).unwrap_or_default())
+        self.json.0.get_or_init(|| {
+            // Most views encode to 300-500 bytes: one allocation.
+            let mut out = Vec::with_capacity(512);
+            match serde_json::to_writer(&mut out, self) {
+                Ok(()) => out.into(),
+                Err(_) => bytes::Bytes::new(),
+            }
+        })
     }
 }
 

@@ -40,9 +40,11 @@ use crate::store::Changes;
 pub(super) const GROUP: usize = 1024;
 
 /// Snapshots built for reports alone are at least this many times their
-/// build time apart: building takes at most about a tenth of the engine
-/// thread however large the graph, and the rest goes to reports.
-pub(super) const BUILD_SHARE: u32 = 10;
+/// build time apart: building takes at most about a fifth of the engine
+/// thread however large the graph. (Ten was tried: after a rebuild of every
+/// view, say for a mode change, the next report's snapshot then waited ten
+/// times that long, and alerts reached the API seconds late.)
+pub(super) const BUILD_SHARE: u32 = 4;
 
 /// A report or a registration applied in memory, waiting for its group's
 /// transaction.
