@@ -494,6 +494,18 @@ mod tests {
     }
 
     impl State {
+        fn empty() -> Self {
+            State {
+                modes: Modes::default(),
+                inventory: Inventory::default(),
+                graph: Graph::default(),
+                baseline: Baseline::default(),
+                alerts: BTreeMap::new(),
+                quarantined: BTreeMap::new(),
+                growth: BTreeMap::new(),
+            }
+        }
+
         fn parts(&self) -> Parts<'_> {
             Parts {
                 modes: &self.modes,
@@ -518,15 +530,7 @@ mod tests {
     /// `a2` share the profile `a`: learning `a -> db` shows on both edges.
     #[test]
     fn kept_views_match_a_full_build() {
-        let mut state = State {
-            modes: Modes::default(),
-            inventory: Inventory::default(),
-            graph: Graph::default(),
-            baseline: Baseline::default(),
-            alerts: BTreeMap::new(),
-            quarantined: BTreeMap::new(),
-            growth: BTreeMap::new(),
-        };
+        let mut state = State::empty();
         for name in ["a1", "a2"] {
             let found = crate::inventory::Discovered {
                 id: WorkloadId::new("ns", name).unwrap(),
@@ -616,15 +620,7 @@ mod tests {
     /// JSON, and replaces those that did.
     #[test]
     fn a_full_rebuild_keeps_the_views_that_did_not_change() {
-        let mut state = State {
-            modes: Modes::default(),
-            inventory: Inventory::default(),
-            graph: Graph::default(),
-            baseline: Baseline::default(),
-            alerts: BTreeMap::new(),
-            quarantined: BTreeMap::new(),
-            growth: BTreeMap::new(),
-        };
+        let mut state = State::empty();
         let pypi: EdgeKey = (workload("a"), NodeId::External("pypi.org:443".into()));
         let db: EdgeKey = (workload("a"), workload("db"));
         let mut views = EdgeViews::default();
@@ -666,15 +662,7 @@ mod tests {
     /// old view: what makes [`EdgeViews::touch`] the engine's duty.
     #[test]
     fn an_untouched_change_is_not_seen() {
-        let mut state = State {
-            modes: Modes::default(),
-            inventory: Inventory::default(),
-            graph: Graph::default(),
-            baseline: Baseline::default(),
-            alerts: BTreeMap::new(),
-            quarantined: BTreeMap::new(),
-            growth: BTreeMap::new(),
-        };
+        let mut state = State::empty();
         let edge: EdgeKey = (workload("a"), NodeId::External("pypi.org:443".into()));
         let mut views = EdgeViews::default();
         state
