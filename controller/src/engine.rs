@@ -222,14 +222,28 @@ impl Engine {
             quarantined: &self.quarantined,
             growth: &self.growth,
         };
-        snapshot::build_with(&parts, &mut self.views)
+        let snapshot = snapshot::build_with(&parts, &mut self.views);
+        (self.metrics.edge_views_built).inc_by(self.views.built() as u64);
+        snapshot
     }
 
     /// Applies one command; returns its reply, to be sent once the snapshot
     /// that includes it is published.
     fn apply(&mut self, cmd: Command) -> Option<Reply> {
-        // Whatever it changes, the next snapshot rebuilds every edge view.
-        self.views.invalidate();
+        // Reads change nothing, a disconnection only its node, and reports
+        // and registrations mark what they change when their group is
+        // written (`flush`); anything else may change any edge's view.
+        if !matches!(
+            cmd,
+            Command::Report { .. }
+                | Command::Register { .. }
+                | Command::Disconnect { .. }
+                | Command::Export { .. }
+                | Command::Simulate { .. }
+                | Command::Audit { .. }
+        ) {
+            self.views.invalidate();
+        }
         match cmd {
             Command::Register {
                 registration,

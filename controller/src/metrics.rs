@@ -101,6 +101,8 @@ pub struct EngineMetrics {
     /// Requests to new destinations counted under the overflow destination
     /// because their workload reached the cap.
     pub overflowed: Counter,
+    /// Edge views snapshots built (the others were kept from the last).
+    pub edge_views_built: Counter,
 }
 
 impl EngineMetrics {
@@ -114,6 +116,7 @@ impl EngineMetrics {
             sidecars_connected: Gauge::default(),
             policy_updates: Counter::default(),
             overflowed: Counter::default(),
+            edge_views_built: Counter::default(),
         };
         registry.register(
             "vigil_controller_overflowed",
@@ -144,6 +147,11 @@ impl EngineMetrics {
             "vigil_controller_sidecars_connected",
             "Sidecars with an open policy stream",
             metrics.sidecars_connected.clone(),
+        );
+        registry.register(
+            "vigil_controller_snapshot_edge_views_built",
+            "Edge views built for snapshots of the graph (the others were kept from the previous snapshot)",
+            metrics.edge_views_built.clone(),
         );
         registry.register(
             "vigil_controller_policy_updates",

@@ -310,6 +310,8 @@ pub struct EdgeViews {
     touched: HashSet<EdgeKey>,
     /// Every view must be rebuilt.
     stale: bool,
+    /// Views the last build built.
+    built: usize,
 }
 
 impl Default for EdgeViews {
@@ -318,6 +320,7 @@ impl Default for EdgeViews {
             views: BTreeMap::new(),
             touched: HashSet::new(),
             stale: true,
+            built: 0,
         }
     }
 }
@@ -364,10 +367,17 @@ impl EdgeViews {
         self.touched.clear();
     }
 
+    /// How many views the last snapshot built (the others it shared with
+    /// the one before).
+    pub fn built(&self) -> usize {
+        self.built
+    }
+
     /// Brings the views up to date with `parts`; the edges, sorted by
     /// (source, target).
     fn refresh(&mut self, parts: &Parts<'_>) -> Vec<Arc<EdgeView>> {
         if self.stale {
+            self.built = parts.graph.len().1;
             // A view equal to the one kept is kept (with its encoded JSON,
             // and the web view's delta sees it unchanged by pointer).
             let old = std::mem::take(&mut self.views);
@@ -386,6 +396,7 @@ impl EdgeViews {
                 .collect();
             self.stale = false;
         } else {
+            self.built = self.touched.len();
             for key in self.touched.drain() {
                 let ids = (key.0.to_string(), key.1.to_string());
                 match parts.graph.edge(&key) {

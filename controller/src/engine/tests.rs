@@ -970,3 +970,59 @@ async fn a_claim_the_sidecar_could_not_check_is_checked_by_the_controller() {
     );
     stop(h, thread).await;
 }
+
+/// A read (an export, as every admission makes, an audit) or a sidecar's
+/// disconnection builds no edge view: the next snapshot shares them all
+/// with the last (`vigil_controller_snapshot_edge_views_built` stays); a
+/// report builds the view of the edge it touched alone.
+#[tokio::test]
+async fn reads_build_no_edge_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let store = Store::open(dir.path()).unwrap();
+    let (h, thread) = spawn_with(store, &mut registry, Options::default()).unwrap();
+    let built = || {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("vigil_controller_snapshot_edge_views_built_total "))
+            .and_then(|n| n.parse::<u64>().ok())
+            .expect("the counter")
+    };
+    h.register(reg(id("web"), vec![], None)).await.unwrap();
+    let traffic = vec![
+        outbound("pypi.org:443", None, 2),
+        outbound("db:7001", Some("127.0.0.1:7001"), 1),
+    ];
+    report(&h, id("web"), traffic, 0).await.unwrap();
+    let (before, built_before) = (h.snapshot(), built());
+    assert_eq!(before.graph.edges.len(), 2);
+    h.export().await.unwrap();
+    h.audit().await.unwrap();
+    h.disconnect(id("web"));
+    h.export().await.unwrap();
+    let after = h.snapshot();
+    assert!(
+        !Arc::ptr_eq(&before, &after),
+        "a new snapshot was published"
+    );
+    assert_eq!(after.counts.sidecars_connected, 0);
+    assert_eq!(built(), built_before, "no view built for reads");
+    for (a, b) in before.graph.edges.iter().zip(&after.graph.edges) {
+        assert!(Arc::ptr_eq(a, b), "{} -> {} shared", a.source, a.target);
+    }
+    report(&h, id("web"), vec![outbound("pypi.org:443", None, 1)], 0)
+        .await
+        .unwrap();
+    assert_eq!(built(), built_before + 1, "the touched edge alone");
+    let pypi = h
+        .snapshot()
+        .graph
+        .edges
+        .iter()
+        .find(|e| e.target.contains("pypi"))
+        .unwrap()
+        .clone();
+    assert_eq!(pypi.requests, 3);
+    stop(h, thread).await;
+}
