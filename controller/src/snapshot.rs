@@ -300,8 +300,8 @@ fn edge_view(s: &NodeId, t: &NodeId, stats: &EdgeStats, parts: &Parts<'_>) -> Ed
 /// endpoints). The engine marks the edges a report touched
 /// ([`EdgeViews::touch`]) and the edges whose baseline entry a report
 /// learned ([`EdgeViews::learned`]), and makes the whole cache stale
-/// ([`EdgeViews::invalidate`]) on anything else: a registration, any
-/// other command, a reload.
+/// ([`EdgeViews::invalidate`]) on anything else but reads and
+/// disconnections: a registration, any other command, a reload.
 #[derive(Debug)]
 pub struct EdgeViews {
     /// By (source id, target id): the order of [`GraphView::edges`].
