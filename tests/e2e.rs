@@ -187,6 +187,12 @@ fn learning_then_enforcement_blocks_what_is_new() {
         assert!(metrics.contains(series), "{series} in {metrics}");
     }
     assert!(!metrics.contains("pool.test"), "no destinations in labels");
+    // Graph reads copy the edges' JSON, encoded as snapshots came out.
+    let warmed = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("vigil_controller_snapshot_edges_warmed_total "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(warmed.is_some_and(|n| n > 0), "edges warmed: {warmed:?}");
 }
 
 /// Alert-only: violations are flagged, traffic passes.

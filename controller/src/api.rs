@@ -23,7 +23,7 @@ use serde_json::json;
 
 use crate::engine::Handle;
 use crate::model::{Mode, validate_name};
-use crate::snapshot::namespace_modes;
+use crate::snapshot::{GraphJson, namespace_modes};
 
 mod response;
 mod simulate;
@@ -257,8 +257,23 @@ async fn set_mode(
 }
 
 async fn graph(State(api): State<Api>) -> Response {
-    let json = api.engine.snapshot().graph_json();
-    ([(header::CONTENT_TYPE, "application/json")], json).into_response()
+    let snapshot = api.engine.snapshot();
+    // The nodes, and the edges a snapshot made that warming has not
+    // reached yet, are encoded here: off the async runtime.
+    let json = match tokio::task::spawn_blocking(move || GraphJson::new(snapshot)).await {
+        Ok(json) => json,
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    let len = json.len();
+    let pieces = futures_util::stream::iter(json.map(Ok::<_, std::convert::Infallible>));
+    (
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (header::CONTENT_LENGTH, len.to_string()),
+        ],
+        axum::body::Body::from_stream(pieces),
+    )
+        .into_response()
 }
 
 /// Filters of `GET /api/v1/alerts`.

@@ -78,7 +78,7 @@ pub struct EdgeView {
     /// RFC 3339 time of the latest request.
     pub last_seen: String,
     /// This view as JSON, encoded by the first reader that needs it and
-    /// kept as long as the view is (see [`Snapshot::graph_json`]).
+    /// kept as long as the view is (see [`GraphJson`]).
     #[serde(skip)]
     pub json: EncodedOnce,
 }
@@ -143,14 +143,10 @@ pub struct Snapshot {
     pub quarantined: BTreeMap<String, Quarantine>,
     /// Learning stability of each namespace whose baseline grew.
     pub stability: BTreeMap<String, crate::stability::Stability>,
-    /// `graph` as JSON, encoded once, on first use (see
-    /// [`Snapshot::graph_json`]).
-    #[serde(skip)]
-    pub graph_json: EncodedOnce,
 }
 
-/// JSON encoded once per snapshot; equal whatever it holds (it is derived
-/// from the snapshot).
+/// JSON encoded once per view; equal whatever it holds (it is derived
+/// from the view).
 #[derive(Clone, Debug, Default)]
 pub struct EncodedOnce(std::sync::OnceLock<bytes::Bytes>);
 
@@ -160,37 +156,121 @@ impl PartialEq for EncodedOnce {
     }
 }
 
+/// Pieces of [`GraphJson`] are about this long (and at most one edge's
+/// JSON longer).
+pub const PIECE: usize = 64 << 10;
+
+/// The graph view of a snapshot as JSON (`{"nodes":[...],"edges":[...]}`),
+/// in pieces of about [`PIECE`] bytes, for `GET /api/v1/graph` to stream.
+/// The nodes are encoded when it is made; each edge's JSON is its view's,
+/// encoded once for as long as the view is kept from snapshot to snapshot
+/// (and usually ahead of any read: [`Snapshot::warm`]), so a read of a
+/// graph of 50,000 edges costs the encoding of its nodes and a copy of
+/// its edges' bytes, piece by piece, with no buffer of the whole (19 MB).
+#[derive(Debug)]
+pub struct GraphJson<S> {
+    snapshot: S,
+    /// The opening and the nodes, until the first piece.
+    head: Option<Vec<u8>>,
+    /// The next edge to copy.
+    next: usize,
+    /// Length of the whole JSON.
+    len: usize,
+    /// The closing was sent.
+    ended: bool,
+}
+
+impl<S: std::ops::Deref<Target = Snapshot>> GraphJson<S> {
+    /// The JSON of `snapshot`'s graph, to be read piece by piece; encodes
+    /// its nodes and the edges no reader or warming encoded yet.
+    pub fn new(snapshot: S) -> Self {
+        // Plain data: encoding cannot fail.
+        let nodes = serde_json::to_vec(&snapshot.graph.nodes).unwrap_or_else(|_| b"[]".into());
+        let mut head = Vec::with_capacity(PIECE.max(nodes.len() + 32));
+        head.extend_from_slice(b"{\"nodes\":");
+        head.extend_from_slice(&nodes);
+        head.extend_from_slice(b",\"edges\":[");
+        let edges = &snapshot.graph.edges;
+        let len = head.len()
+            + edges.iter().map(|e| e.encoded().len()).sum::<usize>()
+            + edges.len().saturating_sub(1)
+            + 2;
+        GraphJson {
+            snapshot,
+            head: Some(head),
+            next: 0,
+            len,
+            ended: false,
+        }
+    }
+
+    /// Length in bytes of the whole JSON (the pieces together).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the JSON is empty (never: it is at least `{"nodes":[],...}`).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl<S: std::ops::Deref<Target = Snapshot>> Iterator for GraphJson<S> {
+    type Item = bytes::Bytes;
+
+    fn next(&mut self) -> Option<bytes::Bytes> {
+        if self.ended {
+            return None;
+        }
+        let mut out = self
+            .head
+            .take()
+            .unwrap_or_else(|| Vec::with_capacity(PIECE));
+        let edges = &self.snapshot.graph.edges;
+        while self.next < edges.len() && out.len() < PIECE {
+            if self.next > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(edges[self.next].encoded());
+            self.next += 1;
+        }
+        if self.next == edges.len() {
+            out.extend_from_slice(b"]}");
+            self.ended = true;
+        }
+        Some(out.into())
+    }
+}
+
 impl Snapshot {
-    /// The graph view as JSON: encoded by the first reader of this
-    /// snapshot, shared by the others (`GET /api/v1/graph` of a large
-    /// graph costs a copy, not an encoding, per request). Each edge is
-    /// encoded once for as long as its view is kept from snapshot to
-    /// snapshot, so a new snapshot costs the encoding of its nodes and of
-    /// the edges that changed, and a copy of the others. The bytes are
-    /// those `serde_json::to_vec(&self.graph)` gives.
-    pub fn graph_json(&self) -> bytes::Bytes {
-        self.graph_json
-            .0
-            .get_or_init(|| {
-                let Ok(nodes) = serde_json::to_vec(&self.graph.nodes) else {
-                    return bytes::Bytes::new();
-                };
-                let edges: Vec<&[u8]> = self.graph.edges.iter().map(|e| e.encoded()).collect();
-                let size = edges.iter().map(|e| e.len() + 1).sum::<usize>();
-                let mut out = Vec::with_capacity(nodes.len() + size + 24);
-                out.extend_from_slice(b"{\"nodes\":");
-                out.extend_from_slice(&nodes);
-                out.extend_from_slice(b",\"edges\":[");
-                for (i, edge) in edges.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    out.extend_from_slice(edge);
-                }
-                out.extend_from_slice(b"]}");
-                out.into()
-            })
-            .clone()
+    /// The graph view as JSON, whole: the bytes
+    /// `serde_json::to_vec(&self.graph)` gives, assembled from each edge's
+    /// own encoding (see [`GraphJson`]).
+    pub fn graph_json(&self) -> Vec<u8> {
+        let pieces = GraphJson::new(self);
+        let mut out = Vec::with_capacity(pieces.len());
+        for piece in pieces {
+            out.extend_from_slice(&piece);
+        }
+        out
+    }
+
+    /// Encodes the JSON of the edge views that no reader has encoded yet
+    /// (those this snapshot's build made) and returns how many, so that
+    /// the next graph read copies bytes instead of encoding. The
+    /// controller runs it off the engine thread for each snapshot
+    /// published (see `app`); it walks the edges from the last, so a reader
+    /// that arrives meanwhile (walking from the first) shares the work
+    /// instead of waiting on it.
+    pub fn warm(&self) -> usize {
+        let mut encoded = 0;
+        for edge in self.graph.edges.iter().rev() {
+            if edge.json.0.get().is_none() {
+                edge.encoded();
+                encoded += 1;
+            }
+        }
+        encoded
     }
 }
 
@@ -473,7 +553,6 @@ pub fn build_with(parts: &Parts<'_>, views: &mut EdgeViews) -> Snapshot {
                 .map(|(ns, g)| (ns.clone(), crate::stability::stability(g, now)))
                 .collect()
         },
-        graph_json: EncodedOnce::default(),
     }
 }
 
@@ -667,6 +746,82 @@ mod tests {
             after.graph_json(),
             serde_json::to_vec(&after.graph).unwrap()
         );
+    }
+
+    /// Warming encodes the views no reader has encoded, once: after it, a
+    /// snapshot that kept every view but one has one view to encode, and
+    /// the graph JSON assembled from the warmed views is serde_json's.
+    #[test]
+    fn warming_encodes_each_new_view_once() {
+        let mut state = State::empty();
+        let edges: Vec<EdgeKey> = ["pypi.org:443", "github.com:443", "pool.example:3333"]
+            .iter()
+            .map(|d| (workload("a"), NodeId::External((*d).into())))
+            .collect();
+        let mut views = EdgeViews::default();
+        for edge in &edges {
+            let obs = outbound(&edge.1.to_string(), None, 1);
+            state.graph.record(edge, &obs, 1_800_000_000);
+        }
+        let first = build_with(&state.parts(), &mut views);
+        assert_eq!(first.warm(), 3, "a first snapshot: every view");
+        assert_eq!(first.warm(), 0, "warmed already");
+        assert_eq!(
+            first.graph_json(),
+            serde_json::to_vec(&first.graph).unwrap()
+        );
+        let obs = outbound(&edges[2].1.to_string(), None, 1);
+        state.graph.record(&edges[2], &obs, 1_800_000_001);
+        views.touch([edges[2].clone()]);
+        let second = build_with(&state.parts(), &mut views);
+        assert_eq!(second.warm(), 1, "only the view a report touched");
+        assert_eq!(
+            second.graph_json(),
+            serde_json::to_vec(&second.graph).unwrap()
+        );
+        // A reader that came first leaves nothing to warm.
+        views.touch([edges[0].clone()]);
+        let third = build_with(&state.parts(), &mut views);
+        third.graph_json();
+        assert_eq!(third.warm(), 0);
+    }
+
+    /// The graph JSON comes in pieces of about [`PIECE`] bytes that add up
+    /// to its announced length and, together, to serde_json's encoding; a
+    /// graph without edges is one piece.
+    #[test]
+    fn the_graph_json_comes_in_pieces() {
+        let mut state = State::empty();
+        for i in 0..600 {
+            let edge: EdgeKey = (
+                workload(&format!("w{}", i % 7)),
+                NodeId::External(format!("svc-{i}.example.com:443")),
+            );
+            let obs = outbound(&edge.1.to_string(), None, 1 + i);
+            state.graph.record(&edge, &obs, 1_800_000_000);
+        }
+        let many = build(&state.parts());
+        let empty = build(&State::empty().parts());
+        for (name, snapshot, at_least) in [("600 edges", &many, 3), ("no edge", &empty, 1)] {
+            let json = GraphJson::new(snapshot);
+            let len = json.len();
+            let pieces: Vec<bytes::Bytes> = json.collect();
+            assert!(pieces.len() >= at_least, "{name}: {} pieces", pieces.len());
+            let longest_edge = (snapshot.graph.edges.iter())
+                .map(|e| e.encoded().len() + 1)
+                .max()
+                .unwrap_or(0);
+            for piece in &pieces[1..] {
+                assert!(piece.len() <= PIECE + longest_edge + 2, "{name}");
+            }
+            let whole = pieces.concat();
+            assert_eq!(whole.len(), len, "{name}: the Content-Length");
+            assert_eq!(
+                whole,
+                serde_json::to_vec(&snapshot.graph).unwrap(),
+                "{name}"
+            );
+        }
     }
 
     /// An edge whose statistics changed without being touched keeps its

@@ -406,4 +406,10 @@ impl Handle {
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.borrow().clone()
     }
+
+    /// Each snapshot as it is published (only the latest is kept for a
+    /// slow reader); the channel closes when the engine stops.
+    pub fn snapshots(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshot.clone()
+    }
 }

@@ -214,7 +214,8 @@ fn a_delta_is_small_beside_the_whole_graph() {
     let old = snap(nodes.clone(), edges.clone(), vec![]);
     let mut new = old.clone();
     Arc::make_mut(&mut new.graph.edges[42]).requests += 1;
-    let full = serde_json::to_string(&Full::of(&new)).unwrap();
+    let full = Full::json(&new);
+    assert_eq!(full, serde_json::to_string(&Full::of(&new)).unwrap());
     let delta = serde_json::to_string(&diff(&old, &new)).unwrap();
     assert!(
         delta.len() * 100 < full.len(),
@@ -226,4 +227,40 @@ fn a_delta_is_small_beside_the_whole_graph() {
         diff(&old, &new).edges.upsert,
         vec![new.graph.edges[42].clone()]
     );
+}
+
+/// The first event, assembled from the graph's cached JSON, is the JSON of
+/// [`Full`]: with alerts, quarantines, modes and stability, and with none.
+#[test]
+fn the_full_event_is_the_json_of_full() {
+    let a = node("ns/a", true);
+    let pool = edge("workload:ns/a", "external:pool.example:3333", 2, true);
+    let mut busy = snap(
+        vec![a.clone()],
+        vec![pool],
+        vec![alert("a", "pool:3333", 2)],
+    );
+    busy.modes = Modes {
+        default: Mode::Enforcement { alert_only: false },
+        namespaces: [("ns".to_owned(), Mode::Learning)].into(),
+    };
+    busy.quarantined.insert(
+        "ns/a".into(),
+        Quarantine {
+            since: "2026-01-01T00:00:00Z".into(),
+            actor: "admin".into(),
+            reason: "pool".into(),
+        },
+    );
+    busy.counts.edges = 1;
+    for (name, snapshot) in [("empty", Snapshot::default()), ("busy", busy)] {
+        let event = Full::json(&snapshot);
+        assert_eq!(
+            event,
+            serde_json::to_string(&Full::of(&snapshot)).unwrap(),
+            "{name}"
+        );
+        let parsed: serde_json::Value = serde_json::from_str(&event).unwrap();
+        assert!(parsed["graph"]["edges"].is_array(), "{name}");
+    }
 }

@@ -51,9 +51,7 @@ impl Follow {
 /// The live stream of `engine`'s snapshots, until `stop` turns true.
 pub fn stream(engine: Handle, stop: watch::Receiver<bool>) -> Response {
     let first = engine.snapshot();
-    let full = Event::default()
-        .event("snapshot")
-        .json_data(Full::of(&first));
+    let full = Event::default().event("snapshot").data(Full::json(&first));
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let follow = Follow {
@@ -62,7 +60,8 @@ pub fn stream(engine: Handle, stop: watch::Receiver<bool>) -> Response {
         stop,
         tick,
     };
-    let events = stream::once(async move { full }).chain(stream::unfold(follow, Follow::next));
+    let events = stream::once(async move { Ok::<_, axum::Error>(full) })
+        .chain(stream::unfold(follow, Follow::next));
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
