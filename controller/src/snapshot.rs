@@ -77,8 +77,9 @@ pub struct EdgeView {
     pub first_seen: String,
     /// RFC 3339 time of the latest request.
     pub last_seen: String,
-    /// This view as JSON, encoded by the first reader that needs it and
-    /// kept as long as the view is (see [`GraphJson`]).
+    /// This view as JSON, encoded once (by [`Snapshot::warm`], or by the
+    /// first reader that needs it first) and kept as long as the view is
+    /// (see [`GraphJson`]).
     #[serde(skip)]
     pub json: EncodedOnce,
 }
