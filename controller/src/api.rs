@@ -317,3 +317,73 @@ async fn alerts(
         .collect();
     Ok(Json(shown).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::model::{Batch, WorkloadId, outbound};
+
+    /// `GET /api/v1/graph` of a graph larger than one piece: the body comes
+    /// in several frames, adds up to its Content-Length, and is the graph
+    /// (each edge once, in order).
+    #[tokio::test]
+    async fn the_graph_is_streamed_with_its_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, thread) = crate::engine::spawn(
+            crate::store::Store::open(dir.path()).unwrap(),
+            &mut Registry::default(),
+        )
+        .unwrap();
+        let observations = (0..400)
+            .map(|i| outbound(&format!("svc-{i:03}.example.com:443"), None, 1))
+            .collect();
+        engine
+            .report(Batch {
+                reporter: WorkloadId::new("default", "nb").unwrap(),
+                instance: String::new(),
+                seq: 0,
+                observations,
+                dropped: 0,
+            })
+            .await
+            .unwrap();
+        let (_stop, stopped) = tokio::sync::watch::channel(false);
+        let web = crate::web::Web::new(crate::web::Tokens::new("admin", "viewer"), stopped);
+        let app = router(engine.clone(), web, Arc::new(Registry::default()));
+        let request = axum::http::Request::get("/api/v1/graph")
+            .header(header::AUTHORIZATION, "Bearer viewer")
+            .body(Body::empty())
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let length: usize = response.headers()[header::CONTENT_LENGTH]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut body = response.into_body();
+        let (mut frames, mut bytes) = (0, Vec::new());
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                frames += 1;
+                bytes.extend_from_slice(&data);
+            }
+        }
+        assert!(frames > 1, "{frames} frame(s) of {length} bytes");
+        assert_eq!(bytes.len(), length);
+        let graph: crate::snapshot::GraphView = serde_json::from_slice(&bytes).unwrap();
+        let targets: Vec<&str> = graph.edges.iter().map(|e| e.target.as_str()).collect();
+        assert_eq!(targets.len(), 400);
+        assert!(targets.is_sorted(), "in order");
+        assert_eq!(targets[0], "external:svc-000.example.com:443");
+        // The engine stops once its last handle is gone.
+        drop(engine);
+        tokio::task::spawn_blocking(move || thread.join().unwrap())
+            .await
+            .unwrap();
+    }
+}
