@@ -144,18 +144,33 @@ pub struct Snapshot {
     pub quarantined: BTreeMap<String, Quarantine>,
     /// Learning stability of each namespace whose baseline grew.
     pub stability: BTreeMap<String, crate::stability::Stability>,
+    /// Bytes of the edges' JSON together (without separators), summed
+    /// once, by [`Snapshot::warm`] or the first read: what a read needs for
+    /// its Content-Length without visiting 50,000 views.
+    #[serde(skip)]
+    pub edges_json_len: DerivedOnce<usize>,
 }
 
-/// JSON encoded once per view; equal whatever it holds (it is derived
-/// from the view).
-#[derive(Clone, Debug, Default)]
-pub struct EncodedOnce(std::sync::OnceLock<bytes::Bytes>);
+/// A value derived once from the view or snapshot that holds it (by the
+/// first that needs it); equal whatever it holds, as it follows from the
+/// rest.
+#[derive(Clone, Debug)]
+pub struct DerivedOnce<T>(std::sync::OnceLock<T>);
 
-impl PartialEq for EncodedOnce {
+impl<T> Default for DerivedOnce<T> {
+    fn default() -> Self {
+        DerivedOnce(std::sync::OnceLock::new())
+    }
+}
+
+impl<T> PartialEq for DerivedOnce<T> {
     fn eq(&self, _: &Self) -> bool {
         true
     }
 }
+
+/// A view's JSON, encoded once.
+pub type EncodedOnce = DerivedOnce<bytes::Bytes>;
 
 /// Pieces of [`GraphJson`] are about this long (and at most one edge's
 /// JSON longer).
@@ -192,10 +207,11 @@ impl<S: std::ops::Deref<Target = Snapshot>> GraphJson<S> {
         head.extend_from_slice(&nodes);
         head.extend_from_slice(b",\"edges\":[");
         let edges = &snapshot.graph.edges;
-        let len = head.len()
-            + edges.iter().map(|e| e.encoded().len()).sum::<usize>()
-            + edges.len().saturating_sub(1)
-            + 2;
+        let edges_len = *snapshot
+            .edges_json_len
+            .0
+            .get_or_init(|| edges.iter().map(|e| e.encoded().len()).sum());
+        let len = head.len() + edges_len + edges.len().saturating_sub(1) + 2;
         GraphJson {
             snapshot,
             head: Some(head),
@@ -263,14 +279,17 @@ impl Snapshot {
     /// published (see `app`); it walks the edges from the last, so a reader
     /// that arrives meanwhile (walking from the first) shares the work
     /// instead of waiting on it.
+    /// It also sums the edges' JSON lengths for the reads' Content-Length.
     pub fn warm(&self) -> usize {
-        let mut encoded = 0;
+        let (mut encoded, mut len) = (0, 0);
         for edge in self.graph.edges.iter().rev() {
             if edge.json.0.get().is_none() {
-                edge.encoded();
                 encoded += 1;
             }
+            len += edge.encoded().len();
         }
+        // A reader that summed first found the same.
+        let _ = self.edges_json_len.0.set(len);
         encoded
     }
 }
@@ -554,6 +573,7 @@ pub fn build_with(parts: &Parts<'_>, views: &mut EdgeViews) -> Snapshot {
                 .map(|(ns, g)| (ns.clone(), crate::stability::stability(g, now)))
                 .collect()
         },
+        edges_json_len: DerivedOnce::default(),
     }
 }
 
@@ -767,6 +787,8 @@ mod tests {
         let first = build_with(&state.parts(), &mut views);
         assert_eq!(first.warm(), 3, "a first snapshot: every view");
         assert_eq!(first.warm(), 0, "warmed already");
+        let serde_len = serde_json::to_vec(&first.graph).unwrap().len();
+        assert_eq!(GraphJson::new(&first).len(), serde_len, "the summed length");
         assert_eq!(
             first.graph_json(),
             serde_json::to_vec(&first.graph).unwrap()
