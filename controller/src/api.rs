@@ -264,7 +264,7 @@ async fn graph(State(api): State<Api>) -> Response {
         Ok(json) => json,
         Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     };
-    let len = json.len();
+    let len = json.content_length();
     let pieces = futures_util::stream::iter(json.map(Ok::<_, std::convert::Infallible>));
     (
         [

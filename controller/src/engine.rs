@@ -232,16 +232,8 @@ impl Engine {
     fn apply(&mut self, cmd: Command) -> Option<Reply> {
         // Reads change nothing, a disconnection only its node, and reports
         // and registrations mark what they change when their group is
-        // written (`flush`); anything else may change any edge's view.
-        if !matches!(
-            cmd,
-            Command::Report { .. }
-                | Command::Register { .. }
-                | Command::Disconnect { .. }
-                | Command::Export { .. }
-                | Command::Simulate { .. }
-                | Command::Audit { .. }
-        ) {
+        // written (`flush`); a person's change may change any edge's view.
+        if group::by_a_person(&cmd) {
             self.views.invalidate();
         }
         match cmd {

@@ -221,14 +221,10 @@ impl<S: std::ops::Deref<Target = Snapshot>> GraphJson<S> {
         }
     }
 
-    /// Length in bytes of the whole JSON (the pieces together).
-    pub fn len(&self) -> usize {
+    /// Length in bytes of the whole JSON (the pieces together): the
+    /// response's Content-Length.
+    pub fn content_length(&self) -> usize {
         self.len
-    }
-
-    /// Whether the JSON is empty (never: it is at least `{"nodes":[],...}`).
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 }
 
@@ -265,7 +261,7 @@ impl Snapshot {
     /// own encoding (see [`GraphJson`]).
     pub fn graph_json(&self) -> Vec<u8> {
         let pieces = GraphJson::new(self);
-        let mut out = Vec::with_capacity(pieces.len());
+        let mut out = Vec::with_capacity(pieces.content_length());
         for piece in pieces {
             out.extend_from_slice(&piece);
         }
@@ -788,7 +784,11 @@ mod tests {
         assert_eq!(first.warm(), 3, "a first snapshot: every view");
         assert_eq!(first.warm(), 0, "warmed already");
         let serde_len = serde_json::to_vec(&first.graph).unwrap().len();
-        assert_eq!(GraphJson::new(&first).len(), serde_len, "the summed length");
+        assert_eq!(
+            GraphJson::new(&first).content_length(),
+            serde_len,
+            "the summed length"
+        );
         assert_eq!(
             first.graph_json(),
             serde_json::to_vec(&first.graph).unwrap()
@@ -827,7 +827,7 @@ mod tests {
         let empty = build(&State::empty().parts());
         for (name, snapshot, at_least) in [("600 edges", &many, 3), ("no edge", &empty, 1)] {
             let json = GraphJson::new(snapshot);
-            let len = json.len();
+            let len = json.content_length();
             let pieces: Vec<bytes::Bytes> = json.collect();
             assert!(pieces.len() >= at_least, "{name}: {} pieces", pieces.len());
             let longest_edge = (snapshot.graph.edges.iter())

@@ -156,10 +156,14 @@ impl Pace {
     }
 }
 
-/// Whether `cmd` changes state on a person's behalf and so is answered
-/// only once a snapshot shows it. A sidecar's registration gets its policy
-/// at once; the API shows it with the next paced snapshot.
-fn publishes(cmd: &Command) -> bool {
+/// Whether `cmd` changes state on a person's behalf (a mode, a quarantine,
+/// an import, an accepted alert, discovered workloads, threat lists) rather
+/// than being a sidecar's report, registration or disconnection, or a
+/// read. Such a command is answered only once a snapshot shows it (a
+/// sidecar's registration gets its policy at once; the API shows it with
+/// the next paced snapshot), and it may change any edge's view, so the
+/// views are all rebuilt for it (see [`Engine::apply`]).
+pub(super) fn by_a_person(cmd: &Command) -> bool {
     !matches!(
         cmd,
         Command::Report { .. }
@@ -217,7 +221,7 @@ impl Engine {
                         // Earlier reports are written first: commands
                         // take effect in their order.
                         self.flush(&mut group, &mut replies);
-                        urgent |= publishes(&other);
+                        urgent |= by_a_person(&other);
                         replies.extend(self.apply(other));
                     }
                 }
