@@ -160,6 +160,7 @@ pub async fn start(args: &Args) -> Result<Running, StartError> {
         auto_quarantine: args.auto_quarantine.iter().copied().collect(),
         history_retention: args.history_retention,
         publish_every: engine::PUBLISH_EVERY,
+        commit_linger: engine::COMMIT_LINGER,
     };
     let (handle, engine) = engine::spawn_with(store, &mut registry, options)?;
     let stopper = handle.stopper();

@@ -50,6 +50,10 @@ pub struct Options {
     /// How stale the snapshot may be after reports alone (zero: published
     /// before every acknowledgement); see [`PUBLISH_EVERY`].
     pub publish_every: Duration,
+    /// How long a group of reports and registrations may wait for more
+    /// before its transaction (zero: written as soon as the queue is
+    /// empty); see [`COMMIT_LINGER`].
+    pub commit_linger: Duration,
 }
 
 /// The controller's snapshot pace: after reports alone, the API reads a
@@ -57,12 +61,21 @@ pub struct Options {
 /// when that is longer).
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
+/// The controller's group commit linger: a report or registration waits at
+/// most this long after the first command of its round for others to share
+/// its transaction. A transaction's fixed cost (the commit, its fsync, the
+/// pages every group dirties) is then shared by more reports: with 5,000
+/// sidecars reporting once a second, the engine thread went from 0.83 to
+/// 0.73 of a core (20 ms gave 0.71: little more, at four times the wait).
+pub const COMMIT_LINGER: Duration = Duration::from_millis(5);
+
 impl Default for Options {
     fn default() -> Self {
         Options {
             auto_quarantine: BTreeSet::new(),
             history_retention: 24 * 3600,
             publish_every: Duration::ZERO,
+            commit_linger: Duration::ZERO,
         }
     }
 }

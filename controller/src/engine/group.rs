@@ -1,6 +1,8 @@
 //! The engine's loop: group commit and paced publication.
 //!
-//! The loop drains every queued command (up to [`GROUP`]). Reports and
+//! The loop drains every queued command (up to [`GROUP`]), and while it
+//! holds reports or registrations waits for more up to
+//! `Options::commit_linger` after the round's first command. Reports and
 //! sidecars' registrations are applied in memory one after another and
 //! their changes written together in one store transaction; each report is
 //! acknowledged, and each registering sidecar gets its policy stream, only
@@ -204,6 +206,7 @@ impl Engine {
                 }
             };
             let Some(mut cmd) = next else { break };
+            let round = Instant::now();
             let (mut urgent, mut stopping, mut applied) = (false, false, 1);
             loop {
                 match cmd {
@@ -232,6 +235,22 @@ impl Engine {
                     Ok(more) => {
                         cmd = more;
                         applied += 1;
+                    }
+                    // Staged writes wait a little for company; anything
+                    // else that comes ends the wait (see above).
+                    Err(mpsc::error::TryRecvError::Empty) if !group.is_empty() => {
+                        let until = round + self.options.commit_linger;
+                        if Instant::now() >= until {
+                            break;
+                        }
+                        let wait = async { tokio::time::timeout_at(until.into(), rx.recv()).await };
+                        match timer.block_on(wait) {
+                            Ok(Some(more)) => {
+                                cmd = more;
+                                applied += 1;
+                            }
+                            _ => break,
+                        }
                     }
                     Err(_) => break,
                 }

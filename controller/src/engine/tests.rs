@@ -1026,3 +1026,85 @@ async fn reads_build_no_edge_view() {
     assert_eq!(pypi.requests, 3);
     stop(h, thread).await;
 }
+
+/// How many store transactions `registry`'s engine committed.
+fn commits(registry: &prometheus_client::registry::Registry) -> u64 {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("vigil_controller_store_commit_seconds_count "))
+        .and_then(|n| n.parse().ok())
+        .expect("the commit histogram")
+}
+
+/// Reports that arrive one after another within the linger share one
+/// transaction, and each is acknowledged once it is written: 5,000
+/// sidecars reporting once a second are then a few hundred transactions a
+/// second, not one per report.
+#[tokio::test]
+async fn reports_within_the_linger_share_one_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let options = Options {
+        commit_linger: std::time::Duration::from_secs(2),
+        ..Options::default()
+    };
+    let (h, thread) = spawn_with(Store::open(dir.path()).unwrap(), &mut registry, options).unwrap();
+    let before = commits(&registry);
+    let mut acks = Vec::new();
+    for i in 0..5 {
+        let h = h.clone();
+        let obs = vec![outbound(&format!("db{i}:5432"), None, 1)];
+        acks.push(tokio::spawn(
+            async move { report(&h, id("web"), obs, 0).await },
+        ));
+        // Each report is queued, and the engine has taken it, before the
+        // next: without the linger each would be its own transaction.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for ack in acks {
+        ack.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        commits(&registry) - before,
+        1,
+        "five reports, one transaction"
+    );
+    assert_eq!(h.snapshot().counts.edges, 5);
+    stop(h, thread).await;
+}
+
+/// A person's command does not wait for the linger: it writes the
+/// reports staged before it and takes effect at once, so a report
+/// lingering for an hour is acknowledged with it.
+#[tokio::test]
+async fn a_command_ends_the_linger() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        commit_linger: std::time::Duration::from_secs(3600),
+        ..Options::default()
+    };
+    let (h, thread) = spawn_with(
+        Store::open(dir.path()).unwrap(),
+        &mut prometheus_client::registry::Registry::default(),
+        options,
+    )
+    .unwrap();
+    {
+        let ack = report(&h, id("web"), vec![outbound("db:5432", None, 1)], 0);
+        tokio::pin!(ack);
+        // Queued (the first poll sends it), not yet acknowledged.
+        assert!(futures_util::poll!(&mut ack).is_pending());
+        let within = std::time::Duration::from_secs(30);
+        tokio::time::timeout(within, h.set_mode(None, ENFORCE))
+            .await
+            .expect("the mode change waits for no linger")
+            .unwrap();
+        tokio::time::timeout(within, ack)
+            .await
+            .expect("the report staged before it is written with it")
+            .unwrap();
+    }
+    assert_eq!(h.snapshot().counts.edges, 1);
+    stop(h, thread).await;
+}
