@@ -361,11 +361,27 @@ fn edge_view(s: &NodeId, t: &NodeId, stats: &EdgeStats, parts: &Parts<'_>) -> Ed
         parts.inventory.baseline_node(s),
         parts.inventory.baseline_node(t),
     );
-    EdgeView {
-        source: s.to_string(),
-        target: t.to_string(),
-        requests: stats.requests,
+    let baseline = Learned {
         in_baseline: parts.baseline.has_edge(&key),
+        endpoints: parts.baseline.endpoints_of(&key).cloned().collect(),
+    };
+    view_of(s.to_string(), t.to_string(), stats, baseline)
+}
+
+/// What the baseline knows of an edge, as its view shows it.
+struct Learned {
+    in_baseline: bool,
+    endpoints: Vec<String>,
+}
+
+/// The view of an edge from its ids, statistics and what the baseline
+/// knows of it.
+fn view_of(source: String, target: String, stats: &EdgeStats, baseline: Learned) -> EdgeView {
+    EdgeView {
+        source,
+        target,
+        requests: stats.requests,
+        in_baseline: baseline.in_baseline,
         violation: stats.violation,
         denied: stats.denied,
         errors: stats.errors,
@@ -379,7 +395,7 @@ fn edge_view(s: &NodeId, t: &NodeId, stats: &EdgeStats, parts: &Parts<'_>) -> Ed
         endpoints: stats.endpoints.clone(),
         protocols: stats.protocols.iter().cloned().collect(),
         statuses: stats.statuses.clone(),
-        baseline_endpoints: parts.baseline.endpoints_of(&key).cloned().collect(),
+        baseline_endpoints: baseline.endpoints,
         first_seen: rfc3339(stats.first_seen),
         last_seen: rfc3339(stats.last_seen),
         json: EncodedOnce::default(),
@@ -402,8 +418,12 @@ fn edge_view(s: &NodeId, t: &NodeId, stats: &EdgeStats, parts: &Parts<'_>) -> Ed
 pub struct EdgeViews {
     /// By (source id, target id): the order of [`GraphView::edges`].
     views: BTreeMap<(String, String), Arc<EdgeView>>,
-    /// Edges whose statistics changed since the last build.
+    /// Edges whose statistics changed since the last build: a kept view
+    /// keeps what the baseline knows of its edge (its ids too).
     touched: HashSet<EdgeKey>,
+    /// Edges whose baseline entry changed since the last build: rebuilt
+    /// whole.
+    relearned: HashSet<EdgeKey>,
     /// Every view must be rebuilt.
     stale: bool,
     /// Views the last build built.
@@ -415,6 +435,7 @@ impl Default for EdgeViews {
         EdgeViews {
             views: BTreeMap::new(),
             touched: HashSet::new(),
+            relearned: HashSet::new(),
             stale: true,
             built: 0,
         }
@@ -449,7 +470,7 @@ impl EdgeViews {
                 for t in &targets {
                     let edge = (s.clone(), t.clone());
                     if graph.edge(&edge).is_some() {
-                        self.touched.insert(edge);
+                        self.relearned.insert(edge);
                     }
                 }
             }
@@ -461,6 +482,7 @@ impl EdgeViews {
     pub fn invalidate(&mut self) {
         self.stale = true;
         self.touched.clear();
+        self.relearned.clear();
     }
 
     /// How many views the last snapshot built (the others it shared with
@@ -492,8 +514,30 @@ impl EdgeViews {
                 .collect();
             self.stale = false;
         } else {
-            self.built = self.touched.len();
+            self.touched.retain(|key| !self.relearned.contains(key));
+            self.built = self.touched.len() + self.relearned.len();
+            // Only statistics changed: the kept view's ids and baseline
+            // entry stand (no profile or baseline lookup).
             for key in self.touched.drain() {
+                let ids = (key.0.to_string(), key.1.to_string());
+                match (parts.graph.edge(&key), self.views.get_mut(&ids)) {
+                    (Some(stats), Some(kept)) => {
+                        let baseline = Learned {
+                            in_baseline: kept.in_baseline,
+                            endpoints: kept.baseline_endpoints.clone(),
+                        };
+                        *kept = Arc::new(view_of(ids.0, ids.1, stats, baseline));
+                    }
+                    (Some(stats), None) => {
+                        let view = edge_view(&key.0, &key.1, stats, parts);
+                        self.views.insert(ids, Arc::new(view));
+                    }
+                    (None, _) => {
+                        self.views.remove(&ids);
+                    }
+                }
+            }
+            for key in self.relearned.drain() {
                 let ids = (key.0.to_string(), key.1.to_string());
                 match parts.graph.edge(&key) {
                     Some(stats) => {
@@ -662,12 +706,17 @@ mod tests {
             Option<&'a EdgeKey>,
             &'a [&'a EdgeKey],
         );
-        let steps: [Step<'_>; 6] = [
+        let pool_a: EdgeKey = (workload("a"), NodeId::External("pool.example:3333".into()));
+        let steps: [Step<'_>; 8] = [
             ("first reports", &[&pypi, &db1, &db2], None, &[]),
             ("the same edge again", &[&pypi], None, &[&pypi]),
             ("a new edge", &[&pool], None, &[&pool]),
             ("learning for a profile", &[], Some(&a_db), &[&db1, &db2]),
             ("learning what has no edge", &[], Some(&dns), &[]),
+            // A kept view keeps what the baseline knows of its edge.
+            ("a report on a learned edge", &[&db1], None, &[&db1]),
+            // Reported and learned at once: learned wins.
+            ("a report that learns", &[&pool], Some(&pool_a), &[&pool]),
             ("nothing", &[], None, &[]),
         ];
         for (step, touched, learned, changed) in steps {
@@ -719,7 +768,12 @@ mod tests {
             .filter(|e| e.in_baseline)
             .map(|e| e.source.as_str())
             .collect();
-        assert_eq!(in_baseline, ["workload:ns/a1", "workload:ns/a2"]);
+        // a1 -> db, a2 -> db (profile a), and a2 -> the pool, learned as
+        // it was reported.
+        assert_eq!(
+            in_baseline,
+            ["workload:ns/a1", "workload:ns/a2", "workload:ns/a2"]
+        );
     }
 
     /// A rebuild of every view (after a registration or any other
