@@ -103,6 +103,9 @@ pub struct EngineMetrics {
     pub overflowed: Counter,
     /// Edge views snapshots built (the others were kept from the last).
     pub edge_views_built: Counter,
+    /// Time to build and publish one snapshot (on the engine thread; the
+    /// next one built for reports alone waits at least four times this).
+    pub snapshot_seconds: Histogram,
 }
 
 impl EngineMetrics {
@@ -117,6 +120,7 @@ impl EngineMetrics {
             policy_updates: Counter::default(),
             overflowed: Counter::default(),
             edge_views_built: Counter::default(),
+            snapshot_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
         };
         registry.register(
             "vigil_controller_overflowed",
@@ -152,6 +156,11 @@ impl EngineMetrics {
             "vigil_controller_snapshot_edge_views_built",
             "Edge views built for snapshots of the graph (the others were kept from the previous snapshot)",
             metrics.edge_views_built.clone(),
+        );
+        registry.register(
+            "vigil_controller_snapshot_seconds",
+            "Time to build and publish one snapshot of the state on the engine thread (snapshots built for reports alone are at least four times this apart)",
+            metrics.snapshot_seconds.clone(),
         );
         registry.register(
             "vigil_controller_policy_updates",

@@ -278,6 +278,7 @@ impl Engine {
             let start = Instant::now();
             snapshots.send_replace(Arc::new(self.snapshot()));
             pace.build = start.elapsed();
+            (self.metrics.snapshot_seconds).observe(pace.build.as_secs_f64());
             pace.last_snapshot = Instant::now();
             pace.dirty = false;
         }

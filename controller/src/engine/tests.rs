@@ -1008,6 +1008,16 @@ async fn reads_build_no_edge_view() {
     );
     assert_eq!(after.counts.sidecars_connected, 0);
     assert_eq!(built(), built_before, "no view built for reads");
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let snapshots: u64 = (text.lines())
+        .find_map(|l| l.strip_prefix("vigil_controller_snapshot_seconds_count "))
+        .and_then(|n| n.parse().ok())
+        .expect("the snapshot histogram");
+    assert!(
+        snapshots >= 4,
+        "each step published a snapshot, timed: {snapshots}"
+    );
     for (a, b) in before.graph.edges.iter().zip(&after.graph.edges) {
         assert!(Arc::ptr_eq(a, b), "{} -> {} shared", a.source, a.target);
     }
