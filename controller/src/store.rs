@@ -5,9 +5,13 @@
 //! loses at most the step in flight (which the proxy then re-sends, as it was
 //! not acknowledged). Depends on `model`, `baseline`, `graph`, `inventory`.
 
+mod edge_row;
+
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -24,7 +28,12 @@ const BASELINE_EDGES: TableDefinition<(&str, &str), ()> = TableDefinition::new("
 /// (source, target, `METHOD path-template`) of learned API endpoints.
 const BASELINE_ENDPOINTS: TableDefinition<(&str, &str, &str), ()> =
     TableDefinition::new("baseline_endpoints");
-const EDGES: TableDefinition<(&str, &str), &str> = TableDefinition::new("edges");
+/// Graph edges: (source, target) -> [`EdgeStats`] as a protobuf message
+/// (see [`edge_row`]).
+const EDGES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("edge_stats");
+/// Graph edges as JSON, as versions before `edge_stats` wrote them: moved
+/// to [`EDGES`] when the store opens; a row that cannot be read stays.
+const LEGACY_EDGES: TableDefinition<(&str, &str), &str> = TableDefinition::new("edges");
 const ALERTS: TableDefinition<&str, &str> = TableDefinition::new("alerts");
 /// Observation history for dry runs: (unix seconds, seq) -> JSON array of
 /// [`crate::simulate::Seen`] (one row per report batch).
@@ -236,7 +245,52 @@ impl Store {
         };
         // Create every table so that reads never meet a missing one.
         store.write(&Changes::default())?;
+        store.move_legacy_edges()?;
         Ok(store)
+    }
+
+    /// Moves the edges an earlier version wrote as JSON to `edge_stats`,
+    /// in one transaction; a row that cannot be read stays where it was
+    /// (and [`Store::load`] counts it as skipped). Returns how many moved.
+    fn move_legacy_edges(&self) -> Result<usize, StoreError> {
+        const OP: &str = "move the edges to edge_stats";
+        let tx = self.db.begin_write().map_err(io(OP))?;
+        let legacy_exists =
+            (tx.list_tables().map_err(io(OP))?).any(|table| table.name() == LEGACY_EDGES.name());
+        if !legacy_exists {
+            return Ok(0);
+        }
+        let moved = {
+            let mut legacy = tx.open_table(LEGACY_EDGES).map_err(io(OP))?;
+            let mut edges = tx.open_table(EDGES).map_err(io(OP))?;
+            let mut moved = Vec::new();
+            for row in legacy.iter().map_err(io(OP))? {
+                let (k, v) = row.map_err(io(OP))?;
+                let (a, b) = k.value();
+                if let Ok(stats) = serde_json::from_str::<EdgeStats>(v.value()) {
+                    let row = edge_row::encode(&stats);
+                    edges.insert((a, b), row.as_slice()).map_err(io(OP))?;
+                    moved.push((a.to_owned(), b.to_owned()));
+                }
+            }
+            for (a, b) in &moved {
+                legacy.remove((a.as_str(), b.as_str())).map_err(io(OP))?;
+            }
+            moved.len()
+        };
+        if tx
+            .open_table(LEGACY_EDGES)
+            .map_err(io(OP))?
+            .is_empty()
+            .map_err(io(OP))?
+        {
+            tx.delete_table(LEGACY_EDGES).map_err(io(OP))?;
+        }
+        tx.commit().map_err(io(OP))?;
+        if moved > 0 {
+            tracing::info!(moved, "moved the graph's edges to the edge_stats table");
+        }
+        Ok(moved)
     }
 
     /// Reads everything back.
@@ -308,11 +362,33 @@ impl Store {
         {
             let (k, v) = row.map_err(io("read"))?;
             let (a, b) = k.value();
-            let edge = edge_key("edges", a, b, skipped);
-            let stats = decode::<EdgeStats>("edges", a, v.value(), skipped);
-            if let (Some(edge), Some(stats)) = (edge, stats) {
-                out.edges.push((edge, stats));
+            let Some(edge) = edge_key("edge_stats", a, b, skipped) else {
+                continue;
+            };
+            match edge_row::decode(v.value()) {
+                Ok(stats) => out.edges.push((edge, stats)),
+                Err(error) => {
+                    tracing::warn!(table = "edge_stats", a, b, %error, "skipping an unreadable row of the store");
+                    *skipped += 1;
+                }
             }
+        }
+        // What the move to `edge_stats` could not read, counted.
+        match tx.open_table(LEGACY_EDGES) {
+            Ok(table) => {
+                for row in table.iter().map_err(io("read"))? {
+                    let (k, v) = row.map_err(io("read"))?;
+                    let (a, b) = k.value();
+                    let edge = edge_key("edges", a, b, skipped);
+                    let stats = decode::<EdgeStats>("edges", a, v.value(), skipped);
+                    if let (Some(_), Some(_)) = (edge, stats) {
+                        // Moved when the store opened; not here.
+                        *skipped += 1;
+                    }
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(io("read")(e)),
         }
         for row in tx
             .open_table(ALERTS)
@@ -441,7 +517,7 @@ impl Store {
                     let (a, b) = (edge.0.to_string(), edge.1.to_string());
                     tables
                         .edges
-                        .insert((a.as_str(), b.as_str()), encode("edge", stats)?.as_str())
+                        .insert((a.as_str(), b.as_str()), edge_row::encode(stats).as_slice())
                         .map_err(io("write"))?;
                 }
             }
@@ -486,7 +562,7 @@ struct Tables<'tx> {
     baseline_workloads: redb::Table<'tx, &'static str, ()>,
     baseline_edges: redb::Table<'tx, (&'static str, &'static str), ()>,
     baseline_endpoints: redb::Table<'tx, (&'static str, &'static str, &'static str), ()>,
-    edges: redb::Table<'tx, (&'static str, &'static str), &'static str>,
+    edges: redb::Table<'tx, (&'static str, &'static str), &'static [u8]>,
     alerts: redb::Table<'tx, &'static str, &'static str>,
     resource_baselines: redb::Table<'tx, &'static str, &'static str>,
     report_seqs: redb::Table<'tx, &'static str, (u64, u64)>,
@@ -708,14 +784,63 @@ mod tests {
             .unwrap()
             .insert("x", "{not json")
             .unwrap();
-        tx.open_table(EDGES)
-            .unwrap()
-            .insert(("bogus", "internet"), "{}")
+        let mut edges = tx.open_table(EDGES).unwrap();
+        let row = edge_row::encode(&EdgeStats::default());
+        edges.insert(("bogus", "internet"), row.as_slice()).unwrap();
+        edges
+            .insert(("workload:ns/a", "internet"), b"\x08\xff".as_slice())
             .unwrap();
+        drop(edges);
         tx.commit().unwrap();
         let loaded = store.load().unwrap();
-        assert_eq!(loaded.skipped, 2);
-        assert!(loaded.alerts.is_empty());
+        assert_eq!(loaded.skipped, 3, "an alert, a key, a row");
+        assert!(loaded.alerts.is_empty() && loaded.edges.is_empty());
+    }
+
+    /// A store written by a version that kept edges as JSON opens with
+    /// its edges, now in `edge_stats`; a row that cannot be read stays in
+    /// the old table (counted as skipped at every start, never deleted);
+    /// opening again moves nothing twice.
+    #[test]
+    fn edges_an_earlier_version_wrote_as_json_are_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = EdgeStats {
+            requests: 7,
+            endpoints: [("GET /api/items/{id}".to_owned(), 7)].into(),
+            statuses: [(200, 7)].into(),
+            first_seen: 1_800_000_000,
+            last_seen: 1_800_000_060,
+            ..EdgeStats::default()
+        };
+        {
+            // The earlier version's file: its tables, as it wrote them.
+            let db = Database::create(dir.path().join(DB_FILE)).unwrap();
+            let tx = db.begin_write().unwrap();
+            let mut legacy = tx.open_table(LEGACY_EDGES).unwrap();
+            let json = serde_json::to_string(&stats).unwrap();
+            legacy
+                .insert(("workload:ns/a", "external:pypi.org:443"), json.as_str())
+                .unwrap();
+            legacy
+                .insert(("workload:ns/a", "workload:ns/db"), "{torn")
+                .unwrap();
+            drop(legacy);
+            tx.commit().unwrap();
+        }
+        for start in ["first start", "second start"] {
+            let store = Store::open(dir.path()).unwrap();
+            let loaded = store.load().unwrap();
+            let a: NodeId = "workload:ns/a".parse().unwrap();
+            let pypi: NodeId = "external:pypi.org:443".parse().unwrap();
+            assert_eq!(loaded.edges, [((a, pypi), stats.clone())], "{start}");
+            assert_eq!(loaded.skipped, 1, "{start}: the torn row");
+            let tx = store.db.begin_read().unwrap();
+            let legacy = tx.open_table(LEGACY_EDGES).unwrap();
+            let left: Vec<_> = (legacy.iter().unwrap())
+                .map(|row| row.unwrap().1.value().to_owned())
+                .collect();
+            assert_eq!(left, ["{torn"], "{start}: kept where it was");
+        }
     }
 
     #[test]
