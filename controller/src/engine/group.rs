@@ -1,8 +1,9 @@
 //! The engine's loop: group commit and paced publication.
 //!
-//! The loop drains every queued command (up to [`GROUP`]), and while it
-//! holds reports or registrations waits for more up to
-//! `Options::commit_linger` after the round's first command. Reports and
+//! The loop drains every queued command (up to [`GROUP`]); after a round
+//! that staged several reports or registrations, a round that holds some
+//! waits for more, up to `Options::commit_linger` after its first command
+//! and while they keep coming (see [`linger_deadline`]). Reports and
 //! sidecars' registrations are applied in memory one after another and
 //! their changes written together in one store transaction; each report is
 //! acknowledged, and each registering sidecar gets its policy stream, only
@@ -47,6 +48,10 @@ pub(super) const GROUP: usize = 1024;
 /// view, say for a mode change, the next report's snapshot then waited ten
 /// times that long, and alerts reached the API seconds late.)
 pub(super) const BUILD_SHARE: u32 = 4;
+
+/// A lingering round stops waiting when no command came for this fraction
+/// of the linger.
+const LINGER_GAP: u32 = 5;
 
 /// A report or a registration applied in memory, waiting for its group's
 /// transaction.
@@ -158,6 +163,15 @@ impl Pace {
     }
 }
 
+/// Until when a round that began at `start` waits for more reports or
+/// registrations to share its transaction, if at all: only after a round
+/// that staged several (`crowded`: they come together, faster than one
+/// transaction each). A report that comes alone is written at once:
+/// waiting would only delay its acknowledgement.
+pub(super) fn linger_deadline(start: Instant, crowded: bool, linger: Duration) -> Option<Instant> {
+    (crowded && !linger.is_zero()).then(|| start + linger)
+}
+
 /// Whether `cmd` changes state on a person's behalf (a mode, a quarantine,
 /// an import, an accepted alert, discovered workloads, threat lists) rather
 /// than being a sidecar's report, registration or disconnection, or a
@@ -190,6 +204,9 @@ impl Engine {
         let mut pace = Pace::new(self.options.publish_every);
         let mut replies: Vec<Reply> = Vec::new();
         let mut group: Vec<Staged> = Vec::new();
+        // The last round staged several writes: reports come together,
+        // and a wait for company pays.
+        let mut crowded = false;
         loop {
             let next = match pace.deadline() {
                 None => timer.block_on(rx.recv()),
@@ -206,19 +223,21 @@ impl Engine {
                 }
             };
             let Some(mut cmd) = next else { break };
-            let round = Instant::now();
-            let (mut urgent, mut stopping, mut applied) = (false, false, 1);
+            let linger_until = linger_deadline(Instant::now(), crowded, self.options.commit_linger);
+            let (mut urgent, mut stopping, mut applied, mut staged) = (false, false, 1, 0);
             loop {
                 match cmd {
                     Command::Shutdown => stopping = true,
                     Command::Report { batch, reply } => {
                         group.push(Staged::stage(&mut self, batch, reply));
+                        staged += 1;
                     }
                     Command::Register {
                         registration,
                         reply,
                     } => {
                         group.push(Staged::register(&mut self, &registration, reply));
+                        staged += 1;
                     }
                     other => {
                         // Earlier reports are written first: commands
@@ -239,10 +258,13 @@ impl Engine {
                     // Staged writes wait a little for company; anything
                     // else that comes ends the wait (see above).
                     Err(mpsc::error::TryRecvError::Empty) if !group.is_empty() => {
-                        let until = round + self.options.commit_linger;
-                        if Instant::now() >= until {
+                        let now = Instant::now();
+                        let Some(until) = linger_until.filter(|&t| now < t) else {
                             break;
-                        }
+                        };
+                        // Company that stops coming is not waited for
+                        // (clients that all wait for their acks send none).
+                        let until = until.min(now + self.options.commit_linger / LINGER_GAP);
                         let wait = async { tokio::time::timeout_at(until.into(), rx.recv()).await };
                         match timer.block_on(wait) {
                             Ok(Some(more)) => {
@@ -256,6 +278,7 @@ impl Engine {
                 }
             }
             self.flush(&mut group, &mut replies);
+            crowded = staged > 1;
             pace.dirty = true;
             self.publish(&mut pace, &snapshots, urgent || stopping);
             // Replies go out after the snapshot when it was due: a caller

@@ -1047,46 +1047,56 @@ fn commits(registry: &prometheus_client::registry::Registry) -> u64 {
         .expect("the commit histogram")
 }
 
-/// Reports that arrive one after another within the linger share one
-/// transaction, and each is acknowledged once it is written: 5,000
-/// sidecars reporting once a second are then a few hundred transactions a
-/// second, not one per report.
+/// A round waits for company only after a round that staged several
+/// writes (they come together), and never with no linger.
+#[test]
+fn a_round_lingers_only_when_reports_come_together() {
+    use super::group::linger_deadline;
+    let start = std::time::Instant::now();
+    let ms = std::time::Duration::from_millis;
+    let cases = [
+        ("crowded", true, ms(5), Some(start + ms(5))),
+        ("alone: written at once", false, ms(5), None),
+        ("no linger", true, ms(0), None),
+        ("neither", false, ms(0), None),
+    ];
+    for (what, crowded, linger, want) in cases {
+        assert_eq!(linger_deadline(start, crowded, linger), want, "{what}");
+    }
+}
+
+/// A report that comes alone is written and acknowledged at once, even
+/// with an hour's linger: the wait is for reports that come together, not
+/// for a lone one.
 #[tokio::test]
-async fn reports_within_the_linger_share_one_transaction() {
+async fn a_lone_report_does_not_linger() {
     let dir = tempfile::tempdir().unwrap();
     let mut registry = prometheus_client::registry::Registry::default();
     let options = Options {
-        commit_linger: std::time::Duration::from_secs(2),
+        commit_linger: std::time::Duration::from_secs(3600),
         ..Options::default()
     };
     let (h, thread) = spawn_with(Store::open(dir.path()).unwrap(), &mut registry, options).unwrap();
     let before = commits(&registry);
-    let mut acks = Vec::new();
-    for i in 0..5 {
-        let h = h.clone();
-        let obs = vec![outbound(&format!("db{i}:5432"), None, 1)];
-        acks.push(tokio::spawn(
-            async move { report(&h, id("web"), obs, 0).await },
-        ));
-        // Each report is queued, and the engine has taken it, before the
-        // next: without the linger each would be its own transaction.
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    for (i, destination) in ["db:5432", "pypi.org:443"].into_iter().enumerate() {
+        let ack = report(&h, id("web"), vec![outbound(destination, None, 1)], 0);
+        tokio::time::timeout(std::time::Duration::from_secs(30), ack)
+            .await
+            .expect("acknowledged without waiting for the linger")
+            .unwrap();
+        assert_eq!(
+            commits(&registry) - before,
+            i as u64 + 1,
+            "one transaction each"
+        );
     }
-    for ack in acks {
-        ack.await.unwrap().unwrap();
-    }
-    assert_eq!(
-        commits(&registry) - before,
-        1,
-        "five reports, one transaction"
-    );
-    assert_eq!(h.snapshot().counts.edges, 5);
+    assert_eq!(h.snapshot().counts.edges, 2);
     stop(h, thread).await;
 }
 
-/// A person's command does not wait for the linger: it writes the
-/// reports staged before it and takes effect at once, so a report
-/// lingering for an hour is acknowledged with it.
+/// A person's command never waits for a linger: it writes the reports
+/// staged before it and takes effect at once, and the report queued
+/// before it is acknowledged with it.
 #[tokio::test]
 async fn a_command_ends_the_linger() {
     let dir = tempfile::tempdir().unwrap();
