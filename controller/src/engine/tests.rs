@@ -52,6 +52,12 @@ fn start(dir: &std::path::Path) -> (Handle, std::thread::JoinHandle<()>) {
     .unwrap()
 }
 
+/// An engine with `options` on the store in `dir`.
+fn start_with(dir: &std::path::Path, options: Options) -> (Handle, std::thread::JoinHandle<()>) {
+    let registry = &mut prometheus_client::registry::Registry::default();
+    spawn_with(Store::open(dir).unwrap(), registry, options).unwrap()
+}
+
 async fn stop(handle: Handle, thread: std::thread::JoinHandle<()>) {
     drop(handle);
     tokio::task::spawn_blocking(move || thread.join().unwrap())
@@ -563,12 +569,7 @@ async fn an_auto_quarantine_kind_quarantines_the_workload_at_once() {
         auto_quarantine: [AlertKind::MiningProtocol].into(),
         ..Options::default()
     };
-    let (h, thread) = spawn_with(
-        Store::open(dir.path()).unwrap(),
-        &mut prometheus_client::registry::Registry::default(),
-        options,
-    )
-    .unwrap();
+    let (h, thread) = start_with(dir.path(), options);
     let mut policy = h.register(reg(id("nb"), vec![], None)).await.unwrap();
     report(&h, id("nb"), vec![outbound("pypi.org:443", None, 1)], 0)
         .await
@@ -1104,12 +1105,7 @@ async fn a_command_ends_the_linger() {
         commit_linger: std::time::Duration::from_secs(3600),
         ..Options::default()
     };
-    let (h, thread) = spawn_with(
-        Store::open(dir.path()).unwrap(),
-        &mut prometheus_client::registry::Registry::default(),
-        options,
-    )
-    .unwrap();
+    let (h, thread) = start_with(dir.path(), options);
     {
         let ack = report(&h, id("web"), vec![outbound("db:5432", None, 1)], 0);
         tokio::pin!(ack);
