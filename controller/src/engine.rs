@@ -64,11 +64,12 @@ pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 /// The controller's group commit linger: when reports come together (the
 /// last round staged several), a round that holds reports or
 /// registrations waits at most this long after its first command, and
-/// while more keep coming, for others to share its transaction. A transaction's fixed cost (the commit, its fsync, the
-/// pages every group dirties) is then shared by more reports: with 5,000
-/// sidecars reporting once a second, the engine thread went from 0.83 to
-/// 0.73 of a core (20 ms gave 0.71: little more, at four times the wait).
-/// A report that comes alone does not wait.
+/// while more keep coming, for others to share its transaction. A
+/// transaction's fixed cost (the commit, its fsync, the pages every group
+/// dirties) is then shared by more reports: with 5,000 sidecars reporting
+/// once a second, the engine thread went from 0.83 to 0.73 of a core (20 ms
+/// gave 0.71: little more, at four times the wait). A report that comes
+/// alone does not wait.
 pub const COMMIT_LINGER: Duration = Duration::from_millis(5);
 
 impl Default for Options {

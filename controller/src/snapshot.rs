@@ -3,6 +3,7 @@
 //!
 //! Field names here are the JSON contract of `vigilctl` and the web view.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
@@ -374,6 +375,16 @@ struct Learned {
     endpoints: Vec<String>,
 }
 
+impl Learned {
+    /// What `view` shows.
+    fn of(view: &EdgeView) -> Self {
+        Learned {
+            in_baseline: view.in_baseline,
+            endpoints: view.baseline_endpoints.clone(),
+        }
+    }
+}
+
 /// The view of an edge from its ids, statistics and what the baseline
 /// knows of it.
 fn view_of(source: String, target: String, stats: &EdgeStats, baseline: Learned) -> EdgeView {
@@ -514,38 +525,32 @@ impl EdgeViews {
                 .collect();
             self.stale = false;
         } else {
-            self.touched.retain(|key| !self.relearned.contains(key));
-            self.built = self.touched.len() + self.relearned.len();
-            // Only statistics changed: the kept view's ids and baseline
-            // entry stand (no profile or baseline lookup).
-            for key in self.touched.drain() {
+            let relearned = std::mem::take(&mut self.relearned);
+            self.touched.retain(|key| !relearned.contains(key));
+            self.built = self.touched.len() + relearned.len();
+            let touched = self.touched.drain().map(|key| (key, false));
+            for (key, learned) in touched.chain(relearned.into_iter().map(|key| (key, true))) {
                 let ids = (key.0.to_string(), key.1.to_string());
-                match (parts.graph.edge(&key), self.views.get_mut(&ids)) {
-                    (Some(stats), Some(kept)) => {
-                        let baseline = Learned {
-                            in_baseline: kept.in_baseline,
-                            endpoints: kept.baseline_endpoints.clone(),
+                let Some(stats) = parts.graph.edge(&key) else {
+                    self.views.remove(&ids);
+                    continue;
+                };
+                match self.views.entry(ids) {
+                    Entry::Occupied(mut kept) => {
+                        let view = if learned {
+                            edge_view(&key.0, &key.1, stats, parts)
+                        } else {
+                            // Only statistics changed: the kept view's ids
+                            // and baseline entry stand (no profile or
+                            // baseline lookup).
+                            let kept = kept.get();
+                            let (source, target) = (kept.source.clone(), kept.target.clone());
+                            view_of(source, target, stats, Learned::of(kept))
                         };
-                        *kept = Arc::new(view_of(ids.0, ids.1, stats, baseline));
+                        kept.insert(Arc::new(view));
                     }
-                    (Some(stats), None) => {
-                        let view = edge_view(&key.0, &key.1, stats, parts);
-                        self.views.insert(ids, Arc::new(view));
-                    }
-                    (None, _) => {
-                        self.views.remove(&ids);
-                    }
-                }
-            }
-            for key in self.relearned.drain() {
-                let ids = (key.0.to_string(), key.1.to_string());
-                match parts.graph.edge(&key) {
-                    Some(stats) => {
-                        let view = edge_view(&key.0, &key.1, stats, parts);
-                        self.views.insert(ids, Arc::new(view));
-                    }
-                    None => {
-                        self.views.remove(&ids);
+                    Entry::Vacant(slot) => {
+                        slot.insert(Arc::new(edge_view(&key.0, &key.1, stats, parts)));
                     }
                 }
             }

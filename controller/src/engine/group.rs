@@ -172,6 +172,17 @@ pub(super) fn linger_deadline(start: Instant, crowded: bool, linger: Duration) -
     (crowded && !linger.is_zero()).then(|| start + linger)
 }
 
+/// The next command, unless `at` comes first (`Ok(None)`: the channel
+/// closed).
+fn recv_before(
+    timer: &tokio::runtime::Runtime,
+    rx: &mut mpsc::Receiver<Command>,
+    at: Instant,
+) -> Result<Option<Command>, tokio::time::error::Elapsed> {
+    // The timer is made inside the runtime that drives it.
+    timer.block_on(async { tokio::time::timeout_at(at.into(), rx.recv()).await })
+}
+
 /// Whether `cmd` changes state on a person's behalf (a mode, a quarantine,
 /// an import, an accepted alert, discovered workloads, threat lists) rather
 /// than being a sidecar's report, registration or disconnection, or a
@@ -210,17 +221,13 @@ impl Engine {
         loop {
             let next = match pace.deadline() {
                 None => timer.block_on(rx.recv()),
-                Some(at) => {
-                    // The timer is made inside the runtime that drives it.
-                    let wait = async { tokio::time::timeout_at(at.into(), rx.recv()).await };
-                    match timer.block_on(wait) {
-                        Ok(next) => next,
-                        Err(_) => {
-                            self.publish(&mut pace, &snapshots, false);
-                            continue;
-                        }
+                Some(at) => match recv_before(&timer, &mut rx, at) {
+                    Ok(next) => next,
+                    Err(_) => {
+                        self.publish(&mut pace, &snapshots, false);
+                        continue;
                     }
-                }
+                },
             };
             let Some(mut cmd) = next else { break };
             let linger_until = linger_deadline(Instant::now(), crowded, self.options.commit_linger);
@@ -265,8 +272,7 @@ impl Engine {
                         // Company that stops coming is not waited for
                         // (clients that all wait for their acks send none).
                         let until = until.min(now + self.options.commit_linger / LINGER_GAP);
-                        let wait = async { tokio::time::timeout_at(until.into(), rx.recv()).await };
-                        match timer.block_on(wait) {
+                        match recv_before(&timer, &mut rx, until) {
                             Ok(Some(more)) => {
                                 cmd = more;
                                 applied += 1;
