@@ -6,6 +6,7 @@
 //! not acknowledged). Depends on `model`, `baseline`, `graph`, `inventory`.
 
 mod edge_row;
+mod history_row;
 
 use std::path::{Path, PathBuf};
 
@@ -35,9 +36,14 @@ const EDGES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("edge_s
 /// to [`EDGES`] when the store opens; a row that cannot be read stays.
 const LEGACY_EDGES: TableDefinition<(&str, &str), &str> = TableDefinition::new("edges");
 const ALERTS: TableDefinition<&str, &str> = TableDefinition::new("alerts");
-/// Observation history for dry runs: (unix seconds, seq) -> JSON array of
-/// [`crate::simulate::Seen`] (one row per report batch).
-const HISTORY: TableDefinition<(u64, u64), &str> = TableDefinition::new("history");
+/// Observation history for dry runs: (unix seconds, seq) -> one report
+/// batch's [`crate::simulate::Seen`] as a protobuf message (see
+/// [`history_row`]).
+const HISTORY: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("history_rows");
+/// The history as JSON arrays, as versions before `history_rows` wrote it:
+/// moved to [`HISTORY`] when the store opens; a row that cannot be read
+/// stays.
+const LEGACY_HISTORY: TableDefinition<(u64, u64), &str> = TableDefinition::new("history");
 /// Audit log: seq -> JSON of [`AuditEntry`].
 const AUDIT: TableDefinition<u64, &str> = TableDefinition::new("audit");
 /// Quarantined workloads: `ns/name` -> JSON of [`Quarantine`].
@@ -245,47 +251,68 @@ impl Store {
         };
         // Create every table so that reads never meet a missing one.
         store.write(&Changes::default())?;
-        store.move_legacy_edges()?;
+        store.move_legacy(LEGACY_EDGES, EDGES, |json| {
+            let stats = serde_json::from_str::<EdgeStats>(json).ok()?;
+            Some(edge_row::encode(&stats))
+        })?;
+        store.move_legacy(LEGACY_HISTORY, HISTORY, |json| {
+            let seen = serde_json::from_str::<Vec<crate::simulate::Seen>>(json).ok()?;
+            Some(history_row::encode(&seen))
+        })?;
         Ok(store)
     }
 
-    /// Moves the edges an earlier version wrote as JSON to `edge_stats`,
-    /// in one transaction; a row that cannot be read stays where it was
-    /// (and [`Store::load`] counts it as skipped).
-    fn move_legacy_edges(&self) -> Result<(), StoreError> {
-        const OP: &str = "move the edges to edge_stats";
+    /// Moves the rows an earlier version wrote as JSON in `from` to `to`,
+    /// as `convert` re-encodes them, in one transaction; a row that
+    /// `convert` cannot read stays where it was (and [`Store::load`]
+    /// counts it as skipped). Nothing to do when `from` is gone.
+    fn move_legacy<K: redb::Key + 'static>(
+        &self,
+        from: TableDefinition<K, &str>,
+        to: TableDefinition<K, &[u8]>,
+        convert: impl Fn(&str) -> Option<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        const OP: &str = "move rows an earlier version wrote";
         let tx = self.db.begin_write().map_err(io(OP))?;
         let legacy_exists =
-            (tx.list_tables().map_err(io(OP))?).any(|table| table.name() == LEGACY_EDGES.name());
+            (tx.list_tables().map_err(io(OP))?).any(|table| table.name() == from.name());
         if !legacy_exists {
             return Ok(());
         }
         let (moved, left) = {
-            let mut legacy = tx.open_table(LEGACY_EDGES).map_err(io(OP))?;
-            let mut edges = tx.open_table(EDGES).map_err(io(OP))?;
-            let mut moved = Vec::new();
-            for row in legacy.iter().map_err(io(OP))? {
-                let (k, v) = row.map_err(io(OP))?;
-                let (a, b) = k.value();
-                if let Ok(stats) = serde_json::from_str::<EdgeStats>(v.value()) {
-                    let row = edge_row::encode(&stats);
-                    edges.insert((a, b), row.as_slice()).map_err(io(OP))?;
-                    moved.push((a.to_owned(), b.to_owned()));
-                }
+            let mut legacy = tx.open_table(from).map_err(io(OP))?;
+            let mut rows = tx.open_table(to).map_err(io(OP))?;
+            let before = legacy.len().map_err(io(OP))?;
+            let mut failed = None;
+            legacy
+                .retain(|key, json| match convert(json) {
+                    // A row that cannot be written stays, and the move fails.
+                    Some(row) => match rows.insert(key, row.as_slice()) {
+                        Ok(_) => false,
+                        Err(e) => {
+                            failed.get_or_insert(e);
+                            true
+                        }
+                    },
+                    None => true,
+                })
+                .map_err(io(OP))?;
+            if let Some(e) = failed {
+                return Err(io(OP)(e));
             }
-            for (a, b) in &moved {
-                legacy.remove((a.as_str(), b.as_str())).map_err(io(OP))?;
-            }
-            (moved.len(), legacy.len().map_err(io(OP))?)
+            let left = legacy.len().map_err(io(OP))?;
+            (before - left, left)
         };
         if left == 0 {
-            tx.delete_table(LEGACY_EDGES).map_err(io(OP))?;
+            tx.delete_table(from).map_err(io(OP))?;
         }
         tx.commit().map_err(io(OP))?;
         tracing::info!(
+            from = from.name(),
+            to = to.name(),
             moved,
             left,
-            "moved the graph's edges to the edge_stats table"
+            "moved rows an earlier version wrote"
         );
         Ok(())
     }
@@ -370,21 +397,7 @@ impl Store {
                 }
             }
         }
-        // What the move to `edge_stats` could not read: kept, counted.
-        match tx.open_table(LEGACY_EDGES) {
-            Ok(table) => {
-                let left = table.len().map_err(io("read"))?;
-                if left > 0 {
-                    tracing::warn!(
-                        left,
-                        "skipping rows of the old edges table that could not be read"
-                    );
-                    *skipped += left as usize;
-                }
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(io("read")(e)),
-        }
+        *skipped += legacy_left(&tx, LEGACY_EDGES)?;
         for row in tx
             .open_table(ALERTS)
             .map_err(io("read"))?
@@ -408,16 +421,19 @@ impl Store {
             }
         }
         out.audit.reverse();
+        *skipped += legacy_left(&tx, LEGACY_HISTORY)?;
         let table = tx.open_table(HISTORY).map_err(io("read"))?;
         for row in table.iter().map_err(io("read"))? {
             let (k, v) = row.map_err(io("read"))?;
             let (at, seq) = k.value();
             out.history.1 = out.history.1.max(seq + 1);
             let key = format!("{at}/{seq}");
-            if let Some(seen) =
-                decode::<Vec<crate::simulate::Seen>>("history", &key, v.value(), skipped)
-            {
-                out.history.0.extend(seen);
+            match history_row::decode(v.value()) {
+                Ok(seen) => out.history.0.extend(seen),
+                Err(error) => {
+                    tracing::warn!(table = "history_rows", key, %error, "skipping an unreadable row of the store");
+                    *skipped += 1;
+                }
             }
         }
         let table = tx.open_table(QUARANTINE).map_err(io("read"))?;
@@ -533,6 +549,27 @@ impl Store {
     }
 }
 
+/// The rows of `table` (a table an earlier version wrote) that the move at
+/// open could not read: kept where they are, counted as skipped.
+fn legacy_left<K: redb::Key + 'static>(
+    tx: &redb::ReadTransaction,
+    table: TableDefinition<K, &str>,
+) -> Result<usize, StoreError> {
+    let left = match tx.open_table(table) {
+        Ok(rows) => rows.len().map_err(io("read"))?,
+        Err(redb::TableError::TableDoesNotExist(_)) => 0,
+        Err(e) => return Err(io("read")(e)),
+    };
+    if left > 0 {
+        tracing::warn!(
+            table = table.name(),
+            left,
+            "skipping rows an earlier version wrote that could not be read"
+        );
+    }
+    Ok(left as usize)
+}
+
 /// Writes `value` as JSON under `key` in a table of JSON rows.
 fn put(
     table: &mut redb::Table<'_, &'static str, &'static str>,
@@ -551,7 +588,7 @@ fn put(
 struct Tables<'tx> {
     meta: redb::Table<'tx, &'static str, &'static str>,
     workloads: redb::Table<'tx, &'static str, &'static str>,
-    history: redb::Table<'tx, (u64, u64), &'static str>,
+    history: redb::Table<'tx, (u64, u64), &'static [u8]>,
     audit: redb::Table<'tx, u64, &'static str>,
     quarantine: redb::Table<'tx, &'static str, &'static str>,
     baseline_workloads: redb::Table<'tx, &'static str, ()>,
@@ -599,7 +636,7 @@ impl<'tx> Tables<'tx> {
             && !seen.is_empty()
         {
             self.history
-                .insert((*at, *seq), encode("history", seen)?.as_str())
+                .insert((*at, *seq), history_row::encode(seen).as_slice())
                 .map_err(e)?;
         }
         for entry in &changes.audit {
@@ -786,18 +823,22 @@ mod tests {
             .insert(("workload:ns/a", "internet"), b"\x08\xff".as_slice())
             .unwrap();
         drop(edges);
+        (tx.open_table(HISTORY).unwrap())
+            .insert((1, 1), b"\x0a\x02\x18\x00".as_slice())
+            .unwrap();
         tx.commit().unwrap();
         let loaded = store.load().unwrap();
-        assert_eq!(loaded.skipped, 3, "an alert, a key, a row");
+        assert_eq!(loaded.skipped, 4, "an alert, a key, an edge, a history row");
+        assert!(loaded.history.0.is_empty());
         assert!(loaded.alerts.is_empty() && loaded.edges.is_empty());
     }
 
-    /// A store written by a version that kept edges as JSON opens with
-    /// its edges, now in `edge_stats`; a row that cannot be read stays in
-    /// the old table (counted as skipped at every start, never deleted);
-    /// opening again moves nothing twice.
+    /// A store written by a version that kept edges and the history as
+    /// JSON opens with them, now in `edge_stats` and `history_rows`; a row
+    /// that cannot be read stays in the old table (counted as skipped at
+    /// every start, never deleted); opening again moves nothing twice.
     #[test]
-    fn edges_an_earlier_version_wrote_as_json_are_moved() {
+    fn rows_an_earlier_version_wrote_as_json_are_moved() {
         let dir = tempfile::tempdir().unwrap();
         let stats = EdgeStats {
             requests: 7,
@@ -807,6 +848,11 @@ mod tests {
             last_seen: 1_800_000_060,
             ..EdgeStats::default()
         };
+        let seen = vec![crate::simulate::Seen {
+            at: 1_800_000_060,
+            reporter: WorkloadId::new("ns", "a").unwrap(),
+            obs: crate::model::outbound("pypi.org:443", Some("151.101.0.223:443"), 7),
+        }];
         {
             // The earlier version's file: its tables, as it wrote them.
             let db = Database::create(dir.path().join(DB_FILE)).unwrap();
@@ -820,6 +866,11 @@ mod tests {
                 .insert(("workload:ns/a", "workload:ns/db"), "{torn")
                 .unwrap();
             drop(legacy);
+            let mut legacy = tx.open_table(LEGACY_HISTORY).unwrap();
+            let json = serde_json::to_string(&seen).unwrap();
+            legacy.insert((1_800_000_060, 4), json.as_str()).unwrap();
+            legacy.insert((1_800_000_061, 5), "[{torn").unwrap();
+            drop(legacy);
             tx.commit().unwrap();
         }
         for start in ["first start", "second start"] {
@@ -828,13 +879,19 @@ mod tests {
             let a: NodeId = "workload:ns/a".parse().unwrap();
             let pypi: NodeId = "external:pypi.org:443".parse().unwrap();
             assert_eq!(loaded.edges, [((a, pypi), stats.clone())], "{start}");
-            assert_eq!(loaded.skipped, 1, "{start}: the torn row");
+            assert_eq!(loaded.history, (seen.clone(), 5), "{start}");
+            assert_eq!(loaded.skipped, 2, "{start}: the torn rows");
             let tx = store.db.begin_read().unwrap();
             let legacy = tx.open_table(LEGACY_EDGES).unwrap();
             let left: Vec<_> = (legacy.iter().unwrap())
                 .map(|row| row.unwrap().1.value().to_owned())
                 .collect();
             assert_eq!(left, ["{torn"], "{start}: kept where it was");
+            let legacy = tx.open_table(LEGACY_HISTORY).unwrap();
+            let left: Vec<_> = (legacy.iter().unwrap())
+                .map(|row| row.unwrap().1.value().to_owned())
+                .collect();
+            assert_eq!(left, ["[{torn"], "{start}: kept where it was");
         }
     }
 
