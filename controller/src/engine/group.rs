@@ -92,12 +92,9 @@ impl Staged {
         for obs in &mut batch.observations {
             engine.inventory.check_claim(obs);
         }
-        let changes = engine.stage_report(&batch);
-        let observations = if changes.is_some() {
-            batch.observations.len()
-        } else {
-            0
-        };
+        let observations = batch.observations.len();
+        let changes = engine.stage_report(batch);
+        let observations = if changes.is_some() { observations } else { 0 };
         Staged {
             changes,
             waiting: Waiting::Report {
@@ -403,8 +400,9 @@ impl Engine {
     }
 
     /// Applies a report in memory and returns what to write (`None`: a
-    /// duplicate of a batch already applied).
-    fn stage_report(&mut self, batch: &Batch) -> Option<Changes> {
+    /// duplicate of a batch already applied). Its observations move into
+    /// the history.
+    fn stage_report(&mut self, batch: Batch) -> Option<Changes> {
         let now = now_unix();
         if !batch.instance.is_empty() {
             match self.seqs.get(&batch.instance) {
@@ -434,13 +432,14 @@ impl Engine {
                 touched.insert(edge);
             }
         }
-        let seen: Vec<Seen> = observations
-            .iter()
+        let dropped = batch.dropped;
+        let reporter = batch.reporter;
+        let seen: Vec<Seen> = (batch.observations.into_iter())
             .filter(|obs| obs.count > 0)
             .map(|obs| Seen {
                 at: now,
                 reporter: reporter.clone(),
-                obs: obs.clone(),
+                obs,
             })
             .collect();
         changes.history = Some((now, self.history_seq, seen, self.history.oldest(now)));
@@ -456,7 +455,7 @@ impl Engine {
         // Their statistics are read from the graph when the group is written.
         changes.edges = touched.into_iter().collect();
         self.remember_audit(&changes);
-        self.dropped = self.dropped.saturating_add(batch.dropped);
+        self.dropped = self.dropped.saturating_add(dropped);
         Some(changes)
     }
 }
