@@ -240,6 +240,7 @@ class Bench:
         self.work = work
         self.procs = Procs(work, args.nice)
         self.bin = args.bin_dir
+        self.proxy_bin = args.proxy_bin
         self.up_h1 = free_port()
         self.up_h2 = free_port()
         self.grpc = self.api = None
@@ -312,7 +313,7 @@ class Bench:
     def start_vigil(self, h2, direction, telemetry=True):
         inbound, outbound, admin = free_port(), free_port(), free_port()
         app = self.up_h2 if h2 else self.up_h1
-        argv = [f"{self.bin}/vigil-proxy", "--workload", "bench", "--log", "warn",
+        argv = [self.proxy_bin, "--workload", "bench", "--log", "warn",
                 "--inbound-addr", f"127.0.0.1:{inbound}", "--outbound-addr", f"127.0.0.1:{outbound}",
                 "--inbound-addr6", "off", "--outbound-addr6", "off",
                 "--admin-addr", f"127.0.0.1:{admin}", "--app-addr", f"127.0.0.1:{app}",
@@ -564,6 +565,8 @@ def main():
                    help="one path after the other, each proxy alone (default: all up, runs in rounds)")
     p.add_argument("--bin-dir", default=os.environ.get("VIGIL_BIN_DIR",
                                                        os.path.join(ROOT, "target", "release")))
+    p.add_argument("--proxy-bin", help="the vigil-proxy to measure (default: the one in --bin-dir; "
+                   "the shipped one: target/x86_64-unknown-linux-gnu/dist/vigil-proxy, from cargo dist-proxy)")
     p.add_argument("--nice", type=int, default=0,
                    help="niceness of every process started (e.g. -10 on a machine others use)")
     p.add_argument("--proxy-cpu", type=int, default=0)
@@ -576,9 +579,10 @@ def main():
     if a.quick:
         a.reps, a.duration, a.warmup, a.rate_duration, a.hold = 1, 1, 0, 1, min(a.hold, 200)
     a.bin_dir = os.path.abspath(a.bin_dir)
-    for name in ("vigil-proxy", "vigil-controller"):
-        if not os.access(os.path.join(a.bin_dir, name), os.X_OK):
-            sys.exit(f"{a.bin_dir}/{name} is missing: cargo build --release --workspace --bins "
+    a.proxy_bin = os.path.abspath(a.proxy_bin or os.path.join(a.bin_dir, "vigil-proxy"))
+    for path in (a.proxy_bin, os.path.join(a.bin_dir, "vigil-controller")):
+        if not os.access(path, os.X_OK):
+            sys.exit(f"{path} is missing: cargo build --release --workspace --bins "
                      "(or point VIGIL_BIN_DIR / --bin-dir at target/debug)")
     if os.cpu_count() < 2 and a.proxy_cpu == a.load_cpu:
         print("warning: one core: proxy and load generator share it", file=sys.stderr)
