@@ -182,7 +182,8 @@ pub struct Args {
     /// How often observations are reported to the controller, in milliseconds.
     #[arg(long, env = ENV_REPORT_INTERVAL_MS, default_value_t = 1000)]
     pub report_interval_ms: u64,
-    /// Log filter (tracing EnvFilter syntax).
+    /// Log filter: a level, and `target=level` directives, comma-separated
+    /// (tracing's `Targets` syntax), e.g. `info,vigil_proxy=debug`.
     #[arg(long, env = ENV_LOG, default_value = "info")]
     pub log: String,
     /// Data-path threads. 0 (the default): one per CPU this process may use
@@ -415,7 +416,7 @@ impl Config {
         if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
             return Err(ConfigError::BadController(args.controller.clone()));
         }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&args.log) {
+        if let Err(e) = args.log.parse::<tracing_subscriber::filter::Targets>() {
             return Err(ConfigError::BadLog {
                 value: args.log.clone(),
                 detail: e.to_string(),

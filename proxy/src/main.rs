@@ -5,7 +5,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "init") {
@@ -29,7 +31,7 @@ fn init() -> ExitCode {
 /// The sidecar, on a data-path runtime sized by `--worker-threads`.
 fn proxy() -> ExitCode {
     let args = vigil_proxy::Args::parse();
-    let filter = match EnvFilter::try_new(&args.log) {
+    let filter = match args.log.parse::<Targets>() {
         Ok(filter) => filter,
         Err(e) => {
             eprintln!(
@@ -39,9 +41,10 @@ fn proxy() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_ansi(ansi))
+        .with(filter)
         .init();
     let workers = vigil_proxy::runtime::worker_threads(args.worker_threads);
     let runtime = match vigil_proxy::runtime::data_runtime(workers) {
