@@ -7,6 +7,7 @@
 
 mod edge_row;
 mod history_row;
+mod wire;
 
 use std::path::{Path, PathBuf};
 

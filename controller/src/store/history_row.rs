@@ -12,6 +12,8 @@
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint};
 
+use super::wire::{put_bytes, put_str, put_u64};
+
 use crate::model::{Direction, Observation, Protocol, WorkloadId};
 use crate::simulate::Seen;
 
@@ -161,21 +163,6 @@ fn encode_seen(s: &Seen, buf: &mut Vec<u8>, text: &mut String) {
     put_u64(18, o.latency_sum_us, buf);
 }
 
-/// A varint field, left out when zero.
-fn put_u64(tag: u32, value: u64, buf: &mut Vec<u8>) {
-    if value != 0 {
-        encode_key(tag, WireType::Varint, buf);
-        encode_varint(value, buf);
-    }
-}
-
-/// A string field, written even when empty.
-fn put_str(tag: u32, value: &str, buf: &mut Vec<u8>) {
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(value.len() as u64, buf);
-    buf.extend_from_slice(value.as_bytes());
-}
-
 /// A workload as `namespace/name` (never empty); `optional` fields are
 /// left out when `None`.
 fn put_id(tag: u32, id: Option<&WorkloadId>, optional: bool, buf: &mut Vec<u8>) {
@@ -183,11 +170,8 @@ fn put_id(tag: u32, id: Option<&WorkloadId>, optional: bool, buf: &mut Vec<u8>) 
         debug_assert!(optional, "a required workload");
         return;
     };
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint((id.namespace.len() + 1 + id.name.len()) as u64, buf);
-    buf.extend_from_slice(id.namespace.as_bytes());
-    buf.push(b'/');
-    buf.extend_from_slice(id.name.as_bytes());
+    let parts = [id.namespace.as_bytes(), b"/", id.name.as_bytes()];
+    put_bytes(tag, &parts, buf);
 }
 
 /// A string field holding `value`'s `Display`.
