@@ -489,7 +489,9 @@ impl Engine {
         now: u64,
     ) -> Option<EdgeKey> {
         let mut edge = self.edge_of(reporter, obs)?;
-        let overflow = self.is_overflow(&edge);
+        // Looked up once: whether it is new, then where to count it.
+        let known = self.graph.find(&edge);
+        let overflow = self.is_overflow(&edge, known.is_some());
         if overflow {
             let folded = NodeId::External(OVERFLOW.to_owned());
             if self.graph.edge(&(edge.0.clone(), folded.clone())).is_none() {
@@ -507,7 +509,12 @@ impl Engine {
             self.metrics.overflowed.inc_by(obs.count);
             edge.1 = folded;
         }
-        self.graph.record(&edge, obs, now);
+        match known.filter(|_| !overflow) {
+            Some(ix) => self.graph.record_at(ix, obs, now),
+            None => {
+                self.graph.record(&edge, obs, now);
+            }
+        }
         if obs.count == 0 {
             // A long stream's later report: its bytes so far. The stream
             // was judged when it was counted (and is again whenever its
@@ -555,13 +562,13 @@ impl Engine {
     /// Whether `edge` would be a workload's new destination past
     /// [`MAX_PEERS`] (or is the overflow itself): such traffic is counted
     /// under [`OVERFLOW`], never learned, so a flood of unique names costs
-    /// bounded memory and time.
-    fn is_overflow(&self, edge: &EdgeKey) -> bool {
+    /// bounded memory and time. `exists`: the graph has `edge` already.
+    fn is_overflow(&self, edge: &EdgeKey, exists: bool) -> bool {
         match &edge.1 {
             NodeId::External(name) if name == OVERFLOW => true,
             _ => {
                 matches!(edge.0, NodeId::Workload(_))
-                    && self.graph.edge(edge).is_none()
+                    && !exists
                     && self.graph.out_degree(&edge.0) >= MAX_PEERS
             }
         }

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use petgraph::stable_graph::{NodeIndex, StableDiGraph};
+use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableDiGraph};
 use petgraph::visit::{EdgeRef, IntoEdgeReferences};
 use serde::{Deserialize, Serialize};
 
@@ -126,6 +126,20 @@ impl Graph {
         stats
     }
 
+    /// Where the edge `key` is, if it exists: a handle for
+    /// [`Graph::record_at`], so that an observation looks its edge up once.
+    pub fn find(&self, key: &EdgeKey) -> Option<EdgeIndex> {
+        let a = *self.index.get(&key.0)?;
+        let b = *self.index.get(&key.1)?;
+        self.graph.find_edge(a, b)
+    }
+
+    /// [`Graph::record`] for the edge at `ix`, which [`Graph::find`] gave
+    /// with no edge removed since.
+    pub fn record_at(&mut self, ix: EdgeIndex, obs: &Observation, now: u64) {
+        self.graph[ix].add(obs, now);
+    }
+
     /// Marks the edge as violating the baseline.
     pub fn mark_violation(&mut self, key: &EdgeKey) {
         self.edge_mut(key).violation = true;
@@ -138,9 +152,7 @@ impl Graph {
 
     /// The statistics of an edge, if it exists.
     pub fn edge(&self, key: &EdgeKey) -> Option<&EdgeStats> {
-        let a = *self.index.get(&key.0)?;
-        let b = *self.index.get(&key.1)?;
-        self.graph.find_edge(a, b).map(|ix| &self.graph[ix])
+        self.find(key).map(|ix| &self.graph[ix])
     }
 
     /// How many edges leave `node` (its distinct peers, for an outbound

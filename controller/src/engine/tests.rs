@@ -502,6 +502,15 @@ async fn a_flood_of_unique_destinations_is_bounded_and_alerted_once() {
         .filter(|a| a.kind == AlertKind::UnknownEgress)
         .count();
     assert_eq!(egress, crate::engine::MAX_PEERS + 1, "alerts aggregate too");
+    // A destination it had before the cap is still counted as itself.
+    report(&h, id("web"), flood(0, 1), 0).await.unwrap();
+    let snap = h.snapshot();
+    let edge = |target: &str| {
+        let edge = (snap.graph.edges.iter()).find(|e| e.target == target);
+        edge.map(|e| e.requests)
+    };
+    assert_eq!(edge("external:x0.pool.test:3333"), Some(2), "its own edge");
+    assert_eq!(edge(&format!("external:{OVERFLOW}")), Some(500));
     stop(h, thread).await;
 }
 
