@@ -100,9 +100,9 @@ def machine(args, root):
         "haproxy": version(["haproxy", "-v"], r"version (\S+)"),
         "wrk": version(["wrk", "-v"], r"wrk (\S+)"),
         "h2load": version(["h2load", "--version"], r"nghttp2/(\S+)"),
-        "commit": commit, "bin_dir": args.bin_dir,
+        "commit": commit, "bin_dir": args.bin_dir, "proxy_bin": args.proxy_bin,
         "proxy_built": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(
-            os.path.getmtime(os.path.join(args.bin_dir, "vigil-proxy")))), "proxy_cpu": args.proxy_cpu,
+            os.path.getmtime(args.proxy_bin))), "proxy_cpu": args.proxy_cpu,
         "load_cpu": args.load_cpu,
     }
 
@@ -150,7 +150,7 @@ def markdown(result):
         f"Machine: {m['nproc']} cores ({m['cpu']}), kernel {m['kernel']}, load average at start "
         f"{' '.join(m['loadavg_start'])}; nginx {m['nginx']}, haproxy {m['haproxy']}, wrk {m['wrk']}, "
         f"h2load {m['h2load']}; commit {m['commit']}; binaries {m['bin_dir']} "
-        f"(vigil-proxy built {m['proxy_built']}).",
+        f"(vigil-proxy {m['proxy_bin']}, built {m['proxy_built']}).",
         "",
         f"Proxy under test and nginx upstream on CPU {m['proxy_cpu']}, load generator and controller "
         f"on CPU {m['load_cpu']}{', all at nice ' + str(a['nice']) if a['nice'] else ''}. {a['reps']} run{'s' if a['reps'] != 1 else ''} of {a['duration']} s per path, medians, "
