@@ -49,31 +49,6 @@ fn http_server(ns: &Netns, name: &str, addr: &str, log_dir: &Path) -> Proc {
     spawn_proc(&format!("{name}-{}", ns.name), cmd, log_dir)
 }
 
-/// dnsmasq on 10.66.0.2:53 answering `names` with 10.66.0.2 (and nothing
-/// else: no upstream, no hosts file).
-fn dnsmasq(srv: &Netns, names: &[&str], log_dir: &Path) -> Proc {
-    let mut cmd = srv.cmd("dnsmasq");
-    cmd.args([
-        "--no-daemon",
-        "--conf-file=/dev/null",
-        "--listen-address=10.66.0.2",
-        "--bind-interfaces",
-        "--no-resolv",
-        "--no-hosts",
-        "--log-queries",
-        "--log-facility=-",
-        "--user=root",
-    ])
-    .arg(format!(
-        "--pid-file={}",
-        log_dir.join("dnsmasq.pid").display()
-    ));
-    for name in names {
-        cmd.arg(format!("--address=/{name}/10.66.0.2"));
-    }
-    spawn_proc(&format!("dnsmasq-{}", srv.name), cmd, log_dir)
-}
-
 /// `dig args` in the pod as uid [`USER`]; returns its output.
 fn dig(pod: &Netns, args: &[&str]) -> String {
     let out = pod
@@ -146,7 +121,13 @@ fn dns_goes_through_the_sidecar() {
     pod.resolv_conf(&["nameserver 10.66.0.2"]);
     pod.run("ip", &["route", "add", "192.0.2.0/24", "via", "10.66.0.2"]);
     let names = ["pypi.test", "late.test", "never-seen.test", "unlooked.test"];
-    let resolver = dnsmasq(srv, &names, tmp.path());
+    let resolver = common::dnsmasq(
+        srv.cmd("dnsmasq"),
+        "10.66.0.2",
+        "10.66.0.2",
+        &names,
+        tmp.path(),
+    );
     let _pypi = http_server(srv, "pypi", "10.66.0.2:8000", tmp.path());
     wait_for("the pypi server", || {
         (srv.curl(&["http://10.66.0.2:8000/"]).0 == 200).then_some(())

@@ -5,20 +5,20 @@
 //! notebook gives against what the name resolves to, so the static binary's
 //! own lookups (glibc's `getaddrinfo`, built in) must work there: names from
 //! the root's hosts file and from its nameserver (a real UDP DNS server on
-//! loopback, here), and a name nobody knows refused rather than guessed.
+//! loopback, here: dnsmasq), and a name nobody knows refused rather than
+//! guessed.
 //!
 //! The binary is the one `VIGIL_STATIC_PROXY` names, which `.ci/run` sets
 //! after building it; without it the tests print why they are skipped and
 //! pass. The chroot test needs root (chroot, and port 53 of a loopback
-//! address); without it, it prints why it is skipped and passes.
+//! address) and `dnsmasq`; without them, it prints why it is skipped and
+//! passes.
 
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{Upstream, curl, spawn_proc, wait_for};
 
@@ -72,60 +72,18 @@ fn the_shipped_sidecar_needs_no_dynamic_loader() {
     assert!(program_header_types(&dynamic).contains(&PT_INTERP));
 }
 
-/// A DNS server on `addr`:53 that knows one name, `name` -> 127.0.0.1:
-/// NXDOMAIN for every other, no AAAA. Counts the questions about `name`.
-/// `None` (and why) without the privilege to bind port 53.
-fn serve_dns(addr: Ipv4Addr, name: &'static str) -> Option<Arc<AtomicUsize>> {
-    let socket = match UdpSocket::bind((addr, 53)) {
-        Ok(socket) => socket,
+/// Whether this test may run the root's nameserver: port 53 needs root,
+/// and dnsmasq must be installed; if not, why.
+fn cannot_serve_dns(addr: Ipv4Addr) -> Option<String> {
+    if !common::netns::on_path("dnsmasq") {
+        return Some("`dnsmasq` is not installed (apt-get install -y dnsmasq-base)".to_owned());
+    }
+    match UdpSocket::bind((addr, 53)) {
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            eprintln!("skipped: binding port 53 needs root ({e})");
-            return None;
+            Some(format!("binding port 53 needs root ({e})"))
         }
-        Err(e) => panic!("cannot bind {addr}:53: {e}"),
-    };
-    let asked = Arc::new(AtomicUsize::new(0));
-    let counter = asked.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 512];
-        loop {
-            let Ok((n, from)) = socket.recv_from(&mut buf) else {
-                return;
-            };
-            let query = &buf[..n];
-            // Header (12 bytes), then one question: labels, type, class.
-            let mut at = 12;
-            let mut labels = Vec::new();
-            while at < n && query[at] != 0 {
-                let len = usize::from(query[at]);
-                labels.push(String::from_utf8_lossy(&query[at + 1..at + 1 + len]).into_owned());
-                at += 1 + len;
-            }
-            let question_end = at + 5;
-            if question_end > n {
-                continue;
-            }
-            let qtype = u16::from_be_bytes([query[at + 1], query[at + 2]]);
-            let known = labels.join(".").eq_ignore_ascii_case(name);
-            if known {
-                counter.fetch_add(1, Ordering::SeqCst);
-            }
-            let answer = known && qtype == 1;
-            let mut reply = Vec::with_capacity(question_end + 16);
-            reply.extend_from_slice(&query[..2]);
-            // A response, recursion desired and available; NXDOMAIN for
-            // names it does not know.
-            let rcode = if known { 0 } else { 3 };
-            reply.extend_from_slice(&[0x81, 0x80 | rcode, 0, 1, 0, u8::from(answer), 0, 0, 0, 0]);
-            reply.extend_from_slice(&query[12..question_end]);
-            if answer {
-                // The name (a pointer to the question), A, IN, TTL 60, 127.0.0.1.
-                reply.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1]);
-            }
-            let _ = socket.send_to(&reply, from);
-        }
-    });
-    Some(asked)
+        _ => None,
+    }
 }
 
 /// A root holding only `binary` (as `/vigil-proxy`), a hosts file naming
@@ -153,9 +111,18 @@ fn a_static_sidecar_resolves_names_in_an_empty_root() {
     let dir = tempfile::tempdir().unwrap();
     // A loopback address of this test's own, so that its port 53 is free.
     let nameserver = Ipv4Addr::new(127, 53, (std::process::id() % 250) as u8 + 1, 1);
-    let Some(asked) = serve_dns(nameserver, DNS_NAME) else {
+    if let Some(why) = cannot_serve_dns(nameserver) {
+        eprintln!("skipped: {why}");
         return;
-    };
+    }
+    let dns = common::dnsmasq(
+        Command::new("dnsmasq"),
+        &nameserver.to_string(),
+        "127.0.0.1",
+        &[DNS_NAME],
+        dir.path(),
+    );
+    wait_for("dnsmasq", || dns.log().contains("started").then_some(()));
     let root = empty_root(dir.path(), &binary, nameserver);
     let upstream = Upstream::start("static");
     let mut cmd = Command::new("chroot");
@@ -203,7 +170,12 @@ fn a_static_sidecar_resolves_names_in_an_empty_root() {
         "a name from the root's nameserver:\n{}",
         proxy.log()
     );
-    assert!(asked.load(Ordering::SeqCst) > 0, "the nameserver was asked");
+    let asked = format!("query[A] {DNS_NAME}");
+    assert!(
+        dns.log().contains(&asked),
+        "the nameserver was asked:\n{}",
+        dns.log()
+    );
     let (status, _) = get("unknown.test", "/");
     assert_eq!(status, 502, "a name nobody knows:\n{}", proxy.log());
 }

@@ -76,26 +76,6 @@ fn echo_servers(ns: &Netns, addrs: &[&str], log_dir: &Path) -> Proc {
     proc
 }
 
-/// dnsmasq on 10.66.0.2:53 answering `name` with 10.66.0.2.
-fn dnsmasq(srv: &Netns, name: &str, log_dir: &Path) -> Proc {
-    let mut cmd = srv.cmd("dnsmasq");
-    cmd.args([
-        "--no-daemon",
-        "--conf-file=/dev/null",
-        "--listen-address=10.66.0.2",
-        "--bind-interfaces",
-        "--no-resolv",
-        "--no-hosts",
-        "--user=root",
-    ])
-    .arg(format!(
-        "--pid-file={}",
-        log_dir.join("dnsmasq.pid").display()
-    ))
-    .arg(format!("--address=/{name}/10.66.0.2"));
-    spawn_proc(&format!("dnsmasq-{}", srv.name), cmd, log_dir)
-}
-
 /// The notebook's UDP sender: one datagram from a fresh socket, then the
 /// answer (if any within 2 s) and where it came from.
 const SENDER: &str = r#"
@@ -266,7 +246,13 @@ fn udp_goes_through_the_sidecar_and_is_enforced() {
         addrs.extend(["[fd66::2]:7000", "[fd66::2]:51821"]);
     }
     let servers = echo_servers(srv, &addrs, tmp.path());
-    let _resolver = dnsmasq(srv, "media.test", tmp.path());
+    let _resolver = common::dnsmasq(
+        srv.cmd("dnsmasq"),
+        "10.66.0.2",
+        "10.66.0.2",
+        &["media.test"],
+        tmp.path(),
+    );
     wait_for("dnsmasq", || {
         let out = srv
             .cmd("dig")

@@ -626,3 +626,35 @@ pub fn serve_forever(name: &'static str, addr: SocketAddr) {
             serve(name, tokio::net::TcpListener::from_std(listener).unwrap()).await;
         });
 }
+
+/// dnsmasq (Debian dnsmasq-base), run by `cmd` (`Command::new("dnsmasq")`,
+/// or a network namespace's), listening on `listen`:53 and answering each
+/// of `names` with `answer`, and nothing else (no upstream, no hosts file:
+/// other names are refused); every query logged to its log in `log_dir`.
+pub fn dnsmasq(
+    mut cmd: Command,
+    listen: &str,
+    answer: &str,
+    names: &[&str],
+    log_dir: &Path,
+) -> Proc {
+    cmd.args([
+        "--no-daemon",
+        "--conf-file=/dev/null",
+        "--bind-interfaces",
+        "--no-resolv",
+        "--no-hosts",
+        "--log-queries",
+        "--log-facility=-",
+        "--user=root",
+    ])
+    .arg(format!("--listen-address={listen}"))
+    .arg(format!(
+        "--pid-file={}",
+        log_dir.join(format!("dnsmasq-{listen}.pid")).display()
+    ));
+    for name in names {
+        cmd.arg(format!("--address=/{name}/{answer}"));
+    }
+    Proc::spawn(&format!("dnsmasq-{listen}"), cmd, log_dir)
+}
