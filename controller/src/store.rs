@@ -428,11 +428,10 @@ impl Store {
             let (k, v) = row.map_err(io("read"))?;
             let (at, seq) = k.value();
             out.history.1 = out.history.1.max(seq + 1);
-            let key = format!("{at}/{seq}");
             match history_row::decode(v.value()) {
                 Ok(seen) => out.history.0.extend(seen),
                 Err(error) => {
-                    tracing::warn!(table = "history_rows", key, %error, "skipping an unreadable row of the store");
+                    tracing::warn!(table = "history_rows", at, seq, %error, "skipping an unreadable row of the store");
                     *skipped += 1;
                 }
             }

@@ -103,10 +103,16 @@ pub enum RowError {
     },
 }
 
+/// `value`'s stored number in `table`.
 fn number<T: PartialEq + Copy>(table: &[(u32, T)], value: T) -> u32 {
     (table.iter())
         .find(|(_, v)| *v == value)
         .map_or(0, |(n, _)| *n)
+}
+
+/// The value `table` stores as `n`.
+fn value_of<T: Copy>(table: &[(u32, T)], n: u32) -> Option<T> {
+    table.iter().find(|(m, _)| *m == n).map(|(_, v)| *v)
 }
 
 /// `seen` (one report's observations) as a stored row: the bytes
@@ -132,11 +138,15 @@ pub fn encode(seen: &[Seen]) -> Vec<u8> {
 fn encode_seen(s: &Seen, buf: &mut Vec<u8>, text: &mut String) {
     let o = &s.obs;
     put_u64(1, s.at, buf);
-    put_id(2, Some(&s.reporter), false, buf);
+    put_id(2, &s.reporter, buf);
     put_u64(3, u64::from(number(&DIRECTIONS, o.direction)), buf);
     put_u64(4, u64::from(number(&PROTOCOLS, o.protocol)), buf);
-    put_id(5, o.source.as_ref(), true, buf);
-    put_id(6, o.claimed_source.as_ref(), true, buf);
+    if let Some(id) = &o.source {
+        put_id(5, id, buf);
+    }
+    if let Some(id) = &o.claimed_source {
+        put_id(6, id, buf);
+    }
     if let Some(name) = &o.claimed_authority {
         put_str(7, name, buf);
     }
@@ -163,13 +173,8 @@ fn encode_seen(s: &Seen, buf: &mut Vec<u8>, text: &mut String) {
     put_u64(18, o.latency_sum_us, buf);
 }
 
-/// A workload as `namespace/name` (never empty); `optional` fields are
-/// left out when `None`.
-fn put_id(tag: u32, id: Option<&WorkloadId>, optional: bool, buf: &mut Vec<u8>) {
-    let Some(id) = id else {
-        debug_assert!(optional, "a required workload");
-        return;
-    };
+/// A workload as `namespace/name`.
+fn put_id(tag: u32, id: &WorkloadId, buf: &mut Vec<u8>) {
     let parts = [id.namespace.as_bytes(), b"/", id.name.as_bytes()];
     put_bytes(tag, &parts, buf);
 }
@@ -199,16 +204,11 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Seen>, RowError> {
     let row = HistoryRow::decode(bytes)?;
     (row.seen.into_iter())
         .map(|r| {
-            let direction = (DIRECTIONS.iter())
-                .find(|(n, _)| *n == r.direction)
-                .map(|(_, d)| *d)
-                .ok_or_else(|| RowError::Field {
-                    field: "direction",
-                    value: r.direction.to_string(),
-                })?;
-            let protocol = (PROTOCOLS.iter())
-                .find(|(n, _)| *n == r.protocol)
-                .map_or(Protocol::Unknown, |(_, p)| *p);
+            let direction = value_of(&DIRECTIONS, r.direction).ok_or_else(|| RowError::Field {
+                field: "direction",
+                value: r.direction.to_string(),
+            })?;
+            let protocol = value_of(&PROTOCOLS, r.protocol).unwrap_or(Protocol::Unknown);
             let status = u16::try_from(r.status).map_err(|_| RowError::Field {
                 field: "status",
                 value: r.status.to_string(),
