@@ -96,6 +96,11 @@ impl EdgeStats {
 pub struct Graph {
     graph: StableDiGraph<NodeId, EdgeStats>,
     index: HashMap<NodeId, NodeIndex>,
+    /// Each edge by its ends: petgraph's own `find_edge` walks the source's
+    /// list of edges, up to [`crate::engine::MAX_PEERS`] long. The keys are
+    /// the graph's own indices, never a sender's bytes, so a fast hash with
+    /// no flooding resistance is enough.
+    edges: HashMap<(NodeIndex, NodeIndex), EdgeIndex, foldhash::fast::RandomState>,
 }
 
 impl Graph {
@@ -112,10 +117,11 @@ impl Graph {
     fn edge_mut(&mut self, key: &EdgeKey) -> &mut EdgeStats {
         let a = self.ensure_node(&key.0);
         let b = self.ensure_node(&key.1);
-        let ix = match self.graph.find_edge(a, b) {
-            Some(ix) => ix,
-            None => self.graph.add_edge(a, b, EdgeStats::default()),
-        };
+        let graph = &mut self.graph;
+        let ix = *self
+            .edges
+            .entry((a, b))
+            .or_insert_with(|| graph.add_edge(a, b, EdgeStats::default()));
         &mut self.graph[ix]
     }
 
@@ -131,7 +137,7 @@ impl Graph {
     pub fn find(&self, key: &EdgeKey) -> Option<EdgeIndex> {
         let a = *self.index.get(&key.0)?;
         let b = *self.index.get(&key.1)?;
-        self.graph.find_edge(a, b)
+        self.edges.get(&(a, b)).copied()
     }
 
     /// [`Graph::record`] for the edge at `ix`, which [`Graph::find`] gave
@@ -239,5 +245,36 @@ mod tests {
         assert_eq!(stats.requests, 1000);
         assert_eq!(stats.endpoints.len(), MAX_ENDPOINTS);
         assert_eq!(stats.authorities.len(), MAX_AUTHORITIES);
+    }
+
+    #[test]
+    fn each_of_many_peers_is_found_as_itself() {
+        let mut g = Graph::default();
+        let web = NodeId::Workload(WorkloadId::new("default", "web").unwrap());
+        let peer = |i: usize| NodeId::External(format!("h{i}:443"));
+        for i in 0..1500 {
+            let count = i as u64 + 1;
+            g.record(&(web.clone(), peer(i)), &obs("h:443", "/", 200, count), 1);
+        }
+        // Edges into the same targets from elsewhere, and one restored.
+        g.record(&(NodeId::Internet, peer(7)), &obs("h:443", "/", 200, 99), 1);
+        let restored = EdgeStats {
+            requests: 5,
+            ..EdgeStats::default()
+        };
+        g.restore_edge(&(peer(3), peer(4)), restored.clone());
+        assert_eq!(g.out_degree(&web), 1500);
+        for i in 0..1500 {
+            let key = (web.clone(), peer(i));
+            let ix = g.find(&key).expect("recorded");
+            assert_eq!(g.graph[ix].requests, i as u64 + 1, "{i}");
+            g.record_at(ix, &obs("h:443", "/", 200, 1), 2);
+            assert_eq!(g.edge(&key).unwrap().requests, i as u64 + 2, "{i}");
+        }
+        assert_eq!(g.edge(&(NodeId::Internet, peer(7))).unwrap().requests, 99);
+        assert_eq!(g.edge(&(peer(3), peer(4))), Some(&restored));
+        assert_eq!(g.edge(&(peer(4), peer(3))), None);
+        assert_eq!(g.find(&(peer(7), web.clone())), None);
+        assert_eq!(g.len(), (1502, 1502));
     }
 }
