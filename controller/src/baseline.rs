@@ -3,7 +3,7 @@
 //! Pure data and updates, no I/O: the engine persists what these functions
 //! report as new. Depends only on `model`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::model::{EdgeKey, NodeId, WorkloadId};
 
@@ -17,8 +17,14 @@ pub const MAX_ENDPOINTS_PER_EDGE: usize = 256;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Baseline {
     workloads: BTreeSet<WorkloadId>,
-    edges: BTreeSet<EdgeKey>,
-    endpoints: BTreeMap<EdgeKey, BTreeSet<String>>,
+    /// Every edge, hashed: every observation asks whether its edge is
+    /// here, which a B-tree of id pairs answered with a dozen string
+    /// comparisons. (The ids come from the notebook: the hash is std's
+    /// keyed SipHash, which resists a flood of colliding names.)
+    edges: HashSet<EdgeKey>,
+    endpoints: HashMap<EdgeKey, BTreeSet<String>>,
+    /// The targets of each edge source, in order: `edges` by source.
+    targets: BTreeMap<NodeId, BTreeSet<NodeId>>,
     /// The sources of each edge target: `edges` indexed the other way.
     sources: BTreeMap<NodeId, BTreeSet<NodeId>>,
 }
@@ -62,9 +68,12 @@ impl Baseline {
         self.workloads.iter()
     }
 
-    /// Every learned edge.
+    /// Every learned edge, in order (sorted here: exports and imports
+    /// ask, not observations).
     pub fn edges(&self) -> impl Iterator<Item = &EdgeKey> {
-        self.edges.iter()
+        let mut all: Vec<&EdgeKey> = self.edges.iter().collect();
+        all.sort_unstable();
+        all.into_iter()
     }
 
     /// Removes everything of namespace `namespace` (every namespace when
@@ -80,6 +89,10 @@ impl Baseline {
         self.sources.retain(|t, set| {
             set.retain(|s| !touches(s));
             !touches(t) && !set.is_empty()
+        });
+        self.targets.retain(|s, set| {
+            set.retain(|t| !touches(t));
+            !touches(s) && !set.is_empty()
         });
         self.endpoints
             .retain(|(s, t), _| !touches(s) && !touches(t));
@@ -99,6 +112,10 @@ impl Baseline {
             .entry(edge.1.clone())
             .or_default()
             .insert(edge.0.clone());
+        self.targets
+            .entry(edge.0.clone())
+            .or_default()
+            .insert(edge.1.clone());
         self.edges.insert(edge.clone())
     }
 
@@ -112,15 +129,9 @@ impl Baseline {
         self.edges.contains(edge)
     }
 
-    /// Baseline destinations of `source`, in order (a range of the
-    /// sorted edges, not a scan).
+    /// Baseline destinations of `source`, in order (an index lookup).
     pub fn targets_of<'a>(&'a self, source: &'a NodeId) -> impl Iterator<Item = &'a NodeId> + 'a {
-        // `Internet` is the least node: the range starts at `source`'s
-        // first edge.
-        self.edges
-            .range((source.clone(), NodeId::Internet)..)
-            .take_while(move |(s, _)| s == source)
-            .map(|(_, t)| t)
+        self.targets.get(source).into_iter().flatten()
     }
 
     /// Baseline callers of `target`, in order (an index lookup).
@@ -174,6 +185,35 @@ mod tests {
         assert_eq!(sources, vec![wl("api"), wl("web")]);
         let web = wl("web");
         assert_eq!(b.sources_of(&web).next(), Some(&NodeId::Internet));
+    }
+
+    #[test]
+    fn edges_and_targets_come_out_in_order_whatever_the_learning_order() {
+        let mut b = Baseline::default();
+        let pypi = NodeId::External("pypi.org:443".into());
+        let learned = [
+            (wl("web"), wl("db")),
+            (wl("api"), pypi.clone()),
+            (NodeId::Internet, wl("web")),
+            (wl("web"), pypi.clone()),
+            (wl("web"), wl("cache")),
+            (wl("api"), wl("db")),
+        ];
+        for edge in &learned {
+            b.learn_edge(edge);
+        }
+        let mut sorted = learned.to_vec();
+        sorted.sort();
+        assert_eq!(b.edges().cloned().collect::<Vec<_>>(), sorted);
+        assert_eq!(
+            b.targets_of(&wl("web")).cloned().collect::<Vec<_>>(),
+            vec![wl("cache"), wl("db"), pypi.clone()]
+        );
+        for edge in &learned {
+            assert!(b.has_edge(edge), "{edge:?}");
+            let reversed = (edge.1.clone(), edge.0.clone());
+            assert!(!b.has_edge(&reversed), "{reversed:?}");
+        }
     }
 
     #[test]
