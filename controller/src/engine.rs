@@ -28,6 +28,7 @@ use crate::simulate::History;
 use crate::snapshot::{self, Parts, Snapshot, label};
 use crate::stability::Growth;
 use crate::store::{Changes, Loaded, Store, StoreError};
+use petgraph::stable_graph::EdgeIndex;
 
 mod group;
 mod handle;
@@ -104,6 +105,27 @@ impl<'a> About<'a> {
             listed: finding.listed,
             obs: Some(obs),
             resource: None,
+        }
+    }
+}
+
+/// The workload whose report is applied, as the graph and the baseline
+/// know it (looked up once per report, not per observation).
+struct Reporter<'a> {
+    id: &'a WorkloadId,
+    /// Its graph node.
+    node: NodeId,
+    /// Its baseline identity (its profile).
+    profile: NodeId,
+}
+
+impl<'a> Reporter<'a> {
+    fn new(id: &'a WorkloadId, inventory: &Inventory) -> Self {
+        let node = NodeId::Workload(id.clone());
+        Reporter {
+            id,
+            profile: inventory.baseline_node(&node),
+            node,
         }
     }
 }
@@ -479,16 +501,18 @@ impl Engine {
     }
 
     /// Applies one observation of `reporter` (in a namespace in `mode`):
-    /// graph, baseline or verdicts and alerts. Returns the edge it touched.
+    /// graph, baseline or verdicts and alerts. Returns where the edge it
+    /// touched is in the graph.
     fn observe(
         &mut self,
         changes: &mut Changes,
         mode: Mode,
-        reporter: &WorkloadId,
+        reporter: &Reporter<'_>,
         obs: &Observation,
         now: u64,
-    ) -> Option<EdgeKey> {
+    ) -> Option<EdgeIndex> {
         let mut edge = self.edge_of(reporter, obs)?;
+        let (reporter, reporter_profile) = (reporter.id, &reporter.profile);
         // Looked up once: whether it is new, then where to count it.
         let known = self.graph.find(&edge);
         let overflow = self.is_overflow(&edge, known.is_some());
@@ -509,26 +533,29 @@ impl Engine {
             self.metrics.overflowed.inc_by(obs.count);
             edge.1 = folded;
         }
-        match known.filter(|_| !overflow) {
-            Some(ix) => self.graph.record_at(ix, obs, now),
-            None => {
-                self.graph.record(&edge, obs, now);
-            }
-        }
+        let ix = match known.filter(|_| !overflow) {
+            Some(ix) => ix,
+            None => self.graph.insert(&edge),
+        };
+        self.graph.record_at(ix, obs, now);
         if obs.count == 0 {
             // A long stream's later report: its bytes so far. The stream
             // was judged when it was counted (and is again whenever its
             // protocol changes, which the sidecar counts anew).
-            return Some(edge);
+            return Some(ix);
         }
         let about = match obs.direction {
             Direction::Outbound => label(&edge.1),
             Direction::Inbound => label(&edge.0),
         };
-        let baseline_edge = (
-            self.inventory.baseline_node(&edge.0),
-            self.inventory.baseline_node(&edge.1),
-        );
+        // The reporter's side as its profile, looked up once per report.
+        let baseline_edge = match obs.direction {
+            Direction::Outbound => (
+                reporter_profile.clone(),
+                self.inventory.baseline_node(&edge.1),
+            ),
+            Direction::Inbound => (NodeId::Internet, reporter_profile.clone()),
+        };
         let judgement = detect::judge(
             &Input {
                 mode,
@@ -545,7 +572,7 @@ impl Engine {
         }
         let hits = Hits::of(obs);
         for finding in judgement.findings {
-            self.graph.mark_violation(&edge);
+            self.graph.mark_violation_at(ix);
             let verdict = finding.verdict.seen(hits);
             self.raise(
                 changes,
@@ -556,7 +583,7 @@ impl Engine {
                 now,
             );
         }
-        Some(edge)
+        Some(ix)
     }
 
     /// Whether `edge` would be a workload's new destination past
@@ -577,10 +604,10 @@ impl Engine {
     /// The graph edge an observation belongs to. Inbound calls from another
     /// sidecar are counted by that sidecar's outbound report, so only calls
     /// from the internet (no Vigil identity) make inbound edges.
-    fn edge_of(&self, reporter: &WorkloadId, obs: &Observation) -> Option<EdgeKey> {
-        let me = NodeId::Workload(reporter.clone());
+    fn edge_of(&self, reporter: &Reporter<'_>, obs: &Observation) -> Option<EdgeKey> {
+        let me = reporter.node.clone();
         match obs.direction {
-            Direction::Outbound => Some((me, self.inventory.destination(reporter, obs))),
+            Direction::Outbound => Some((me, self.inventory.destination(reporter.id, obs))),
             Direction::Inbound if obs.source.is_none() => Some((NodeId::Internet, me)),
             Direction::Inbound => None,
         }

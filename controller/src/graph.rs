@@ -115,13 +115,7 @@ impl Graph {
     }
 
     fn edge_mut(&mut self, key: &EdgeKey) -> &mut EdgeStats {
-        let a = self.ensure_node(&key.0);
-        let b = self.ensure_node(&key.1);
-        let graph = &mut self.graph;
-        let ix = *self
-            .edges
-            .entry((a, b))
-            .or_insert_with(|| graph.add_edge(a, b, EdgeStats::default()));
+        let ix = self.insert(key);
         &mut self.graph[ix]
     }
 
@@ -140,15 +134,33 @@ impl Graph {
         self.edges.get(&(a, b)).copied()
     }
 
-    /// [`Graph::record`] for the edge at `ix`, which [`Graph::find`] gave
-    /// with no edge removed since.
+    /// Where the edge `key` is, added (without traffic) if it is missing.
+    pub fn insert(&mut self, key: &EdgeKey) -> EdgeIndex {
+        let a = self.ensure_node(&key.0);
+        let b = self.ensure_node(&key.1);
+        let graph = &mut self.graph;
+        *self
+            .edges
+            .entry((a, b))
+            .or_insert_with(|| graph.add_edge(a, b, EdgeStats::default()))
+    }
+
+    /// The ends of the edge at `ix`, which [`Graph::find`] or
+    /// [`Graph::insert`] gave (edges are never removed).
+    pub fn key_of(&self, ix: EdgeIndex) -> Option<EdgeKey> {
+        let (a, b) = self.graph.edge_endpoints(ix)?;
+        Some((self.graph[a].clone(), self.graph[b].clone()))
+    }
+
+    /// [`Graph::record`] for the edge at `ix`, which [`Graph::find`] or
+    /// [`Graph::insert`] gave.
     pub fn record_at(&mut self, ix: EdgeIndex, obs: &Observation, now: u64) {
         self.graph[ix].add(obs, now);
     }
 
-    /// Marks the edge as violating the baseline.
-    pub fn mark_violation(&mut self, key: &EdgeKey) {
-        self.edge_mut(key).violation = true;
+    /// Marks the edge at `ix` as violating the baseline.
+    pub fn mark_violation_at(&mut self, ix: EdgeIndex) {
+        self.graph[ix].violation = true;
     }
 
     /// Restores an edge read back from the store.

@@ -7,6 +7,7 @@
 //! `detect` and `inventory`.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -24,8 +25,8 @@ pub const HISTORY_MAX: usize = 100_000;
 pub struct Seen {
     /// Unix seconds.
     pub at: u64,
-    /// The reporting workload.
-    pub reporter: WorkloadId,
+    /// The reporting workload (shared by the observations of one report).
+    pub reporter: Arc<WorkloadId>,
     /// What it reported.
     pub obs: Observation,
 }
@@ -129,7 +130,7 @@ pub fn simulate(
             continue;
         }
         replayed += 1;
-        let me = NodeId::Workload(seen.reporter.clone());
+        let me = NodeId::Workload(WorkloadId::clone(&seen.reporter));
         let edge = match seen.obs.direction {
             Direction::Outbound => (me, inventory.destination(&seen.reporter, &seen.obs)),
             Direction::Inbound if seen.obs.source.is_none() => (NodeId::Internet, me),
@@ -246,7 +247,7 @@ mod tests {
     fn seen(at: u64, ns: &str, authority: &str) -> Seen {
         Seen {
             at,
-            reporter: WorkloadId::new(ns, "nb").unwrap(),
+            reporter: WorkloadId::new(ns, "nb").unwrap().into(),
             obs: outbound(authority, None, 2),
         }
     }

@@ -850,7 +850,7 @@ mod tests {
         };
         let seen = vec![crate::simulate::Seen {
             at: 1_800_000_060,
-            reporter: WorkloadId::new("ns", "a").unwrap(),
+            reporter: WorkloadId::new("ns", "a").unwrap().into(),
             obs: crate::model::outbound("pypi.org:443", Some("151.101.0.223:443"), 7),
         }];
         {
@@ -926,7 +926,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let seen = |at: u64| crate::simulate::Seen {
             at,
-            reporter: WorkloadId::new("lab", "nb").unwrap(),
+            reporter: WorkloadId::new("lab", "nb").unwrap().into(),
             obs: crate::model::outbound("pypi.org:443", None, 1),
         };
         let growth = |last: u64| {

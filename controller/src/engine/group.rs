@@ -427,13 +427,14 @@ impl Engine {
         if mode == Mode::Learning && self.baseline.learn_workload(reporter) {
             changes.baseline_workloads.push(reporter.clone());
         }
+        let me = super::Reporter::new(reporter, &self.inventory);
         for obs in observations {
-            if let Some(edge) = self.observe(&mut changes, mode, reporter, obs, now) {
-                touched.insert(edge);
+            if let Some(ix) = self.observe(&mut changes, mode, &me, obs, now) {
+                touched.insert(ix);
             }
         }
         let dropped = batch.dropped;
-        let reporter = batch.reporter;
+        let reporter = Arc::new(batch.reporter);
         let seen: Vec<Seen> = (batch.observations.into_iter())
             .filter(|obs| obs.count > 0)
             .map(|obs| Seen {
@@ -453,7 +454,9 @@ impl Engine {
             changes.growth = Some(self.growth.clone());
         }
         // Their statistics are read from the graph when the group is written.
-        changes.edges = touched.into_iter().collect();
+        changes.edges = (touched.into_iter())
+            .filter_map(|ix| self.graph.key_of(ix))
+            .collect();
         self.remember_audit(&changes);
         self.dropped = self.dropped.saturating_add(dropped);
         Some(changes)

@@ -9,6 +9,8 @@
 //! written by one version readable by the next. Field numbers and the
 //! protocol and direction numbers below are the format: never reuse one.
 
+use std::sync::Arc;
+
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint};
 
@@ -215,7 +217,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Seen>, RowError> {
             })?;
             Ok(Seen {
                 at: r.at,
-                reporter: parse("reporter", r.reporter)?,
+                reporter: Arc::new(parse("reporter", r.reporter)?),
                 obs: Observation {
                     direction,
                     protocol,
@@ -251,7 +253,7 @@ mod tests {
     fn full() -> Seen {
         Seen {
             at: u64::MAX,
-            reporter: id("lab/jupyter-alice"),
+            reporter: id("lab/jupyter-alice").into(),
             obs: Observation {
                 direction: Direction::Inbound,
                 protocol: Protocol::Grpc,
@@ -277,7 +279,7 @@ mod tests {
     fn sparse() -> Seen {
         Seen {
             at: 1_800_000_000,
-            reporter: id("lab/xmrig"),
+            reporter: id("lab/xmrig").into(),
             obs: crate::model::outbound("pool.minexmr.com:4444", None, 1),
         }
     }
