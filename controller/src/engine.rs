@@ -665,7 +665,14 @@ impl Engine {
     fn commit_all(&mut self, all: &[&Changes]) -> Result<(), StoreError> {
         let start = std::time::Instant::now();
         let graph = &self.graph;
-        let result = self.store.write_all(all, |edge| graph.edge(edge));
+        let result = self.store.write_all(all, |touched| {
+            debug_assert_eq!(
+                graph.find(&touched.key).map(|ix| ix.index()),
+                Some(touched.at as usize),
+                "a touched edge's handle is its own"
+            );
+            graph.edge_at(touched.at)
+        });
         self.metrics
             .commit_seconds
             .observe(start.elapsed().as_secs_f64());

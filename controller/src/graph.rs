@@ -152,6 +152,11 @@ impl Graph {
         Some((self.graph[a].clone(), self.graph[b].clone()))
     }
 
+    /// The statistics of the edge at `at` (an [`EdgeIndex`] as a number).
+    pub fn edge_at(&self, at: u32) -> Option<&EdgeStats> {
+        self.graph.edge_weight(EdgeIndex::new(at as usize))
+    }
+
     /// [`Graph::record`] for the edge at `ix`, which [`Graph::find`] or
     /// [`Graph::insert`] gave.
     pub fn record_at(&mut self, ix: EdgeIndex, obs: &Observation, now: u64) {

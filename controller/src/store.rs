@@ -139,6 +139,18 @@ pub struct Loaded {
     pub skipped: usize,
 }
 
+/// An edge whose statistics changed: its ends, and where the caller's
+/// graph keeps it (`at`, the caller's own handle: [`Store::write_all`]
+/// hands it back to read the statistics, so that the edge is not looked up
+/// again by its ids; one edge, one handle).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Touched {
+    /// The edge's ends.
+    pub key: EdgeKey,
+    /// Where the caller's graph keeps it.
+    pub at: u32,
+}
+
 /// Changes made by one engine step, written in one transaction.
 #[derive(Debug, Default)]
 pub struct Changes {
@@ -155,7 +167,7 @@ pub struct Changes {
     /// Edges whose statistics changed: written with the statistics the
     /// caller's graph holds when the group is written (see
     /// [`Store::write_all`]), once per group however many steps name them.
-    pub edges: Vec<EdgeKey>,
+    pub edges: Vec<Touched>,
     /// Alerts created or updated.
     pub alerts: Vec<Alert>,
     /// The report batch applied: (sidecar process, seq, unix seconds).
@@ -499,7 +511,7 @@ impl Store {
     pub fn write_all<'g>(
         &self,
         all: &[&Changes],
-        stats: impl Fn(&EdgeKey) -> Option<&'g EdgeStats>,
+        stats: impl Fn(&Touched) -> Option<&'g EdgeStats>,
     ) -> Result<(), StoreError> {
         #[cfg(test)]
         if self
@@ -521,10 +533,13 @@ impl Store {
             if let Some(growth) = all.iter().rev().find_map(|c| c.growth.as_ref()) {
                 put(&mut tables.meta, GROWTH_KEY, "growth", growth)?;
             }
-            let touched: std::collections::BTreeSet<&EdgeKey> =
-                all.iter().flat_map(|c| &c.edges).collect();
-            for edge in touched {
-                if let Some(stats) = stats(edge) {
+            let mut written = std::collections::HashSet::new();
+            for touched in all.iter().flat_map(|c| &c.edges) {
+                if !written.insert(touched.at) {
+                    continue;
+                }
+                if let Some(stats) = stats(touched) {
+                    let edge = &touched.key;
                     let (a, b) = (edge.0.to_string(), edge.1.to_string());
                     tables
                         .edges
@@ -772,12 +787,15 @@ mod tests {
                 baseline_workloads: vec![web.clone()],
                 baseline_edges: vec![edge.clone()],
                 baseline_endpoints: vec![(edge.clone(), "GET /simple/{name}".into())],
-                edges: vec![edge.clone()],
+                edges: vec![Touched {
+                    key: edge.clone(),
+                    at: 0,
+                }],
                 alerts: vec![alert.clone()],
                 report_seq: Some(("abc".into(), 7, crate::model::now_unix())),
                 ..Changes::default()
             };
-            let graph_stats = |e: &EdgeKey| (*e == edge).then_some(&stats);
+            let graph_stats = |e: &Touched| (e.key == edge).then_some(&stats);
             store.write_all(&[&changes], graph_stats).unwrap();
         }
         let loaded = Store::open(dir.path()).unwrap().load().unwrap();
@@ -969,22 +987,32 @@ mod tests {
         let nb = NodeId::Workload(WorkloadId::new("lab", "nb").unwrap());
         let pypi = (nb.clone(), NodeId::External("pypi.org:443".into()));
         let gone = (nb, NodeId::External("gone.example:443".into()));
-        let step = |edges: Vec<EdgeKey>| Changes {
-            edges,
+        let step = |edges: Vec<(EdgeKey, u32)>| Changes {
+            edges: (edges.into_iter())
+                .map(|(key, at)| Touched { key, at })
+                .collect(),
             ..Changes::default()
         };
-        let (a, b) = (step(vec![pypi.clone(), gone]), step(vec![pypi.clone()]));
+        let (a, b) = (
+            step(vec![(pypi.clone(), 0), (gone, 1)]),
+            step(vec![(pypi.clone(), 0)]),
+        );
         let latest = EdgeStats {
             requests: 12,
             ..EdgeStats::default()
         };
-        let graph = |e: &EdgeKey| (*e == pypi).then_some(&latest);
+        let asked = std::cell::Cell::new(0);
+        let graph = |e: &Touched| {
+            asked.set(asked.get() + 1);
+            (e.key == pypi).then_some(&latest)
+        };
         store.write_all(&[&a, &b], graph).unwrap();
         assert_eq!(
             store.load().unwrap().edges,
             [(pypi.clone(), latest.clone())],
             "the graph's statistics after the group; an edge it no longer has is not written"
         );
+        assert_eq!(asked.get(), 2, "each edge's statistics read once");
     }
 
     #[test]

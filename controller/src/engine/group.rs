@@ -36,7 +36,7 @@ use crate::model::{Batch, Mode, WorkloadId, now_unix};
 use crate::policy;
 use crate::simulate::Seen;
 use crate::snapshot::Snapshot;
-use crate::store::Changes;
+use crate::store::{Changes, Touched};
 
 /// Commands applied in one round, at most (one store transaction for the
 /// reports among them).
@@ -344,7 +344,7 @@ impl Engine {
                             Err(EngineError::Store(e.clone()))
                         }
                         (Some(mut changes), None) => {
-                            self.views.touch(changes.edges.drain(..));
+                            self.views.touch(changes.edges.drain(..).map(|t| t.key));
                             // What the baseline learned shows on every
                             // edge of the profiles it learned for.
                             let learned = (changes.baseline_edges.iter())
@@ -455,7 +455,11 @@ impl Engine {
         }
         // Their statistics are read from the graph when the group is written.
         changes.edges = (touched.into_iter())
-            .filter_map(|ix| self.graph.key_of(ix))
+            .filter_map(|ix| {
+                let key = self.graph.key_of(ix)?;
+                let at = u32::try_from(ix.index()).ok()?;
+                Some(Touched { key, at })
+            })
             .collect();
         self.remember_audit(&changes);
         self.dropped = self.dropped.saturating_add(dropped);
