@@ -133,11 +133,9 @@ fn snapshot(c: &mut Criterion) {
                 || (),
                 |()| {
                     views.touch(
-                        state
-                            .edges
-                            .iter()
+                        (state.edges.iter())
                             .step_by(state.edges.len() / touched)
-                            .cloned(),
+                            .filter_map(|e| state.graph.handle(e)),
                     );
                     black_box(build_with(&state.parts(), &mut views))
                 },
@@ -183,7 +181,11 @@ fn snapshot(c: &mut Criterion) {
     group.bench_function(format!("json/50k_edges_{touched}_touched"), |b| {
         b.iter_batched(
             || {
-                views.touch(state.edges.iter().step_by(100).cloned());
+                views.touch(
+                    (state.edges.iter())
+                        .step_by(100)
+                        .filter_map(|e| state.graph.handle(e)),
+                );
                 build_with(&state.parts(), &mut views)
             },
             |snapshot| black_box(encoded(snapshot)),

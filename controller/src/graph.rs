@@ -152,6 +152,31 @@ impl Graph {
         Some((self.graph[a].clone(), self.graph[b].clone()))
     }
 
+    /// The handle of the edge `key`, if it exists: its [`EdgeIndex`] as a
+    /// number, as [`Graph::edge_at`] and [`Graph::ends`] take it.
+    pub fn handle(&self, key: &EdgeKey) -> Option<u32> {
+        self.find(key).map(|ix| ix.index() as u32)
+    }
+
+    /// The ends of the edge at `at` (a handle).
+    pub fn ends(&self, at: u32) -> Option<(&NodeId, &NodeId)> {
+        let (a, b) = self.graph.edge_endpoints(EdgeIndex::new(at as usize))?;
+        Some((&self.graph[a], &self.graph[b]))
+    }
+
+    /// All edges as (handle, source, target, statistics).
+    pub fn edges_at(&self) -> impl Iterator<Item = (u32, &NodeId, &NodeId, &EdgeStats)> {
+        (&self.graph).edge_references().map(|e| {
+            let at = e.id().index() as u32;
+            (
+                at,
+                &self.graph[e.source()],
+                &self.graph[e.target()],
+                e.weight(),
+            )
+        })
+    }
+
     /// The statistics of the edge at `at` (an [`EdgeIndex`] as a number).
     pub fn edge_at(&self, at: u32) -> Option<&EdgeStats> {
         self.graph.edge_weight(EdgeIndex::new(at as usize))

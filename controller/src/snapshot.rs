@@ -3,7 +3,6 @@
 //!
 //! Field names here are the JSON contract of `vigilctl` and the web view.
 
-use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
@@ -427,26 +426,33 @@ fn view_of(source: String, target: String, stats: &EdgeStats, baseline: Learned)
 /// disconnections: a registration, any other command, a reload.
 #[derive(Debug)]
 pub struct EdgeViews {
-    /// By (source id, target id): the order of [`GraphView::edges`].
-    views: BTreeMap<(String, String), Arc<EdgeView>>,
+    /// Each edge's view, by the edge's graph handle (see [`Graph::find`]).
+    slots: Vec<Option<Arc<EdgeView>>>,
+    /// The handles of the views, by (source id, target id): the order of
+    /// [`GraphView::edges`].
+    order: Vec<u32>,
     /// Edges whose statistics changed since the last build: a kept view
     /// keeps what the baseline knows of its edge (its ids too).
-    touched: HashSet<EdgeKey>,
+    touched: Handles,
     /// Edges whose baseline entry changed since the last build: rebuilt
     /// whole.
-    relearned: HashSet<EdgeKey>,
+    relearned: Handles,
     /// Every view must be rebuilt.
     stale: bool,
     /// Views the last build built.
     built: usize,
 }
 
+/// Graph handles: the graph's own numbers, so a fast hash is enough.
+type Handles = HashSet<u32, foldhash::fast::RandomState>;
+
 impl Default for EdgeViews {
     fn default() -> Self {
         EdgeViews {
-            views: BTreeMap::new(),
-            touched: HashSet::new(),
-            relearned: HashSet::new(),
+            slots: Vec::new(),
+            order: Vec::new(),
+            touched: Handles::default(),
+            relearned: Handles::default(),
             stale: true,
             built: 0,
         }
@@ -454,10 +460,11 @@ impl Default for EdgeViews {
 }
 
 impl EdgeViews {
-    /// The statistics of `edges` changed (and nothing else did).
-    pub fn touch(&mut self, edges: impl IntoIterator<Item = EdgeKey>) {
+    /// The statistics of the edges at `handles` (see [`Graph::find`])
+    /// changed (and nothing else did).
+    pub fn touch(&mut self, handles: impl IntoIterator<Item = u32>) {
         if !self.stale {
-            self.touched.extend(edges);
+            self.touched.extend(handles);
         }
     }
 
@@ -479,9 +486,8 @@ impl EdgeViews {
             let (sources, targets) = (members(a, inventory), members(b, inventory));
             for s in &sources {
                 for t in &targets {
-                    let edge = (s.clone(), t.clone());
-                    if graph.edge(&edge).is_some() {
-                        self.relearned.insert(edge);
+                    if let Some(at) = graph.handle(&(s.clone(), t.clone())) {
+                        self.relearned.insert(at);
                     }
                 }
             }
@@ -502,62 +508,91 @@ impl EdgeViews {
         self.built
     }
 
+    /// The ids of the view at `at`, which is kept.
+    fn ids(&self, at: u32) -> (&str, &str) {
+        let view = self.slots[at as usize].as_ref().expect("an ordered view");
+        (&view.source, &view.target)
+    }
+
     /// Brings the views up to date with `parts`; the edges, sorted by
     /// (source, target).
     fn refresh(&mut self, parts: &Parts<'_>) -> Vec<Arc<EdgeView>> {
         if self.stale {
             self.built = parts.graph.len().1;
             // A view equal to the one kept is kept (with its encoded JSON,
-            // and the web view's delta sees it unchanged by pointer).
-            let old = std::mem::take(&mut self.views);
-            self.views = parts
-                .graph
-                .edges()
-                .map(|(s, t, stats)| {
-                    let view = edge_view(s, t, stats, parts);
-                    let key = (view.source.clone(), view.target.clone());
-                    let view = match old.get(&key) {
-                        Some(kept) if **kept == view => kept.clone(),
-                        _ => Arc::new(view),
-                    };
-                    (key, view)
-                })
-                .collect();
+            // and the web view's delta sees it unchanged by pointer). The
+            // handles may stand for other edges after a reload: equal
+            // views have equal ids.
+            let old = std::mem::take(&mut self.slots);
+            self.order.clear();
+            for (at, s, t, stats) in parts.graph.edges_at() {
+                let view = edge_view(s, t, stats, parts);
+                let view = match old.get(at as usize) {
+                    Some(Some(kept)) if **kept == view => kept.clone(),
+                    _ => Arc::new(view),
+                };
+                put(&mut self.slots, at, view);
+                self.order.push(at);
+            }
+            let slots = &self.slots;
+            let ids = |at: &u32| {
+                let view = slots[*at as usize].as_ref().expect("just built");
+                (view.source.as_str(), view.target.as_str())
+            };
+            self.order.sort_unstable_by(|a, b| ids(a).cmp(&ids(b)));
             self.stale = false;
         } else {
             let relearned = std::mem::take(&mut self.relearned);
-            self.touched.retain(|key| !relearned.contains(key));
+            if !relearned.is_empty() {
+                self.touched.retain(|at| !relearned.contains(at));
+            }
             self.built = self.touched.len() + relearned.len();
-            let touched = self.touched.drain().map(|key| (key, false));
-            for (key, learned) in touched.chain(relearned.into_iter().map(|key| (key, true))) {
-                let ids = (key.0.to_string(), key.1.to_string());
-                let Some(stats) = parts.graph.edge(&key) else {
-                    self.views.remove(&ids);
+            let touched = std::mem::take(&mut self.touched);
+            let all = (touched.iter().map(|&at| (at, false)))
+                .chain(relearned.iter().map(|&at| (at, true)));
+            for (at, learned) in all {
+                let (Some(stats), Some((s, t))) = (parts.graph.edge_at(at), parts.graph.ends(at))
+                else {
+                    // Edges are never removed from a graph; a reload
+                    // invalidates every view.
                     continue;
                 };
-                match self.views.entry(ids) {
-                    Entry::Occupied(mut kept) => {
-                        let view = if learned {
-                            edge_view(&key.0, &key.1, stats, parts)
-                        } else {
-                            // Only statistics changed: the kept view's ids
-                            // and baseline entry stand (no profile or
-                            // baseline lookup).
-                            let kept = kept.get();
-                            let (source, target) = (kept.source.clone(), kept.target.clone());
-                            view_of(source, target, stats, Learned::of(kept))
-                        };
-                        kept.insert(Arc::new(view));
-                    }
-                    Entry::Vacant(slot) => {
-                        slot.insert(Arc::new(edge_view(&key.0, &key.1, stats, parts)));
-                    }
+                let kept = self.slots.get(at as usize).and_then(Option::as_ref);
+                let view = match kept {
+                    // Only statistics changed: the kept view's ids and
+                    // baseline entry stand (no profile or baseline lookup).
+                    Some(kept) if !learned => view_of(
+                        kept.source.clone(),
+                        kept.target.clone(),
+                        stats,
+                        Learned::of(kept),
+                    ),
+                    _ => edge_view(s, t, stats, parts),
+                };
+                if kept.is_none() {
+                    let key = (view.source.as_str(), view.target.as_str());
+                    let i = self.order.partition_point(|&o| self.ids(o) < key);
+                    self.order.insert(i, at);
                 }
+                put(&mut self.slots, at, view);
             }
+            self.touched = touched;
+            self.touched.clear();
         }
-        debug_assert_eq!(self.views.len(), parts.graph.len().1);
-        self.views.values().cloned().collect()
+        debug_assert_eq!(self.order.len(), parts.graph.len().1);
+        (self.order.iter())
+            .map(|&at| self.slots[at as usize].clone().expect("an ordered view"))
+            .collect()
     }
+}
+
+/// Puts `view` in `slots` at `at`, growing them as needed.
+fn put(slots: &mut Vec<Option<Arc<EdgeView>>>, at: u32, view: impl Into<Arc<EdgeView>>) {
+    let at = at as usize;
+    if slots.len() <= at {
+        slots.resize(at + 1, None);
+    }
+    slots[at] = Some(view.into());
 }
 
 /// The graph nodes a baseline node stands for: a profile's member
@@ -730,7 +765,7 @@ mod tests {
                 obs.latency_sum_us = 700;
                 state.graph.record(edge, &obs, 1_800_000_000 + i as u64);
             }
-            views.touch(touched.iter().map(|e| (*e).clone()));
+            views.touch(touched.iter().filter_map(|e| state.graph.handle(e)));
             if let Some(key) = learned {
                 state.baseline.learn_edge(key);
                 views.learned([key], &state.inventory, &state.graph);
@@ -854,7 +889,7 @@ mod tests {
         );
         let obs = outbound(&edges[2].1.to_string(), None, 1);
         state.graph.record(&edges[2], &obs, 1_800_000_001);
-        views.touch([edges[2].clone()]);
+        views.touch(state.graph.handle(&edges[2]));
         let second = build_with(&state.parts(), &mut views);
         assert_eq!(second.warm(), 1, "only the view a report touched");
         assert_eq!(
@@ -862,7 +897,7 @@ mod tests {
             serde_json::to_vec(&second.graph).unwrap()
         );
         // A reader that came first leaves nothing to warm.
-        views.touch([edges[0].clone()]);
+        views.touch(state.graph.handle(&edges[0]));
         let third = build_with(&state.parts(), &mut views);
         third.graph_json();
         assert_eq!(third.warm(), 0);
@@ -927,7 +962,7 @@ mod tests {
             build_with(&state.parts(), &mut views).graph.edges[0].requests,
             1
         );
-        views.touch([edge]);
+        views.touch(state.graph.handle(&edge));
         assert_eq!(
             build_with(&state.parts(), &mut views).graph.edges[0].requests,
             2

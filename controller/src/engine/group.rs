@@ -344,7 +344,7 @@ impl Engine {
                             Err(EngineError::Store(e.clone()))
                         }
                         (Some(mut changes), None) => {
-                            self.views.touch(changes.edges.drain(..).map(|t| t.key));
+                            self.views.touch(changes.edges.drain(..).map(|t| t.at));
                             // What the baseline learned shows on every
                             // edge of the profiles it learned for.
                             let learned = (changes.baseline_edges.iter())
