@@ -22,6 +22,9 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+
+/// A list's entries by name.
+type Entries<T> = HashMap<String, T, foldhash::fast::RandomState>;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -215,18 +218,22 @@ pub struct Match<'a, T> {
 /// A compiled set of entries, each with a value (`()` when only "listed or
 /// not" matters). Names are found by hash lookups of the name and each of
 /// its parent domains; networks by a scan (lists hold few).
+///
+/// The entries come from the lists, never from the traffic looked up, so
+/// a fast hash without flooding resistance serves: a name looked up cannot
+/// make a table slower, only an entry put in it could.
 #[derive(Clone, Debug)]
 pub struct Matcher<T> {
-    names: HashMap<String, T>,
-    subdomains: HashMap<String, T>,
+    names: Entries<T>,
+    subdomains: Entries<T>,
     nets: Vec<(IpNet, T)>,
 }
 
 impl<T> Default for Matcher<T> {
     fn default() -> Self {
         Matcher {
-            names: HashMap::new(),
-            subdomains: HashMap::new(),
+            names: Entries::default(),
+            subdomains: Entries::default(),
             nets: Vec::new(),
         }
     }
