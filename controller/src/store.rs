@@ -151,6 +151,24 @@ pub struct Touched {
     pub at: u32,
 }
 
+/// A report's observations for the history (see [`Changes::history`]):
+/// kept as the report brought them, so that they move into the store's
+/// row and the engine's history without being copied per observation.
+#[derive(Debug)]
+pub struct HistoryStep {
+    /// Unix seconds the report was applied.
+    pub at: u64,
+    /// Its row number.
+    pub seq: u64,
+    /// Who reported.
+    pub reporter: std::sync::Arc<WorkloadId>,
+    /// What it reported (only the counted ones are kept: a live stream's
+    /// later reports add bytes, not verdicts).
+    pub observations: Vec<crate::model::Observation>,
+    /// Rows older than this (unix seconds) are removed.
+    pub oldest: u64,
+}
+
 /// Changes made by one engine step, written in one transaction.
 #[derive(Debug, Default)]
 pub struct Changes {
@@ -182,9 +200,9 @@ pub struct Changes {
     pub quarantine: Vec<(WorkloadId, Option<Quarantine>)>,
     /// Each namespace's baseline growth, when it changed.
     pub growth: Option<std::collections::BTreeMap<String, crate::stability::Growth>>,
-    /// Observations to add to the history: (unix seconds, row number,
-    /// what was seen), and rows older than the given unix seconds removed.
-    pub history: Option<(u64, u64, Vec<crate::simulate::Seen>, u64)>,
+    /// A report's observations to add to the history, and rows older
+    /// than its window removed.
+    pub history: Option<HistoryStep>,
     /// CPU baselines of profiles that learned.
     pub resource_baselines: Vec<(WorkloadId, crate::resource::CpuBaseline)>,
 }
@@ -551,7 +569,7 @@ impl Store {
             // step's edge trims for every step.
             if let Some(oldest) = all
                 .iter()
-                .filter_map(|c| c.history.as_ref().map(|h| h.3))
+                .filter_map(|c| c.history.as_ref().map(|h| h.oldest))
                 .max()
             {
                 tables
@@ -647,11 +665,11 @@ impl<'tx> Tables<'tx> {
         if let Some(namespace) = &changes.baseline_reset {
             self.reset_baseline(namespace.as_deref())?;
         }
-        if let Some((at, seq, seen, _)) = &changes.history
-            && !seen.is_empty()
+        if let Some(step) = &changes.history
+            && let Some(row) = history_row::encode_report(step)
         {
             self.history
-                .insert((*at, *seq), history_row::encode(seen).as_slice())
+                .insert((step.at, step.seq), row.as_slice())
                 .map_err(e)?;
         }
         for entry in &changes.audit {
@@ -942,10 +960,16 @@ mod tests {
     fn a_group_keeps_the_newest_growth_and_trims_the_history_to_its_newest_window() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let seen = |at: u64| crate::simulate::Seen {
+        let seen = |at: u64, seq: u64, oldest: u64| HistoryStep {
             at,
+            seq,
             reporter: WorkloadId::new("lab", "nb").unwrap().into(),
-            obs: crate::model::outbound("pypi.org:443", None, 1),
+            // A live stream's later report is not kept.
+            observations: vec![
+                crate::model::outbound("pypi.org:443", None, 1),
+                crate::model::outbound("pypi.org:443", None, 0),
+            ],
+            oldest,
         };
         let growth = |last: u64| {
             let mut g = crate::stability::Growth::default();
@@ -953,7 +977,7 @@ mod tests {
             Some([("lab".to_owned(), g)].into())
         };
         let step = |at: u64, seq: u64, oldest: u64, grew: Option<u64>| Changes {
-            history: Some((at, seq, vec![seen(at)], oldest)),
+            history: Some(seen(at, seq, oldest)),
             growth: grew.and_then(growth),
             ..Changes::default()
         };

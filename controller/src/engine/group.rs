@@ -36,7 +36,7 @@ use crate::model::{Batch, Mode, WorkloadId, now_unix};
 use crate::policy;
 use crate::simulate::Seen;
 use crate::snapshot::Snapshot;
-use crate::store::{Changes, Touched};
+use crate::store::{Changes, HistoryStep, Touched};
 
 /// Commands applied in one round, at most (one store transaction for the
 /// reports among them).
@@ -352,9 +352,13 @@ impl Engine {
                             self.views.learned(learned, &self.inventory, &self.graph);
                             self.metrics.report(ReportResult::applied);
                             self.metrics.observations.inc_by(observations as u64);
-                            if let Some((_, _, seen, _)) = changes.history.take() {
-                                for seen in seen {
-                                    self.history.push(seen);
+                            if let Some(step) = changes.history.take() {
+                                for obs in step.observations {
+                                    self.history.push(Seen {
+                                        at: step.at,
+                                        reporter: step.reporter.clone(),
+                                        obs,
+                                    });
                                 }
                             }
                             edges.append(&mut changes.baseline_edges);
@@ -435,15 +439,13 @@ impl Engine {
         }
         let dropped = batch.dropped;
         let reporter = Arc::new(batch.reporter);
-        let seen: Vec<Seen> = (batch.observations.into_iter())
-            .filter(|obs| obs.count > 0)
-            .map(|obs| Seen {
-                at: now,
-                reporter: reporter.clone(),
-                obs,
-            })
-            .collect();
-        changes.history = Some((now, self.history_seq, seen, self.history.oldest(now)));
+        changes.history = Some(HistoryStep {
+            at: now,
+            seq: self.history_seq,
+            reporter: reporter.clone(),
+            observations: batch.observations,
+            oldest: self.history.oldest(now),
+        });
         self.history_seq += 1;
         let learned_now = changes.baseline_workloads.len()
             + changes.baseline_edges.len()

@@ -18,6 +18,7 @@ use super::wire::{put_bytes, put_str, put_u64};
 
 use crate::model::{Direction, Observation, Protocol, WorkloadId};
 use crate::simulate::Seen;
+use crate::store::HistoryStep;
 
 /// One report's observations, as stored.
 #[derive(Clone, PartialEq, Message)]
@@ -122,12 +123,34 @@ fn value_of<T: Copy>(table: &[(u32, T)], n: u32) -> Option<T> {
 /// borrowed fields (no owned copy of every string first; a test checks
 /// the two are equal byte for byte).
 pub fn encode(seen: &[Seen]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(seen.len() * 96);
+    encode_rows(
+        seen.len(),
+        seen.iter().map(|s| (s.at, &*s.reporter, &s.obs)),
+    )
+}
+
+/// The row of a report's counted observations (`None`: it has none).
+pub fn encode_report(step: &HistoryStep) -> Option<Vec<u8>> {
+    let mut counted = (step.observations.iter())
+        .filter(|o| o.count > 0)
+        .peekable();
+    counted.peek()?;
+    let rows = counted.map(|o| (step.at, &*step.reporter, o));
+    Some(encode_rows(step.observations.len(), rows))
+}
+
+/// The row of `seen`, about `len` of them: (unix seconds, reporter,
+/// observation).
+fn encode_rows<'a>(
+    len: usize,
+    seen: impl Iterator<Item = (u64, &'a WorkloadId, &'a Observation)>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len * 96);
     let mut one = Vec::with_capacity(128);
     let mut text = String::new();
-    for s in seen {
+    for (at, reporter, obs) in seen {
         one.clear();
-        encode_seen(s, &mut one, &mut text);
+        encode_seen(at, reporter, obs, &mut one, &mut text);
         encode_key(1, WireType::LengthDelimited, &mut out);
         encode_varint(one.len() as u64, &mut out);
         out.extend_from_slice(&one);
@@ -137,10 +160,15 @@ pub fn encode(seen: &[Seen]) -> Vec<u8> {
 
 /// One [`SeenRow`]'s fields, in field order, defaults left out as prost
 /// leaves them out (an optional field is written whenever it is set).
-fn encode_seen(s: &Seen, buf: &mut Vec<u8>, text: &mut String) {
-    let o = &s.obs;
-    put_u64(1, s.at, buf);
-    put_id(2, &s.reporter, buf);
+fn encode_seen(
+    at: u64,
+    reporter: &WorkloadId,
+    o: &Observation,
+    buf: &mut Vec<u8>,
+    text: &mut String,
+) {
+    put_u64(1, at, buf);
+    put_id(2, reporter, buf);
     put_u64(3, u64::from(number(&DIRECTIONS, o.direction)), buf);
     put_u64(4, u64::from(number(&PROTOCOLS, o.protocol)), buf);
     if let Some(id) = &o.source {
@@ -302,6 +330,32 @@ mod tests {
         for (name, seen) in cases {
             assert_eq!(decode(&encode(&seen)).unwrap(), seen, "{name}");
         }
+    }
+
+    #[test]
+    fn a_report_is_written_as_its_counted_observations() {
+        let (a, b) = (full(), sparse());
+        let mut stream = sparse();
+        stream.obs.count = 0;
+        let step = |observations: Vec<Observation>| HistoryStep {
+            at: a.at,
+            seq: 3,
+            reporter: a.reporter.clone(),
+            observations,
+            oldest: 0,
+        };
+        let mut b_then = b.clone();
+        (b_then.at, b_then.reporter) = (a.at, a.reporter.clone());
+        let row = encode_report(&step(vec![a.obs.clone(), stream.obs, b.obs.clone()]));
+        assert_eq!(
+            decode(&row.expect("two counted")).unwrap(),
+            [a.clone(), b_then],
+            "the stream's later report is left out; the others are the report's"
+        );
+        let mut quiet = a.obs.clone();
+        quiet.count = 0;
+        assert_eq!(encode_report(&step(vec![quiet])), None, "nothing counted");
+        assert_eq!(encode_report(&step(vec![])), None, "an empty report");
     }
 
     /// What prost's derived encoding of the same row gives.
