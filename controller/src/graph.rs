@@ -9,7 +9,7 @@ use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableDiGraph};
 use petgraph::visit::{EdgeRef, IntoEdgeReferences};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{EdgeKey, NodeId, Observation};
+use crate::model::{EdgeKey, NodeId, Observation, with_endpoint};
 
 /// Most distinct authorities kept per edge (names the destination went by).
 const MAX_AUTHORITIES: usize = 16;
@@ -81,12 +81,13 @@ impl EdgeStats {
             }
         }
         if !obs.method.is_empty() {
-            let endpoint = format!("{} {}", obs.method, obs.path);
-            if let Some(n) = self.endpoints.get_mut(&endpoint) {
-                *n = n.saturating_add(obs.count);
-            } else if self.endpoints.len() < MAX_ENDPOINTS {
-                self.endpoints.insert(endpoint, obs.count);
-            }
+            with_endpoint(&obs.method, &obs.path, |endpoint| {
+                if let Some(n) = self.endpoints.get_mut(endpoint) {
+                    *n = n.saturating_add(obs.count);
+                } else if self.endpoints.len() < MAX_ENDPOINTS {
+                    self.endpoints.insert(endpoint.to_owned(), obs.count);
+                }
+            });
         }
     }
 }

@@ -3,7 +3,7 @@
 //! learned while learning, on edges that are (or are being) learned.
 
 use super::{Check, Detector, Finding, Input, Learn};
-use crate::model::{AlertKind, Mode, Observation, Protocol};
+use crate::model::{AlertKind, Mode, Observation, Protocol, with_endpoint};
 
 /// The API-endpoint detector.
 pub struct Endpoint;
@@ -11,42 +11,52 @@ pub struct Endpoint;
 /// The endpoint an observation carries: `METHOD path-template` for HTTP
 /// and gRPC requests; `None` for tunnels, streams and DNS.
 pub fn endpoint_of(obs: &Observation) -> Option<String> {
+    has_endpoint(obs).then(|| format!("{} {}", obs.method, obs.path))
+}
+
+/// Whether `obs` is an API call with an endpoint (see [`endpoint_of`]).
+fn has_endpoint(obs: &Observation) -> bool {
     let http = matches!(
         obs.protocol,
         Protocol::Http1 | Protocol::Http2 | Protocol::Grpc
     );
-    (http && !obs.method.is_empty() && obs.method != "CONNECT")
-        .then(|| format!("{} {}", obs.method, obs.path))
+    http && !obs.method.is_empty() && obs.method != "CONNECT"
 }
 
 impl Detector for Endpoint {
     fn check(&self, input: &Input<'_>) -> Check {
-        let Some(endpoint) = endpoint_of(input.obs) else {
-            return Check::normal();
-        };
-        let edge = input.edge;
-        if input.baseline.has_endpoint(edge, &endpoint) {
+        let obs = input.obs;
+        if !has_endpoint(obs) {
             return Check::normal();
         }
-        if input.mode == Mode::Learning {
-            return Check {
-                learn: vec![Learn::Endpoint(edge.clone(), endpoint)],
-                ..Check::normal()
-            };
-        }
-        // A call outside the baseline is the edge detector's; a known call
-        // whose endpoints were never learned (a baseline from before
-        // endpoints were learned) is judged by its edge alone.
-        if !input.baseline.has_edge(edge) || !input.baseline.has_endpoints(edge) {
-            return Check::normal();
-        }
-        Check {
-            finding: Some(Finding::new(
-                AlertKind::NewEndpoint,
-                input.mode.action(),
-                input.about,
-            )),
+        with_endpoint(&obs.method, &obs.path, |endpoint| judge(input, endpoint))
+    }
+}
+
+/// The endpoint detector's verdict on `endpoint` of `input`'s edge.
+fn judge(input: &Input<'_>, endpoint: &str) -> Check {
+    let edge = input.edge;
+    if input.baseline.has_endpoint(edge, endpoint) {
+        return Check::normal();
+    }
+    if input.mode == Mode::Learning {
+        return Check {
+            learn: vec![Learn::Endpoint(edge.clone(), endpoint.to_owned())],
             ..Check::normal()
-        }
+        };
+    }
+    // A call outside the baseline is the edge detector's; a known call
+    // whose endpoints were never learned (a baseline from before
+    // endpoints were learned) is judged by its edge alone.
+    if !input.baseline.has_edge(edge) || !input.baseline.has_endpoints(edge) {
+        return Check::normal();
+    }
+    Check {
+        finding: Some(Finding::new(
+            AlertKind::NewEndpoint,
+            input.mode.action(),
+            input.about,
+        )),
+        ..Check::normal()
     }
 }
