@@ -86,7 +86,10 @@ impl WorkloadId {
 
 impl fmt::Display for WorkloadId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
+        // Piece by piece: ids are formatted for every row and view key.
+        f.write_str(&self.namespace)?;
+        f.write_str("/")?;
+        f.write_str(&self.name)
     }
 }
 
@@ -126,8 +129,14 @@ impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Internet => f.write_str("internet"),
-            Self::Workload(id) => write!(f, "workload:{id}"),
-            Self::External(authority) => write!(f, "external:{authority}"),
+            Self::Workload(id) => {
+                f.write_str("workload:")?;
+                fmt::Display::fmt(id, f)
+            }
+            Self::External(authority) => {
+                f.write_str("external:")?;
+                f.write_str(authority)
+            }
         }
     }
 }
@@ -775,12 +784,29 @@ pub fn rfc3339(unix: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + u64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    if year > 9999 {
+        return format!(
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60
+        );
+    }
+    // Digit by digit: every edge view a snapshot rebuilds writes two.
+    let mut out = String::with_capacity(20);
+    let mut two = |n: u64, then: Option<char>| {
+        out.push(char::from(b'0' + (n / 10 % 10) as u8));
+        out.push(char::from(b'0' + (n % 10) as u8));
+        out.extend(then);
+    };
+    two(year / 100, None);
+    two(year % 100, Some('-'));
+    two(month, Some('-'));
+    two(day, Some('T'));
+    two(secs / 3600, Some(':'));
+    two(secs / 60 % 60, Some(':'));
+    two(secs % 60, Some('Z'));
+    out
 }
 
 /// `METHOD path`, the form endpoints are counted and learned in, handed to
@@ -869,6 +895,10 @@ mod tests {
 
     #[test]
     fn rfc3339_formats_known_instants() {
+        // Year 10000 and after: five digits.
+        assert_eq!(rfc3339(253_402_300_800), "10000-01-01T00:00:00Z");
+        assert_eq!(rfc3339(253_402_300_799), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(1_000_000_000), "2001-09-09T01:46:40Z");
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_795_456_439), "2026-11-23T17:53:59Z");
