@@ -11,6 +11,13 @@ pub trait Threats: Sync {
     /// The feed and entry that list `host` (a name without port, or an IP),
     /// e.g. `builtin: *.supportxmr.com`; `None` when it is not listed.
     fn listed(&self, host: &str) -> Option<String>;
+
+    /// [`Threats::listed`] for an address (a sidecar's resolved
+    /// destination, on nearly every outbound observation), without
+    /// writing it out to be parsed back.
+    fn listed_ip(&self, ip: std::net::IpAddr) -> Option<String> {
+        self.listed(&ip.to_string())
+    }
 }
 
 /// No threat lists.
@@ -41,17 +48,14 @@ pub struct Threat;
 impl Detector for Threat {
     fn check(&self, input: &Input<'_>) -> Check {
         let obs = input.obs;
-        let resolved = obs.resolved_addr.map(|a| a.ip().to_string());
         let names = [
             Some(obs.authority.as_str()),
             obs.claimed_authority.as_deref(),
-            resolved.as_deref(),
         ];
-        let listed = names
-            .into_iter()
-            .flatten()
+        let listed = (names.into_iter().flatten())
             .filter(|name| !name.is_empty())
-            .find_map(|name| input.threats.listed(host_of(name)));
+            .find_map(|name| input.threats.listed(host_of(name)))
+            .or_else(|| (obs.resolved_addr).and_then(|a| input.threats.listed_ip(a.ip())));
         match listed {
             Some(listed) => Check::abnormal(Finding {
                 listed: Some(listed),

@@ -198,6 +198,11 @@ impl crate::detect::Threats for Feeds {
         self.lookup(host)
             .map(|l| format!("{}: {}", l.feed, l.entry))
     }
+
+    fn listed_ip(&self, ip: std::net::IpAddr) -> Option<String> {
+        self.lookup_ip(ip)
+            .map(|l| format!("{}: {}", l.feed, l.entry))
+    }
 }
 
 /// Hands every list `feeds` publishes to the engine (the `threat` detector,

@@ -254,3 +254,23 @@ fn the_check_answers_names_and_refuses_what_cannot_be_one() {
         assert!(!api::is_checkable(bad), "{bad}");
     }
 }
+
+/// The detector asks for a resolved address without writing it out: the
+/// answer is the one the address's text gets, for either family and for
+/// an IPv4 address mapped into IPv6.
+#[test]
+fn an_address_is_listed_as_its_text_is() {
+    use crate::detect::Threats;
+    let all = feeds(&["203.0.113.0/24", "2001:db8::/32", "pool.test"]);
+    for (ip, listed) in [
+        ("203.0.113.9", Some("test: 203.0.113.0/24")),
+        ("::ffff:203.0.113.9", Some("test: 203.0.113.0/24")),
+        ("2001:db8::5", Some("test: 2001:db8::/32")),
+        ("198.51.100.7", None),
+        ("2001:db9::1", None),
+    ] {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        assert_eq!(all.listed_ip(ip).as_deref(), listed, "{ip}");
+        assert_eq!(all.listed_ip(ip), all.listed(&ip.to_string()), "{ip}");
+    }
+}
