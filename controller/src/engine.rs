@@ -115,16 +115,20 @@ struct Reporter<'a> {
     id: &'a WorkloadId,
     /// Its graph node.
     node: NodeId,
+    /// Where that node is in the graph, if it was there when the report
+    /// came (a node is never removed while a report is applied).
+    at: Option<petgraph::stable_graph::NodeIndex>,
     /// Its baseline identity (its profile).
     profile: NodeId,
 }
 
 impl<'a> Reporter<'a> {
-    fn new(id: &'a WorkloadId, inventory: &Inventory) -> Self {
+    fn new(id: &'a WorkloadId, inventory: &Inventory, graph: &Graph) -> Self {
         let node = NodeId::Workload(id.clone());
         Reporter {
             id,
             profile: inventory.baseline_node(&node),
+            at: graph.node(&node),
             node,
         }
     }
@@ -512,9 +516,13 @@ impl Engine {
         now: u64,
     ) -> Option<EdgeIndex> {
         let mut edge = self.edge_of(reporter, obs)?;
+        // Looked up once: whether it is new, then where to count it (the
+        // reporter's own end is known already).
+        let known = match obs.direction {
+            Direction::Outbound => self.graph.find_with(&edge, reporter.at, None),
+            Direction::Inbound => self.graph.find_with(&edge, None, reporter.at),
+        };
         let (reporter, reporter_profile) = (reporter.id, &reporter.profile);
-        // Looked up once: whether it is new, then where to count it.
-        let known = self.graph.find(&edge);
         let overflow = self.is_overflow(&edge, known.is_some());
         if overflow {
             let folded = NodeId::External(OVERFLOW.to_owned());

@@ -183,6 +183,27 @@ impl Graph {
         self.graph.edge_weight(EdgeIndex::new(at as usize))
     }
 
+    /// Where the node `id` is, if it exists.
+    pub fn node(&self, id: &NodeId) -> Option<NodeIndex> {
+        self.index.get(id).copied()
+    }
+
+    /// [`Graph::find`] with the index of one end known already (`source`
+    /// or `target`, which [`Graph::node`] gave for `key`'s own end): one
+    /// node looked up instead of two.
+    pub fn find_with(
+        &self,
+        key: &EdgeKey,
+        source: Option<NodeIndex>,
+        target: Option<NodeIndex>,
+    ) -> Option<EdgeIndex> {
+        debug_assert!(source.is_none_or(|a| self.node(&key.0) == Some(a)));
+        debug_assert!(target.is_none_or(|b| self.node(&key.1) == Some(b)));
+        let a = source.or_else(|| self.node(&key.0))?;
+        let b = target.or_else(|| self.node(&key.1))?;
+        self.edges.get(&(a, b)).copied()
+    }
+
     /// [`Graph::record`] for the edge at `ix`, which [`Graph::find`] or
     /// [`Graph::insert`] gave.
     pub fn record_at(&mut self, ix: EdgeIndex, obs: &Observation, now: u64) {
@@ -310,6 +331,8 @@ mod tests {
         for i in 0..1500 {
             let key = (web.clone(), peer(i));
             let ix = g.find(&key).expect("recorded");
+            assert_eq!(g.find_with(&key, g.node(&web), None), Some(ix), "{i}");
+            assert_eq!(g.find_with(&key, None, g.node(&peer(i))), Some(ix), "{i}");
             assert_eq!(g.graph[ix].requests, i as u64 + 1, "{i}");
             g.record_at(ix, &obs("h:443", "/", 200, 1), 2);
             assert_eq!(g.edge(&key).unwrap().requests, i as u64 + 2, "{i}");
@@ -318,6 +341,8 @@ mod tests {
         assert_eq!(g.edge(&(peer(3), peer(4))), Some(&restored));
         assert_eq!(g.edge(&(peer(4), peer(3))), None);
         assert_eq!(g.find(&(peer(7), web.clone())), None);
+        let unknown = (web.clone(), NodeId::External("new:443".into()));
+        assert_eq!(g.find_with(&unknown, g.node(&web), None), None);
         assert_eq!(g.len(), (1502, 1502));
     }
 }

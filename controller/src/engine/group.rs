@@ -431,7 +431,7 @@ impl Engine {
         if mode == Mode::Learning && self.baseline.learn_workload(reporter) {
             changes.baseline_workloads.push(reporter.clone());
         }
-        let me = super::Reporter::new(reporter, &self.inventory);
+        let me = super::Reporter::new(reporter, &self.inventory, &self.graph);
         for obs in observations {
             if let Some(ix) = self.observe(&mut changes, mode, &me, obs, now) {
                 touched.insert(ix);
