@@ -113,25 +113,6 @@ fn endpoints(alert: &Alert, edge: &EdgeKey, first: Learn) -> Vec<Learn> {
     learn
 }
 
-/// The part of `baseline` that belongs to `namespace` (all when `None`).
-fn only(baseline: &Baseline, namespace: Option<&str>) -> Baseline {
-    let Some(ns) = namespace else {
-        return baseline.clone();
-    };
-    let ours = |node: &NodeId| matches!(node, NodeId::Workload(id) if id.namespace == ns);
-    let mut out = Baseline::default();
-    for id in baseline.workloads().filter(|id| id.namespace == ns) {
-        out.learn_workload(id);
-    }
-    for edge in baseline.edges().filter(|(s, t)| ours(s) || ours(t)) {
-        out.learn_edge(edge);
-        for endpoint in baseline.endpoints_of(edge) {
-            out.learn_endpoint(edge, endpoint);
-        }
-    }
-    out
-}
-
 /// The changes that bring `current` to `imported` for `namespace` (every
 /// namespace when `None`): with `merge`, only what is new is added;
 /// otherwise that part of the baseline is replaced.
@@ -143,7 +124,7 @@ pub fn import_changes(
 ) -> (Baseline, Changes) {
     let mut next = current.clone();
     let mut changes = Changes::default();
-    let imported = &only(imported, namespace);
+    let imported = &crate::baseline_doc::restrict(imported, namespace);
     if !merge {
         next.clear(namespace);
         changes.baseline_reset = Some(namespace.map(str::to_owned));
