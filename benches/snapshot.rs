@@ -135,7 +135,7 @@ fn snapshot(c: &mut Criterion) {
                     views.touch(
                         (state.edges.iter())
                             .step_by(state.edges.len() / touched)
-                            .filter_map(|e| state.graph.handle(e)),
+                            .filter_map(|e| state.graph.find(e)),
                     );
                     black_box(build_with(&state.parts(), &mut views))
                 },
@@ -184,7 +184,7 @@ fn snapshot(c: &mut Criterion) {
                 views.touch(
                     (state.edges.iter())
                         .step_by(100)
-                        .filter_map(|e| state.graph.handle(e)),
+                        .filter_map(|e| state.graph.find(e)),
                 );
                 build_with(&state.parts(), &mut views)
             },

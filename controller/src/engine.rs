@@ -16,7 +16,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::baseline::Baseline;
 use crate::detect::{self, Finding, Hits, Input, NoThreats, Threats, Verdict};
-use crate::graph::Graph;
+use crate::graph::{EdgeIndex, Graph, NodeIndex};
 use crate::inventory::Inventory;
 use crate::metrics::{EngineMetrics, ViolationLabels};
 use crate::model::{
@@ -28,7 +28,6 @@ use crate::simulate::History;
 use crate::snapshot::{self, Parts, Snapshot, label};
 use crate::stability::Growth;
 use crate::store::{Changes, Loaded, Store, StoreError};
-use petgraph::stable_graph::EdgeIndex;
 
 mod group;
 mod handle;
@@ -117,7 +116,7 @@ struct Reporter<'a> {
     node: NodeId,
     /// Where that node is in the graph, if it was there when the report
     /// came (a node is never removed while a report is applied).
-    at: Option<petgraph::stable_graph::NodeIndex>,
+    at: Option<NodeIndex>,
     /// Its baseline identity (its profile).
     profile: NodeId,
 }
@@ -675,8 +674,8 @@ impl Engine {
         let graph = &self.graph;
         let result = self.store.write_all(all, |touched| {
             debug_assert_eq!(
-                graph.find(&touched.key).map(|ix| ix.index()),
-                Some(touched.at as usize),
+                graph.find(&touched.key),
+                Some(touched.at),
                 "a touched edge's handle is its own"
             );
             graph.edge_at(touched.at)

@@ -5,7 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableDiGraph};
+use petgraph::stable_graph::StableDiGraph;
+pub use petgraph::stable_graph::{EdgeIndex, NodeIndex};
 use petgraph::visit::{EdgeRef, IntoEdgeReferences};
 use serde::{Deserialize, Serialize};
 
@@ -130,9 +131,7 @@ impl Graph {
     /// Where the edge `key` is, if it exists: a handle for
     /// [`Graph::record_at`], so that an observation looks its edge up once.
     pub fn find(&self, key: &EdgeKey) -> Option<EdgeIndex> {
-        let a = *self.index.get(&key.0)?;
-        let b = *self.index.get(&key.1)?;
-        self.edges.get(&(a, b)).copied()
+        self.find_with(key, None, None)
     }
 
     /// Where the edge `key` is, added (without traffic) if it is missing.
@@ -148,39 +147,22 @@ impl Graph {
 
     /// The ends of the edge at `ix`, which [`Graph::find`] or
     /// [`Graph::insert`] gave (edges are never removed).
-    pub fn key_of(&self, ix: EdgeIndex) -> Option<EdgeKey> {
+    pub fn ends(&self, ix: EdgeIndex) -> Option<(&NodeId, &NodeId)> {
         let (a, b) = self.graph.edge_endpoints(ix)?;
-        Some((self.graph[a].clone(), self.graph[b].clone()))
-    }
-
-    /// The handle of the edge `key`, if it exists: its [`EdgeIndex`] as a
-    /// number, as [`Graph::edge_at`] and [`Graph::ends`] take it.
-    pub fn handle(&self, key: &EdgeKey) -> Option<u32> {
-        self.find(key).map(|ix| ix.index() as u32)
-    }
-
-    /// The ends of the edge at `at` (a handle).
-    pub fn ends(&self, at: u32) -> Option<(&NodeId, &NodeId)> {
-        let (a, b) = self.graph.edge_endpoints(EdgeIndex::new(at as usize))?;
         Some((&self.graph[a], &self.graph[b]))
     }
 
-    /// All edges as (handle, source, target, statistics).
-    pub fn edges_at(&self) -> impl Iterator<Item = (u32, &NodeId, &NodeId, &EdgeStats)> {
+    /// All edges as (where the edge is, source, target, statistics).
+    pub fn edges_at(&self) -> impl Iterator<Item = (EdgeIndex, &NodeId, &NodeId, &EdgeStats)> {
         (&self.graph).edge_references().map(|e| {
-            let at = e.id().index() as u32;
-            (
-                at,
-                &self.graph[e.source()],
-                &self.graph[e.target()],
-                e.weight(),
-            )
+            let (source, target) = (&self.graph[e.source()], &self.graph[e.target()]);
+            (e.id(), source, target, e.weight())
         })
     }
 
-    /// The statistics of the edge at `at` (an [`EdgeIndex`] as a number).
-    pub fn edge_at(&self, at: u32) -> Option<&EdgeStats> {
-        self.graph.edge_weight(EdgeIndex::new(at as usize))
+    /// The statistics of the edge at `ix`.
+    pub fn edge_at(&self, ix: EdgeIndex) -> Option<&EdgeStats> {
+        self.graph.edge_weight(ix)
     }
 
     /// Where the node `id` is, if it exists.
@@ -242,9 +224,8 @@ impl Graph {
 
     /// All edges as (source, target, statistics).
     pub fn edges(&self) -> impl Iterator<Item = (&NodeId, &NodeId, &EdgeStats)> {
-        (&self.graph)
-            .edge_references()
-            .map(|e| (&self.graph[e.source()], &self.graph[e.target()], e.weight()))
+        self.edges_at()
+            .map(|(_, source, target, stats)| (source, target, stats))
     }
 
     /// Number of nodes and edges.

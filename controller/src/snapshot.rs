@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::baseline::Baseline;
-use crate::graph::{EdgeStats, Graph};
+use crate::graph::{EdgeIndex, EdgeStats, Graph};
 use crate::inventory::Inventory;
 use crate::model::{Alert, EdgeKey, Mode, Modes, NodeId, Quarantine, WorkloadId, rfc3339};
 
@@ -430,7 +430,7 @@ pub struct EdgeViews {
     slots: Vec<Option<Arc<EdgeView>>>,
     /// The handles of the views, by (source id, target id): the order of
     /// [`GraphView::edges`].
-    order: Vec<u32>,
+    order: Vec<EdgeIndex>,
     /// Edges whose statistics changed since the last build: a kept view
     /// keeps what the baseline knows of its edge (its ids too).
     touched: Handles,
@@ -443,8 +443,9 @@ pub struct EdgeViews {
     built: usize,
 }
 
-/// Graph handles: the graph's own numbers, so a fast hash is enough.
-type Handles = HashSet<u32, foldhash::fast::RandomState>;
+/// Where edges are in the graph: the graph's own numbers, so a fast hash
+/// is enough.
+type Handles = HashSet<EdgeIndex, foldhash::fast::RandomState>;
 
 impl Default for EdgeViews {
     fn default() -> Self {
@@ -462,7 +463,7 @@ impl Default for EdgeViews {
 impl EdgeViews {
     /// The statistics of the edges at `handles` (see [`Graph::find`])
     /// changed (and nothing else did).
-    pub fn touch(&mut self, handles: impl IntoIterator<Item = u32>) {
+    pub fn touch(&mut self, handles: impl IntoIterator<Item = EdgeIndex>) {
         if !self.stale {
             self.touched.extend(handles);
         }
@@ -486,7 +487,7 @@ impl EdgeViews {
             let (sources, targets) = (members(a, inventory), members(b, inventory));
             for s in &sources {
                 for t in &targets {
-                    if let Some(at) = graph.handle(&(s.clone(), t.clone())) {
+                    if let Some(at) = graph.find(&(s.clone(), t.clone())) {
                         self.relearned.insert(at);
                     }
                 }
@@ -509,8 +510,8 @@ impl EdgeViews {
     }
 
     /// The ids of the view at `at`, which is kept.
-    fn ids(&self, at: u32) -> (&str, &str) {
-        let view = self.slots[at as usize].as_ref().expect("an ordered view");
+    fn ids(&self, at: EdgeIndex) -> (&str, &str) {
+        let view = self.slots[at.index()].as_ref().expect("an ordered view");
         (&view.source, &view.target)
     }
 
@@ -527,7 +528,7 @@ impl EdgeViews {
             self.order.clear();
             for (at, s, t, stats) in parts.graph.edges_at() {
                 let view = edge_view(s, t, stats, parts);
-                let view = match old.get(at as usize) {
+                let view = match old.get(at.index()) {
                     Some(Some(kept)) if **kept == view => kept.clone(),
                     _ => Arc::new(view),
                 };
@@ -535,8 +536,8 @@ impl EdgeViews {
                 self.order.push(at);
             }
             let slots = &self.slots;
-            let ids = |at: &u32| {
-                let view = slots[*at as usize].as_ref().expect("just built");
+            let ids = |at: &EdgeIndex| {
+                let view = slots[at.index()].as_ref().expect("just built");
                 (view.source.as_str(), view.target.as_str())
             };
             self.order.sort_unstable_by(|a, b| ids(a).cmp(&ids(b)));
@@ -557,7 +558,7 @@ impl EdgeViews {
                     // invalidates every view.
                     continue;
                 };
-                let kept = self.slots.get(at as usize).and_then(Option::as_ref);
+                let kept = self.slots.get(at.index()).and_then(Option::as_ref);
                 let view = match kept {
                     // Only statistics changed: the kept view's ids and
                     // baseline entry stand (no profile or baseline lookup).
@@ -581,14 +582,14 @@ impl EdgeViews {
         }
         debug_assert_eq!(self.order.len(), parts.graph.len().1);
         (self.order.iter())
-            .map(|&at| self.slots[at as usize].clone().expect("an ordered view"))
+            .map(|&at| self.slots[at.index()].clone().expect("an ordered view"))
             .collect()
     }
 }
 
 /// Puts `view` in `slots` at `at`, growing them as needed.
-fn put(slots: &mut Vec<Option<Arc<EdgeView>>>, at: u32, view: impl Into<Arc<EdgeView>>) {
-    let at = at as usize;
+fn put(slots: &mut Vec<Option<Arc<EdgeView>>>, at: EdgeIndex, view: impl Into<Arc<EdgeView>>) {
+    let at = at.index();
     if slots.len() <= at {
         slots.resize(at + 1, None);
     }
@@ -765,7 +766,7 @@ mod tests {
                 obs.latency_sum_us = 700;
                 state.graph.record(edge, &obs, 1_800_000_000 + i as u64);
             }
-            views.touch(touched.iter().filter_map(|e| state.graph.handle(e)));
+            views.touch(touched.iter().filter_map(|e| state.graph.find(e)));
             if let Some(key) = learned {
                 state.baseline.learn_edge(key);
                 views.learned([key], &state.inventory, &state.graph);
@@ -889,7 +890,7 @@ mod tests {
         );
         let obs = outbound(&edges[2].1.to_string(), None, 1);
         state.graph.record(&edges[2], &obs, 1_800_000_001);
-        views.touch(state.graph.handle(&edges[2]));
+        views.touch(state.graph.find(&edges[2]));
         let second = build_with(&state.parts(), &mut views);
         assert_eq!(second.warm(), 1, "only the view a report touched");
         assert_eq!(
@@ -897,7 +898,7 @@ mod tests {
             serde_json::to_vec(&second.graph).unwrap()
         );
         // A reader that came first leaves nothing to warm.
-        views.touch(state.graph.handle(&edges[0]));
+        views.touch(state.graph.find(&edges[0]));
         let third = build_with(&state.parts(), &mut views);
         third.graph_json();
         assert_eq!(third.warm(), 0);
@@ -962,7 +963,7 @@ mod tests {
             build_with(&state.parts(), &mut views).graph.edges[0].requests,
             1
         );
-        views.touch(state.graph.handle(&edge));
+        views.touch(state.graph.find(&edge));
         assert_eq!(
             build_with(&state.parts(), &mut views).graph.edges[0].requests,
             2

@@ -148,7 +148,7 @@ pub struct Touched {
     /// The edge's ends.
     pub key: EdgeKey,
     /// Where the caller's graph keeps it.
-    pub at: u32,
+    pub at: crate::graph::EdgeIndex,
 }
 
 /// A report's observations for the history (see [`Changes::history`]):
@@ -807,7 +807,7 @@ mod tests {
                 baseline_endpoints: vec![(edge.clone(), "GET /simple/{name}".into())],
                 edges: vec![Touched {
                     key: edge.clone(),
-                    at: 0,
+                    at: 0.into(),
                 }],
                 alerts: vec![alert.clone()],
                 report_seq: Some(("abc".into(), 7, crate::model::now_unix())),
@@ -1013,7 +1013,7 @@ mod tests {
         let gone = (nb, NodeId::External("gone.example:443".into()));
         let step = |edges: Vec<(EdgeKey, u32)>| Changes {
             edges: (edges.into_iter())
-                .map(|(key, at)| Touched { key, at })
+                .map(|(key, at)| Touched { key, at: at.into() })
                 .collect(),
             ..Changes::default()
         };

@@ -8,14 +8,9 @@ use crate::model::{AlertKind, Mode, Observation, Protocol, with_endpoint};
 /// The API-endpoint detector.
 pub struct Endpoint;
 
-/// The endpoint an observation carries: `METHOD path-template` for HTTP
-/// and gRPC requests; `None` for tunnels, streams and DNS.
-pub fn endpoint_of(obs: &Observation) -> Option<String> {
-    has_endpoint(obs).then(|| format!("{} {}", obs.method, obs.path))
-}
-
-/// Whether `obs` is an API call with an endpoint (see [`endpoint_of`]).
-fn has_endpoint(obs: &Observation) -> bool {
+/// Whether `obs` carries an API endpoint (`METHOD path-template`): HTTP
+/// and gRPC requests do; tunnels, streams and DNS do not.
+fn carries_endpoint(obs: &Observation) -> bool {
     let http = matches!(
         obs.protocol,
         Protocol::Http1 | Protocol::Http2 | Protocol::Grpc
@@ -26,7 +21,7 @@ fn has_endpoint(obs: &Observation) -> bool {
 impl Detector for Endpoint {
     fn check(&self, input: &Input<'_>) -> Check {
         let obs = input.obs;
-        if !has_endpoint(obs) {
+        if !carries_endpoint(obs) {
             return Check::normal();
         }
         with_endpoint(&obs.method, &obs.path, |endpoint| judge(input, endpoint))

@@ -21,7 +21,6 @@ mod name;
 mod threat;
 
 pub use deployment::check_workload;
-pub use endpoint::endpoint_of;
 pub use threat::{NoThreats, Threats};
 
 /// A deviation and what is done about it.

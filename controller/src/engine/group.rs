@@ -457,10 +457,12 @@ impl Engine {
         }
         // Their statistics are read from the graph when the group is written.
         changes.edges = (touched.into_iter())
-            .filter_map(|ix| {
-                let key = self.graph.key_of(ix)?;
-                let at = u32::try_from(ix.index()).ok()?;
-                Some(Touched { key, at })
+            .filter_map(|at| {
+                let (a, b) = self.graph.ends(at)?;
+                Some(Touched {
+                    key: (a.clone(), b.clone()),
+                    at,
+                })
             })
             .collect();
         self.remember_audit(&changes);
