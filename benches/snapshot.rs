@@ -19,7 +19,7 @@ use vigil_controller::inventory::{Discovered, Inventory};
 use vigil_controller::model::{
     Direction, EdgeKey, Modes, NodeId, Observation, Protocol, WorkloadId,
 };
-use vigil_controller::snapshot::{EdgeViews, Parts, Snapshot, build, build_with};
+use vigil_controller::snapshot::{Parts, Snapshot, Views, build, build_with};
 
 const WORKLOADS: usize = 5_000;
 const DESTINATIONS: usize = 10;
@@ -126,7 +126,7 @@ fn snapshot(c: &mut Criterion) {
         b.iter(|| black_box(build(&state.parts())))
     });
     for touched in [state.edges.len() / 100, state.edges.len() / 10] {
-        let mut views = EdgeViews::default();
+        let mut views = Views::default();
         build_with(&state.parts(), &mut views);
         group.bench_function(format!("kept_views/50k_edges_{touched}_touched"), |b| {
             b.iter_batched_ref(
@@ -175,7 +175,7 @@ fn snapshot(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
-    let mut views = EdgeViews::default();
+    let mut views = Views::default();
     build_with(&state.parts(), &mut views).graph_json();
     let touched = state.edges.len() / 100;
     group.bench_function(format!("json/50k_edges_{touched}_touched"), |b| {

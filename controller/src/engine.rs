@@ -183,8 +183,8 @@ struct Engine {
     growth: BTreeMap<String, Growth>,
     /// CPU baselines per profile and the state of each pod.
     resources: crate::resource::Tracker,
-    /// The edge views kept between snapshots.
-    views: snapshot::EdgeViews,
+    /// The edge and node views kept between snapshots.
+    views: snapshot::Views,
 }
 
 /// Loads the state from `store` and starts the engine thread, with the
@@ -231,7 +231,7 @@ pub fn spawn_with(
         options,
         growth: BTreeMap::new(),
         resources: crate::resource::Tracker::default(),
-        views: snapshot::EdgeViews::default(),
+        views: snapshot::Views::default(),
     };
     engine.load_state(loaded);
     let alerts_tx = engine.alert_events.clone();
@@ -290,6 +290,8 @@ impl Engine {
             }
             Command::Disconnect { id } => {
                 self.inventory.set_connected(&id, false);
+                // Its node shows its sidecars.
+                self.views.nodes_changed();
                 self.metrics
                     .sidecars_connected
                     .set(self.inventory.connected() as i64);

@@ -101,10 +101,11 @@ impl EdgeView {
 /// The whole graph view.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct GraphView {
-    /// Nodes, sorted by id.
-    pub nodes: Vec<NodeView>,
+    /// Nodes, sorted by id; shared with the previous snapshot while none
+    /// changed (see [`Views`]).
+    pub nodes: Arc<[NodeView]>,
     /// Edges, sorted by (source, target); shared with the previous
-    /// snapshot where they did not change (see [`EdgeViews`]).
+    /// snapshot where they did not change (see [`Views`]).
     pub edges: Vec<Arc<EdgeView>>,
 }
 
@@ -412,20 +413,28 @@ fn view_of(source: String, target: String, stats: &EdgeStats, baseline: Learned)
     }
 }
 
-/// The edge views kept from one snapshot to the next, so that a snapshot
+/// The views kept from one snapshot to the next, so that a snapshot
 /// rebuilds only the edges whose statistics changed since the last one
 /// (and shares the others with it): with 50,000 edges, a second of reports
-/// touches a few thousand.
+/// touches a few thousand. The node views are shared whole until one of
+/// them may have changed.
 ///
-/// A view depends on its edge's statistics and on the baseline and
+/// An edge's view depends on its statistics and on the baseline and
 /// inventory (whether the edge is in the baseline, its baseline
 /// endpoints). The engine marks the edges a report touched
-/// ([`EdgeViews::touch`]) and the edges whose baseline entry a report
-/// learned ([`EdgeViews::learned`]), and makes the whole cache stale
-/// ([`EdgeViews::invalidate`]) on anything else but reads and
+/// ([`Views::touch`]) and the edges whose baseline entry a report
+/// learned ([`Views::learned`]), and makes the whole cache stale
+/// ([`Views::invalidate`]) on anything else but reads and
 /// disconnections: a registration, any other command, a reload.
+///
+/// A node's view depends on the inventory (its sidecars, tenant and
+/// profile) and on whether the baseline has its profile. The node views
+/// are rebuilt when the graph has a node they do not show, after
+/// [`Views::invalidate`], and after [`Views::nodes_changed`]: a
+/// disconnection, or a report that learned a workload. Debug builds check
+/// every kept set against a fresh build.
 #[derive(Debug)]
-pub struct EdgeViews {
+pub struct Views {
     /// Each edge's view, by the edge's graph handle (see [`Graph::find`]).
     slots: Vec<Option<Arc<EdgeView>>>,
     /// The handles of the views, by (source id, target id): the order of
@@ -439,28 +448,32 @@ pub struct EdgeViews {
     relearned: Handles,
     /// Every view must be rebuilt.
     stale: bool,
-    /// Views the last build built.
+    /// Edge views the last build built.
     built: usize,
+    /// The node views, sorted by id, and how many nodes the graph had
+    /// when they were built; `None` when they must be rebuilt.
+    nodes: Option<(Arc<[NodeView]>, usize)>,
 }
 
 /// Where edges are in the graph: the graph's own numbers, so a fast hash
 /// is enough.
 type Handles = HashSet<EdgeIndex, foldhash::fast::RandomState>;
 
-impl Default for EdgeViews {
+impl Default for Views {
     fn default() -> Self {
-        EdgeViews {
+        Views {
             slots: Vec::new(),
             order: Vec::new(),
             touched: Handles::default(),
             relearned: Handles::default(),
             stale: true,
             built: 0,
+            nodes: None,
         }
     }
 }
 
-impl EdgeViews {
+impl Views {
     /// The statistics of the edges at `handles` (see [`Graph::find`])
     /// changed (and nothing else did).
     pub fn touch(&mut self, handles: impl IntoIterator<Item = EdgeIndex>) {
@@ -501,6 +514,34 @@ impl EdgeViews {
         self.stale = true;
         self.touched.clear();
         self.relearned.clear();
+        self.nodes = None;
+    }
+
+    /// A node's view may have changed (a sidecar disconnected, the
+    /// baseline learned a workload): the next build rebuilds the node
+    /// views.
+    pub fn nodes_changed(&mut self) {
+        self.nodes = None;
+    }
+
+    /// The node views, sorted by id: those kept, unless the graph has a
+    /// node more or they were marked changed.
+    fn nodes(&mut self, parts: &Parts<'_>) -> Arc<[NodeView]> {
+        let count = parts.graph.len().0;
+        match &self.nodes {
+            Some((kept, of)) if *of == count => {
+                debug_assert!(
+                    **kept == *node_views(parts),
+                    "a node view changed without Views::nodes_changed"
+                );
+                kept.clone()
+            }
+            _ => {
+                let nodes = node_views(parts);
+                self.nodes = Some((nodes.clone(), count));
+                nodes
+            }
+        }
     }
 
     /// How many views the last snapshot built (the others it shared with
@@ -608,16 +649,22 @@ fn members(node: &NodeId, inventory: &Inventory) -> Vec<NodeId> {
     }
 }
 
-/// Builds the snapshot: every view from `parts` (see [`EdgeViews`]).
+/// Every node's view, sorted by id.
+fn node_views(parts: &Parts<'_>) -> Arc<[NodeView]> {
+    let mut nodes: Vec<_> = parts.graph.nodes().map(|n| node_view(n, parts)).collect();
+    nodes.sort_by(|a, b| a.id.cmp(&b.id));
+    nodes.into()
+}
+
+/// Builds the snapshot: every view from `parts` (see [`Views`]).
 pub fn build(parts: &Parts<'_>) -> Snapshot {
-    build_with(parts, &mut EdgeViews::default())
+    build_with(parts, &mut Views::default())
 }
 
 /// Builds the snapshot, rebuilding only the edge views `views` says
 /// changed.
-pub fn build_with(parts: &Parts<'_>, views: &mut EdgeViews) -> Snapshot {
-    let mut nodes: Vec<_> = parts.graph.nodes().map(|n| node_view(n, parts)).collect();
-    nodes.sort_by(|a, b| a.id.cmp(&b.id));
+pub fn build_with(parts: &Parts<'_>, views: &mut Views) -> Snapshot {
+    let nodes = views.nodes(parts);
     let edges = views.refresh(parts);
     let mut alerts: Vec<Alert> = parts.alerts.values().cloned().collect();
     alerts.sort_by(|a, b| {
@@ -661,7 +708,7 @@ pub fn build_with(parts: &Parts<'_>, views: &mut EdgeViews) -> Snapshot {
 /// The mode label of every namespace the snapshot knows, plus the default.
 pub fn namespace_modes(snapshot: &Snapshot) -> BTreeMap<String, Mode> {
     let mut out = snapshot.modes.namespaces.clone();
-    for node in &snapshot.graph.nodes {
+    for node in snapshot.graph.nodes.iter() {
         if let Some(ns) = &node.namespace {
             out.entry(ns.clone())
                 .or_insert_with(|| snapshot.modes.of(ns));
@@ -737,7 +784,7 @@ mod tests {
         let pool: EdgeKey = (workload("a2"), NodeId::External("pool.example:3333".into()));
         let a_db: EdgeKey = (workload("a"), workload("db"));
         let dns: EdgeKey = (workload("a"), NodeId::External("pypi.org:53".into()));
-        let mut views = EdgeViews::default();
+        let mut views = Views::default();
         let mut previous: Option<Snapshot> = None;
         // (step, edges recorded and touched, baseline key learned,
         // edges whose view changes)
@@ -825,7 +872,7 @@ mod tests {
         let mut state = State::empty();
         let pypi: EdgeKey = (workload("a"), NodeId::External("pypi.org:443".into()));
         let db: EdgeKey = (workload("a"), workload("db"));
-        let mut views = EdgeViews::default();
+        let mut views = Views::default();
         for edge in [&pypi, &db] {
             state
                 .graph
@@ -870,7 +917,7 @@ mod tests {
             .iter()
             .map(|d| (workload("a"), NodeId::External((*d).into())))
             .collect();
-        let mut views = EdgeViews::default();
+        let mut views = Views::default();
         for edge in &edges {
             let obs = outbound(&edge.1.to_string(), None, 1);
             state.graph.record(edge, &obs, 1_800_000_000);
@@ -942,13 +989,80 @@ mod tests {
         }
     }
 
+    /// The node views are shared whole from snapshot to snapshot until
+    /// the graph has a new node or one may have changed (a disconnection,
+    /// a learned workload, anything else that invalidates), and then show
+    /// the change.
+    #[test]
+    fn node_views_are_shared_until_one_may_have_changed() {
+        let mut state = State::empty();
+        let a = WorkloadId::new("ns", "a").unwrap();
+        let found = crate::inventory::Discovered {
+            id: a.clone(),
+            ..Default::default()
+        };
+        state.inventory.discover(&found, 1_800_000_000);
+        state.inventory.set_connected(&a, true);
+        state.graph.ensure_node(&workload("a"));
+        let mut views = Views::default();
+        let first = build_with(&state.parts(), &mut views);
+        let node = |s: &Snapshot, id: &str| s.graph.nodes.iter().find(|n| n.id == id).cloned();
+        assert_eq!(node(&first, "workload:ns/a").unwrap().sidecars, 1);
+        // Edge statistics alone: the same node views.
+        let pypi: EdgeKey = (workload("a"), NodeId::External("pypi.org:443".into()));
+        state.graph.ensure_node(&pypi.1);
+        let second = build_with(&state.parts(), &mut views);
+        assert!(!Arc::ptr_eq(&first.graph.nodes, &second.graph.nodes));
+        assert!(
+            node(&second, "external:pypi.org:443").is_some(),
+            "a new node shows"
+        );
+        let obs = outbound("pypi.org:443", None, 1);
+        state.graph.record(&pypi, &obs, 1_800_000_001);
+        views.touch(state.graph.find(&pypi));
+        let third = build_with(&state.parts(), &mut views);
+        assert!(Arc::ptr_eq(&second.graph.nodes, &third.graph.nodes));
+        assert_eq!(third.graph.edges.len(), 1);
+        // A disconnection.
+        state.inventory.set_connected(&a, false);
+        views.nodes_changed();
+        let fourth = build_with(&state.parts(), &mut views);
+        assert_eq!(node(&fourth, "workload:ns/a").unwrap().sidecars, 0);
+        // A learned workload.
+        assert!(state.baseline.learn_workload(&a));
+        views.nodes_changed();
+        let fifth = build_with(&state.parts(), &mut views);
+        assert!(node(&fifth, "workload:ns/a").unwrap().in_baseline);
+        // Anything else rebuilds them too, equal when nothing changed.
+        views.invalidate();
+        let sixth = build_with(&state.parts(), &mut views);
+        assert!(!Arc::ptr_eq(&fifth.graph.nodes, &sixth.graph.nodes));
+        assert_eq!(fifth.graph.nodes, sixth.graph.nodes);
+        assert_eq!(sixth.graph, build(&state.parts()).graph);
+    }
+
+    /// A node view that changed without [`Views::nodes_changed`] is
+    /// caught by debug builds rather than shown stale.
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "a node view changed without Views::nodes_changed")]
+    fn a_node_change_not_marked_is_caught() {
+        let mut state = State::empty();
+        let a = WorkloadId::new("ns", "a").unwrap();
+        state.graph.ensure_node(&workload("a"));
+        let mut views = Views::default();
+        build_with(&state.parts(), &mut views);
+        state.baseline.learn_workload(&a);
+        build_with(&state.parts(), &mut views);
+    }
+
     /// An edge whose statistics changed without being touched keeps its
-    /// old view: what makes [`EdgeViews::touch`] the engine's duty.
+    /// old view: what makes [`Views::touch`] the engine's duty.
     #[test]
     fn an_untouched_change_is_not_seen() {
         let mut state = State::empty();
         let edge: EdgeKey = (workload("a"), NodeId::External("pypi.org:443".into()));
-        let mut views = EdgeViews::default();
+        let mut views = Views::default();
         state
             .graph
             .record(&edge, &outbound("pypi.org:443", None, 1), 1_800_000_000);

@@ -20,7 +20,8 @@
 //! at least [`BUILD_SHARE`] times the time the last snapshot took to build
 //! apart), so the API reads a whole, consistent state that is at most that
 //! old. A snapshot rebuilds only the edge views that changed since the last
-//! one (see [`crate::snapshot::EdgeViews`]).
+//! one, and the node views only when one may have (see
+//! [`crate::snapshot::Views`]).
 //! Policies are not paced: a change recompiles the policies it can alter
 //! (see [`policy::affected`]) at once.
 
@@ -350,6 +351,10 @@ impl Engine {
                             let learned = (changes.baseline_edges.iter())
                                 .chain(changes.baseline_endpoints.iter().map(|(edge, _)| edge));
                             self.views.learned(learned, &self.inventory, &self.graph);
+                            // A learned workload shows on its node.
+                            if !changes.baseline_workloads.is_empty() {
+                                self.views.nodes_changed();
+                            }
                             self.metrics.report(ReportResult::applied);
                             self.metrics.observations.inc_by(observations as u64);
                             if let Some(step) = changes.history.take() {

@@ -242,10 +242,22 @@ async fn connected_sidecars_are_counted() {
     h.register(reg(id("web"), vec![], None)).await.unwrap();
     h.register(reg(id("db"), vec![], None)).await.unwrap();
     assert_eq!(h.snapshot().counts.sidecars_connected, 2);
+    let sidecars = |name: &str| {
+        let snap = h.snapshot();
+        let node = snap.graph.nodes.iter().find(|n| n.name == name).cloned();
+        node.map(|n| n.sidecars)
+    };
+    let pypi = || vec![outbound("pypi.org:443", None, 1)];
+    report(&h, id("web"), pypi(), 0).await.unwrap();
+    assert_eq!(sidecars("db"), Some(1));
     h.disconnect(id("db"));
-    // A round trip orders the disconnect before the read.
-    h.set_mode(None, Mode::Learning).await.unwrap();
+    // A report on a known edge (which changes no node view itself)
+    // orders the disconnect before the read: the node views kept from
+    // the last snapshot must not be shown.
+    report(&h, id("web"), pypi(), 0).await.unwrap();
     assert_eq!(h.snapshot().counts.sidecars_connected, 1);
+    assert_eq!(sidecars("db"), Some(0));
+    assert_eq!(sidecars("web"), Some(1));
     stop(h, thread).await;
 }
 

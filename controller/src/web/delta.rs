@@ -205,7 +205,12 @@ fn diff_with<T: Clone, K: Eq + std::hash::Hash + Clone>(
 pub fn diff(old: &Snapshot, new: &Snapshot) -> Delta {
     let modes = (ModesView::of(old) != ModesView::of(new)).then(|| ModesView::of(new));
     Delta {
-        nodes: diff_by(&old.graph.nodes, &new.graph.nodes, |n| n.id.clone()),
+        // Node views are shared whole while none changed.
+        nodes: if Arc::ptr_eq(&old.graph.nodes, &new.graph.nodes) {
+            Changes::default()
+        } else {
+            diff_by(&old.graph.nodes, &new.graph.nodes, |n| n.id.clone())
+        },
         // An edge whose view the engine did not rebuild is the same
         // allocation in both snapshots: no field-by-field comparison.
         edges: diff_with(

@@ -51,7 +51,10 @@ fn alert(workload: &str, destination: &str, count: u64) -> Alert {
 
 fn snap(nodes: Vec<NodeView>, edges: Vec<Arc<EdgeView>>, alerts: Vec<Alert>) -> Snapshot {
     Snapshot {
-        graph: GraphView { nodes, edges },
+        graph: GraphView {
+            nodes: nodes.into(),
+            edges,
+        },
         alerts,
         ..Snapshot::default()
     }
