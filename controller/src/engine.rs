@@ -674,13 +674,14 @@ impl Engine {
     fn commit_all(&mut self, all: &[&Changes]) -> Result<(), StoreError> {
         let start = std::time::Instant::now();
         let graph = &self.graph;
-        let result = self.store.write_all(all, |touched| {
-            debug_assert_eq!(
-                graph.find(&touched.key),
-                Some(touched.at),
-                "a touched edge's handle is its own"
-            );
-            graph.edge_at(touched.at)
+        let result = self.store.write_all(all, |at| {
+            let (source, target) = graph.ends(at)?;
+            let stats = graph.edge_at(at)?;
+            Some(crate::store::EdgeNow {
+                source,
+                target,
+                stats,
+            })
         });
         self.metrics
             .commit_seconds

@@ -139,16 +139,21 @@ pub struct Loaded {
     pub skipped: usize,
 }
 
-/// An edge whose statistics changed: its ends, and where the caller's
-/// graph keeps it (`at`, the caller's own handle: [`Store::write_all`]
-/// hands it back to read the statistics, so that the edge is not looked up
-/// again by its ids; one edge, one handle).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Touched {
-    /// The edge's ends.
-    pub key: EdgeKey,
-    /// Where the caller's graph keeps it.
-    pub at: crate::graph::EdgeIndex,
+/// An edge whose statistics changed: where the caller's graph keeps it
+/// (the caller's own handle; one edge, one handle). [`Store::write_all`]
+/// hands it back to the graph for the edge's ends and statistics, so that
+/// the edge is neither looked up again nor its ids copied per report.
+pub type Touched = crate::graph::EdgeIndex;
+
+/// An edge as [`Store::write_all`] writes it, as the caller's graph has it.
+#[derive(Clone, Copy, Debug)]
+pub struct EdgeNow<'g> {
+    /// Its source.
+    pub source: &'g NodeId,
+    /// Its target.
+    pub target: &'g NodeId,
+    /// Its statistics.
+    pub stats: &'g EdgeStats,
 }
 
 /// A report's observations for the history (see [`Changes::history`]):
@@ -523,13 +528,13 @@ impl Store {
 
     /// Writes several steps' changes, in order, in one durable transaction
     /// (a group commit: one fsync for all of them, or nothing written). The
-    /// edges they name are written once each, with their statistics from
-    /// `stats` (the graph as the group left it; an edge it no longer has
-    /// is not written).
+    /// edges they name are written once each, with their ends and
+    /// statistics from `graph` (the graph as the group left it; an edge it
+    /// no longer has is not written).
     pub fn write_all<'g>(
         &self,
         all: &[&Changes],
-        stats: impl Fn(&Touched) -> Option<&'g EdgeStats>,
+        graph: impl Fn(Touched) -> Option<EdgeNow<'g>>,
     ) -> Result<(), StoreError> {
         #[cfg(test)]
         if self
@@ -551,17 +556,26 @@ impl Store {
             if let Some(growth) = all.iter().rev().find_map(|c| c.growth.as_ref()) {
                 put(&mut tables.meta, GROWTH_KEY, "growth", growth)?;
             }
-            let mut written = std::collections::HashSet::new();
-            for touched in all.iter().flat_map(|c| &c.edges) {
-                if !written.insert(touched.at) {
+            let mut written =
+                std::collections::HashSet::<Touched, foldhash::fast::RandomState>::default();
+            // The ids are written into the same two buffers, edge after edge.
+            let (mut a, mut b) = (String::new(), String::new());
+            for &at in all.iter().flat_map(|c| &c.edges) {
+                if !written.insert(at) {
                     continue;
                 }
-                if let Some(stats) = stats(touched) {
-                    let edge = &touched.key;
-                    let (a, b) = (edge.0.to_string(), edge.1.to_string());
+                if let Some(edge) = graph(at) {
+                    use std::fmt::Write as _;
+                    a.clear();
+                    b.clear();
+                    // Writing into a String cannot fail.
+                    let _ = (write!(a, "{}", edge.source), write!(b, "{}", edge.target));
                     tables
                         .edges
-                        .insert((a.as_str(), b.as_str()), edge_row::encode(stats).as_slice())
+                        .insert(
+                            (a.as_str(), b.as_str()),
+                            edge_row::encode(edge.stats).as_slice(),
+                        )
                         .map_err(io("write"))?;
                 }
             }
@@ -805,16 +819,19 @@ mod tests {
                 baseline_workloads: vec![web.clone()],
                 baseline_edges: vec![edge.clone()],
                 baseline_endpoints: vec![(edge.clone(), "GET /simple/{name}".into())],
-                edges: vec![Touched {
-                    key: edge.clone(),
-                    at: 0.into(),
-                }],
+                edges: vec![0.into()],
                 alerts: vec![alert.clone()],
                 report_seq: Some(("abc".into(), 7, crate::model::now_unix())),
                 ..Changes::default()
             };
-            let graph_stats = |e: &Touched| (e.key == edge).then_some(&stats);
-            store.write_all(&[&changes], graph_stats).unwrap();
+            let graph = |at: Touched| {
+                (at.index() == 0).then_some(EdgeNow {
+                    source: &edge.0,
+                    target: &edge.1,
+                    stats: &stats,
+                })
+            };
+            store.write_all(&[&changes], graph).unwrap();
         }
         let loaded = Store::open(dir.path()).unwrap().load().unwrap();
         assert_eq!(loaded.modes, modes);
@@ -1009,26 +1026,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let nb = NodeId::Workload(WorkloadId::new("lab", "nb").unwrap());
-        let pypi = (nb.clone(), NodeId::External("pypi.org:443".into()));
-        let gone = (nb, NodeId::External("gone.example:443".into()));
-        let step = |edges: Vec<(EdgeKey, u32)>| Changes {
-            edges: (edges.into_iter())
-                .map(|(key, at)| Touched { key, at: at.into() })
-                .collect(),
+        let pypi = (nb, NodeId::External("pypi.org:443".into()));
+        let step = |edges: Vec<u32>| Changes {
+            edges: edges.into_iter().map(Touched::from).collect(),
             ..Changes::default()
         };
-        let (a, b) = (
-            step(vec![(pypi.clone(), 0), (gone, 1)]),
-            step(vec![(pypi.clone(), 0)]),
-        );
+        // The graph has `pypi` at 0; the edge at 1 (`gone`) it no longer
+        // has.
+        let (a, b) = (step(vec![0, 1]), step(vec![0]));
         let latest = EdgeStats {
             requests: 12,
             ..EdgeStats::default()
         };
         let asked = std::cell::Cell::new(0);
-        let graph = |e: &Touched| {
+        let graph = |at: Touched| {
             asked.set(asked.get() + 1);
-            (e.key == pypi).then_some(&latest)
+            (at.index() == 0).then_some(EdgeNow {
+                source: &pypi.0,
+                target: &pypi.1,
+                stats: &latest,
+            })
         };
         store.write_all(&[&a, &b], graph).unwrap();
         assert_eq!(

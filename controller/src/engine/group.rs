@@ -37,7 +37,7 @@ use crate::model::{Batch, Mode, WorkloadId, now_unix};
 use crate::policy;
 use crate::simulate::Seen;
 use crate::snapshot::Snapshot;
-use crate::store::{Changes, HistoryStep, Touched};
+use crate::store::{Changes, HistoryStep};
 
 /// Commands applied in one round, at most (one store transaction for the
 /// reports among them).
@@ -345,7 +345,7 @@ impl Engine {
                             Err(EngineError::Store(e.clone()))
                         }
                         (Some(mut changes), None) => {
-                            self.views.touch(changes.edges.drain(..).map(|t| t.at));
+                            self.views.touch(changes.edges.drain(..));
                             // What the baseline learned shows on every
                             // edge of the profiles it learned for.
                             let learned = (changes.baseline_edges.iter())
@@ -432,14 +432,14 @@ impl Engine {
             // duplicate too.
             self.seqs.insert(batch.instance.clone(), (batch.seq, now));
         }
-        let mut touched = BTreeSet::new();
+        let mut touched = Vec::new();
         if mode == Mode::Learning && self.baseline.learn_workload(reporter) {
             changes.baseline_workloads.push(reporter.clone());
         }
         let me = super::Reporter::new(reporter, &self.inventory, &self.graph);
         for obs in observations {
             if let Some(ix) = self.observe(&mut changes, mode, &me, obs, now) {
-                touched.insert(ix);
+                touched.push(ix);
             }
         }
         let dropped = batch.dropped;
@@ -461,15 +461,10 @@ impl Engine {
             changes.growth = Some(self.growth.clone());
         }
         // Their statistics are read from the graph when the group is written.
-        changes.edges = (touched.into_iter())
-            .filter_map(|at| {
-                let (a, b) = self.graph.ends(at)?;
-                Some(Touched {
-                    key: (a.clone(), b.clone()),
-                    at,
-                })
-            })
-            .collect();
+        // Each edge once (the store and the views want each once).
+        touched.sort_unstable();
+        touched.dedup();
+        changes.edges = touched;
         self.remember_audit(&changes);
         self.dropped = self.dropped.saturating_add(dropped);
         Some(changes)
