@@ -106,7 +106,104 @@ pub struct GraphView {
     pub nodes: Arc<[NodeView]>,
     /// Edges, sorted by (source, target); shared with the previous
     /// snapshot where they did not change (see [`Views`]).
-    pub edges: Vec<Arc<EdgeView>>,
+    pub edges: EdgeList,
+}
+
+/// Views per run of an [`EdgeList`] built whole; a run that grows to twice
+/// this is split in two.
+const RUN: usize = 16;
+
+/// The edges of a graph view, sorted by (source, target), as a list of
+/// runs of views ([`RUN`] to twice that, but the last). A snapshot shares
+/// with the one before it each run none of whose edges changed or were
+/// added, so that publishing a snapshot of 50,000 edges of which a few
+/// thousand changed costs a few thousand references counted, not 50,000,
+/// and so does dropping the one before. A new edge changes only the run
+/// it sorts into. It reads as one list: [`EdgeList::iter`], indexing (by
+/// a walk over the runs: for tests) and JSON as an array.
+#[derive(Clone, Debug, Default)]
+pub struct EdgeList {
+    runs: Vec<Arc<[Arc<EdgeView>]>>,
+    len: usize,
+}
+
+impl EdgeList {
+    /// Number of edges.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there is no edge.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The edges in order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Arc<EdgeView>> + Clone {
+        self.runs.iter().flat_map(|run| run.iter())
+    }
+
+    /// The edge at `i` in order (found by walking the runs).
+    pub fn get(&self, mut i: usize) -> Option<&Arc<EdgeView>> {
+        for run in &self.runs {
+            match run.get(i) {
+                Some(edge) => return Some(edge),
+                None => i -= run.len(),
+            }
+        }
+        None
+    }
+}
+
+impl std::ops::Index<usize> for EdgeList {
+    type Output = Arc<EdgeView>;
+
+    fn index(&self, i: usize) -> &Arc<EdgeView> {
+        self.get(i).expect("an edge index within the list")
+    }
+}
+
+impl<'a> IntoIterator for &'a EdgeList {
+    type Item = &'a Arc<EdgeView>;
+    type IntoIter = Box<dyn DoubleEndedIterator<Item = &'a Arc<EdgeView>> + 'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
+impl FromIterator<Arc<EdgeView>> for EdgeList {
+    fn from_iter<I: IntoIterator<Item = Arc<EdgeView>>>(edges: I) -> Self {
+        let all: Vec<_> = edges.into_iter().collect();
+        EdgeList {
+            len: all.len(),
+            runs: all.chunks(RUN).map(Arc::from).collect(),
+        }
+    }
+}
+
+impl From<Vec<Arc<EdgeView>>> for EdgeList {
+    fn from(edges: Vec<Arc<EdgeView>>) -> Self {
+        edges.into_iter().collect()
+    }
+}
+
+impl PartialEq for EdgeList {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.iter().eq(other.iter())
+    }
+}
+
+impl Serialize for EdgeList {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for EdgeList {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Vec::<Arc<EdgeView>>::deserialize(deserializer).map(EdgeList::from)
+    }
 }
 
 /// Counts for `vigilctl status`.
@@ -189,8 +286,10 @@ pub struct GraphJson<S> {
     snapshot: S,
     /// The opening and the nodes, until the first piece.
     head: Option<Vec<u8>>,
-    /// The next edge to copy.
-    next: usize,
+    /// The next edge to copy: its run and its place in the run.
+    next: (usize, usize),
+    /// Edges copied.
+    copied: usize,
     /// Length of the whole JSON.
     len: usize,
     /// The closing was sent.
@@ -216,7 +315,8 @@ impl<S: std::ops::Deref<Target = Snapshot>> GraphJson<S> {
         GraphJson {
             snapshot,
             head: Some(head),
-            next: 0,
+            next: (0, 0),
+            copied: 0,
             len,
             ended: false,
         }
@@ -241,14 +341,21 @@ impl<S: std::ops::Deref<Target = Snapshot>> Iterator for GraphJson<S> {
             .take()
             .unwrap_or_else(|| Vec::with_capacity(PIECE));
         let edges = &self.snapshot.graph.edges;
-        while self.next < edges.len() && out.len() < PIECE {
-            if self.next > 0 {
+        while let Some(run) = edges.runs.get(self.next.0)
+            && out.len() < PIECE
+        {
+            let Some(edge) = run.get(self.next.1) else {
+                self.next = (self.next.0 + 1, 0);
+                continue;
+            };
+            if self.copied > 0 {
                 out.push(b',');
             }
-            out.extend_from_slice(edges[self.next].encoded());
-            self.next += 1;
+            out.extend_from_slice(edge.encoded());
+            self.next.1 += 1;
+            self.copied += 1;
         }
-        if self.next == edges.len() {
+        if self.copied == edges.len() {
             out.extend_from_slice(b"]}");
             self.ended = true;
         }
@@ -437,9 +544,16 @@ fn view_of(source: String, target: String, stats: &EdgeStats, baseline: Learned)
 pub struct Views {
     /// Each edge's view, by the edge's graph handle (see [`Graph::find`]).
     slots: Vec<Option<Arc<EdgeView>>>,
-    /// The handles of the views, by (source id, target id): the order of
-    /// [`GraphView::edges`].
-    order: Vec<EdgeIndex>,
+    /// The views in order of (source id, target id), the order of
+    /// [`GraphView::edges`], in runs (see [`EdgeList`]), by run id: a
+    /// run's id stays while runs are split around it.
+    runs: Vec<Run>,
+    /// The run ids, in order.
+    run_order: Vec<u32>,
+    /// The id of the run that holds each handle's view, by handle.
+    run_of: Vec<u32>,
+    /// How many views the runs hold.
+    len: usize,
     /// Edges whose statistics changed since the last build: a kept view
     /// keeps what the baseline knows of its edge (its ids too).
     touched: Handles,
@@ -455,6 +569,16 @@ pub struct Views {
     nodes: Option<(Arc<[NodeView]>, usize)>,
 }
 
+/// A run of edge views in order: their handles, and the views as the last
+/// [`EdgeList`] holds them (to be shared with the next unless `dirty`).
+#[derive(Debug, Default)]
+struct Run {
+    handles: Vec<EdgeIndex>,
+    views: Arc<[Arc<EdgeView>]>,
+    /// A view of the run was replaced or added since `views` was built.
+    dirty: bool,
+}
+
 /// Where edges are in the graph: the graph's own numbers, so a fast hash
 /// is enough.
 type Handles = HashSet<EdgeIndex, foldhash::fast::RandomState>;
@@ -463,7 +587,10 @@ impl Default for Views {
     fn default() -> Self {
         Views {
             slots: Vec::new(),
-            order: Vec::new(),
+            runs: Vec::new(),
+            run_order: Vec::new(),
+            run_of: Vec::new(),
+            len: 0,
             touched: Handles::default(),
             relearned: Handles::default(),
             stale: true,
@@ -558,7 +685,7 @@ impl Views {
 
     /// Brings the views up to date with `parts`; the edges, sorted by
     /// (source, target).
-    fn refresh(&mut self, parts: &Parts<'_>) -> Vec<Arc<EdgeView>> {
+    fn refresh(&mut self, parts: &Parts<'_>) -> EdgeList {
         if self.stale {
             self.built = parts.graph.len().1;
             // A view equal to the one kept is kept (with its encoded JSON,
@@ -566,7 +693,7 @@ impl Views {
             // handles may stand for other edges after a reload: equal
             // views have equal ids.
             let old = std::mem::take(&mut self.slots);
-            self.order.clear();
+            let mut order = Vec::with_capacity(self.built);
             for (at, s, t, stats) in parts.graph.edges_at() {
                 let view = edge_view(s, t, stats, parts);
                 let view = match old.get(at.index()) {
@@ -574,15 +701,27 @@ impl Views {
                     _ => Arc::new(view),
                 };
                 put(&mut self.slots, at, view);
-                self.order.push(at);
+                order.push(at);
             }
-            let slots = &self.slots;
-            let ids = |at: &EdgeIndex| {
-                let view = slots[at.index()].as_ref().expect("just built");
-                (view.source.as_str(), view.target.as_str())
-            };
-            self.order.sort_unstable_by(|a, b| ids(a).cmp(&ids(b)));
+            order.sort_unstable_by(|a, b| self.ids(*a).cmp(&self.ids(*b)));
             self.stale = false;
+            self.runs.clear();
+            self.run_order.clear();
+            self.run_of.clear();
+            self.run_of.resize(self.slots.len(), u32::MAX);
+            self.len = order.len();
+            for handles in order.chunks(RUN) {
+                let id = self.runs.len() as u32;
+                for at in handles {
+                    self.run_of[at.index()] = id;
+                }
+                self.runs.push(Run {
+                    handles: handles.to_vec(),
+                    views: Arc::from([]),
+                    dirty: true,
+                });
+                self.run_order.push(id);
+            }
         } else {
             let relearned = std::mem::take(&mut self.relearned);
             if !relearned.is_empty() {
@@ -611,20 +750,80 @@ impl Views {
                     ),
                     _ => edge_view(s, t, stats, parts),
                 };
-                if kept.is_none() {
-                    let key = (view.source.as_str(), view.target.as_str());
-                    let i = self.order.partition_point(|&o| self.ids(o) < key);
-                    self.order.insert(i, at);
-                }
+                let new = kept.is_none();
                 put(&mut self.slots, at, view);
+                if new {
+                    self.insert(at);
+                } else {
+                    self.runs[self.run_of[at.index()] as usize].dirty = true;
+                }
             }
             self.touched = touched;
             self.touched.clear();
         }
-        debug_assert_eq!(self.order.len(), parts.graph.len().1);
-        (self.order.iter())
-            .map(|&at| self.slots[at.index()].clone().expect("an ordered view"))
-            .collect()
+        debug_assert_eq!(self.len, parts.graph.len().1);
+        let mut runs = Vec::with_capacity(self.run_order.len());
+        for &id in &self.run_order {
+            let run = &mut self.runs[id as usize];
+            if run.dirty {
+                let slots = &self.slots;
+                run.views = (run.handles.iter())
+                    .map(|at| slots[at.index()].clone().expect("an ordered view"))
+                    .collect();
+                run.dirty = false;
+            }
+            runs.push(run.views.clone());
+        }
+        EdgeList {
+            runs,
+            len: self.len,
+        }
+    }
+
+    /// Puts the new view at `at` (in its slot already) in its place in
+    /// order: in the run it sorts into, which is split in two when it
+    /// grows to twice [`RUN`].
+    fn insert(&mut self, at: EdgeIndex) {
+        if self.run_of.len() < self.slots.len() {
+            self.run_of.resize(self.slots.len(), u32::MAX);
+        }
+        self.len += 1;
+        let key = self.ids(at);
+        // The last run whose first view sorts before the new one (or the
+        // first run).
+        let place = self
+            .run_order
+            .partition_point(|&id| self.ids(self.runs[id as usize].handles[0]) < key)
+            .saturating_sub(1);
+        let Some(&id) = self.run_order.get(place) else {
+            self.run_of[at.index()] = 0;
+            self.runs.push(Run {
+                handles: vec![at],
+                views: Arc::from([]),
+                dirty: true,
+            });
+            self.run_order.push(0);
+            return;
+        };
+        let run = &self.runs[id as usize];
+        let i = run.handles.partition_point(|&o| self.ids(o) < key);
+        let run = &mut self.runs[id as usize];
+        run.handles.insert(i, at);
+        run.dirty = true;
+        self.run_of[at.index()] = id;
+        if run.handles.len() >= 2 * RUN {
+            let handles = run.handles.split_off(RUN);
+            let next = self.runs.len() as u32;
+            for at in &handles {
+                self.run_of[at.index()] = next;
+            }
+            self.runs.push(Run {
+                handles,
+                views: Arc::from([]),
+                dirty: true,
+            });
+            self.run_order.insert(place + 1, next);
+        }
     }
 }
 
@@ -987,6 +1186,133 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    /// A snapshot shares with the one before it every run of edge views
+    /// none of whose edges changed; a new edge changes only the run it
+    /// sorts into, which splits in two at twice [`RUN`]; the list stays
+    /// the one a full build gives, in order, whatever was touched or
+    /// inserted where.
+    #[test]
+    fn edge_runs_are_shared_unless_an_edge_in_them_changed() {
+        let mut state = State::empty();
+        let host = |name: &str| NodeId::External(format!("{name}.example:443"));
+        let edge = |name: &str| (workload("a"), host(name));
+        let mut views = Views::default();
+        let record = |state: &mut State, views: &mut Views, name: &str, at: u64| {
+            let key = edge(name);
+            state.graph.ensure_node(&key.1);
+            state
+                .graph
+                .record(&key, &outbound(&key.1.to_string(), None, 1), at);
+            views.touch(state.graph.find(&key));
+        };
+        // 100 edges: runs of 16, the last of 4.
+        for i in 0..100 {
+            record(&mut state, &mut views, &format!("h{i:03}"), 1_800_000_000);
+        }
+        let check = |views: &mut Views, state: &State| {
+            let kept = build_with(&state.parts(), views);
+            assert_eq!(kept.graph, build(&state.parts()).graph);
+            let runs: Vec<usize> = kept.graph.edges.runs.iter().map(|r| r.len()).collect();
+            let n = kept.graph.edges.len();
+            assert_eq!(runs.iter().sum::<usize>(), n);
+            assert!(runs.iter().all(|&r| r < 2 * RUN), "{runs:?}");
+            kept
+        };
+        let first = check(&mut views, &state);
+        assert_eq!(first.graph.edges.runs.len(), 7);
+        // Whether each run of `b` is one of `a`'s, shared.
+        let shared = |a: &Snapshot, b: &Snapshot| -> Vec<bool> {
+            let old = &a.graph.edges.runs;
+            (b.graph.edges.runs.iter())
+                .map(|run| old.iter().any(|o| Arc::ptr_eq(o, run)))
+                .collect()
+        };
+        // One edge counts up: only its run is new.
+        record(&mut state, &mut views, "h040", 1_800_000_001);
+        let second = check(&mut views, &state);
+        assert_eq!(second.graph.edges[40].requests, 2);
+        assert_eq!(
+            shared(&first, &second),
+            [true, true, false, true, true, true, true]
+        );
+        // A new edge between h040 and h041 (place 41), and one counting
+        // up before it: their two runs are rebuilt.
+        record(&mut state, &mut views, "h0405", 1_800_000_002);
+        record(&mut state, &mut views, "h001", 1_800_000_002);
+        let third = check(&mut views, &state);
+        assert_eq!(third.graph.edges[41].target, "external:h0405.example:443");
+        assert_eq!(third.graph.edges[42].target, "external:h041.example:443");
+        assert_eq!(third.graph.edges.len(), 101);
+        assert_eq!(
+            shared(&second, &third),
+            [false, true, false, true, true, true, true]
+        );
+        // A new edge at the very end, and nothing else: a new last run.
+        record(&mut state, &mut views, "z", 1_800_000_003);
+        let fourth = check(&mut views, &state);
+        assert_eq!(fourth.graph.edges[101].target, "external:z.example:443");
+        assert_eq!(
+            shared(&third, &fourth),
+            [true, true, true, true, true, true, false]
+        );
+        // 15 more into the run of h0405 (17 views): at 32 it splits in
+        // two, the rest shared.
+        for k in 0..15 {
+            record(
+                &mut state,
+                &mut views,
+                &format!("h040x{k:02}"),
+                1_800_000_004,
+            );
+        }
+        let split = check(&mut views, &state);
+        assert_eq!(
+            shared(&fourth, &split),
+            [true, true, false, false, true, true, true, true]
+        );
+        let runs: Vec<usize> = split.graph.edges.runs.iter().map(|r| r.len()).collect();
+        assert_eq!(runs, [16, 16, 16, 16, 16, 16, 16, 5]);
+        assert_eq!(split.graph.edges[42].target, "external:h040x00.example:443");
+        assert_eq!(split.graph.edges[57].target, "external:h041.example:443");
+        // h041, moved to the new run by the split, counts up: that run.
+        record(&mut state, &mut views, "h041", 1_800_000_005);
+        let moved = check(&mut views, &state);
+        assert_eq!(moved.graph.edges[57].requests, 2);
+        assert_eq!(
+            shared(&split, &moved),
+            [true, true, true, false, true, true, true, true]
+        );
+        // Nothing: every run shared. A full rebuild: equal lists.
+        let fifth = check(&mut views, &state);
+        assert!(shared(&moved, &fifth).iter().all(|&s| s));
+        views.invalidate();
+        let sixth = check(&mut views, &state);
+        assert_eq!(fifth.graph.edges, sixth.graph.edges);
+        // The list reads as one, from either end and as JSON.
+        let ids: Vec<&str> = sixth
+            .graph
+            .edges
+            .iter()
+            .map(|e| e.target.as_str())
+            .collect();
+        let mut reversed: Vec<&str> = sixth
+            .graph
+            .edges
+            .iter()
+            .rev()
+            .map(|e| e.target.as_str())
+            .collect();
+        reversed.reverse();
+        assert_eq!(ids, reversed);
+        let json = serde_json::to_vec(&sixth.graph.edges).unwrap();
+        let back: EdgeList = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back, sixth.graph.edges);
+        assert_eq!(
+            sixth.graph_json(),
+            serde_json::to_vec(&sixth.graph).unwrap()
+        );
     }
 
     /// The node views are shared whole from snapshot to snapshot until

@@ -171,18 +171,18 @@ fn diff_by<T: Clone + PartialEq, K: Eq + std::hash::Hash + Clone>(
     new: &[T],
     key: impl Fn(&T) -> K,
 ) -> Changes<T, K> {
-    diff_with(old, new, key, T::eq)
+    diff_with(old.iter(), new.iter(), key, T::eq)
 }
 
 /// [`diff_by`] with `same` telling whether an item is unchanged.
-fn diff_with<T: Clone, K: Eq + std::hash::Hash + Clone>(
-    old: &[T],
-    new: &[T],
+fn diff_with<'a, T: Clone + 'a, K: Eq + std::hash::Hash + Clone>(
+    old: impl Iterator<Item = &'a T> + Clone,
+    new: impl Iterator<Item = &'a T>,
     key: impl Fn(&T) -> K,
     same: impl Fn(&T, &T) -> bool,
 ) -> Changes<T, K> {
-    let before: HashMap<K, &T> = old.iter().map(|t| (key(t), t)).collect();
-    let mut seen = std::collections::HashSet::with_capacity(new.len());
+    let before: HashMap<K, &T> = old.clone().map(|t| (key(t), t)).collect();
+    let mut seen = std::collections::HashSet::with_capacity(new.size_hint().0);
     let mut changes = Changes::default();
     for item in new {
         let k = key(item);
@@ -214,8 +214,8 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> Delta {
         // An edge whose view the engine did not rebuild is the same
         // allocation in both snapshots: no field-by-field comparison.
         edges: diff_with(
-            &old.graph.edges,
-            &new.graph.edges,
+            old.graph.edges.iter(),
+            new.graph.edges.iter(),
             |e| (e.source.clone(), e.target.clone()),
             |a, b| Arc::ptr_eq(a, b) || a == b,
         ),
