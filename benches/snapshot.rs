@@ -5,7 +5,9 @@
 //! snapshot with 1% and 10% of the edges touched (a second of reports
 //! touches the edges that carried traffic in it); and its JSON (what the
 //! first `GET /api/v1/graph` of a snapshot encodes) with every edge new
-//! and with 1% touched.
+//! and with 1% touched; and the web view's delta between two snapshots
+//! (what each open live stream computes, four times a second) with 1% and
+//! 10% of the edges touched.
 //!
 //! `cargo bench --bench snapshot`
 
@@ -192,6 +194,20 @@ fn snapshot(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    // The live stream's delta between consecutive snapshots.
+    for touched in [state.edges.len() / 100, state.edges.len() / 10] {
+        let mut views = Views::default();
+        let old = build_with(&state.parts(), &mut views);
+        views.touch(
+            (state.edges.iter())
+                .step_by(state.edges.len() / touched)
+                .filter_map(|e| state.graph.find(e)),
+        );
+        let new = build_with(&state.parts(), &mut views);
+        group.bench_function(format!("web_delta/50k_edges_{touched}_touched"), |b| {
+            b.iter(|| black_box(vigil_controller::web::delta::diff(&old, &new)))
+        });
+    }
     group.finish();
 }
 

@@ -143,6 +143,12 @@ impl EdgeList {
         self.runs.iter().flat_map(|run| run.iter())
     }
 
+    /// The runs, in order: each shared with the snapshot before unless
+    /// one of its edges changed or was added.
+    pub fn runs(&self) -> &[Arc<[Arc<EdgeView>]>] {
+        &self.runs
+    }
+
     /// The edge at `i` in order (found by walking the runs).
     pub fn get(&self, mut i: usize) -> Option<&Arc<EdgeView>> {
         for run in &self.runs {
@@ -152,6 +158,17 @@ impl EdgeList {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+impl EdgeList {
+    /// A list of these runs (tests: runs cut where a test wants them).
+    pub(crate) fn from_runs(runs: Vec<Vec<Arc<EdgeView>>>) -> Self {
+        EdgeList {
+            len: runs.iter().map(Vec::len).sum(),
+            runs: runs.into_iter().map(Arc::from).collect(),
+        }
     }
 }
 

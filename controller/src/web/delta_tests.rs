@@ -49,7 +49,9 @@ fn alert(workload: &str, destination: &str, count: u64) -> Alert {
     .expect("an alert")
 }
 
-fn snap(nodes: Vec<NodeView>, edges: Vec<Arc<EdgeView>>, alerts: Vec<Alert>) -> Snapshot {
+/// A snapshot of these; its edges sorted by ids, as the engine's are.
+fn snap(nodes: Vec<NodeView>, mut edges: Vec<Arc<EdgeView>>, alerts: Vec<Alert>) -> Snapshot {
+    edges.sort_by(|a, b| (&a.source, &a.target).cmp(&(&b.source, &b.target)));
     Snapshot {
         graph: GraphView {
             nodes: nodes.into(),
@@ -217,6 +219,7 @@ fn a_delta_is_small_beside_the_whole_graph() {
     let old = snap(nodes.clone(), edges.clone(), vec![]);
     let mut changed = edges.clone();
     Arc::make_mut(&mut changed[42]).requests += 1;
+    let counted_up = changed[42].clone();
     let new = snap(nodes.clone(), changed, vec![]);
     let full = Full::json(&new);
     assert_eq!(full, serde_json::to_string(&Full::of(&new)).unwrap());
@@ -227,10 +230,7 @@ fn a_delta_is_small_beside_the_whole_graph() {
         delta.len(),
         full.len()
     );
-    assert_eq!(
-        diff(&old, &new).edges.upsert,
-        vec![new.graph.edges[42].clone()]
-    );
+    assert_eq!(diff(&old, &new).edges.upsert, vec![counted_up]);
 }
 
 /// The first event, assembled from the graph's cached JSON, is the JSON of
@@ -267,4 +267,124 @@ fn the_full_event_is_the_json_of_full() {
         let parsed: serde_json::Value = serde_json::from_str(&event).unwrap();
         assert!(parsed["graph"]["edges"].is_array(), "{name}");
     }
+}
+
+/// The merge walk over two sorted edge lists finds what a diff by keys
+/// finds, however the two are cut into runs and whichever runs they share:
+/// changed, added and removed edges at the start, middle and end, lists
+/// empty, every edge changed.
+#[test]
+fn edge_changes_by_merge_walk_are_those_by_keys() {
+    let e = |i: usize, requests: u64| {
+        edge(
+            "workload:ns/a",
+            &format!("external:h{i:03}:443"),
+            requests,
+            false,
+        )
+    };
+    let base: Vec<Arc<EdgeView>> = (0..100).map(|i| e(i, 1)).collect();
+    let cut = |edges: &[Arc<EdgeView>], at: &[usize]| -> Vec<Vec<Arc<EdgeView>>> {
+        let mut runs = Vec::new();
+        let mut from = 0;
+        for &to in at.iter().chain([&edges.len()]) {
+            runs.push(edges[from..to].to_vec());
+            from = to;
+        }
+        runs
+    };
+    let sixteens = |edges: &[Arc<EdgeView>]| {
+        let at: Vec<usize> = (16..edges.len()).step_by(16).collect();
+        cut(edges, &at)
+    };
+    let old = EdgeList::from_runs(sixteens(&base));
+    let with = |f: &dyn Fn(&mut Vec<Arc<EdgeView>>)| {
+        let mut edges = base.clone();
+        f(&mut edges);
+        edges
+    };
+    // New lists whose runs share old's where they hold the same views.
+    let sharing = |edges: Vec<Arc<EdgeView>>, at: &[usize]| {
+        let runs = cut(&edges, at);
+        let old_runs = old.runs();
+        let runs: Vec<Arc<[Arc<EdgeView>]>> = (runs.into_iter())
+            .map(|run| {
+                (old_runs.iter())
+                    .find(|o| {
+                        o.len() == run.len() && o.iter().zip(&run).all(|(a, b)| Arc::ptr_eq(a, b))
+                    })
+                    .cloned()
+                    .unwrap_or_else(|| Arc::from(run))
+            })
+            .collect();
+        let flat: Vec<Arc<EdgeView>> = runs.iter().flat_map(|r| r.iter().cloned()).collect();
+        (
+            EdgeList::from_runs(runs.iter().map(|r| r.to_vec()).collect()),
+            flat,
+            runs,
+        )
+    };
+    let cases: Vec<(&str, EdgeList)> = vec![
+        ("the same runs", old.clone()),
+        (
+            "the same views, cut anew",
+            EdgeList::from_runs(cut(&base, &[10, 20, 77])),
+        ),
+        ("one changed", {
+            let edges = with(&|v| v[40] = e(40, 2));
+            sharing(edges, &[16, 32, 48, 64, 80, 96]).0
+        }),
+        ("one added in the middle, its run split", {
+            let edges =
+                with(&|v| v.insert(41, edge("workload:ns/a", "external:h040x:443", 1, false)));
+            sharing(edges, &[16, 32, 41, 49, 65, 81, 97]).0
+        }),
+        ("added first and last", {
+            let edges = with(&|v| {
+                v.insert(0, edge("workload:ns/0", "external:x:1", 1, false));
+                v.push(edge("workload:ns/z", "external:x:1", 1, false));
+            });
+            sharing(edges, &[1, 17, 33, 49, 65, 81, 97]).0
+        }),
+        ("removed first, middle and last", {
+            let edges = with(&|v| {
+                v.pop();
+                v.remove(50);
+                v.remove(0);
+            });
+            sharing(edges, &[15, 31, 47, 62, 78, 94]).0
+        }),
+        (
+            "equal views, allocated anew",
+            EdgeList::from((0..100).map(|i| e(i, 1)).collect::<Vec<_>>()),
+        ),
+        (
+            "every one changed",
+            EdgeList::from((0..100).map(|i| e(i, 2)).collect::<Vec<_>>()),
+        ),
+        ("none left", EdgeList::default()),
+    ];
+    for (name, new) in &cases {
+        for (old, new) in [(&old, new), (new, &old)] {
+            let by_keys = diff_with(
+                old.iter(),
+                new.iter(),
+                |e| (e.source.clone(), e.target.clone()),
+                |a, b| Arc::ptr_eq(a, b) || a == b,
+            );
+            let walked = diff_edges(old, new);
+            assert_eq!(walked, by_keys, "{name}");
+        }
+    }
+    // The cases above are not all empty (the check would pass on
+    // nothing).
+    let changed = diff_edges(&old, &cases[2].1);
+    assert_eq!(changed.upsert, [e(40, 2)]);
+    assert!(changed.remove.is_empty());
+    let removed = diff_edges(&old, &cases[5].1);
+    assert_eq!(removed.remove.len(), 3);
+    assert_eq!(removed.remove[0].1, "external:h000:443");
+    assert!(diff_edges(&old, &cases[6].1).upsert.is_empty());
+    assert_eq!(diff_edges(&old, &cases[7].1).upsert.len(), 100);
+    assert_eq!(diff_edges(&old, &cases[8].1).remove.len(), 100);
 }
