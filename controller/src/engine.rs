@@ -728,6 +728,7 @@ impl Engine {
         let key = alert_key(verdict.kind, &id.namespace, &id.name, &destination);
         let at = rfc3339(now);
         let tenant = self.inventory.tenant_of(id);
+        self.views.alerts_changed();
         let alert = self.alerts.entry(key).or_insert_with_key(|key| Alert {
             id: alert_id(key),
             kind: verdict.kind,

@@ -252,7 +252,7 @@ pub struct Snapshot {
     /// The graph.
     pub graph: GraphView,
     /// Alerts, newest first.
-    pub alerts: Vec<Alert>,
+    pub alerts: Arc<[Alert]>,
     /// Counts.
     pub counts: Counts,
     /// Quarantined workloads by `ns/name`.
@@ -551,6 +551,10 @@ fn view_of(source: String, target: String, stats: &EdgeStats, baseline: Learned)
 /// ([`Views::invalidate`]) on anything else but reads and
 /// disconnections: a registration, any other command, a reload.
 ///
+/// The alerts, sorted newest first, are shared too until
+/// [`Views::alerts_changed`] (the engine marks it wherever it raises one)
+/// or [`Views::invalidate`].
+///
 /// A node's view depends on the inventory (its sidecars, tenant and
 /// profile) and on whether the baseline has its profile. The node views
 /// are rebuilt when the graph has a node they do not show, after
@@ -584,6 +588,8 @@ pub struct Views {
     /// The node views, sorted by id, and how many nodes the graph had
     /// when they were built; `None` when they must be rebuilt.
     nodes: Option<(Arc<[NodeView]>, usize)>,
+    /// The alerts, newest first; `None` when they must be sorted again.
+    alerts: Option<Arc<[Alert]>>,
 }
 
 /// A run of edge views in order: their handles, and the views as the last
@@ -613,6 +619,7 @@ impl Default for Views {
             stale: true,
             built: 0,
             nodes: None,
+            alerts: None,
         }
     }
 }
@@ -659,6 +666,27 @@ impl Views {
         self.touched.clear();
         self.relearned.clear();
         self.nodes = None;
+        self.alerts = None;
+    }
+
+    /// An alert was raised or counted again: the next build sorts the
+    /// alerts again.
+    pub fn alerts_changed(&mut self) {
+        self.alerts = None;
+    }
+
+    /// The alerts, newest first: those kept, unless marked changed.
+    fn alerts(&mut self, parts: &Parts<'_>) -> Arc<[Alert]> {
+        match &self.alerts {
+            Some(kept) => {
+                debug_assert!(
+                    **kept == *sorted_alerts(parts),
+                    "an alert changed without Views::alerts_changed"
+                );
+                kept.clone()
+            }
+            None => self.alerts.insert(sorted_alerts(parts)).clone(),
+        }
     }
 
     /// A node's view may have changed (a sidecar disconnected, the
@@ -865,6 +893,15 @@ fn members(node: &NodeId, inventory: &Inventory) -> Vec<NodeId> {
     }
 }
 
+/// Every alert, newest first, then by key.
+fn sorted_alerts(parts: &Parts<'_>) -> Arc<[Alert]> {
+    // The map is in key order and the sort is stable: alerts seen in the
+    // same second stay in key order.
+    let mut alerts: Vec<Alert> = parts.alerts.values().cloned().collect();
+    alerts.sort_by(|a, b| b.last_seen.cmp(&a.last_seen));
+    alerts.into()
+}
+
 /// Every node's view, sorted by id.
 fn node_views(parts: &Parts<'_>) -> Arc<[NodeView]> {
     let mut nodes: Vec<_> = parts.graph.nodes().map(|n| node_view(n, parts)).collect();
@@ -882,12 +919,7 @@ pub fn build(parts: &Parts<'_>) -> Snapshot {
 pub fn build_with(parts: &Parts<'_>, views: &mut Views) -> Snapshot {
     let nodes = views.nodes(parts);
     let edges = views.refresh(parts);
-    let mut alerts: Vec<Alert> = parts.alerts.values().cloned().collect();
-    alerts.sort_by(|a, b| {
-        b.last_seen
-            .cmp(&a.last_seen)
-            .then_with(|| a.key().cmp(&b.key()))
-    });
+    let alerts = views.alerts(parts);
     let (baseline_workloads, baseline_edges) = parts.baseline.len();
     let counts = Counts {
         workloads: parts.inventory.workloads().count(),
@@ -1382,6 +1414,65 @@ mod tests {
         assert!(!Arc::ptr_eq(&fifth.graph.nodes, &sixth.graph.nodes));
         assert_eq!(fifth.graph.nodes, sixth.graph.nodes);
         assert_eq!(sixth.graph, build(&state.parts()).graph);
+    }
+
+    /// The alerts come newest first, in key order within a second, and
+    /// are shared from snapshot to snapshot until one is raised or
+    /// counted again ([`Views::alerts_changed`]) or anything invalidates.
+    #[test]
+    fn alerts_are_sorted_once_and_shared_until_one_changes() {
+        let mut state = State::empty();
+        let alert = |destination: &str, last_seen: &str| -> Alert {
+            serde_json::from_value(serde_json::json!({
+                "kind": "unknown_egress", "namespace": "ns", "workload": "a",
+                "destination": destination, "action": "blocked", "count": 1,
+                "first_seen": "2026-01-01T00:00:00Z", "last_seen": last_seen,
+            }))
+            .unwrap()
+        };
+        let put = |state: &mut State, a: Alert| {
+            state.alerts.insert(a.key(), a);
+        };
+        put(&mut state, alert("b:1", "2026-01-01T00:00:05Z"));
+        put(&mut state, alert("a:1", "2026-01-01T00:00:05Z"));
+        put(&mut state, alert("c:1", "2026-01-01T00:00:09Z"));
+        let mut views = Views::default();
+        let order = |s: &Snapshot| -> Vec<String> {
+            s.alerts.iter().map(|a| a.destination.clone()).collect()
+        };
+        let first = build_with(&state.parts(), &mut views);
+        assert_eq!(order(&first), ["c:1", "a:1", "b:1"]);
+        let second = build_with(&state.parts(), &mut views);
+        assert!(Arc::ptr_eq(&first.alerts, &second.alerts));
+        // b counted again, later.
+        put(&mut state, alert("b:1", "2026-01-01T00:00:10Z"));
+        views.alerts_changed();
+        let third = build_with(&state.parts(), &mut views);
+        assert_eq!(order(&third), ["b:1", "c:1", "a:1"]);
+        assert_eq!(third.counts.alerts, 3);
+        views.invalidate();
+        let fourth = build_with(&state.parts(), &mut views);
+        assert!(!Arc::ptr_eq(&third.alerts, &fourth.alerts));
+        assert_eq!(third.alerts, fourth.alerts);
+    }
+
+    /// An alert that changed without [`Views::alerts_changed`] is caught
+    /// by debug builds rather than shown stale.
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "an alert changed without Views::alerts_changed")]
+    fn an_alert_change_not_marked_is_caught() {
+        let mut state = State::empty();
+        let mut views = Views::default();
+        build_with(&state.parts(), &mut views);
+        let alert: Alert = serde_json::from_value(serde_json::json!({
+            "kind": "unknown_egress", "namespace": "ns", "workload": "a",
+            "destination": "pool:3333", "action": "blocked", "count": 1,
+            "first_seen": "2026-01-01T00:00:00Z", "last_seen": "2026-01-01T00:00:00Z",
+        }))
+        .unwrap();
+        state.alerts.insert(alert.key(), alert);
+        build_with(&state.parts(), &mut views);
     }
 
     /// A node view that changed without [`Views::nodes_changed`] is

@@ -138,7 +138,7 @@ pub fn start(
     }
     let events = engine.subscribe_alerts();
     let handle = engine.clone();
-    let current = move || handle.snapshot().alerts.clone();
+    let current = move || handle.snapshot().alerts.to_vec();
     tracing::info!(?settings, "notifications on");
     tokio::spawn(run(events, current, lanes, stop));
     Ok(status)

@@ -282,7 +282,12 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> Delta {
             diff_by(&old.graph.nodes, &new.graph.nodes, |n| n.id.clone())
         },
         edges: diff_edges(&old.graph.edges, &new.graph.edges),
-        alerts: diff_by(&old.alerts, &new.alerts, alert_id),
+        // Shared whole while none was raised or counted again.
+        alerts: if Arc::ptr_eq(&old.alerts, &new.alerts) {
+            Changes::default()
+        } else {
+            diff_by(&old.alerts, &new.alerts, alert_id)
+        },
         modes,
         counts: (old.counts != new.counts).then(|| new.counts.clone()),
         quarantined: (old.quarantined != new.quarantined).then(|| new.quarantined.clone()),

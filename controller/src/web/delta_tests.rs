@@ -57,7 +57,7 @@ fn snap(nodes: Vec<NodeView>, mut edges: Vec<Arc<EdgeView>>, alerts: Vec<Alert>)
             nodes: nodes.into(),
             edges: edges.into(),
         },
-        alerts,
+        alerts: alerts.into(),
         ..Snapshot::default()
     }
 }
