@@ -139,7 +139,7 @@ impl EdgeList {
     }
 
     /// The edges in order.
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Arc<EdgeView>> + Clone {
+    pub fn iter(&self) -> EdgeIter<'_> {
         self.runs.iter().flat_map(|run| run.iter())
     }
 
@@ -180,12 +180,19 @@ impl std::ops::Index<usize> for EdgeList {
     }
 }
 
+/// The edges of an [`EdgeList`] in order.
+pub type EdgeIter<'a> = std::iter::FlatMap<
+    std::slice::Iter<'a, Arc<[Arc<EdgeView>]>>,
+    std::slice::Iter<'a, Arc<EdgeView>>,
+    fn(&'a Arc<[Arc<EdgeView>]>) -> std::slice::Iter<'a, Arc<EdgeView>>,
+>;
+
 impl<'a> IntoIterator for &'a EdgeList {
     type Item = &'a Arc<EdgeView>;
-    type IntoIter = Box<dyn DoubleEndedIterator<Item = &'a Arc<EdgeView>> + 'a>;
+    type IntoIter = EdgeIter<'a>;
 
-    fn into_iter(self) -> Self::IntoIter {
-        Box::new(self.iter())
+    fn into_iter(self) -> EdgeIter<'a> {
+        self.iter()
     }
 }
 
@@ -573,8 +580,6 @@ pub struct Views {
     run_order: Vec<u32>,
     /// The id of the run that holds each handle's view, by handle.
     run_of: Vec<u32>,
-    /// How many views the runs hold.
-    len: usize,
     /// Edges whose statistics changed since the last build: a kept view
     /// keeps what the baseline knows of its edge (its ids too).
     touched: Handles,
@@ -585,11 +590,44 @@ pub struct Views {
     stale: bool,
     /// Edge views the last build built.
     built: usize,
-    /// The node views, sorted by id, and how many nodes the graph had
-    /// when they were built; `None` when they must be rebuilt.
-    nodes: Option<(Arc<[NodeView]>, usize)>,
-    /// The alerts, newest first; `None` when they must be sorted again.
-    alerts: Option<Arc<[Alert]>>,
+    /// The node views, sorted by id, kept for the graph's node count.
+    nodes: Kept<NodeView>,
+    /// The alerts, newest first.
+    alerts: Kept<Alert>,
+}
+
+/// A list built from the engine's state and shared whole from snapshot to
+/// snapshot until it is marked changed or `of` (what it was built for,
+/// such as how many nodes) differs.
+#[derive(Debug)]
+struct Kept<T> {
+    list: Option<(Arc<[T]>, usize)>,
+}
+
+impl<T> Default for Kept<T> {
+    fn default() -> Self {
+        Kept { list: None }
+    }
+}
+
+impl<T: PartialEq> Kept<T> {
+    /// The next [`Kept::get`] builds the list again.
+    fn changed(&mut self) {
+        self.list = None;
+    }
+
+    /// The list kept for `of`, or `build`'s. Debug builds check a kept
+    /// list against a fresh build, and panic with `unmarked` when they
+    /// differ: a change the engine did not mark.
+    fn get(&mut self, of: usize, build: impl Fn() -> Arc<[T]>, unmarked: &str) -> Arc<[T]> {
+        match &self.list {
+            Some((kept, was)) if *was == of => {
+                debug_assert!(**kept == *build(), "{unmarked}");
+                kept.clone()
+            }
+            _ => self.list.insert((build(), of)).0.clone(),
+        }
+    }
 }
 
 /// A run of edge views in order: their handles, and the views as the last
@@ -613,13 +651,12 @@ impl Default for Views {
             runs: Vec::new(),
             run_order: Vec::new(),
             run_of: Vec::new(),
-            len: 0,
             touched: Handles::default(),
             relearned: Handles::default(),
             stale: true,
             built: 0,
-            nodes: None,
-            alerts: None,
+            nodes: Kept::default(),
+            alerts: Kept::default(),
         }
     }
 }
@@ -665,55 +702,39 @@ impl Views {
         self.stale = true;
         self.touched.clear();
         self.relearned.clear();
-        self.nodes = None;
-        self.alerts = None;
+        self.nodes.changed();
+        self.alerts.changed();
     }
 
     /// An alert was raised or counted again: the next build sorts the
     /// alerts again.
     pub fn alerts_changed(&mut self) {
-        self.alerts = None;
+        self.alerts.changed();
     }
 
     /// The alerts, newest first: those kept, unless marked changed.
     fn alerts(&mut self, parts: &Parts<'_>) -> Arc<[Alert]> {
-        match &self.alerts {
-            Some(kept) => {
-                debug_assert!(
-                    **kept == *sorted_alerts(parts),
-                    "an alert changed without Views::alerts_changed"
-                );
-                kept.clone()
-            }
-            None => self.alerts.insert(sorted_alerts(parts)).clone(),
-        }
+        let sorted = || sorted_alerts(parts);
+        self.alerts
+            .get(0, sorted, "an alert changed without Views::alerts_changed")
     }
 
     /// A node's view may have changed (a sidecar disconnected, the
     /// baseline learned a workload): the next build rebuilds the node
     /// views.
     pub fn nodes_changed(&mut self) {
-        self.nodes = None;
+        self.nodes.changed();
     }
 
     /// The node views, sorted by id: those kept, unless the graph has a
     /// node more or they were marked changed.
     fn nodes(&mut self, parts: &Parts<'_>) -> Arc<[NodeView]> {
-        let count = parts.graph.len().0;
-        match &self.nodes {
-            Some((kept, of)) if *of == count => {
-                debug_assert!(
-                    **kept == *node_views(parts),
-                    "a node view changed without Views::nodes_changed"
-                );
-                kept.clone()
-            }
-            _ => {
-                let nodes = node_views(parts);
-                self.nodes = Some((nodes.clone(), count));
-                nodes
-            }
-        }
+        let built = || node_views(parts);
+        self.nodes.get(
+            parts.graph.len().0,
+            built,
+            "a node view changed without Views::nodes_changed",
+        )
     }
 
     /// How many views the last snapshot built (the others it shared with
@@ -754,7 +775,6 @@ impl Views {
             self.run_order.clear();
             self.run_of.clear();
             self.run_of.resize(self.slots.len(), u32::MAX);
-            self.len = order.len();
             for handles in order.chunks(RUN) {
                 let id = self.runs.len() as u32;
                 for at in handles {
@@ -806,8 +826,7 @@ impl Views {
             self.touched = touched;
             self.touched.clear();
         }
-        debug_assert_eq!(self.len, parts.graph.len().1);
-        let mut runs = Vec::with_capacity(self.run_order.len());
+        let (mut runs, mut len) = (Vec::with_capacity(self.run_order.len()), 0);
         for &id in &self.run_order {
             let run = &mut self.runs[id as usize];
             if run.dirty {
@@ -817,12 +836,11 @@ impl Views {
                     .collect();
                 run.dirty = false;
             }
+            len += run.handles.len();
             runs.push(run.views.clone());
         }
-        EdgeList {
-            runs,
-            len: self.len,
-        }
+        debug_assert_eq!(len, parts.graph.len().1);
+        EdgeList { runs, len }
     }
 
     /// Puts the new view at `at` (in its slot already) in its place in
@@ -832,7 +850,6 @@ impl Views {
         if self.run_of.len() < self.slots.len() {
             self.run_of.resize(self.slots.len(), u32::MAX);
         }
-        self.len += 1;
         let key = self.ids(at);
         // The last run whose first view sorts before the new one (or the
         // first run).

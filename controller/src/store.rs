@@ -167,8 +167,9 @@ pub struct HistoryStep {
     pub seq: u64,
     /// Who reported.
     pub reporter: std::sync::Arc<WorkloadId>,
-    /// What it reported (only the counted ones are kept: a live stream's
-    /// later reports add bytes, not verdicts).
+    /// What it reported, as it came: the row and the engine's history keep
+    /// only the counted ones (a live stream's later reports add bytes, not
+    /// verdicts).
     pub observations: Vec<crate::model::Observation>,
     /// Rows older than this (unix seconds) are removed.
     pub oldest: u64,
