@@ -376,7 +376,7 @@ mod tests {
         assert!(frames > 1, "{frames} frame(s) of {length} bytes");
         assert_eq!(bytes.len(), length);
         let graph: crate::snapshot::GraphView = serde_json::from_slice(&bytes).unwrap();
-        let targets: Vec<&str> = graph.edges.iter().map(|e| e.target.as_str()).collect();
+        let targets: Vec<&str> = graph.edges.iter().map(|e| &*e.target).collect();
         assert_eq!(targets.len(), 400);
         assert!(targets.is_sorted(), "in order");
         assert_eq!(targets[0], "external:svc-000.example.com:443");

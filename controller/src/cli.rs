@@ -377,8 +377,8 @@ fn graph_tables(g: &GraphView) -> String {
         .iter()
         .map(|e| {
             vec![
-                e.source.clone(),
-                e.target.clone(),
+                e.source.to_string(),
+                e.target.to_string(),
                 e.requests.to_string(),
                 e.denied.to_string(),
                 yes_no(e.in_baseline),

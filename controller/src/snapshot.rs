@@ -41,10 +41,10 @@ pub struct NodeView {
 /// An edge of the graph view.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EdgeView {
-    /// Source node id.
-    pub source: String,
+    /// Source node id (shared by the views this edge has had).
+    pub source: Arc<str>,
     /// Target node id.
-    pub target: String,
+    pub target: Arc<str>,
     /// Requests (or connections) seen.
     pub requests: u64,
     /// Whether the edge was learned as normal.
@@ -63,16 +63,17 @@ pub struct EdgeView {
     pub mean_latency_ms: f64,
     /// Request counts per `METHOD path-template`.
     pub endpoints: BTreeMap<String, u64>,
-    /// Protocols seen on the edge.
+    /// Protocols seen on the edge (shared with the edge's previous view
+    /// while they stay the same).
     #[serde(default)]
-    pub protocols: Vec<String>,
+    pub protocols: Arc<[String]>,
     /// Requests per HTTP status (`0`: none, e.g. a tunnel).
     #[serde(default)]
     pub statuses: BTreeMap<u16, u64>,
     /// The endpoints (`METHOD path-template`) of this call in the baseline
     /// (of the caller's and callee's profiles).
     #[serde(default)]
-    pub baseline_endpoints: Vec<String>,
+    pub baseline_endpoints: Arc<[String]>,
     /// RFC 3339 time of the first request.
     pub first_seen: String,
     /// RFC 3339 time of the latest request.
@@ -497,13 +498,19 @@ fn edge_view(s: &NodeId, t: &NodeId, stats: &EdgeStats, parts: &Parts<'_>) -> Ed
         in_baseline: parts.baseline.has_edge(&key),
         endpoints: parts.baseline.endpoints_of(&key).cloned().collect(),
     };
-    view_of(s.to_string(), t.to_string(), stats, baseline)
+    view_of(
+        s.to_string().into(),
+        t.to_string().into(),
+        stats,
+        baseline,
+        None,
+    )
 }
 
 /// What the baseline knows of an edge, as its view shows it.
 struct Learned {
     in_baseline: bool,
-    endpoints: Vec<String>,
+    endpoints: Arc<[String]>,
 }
 
 impl Learned {
@@ -517,8 +524,20 @@ impl Learned {
 }
 
 /// The view of an edge from its ids, statistics and what the baseline
-/// knows of it.
-fn view_of(source: String, target: String, stats: &EdgeStats, baseline: Learned) -> EdgeView {
+/// knows of it. What stays the same from the edge's previous view
+/// (`kept`) is shared with it rather than copied: the ids (passed in), the
+/// baseline entry (in `baseline`) and the protocols.
+fn view_of(
+    source: Arc<str>,
+    target: Arc<str>,
+    stats: &EdgeStats,
+    baseline: Learned,
+    kept: Option<&EdgeView>,
+) -> EdgeView {
+    let protocols = match kept {
+        Some(kept) if kept.protocols.iter().eq(&stats.protocols) => kept.protocols.clone(),
+        _ => stats.protocols.iter().cloned().collect(),
+    };
     EdgeView {
         source,
         target,
@@ -535,7 +554,7 @@ fn view_of(source: String, target: String, stats: &EdgeStats, baseline: Learned)
             stats.latency_sum_us as f64 / stats.requests as f64 / 1000.0
         },
         endpoints: stats.endpoints.clone(),
-        protocols: stats.protocols.iter().cloned().collect(),
+        protocols,
         statuses: stats.statuses.clone(),
         baseline_endpoints: baseline.endpoints,
         first_seen: rfc3339(stats.first_seen),
@@ -812,6 +831,7 @@ impl Views {
                         kept.target.clone(),
                         stats,
                         Learned::of(kept),
+                        Some(kept),
                     ),
                     _ => edge_view(s, t, stats, parts),
                 };
@@ -1095,7 +1115,12 @@ mod tests {
             );
             if let Some(previous) = &previous {
                 for edge in &kept.graph.edges {
-                    let ids = |e: &&EdgeKey| (e.0.to_string(), e.1.to_string());
+                    let ids = |e: &&EdgeKey| {
+                        (
+                            Arc::<str>::from(e.0.to_string()),
+                            Arc::<str>::from(e.1.to_string()),
+                        )
+                    };
                     let is = (edge.source.clone(), edge.target.clone());
                     let before = previous
                         .graph
@@ -1119,7 +1144,7 @@ mod tests {
         assert_eq!(last.graph.edges.len(), 4);
         let in_baseline: Vec<_> = (last.graph.edges.iter())
             .filter(|e| e.in_baseline)
-            .map(|e| e.source.as_str())
+            .map(|e| &*e.source)
             .collect();
         // a1 -> db, a2 -> db (profile a), and a2 -> the pool, learned as
         // it was reported.
@@ -1152,7 +1177,7 @@ mod tests {
         views.invalidate();
         let after = build_with(&state.parts(), &mut views);
         let find = |snap: &Snapshot, target: &str| {
-            let edge = snap.graph.edges.iter().find(|e| e.target == target);
+            let edge = snap.graph.edges.iter().find(|e| &*e.target == target);
             edge.unwrap().clone()
         };
         let pypi_ids = pypi.1.to_string();
@@ -1308,8 +1333,8 @@ mod tests {
         record(&mut state, &mut views, "h0405", 1_800_000_002);
         record(&mut state, &mut views, "h001", 1_800_000_002);
         let third = check(&mut views, &state);
-        assert_eq!(third.graph.edges[41].target, "external:h0405.example:443");
-        assert_eq!(third.graph.edges[42].target, "external:h041.example:443");
+        assert_eq!(&*third.graph.edges[41].target, "external:h0405.example:443");
+        assert_eq!(&*third.graph.edges[42].target, "external:h041.example:443");
         assert_eq!(third.graph.edges.len(), 101);
         assert_eq!(
             shared(&second, &third),
@@ -1318,7 +1343,7 @@ mod tests {
         // A new edge at the very end, and nothing else: a new last run.
         record(&mut state, &mut views, "z", 1_800_000_003);
         let fourth = check(&mut views, &state);
-        assert_eq!(fourth.graph.edges[101].target, "external:z.example:443");
+        assert_eq!(&*fourth.graph.edges[101].target, "external:z.example:443");
         assert_eq!(
             shared(&third, &fourth),
             [true, true, true, true, true, true, false]
@@ -1340,8 +1365,11 @@ mod tests {
         );
         let runs: Vec<usize> = split.graph.edges.runs.iter().map(|r| r.len()).collect();
         assert_eq!(runs, [16, 16, 16, 16, 16, 16, 16, 5]);
-        assert_eq!(split.graph.edges[42].target, "external:h040x00.example:443");
-        assert_eq!(split.graph.edges[57].target, "external:h041.example:443");
+        assert_eq!(
+            &*split.graph.edges[42].target,
+            "external:h040x00.example:443"
+        );
+        assert_eq!(&*split.graph.edges[57].target, "external:h041.example:443");
         // h041, moved to the new run by the split, counts up: that run.
         record(&mut state, &mut views, "h041", 1_800_000_005);
         let moved = check(&mut views, &state);
@@ -1357,19 +1385,8 @@ mod tests {
         let sixth = check(&mut views, &state);
         assert_eq!(fifth.graph.edges, sixth.graph.edges);
         // The list reads as one, from either end and as JSON.
-        let ids: Vec<&str> = sixth
-            .graph
-            .edges
-            .iter()
-            .map(|e| e.target.as_str())
-            .collect();
-        let mut reversed: Vec<&str> = sixth
-            .graph
-            .edges
-            .iter()
-            .rev()
-            .map(|e| e.target.as_str())
-            .collect();
+        let ids: Vec<&str> = sixth.graph.edges.iter().map(|e| &*e.target).collect();
+        let mut reversed: Vec<&str> = sixth.graph.edges.iter().rev().map(|e| &*e.target).collect();
         reversed.reverse();
         assert_eq!(ids, reversed);
         let json = serde_json::to_vec(&sixth.graph.edges).unwrap();
@@ -1431,6 +1448,48 @@ mod tests {
         assert!(!Arc::ptr_eq(&fifth.graph.nodes, &sixth.graph.nodes));
         assert_eq!(fifth.graph.nodes, sixth.graph.nodes);
         assert_eq!(sixth.graph, build(&state.parts()).graph);
+    }
+
+    /// An edge's new view shares with its previous one what did not
+    /// change (ids, baseline entry, protocols) and shows what did.
+    #[test]
+    fn a_rebuilt_edge_view_shares_what_did_not_change() {
+        let mut state = State::empty();
+        let pypi: EdgeKey = (workload("a"), NodeId::External("pypi.org:443".into()));
+        let mut views = Views::default();
+        let record =
+            |state: &mut State, views: &mut Views, obs: &crate::model::Observation, at: u64| {
+                state.graph.record(&pypi, obs, at);
+                views.touch(state.graph.find(&pypi));
+            };
+        record(
+            &mut state,
+            &mut views,
+            &outbound("pypi.org:443", None, 1),
+            1,
+        );
+        let first = build_with(&state.parts(), &mut views);
+        record(
+            &mut state,
+            &mut views,
+            &outbound("pypi.org:443", None, 2),
+            2,
+        );
+        let second = build_with(&state.parts(), &mut views);
+        let (a, b) = (&first.graph.edges[0], &second.graph.edges[0]);
+        assert_eq!(b.requests, 3, "the new counts show");
+        assert!(Arc::ptr_eq(&a.source, &b.source) && Arc::ptr_eq(&a.target, &b.target));
+        assert!(Arc::ptr_eq(&a.protocols, &b.protocols));
+        assert!(Arc::ptr_eq(&a.baseline_endpoints, &b.baseline_endpoints));
+        // A protocol not seen before: a new list that shows it.
+        let tls = crate::model::Observation {
+            protocol: crate::model::Protocol::Tls,
+            ..outbound("pypi.org:443", None, 1)
+        };
+        record(&mut state, &mut views, &tls, 3);
+        let third = build_with(&state.parts(), &mut views);
+        assert_eq!(third.graph.edges[0].protocols[..], ["http1", "tls"]);
+        assert_eq!(third.graph, build(&state.parts()).graph);
     }
 
     /// The alerts come newest first, in key order within a second, and

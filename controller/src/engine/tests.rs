@@ -167,14 +167,14 @@ async fn learning_then_enforcement_alerts_and_blocks_only_the_new() {
         .graph
         .edges
         .iter()
-        .find(|e| e.target == "external:pool.example:3333")
+        .find(|e| &*e.target == "external:pool.example:3333")
         .unwrap();
     assert!(edge.violation && !edge.in_baseline);
     let db_edge = snap
         .graph
         .edges
         .iter()
-        .find(|e| e.target == "workload:default/db")
+        .find(|e| &*e.target == "workload:default/db")
         .expect("the call to db resolved to the db workload by address");
     assert!(db_edge.in_baseline && !db_edge.violation);
     assert_eq!(db_edge.requests, 5);
@@ -230,7 +230,7 @@ async fn inbound_calls_from_the_internet_are_edges_and_meshed_ones_are_not_doubl
         .unwrap();
     let snap = h.snapshot();
     assert_eq!(snap.graph.edges.len(), 1);
-    assert_eq!(snap.graph.edges[0].source, "internet");
+    assert_eq!(&*snap.graph.edges[0].source, "internet");
     assert_eq!(snap.graph.edges[0].requests, 4);
     stop(h, thread).await;
 }
@@ -275,7 +275,7 @@ async fn stratum_is_flagged_while_learning_and_never_learned() {
     assert_eq!(snap.alerts[0].action, Action::Flagged);
     let edge = &snap.graph.edges[0];
     assert!(!edge.in_baseline && edge.violation);
-    assert_eq!(edge.protocols, ["stratum"]);
+    assert_eq!(edge.protocols[..], ["stratum"]);
 
     h.set_mode(None, ENFORCE).await.unwrap();
     miner.denied = 1;
@@ -388,7 +388,7 @@ async fn an_impersonation_is_alerted_in_every_mode_and_never_learned() {
         .graph
         .edges
         .iter()
-        .find(|e| e.source == "internet")
+        .find(|e| &*e.source == "internet")
         .unwrap();
     assert!(!edge.in_baseline && edge.violation, "not learned: {edge:?}");
 
@@ -434,7 +434,7 @@ async fn a_lie_about_the_destination_is_alerted_in_every_mode_and_never_learned(
         "it names the real address and the name given; it got through"
     );
     let edge = &snap.graph.edges[0];
-    assert_eq!(edge.target, "external:10.66.0.9:8000");
+    assert_eq!(&*edge.target, "external:10.66.0.9:8000");
     assert!(!edge.in_baseline && edge.violation, "not learned: {edge:?}");
 
     h.set_mode(None, ENFORCE).await.unwrap();
@@ -482,7 +482,7 @@ async fn a_flood_of_unique_destinations_is_bounded_and_alerted_once() {
         .graph
         .edges
         .iter()
-        .filter(|e| e.source == "workload:default/web")
+        .filter(|e| &*e.source == "workload:default/web")
         .count();
     assert_eq!(
         from_web,
@@ -493,7 +493,7 @@ async fn a_flood_of_unique_destinations_is_bounded_and_alerted_once() {
         .graph
         .edges
         .iter()
-        .find(|e| e.target == format!("external:{OVERFLOW}"))
+        .find(|e| *e.target == format!("external:{OVERFLOW}"))
         .expect("an overflow edge");
     assert_eq!(
         (overflow.requests, overflow.denied),
@@ -518,7 +518,7 @@ async fn a_flood_of_unique_destinations_is_bounded_and_alerted_once() {
     report(&h, id("web"), flood(0, 1), 0).await.unwrap();
     let snap = h.snapshot();
     let edge = |target: &str| {
-        let edge = (snap.graph.edges.iter()).find(|e| e.target == target);
+        let edge = (snap.graph.edges.iter()).find(|e| &*e.target == target);
         edge.map(|e| e.requests)
     };
     assert_eq!(edge("external:x0.pool.test:3333"), Some(2), "its own edge");
@@ -970,7 +970,7 @@ async fn a_claim_the_sidecar_could_not_check_is_checked_by_the_controller() {
         .graph
         .edges
         .iter()
-        .map(|e| (e.source.as_str(), e.requests))
+        .map(|e| (&*e.source, e.requests))
         .collect();
     assert_eq!(
         edges,
@@ -985,7 +985,7 @@ async fn a_claim_the_sidecar_could_not_check_is_checked_by_the_controller() {
         .collect();
     spoofed.sort_unstable();
     assert_eq!(spoofed, [("default/ghost", 1), ("default/web", 1)]);
-    let internet = snap.graph.edges.iter().find(|e| e.source == "internet");
+    let internet = snap.graph.edges.iter().find(|e| &*e.source == "internet");
     assert!(
         !internet.unwrap().in_baseline,
         "an impersonation is never learned"

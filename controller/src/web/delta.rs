@@ -133,7 +133,7 @@ pub struct Delta {
     /// Nodes, removed by id.
     pub nodes: Changes<NodeView, String>,
     /// Edges, removed by `[source, target]`.
-    pub edges: Changes<Arc<EdgeView>, (String, String)>,
+    pub edges: Changes<Arc<EdgeView>, (Arc<str>, Arc<str>)>,
     /// Alerts, removed by [`alert_id`].
     pub alerts: Changes<Alert, String>,
     /// The modes, when they changed.
@@ -210,7 +210,7 @@ fn diff_with<'a, T: Clone + 'a, K: Eq + std::hash::Hash + Clone>(
 /// removed ones in `old`'s. A graph of 50,000 edges of which a few
 /// thousand changed costs a few thousand comparisons, with no key copied
 /// or hashed.
-pub fn diff_edges(old: &EdgeList, new: &EdgeList) -> Changes<Arc<EdgeView>, (String, String)> {
+pub fn diff_edges(old: &EdgeList, new: &EdgeList) -> Changes<Arc<EdgeView>, (Arc<str>, Arc<str>)> {
     debug_assert!(sorted(old) && sorted(new), "edge lists sorted by ids");
     let key = |e: &Arc<EdgeView>| (e.source.clone(), e.target.clone());
     let (a, b) = (old.runs(), new.runs());
@@ -240,8 +240,7 @@ pub fn diff_edges(old: &EdgeList, new: &EdgeList) -> Changes<Arc<EdgeView>, (Str
             }
             (Some(ra), Some(rb)) => {
                 let (x, y) = (&ra[i.1], &rb[j.1]);
-                let order = (x.source.as_str(), x.target.as_str())
-                    .cmp(&(y.source.as_str(), y.target.as_str()));
+                let order = (&*x.source, &*x.target).cmp(&(&*y.source, &*y.target));
                 match order {
                     std::cmp::Ordering::Less => {
                         changes.remove.push(key(x));

@@ -31,9 +31,9 @@ fn edge(source: &str, target: &str, requests: u64, violation: bool) -> Arc<EdgeV
         bytes_out: 0,
         mean_latency_ms: 1.0,
         endpoints: BTreeMap::new(),
-        protocols: vec!["http1".into()],
+        protocols: ["http1".to_owned()].into(),
         statuses: BTreeMap::new(),
-        baseline_endpoints: Vec::new(),
+        baseline_endpoints: Arc::from([]),
         first_seen: "2026-01-01T00:00:00Z".into(),
         last_seen: "2026-01-01T00:00:00Z".into(),
         json: Default::default(),
@@ -72,13 +72,13 @@ fn only_what_changed_is_sent() {
     let ac = edge("workload:ns/a", "workload:ns/c", 1, true);
     let pool = alert("a", "pool:3333", 1);
     let pool2 = alert("a", "pool:3333", 2);
-    let ab_key = ("workload:ns/a".to_owned(), "workload:ns/b".to_owned());
+    let ab_key: (Arc<str>, Arc<str>) = ("workload:ns/a".into(), "workload:ns/b".into());
     struct Case {
         name: &'static str,
         old: Snapshot,
         new: Snapshot,
         nodes: (Vec<NodeView>, Vec<String>),
-        edges: (Vec<Arc<EdgeView>>, Vec<(String, String)>),
+        edges: (Vec<Arc<EdgeView>>, Vec<(Arc<str>, Arc<str>)>),
         alerts: (Vec<Alert>, Vec<String>),
     }
     let cases = vec![
@@ -383,7 +383,7 @@ fn edge_changes_by_merge_walk_are_those_by_keys() {
     assert!(changed.remove.is_empty());
     let removed = diff_edges(&old, &cases[5].1);
     assert_eq!(removed.remove.len(), 3);
-    assert_eq!(removed.remove[0].1, "external:h000:443");
+    assert_eq!(&*removed.remove[0].1, "external:h000:443");
     assert!(diff_edges(&old, &cases[6].1).upsert.is_empty());
     assert_eq!(diff_edges(&old, &cases[7].1).upsert.len(), 100);
     assert_eq!(diff_edges(&old, &cases[8].1).remove.len(), 100);
