@@ -127,13 +127,16 @@ impl<T, K> Changes<T, K> {
     }
 }
 
+/// An edge's (source id, target id), as its views share them.
+pub type EdgeIds = (Arc<str>, Arc<str>);
+
 /// What changed between two snapshots.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Delta {
     /// Nodes, removed by id.
     pub nodes: Changes<NodeView, String>,
     /// Edges, removed by `[source, target]`.
-    pub edges: Changes<Arc<EdgeView>, (Arc<str>, Arc<str>)>,
+    pub edges: Changes<Arc<EdgeView>, EdgeIds>,
     /// Alerts, removed by [`alert_id`].
     pub alerts: Changes<Alert, String>,
     /// The modes, when they changed.
@@ -210,7 +213,7 @@ fn diff_with<'a, T: Clone + 'a, K: Eq + std::hash::Hash + Clone>(
 /// removed ones in `old`'s. A graph of 50,000 edges of which a few
 /// thousand changed costs a few thousand comparisons, with no key copied
 /// or hashed.
-pub fn diff_edges(old: &EdgeList, new: &EdgeList) -> Changes<Arc<EdgeView>, (Arc<str>, Arc<str>)> {
+pub fn diff_edges(old: &EdgeList, new: &EdgeList) -> Changes<Arc<EdgeView>, EdgeIds> {
     debug_assert!(sorted(old) && sorted(new), "edge lists sorted by ids");
     let key = |e: &Arc<EdgeView>| (e.source.clone(), e.target.clone());
     let (a, b) = (old.runs(), new.runs());

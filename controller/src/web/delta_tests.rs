@@ -72,13 +72,13 @@ fn only_what_changed_is_sent() {
     let ac = edge("workload:ns/a", "workload:ns/c", 1, true);
     let pool = alert("a", "pool:3333", 1);
     let pool2 = alert("a", "pool:3333", 2);
-    let ab_key: (Arc<str>, Arc<str>) = ("workload:ns/a".into(), "workload:ns/b".into());
+    let ab_key: EdgeIds = ("workload:ns/a".into(), "workload:ns/b".into());
     struct Case {
         name: &'static str,
         old: Snapshot,
         new: Snapshot,
         nodes: (Vec<NodeView>, Vec<String>),
-        edges: (Vec<Arc<EdgeView>>, Vec<(Arc<str>, Arc<str>)>),
+        edges: (Vec<Arc<EdgeView>>, Vec<EdgeIds>),
         alerts: (Vec<Alert>, Vec<String>),
     }
     let cases = vec![
