@@ -12,7 +12,8 @@ are its own:
 
   1. idle RSS (VmRSS once ready, before any load);
   2. saturation: `--reps` runs of wrk (HTTP/1.1) or h2load (h2c); CPU per
-     request from the proxy's utime+stime (/proc/PID/stat) over each run;
+     request from the proxy's utime+stime (/proc/PID/stat) over each run,
+     also shown apart (user space, kernel);
   3. peak RSS (VmHWM) after the saturation runs;
   4. HTTP/1.1 paths: `--reps` fixed-rate runs (h2load --h1 --rps, open loop
      per client) whose p99 minus the direct path's p99 is the added p99.
@@ -128,11 +129,12 @@ def tcp_open(port):
 
 
 def cpu_seconds(pid):
+    """(user, system) CPU seconds of the process, all its threads."""
     # Fields after the command name (which may hold spaces): utime is the
     # 14th field of the line, stime the 15th; both cover all threads.
     stat = open(f"/proc/{pid}/stat").read()
     fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def rss_kib(pid):
@@ -369,9 +371,16 @@ class Bench:
     def saturate(self, live, secs, record=True):
         """One saturation run, with the proxy's CPU over it."""
         pid = live["proc"].pid
-        before = cpu_seconds(pid)
+        user0, sys0 = cpu_seconds(pid)
         result = live["load"](secs)
-        result["cpu_us_per_req"] = (cpu_seconds(pid) - before) * 1e6 / max(1, result["requests"])
+        user1, sys1 = cpu_seconds(pid)
+        per_req = 1e6 / max(1, result["requests"])
+        # User space (the proxy's own work) and the kernel's (the system
+        # calls and the TCP stack, which every proxy making the same calls
+        # pays alike): the split says what a change in user space can gain.
+        result["user_us_per_req"] = (user1 - user0) * per_req
+        result["sys_us_per_req"] = (sys1 - sys0) * per_req
+        result["cpu_us_per_req"] = result["user_us_per_req"] + result["sys_us_per_req"]
         if record:
             live["reps"].append(result)
 
@@ -383,7 +392,7 @@ class Bench:
         path, proc, reps, fixed = live["path"], live["proc"], live["reps"], live["fixed"]
         row = {"path": path["name"], "proto": path["proto"], "what": path["what"], "reps": reps,
                "idle_rss_kib": live["idle"], "peak_rss_kib": live["peak"]}
-        for key in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req"):
+        for key in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "user_us_per_req", "sys_us_per_req"):
             row[key] = statistics.median(r[key] for r in reps)
         row["errors"] = sum(r["errors"] for r in reps)
         if fixed:

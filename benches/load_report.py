@@ -159,13 +159,14 @@ def markdown(result):
         f"{BODY_BYTES}-byte body. Ratios against the better of nginx and haproxy (req/s: higher is "
         "better; CPU: lower is better).",
         "",
-        "| proto | path | req/s | p50 ms | p99 ms | CPU µs/req | RSS idle / peak MiB | req/s vs best | CPU vs best | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| proto | path | req/s | p50 ms | p99 ms | CPU µs/req | user / kernel µs | RSS idle / peak MiB | req/s vs best | CPU vs best | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["paths"]:
         lines.append(
             f"| {r['proto']} | {r['path']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-            f"{r['cpu_us_per_req']:.1f} | {r['idle_rss_kib'] / 1024:.1f} / {r['peak_rss_kib'] / 1024:.1f} | "
+            f"{r['cpu_us_per_req']:.1f} | {fmt(r.get('user_us_per_req'), '.1f')} / {fmt(r.get('sys_us_per_req'), '.1f')} | "
+            f"{r['idle_rss_kib'] / 1024:.1f} / {r['peak_rss_kib'] / 1024:.1f} | "
             f"{fmt(r.get('rps_vs_best'), '.2f')} | {fmt(r.get('cpu_vs_best'), '.2f')} | {r['errors']} |")
     rate_rows = [r for r in result["paths"] if "rate" in r]
     if rate_rows:

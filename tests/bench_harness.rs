@@ -86,6 +86,14 @@ fn quick_run_measures_every_path_and_writes_its_tables() {
         assert_eq!(row["errors"], 0, "{proto} {name}: errors: {row}");
         assert!(row["peak_rss_kib"].as_u64().unwrap() > 0, "{row}");
         assert!(row["cpu_us_per_req"].as_f64().unwrap() >= 0.0, "{row}");
+        // Each run's CPU is its user-space and kernel time together.
+        for rep in row["reps"].as_array().expect("reps") {
+            let (user, sys) = (rep["user_us_per_req"].as_f64(), rep["sys_us_per_req"].as_f64());
+            let (user, sys) = (user.expect("user time"), sys.expect("kernel time"));
+            assert!(user >= 0.0 && sys >= 0.0, "{rep}");
+            let cpu = rep["cpu_us_per_req"].as_f64().unwrap();
+            assert!((user + sys - cpu).abs() < 1e-6, "{rep}");
+        }
     }
     // The fixed-rate run of the HTTP/1.1 references and the inbound listener.
     for name in ["direct", "nginx", "haproxy", "vigil-inbound"] {
