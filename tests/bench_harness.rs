@@ -88,7 +88,10 @@ fn quick_run_measures_every_path_and_writes_its_tables() {
         assert!(row["cpu_us_per_req"].as_f64().unwrap() >= 0.0, "{row}");
         // Each run's CPU is its user-space and kernel time together.
         for rep in row["reps"].as_array().expect("reps") {
-            let (user, sys) = (rep["user_us_per_req"].as_f64(), rep["sys_us_per_req"].as_f64());
+            let (user, sys) = (
+                rep["user_us_per_req"].as_f64(),
+                rep["sys_us_per_req"].as_f64(),
+            );
             let (user, sys) = (user.expect("user time"), sys.expect("kernel time"));
             assert!(user >= 0.0 && sys >= 0.0, "{rep}");
             let cpu = rep["cpu_us_per_req"].as_f64().unwrap();

@@ -225,6 +225,9 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
     ];
     data_listeners.extend(outbound6.map(|(l, addr)| spawn_data(Direction::Outbound, l, addr)));
     data_listeners.extend(inbound6.map(|(l, addr)| spawn_data(Direction::Inbound, l, addr)));
+    data_listeners.push(crate::runtime::spawn_timer_heartbeat(
+        data_shutdown.subscribe(),
+    ));
     // DNS: UDP and TCP on each address, sharing one bound on queries in flight.
     if let Some(upstream) = config.dns_upstream {
         let dns = Arc::new(Dns {

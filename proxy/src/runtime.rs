@@ -9,8 +9,11 @@
 //! cannot starve `/ready`, `/metrics` or policy updates. ztunnel splits its
 //! runtimes the same way.
 
+use std::time::Duration;
+
 use tokio::runtime::{Builder, Handle};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
 
 /// How many data-path threads `--worker-threads` asks for: `requested`, or
 /// when 0, the CPUs this process may use.
@@ -32,6 +35,37 @@ pub fn data_runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> 
         builder
     };
     builder.enable_all().build()
+}
+
+/// How often the data path's timer heartbeat fires (see
+/// [`spawn_timer_heartbeat`]): well under the shortest per-request timer
+/// (`--header-read-timeout-ms`, 10 s by default).
+pub const TIMER_HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// Keeps a timer armed on the current runtime (the data path's), firing
+/// every [`TIMER_HEARTBEAT`], until `shutdown` turns true.
+///
+/// Every HTTP/1.1 request arms a timer: hyper's header-read timeout for the
+/// connection's next request. When tokio's timer has nothing armed that
+/// expires sooner, arming one wakes the runtime's own event loop through
+/// its eventfd (a `write` and an extra `epoll_wait`), since the loop may be
+/// asleep with no timeout: `strace -c` under `wrk -c32` counted 4,610 such
+/// writes for 5,116 requests on a fresh sidecar, 436 for 6,915 on one that
+/// had served a while, 37 with the heartbeat. With a timer always due
+/// within half a second, a new 10-second timer is never the earliest and
+/// arming it costs no system call. The heartbeat itself costs two
+/// wake-ups a second.
+pub fn spawn_timer_heartbeat(mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TIMER_HEARTBEAT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    })
 }
 
 /// The runtime's thread and a way to stop it.
