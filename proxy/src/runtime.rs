@@ -24,8 +24,22 @@ pub fn worker_threads(requested: usize) -> usize {
     }
 }
 
+/// The most threads the data path runs blocking work on: the system
+/// resolver's lookups (`getaddrinfo`, for destinations named by the
+/// notebook), which queue beyond it.
+///
+/// tokio's default is 512. Each lookup a cache miss starts takes a thread
+/// until it returns, so a notebook's burst of connections to names the
+/// cache does not hold started one thread each: 32 connections at once
+/// left 32 threads (0.6 MiB of RSS, 10 s until they exit), and a flood of
+/// unique names that a silent nameserver keeps waiting could hold 512
+/// threads (their stacks: 1 GiB of address space). Eight threads keep that
+/// bounded; a slow nameserver delays only the notebook's own lookups.
+pub const MAX_BLOCKING_THREADS: usize = 8;
+
 /// The data path's runtime: single-threaded for one worker thread, else
-/// multi-threaded with that many workers.
+/// multi-threaded with that many workers; at most
+/// [`MAX_BLOCKING_THREADS`] for blocking work.
 pub fn data_runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = if workers <= 1 {
         Builder::new_current_thread()
@@ -34,7 +48,10 @@ pub fn data_runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> 
         builder.worker_threads(workers);
         builder
     };
-    builder.enable_all().build()
+    builder
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .enable_all()
+        .build()
 }
 
 /// How often the data path's timer heartbeat fires (see
@@ -133,6 +150,38 @@ mod tests {
         assert_eq!(worker_threads(1), 1);
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
         assert_eq!(worker_threads(0), cpus);
+    }
+
+    /// A burst of blocking work (the system resolver's lookups) queues on
+    /// at most [`MAX_BLOCKING_THREADS`] threads instead of starting one
+    /// thread per lookup.
+    #[test]
+    fn blocking_work_runs_on_a_bounded_number_of_threads() {
+        use std::collections::HashSet;
+        use std::sync::{Arc, Mutex};
+        let runtime = data_runtime(1).unwrap();
+        let threads = Arc::new(Mutex::new(HashSet::new()));
+        runtime.block_on(async {
+            let lookups: Vec<_> = (0..4 * MAX_BLOCKING_THREADS)
+                .map(|_| {
+                    let threads = threads.clone();
+                    tokio::task::spawn_blocking(move || {
+                        threads.lock().unwrap().insert(std::thread::current().id());
+                        // A lookup a slow nameserver keeps waiting.
+                        std::thread::sleep(Duration::from_millis(20));
+                    })
+                })
+                .collect();
+            for lookup in lookups {
+                lookup.await.unwrap();
+            }
+        });
+        let used = threads.lock().unwrap().len();
+        assert!(
+            (1..=MAX_BLOCKING_THREADS).contains(&used),
+            "{used} threads for {} lookups",
+            4 * MAX_BLOCKING_THREADS
+        );
     }
 
     #[test]
