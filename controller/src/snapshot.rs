@@ -494,55 +494,53 @@ fn edge_view(s: &NodeId, t: &NodeId, stats: &EdgeStats, parts: &Parts<'_>) -> Ed
         parts.inventory.baseline_node(s),
         parts.inventory.baseline_node(t),
     );
-    let baseline = Learned {
+    let fixed = Fixed {
+        source: s.to_string().into(),
+        target: t.to_string().into(),
         in_baseline: parts.baseline.has_edge(&key),
-        endpoints: parts.baseline.endpoints_of(&key).cloned().collect(),
+        baseline_endpoints: parts.baseline.endpoints_of(&key).cloned().collect(),
+        protocols: stats.protocols.iter().cloned().collect(),
     };
-    view_of(
-        s.to_string().into(),
-        t.to_string().into(),
-        stats,
-        baseline,
-        None,
-    )
+    view_of(stats, fixed)
 }
 
-/// What the baseline knows of an edge, as its view shows it.
-struct Learned {
+/// What an edge's view shows beside its counts: its ids, what the baseline
+/// knows of it, its protocols. A view rebuilt because only the statistics
+/// changed shares these with the view it replaces instead of copying them.
+struct Fixed {
+    source: Arc<str>,
+    target: Arc<str>,
     in_baseline: bool,
-    endpoints: Arc<[String]>,
+    baseline_endpoints: Arc<[String]>,
+    protocols: Arc<[String]>,
 }
 
-impl Learned {
-    /// What `view` shows.
-    fn of(view: &EdgeView) -> Self {
-        Learned {
-            in_baseline: view.in_baseline,
-            endpoints: view.baseline_endpoints.clone(),
+impl Fixed {
+    /// `kept`'s, for its edge's new `stats`: the protocols are shared while
+    /// they are the same.
+    fn of(kept: &EdgeView, stats: &EdgeStats) -> Self {
+        let protocols = if kept.protocols.iter().eq(&stats.protocols) {
+            kept.protocols.clone()
+        } else {
+            stats.protocols.iter().cloned().collect()
+        };
+        Fixed {
+            source: kept.source.clone(),
+            target: kept.target.clone(),
+            in_baseline: kept.in_baseline,
+            baseline_endpoints: kept.baseline_endpoints.clone(),
+            protocols,
         }
     }
 }
 
-/// The view of an edge from its ids, statistics and what the baseline
-/// knows of it. What stays the same from the edge's previous view
-/// (`kept`) is shared with it rather than copied: the ids (passed in), the
-/// baseline entry (in `baseline`) and the protocols.
-fn view_of(
-    source: Arc<str>,
-    target: Arc<str>,
-    stats: &EdgeStats,
-    baseline: Learned,
-    kept: Option<&EdgeView>,
-) -> EdgeView {
-    let protocols = match kept {
-        Some(kept) if kept.protocols.iter().eq(&stats.protocols) => kept.protocols.clone(),
-        _ => stats.protocols.iter().cloned().collect(),
-    };
+/// The view of an edge from its statistics and what else it shows.
+fn view_of(stats: &EdgeStats, fixed: Fixed) -> EdgeView {
     EdgeView {
-        source,
-        target,
+        source: fixed.source,
+        target: fixed.target,
         requests: stats.requests,
-        in_baseline: baseline.in_baseline,
+        in_baseline: fixed.in_baseline,
         violation: stats.violation,
         denied: stats.denied,
         errors: stats.errors,
@@ -554,9 +552,9 @@ fn view_of(
             stats.latency_sum_us as f64 / stats.requests as f64 / 1000.0
         },
         endpoints: stats.endpoints.clone(),
-        protocols,
+        protocols: fixed.protocols,
         statuses: stats.statuses.clone(),
-        baseline_endpoints: baseline.endpoints,
+        baseline_endpoints: fixed.baseline_endpoints,
         first_seen: rfc3339(stats.first_seen),
         last_seen: rfc3339(stats.last_seen),
         json: EncodedOnce::default(),
@@ -826,13 +824,7 @@ impl Views {
                 let view = match kept {
                     // Only statistics changed: the kept view's ids and
                     // baseline entry stand (no profile or baseline lookup).
-                    Some(kept) if !learned => view_of(
-                        kept.source.clone(),
-                        kept.target.clone(),
-                        stats,
-                        Learned::of(kept),
-                        Some(kept),
-                    ),
+                    Some(kept) if !learned => view_of(stats, Fixed::of(kept, stats)),
                     _ => edge_view(s, t, stats, parts),
                 };
                 let new = kept.is_none();
