@@ -92,21 +92,41 @@ fn upgrade_value(headers: &HeaderMap) -> Option<HeaderValue> {
 /// Removes every hop-by-hop field: `Connection`, the fields it names, and
 /// the fixed list of RFC 9110 section 7.6.1.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Usually there are none: one pass over the few fields a request has
-    // (names compared, standard ones as enum tags) instead of a hashed
-    // removal per hop-by-hop name.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    // One pass over the few fields a message has (names compared, standard
+    // ones as enum tags) notes which of the fixed list are present; only
+    // those are removed, each by one hashed lookup. Usually there are none
+    // on a request, and only `Connection: keep-alive` on a response.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
-    // Collected before removing (a Vec only when Connection names any).
-    let named: Vec<HeaderName> = tokens(headers, &header::CONNECTION)
-        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    if present & 1 != 0 {
+        // `Connection` (HOP_BY_HOP[0]) names more fields. Its usual
+        // options (`keep-alive`, `close`, `upgrade`, `te`) are on the fixed
+        // list or name no field present: a name is made and collected only
+        // for a field that is there (so the Vec allocates only then).
+        let named: Vec<HeaderName> = tokens(headers, &header::CONNECTION)
+            .filter(|t| {
+                !HOP_BY_HOP
+                    .iter()
+                    .any(|h| h.as_str().eq_ignore_ascii_case(t))
+            })
+            .filter(|t| headers.contains_key(*t))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 

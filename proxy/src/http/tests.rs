@@ -248,3 +248,65 @@ fn an_h2c_upgrade_offer_is_declined_and_others_kept() {
     assert!(!decline_h2c(&mut ws));
     assert_eq!(ws["upgrade"], "websocket");
 }
+
+/// A field that `Connection` names is removed in any case, with the
+/// connection options beside it; a name for a field that is not there
+/// removes nothing else.
+#[test]
+fn fields_that_connection_names_are_removed_in_any_case() {
+    let mut h = headers(&[
+        ("connection", "Close, X-Trace, keep-alive, x-absent"),
+        ("x-trace", "1"),
+        ("x-kept", "2"),
+        ("keep-alive", "timeout=5"),
+    ]);
+    strip_hop_by_hop(&mut h);
+    assert_eq!(lines(&h), ["x-kept: 2"]);
+    // A response's usual hop-by-hop field alone.
+    let mut h = headers(&[("connection", "keep-alive"), ("server", "nginx")]);
+    strip_hop_by_hop(&mut h);
+    assert_eq!(lines(&h), ["server: nginx"]);
+}
+
+/// The upstream URI is the destination's address, whatever authority the
+/// request named, with the request's own path and query.
+#[test]
+fn the_upstream_uri_is_the_address_and_the_requests_path() {
+    let v4: SocketAddr = "10.1.2.3:8080".parse().unwrap();
+    let cases = [
+        ("/", "http://10.1.2.3:8080/"),
+        ("/a/b?c=d&e", "http://10.1.2.3:8080/a/b?c=d&e"),
+        ("http://pool.example:3333/x?y", "http://10.1.2.3:8080/x?y"),
+        ("http://pool.example", "http://10.1.2.3:8080/"),
+        ("http://pool.example?q=1", "http://10.1.2.3:8080/?q=1"),
+        ("*", "http://10.1.2.3:8080*"),
+    ];
+    for (target, want) in cases {
+        let uri: Uri = target.parse().unwrap();
+        let got = upstream_uri(uri, v4);
+        assert_eq!(got.to_string(), want, "{target}");
+        assert_eq!(
+            got.authority().unwrap().as_str(),
+            "10.1.2.3:8080",
+            "{target}"
+        );
+    }
+}
+
+/// An address as an authority reads as its `Display` does, at the edges
+/// of each octet's and the port's digits, and for IPv6.
+#[test]
+fn an_address_is_written_as_its_authority() {
+    for addr in [
+        "0.0.0.0:0",
+        "1.2.3.4:5",
+        "9.10.99.100:10",
+        "127.0.0.1:18080",
+        "255.255.255.255:65535",
+        "[::1]:80",
+        "[2001:db8::1]:443",
+    ] {
+        let addr: SocketAddr = addr.parse().unwrap();
+        assert_eq!(authority_of(addr).as_str(), addr.to_string());
+    }
+}
