@@ -24,6 +24,11 @@ alike; `--sequential` runs one path after the other instead.
 
 Then, apart, the RSS of a fresh proxy holding `--hold` open keep-alive
 connections (each has carried one request) through its listener.
+
+With `--instructions N`, also the instructions vigil-proxy inbound executes
+per request, per thread, counted by valgrind's callgrind over N requests at a
+low rate after a warm-up: a figure that does not move with what else the
+machine is doing, for A/B comparisons on a noisy host.
 """
 
 import argparse
@@ -312,10 +317,10 @@ class Bench:
         wait_until("haproxy", lambda: tcp_open(port), proc, self.procs)
         return proc, port
 
-    def start_vigil(self, h2, direction, telemetry=True):
+    def start_vigil(self, h2, direction, telemetry=True, wrap=(), timeout=30):
         inbound, outbound, admin = free_port(), free_port(), free_port()
         app = self.up_h2 if h2 else self.up_h1
-        argv = [self.proxy_bin, "--workload", "bench", "--log", "warn",
+        argv = [*wrap, self.proxy_bin, "--workload", "bench", "--log", "warn",
                 "--inbound-addr", f"127.0.0.1:{inbound}", "--outbound-addr", f"127.0.0.1:{outbound}",
                 "--inbound-addr6", "off", "--outbound-addr6", "off",
                 "--admin-addr", f"127.0.0.1:{admin}", "--app-addr", f"127.0.0.1:{app}",
@@ -327,12 +332,13 @@ class Bench:
             # No controller: no policy beyond the allow-all default, nothing reported.
             argv += ["--controller", NOWHERE, "--policy-wait-ms", "0"]
         proc = self.procs.start(self.unique("vigil-proxy"), argv, self.a.proxy_cpu)
-        wait_until("vigil-proxy", lambda: http_ok(f"http://127.0.0.1:{admin}/ready"), proc, self.procs)
+        wait_until("vigil-proxy", lambda: http_ok(f"http://127.0.0.1:{admin}/ready"), proc, self.procs,
+                   timeout)
         if telemetry:
             def has_policy():
                 with urllib.request.urlopen(f"http://127.0.0.1:{admin}/config_dump", timeout=2) as r:
                     return json.load(r)["policy"].get("version", 0) >= 1
-            wait_until("vigil-proxy's first policy", has_policy, proc, self.procs)
+            wait_until("vigil-proxy's first policy", has_policy, proc, self.procs, timeout)
         return proc, inbound if direction == "inbound" else outbound
 
     # -- load generators
@@ -532,6 +538,59 @@ class Bench:
             f.write("\n".join(lines) + "\n")
         return path
 
+    def instructions(self, requests, out_dir):
+        """Instructions per request of vigil-proxy inbound under callgrind, per thread.
+
+        Thread 1 is the main thread, which runs the data path; thread 2 the
+        control runtime (telemetry aggregation, reports, policy). Counted
+        over `requests` HTTP/1.1 keep-alive requests on 4 connections at 200
+        req/s (well under what the proxy manages under valgrind), after 40
+        unmeasured ones; the counters are zeroed and dumped with
+        callgrind_control. Returns the JSON entry; the inclusive profile of
+        thread 1 goes to instructions-inbound.txt beside the table.
+        """
+        for tool in ("valgrind", "callgrind_control", "callgrind_annotate"):
+            if not shutil.which(tool):
+                raise HarnessError("--instructions needs valgrind (Debian: apt-get install valgrind)")
+        out = os.path.join(self.work, "callgrind.out")
+        wrap = ("valgrind", "--tool=callgrind", "--separate-threads=yes",
+                f"--callgrind-out-file={out}")
+        proc, port = self.start_vigil(False, "inbound", wrap=wrap, timeout=120)
+        url = f"http://127.0.0.1:{port}/"
+        h1 = ["h2load", "--h1", "-c", "4"]
+        run([*h1, "-n", "40", url], self.a.load_cpu, 120, self.a.nice)
+        subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True, check=True,
+                       timeout=60)
+        log = os.path.join(self.work, "instructions.h2load.log")
+        load = run([*h1, "-n", str(requests), "--rps", "50", "--log-file", log, url],
+                   self.a.load_cpu, 60 + requests // 50, self.a.nice)
+        done = parse_h2load(load, log)
+        if done["requests"] != requests or done["errors"]:
+            raise HarnessError(f"the counted run completed {done['requests']} of {requests} "
+                               f"requests, {done['errors']} errors:\n{load}")
+        subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True, check=True,
+                       timeout=60)
+        self.procs.stop(proc)
+        threads = []
+        for dump in sorted(f for f in os.listdir(self.work) if re.fullmatch(r"callgrind\.out\.1-\d+", f)):
+            with open(os.path.join(self.work, dump)) as f:
+                total = next(int(line.split()[1]) for line in f if line.startswith("totals:"))
+            threads.append({"thread": int(dump.rsplit("-", 1)[1]), "instructions": total,
+                            "per_request": round(total / requests)})
+        if not threads:
+            raise HarnessError(f"callgrind wrote no dump:\n{self.procs.tail(proc)}")
+        report = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--auto=no",
+                                 os.path.join(self.work, "callgrind.out.1-01")],
+                                capture_output=True, text=True).stdout
+        path = os.path.join(out_dir, "instructions-inbound.txt")
+        with open(path, "w") as f:
+            f.write(f"callgrind of vigil-proxy inbound, thread 1 (the data path), over {requests} "
+                    "HTTP/1.1 requests after a warm-up; callgrind_annotate --inclusive=yes\n")
+            lines = report.splitlines()
+            start = next((i for i, line in enumerate(lines) if "PROGRAM TOTALS" in line), 0)
+            f.write("\n".join(lines[start:start + 100]) + "\n")
+        return {"requests": requests, "threads": threads, "report": path}
+
 
 def read_response(s):
     """Reads one HTTP/1.1 response with a Content-Length body."""
@@ -582,6 +641,9 @@ def main():
     p.add_argument("--load-cpu", type=int, default=1)
     p.add_argument("--out-md", default=os.path.join(ROOT, "benches", "results", "latest.md"))
     p.add_argument("--out-json", default=os.path.join(ROOT, "benches", "results", "latest.json"))
+    p.add_argument("--instructions", type=int, default=0, metavar="N",
+                   help="also count vigil-proxy inbound's instructions per request under callgrind "
+                   "over N requests (instructions-inbound.txt beside --out-md; needs valgrind)")
     p.add_argument("--perf", action="store_true",
                    help="also perf-record vigil-proxy inbound under wrk (perf-inbound.txt beside --out-md)")
     a = p.parse_args()
@@ -604,7 +666,7 @@ def main():
     try:
         bench.start_upstream()
         paths = bench.paths()
-        if any(p.get("vigil") for p in paths) or a.hold or a.perf:
+        if any(p.get("vigil") for p in paths) or a.hold or a.perf or a.instructions:
             bench.start_controller()
         rows = bench.measure(paths, lambda m: print(f"== {m}", file=sys.stderr, flush=True))
         hold = []
@@ -620,6 +682,12 @@ def main():
             out_dir = os.path.dirname(os.path.abspath(a.out_md))
             os.makedirs(out_dir, exist_ok=True)
             result["perf_report"] = bench.profile(out_dir)
+        if a.instructions:
+            print(f"== instructions per request (callgrind, {a.instructions} requests)",
+                  file=sys.stderr, flush=True)
+            out_dir = os.path.dirname(os.path.abspath(a.out_md))
+            os.makedirs(out_dir, exist_ok=True)
+            result["instructions"] = bench.instructions(a.instructions, out_dir)
     except (HarnessError, subprocess.TimeoutExpired, OSError) as e:
         sys.exit(f"error: {e}")
     table = markdown(result)

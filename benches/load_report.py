@@ -191,4 +191,11 @@ def markdown(result):
     if result["summary"].get("telemetry_on_vs_off"):
         lines += ["", f"vigil-proxy inbound with the controller (policy, reporting) versus without: "
                   f"{result['summary']['telemetry_on_vs_off']:.2f}x req/s."]
+    if result.get("instructions"):
+        ins = result["instructions"]
+        lines += ["", f"Instructions per request of vigil-proxy inbound (callgrind, {ins['requests']} "
+                  "HTTP/1.1 requests; thread 1 runs the data path, thread 2 the control runtime):",
+                  "", "| thread | instructions | per request |", "|---|---|---|"]
+        for t in ins["threads"]:
+            lines.append(f"| {t['thread']} | {t['instructions']:,} | {t['per_request']:,} |")
     return "\n".join(lines) + "\n"

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The tools the harness drives.
-const TOOLS: [&str; 5] = ["nginx", "haproxy", "wrk", "h2load", "taskset"];
+const TOOLS: [&str; 6] = ["nginx", "haproxy", "wrk", "h2load", "taskset", "valgrind"];
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -58,6 +58,8 @@ fn quick_run_measures_every_path_and_writes_its_tables() {
     let (md, json) = (out.path().join("latest.md"), out.path().join("latest.json"));
     let run = Command::new(repo().join("benches/load.sh"))
         .arg("--quick")
+        .arg("--instructions")
+        .arg("100")
         .arg("--bin-dir")
         .arg(&bin_dir)
         .arg("--out-md")
@@ -119,7 +121,29 @@ fn quick_run_measures_every_path_and_writes_its_tables() {
             .is_some_and(|c| !c.is_empty())
     );
 
+    // Instructions per request, counted by callgrind: the data path's
+    // thread executes tens of thousands per proxied request (a debug build
+    // more), the other threads less.
+    let threads = result["instructions"]["threads"]
+        .as_array()
+        .expect("instructions per thread");
+    let data = threads
+        .iter()
+        .find(|t| t["thread"] == 1)
+        .unwrap_or_else(|| panic!("no data thread in {threads:?}"));
+    let per_request = data["per_request"].as_u64().unwrap();
+    assert!(
+        (5_000..5_000_000).contains(&per_request),
+        "{per_request} instructions per request on the data thread"
+    );
+    let profile = std::fs::read_to_string(out.path().join("instructions-inbound.txt")).unwrap();
+    assert!(profile.contains("vigil_proxy"), "{profile}");
+
     let table = std::fs::read_to_string(&md).unwrap();
+    assert!(
+        table.contains("Instructions per request of vigil-proxy inbound"),
+        "{table}"
+    );
     assert!(table.contains("| http/1.1 | vigil-inbound |"), "{table}");
     assert!(table.contains("| h2c | haproxy |"), "{table}");
     let stdout = String::from_utf8_lossy(&run.stdout);
