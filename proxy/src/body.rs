@@ -27,11 +27,17 @@ pub type ProxyBody = CountingBody<BoxBody<Bytes, hyper::Error>>;
 
 /// A body that adds the size of each data frame to a shared counter and, if
 /// given a [`Finish`], emits its record at end of stream or on drop.
+///
+/// The [`Finish`] is boxed: a request body never has one, and each pooled
+/// upstream connection queues its requests by value in blocks of 32 slots
+/// (hyper's dispatch channel on tokio's mpsc), two blocks per connection.
+/// With the record inline a queued request took 832 bytes, and those
+/// blocks were 1.7 MiB of a sidecar's 4 MiB heap under 32 connections.
 #[derive(Debug)]
 pub struct CountingBody<B> {
     inner: B,
     counter: Arc<AtomicU64>,
-    finish: Option<Finish>,
+    finish: Option<Box<Finish>>,
 }
 
 impl<B> CountingBody<B> {
@@ -46,7 +52,7 @@ impl<B> CountingBody<B> {
 
     fn done(&mut self) {
         if let Some(finish) = self.finish.take() {
-            finish.emit(self.counter.load(Ordering::Relaxed));
+            (*finish).emit(self.counter.load(Ordering::Relaxed));
         }
     }
 }
@@ -213,7 +219,7 @@ pub fn finishing(
     CountingBody {
         inner,
         counter: Arc::new(AtomicU64::new(0)),
-        finish: Some(finish),
+        finish: Some(Box::new(finish)),
     }
 }
 

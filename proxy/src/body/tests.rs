@@ -95,3 +95,22 @@ async fn a_streaming_response_the_policy_no_longer_allows_is_ended() {
     );
     drop(tx);
 }
+
+/// What a pooled upstream connection queues per request slot (hyper's
+/// dispatch channel holds requests by value, 32 to a block, two blocks per
+/// connection) stays small: the response's record is not carried inline by
+/// every request body. It was 832 bytes, 27 KiB a block.
+#[test]
+fn a_queued_upstream_request_is_small() {
+    use std::mem::size_of;
+    let request = size_of::<http::Request<super::CountingBody<hyper::body::Incoming>>>();
+    assert!(
+        request <= 320,
+        "a request to send upstream takes {request} bytes"
+    );
+    let response = size_of::<http::Response<ProxyBody>>();
+    assert!(
+        response <= 200,
+        "a response to the client takes {response} bytes"
+    );
+}
