@@ -10,7 +10,7 @@ pub mod answers;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 pub use answers::PodAnswers;
@@ -96,11 +96,44 @@ pub const DNS_CACHE_TTL: Duration = Duration::from_secs(10);
 /// Most names cached; when full, expired entries are dropped, then all.
 pub const DNS_CACHE_SIZE: usize = 4096;
 
+/// Lookups in flight kept before those no request waits for any more are
+/// dropped (see [`DnsCache::flight`]).
+const FLIGHTS_KEPT: usize = 64;
+
 /// Names resolved by the system resolver (every address of each), with
-/// when they were resolved.
+/// when they were resolved; and the lookups in flight, one per name.
 #[derive(Debug, Default)]
 struct DnsCache {
     entries: HashMap<String, (Arc<[IpAddr]>, Instant)>,
+    flights: HashMap<String, Flight>,
+}
+
+/// One system lookup of a name, shared by every request that needs the
+/// name while it runs: a burst of connections to a name not cached yet
+/// makes one `getaddrinfo`, not one each queued on the bounded blocking
+/// threads. If the request running it goes away, a waiting one takes over
+/// (tokio's `OnceCell`).
+type Flight = Arc<tokio::sync::OnceCell<Result<Arc<[IpAddr]>, Failure>>>;
+
+/// A failed lookup, as every request that shared it reports it.
+#[derive(Clone, Debug)]
+enum Failure {
+    /// The system resolver failed: its error's kind and text.
+    Lookup(std::io::ErrorKind, String),
+    /// It answered with no address.
+    NoAddress,
+}
+
+impl Failure {
+    fn error(self, host: String) -> ResolveError {
+        match self {
+            Failure::Lookup(kind, text) => ResolveError::Lookup {
+                host,
+                source: std::io::Error::new(kind, text),
+            },
+            Failure::NoAddress => ResolveError::NoAddress { host },
+        }
+    }
 }
 
 impl DnsCache {
@@ -119,6 +152,64 @@ impl DnsCache {
         }
         self.entries.insert(host.to_owned(), (ips, now));
     }
+
+    /// The lookup of `host` in flight, or a new one. A flight whose every
+    /// request went away (cancelled before it ended) is held by this map
+    /// alone: such flights are dropped once [`FLIGHTS_KEPT`] are kept, so a
+    /// flood of unique names cannot grow the map beyond the requests that
+    /// wait.
+    fn flight(&mut self, host: &str) -> Flight {
+        if let Some(flight) = self.flights.get(host) {
+            return flight.clone();
+        }
+        if self.flights.len() >= FLIGHTS_KEPT {
+            self.flights
+                .retain(|_, flight| Arc::strong_count(flight) > 1);
+        }
+        let flight = Flight::default();
+        self.flights.insert(host.to_owned(), flight.clone());
+        flight
+    }
+
+    /// `flight` has ended: later lookups read the cache (or, after a
+    /// failure, try again).
+    fn land(&mut self, host: &str, flight: &Flight) {
+        if self
+            .flights
+            .get(host)
+            .is_some_and(|kept| Arc::ptr_eq(kept, flight))
+        {
+            self.flights.remove(host);
+        }
+    }
+}
+
+/// What the system resolver answers for a name (before deduplication).
+type Answer = std::io::Result<Vec<IpAddr>>;
+
+/// A system lookup under way.
+type Asking = std::pin::Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+/// The system resolver: `getaddrinfo` on the runtime's blocking threads
+/// (`tokio::net::lookup_host`); tests put their own in its place.
+#[derive(Clone)]
+struct System(Arc<dyn Fn(String) -> Asking + Send + Sync>);
+
+impl Default for System {
+    fn default() -> Self {
+        System(Arc::new(|host: String| {
+            Box::pin(async move {
+                let addrs = tokio::net::lookup_host((host.as_str(), 0)).await?;
+                Ok(addrs.map(|addr| addr.ip()).collect())
+            })
+        }))
+    }
+}
+
+impl std::fmt::Debug for System {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("System")
+    }
 }
 
 /// Resolves `host` + `port` to one socket address.
@@ -127,6 +218,7 @@ pub struct Resolver {
     hosts: HashMap<String, IpAddr>,
     cache: Arc<Mutex<DnsCache>>,
     pod: PodAnswers,
+    system: System,
 }
 
 impl Resolver {
@@ -134,8 +226,7 @@ impl Resolver {
     pub fn new(hosts: HashMap<String, IpAddr>) -> Self {
         Resolver {
             hosts,
-            cache: Arc::default(),
-            pod: PodAnswers::default(),
+            ..Resolver::default()
         }
     }
 
@@ -145,6 +236,7 @@ impl Resolver {
         self.pod.clone()
     }
 
+    #[cfg(test)]
     fn cached(&self, host: &str) -> Option<Arc<[IpAddr]>> {
         self.cache.lock().ok()?.get(host, Instant::now())
     }
@@ -204,29 +296,42 @@ impl Resolver {
     }
 
     /// The system resolver's answers for `host`, cached; never empty.
+    /// Concurrent lookups of one name share one (see [`Flight`]).
     async fn lookup(&self, host: &str) -> Result<Arc<[IpAddr]>, ResolveError> {
         let host = host.to_ascii_lowercase();
-        if let Some(ips) = self.cached(&host) {
-            return Ok(ips);
-        }
-        let addrs = tokio::net::lookup_host((host.as_str(), 0))
+        let flight = {
+            let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(ips) = cache.get(&host, Instant::now()) {
+                return Ok(ips);
+            }
+            cache.flight(&host)
+        };
+        let result = flight.get_or_init(|| self.ask(&host)).await.clone();
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .land(&host, &flight);
+        result.map_err(|f| f.error(host))
+    }
+
+    /// One system lookup of `host` (lowercase): its distinct addresses,
+    /// cached when there are any.
+    async fn ask(&self, host: &str) -> Result<Arc<[IpAddr]>, Failure> {
+        let answer = (self.system.0)(host.to_owned())
             .await
-            .map_err(|source| ResolveError::Lookup {
-                host: host.clone(),
-                source,
-            })?;
+            .map_err(|e| Failure::Lookup(e.kind(), e.to_string()))?;
         let mut ips: Vec<IpAddr> = Vec::new();
-        for addr in addrs {
-            if !ips.contains(&addr.ip()) {
-                ips.push(addr.ip());
+        for ip in answer {
+            if !ips.contains(&ip) {
+                ips.push(ip);
             }
         }
         if ips.is_empty() {
-            return Err(ResolveError::NoAddress { host });
+            return Err(Failure::NoAddress);
         }
         let ips: Arc<[IpAddr]> = ips.into();
         if let Ok(mut cache) = self.cache.lock() {
-            cache.put(&host, ips.clone(), Instant::now());
+            cache.put(host, ips.clone(), Instant::now());
         }
         Ok(ips)
     }
@@ -235,6 +340,142 @@ impl Resolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A resolver whose system lookups are counted and each wait for a
+    /// permit of `gate`; the `n`th lookup (from 1) answers `answer(n)`.
+    fn gated(
+        gate: Arc<tokio::sync::Semaphore>,
+        answer: fn(usize) -> Answer,
+    ) -> (Resolver, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let resolver = Resolver {
+            system: System(Arc::new(move |_host| {
+                let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                let gate = gate.clone();
+                Box::pin(async move {
+                    gate.acquire().await.unwrap().forget();
+                    answer(n)
+                })
+            })),
+            ..Resolver::default()
+        };
+        (resolver, calls)
+    }
+
+    fn ten(_: usize) -> Answer {
+        Ok(vec![
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.1".parse().unwrap(),
+        ])
+    }
+
+    /// Lets every spawned task run to where it waits.
+    async fn settle() {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_lookups_of_a_name_share_one() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let (resolver, calls) = gated(gate.clone(), ten);
+        let mut waiting = tokio::task::JoinSet::new();
+        for i in 0..32 {
+            let resolver = resolver.clone();
+            // Any case: names are looked up lowercase.
+            let name = if i % 2 == 0 {
+                "pool.example"
+            } else {
+                "Pool.Example"
+            };
+            waiting.spawn(async move { resolver.addresses(name).await });
+        }
+        settle().await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "one lookup for 32 requests"
+        );
+        gate.add_permits(1);
+        while let Some(answer) = waiting.join_next().await {
+            assert_eq!(
+                &answer.unwrap()[..],
+                &["10.0.0.1".parse::<IpAddr>().unwrap()]
+            );
+        }
+        // Then the cache answers, and nothing stays in flight.
+        assert_eq!(
+            resolver.resolve("pool.example", 443).await.unwrap().port(),
+            443
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(resolver.cache.lock().unwrap().flights.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failed_lookup_is_shared_then_tried_again() {
+        fn fail_first(n: usize) -> Answer {
+            match n {
+                1 => Err(std::io::Error::other("SERVFAIL")),
+                2 => Ok(vec![]),
+                _ => ten(n),
+            }
+        }
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let (resolver, calls) = gated(gate.clone(), fail_first);
+        let (a, b) = (resolver.clone(), resolver.clone());
+        let first = tokio::spawn(async move { a.resolve("pool.example", 80).await });
+        let second = tokio::spawn(async move { b.resolve("pool.example", 80).await });
+        settle().await;
+        gate.add_permits(3);
+        for failed in [first.await.unwrap(), second.await.unwrap()] {
+            let e = failed.unwrap_err();
+            assert!(e.to_string().contains("SERVFAIL"), "{e}");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // A failure is not kept: the next request looks the name up again.
+        let e = resolver.resolve("pool.example", 80).await.unwrap_err();
+        assert!(matches!(e, ResolveError::NoAddress { .. }), "{e}");
+        assert!(resolver.resolve("pool.example", 80).await.is_ok());
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_request_takes_over_from_one_that_went_away() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let (resolver, calls) = gated(gate.clone(), ten);
+        let (a, b) = (resolver.clone(), resolver.clone());
+        let first = tokio::spawn(async move { a.addresses("pool.example").await });
+        settle().await;
+        let second = tokio::spawn(async move { b.addresses("pool.example").await });
+        settle().await;
+        first.abort();
+        settle().await;
+        // The second request runs the lookup itself.
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        gate.add_permits(1);
+        assert_eq!(second.await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn lookups_no_request_waits_for_are_not_kept() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let (resolver, _) = gated(gate, ten);
+        for i in 0..(FLIGHTS_KEPT * 4) {
+            let r = resolver.clone();
+            let name = format!("n{i}.example");
+            let lookup = tokio::spawn(async move { r.addresses(&name).await });
+            settle().await;
+            lookup.abort();
+        }
+        settle().await;
+        let kept = resolver.cache.lock().unwrap().flights.len();
+        assert!(kept <= FLIGHTS_KEPT, "{kept} flights kept");
+    }
 
     #[test]
     fn dns_answers_expire_and_the_cache_is_bounded() {
