@@ -1145,3 +1145,35 @@ async fn a_command_ends_the_linger() {
     assert_eq!(h.snapshot().counts.edges, 1);
     stop(h, thread).await;
 }
+
+/// A snapshot that publication replaced is freed once no reader holds it
+/// (by the `vigil-reaper` thread, off the engine's): nothing keeps the
+/// graph's old views alive.
+#[tokio::test]
+async fn replaced_snapshots_are_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let batch = |seq| Batch {
+        reporter: id("web"),
+        instance: "3f2a".into(),
+        seq,
+        observations: vec![outbound("pypi.org:443", None, 5)],
+        dropped: 0,
+    };
+    let (h, thread) = start(dir.path());
+    h.report(batch(1)).await.unwrap();
+    let first = Arc::downgrade(&h.snapshot());
+    h.report(batch(2)).await.unwrap();
+    assert_eq!(h.snapshot().graph.edges[0].requests, 10);
+    for _ in 0..400 {
+        if first.strong_count() == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        first.strong_count(),
+        0,
+        "the replaced snapshot is still held"
+    );
+    stop(h, thread).await;
+}
