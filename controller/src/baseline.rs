@@ -3,7 +3,7 @@
 //! Pure data and updates, no I/O: the engine persists what these functions
 //! report as new. Depends only on `model`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::model::{EdgeKey, NodeId, WorkloadId};
 
@@ -17,50 +17,83 @@ pub const MAX_ENDPOINTS_PER_EDGE: usize = 256;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Baseline {
     workloads: BTreeSet<WorkloadId>,
-    /// Every edge, hashed: every observation asks whether its edge is
-    /// here, which a B-tree of id pairs answered with a dozen string
-    /// comparisons. (The ids come from the notebook: the hash is std's
-    /// keyed SipHash, which resists a flood of colliding names.)
-    edges: HashSet<EdgeKey>,
-    endpoints: HashMap<EdgeKey, BTreeSet<String>>,
-    /// The targets of each edge source, in order: `edges` by source.
+    /// What is known of each call, hashed: every observation asks about
+    /// its own call once (see [`Baseline::known`]), which a B-tree of id
+    /// pairs answered with a dozen string comparisons. (The ids come from
+    /// the notebook: the hash is std's keyed SipHash, which resists a flood
+    /// of colliding names.)
+    calls: HashMap<EdgeKey, Known>,
+    /// How many of `calls` are learned edges.
+    edge_count: usize,
+    /// The targets of each edge source, in order: the edges by source.
     targets: BTreeMap<NodeId, BTreeSet<NodeId>>,
-    /// The sources of each edge target: `edges` indexed the other way.
+    /// The sources of each edge target: the edges indexed the other way.
     sources: BTreeMap<NodeId, BTreeSet<NodeId>>,
 }
 
+/// What the baseline knows of one call (an [`EdgeKey`]): whether the call
+/// itself was learned, and its API endpoints. Endpoints may be learned on
+/// a call whose edge is not (yet) learned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Known {
+    /// The call was seen while learning.
+    pub edge: bool,
+    endpoints: BTreeSet<String>,
+}
+
+impl Known {
+    /// Whether `endpoint` of this call was seen while learning.
+    pub fn has_endpoint(&self, endpoint: &str) -> bool {
+        self.endpoints.contains(endpoint)
+    }
+
+    /// Whether any endpoint of this call was learned (false for a
+    /// baseline from before endpoints were learned, or a call past its
+    /// cap).
+    pub fn has_endpoints(&self) -> bool {
+        !self.endpoints.is_empty() && self.endpoints.len() < MAX_ENDPOINTS_PER_EDGE
+    }
+
+    /// The learned endpoints, in order.
+    pub fn endpoints(&self) -> impl Iterator<Item = &String> {
+        self.endpoints.iter()
+    }
+}
+
 impl Baseline {
+    /// What is known of `edge`, found with one hashed lookup; `None` when
+    /// nothing is.
+    pub fn known(&self, edge: &EdgeKey) -> Option<&Known> {
+        self.calls.get(edge)
+    }
+
     /// Adds an API endpoint (`METHOD path-template`) of `edge`; true when
     /// it was not known before (and the edge had room for it).
     pub fn learn_endpoint(&mut self, edge: &EdgeKey, endpoint: &str) -> bool {
-        let set = match self.endpoints.get_mut(edge) {
-            Some(set) => set,
-            None => self.endpoints.entry(edge.clone()).or_default(),
+        let known = match self.calls.get_mut(edge) {
+            Some(known) => known,
+            None => self.calls.entry(edge.clone()).or_default(),
         };
-        if set.contains(endpoint) || set.len() >= MAX_ENDPOINTS_PER_EDGE {
+        if known.endpoints.contains(endpoint) || known.endpoints.len() >= MAX_ENDPOINTS_PER_EDGE {
             return false;
         }
-        set.insert(endpoint.to_owned())
+        known.endpoints.insert(endpoint.to_owned())
     }
 
     /// Whether `endpoint` of `edge` was seen while learning.
     pub fn has_endpoint(&self, edge: &EdgeKey, endpoint: &str) -> bool {
-        self.endpoints
-            .get(edge)
-            .is_some_and(|set| set.contains(endpoint))
+        self.known(edge).is_some_and(|k| k.has_endpoint(endpoint))
     }
 
     /// Whether any endpoint of `edge` was learned (false for a baseline
     /// from before endpoints were learned, or an edge past its cap).
     pub fn has_endpoints(&self, edge: &EdgeKey) -> bool {
-        self.endpoints
-            .get(edge)
-            .is_some_and(|set| !set.is_empty() && set.len() < MAX_ENDPOINTS_PER_EDGE)
+        self.known(edge).is_some_and(Known::has_endpoints)
     }
 
     /// The learned endpoints of `edge`.
     pub fn endpoints_of(&self, edge: &EdgeKey) -> impl Iterator<Item = &String> {
-        self.endpoints.get(edge).into_iter().flatten()
+        self.known(edge).into_iter().flat_map(Known::endpoints)
     }
 
     /// Every learned workload (as its profile).
@@ -71,7 +104,11 @@ impl Baseline {
     /// Every learned edge, in order (sorted here: exports and imports
     /// ask, not observations).
     pub fn edges(&self) -> impl Iterator<Item = &EdgeKey> {
-        let mut all: Vec<&EdgeKey> = self.edges.iter().collect();
+        let mut all: Vec<&EdgeKey> = self
+            .calls
+            .iter()
+            .filter_map(|(edge, known)| known.edge.then_some(edge))
+            .collect();
         all.sort_unstable();
         all.into_iter()
     }
@@ -85,7 +122,8 @@ impl Baseline {
         };
         let touches = |node: &NodeId| matches!(node, NodeId::Workload(id) if id.namespace == ns);
         self.workloads.retain(|id| id.namespace != ns);
-        self.edges.retain(|(s, t)| !touches(s) && !touches(t));
+        self.calls.retain(|(s, t), _| !touches(s) && !touches(t));
+        self.edge_count = self.calls.values().filter(|k| k.edge).count();
         self.sources.retain(|t, set| {
             set.retain(|s| !touches(s));
             !touches(t) && !set.is_empty()
@@ -94,8 +132,6 @@ impl Baseline {
             set.retain(|t| !touches(t));
             !touches(s) && !set.is_empty()
         });
-        self.endpoints
-            .retain(|(s, t), _| !touches(s) && !touches(t));
     }
 
     /// Adds a workload; true when it was not known before.
@@ -105,9 +141,13 @@ impl Baseline {
 
     /// Adds an edge; true when it was not known before.
     pub fn learn_edge(&mut self, edge: &EdgeKey) -> bool {
-        if self.edges.contains(edge) {
-            return false;
-        }
+        let known = match self.calls.get_mut(edge) {
+            Some(known) if known.edge => return false,
+            Some(known) => known,
+            None => self.calls.entry(edge.clone()).or_default(),
+        };
+        known.edge = true;
+        self.edge_count += 1;
         self.sources
             .entry(edge.1.clone())
             .or_default()
@@ -116,7 +156,7 @@ impl Baseline {
             .entry(edge.0.clone())
             .or_default()
             .insert(edge.1.clone());
-        self.edges.insert(edge.clone())
+        true
     }
 
     /// Whether the workload was seen while learning.
@@ -126,7 +166,7 @@ impl Baseline {
 
     /// Whether the edge was seen while learning.
     pub fn has_edge(&self, edge: &EdgeKey) -> bool {
-        self.edges.contains(edge)
+        self.known(edge).is_some_and(|k| k.edge)
     }
 
     /// Baseline destinations of `source`, in order (an index lookup).
@@ -141,12 +181,12 @@ impl Baseline {
 
     /// Number of workloads and edges in the baseline.
     pub fn len(&self) -> (usize, usize) {
-        (self.workloads.len(), self.edges.len())
+        (self.workloads.len(), self.edge_count)
     }
 
     /// Whether nothing was learned yet.
     pub fn is_empty(&self) -> bool {
-        self.workloads.is_empty() && self.edges.is_empty()
+        self.workloads.is_empty() && self.edge_count == 0
     }
 }
 
@@ -170,6 +210,40 @@ mod tests {
         assert!(b.has_edge(&edge));
         assert!(!b.has_edge(&(wl("web"), wl("db"))));
         assert_eq!(b.len(), (1, 1));
+    }
+
+    /// Endpoints and edges share one entry per call: an endpoint learned
+    /// on a call whose edge is not learned does not make it an edge, and
+    /// the counts follow edges alone, through learning and clearing.
+    #[test]
+    fn a_calls_endpoints_and_its_edge_are_known_apart() {
+        let mut b = Baseline::default();
+        let other = NodeId::Workload(WorkloadId::new("lab", "nb").unwrap());
+        let call = (wl("web"), wl("db"));
+        assert!(b.known(&call).is_none());
+        assert!(b.learn_endpoint(&call, "GET /rows/{id}"));
+        let known = b.known(&call).unwrap();
+        assert!(!known.edge && known.has_endpoint("GET /rows/{id}"));
+        assert!(!b.has_edge(&call) && b.has_endpoints(&call));
+        assert_eq!(b.len(), (0, 0));
+        assert!(b.is_empty(), "endpoints alone are no edge");
+        assert_eq!(b.edges().count(), 0);
+        assert!(b.learn_edge(&call));
+        assert!(!b.learn_edge(&call));
+        assert!(b.known(&call).unwrap().edge);
+        assert!(
+            b.has_endpoint(&call, "GET /rows/{id}"),
+            "kept by learning the edge"
+        );
+        b.learn_edge(&(other.clone(), wl("db")));
+        b.learn_endpoint(&(other.clone(), wl("web")), "POST /x");
+        assert_eq!(b.len(), (0, 2));
+        b.clear(Some("lab"));
+        assert_eq!(b.len(), (0, 1));
+        assert!(b.known(&(other.clone(), wl("web"))).is_none());
+        assert_eq!(b.edges().collect::<Vec<_>>(), [&call]);
+        b.clear(None);
+        assert!(b.is_empty() && b.known(&call).is_none());
     }
 
     #[test]

@@ -566,14 +566,14 @@ impl Engine {
             Direction::Inbound => (NodeId::Internet, reporter_profile.clone()),
         };
         let judgement = detect::judge(
-            &Input {
+            &Input::new(
                 mode,
-                baseline: &self.baseline,
-                threats: &*self.threats,
-                edge: &baseline_edge,
-                about: &about,
+                &self.baseline,
+                &*self.threats,
+                &baseline_edge,
+                &about,
                 obs,
-            },
+            ),
             overflow,
         );
         for learn in judgement.learn {

@@ -144,14 +144,7 @@ pub fn simulate(
             inventory.baseline_node(&edge.0),
             inventory.baseline_node(&edge.1),
         );
-        let input = Input {
-            mode,
-            baseline,
-            threats,
-            edge: &baseline_edge,
-            about: &about,
-            obs: &seen.obs,
-        };
+        let input = Input::new(mode, baseline, threats, &baseline_edge, &about, &seen.obs);
         for finding in detect::judge(&input, false).findings {
             let key = (
                 finding.verdict.kind.as_str().to_owned(),

@@ -494,11 +494,16 @@ fn edge_view(s: &NodeId, t: &NodeId, stats: &EdgeStats, parts: &Parts<'_>) -> Ed
         parts.inventory.baseline_node(s),
         parts.inventory.baseline_node(t),
     );
+    let known = parts.baseline.known(&key);
     let fixed = Fixed {
         source: s.to_string().into(),
         target: t.to_string().into(),
-        in_baseline: parts.baseline.has_edge(&key),
-        baseline_endpoints: parts.baseline.endpoints_of(&key).cloned().collect(),
+        in_baseline: known.is_some_and(|k| k.edge),
+        baseline_endpoints: known
+            .into_iter()
+            .flat_map(|k| k.endpoints())
+            .cloned()
+            .collect(),
         protocols: stats.protocols.iter().cloned().collect(),
     };
     view_of(stats, fixed)

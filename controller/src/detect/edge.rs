@@ -14,7 +14,7 @@ impl Detector for Edge {
     fn check(&self, input: &Input<'_>) -> Check {
         let edge = input.edge;
         if input.mode == Mode::Learning {
-            if input.baseline.has_edge(edge) {
+            if input.edge_known() {
                 return Check::normal();
             }
             return Check {
@@ -22,7 +22,7 @@ impl Detector for Edge {
                 ..Check::normal()
             };
         }
-        if input.baseline.has_edge(edge) {
+        if input.edge_known() {
             return Check::normal();
         }
         let kind = match (&edge.0, &edge.1) {

@@ -31,7 +31,7 @@ impl Detector for Endpoint {
 /// The endpoint detector's verdict on `endpoint` of `input`'s edge.
 fn judge(input: &Input<'_>, endpoint: &str) -> Check {
     let edge = input.edge;
-    if input.baseline.has_endpoint(edge, endpoint) {
+    if input.known.is_some_and(|k| k.has_endpoint(endpoint)) {
         return Check::normal();
     }
     if input.mode == Mode::Learning {
@@ -43,7 +43,7 @@ fn judge(input: &Input<'_>, endpoint: &str) -> Check {
     // A call outside the baseline is the edge detector's; a known call
     // whose endpoints were never learned (a baseline from before
     // endpoints were learned) is judged by its edge alone.
-    if !input.baseline.has_edge(edge) || !input.baseline.has_endpoints(edge) {
+    if !input.known.is_some_and(|k| k.edge && k.has_endpoints()) {
         return Check::normal();
     }
     Check {

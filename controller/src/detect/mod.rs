@@ -9,7 +9,7 @@
 //! Pure functions with table tests; the engine turns the judgement into
 //! alerts, baseline updates and policy. Depends on `model` and `baseline`.
 
-use crate::baseline::Baseline;
+use crate::baseline::{Baseline, Known};
 use crate::model::{Action, AlertKind, EdgeKey, Mode, Observation};
 
 mod claim;
@@ -118,6 +118,38 @@ pub struct Input<'a> {
     pub about: &'a str,
     /// The observation.
     pub obs: &'a Observation,
+    /// What the baseline knows of `edge`, looked up once for every
+    /// detector (see [`Input::new`]).
+    known: Option<&'a Known>,
+}
+
+impl<'a> Input<'a> {
+    /// The input for judging `obs` on `edge` against `baseline`: the
+    /// baseline's entry for the call is found here, once per observation,
+    /// never kept beyond it (the baseline learns after every judgement).
+    pub fn new(
+        mode: Mode,
+        baseline: &'a Baseline,
+        threats: &'a dyn Threats,
+        edge: &'a EdgeKey,
+        about: &'a str,
+        obs: &'a Observation,
+    ) -> Self {
+        Input {
+            mode,
+            baseline,
+            threats,
+            edge,
+            about,
+            obs,
+            known: baseline.known(edge),
+        }
+    }
+
+    /// Whether the call was learned.
+    fn edge_known(&self) -> bool {
+        self.known.is_some_and(|k| k.edge)
+    }
 }
 
 /// One detector's answer.

@@ -40,17 +40,7 @@ fn baseline() -> Baseline {
 fn judge_with(mode: Mode, edge: &EdgeKey, obs: &Observation) -> Judgement {
     let b = baseline();
     let about = crate::snapshot::label(&edge.1);
-    judge(
-        &Input {
-            mode,
-            baseline: &b,
-            threats: &Listed,
-            edge,
-            about: &about,
-            obs,
-        },
-        false,
-    )
+    judge(&Input::new(mode, &b, &Listed, edge, &about, obs), false)
 }
 
 fn kinds(j: &Judgement) -> Vec<(AlertKind, Action)> {
@@ -140,14 +130,8 @@ fn learning_learns_edges_and_endpoints_but_never_the_abnormal() {
     // Nor is traffic the engine counted past a cap.
     let b = baseline();
     let obs = outbound("x:1", None, 1);
-    let input = Input {
-        mode: LEARN,
-        baseline: &b,
-        threats: &NoThreats,
-        edge: &(wl("web"), ext("x:1")),
-        about: "x:1",
-        obs: &obs,
-    };
+    let edge = (wl("web"), ext("x:1"));
+    let input = Input::new(LEARN, &b, &NoThreats, &edge, "x:1", &obs);
     assert!(judge(&input, true).learn.is_empty());
 }
 
