@@ -307,6 +307,18 @@ fn an_address_is_written_as_its_authority() {
         "[2001:db8::1]:443",
     ] {
         let addr: SocketAddr = addr.parse().unwrap();
-        assert_eq!(authority_of(addr).as_str(), addr.to_string());
+        assert_eq!(authority_of(addr).unwrap().as_str(), addr.to_string());
     }
+    // A link-local destination with its zone (a notebook may connect to
+    // one) keeps it.
+    let zoned = SocketAddr::V6(std::net::SocketAddrV6::new(
+        "fe80::1".parse().unwrap(),
+        80,
+        0,
+        2,
+    ));
+    assert_eq!(
+        upstream_uri("/x".parse().unwrap(), zoned).to_string(),
+        "http://[fe80::1%2]:80/x"
+    );
 }
