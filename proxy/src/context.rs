@@ -4,8 +4,8 @@
 //! itself (403, 502, 400, 200 to `CONNECT`). HTTP (`http`) and streams
 //! (`tcp`) both use it; it uses neither, so they do not import each other.
 //!
-//! Data-path tier: uses `body`, `policy`, `resolve`, `stream` and
-//! `telemetry`.
+//! Data-path tier: uses `body`, `policy`, `resolve`, `stream`,
+//! `telemetry` and `upstream`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,7 +18,6 @@ use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -34,17 +33,16 @@ use crate::model::{Direction, Identity, Protocol, Record};
 use crate::policy::{Decision, Policy, PolicyRx, evaluate_outbound};
 use crate::resolve::Resolver;
 use crate::telemetry::Telemetry;
+use crate::upstream::Connector;
 
 /// The one pooled upstream client shared by both directions.
-pub type UpstreamClient = Client<HttpConnector, CountingBody<Incoming>>;
+pub type UpstreamClient = Client<Connector, CountingBody<Incoming>>;
 
 /// Builds a pooled upstream client (TCP_NODELAY, keep-alive pool): HTTP/1.1,
 /// or HTTP/2 with prior knowledge when `h2` (for clients that spoke HTTP/2
 /// to us, gRPC among them).
 pub fn upstream_client(h2: bool) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(10)));
+    let connector = Connector::new(Duration::from_secs(10));
     let mut builder = Client::builder(TokioExecutor::new());
     builder.pool_idle_timeout(Duration::from_secs(90));
     if h2 {

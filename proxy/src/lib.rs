@@ -7,7 +7,7 @@
 //! Modules are tiered (each uses only those above it): base (`config`,
 //! `model`), pure logic (`detect`, `template`, `policy`, `destination`, `resolve`,
 //! `init`'s plan), data path (`listener`, `sniff`, `connection`, `http`, `tcp`,
-//! `stream`, `dns`, `telemetry`), outside I/O (`control`, `admin`, on the `runtime` of their own), wiring (`app`). It must not depend on vigil-controller: the
+//! `stream`, `dns`, `telemetry`, `upstream`), outside I/O (`control`, `admin`, on the `runtime` of their own), wiring (`app`). It must not depend on vigil-controller: the
 //! proto crate is the contract.
 
 pub mod admin;
@@ -33,6 +33,7 @@ pub mod tcp;
 pub mod telemetry;
 pub mod template;
 pub mod udp;
+pub mod upstream;
 
 pub use app::{Running, StartError, start};
 pub use config::Args;
