@@ -44,6 +44,17 @@ async fn report(
     .await
 }
 
+/// Report `seq` of the sidecar `web`: five calls to pypi.org.
+fn pypi_batch(seq: u64) -> Batch {
+    Batch {
+        reporter: id("web"),
+        instance: "3f2a".into(),
+        seq,
+        observations: vec![outbound("pypi.org:443", None, 5)],
+        dropped: 0,
+    }
+}
+
 fn start(dir: &std::path::Path) -> (Handle, std::thread::JoinHandle<()>) {
     spawn(
         Store::open(dir).unwrap(),
@@ -303,26 +314,19 @@ async fn stratum_is_flagged_while_learning_and_never_learned() {
 #[tokio::test]
 async fn a_batch_resent_after_a_lost_ack_is_applied_once_even_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
-    let batch = |seq| Batch {
-        reporter: id("web"),
-        instance: "3f2a".into(),
-        seq,
-        observations: vec![outbound("pypi.org:443", None, 5)],
-        dropped: 0,
-    };
     let (h, thread) = start(dir.path());
-    h.report(batch(1)).await.unwrap();
-    h.report(batch(1)).await.unwrap();
+    h.report(pypi_batch(1)).await.unwrap();
+    h.report(pypi_batch(1)).await.unwrap();
     assert_eq!(h.snapshot().graph.edges[0].requests, 5);
     stop(h, thread).await;
     let (h, thread) = start(dir.path());
-    h.report(batch(1)).await.unwrap();
+    h.report(pypi_batch(1)).await.unwrap();
     assert_eq!(
         h.snapshot().graph.edges[0].requests,
         5,
         "still once after a restart"
     );
-    h.report(batch(2)).await.unwrap();
+    h.report(pypi_batch(2)).await.unwrap();
     assert_eq!(h.snapshot().graph.edges[0].requests, 10);
     stop(h, thread).await;
 }
@@ -1152,17 +1156,10 @@ async fn a_command_ends_the_linger() {
 #[tokio::test]
 async fn replaced_snapshots_are_freed() {
     let dir = tempfile::tempdir().unwrap();
-    let batch = |seq| Batch {
-        reporter: id("web"),
-        instance: "3f2a".into(),
-        seq,
-        observations: vec![outbound("pypi.org:443", None, 5)],
-        dropped: 0,
-    };
     let (h, thread) = start(dir.path());
-    h.report(batch(1)).await.unwrap();
+    h.report(pypi_batch(1)).await.unwrap();
     let first = Arc::downgrade(&h.snapshot());
-    h.report(batch(2)).await.unwrap();
+    h.report(pypi_batch(2)).await.unwrap();
     assert_eq!(h.snapshot().graph.edges[0].requests, 10);
     for _ in 0..400 {
         if first.strong_count() == 0 {
