@@ -352,6 +352,21 @@ async fn forwards_enforces_and_reports() -> Result<()> {
         assert_eq!(seen["host"], format!("allowed.test:{}", app.port()));
         assert_eq!(seen["source"], "default/web", "identity replaced");
     }
+    // A client that names the identity header in `Connection`, so that
+    // hop-by-hop hygiene would strip it and the callee would take the call
+    // for the internet's, still goes out as itself.
+    let (status, body) = send(
+        &mut sender,
+        &allowed,
+        &[
+            ("connection", "vigil-source"),
+            ("vigil-source", "evil/spoof"),
+        ],
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    let seen: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(seen["source"], "default/web", "identity kept: {body}");
     assert_eq!(
         app_conns.load(Ordering::SeqCst),
         1,
@@ -457,7 +472,8 @@ async fn forwards_enforces_and_reports() -> Result<()> {
                 && o.bytes_in == 4
                 && o.bytes_out == 4
         });
-        out == 2 && inbound_ok && inbound_denied && spoofed && denied && tunnel
+        // Two plain requests, and the one naming our field in `Connection`.
+        out == 3 && inbound_ok && inbound_denied && spoofed && denied && tunnel
     })
     .await
     .with_context(|| format!("{:#?}", observations(&fake.reports)))?;

@@ -29,7 +29,7 @@ pub use headers::{decline_h2c, request_for_upstream, response_for_client, strip_
 use crate::body::{CountingBody, ProxyBody};
 use crate::context::{DecisionLabel, Pending, Shared, unavailable_response};
 use crate::destination::Judge;
-use crate::model::Record;
+use crate::model::{Record, SOURCE_HEADER};
 use crate::stream::{Inspect, LiveRecord, Stream};
 
 impl Shared {
@@ -69,14 +69,16 @@ impl Shared {
 
     /// Sends `req` to `addr` (see [`Shared::send`]) and answers with the
     /// upstream's response, or a 502 naming `destination` when it fails.
+    /// `hop` is what this hop adds (on the way out, our identity).
     pub async fn forward(
         &self,
         req: Request<Incoming>,
         addr: SocketAddr,
         destination: &str,
+        hop: Hop,
         pending: Pending,
     ) -> Response<ProxyBody> {
-        match self.send(req, addr, destination, &pending).await {
+        match self.send(req, addr, destination, hop, &pending).await {
             Ok(response) => {
                 let status = response.status().as_u16();
                 self.respond(pending, response, DecisionLabel::allow, status)
@@ -100,6 +102,7 @@ impl Shared {
         mut req: Request<Incoming>,
         addr: SocketAddr,
         host: &str,
+        hop: Hop,
         pending: &Pending,
     ) -> Result<Response<BoxBody<Bytes, hyper::Error>>, hyper_util::client::legacy::Error> {
         let h2 = req.version() == http::Version::HTTP_2;
@@ -111,6 +114,12 @@ impl Shared {
             http::Version::HTTP_11
         };
         let upgrade = request_for_upstream(&mut parts.headers, version);
+        // After the hygiene: a client that names our field in `Connection`
+        // cannot have it stripped on the way out (and the callee take the
+        // call for the internet's).
+        if let Hop::Outbound { source } = hop {
+            parts.headers.insert(SOURCE_HEADER, source);
+        }
         // The client's side of an upgrade, claimed before the request moves on.
         let client_side = upgrade
             .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
@@ -218,6 +227,21 @@ impl Text {
     fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
     }
+}
+
+/// What the sidecar adds to a request on its own hop, after the client's
+/// hop-by-hop fields are gone.
+#[derive(Clone, Debug)]
+pub enum Hop {
+    /// To the local app: nothing (the caller's claim was checked and
+    /// removed).
+    Inbound,
+    /// Out of the pod: our identity, `vigil-source`, whatever the client
+    /// sent in its place.
+    Outbound {
+        /// The `namespace/workload` value.
+        source: HeaderValue,
+    },
 }
 
 /// Whether a `101` switched to WebSocket.

@@ -16,8 +16,10 @@ use serde_json::json;
 use crate::body::ProxyBody;
 use crate::context::{DecisionLabel, Pending, Shared, denied_response, json_response};
 use crate::destination::{self, Claim};
-use crate::model::{Direction, SOURCE_HEADER};
+use crate::model::Direction;
 use crate::policy::Decision;
+
+use super::Hop;
 
 /// What an outbound request asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -236,17 +238,19 @@ fn deny(
     shared.respond(pending, response, DecisionLabel::deny, 403)
 }
 
-/// Sends the request on with our `vigil-source`.
+/// Sends the request on with our `vigil-source` (set after the client's
+/// hop-by-hop fields are removed: see [`Hop`]).
 async fn send(
     shared: &Shared,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     addr: SocketAddr,
     authority: &str,
     pending: Pending,
 ) -> Response<ProxyBody> {
-    req.headers_mut()
-        .insert(SOURCE_HEADER, shared.source.clone());
-    shared.forward(req, addr, authority, pending).await
+    let hop = Hop::Outbound {
+        source: shared.source.clone(),
+    };
+    shared.forward(req, addr, authority, hop, pending).await
 }
 
 /// An error and its sources, joined with `: `.
