@@ -39,15 +39,12 @@ impl Templates {
             Direction::Outbound => &mut self.outbound,
             Direction::Inbound => &mut self.inbound,
         };
-        // Looked up by `&str`: a known peer's name is not copied.
-        if !seen.contains_key(peer) {
-            if tracked >= MAX_TRACKED_DESTINATIONS {
-                return OTHER_PATH.to_owned();
-            }
-            seen.insert(peer.to_owned(), HashSet::new());
-        }
-        let Some(paths) = seen.get_mut(peer) else {
-            return OTHER_PATH.to_owned();
+        // Looked up by `&str`, once: a known peer's name is neither copied
+        // nor hashed twice.
+        let paths = match seen.get_mut(peer) {
+            Some(paths) => paths,
+            None if tracked >= MAX_TRACKED_DESTINATIONS => return OTHER_PATH.to_owned(),
+            None => seen.entry(peer.to_owned()).or_default(),
         };
         if paths.contains(&path) {
             return path;
@@ -324,5 +321,26 @@ mod tests {
         );
         assert!(batch.observations.iter().any(|o| o.path == "/fresh"));
         assert_eq!(batch.dropped, 0);
+    }
+
+    /// Past [`MAX_TRACKED_DESTINATIONS`], a new destination's paths are
+    /// reported as [`OTHER_PATH`]; those already tracked keep theirs.
+    #[test]
+    fn a_flood_of_destinations_cannot_grow_templates_past_the_bound() {
+        let mut templates = Templates::default();
+        for i in 0..MAX_TRACKED_DESTINATIONS {
+            let path = templates.admit(Direction::Outbound, &format!("d{i}:80"), "/a".into());
+            assert_eq!(path, "/a");
+        }
+        let late = templates.admit(Direction::Outbound, "late:80", "/a".into());
+        assert_eq!(late, OTHER_PATH);
+        let inbound = templates.admit(Direction::Inbound, "ns/caller", "/a".into());
+        assert_eq!(inbound, OTHER_PATH, "the bound counts both directions");
+        let known = templates.admit(Direction::Outbound, "d7:80", "/b".into());
+        assert_eq!(known, "/b");
+        assert_eq!(
+            templates.outbound.len() + templates.inbound.len(),
+            MAX_TRACKED_DESTINATIONS
+        );
     }
 }
