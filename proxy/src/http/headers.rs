@@ -11,6 +11,8 @@
 use http::Version;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::model::SOURCE_HEADER;
+
 /// The hop-by-hop fields of RFC 9110 section 7.6.1 (plus the legacy
 /// `Proxy-Connection` and the proxy-authentication fields meant for this
 /// proxy). `Trailer` is not one: it names end-to-end trailer fields, and
@@ -136,13 +138,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// HTTP/2 (gRPC servers refuse a request without it) and on HTTP/1.1 (with
 /// `Connection: te`, as RFC 9110 section 10.1.4 asks). On an HTTP/1.1
 /// request that asks to upgrade, `Upgrade` and `Connection: upgrade` are
-/// carried exactly once. Returns whether the request asks to upgrade.
-pub fn request_for_upstream(headers: &mut HeaderMap, version: Version) -> bool {
+/// carried exactly once. On the way out of the pod, `identity` goes as
+/// `vigil-source`, written after the removal: a client that names that
+/// field in `Connection` cannot have it stripped (and the callee take the
+/// call for the internet's). Returns whether the request asks to upgrade.
+pub fn request_for_upstream(
+    headers: &mut HeaderMap,
+    version: Version,
+    identity: Option<HeaderValue>,
+) -> bool {
     let trailers = accepts_trailers(headers);
     let upgrade = (version != Version::HTTP_2)
         .then(|| upgrade_value(headers))
         .flatten();
     strip_hop_by_hop(headers);
+    if let Some(identity) = identity {
+        headers.insert(SOURCE_HEADER, identity);
+    }
     if trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }

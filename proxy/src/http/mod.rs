@@ -29,7 +29,7 @@ pub use headers::{decline_h2c, request_for_upstream, response_for_client, strip_
 use crate::body::{CountingBody, ProxyBody};
 use crate::context::{DecisionLabel, Pending, Shared, unavailable_response};
 use crate::destination::Judge;
-use crate::model::{Record, SOURCE_HEADER};
+use crate::model::Record;
 use crate::stream::{Inspect, LiveRecord, Stream};
 
 impl Shared {
@@ -113,13 +113,11 @@ impl Shared {
         } else {
             http::Version::HTTP_11
         };
-        let upgrade = request_for_upstream(&mut parts.headers, version);
-        // After the hygiene: a client that names our field in `Connection`
-        // cannot have it stripped on the way out (and the callee take the
-        // call for the internet's).
-        if let Hop::Outbound { source } = hop {
-            parts.headers.insert(SOURCE_HEADER, source);
-        }
+        let identity = match hop {
+            Hop::Outbound { source } => Some(source),
+            Hop::Inbound => None,
+        };
+        let upgrade = request_for_upstream(&mut parts.headers, version, identity);
         // The client's side of an upgrade, claimed before the request moves on.
         let client_side = upgrade
             .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())

@@ -189,9 +189,37 @@ fn requests_carry_their_own_hop_fields_exactly_once() {
     ];
     for (given, version, want, asks) in cases {
         let mut h = headers(&given);
-        let upgrade = request_for_upstream(&mut h, version);
+        let upgrade = request_for_upstream(&mut h, version, None);
         assert_eq!(lines(&h), want, "{given:?} over {version:?}");
         assert_eq!(upgrade, asks, "{given:?} over {version:?}");
+    }
+}
+
+/// On the way out the sidecar's identity goes exactly once, whatever the
+/// client sent in its place or named in `Connection` to have it stripped.
+#[test]
+fn the_identity_survives_whatever_the_client_names() {
+    let cases: [&[(&str, &str)]; 4] = [
+        &[("accept", "*/*")],
+        &[("vigil-source", "evil/spoof")],
+        &[
+            ("connection", "vigil-source"),
+            ("vigil-source", "evil/spoof"),
+        ],
+        &[
+            ("connection", "close, Vigil-Source"),
+            ("vigil-source", "a"),
+            ("vigil-source", "b"),
+        ],
+    ];
+    for given in cases {
+        for version in [http::Version::HTTP_11, http::Version::HTTP_2] {
+            let mut h = headers(given);
+            let identity = HeaderValue::from_static("default/web");
+            request_for_upstream(&mut h, version, Some(identity));
+            let ours: Vec<_> = h.get_all("vigil-source").iter().collect();
+            assert_eq!(ours, ["default/web"], "{given:?} over {version:?}");
+        }
     }
 }
 
