@@ -31,6 +31,7 @@ use crate::body::{self, CountingBody, Finish, ProxyBody, finishing, full};
 use crate::config::Limits;
 use crate::model::{Direction, Identity, Protocol, Record};
 use crate::policy::{Decision, Policy, PolicyRx, evaluate_outbound};
+use crate::resolve::Lookup;
 use crate::resolve::Resolver;
 use crate::telemetry::Telemetry;
 use crate::upstream::Connector;
@@ -384,9 +385,10 @@ impl Shared {
         let mut pending = pending;
         let authority = format!("{host}:{port}");
         pending.record.authority = authority.clone();
-        let resolved = self.resolver.resolve(host, port).await;
-        pending.record.resolved = resolved.as_ref().ok().copied();
         let policy = self.current_policy().await;
+        let lookup = Lookup::allowed_if(crate::policy::may_look_up(&policy, host));
+        let resolved = self.resolver.resolve(host, port, lookup).await;
+        pending.record.resolved = resolved.as_ref().ok().copied();
         if let Decision::Deny { reason } =
             evaluate_outbound(&policy, &authority, pending.record.resolved)
         {

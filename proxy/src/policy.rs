@@ -318,6 +318,16 @@ pub fn evaluate_dns(policy: &Policy, name: &str) -> Decision {
     }
 }
 
+/// Whether the sidecar may ask the system resolver for `name`, a name a
+/// client gave (`Host`, `:authority`, a TLS name, an explicit-proxy
+/// request): only when the pod's own query for it would be answered
+/// ([`evaluate_dns`]), so that no name the pod may not look up leaves the
+/// pod in the sidecar's queries (see `resolve::Lookup`).
+pub fn may_look_up(policy: &Policy, name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !evaluate_dns(policy, name).is_deny()
+}
+
 /// Whether the baseline lets the pod look up `name` (lower case, no
 /// trailing dot; quarantine and threats aside, see [`evaluate_dns`]): yes
 /// when not enforcing, or when the name or a parent domain of it with at
@@ -510,6 +520,40 @@ mod tests {
         );
         assert_eq!(authority_host("[fd66::2]:443"), "[fd66::2]");
         assert_eq!(authority_host("pypi.org"), "pypi.org");
+    }
+
+    /// The sidecar looks a client's name up only when the pod's own query
+    /// for it would be answered: a name made up to carry data out is not
+    /// sent to the system resolver in enforcement, nor anything while
+    /// quarantined, nor a threat-listed name while threats are enforced.
+    #[test]
+    fn the_sidecar_looks_up_only_names_the_pod_may_look_up() {
+        let known = Policy {
+            allowed_authorities: ["pypi.org:443".to_owned()].into(),
+            ..enforced()
+        };
+        let quarantined = Policy {
+            quarantined: true,
+            ..Policy::allow_all()
+        };
+        let threats = Policy {
+            denied_names: DeniedNames::compile(vec!["*.pool.example".to_owned()]).unwrap(),
+            enforce_threats: true,
+            ..Policy::allow_all()
+        };
+        let exfil = "6578666974.attacker.example";
+        let cases = [
+            ("learning", Policy::allow_all(), exfil, true),
+            ("enforced, learned", known.clone(), "files.pypi.org", true),
+            ("enforced, learned, trailing dot", known.clone(), "pypi.org.", true),
+            ("enforced, made up", known, exfil, false),
+            ("quarantined", quarantined, "pypi.org", false),
+            ("threat-listed", threats.clone(), "xmr.pool.example", false),
+            ("threats enforced, another name", threats, exfil, true),
+        ];
+        for (what, policy, name, want) in cases {
+            assert_eq!(may_look_up(&policy, name), want, "{what}: {name}");
+        }
     }
 
     #[test]

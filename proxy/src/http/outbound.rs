@@ -18,6 +18,7 @@ use crate::context::{DecisionLabel, Pending, Shared, denied_response, json_respo
 use crate::destination::{self, Claim};
 use crate::model::Direction;
 use crate::policy::Decision;
+use crate::resolve::Lookup;
 
 use super::Hop;
 
@@ -208,11 +209,16 @@ async fn redirected(
         host,
         port: Some(port),
     };
+    let policy = shared.current_policy().await;
     let resolved = match claim.ip() {
         Some(_) => Arc::from([]),
-        None => shared.resolver.addresses_reaching(host, dst.ip()).await,
+        None => {
+            let lookup = Lookup::allowed_if(crate::policy::may_look_up(&policy, host));
+            (shared.resolver)
+                .addresses_reaching(host, dst.ip(), lookup)
+                .await
+        }
     };
-    let policy = shared.current_policy().await;
     let judged = destination::judge(Some(claim), dst, &resolved);
     let decision = judged.judge(dst).decide(&policy, pending.record.protocol);
     pending.record.authority = judged.authority.clone();
