@@ -545,7 +545,12 @@ mod tests {
         let cases = [
             ("learning", Policy::allow_all(), exfil, true),
             ("enforced, learned", known.clone(), "files.pypi.org", true),
-            ("enforced, learned, trailing dot", known.clone(), "pypi.org.", true),
+            (
+                "enforced, learned, trailing dot",
+                known.clone(),
+                "pypi.org.",
+                true,
+            ),
             ("enforced, made up", known, exfil, false),
             ("quarantined", quarantined, "pypi.org", false),
             ("threat-listed", threats.clone(), "xmr.pool.example", false),

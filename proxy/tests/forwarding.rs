@@ -367,6 +367,16 @@ async fn forwards_enforces_and_reports() -> Result<()> {
     assert_eq!(status, 200, "{body}");
     let seen: serde_json::Value = serde_json::from_str(&body)?;
     assert_eq!(seen["source"], "default/web", "identity kept: {body}");
+    // A client's own Host would pick another site on the judged name's
+    // server: the request carries the name judged.
+    let (status, body) = send(&mut sender, &allowed, &[("host", "attacker.example")]).await?;
+    assert_eq!(status, 200, "{body}");
+    let seen: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(
+        seen["host"],
+        format!("allowed.test:{}", app.port()),
+        "{body}"
+    );
     assert_eq!(
         app_conns.load(Ordering::SeqCst),
         1,
@@ -472,8 +482,9 @@ async fn forwards_enforces_and_reports() -> Result<()> {
                 && o.bytes_in == 4
                 && o.bytes_out == 4
         });
-        // Two plain requests, and the one naming our field in `Connection`.
-        out == 3 && inbound_ok && inbound_denied && spoofed && denied && tunnel
+        // Two plain requests, the one naming our field in `Connection`
+        // and the one with another Host.
+        out == 4 && inbound_ok && inbound_denied && spoofed && denied && tunnel
     })
     .await
     .with_context(|| format!("{:#?}", observations(&fake.reports)))?;

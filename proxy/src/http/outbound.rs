@@ -187,9 +187,29 @@ async fn named(
     match shared.judge_named(pending, host, port).await {
         Ok((addr, pending)) => {
             let authority = pending.record.authority.clone();
+            let mut req = req;
+            let version = req.version();
+            name_the_judged_host(req.headers_mut(), version, &authority);
             send(&shared, req, addr, &authority, pending).await
         }
         Err(refused) => refused,
+    }
+}
+
+/// An explicit-proxy request goes to the host its target names, so that
+/// is the `Host` it carries (RFC 9112, 3.2.2: a proxy replaces the `Host`
+/// of an absolute-form request with the target's). Kept, a client's own
+/// `Host` would pick another site on the judged name's server (a shared
+/// CDN address serves both `pypi.org` and `attacker.example`) while the
+/// judgement and the record say `pypi.org`. On HTTP/2 a client's `host`
+/// field is removed: the request's authority is the target's.
+fn name_the_judged_host(headers: &mut http::HeaderMap, version: http::Version, authority: &str) {
+    if version == http::Version::HTTP_2 {
+        headers.remove(header::HOST);
+    } else if let Ok(value) = http::HeaderValue::from_str(authority) {
+        headers.insert(header::HOST, value);
+    } else {
+        headers.remove(header::HOST);
     }
 }
 
@@ -282,6 +302,44 @@ mod tests {
         Option<SocketAddr>,
         Target,
     );
+
+    /// The judged name replaces whatever `Host` the client sent, however
+    /// many; on HTTP/2 no `host` field goes on.
+    #[test]
+    fn an_explicit_proxy_request_carries_the_judged_host() {
+        let cases = [
+            (
+                http::Version::HTTP_11,
+                vec!["attacker.example"],
+                Some("pypi.org:80"),
+            ),
+            (http::Version::HTTP_11, vec![], Some("pypi.org:80")),
+            (
+                http::Version::HTTP_11,
+                vec!["attacker.example", "pypi.org:80"],
+                Some("pypi.org:80"),
+            ),
+            (
+                http::Version::HTTP_10,
+                vec!["attacker.example"],
+                Some("pypi.org:80"),
+            ),
+            (http::Version::HTTP_2, vec!["attacker.example"], None),
+        ];
+        for (version, sent, want) in cases {
+            let mut headers = http::HeaderMap::new();
+            for host in &sent {
+                headers.append(header::HOST, host.parse().unwrap());
+            }
+            name_the_judged_host(&mut headers, version, "pypi.org:80");
+            let got: Vec<_> = headers.get_all(header::HOST).iter().collect();
+            assert_eq!(
+                got,
+                want.into_iter().collect::<Vec<_>>(),
+                "{version:?} {sent:?}"
+            );
+        }
+    }
 
     #[test]
     fn classifies() {
