@@ -238,7 +238,12 @@ where
         }
     };
     let mut policy = ctx.policy.clone();
-    policy.borrow_and_update();
+    // The stream was judged before it was dialled (or before its upgrade
+    // was answered): a policy that came in between is applied before a byte
+    // moves. Only marked as seen, it would never be judged, and the stream
+    // would outlive a quarantine that came during its dial.
+    let current = policy.borrow_and_update().clone();
+    let at_start = stream.judge.decide(&current, stream.live.protocol());
     let mut stop = ctx.stop.clone();
     let mut ticker = tokio::time::interval_at(
         tokio::time::Instant::now() + ctx.report_interval,
@@ -246,7 +251,9 @@ where
     );
     let idle = idle_watch(&activity, ctx.idle_timeout);
     tokio::pin!(idle);
-    let ended = {
+    let ended = if let Decision::Deny { reason } = at_start {
+        Ended::Cut(reason)
+    } else {
         let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
         tokio::pin!(copy);
         loop {

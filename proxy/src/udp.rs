@@ -317,7 +317,10 @@ impl Relay<'_> {
         let mut totals = (0u64, 0u64);
         let mut scanners = (StratumScanner::new(), StratumScanner::new());
         let mut policy = udp.policy.clone();
-        policy.borrow_and_update();
+        // Judged when the flow began: a policy that came since is applied
+        // before its first datagram goes (see `stream::run`).
+        let current = policy.borrow_and_update().clone();
+        let at_start = self.judge.decide(&current, self.live.protocol());
         let mut stop = udp.stop.clone();
         let mut ticker = tokio::time::interval_at(
             tokio::time::Instant::now() + udp.report_interval,
@@ -326,48 +329,52 @@ impl Relay<'_> {
         let idle = tokio::time::sleep(udp.idle_timeout);
         tokio::pin!(idle);
         let mut pending = Some(first);
-        let ended = loop {
-            let mut found = false;
-            if let Some(datagram) = pending.take() {
-                // A send error (ICMP unreachable, say) loses the datagram, as
-                // the network would.
-                let _ = upstream.send(&datagram).await;
-                totals.0 += datagram.len() as u64;
-                found |= scan(&mut scanners.0, &datagram);
-                idle.as_mut()
-                    .reset(tokio::time::Instant::now() + udp.idle_timeout);
-            }
-            if found && let Some(cut) = self.found_stratum(&policy.borrow().clone(), totals) {
-                break cut;
-            }
-            tokio::select! {
-                got = rx.recv() => match got {
-                    Some(datagram) => pending = Some(datagram),
-                    None => break Ended::Stopping,
-                },
-                ready = upstream.readable() => {
-                    let Some(answer) = ready.ok().and_then(|()| receive(&upstream)) else {
-                        continue;
-                    };
-                    let _ = reply.send_to(&answer, self.key.client).await;
-                    totals.1 += answer.len() as u64;
-                    idle.as_mut().reset(tokio::time::Instant::now() + udp.idle_timeout);
-                    if scan(&mut scanners.1, &answer)
-                        && let Some(cut) = self.found_stratum(&policy.borrow().clone(), totals)
-                    {
-                        break cut;
-                    }
+        let ended = if let Decision::Deny { reason } = at_start {
+            Ended::Cut(reason)
+        } else {
+            loop {
+                let mut found = false;
+                if let Some(datagram) = pending.take() {
+                    // A send error (ICMP unreachable, say) loses the datagram, as
+                    // the network would.
+                    let _ = upstream.send(&datagram).await;
+                    totals.0 += datagram.len() as u64;
+                    found |= scan(&mut scanners.0, &datagram);
+                    idle.as_mut()
+                        .reset(tokio::time::Instant::now() + udp.idle_timeout);
                 }
-                () = &mut idle => break Ended::Idle,
-                () = crate::model::stopped(&mut stop) => break Ended::Stopping,
-                _ = ticker.tick() => emit(udp, &mut self.live, totals, self.start, false),
-                changed = policy.changed() => {
-                    if changed.is_err() {
-                        continue;
+                if found && let Some(cut) = self.found_stratum(&policy.borrow().clone(), totals) {
+                    break cut;
+                }
+                tokio::select! {
+                    got = rx.recv() => match got {
+                        Some(datagram) => pending = Some(datagram),
+                        None => break Ended::Stopping,
+                    },
+                    ready = upstream.readable() => {
+                        let Some(answer) = ready.ok().and_then(|()| receive(&upstream)) else {
+                            continue;
+                        };
+                        let _ = reply.send_to(&answer, self.key.client).await;
+                        totals.1 += answer.len() as u64;
+                        idle.as_mut().reset(tokio::time::Instant::now() + udp.idle_timeout);
+                        if scan(&mut scanners.1, &answer)
+                            && let Some(cut) = self.found_stratum(&policy.borrow().clone(), totals)
+                        {
+                            break cut;
+                        }
                     }
-                    let current = policy.borrow_and_update().clone();
-                    if let Decision::Deny { reason } = self.judge.decide(&current, self.live.protocol()) {
-                        break Ended::Cut(reason);
+                    () = &mut idle => break Ended::Idle,
+                    () = crate::model::stopped(&mut stop) => break Ended::Stopping,
+                    _ = ticker.tick() => emit(udp, &mut self.live, totals, self.start, false),
+                    changed = policy.changed() => {
+                        if changed.is_err() {
+                            continue;
+                        }
+                        let current = policy.borrow_and_update().clone();
+                        if let Decision::Deny { reason } = self.judge.decide(&current, self.live.protocol()) {
+                            break Ended::Cut(reason);
+                        }
                     }
                 }
             }

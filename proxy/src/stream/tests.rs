@@ -123,9 +123,23 @@ struct Harness {
 }
 
 fn harness(policy: Policy, judge: Judge, inspect: Inspect) -> Harness {
+    harness_changed(policy, judge, inspect, None)
+}
+
+/// [`harness`], with the policy changed to `then` after the stream was
+/// judged and before it is piped (during its dial, say).
+fn harness_changed(
+    policy: Policy,
+    judge: Judge,
+    inspect: Inspect,
+    then: Option<Policy>,
+) -> Harness {
     let mut registry = Registry::default();
     let (telemetry, records) = channel(&mut registry);
     let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
+    if let Some(then) = then {
+        policy_tx.send(Arc::new(then)).unwrap();
+    }
     let (_stop_tx, stop) = watch::channel(false);
     let ctx = StreamContext {
         telemetry,
@@ -206,6 +220,30 @@ async fn a_policy_that_no_longer_allows_a_stream_cuts_it() {
     // The client sees its connection closed.
     let mut rest = Vec::new();
     h.client.read_to_end(&mut rest).await.unwrap();
+}
+
+/// A policy that came between the stream's judgement and its first byte
+/// (a quarantine during a slow dial, an upgrade answered late) is applied
+/// before any byte moves.
+#[tokio::test(start_paused = true)]
+async fn a_policy_that_came_before_the_first_byte_is_applied() {
+    let then = Some(enforcing(&["pypi.test:443"]));
+    let mut h = harness_changed(Policy::allow_all(), pool_judge(), Inspect::Raw, then);
+    h.client.write_all(b"mining.subscribe").await.unwrap();
+    let ended = h.task.await.unwrap();
+    assert_eq!(ended, Ended::Cut("destination not in baseline"));
+    let mut reached = Vec::new();
+    h.server.read_to_end(&mut reached).await.unwrap();
+    assert!(reached.is_empty(), "{reached:?} went upstream");
+    let records = drain(&mut h.records);
+    assert!(records.iter().any(|r| r.denied), "{records:?}");
+
+    // Still allowed: piped as usual.
+    let then = Some(enforcing(&["pool.test:3333"]));
+    let mut h = harness_changed(Policy::allow_all(), pool_judge(), Inspect::Raw, then);
+    h.client.write_all(b"still").await.unwrap();
+    h.server.read_exact(&mut [0u8; 5]).await.unwrap();
+    assert!(!h.task.is_finished());
 }
 
 #[tokio::test(start_paused = true)]

@@ -145,6 +145,34 @@ async fn a_policy_that_no_longer_allows_the_flow_cuts_it_as_a_denial() {
     assert!(last.denied && last.count == 1, "{records:?}");
 }
 
+/// A policy that came after the flow was judged and before its first
+/// datagram went is applied first: the datagram is not sent.
+#[tokio::test]
+async fn a_policy_that_came_before_the_first_datagram_is_applied() {
+    let mut h = harness(Duration::from_secs(30));
+    let dst = echo(b"").await;
+    h.policy_tx.send_replace(Arc::new(Policy {
+        version: 2,
+        enforce: true,
+        ..Policy::allow_all()
+    }));
+    let flow = relay(&h, dst, b"ping").await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), flow.task)
+        .await
+        .expect("cut at once")
+        .unwrap();
+    assert!(matches!(ended, Ended::Cut(_)), "{ended:?}");
+    let mut buf = [0u8; 64];
+    let echoed = tokio::time::timeout(Duration::from_millis(300), flow.client.recv(&mut buf)).await;
+    assert!(echoed.is_err(), "the first datagram went upstream");
+    let records = drain(&mut h.records);
+    let last = records.last().unwrap();
+    assert!(
+        last.denied && last.count == 1 && last.bytes_in == 0,
+        "{records:?}"
+    );
+}
+
 #[tokio::test]
 async fn stratum_in_a_udp_flow_is_cut_in_enforcement_even_to_a_learned_destination() {
     let mut h = harness(Duration::from_secs(30));
