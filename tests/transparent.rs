@@ -90,6 +90,7 @@ fn init_is_idempotent_and_removes_only_its_own_rules() {
     );
     let unrelated = "-A OUTPUT -p udp -m udp --dport 53 -j RETURN";
     let before = ns.nat_rules();
+    let filter_before = ns.rules("filter");
     assert!(before.contains(&unrelated.to_owned()), "{before:#?}");
 
     init(&[]);
@@ -136,8 +137,42 @@ fn init_is_idempotent_and_removes_only_its_own_rules() {
     } else {
         eprintln!("no IPv6 in this kernel: only the IPv4 rules are checked");
     }
+    // What is neither TCP nor UDP, and ICMP echo requests, are dropped.
+    let filter = ns.rules("filter");
+    for want in [
+        ":VIGIL_EGRESS -",
+        "-A OUTPUT -j VIGIL_EGRESS",
+        "-A VIGIL_EGRESS -o lo -j RETURN",
+        "-A VIGIL_EGRESS -m owner --uid-owner 2102 -j RETURN",
+        "-A VIGIL_EGRESS -p tcp -j RETURN",
+        "-A VIGIL_EGRESS -p udp -j RETURN",
+        "-A VIGIL_EGRESS -p icmp -m icmp --icmp-type 8 -j DROP",
+        "-A VIGIL_EGRESS -p icmp -j RETURN",
+        "-A VIGIL_EGRESS -j DROP",
+    ] {
+        assert!(
+            filter.contains(&want.to_owned()),
+            "missing {want:?} in {filter:#?}"
+        );
+    }
+    if ipv6() {
+        assert!(
+            filter
+                .iter()
+                .any(|l| l.contains("-p ipv6-icmp") && l.contains("--icmpv6-type 128 -j DROP")),
+            "{filter:#?}"
+        );
+    }
     init(&[]);
     assert_eq!(ns.nat_rules(), once, "a second run changes nothing");
+    assert_eq!(ns.rules("filter"), filter, "a second run changes nothing");
+    init(&["--block-other-protocols", "off"]);
+    assert_eq!(
+        ns.rules("filter"),
+        filter_before,
+        "off takes the chain back"
+    );
+    init(&[]);
 
     // Other flags (here through env vars) replace Vigil's rules, not add to them.
     let mut cmd = ns.cmd(&proxy);
@@ -170,6 +205,7 @@ fn init_is_idempotent_and_removes_only_its_own_rules() {
         before,
         "--remove restores the earlier ruleset"
     );
+    assert_eq!(ns.rules("filter"), filter_before, "and the filter table's");
     init(&["--remove"]);
     assert_eq!(ns.nat_rules(), before, "removing twice is fine");
 
@@ -242,10 +278,32 @@ fn transparent_redirect_is_observed_and_enforced() {
     let ctl = net.controller(tmp.path());
     let grpc = ctl.grpc;
 
+    // ICMP echo, which a notebook can send without privileges, leaves the
+    // pod before init and not after: it is neither TCP nor UDP, so the
+    // sidecar would never see it (a tunnel to any address).
+    let ping = |addr: &str| {
+        let mut cmd = pod.cmd("ping");
+        cmd.args(["-c", "1", "-W", "1", addr])
+            .stdout(std::process::Stdio::null());
+        cmd.status().unwrap().success()
+    };
+    let pings = on_path("ping");
+    if pings {
+        assert!(ping("10.66.0.2"), "the server answers pings before init");
+    } else {
+        eprintln!("no ping here: ICMP echo from the pod is not checked");
+    }
+
     // The pod: rules first (as an init container), then the sidecar.
     let out = pod.init_redirect();
     assert!(out.contains("installed"), "{out}");
     let _sidecar = sidecar(pod, grpc, tmp.path());
+    if pings {
+        assert!(!ping("10.66.0.2"), "an ICMP echo left the pod after init");
+        if v6 {
+            assert!(!ping("fd66::2"), "an ICMPv6 echo left the pod after init");
+        }
+    }
 
     // Outbound: plain curl, redirected to the sidecar's outbound listener.
     let (status, body) = pod.curl(&["http://10.66.0.2:8000/simple/x"]);
@@ -448,7 +506,12 @@ fn transparent_tls_by_sni_and_opaque_tcp() {
         matches!(code, Some(35 | 56)),
         "curl sees the connection reset during the handshake, got {code:?}"
     );
-    let alert = ctl.wait_alert("unknown_egress", "web", Some("evil.test:8443"));
+    // In enforcement the sidecar does not look up a name the pod may not
+    // look up (the query itself would carry data out; here the pod's
+    // hosts file names it, which only the pod reads): the name is not bound
+    // to the address, so the stream is judged, and alerted, by its
+    // address.
+    let alert = ctl.wait_alert("unknown_egress", "web", Some("10.66.0.2:8443"));
     assert_eq!(alert["action"], "blocked");
     assert_eq!(
         tcp("exec 3<>/dev/tcp/10.66.0.2/9000; printf 'again\\n' >&3; timeout 5 head -c 6 <&3"),

@@ -35,6 +35,7 @@
 //! Base tier: depends on nothing else in this crate.
 
 mod apply;
+pub mod egress;
 pub mod udp;
 mod values;
 
@@ -74,6 +75,8 @@ pub const DNS_PORT: &str = "53";
 pub const ENV_INIT_UDP_PORT: &str = "VIGIL_INIT_UDP_PORT";
 /// Env var for `--redirect-udp` (`on` or `off`).
 pub const ENV_INIT_REDIRECT_UDP: &str = "VIGIL_INIT_REDIRECT_UDP";
+/// Env var for `--block-other-protocols`.
+pub const ENV_INIT_BLOCK_OTHER_PROTOCOLS: &str = "VIGIL_INIT_BLOCK_OTHER_PROTOCOLS";
 /// Env var for `--skip-inbound-ports` (comma-separated).
 pub const ENV_INIT_SKIP_INBOUND_PORTS: &str = "VIGIL_INIT_SKIP_INBOUND_PORTS";
 /// Env var for `--skip-outbound-ports` (comma-separated).
@@ -125,6 +128,12 @@ pub struct InitArgs {
     /// `on` or `off`.
     #[arg(long, env = ENV_INIT_REDIRECT_UDP, value_enum, default_value_t = Switch::On)]
     pub redirect_udp: Switch,
+    /// Drop what the pod sends that is neither TCP nor UDP (every uid but
+    /// the sidecar's and --skip-outbound-uids; loopback and ICMP other than
+    /// echo requests pass): ICMP echo tunnels and other protocols would
+    /// leave unseen (filter table, chain VIGIL_EGRESS): `on` or `off`.
+    #[arg(long, env = ENV_INIT_BLOCK_OTHER_PROTOCOLS, value_enum, default_value_t = Switch::On)]
+    pub block_other_protocols: Switch,
     /// uid the sidecar runs as: its own connections are never redirected
     /// (without this, they would loop back into it).
     #[arg(long, env = ENV_INIT_PROXY_UID, default_value_t = 2102)]
@@ -535,9 +544,19 @@ fn plan_remove_family(family: &Family) -> Vec<IptablesCommand> {
 pub fn run(args: &InitArgs, out: &mut impl std::io::Write) -> Result<(), InitError> {
     let families = args.families(kernel_ipv6());
     let commands = if args.remove {
-        [plan_remove(&families), udp::plan_remove(&families)].concat()
+        [
+            plan_remove(&families),
+            udp::plan_remove(&families),
+            egress::plan_remove(&families),
+        ]
+        .concat()
     } else {
-        [plan(args, &families), udp::plan(args, &families)].concat()
+        [
+            plan(args, &families),
+            udp::plan(args, &families),
+            egress::plan(args, &families),
+        ]
+        .concat()
     };
     if args.dry_run {
         for command in &commands {
@@ -561,9 +580,16 @@ pub fn run(args: &InitArgs, out: &mut impl std::io::Write) -> Result<(), InitErr
         ),
         _ => String::new(),
     };
+    let egress = match (args.remove, args.block_other_protocols) {
+        (false, Switch::On) => format!(
+            "; other protocols and ICMP echo requests dropped ({}, filter table)",
+            egress::CHAIN
+        ),
+        _ => String::new(),
+    };
     let _ = writeln!(
         out,
-        "vigil-proxy init: {done} {INBOUND_CHAIN} and {OUTBOUND_CHAIN} (nat table, {}{dns}){udp}",
+        "vigil-proxy init: {done} {INBOUND_CHAIN} and {OUTBOUND_CHAIN} (nat table, {}{dns}){udp}{egress}",
         programs.join(" and ")
     );
     Ok(())

@@ -137,6 +137,12 @@ impl Netns {
     /// The nat tables as `iptables-save` then (with IPv6) `ip6tables-save`
     /// print them, without comments and packet counters.
     pub fn nat_rules(&self) -> Vec<String> {
+        self.rules("nat")
+    }
+
+    /// `table` as `iptables-save` then (with IPv6) `ip6tables-save` print
+    /// it, without comments and packet counters.
+    pub fn rules(&self, table: &str) -> Vec<String> {
         let mut saves = vec![IPTABLES_SAVE];
         if ipv6() {
             saves.push(IP6TABLES_SAVE);
@@ -144,7 +150,7 @@ impl Netns {
         saves
             .into_iter()
             .flat_map(|save| {
-                let text = self.run(save, &["-t", "nat"]);
+                let text = self.run(save, &["-t", table]);
                 let rules: Vec<String> = text
                     .lines()
                     .filter(|l| !l.starts_with('#'))

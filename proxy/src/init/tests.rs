@@ -264,11 +264,15 @@ fn dry_run_prints_without_running() {
     run(&args, &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
     let families = args.families(kernel_ipv6());
-    let want: String = [plan(&args, &families), udp::plan(&args, &families)]
-        .concat()
-        .iter()
-        .map(|c| format!("{c}\n"))
-        .collect();
+    let want: String = [
+        plan(&args, &families),
+        udp::plan(&args, &families),
+        egress::plan(&args, &families),
+    ]
+    .concat()
+    .iter()
+    .map(|c| format!("{c}\n"))
+    .collect();
     assert_eq!(text, want);
     assert!(
         text.starts_with("/nonexistent/iptables-restore -w --noflush <<'EOF'\n*nat\n"),
