@@ -1,9 +1,11 @@
 //! Bodies that count their bytes, and emit the request's record once the
-//! response body ends or is dropped. A response that streams (no known
-//! length: server-sent events, gRPC streams, long downloads) is live: while
-//! it is open its record is reported at every report interval with the
-//! bytes so far, and it is judged again when the policy has changed; one the
-//! policy no longer allows is ended and counted as a denial.
+//! response body ends or is dropped. A response that lasts (server-sent
+//! events, gRPC streams, long downloads, and a body of any declared length
+//! that its server trickles) is live: once it has waited for its server, or
+//! moved [`LIVE_AFTER`] bytes, its record is reported at every report
+//! interval with the bytes so far, and it is judged again when the policy
+//! has changed; one the policy no longer allows is ended and counted as a
+//! denial. A response that arrives at once (most) never arms a timer.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,6 +23,12 @@ use crate::model::Record;
 use crate::policy::{Decision, PolicyRx};
 use crate::stream::LiveRecord;
 use crate::telemetry::Telemetry;
+
+/// Bytes after which a response that never waited for its server is made
+/// live all the same: one that a slow client paces is always ready, and a
+/// declared length says nothing about how long it lasts (`Content-Length:
+/// 2^60`, trickled, outlived a quarantine before).
+pub const LIVE_AFTER: u64 = 64 * 1024;
 
 /// The body type every proxy response carries.
 pub type ProxyBody = CountingBody<BoxBody<Bytes, hyper::Error>>;
@@ -86,11 +94,20 @@ where
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    this.counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    let total = this.counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    if total + data.len() as u64 > LIVE_AFTER
+                        && let Some(finish) = &mut this.finish
+                    {
+                        finish.arm(cx);
+                    }
                 }
             }
             Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.done(),
-            Poll::Pending => {}
+            Poll::Pending => {
+                if let Some(finish) = &mut this.finish {
+                    finish.arm(cx);
+                }
+            }
         }
         polled
     }
@@ -142,6 +159,20 @@ impl Live {
 }
 
 impl Finish {
+    /// Starts a live response's report timer, once: its first tick comes
+    /// one interval from now and wakes the body's task.
+    fn arm(&mut self, cx: &mut Context<'_>) {
+        if let Some(live) = &mut self.live
+            && live.next.is_none()
+        {
+            let next = live
+                .next
+                .insert(Box::pin(tokio::time::sleep(live.interval)));
+            // Registers the waker; an interval has not passed yet.
+            let _ = next.as_mut().poll(cx);
+        }
+    }
+
     /// At a report tick of a live response: reports the bytes so far and
     /// judges it again if the policy changed. True when it must end (the
     /// denial is recorded).
@@ -150,9 +181,9 @@ impl Finish {
             return false;
         };
         let interval = live.interval;
-        let next = live
-            .next
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(interval)));
+        let Some(next) = live.next.as_mut() else {
+            return false;
+        };
         if next.as_mut().poll(cx).is_pending() {
             return false;
         }
@@ -206,14 +237,15 @@ impl Finish {
     }
 }
 
-/// Wraps a response body so that `finish` is emitted when it completes; a
-/// body of unknown length is made live (see [`Live`]) when `live` is given.
+/// Wraps a response body so that `finish` is emitted when it completes;
+/// given `live`, a body that lasts is made live (see [`Live`]), whatever
+/// length it declares.
 pub fn finishing(
     inner: BoxBody<Bytes, hyper::Error>,
     mut finish: Finish,
     live: Option<Live>,
 ) -> ProxyBody {
-    if inner.size_hint().exact().is_none() && !inner.is_end_stream() {
+    if !inner.is_end_stream() {
         finish.live = live;
     }
     CountingBody {

@@ -17,10 +17,42 @@ type Sender = mpsc::Sender<Result<Frame<Bytes>, hyper::Error>>;
 /// A streaming response body (unknown length) for a request to
 /// `pool.test:3333`, its frame sender, the policy and the records.
 fn streaming(policy: Policy) -> (ProxyBody, Sender, watch::Sender<Arc<Policy>>, Records) {
+    declaring(policy, None)
+}
+
+/// A body that declares an exact length it need not keep to (as a server
+/// may: `Content-Length: 2^60`, then a trickle).
+struct Declared<B>(B, u64);
+
+impl<B: http_body::Body + Unpin> http_body::Body for Declared<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        std::pin::Pin::new(&mut self.0).poll_frame(cx)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.1)
+    }
+}
+
+/// [`streaming`], declaring `length` when given.
+fn declaring(
+    policy: Policy,
+    length: Option<u64>,
+) -> (ProxyBody, Sender, watch::Sender<Arc<Policy>>, Records) {
     let mut registry = prometheus_client::registry::Registry::default();
     let (telemetry, records) = channel(&mut registry);
     let (tx, rx) = mpsc::channel(8);
-    let inner = StreamBody::new(ReceiverStream::new(rx)).boxed();
+    let stream = StreamBody::new(ReceiverStream::new(rx));
+    let inner = match length {
+        Some(length) => Declared(stream, length).boxed(),
+        None => stream.boxed(),
+    };
     let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
     let record = Record {
         authority: "pool.test:3333".into(),
@@ -93,6 +125,59 @@ async fn a_streaming_response_the_policy_no_longer_allows_is_ended() {
         records.iter().any(|r| r.denied && r.count == 1),
         "the cut is recorded: {records:?}"
     );
+    drop(tx);
+}
+
+/// A body that declares a length and trickles is judged again all the
+/// same: it was not, and outlived a quarantine.
+#[tokio::test(start_paused = true)]
+async fn a_trickled_response_of_any_declared_length_is_judged_again() {
+    let (mut body, tx, policy, mut records) = declaring(Policy::allow_all(), Some(1 << 60));
+    let _subscribed = policy.subscribe();
+    tx.send(Ok(Frame::data(Bytes::from_static(b"job\n"))))
+        .await
+        .unwrap();
+    body.frame().await.unwrap().unwrap();
+    policy
+        .send(Arc::new(Policy {
+            version: 2,
+            quarantined: true,
+            ..Policy::allow_all()
+        }))
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), body.frame()).await;
+    assert!(matches!(next, Ok(None)), "ended at the next tick");
+    let records = drain(&mut records);
+    assert!(records.iter().any(|r| r.denied), "{records:?}");
+    drop(tx);
+}
+
+/// A response that arrives at once arms no timer; one that is always
+/// ready (a slow client paces it) is armed once it has moved
+/// `LIVE_AFTER` bytes.
+#[tokio::test(start_paused = true)]
+async fn only_a_response_that_lasts_is_armed() {
+    let armed = |body: &ProxyBody| {
+        let live = body.finish.as_ref().and_then(|f| f.live.as_ref());
+        live.is_some_and(|live| live.next.is_some())
+    };
+    let (mut body, tx, _policy, _records) = streaming(Policy::allow_all());
+    tx.send(Ok(Frame::data(Bytes::from_static(b"small"))))
+        .await
+        .unwrap();
+    body.frame().await.unwrap().unwrap();
+    assert!(!armed(&body), "ready at once: no timer");
+    let chunk = Bytes::from(vec![b'x'; 40 * 1024]);
+    for _ in 0..2 {
+        tx.send(Ok(Frame::data(chunk.clone()))).await.unwrap();
+        body.frame().await.unwrap().unwrap();
+    }
+    assert!(armed(&body), "past LIVE_AFTER");
+
+    let (mut body, tx, _policy, _records) = streaming(Policy::allow_all());
+    let waiting = tokio::time::timeout(Duration::from_millis(10), body.frame()).await;
+    assert!(waiting.is_err());
+    assert!(armed(&body), "waited for its server");
     drop(tx);
 }
 
