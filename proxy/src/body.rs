@@ -255,6 +255,158 @@ pub fn finishing(
     }
 }
 
+/// Why a request body stopped short of its end.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestBodyError {
+    /// The client's body failed.
+    #[error(transparent)]
+    Client(#[from] hyper::Error),
+    /// The policy no longer allows the request while its body was still
+    /// coming: the rest is not sent.
+    #[error("the policy no longer allows this request: {0}")]
+    Cut(&'static str),
+}
+
+impl RequestBodyError {
+    /// The reason, when `e` (or what caused it) is a request body cut by
+    /// the policy.
+    pub fn cut_in(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+        let mut next = Some(e);
+        while let Some(e) = next {
+            if let Some(RequestBodyError::Cut(reason)) = e.downcast_ref::<RequestBodyError>() {
+                return Some(reason);
+            }
+            next = e.source();
+        }
+        None
+    }
+}
+
+/// A request body, judged again while it lasts: one that waits for its
+/// client or has moved [`LIVE_AFTER`] bytes gets a timer, and at each tick
+/// after a policy change the request is judged as it was at first; refused,
+/// the body ends in [`RequestBodyError::Cut`] and the rest is not sent. A
+/// chunked upload that never ends (a miner's shares going up) outlived a
+/// quarantine before. A body that arrives at once arms nothing.
+#[derive(Debug)]
+pub struct RequestBody<B = hyper::body::Incoming> {
+    inner: B,
+    guard: Option<Box<Guard>>,
+}
+
+/// What judges a request body while it lasts.
+#[derive(Debug)]
+struct Guard {
+    policy: PolicyRx,
+    judge: Judge,
+    protocol: crate::model::Protocol,
+    interval: std::time::Duration,
+    next: Option<Pin<Box<Sleep>>>,
+    moved: u64,
+}
+
+impl<B: Body> RequestBody<B> {
+    /// `inner`, judged as `record` was against `policy` when it lasts
+    /// (checked every `interval`). A body that is already over (a `GET`'s,
+    /// most requests') gets no guard: nothing is allocated for it.
+    pub fn judged(
+        inner: B,
+        record: &Record,
+        policy: PolicyRx,
+        interval: std::time::Duration,
+    ) -> Self {
+        if inner.is_end_stream() {
+            return RequestBody { inner, guard: None };
+        }
+        RequestBody {
+            inner,
+            guard: Some(Box::new(Guard {
+                policy,
+                judge: Judge::of_record(record),
+                protocol: record.protocol,
+                interval,
+                next: None,
+                moved: 0,
+            })),
+        }
+    }
+}
+
+impl Guard {
+    fn arm(&mut self, cx: &mut Context<'_>) {
+        if self.next.is_none() {
+            let next = self
+                .next
+                .insert(Box::pin(tokio::time::sleep(self.interval)));
+            let _ = next.as_mut().poll(cx);
+        }
+    }
+
+    /// The refusal, at a tick after a policy change that no longer allows
+    /// the request.
+    fn tick(&mut self, cx: &mut Context<'_>) -> Option<&'static str> {
+        let next = self.next.as_mut()?;
+        if next.as_mut().poll(cx).is_pending() {
+            return None;
+        }
+        next.as_mut()
+            .reset(tokio::time::Instant::now() + self.interval);
+        let _ = next.as_mut().poll(cx);
+        if !self.policy.has_changed().unwrap_or(false) {
+            return None;
+        }
+        let policy = self.policy.borrow_and_update().clone();
+        match self.judge.decide(&policy, self.protocol) {
+            Decision::Deny { reason } => Some(reason),
+            Decision::Allow => None,
+        }
+    }
+}
+
+impl<B> Body for RequestBody<B>
+where
+    B: Body<Data = Bytes, Error = hyper::Error> + Unpin,
+{
+    type Data = Bytes;
+    type Error = RequestBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
+        let this = self.get_mut();
+        if let Some(guard) = &mut this.guard
+            && let Some(reason) = guard.tick(cx)
+        {
+            tracing::info!(judge = ?guard.judge, reason, "cut a request body the policy no longer allows");
+            this.guard = None;
+            return Poll::Ready(Some(Err(RequestBodyError::Cut(reason))));
+        }
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Some(guard) = &mut this.guard {
+            match &polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    guard.moved += frame.data_ref().map_or(0, |d| d.len() as u64);
+                    if guard.moved > LIVE_AFTER {
+                        guard.arm(cx);
+                    }
+                }
+                Poll::Pending => guard.arm(cx),
+                _ => {}
+            }
+        }
+        polled.map(|frame| frame.map(|r| r.map_err(RequestBodyError::Client)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A complete in-memory body.
 pub fn full(bytes: impl Into<Bytes>) -> BoxBody<Bytes, hyper::Error> {
     Full::new(bytes.into())

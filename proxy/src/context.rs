@@ -16,7 +16,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -37,7 +36,7 @@ use crate::telemetry::Telemetry;
 use crate::upstream::Connector;
 
 /// The one pooled upstream client shared by both directions.
-pub type UpstreamClient = Client<Connector, CountingBody<Incoming>>;
+pub type UpstreamClient = Client<Connector, CountingBody<body::RequestBody>>;
 
 /// Builds a pooled upstream client (TCP_NODELAY, keep-alive pool): HTTP/1.1,
 /// or HTTP/2 with prior knowledge when `h2` (for clients that spoke HTTP/2

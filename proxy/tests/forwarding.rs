@@ -59,6 +59,40 @@ async fn http_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, conns)
 }
 
+/// An HTTP upstream that reads a request's whole body before it answers,
+/// counting the body bytes it has received.
+async fn draining_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(AtomicUsize::new(0));
+    let counter = received.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let counter = counter.clone();
+                    async move {
+                        let mut body = req.into_body();
+                        while let Some(Ok(frame)) = body.frame().await {
+                            if let Some(data) = frame.data_ref() {
+                                counter.fetch_add(data.len(), Ordering::SeqCst);
+                            }
+                        }
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                            Bytes::from_static(b"uploaded"),
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, received)
+}
+
 async fn echo_upstream() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -237,6 +271,7 @@ async fn forwards_enforces_and_reports() -> Result<()> {
     let (app, app_conns) = http_upstream().await;
     let (other, _) = http_upstream().await;
     let echo = echo_upstream().await;
+    let (upload, uploaded) = draining_upstream().await;
 
     // Fake controller.
     let (policy_tx, policy_rx) = watch::channel(v1::Policy {
@@ -245,6 +280,7 @@ async fn forwards_enforces_and_reports() -> Result<()> {
         allowed_authorities: vec![
             format!("allowed.test:{}", app.port()),
             format!("echo.test:{}", echo.port()),
+            format!("upload.test:{}", upload.port()),
         ],
         allowed_addrs: vec![],
         allowed_sources: vec!["default/client".into()],
@@ -282,7 +318,7 @@ async fn forwards_enforces_and_reports() -> Result<()> {
     let mut hosts = tempfile::NamedTempFile::new()?;
     std::io::Write::write_all(
         &mut hosts,
-        b"# test names\nallowed.test 127.0.0.1\n127.0.0.1 denied.test echo.test blocked.test\n",
+        b"# test names\nallowed.test 127.0.0.1\n127.0.0.1 denied.test echo.test blocked.test upload.test\n",
     )?;
     let controller = format!("http://{grpc_addr}");
     let app_s = app.to_string();
@@ -515,6 +551,46 @@ async fn forwards_enforces_and_reports() -> Result<()> {
     let dump: serde_json::Value = serde_json::from_str(&dump)?;
     assert_eq!(dump["policy"]["version"], 7);
     assert_eq!(dump["config"]["args"]["workload"], "web");
+
+    // An upload that never ends (a miner's shares going up) is cut when the
+    // policy stops allowing it, before its response: the client gets 403.
+    let mut client = TcpStream::connect(outbound).await?;
+    let target = format!("upload.test:{}", upload.port());
+    client
+        .write_all(
+            format!(
+                "POST http://{target}/shares HTTP/1.1\r\nHost: {target}\r\n\
+                 Transfer-Encoding: chunked\r\n\r\n5\r\nshare\r\n"
+            )
+            .as_bytes(),
+        )
+        .await?;
+    eventually("the first chunk upstream", || async {
+        uploaded.load(Ordering::SeqCst) >= 5
+    })
+    .await?;
+    let before = policy_tx.borrow().clone();
+    policy_tx.send(v1::Policy {
+        version: 8,
+        quarantined: true,
+        ..before.clone()
+    })?;
+    let mut answer = vec![0u8; 12];
+    tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut answer))
+        .await
+        .context("the cut upload's answer")??;
+    assert_eq!(
+        &answer,
+        b"HTTP/1.1 403",
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(uploaded.load(Ordering::SeqCst), 5, "nothing after the cut");
+    policy_tx.send(v1::Policy {
+        version: 9,
+        ..before
+    })?;
+    eventually("policy 9", || async { running.policy().version == 9 }).await?;
 
     // The controller goes away: forwarding and the last policy go on.
     drop(policy_tx);

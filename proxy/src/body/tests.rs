@@ -181,6 +181,47 @@ async fn only_a_response_that_lasts_is_armed() {
     drop(tx);
 }
 
+/// A request body still coming when the policy stops allowing its request
+/// ends in a cut (the rest is not sent), recognisable through the error
+/// chain; a change that still allows it, or a body that arrives at once,
+/// goes on.
+#[tokio::test(start_paused = true)]
+async fn a_request_body_the_policy_no_longer_allows_is_cut() {
+    use super::{RequestBody, RequestBodyError};
+    let record = Record {
+        authority: "pool.test:3333".into(),
+        method: "POST".into(),
+        ..Record::new(Direction::Outbound, Protocol::Http1)
+    };
+    let (policy_tx, policy_rx) = watch::channel(Arc::new(Policy::allow_all()));
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, hyper::Error>>(8);
+    let inner = StreamBody::new(ReceiverStream::new(rx));
+    let mut body = RequestBody::judged(inner, &record, policy_rx, Duration::from_secs(1));
+    tx.send(Ok(Frame::data(Bytes::from_static(b"share 1"))))
+        .await
+        .unwrap();
+    body.frame().await.unwrap().unwrap();
+    policy_tx.send_modify(|p| Arc::make_mut(p).version = 2);
+    let waiting = tokio::time::timeout(Duration::from_secs(3), body.frame()).await;
+    assert!(waiting.is_err(), "a change that allows it: it goes on");
+    policy_tx
+        .send(Arc::new(Policy {
+            version: 3,
+            quarantined: true,
+            ..Policy::allow_all()
+        }))
+        .unwrap();
+    let cut = tokio::time::timeout(Duration::from_secs(3), body.frame())
+        .await
+        .expect("cut at the next tick")
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(cut, RequestBodyError::Cut(_)), "{cut}");
+    let wrapped: Box<dyn std::error::Error + Send + Sync> = Box::new(cut);
+    assert!(RequestBodyError::cut_in(&*wrapped).is_some());
+    drop(tx);
+}
+
 /// What a pooled upstream connection queues per request slot (hyper's
 /// dispatch channel holds requests by value, 32 to a block, two blocks per
 /// connection) stays small: the response's record is not carried inline by

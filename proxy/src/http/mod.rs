@@ -84,6 +84,13 @@ impl Shared {
                 self.respond(pending, response, DecisionLabel::allow, status)
             }
             Err(e) => {
+                if let Some(reason) = crate::body::RequestBodyError::cut_in(&e) {
+                    let mode = self.policy.borrow().mode.clone();
+                    let about = ("destination", destination);
+                    let response =
+                        crate::context::denied_response(reason, about, self.workload(), &mode);
+                    return self.respond(pending, response, DecisionLabel::deny, 403);
+                }
                 tracing::debug!(%destination, %addr, error = %e, "upstream request failed");
                 let response = unavailable_response(destination, &outbound::error_chain(&e));
                 self.respond(pending, response, DecisionLabel::error, 0)
@@ -130,6 +137,12 @@ impl Shared {
         {
             parts.headers.insert(header::HOST, value);
         }
+        let body = crate::body::RequestBody::judged(
+            body,
+            &pending.record,
+            self.policy.clone(),
+            self.report_interval,
+        );
         let body = CountingBody::new(body, pending.bytes_in.clone());
         let client = if h2 {
             &self.client.http2
