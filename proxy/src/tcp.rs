@@ -101,6 +101,15 @@ pub async fn connect(
                 return;
             }
         };
+        if matches!(sniffed.protocol, Detected::Http1 | Detected::Http2) {
+            // Plain HTTP inside the tunnel: served as a connection
+            // redirected to `addr`, so that each request's Host is judged
+            // against the address, as on a redirected connection. Piped
+            // raw, a tunnel to an allowed name on a shared (CDN) address
+            // carried requests for any other site on it.
+            drop(upstream);
+            return serve_tunnelled_http(tunnel_shared, sniffed.io, addr).await;
+        }
         record.protocol = stream_protocol(&sniffed.protocol);
         // The tunnel was judged by its CONNECT name; a TLS name inside must
         // go where the tunnel goes too.
@@ -138,6 +147,41 @@ pub async fn connect(
         }
     });
     shared.untracked(empty_ok())
+}
+
+/// Serves the HTTP a client speaks inside a `CONNECT` tunnel to `addr` as
+/// a connection redirected there (see [`crate::http::outbound::serve`]),
+/// until the client is done or the sidecar stops.
+async fn serve_tunnelled_http<I>(shared: Arc<Shared>, io: I, addr: SocketAddr)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let builder = crate::listener::http_builder(&shared.limits);
+    let mut stop = shared.stop.clone();
+    let service = hyper::service::service_fn(move |req| serve_in_tunnel(shared.clone(), addr, req));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::select! {
+        ended = conn => if let Err(e) = ended {
+            tracing::debug!(%addr, error = %e, "HTTP inside a CONNECT tunnel ended with an error");
+        },
+        () = crate::model::stopped(&mut stop) => {}
+    }
+}
+
+/// One request inside a tunnel, boxed: the tunnel is opened by a request
+/// that [`crate::http::outbound::serve`] serves, so its future's type
+/// would otherwise contain itself.
+fn serve_in_tunnel(
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    req: Request<Incoming>,
+) -> std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<Response<ProxyBody>, std::convert::Infallible>>
+            + Send,
+    >,
+> {
+    Box::pin(crate::http::outbound::serve(shared, Some(addr), req))
 }
 
 /// Connects to `addr` within [`CONNECT_TIMEOUT`]; the error is a short

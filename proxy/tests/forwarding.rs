@@ -446,6 +446,23 @@ async fn forwards_enforces_and_reports() -> Result<()> {
     let (line, _) = connect(outbound, &format!("blocked.test:{}", echo.port())).await?;
     assert!(line.contains(" 403"), "{line}");
 
+    // Plain HTTP inside a tunnel is judged request by request against the
+    // tunnel's address: a Host that does not go there is refused (piped
+    // raw, it reached another site on a shared address); the name that
+    // does passes.
+    let target = format!("allowed.test:{}", app.port());
+    let (line, tunnel) = connect(outbound, &target).await?;
+    assert!(line.contains(" 200"), "{line}");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tunnel)).await?;
+    tokio::spawn(conn);
+    let (status, body) = send(&mut sender, "/inside", &[("host", "attacker.example")]).await?;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = send(&mut sender, "/inside", &[("host", &target)]).await?;
+    assert_eq!(status, 200, "{body}");
+    let seen: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(seen["host"], target, "{body}");
+    drop(sender);
+
     // The IPv6 twins (where ip6tables redirects) serve and enforce alike.
     match (running.outbound_addr6, running.inbound_addr6) {
         (Some(out6), Some(in6)) => {
