@@ -341,7 +341,11 @@ impl Inspector {
             Some(frames) if !frames.is_broken() => {
                 let mut hit = false;
                 frames.feed(bytes, &mut |payload| hit |= scanner.feed(payload).is_some());
-                hit || (frames.is_broken() && scanner.feed(bytes).is_some())
+                // The sidecar declined compression on the upgrade: a
+                // compressed frame was agreed behind its back, and hides
+                // its payload from this scan. It is taken as mining.
+                hit || frames.saw_compressed()
+                    || (frames.is_broken() && scanner.feed(bytes).is_some())
             }
             _ => scanner.feed(bytes).is_some(),
         }

@@ -279,6 +279,34 @@ async fn mining_found_mid_stream_is_reported_and_cut_in_enforcement() {
     );
 }
 
+/// Compression is declined on every WebSocket upgrade, so a compressed
+/// frame (RSV1) was agreed behind the sidecar's back to hide its payload
+/// from the scan: it is taken as mining, cut in enforcement.
+#[tokio::test(start_paused = true)]
+async fn a_compressed_websocket_frame_is_taken_as_mining() {
+    let mut h = harness(
+        enforcing(&["pool.test:3333"]),
+        pool_judge(),
+        Inspect::WebSocket,
+    );
+    // An unmasked server text frame, RSV1 set, deflated payload.
+    let frame = [0xc1, 0x05, 0xf2, 0x48, 0xcd, 0xc9, 0xc9];
+    h.server.write_all(&frame).await.unwrap();
+    let ended = h.task.await.unwrap();
+    assert_eq!(ended, Ended::Cut(MINING_REASON));
+
+    // Plain frames are not.
+    let mut h = harness(
+        enforcing(&["pool.test:3333"]),
+        pool_judge(),
+        Inspect::WebSocket,
+    );
+    let plain = [0x81, 0x05, b'h', b'e', b'l', b'l', b'o'];
+    h.server.write_all(&plain).await.unwrap();
+    h.client.read_exact(&mut [0u8; 7]).await.unwrap();
+    assert!(!h.task.is_finished());
+}
+
 #[tokio::test(start_paused = true)]
 async fn mining_inside_websocket_frames_is_found() {
     let mut h = harness(Policy::allow_all(), pool_judge(), Inspect::WebSocket);
