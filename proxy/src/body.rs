@@ -1,11 +1,14 @@
 //! Bodies that count their bytes, and emit the request's record once the
-//! response body ends or is dropped. A response that lasts (server-sent
-//! events, gRPC streams, long downloads, and a body of any declared length
-//! that its server trickles) is live: once it has waited for its server, or
-//! moved [`LIVE_AFTER`] bytes, its record is reported at every report
-//! interval with the bytes so far, and it is judged again when the policy
-//! has changed; one the policy no longer allows is ended and counted as a
-//! denial. A response that arrives at once (most) never arms a timer.
+//! response body ends or is dropped. Every frame of a response or a request
+//! body is judged again when the policy has changed since (an atomic
+//! version check otherwise), and none passes once the policy refuses it.
+//! A response that lasts (server-sent events, gRPC streams, long
+//! downloads, and a body of any declared length that its server trickles)
+//! is live: once it waits again after its first bytes, or has moved
+//! [`LIVE_AFTER`] bytes, its record is reported at every report interval
+//! with the bytes so far, and it is judged at each tick too, so that one
+//! the policy no longer allows is ended even while no byte comes. A
+//! response that arrives at once (most) never arms a timer.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,10 +27,10 @@ use crate::policy::{Decision, PolicyRx};
 use crate::stream::LiveRecord;
 use crate::telemetry::Telemetry;
 
-/// Bytes after which a response that never waited for its server is made
-/// live all the same: one that a slow client paces is always ready, and a
-/// declared length says nothing about how long it lasts (`Content-Length:
-/// 2^60`, trickled, outlived a quarantine before).
+/// Bytes after which a body that never waited again is made live all the
+/// same: one that a slow client paces is always ready, and a declared
+/// length says nothing about how long it lasts (`Content-Length: 2^60`,
+/// trickled, outlived a quarantine before).
 pub const LIVE_AFTER: u64 = 64 * 1024;
 
 /// The body type every proxy response carries.
@@ -93,18 +96,29 @@ where
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    let total = this.counter.fetch_add(data.len() as u64, Ordering::Relaxed);
-                    if total + data.len() as u64 > LIVE_AFTER
-                        && let Some(finish) = &mut this.finish
-                    {
-                        finish.arm(cx);
-                    }
+                if let Some(finish) = &mut this.finish
+                    && finish.refused(&this.counter)
+                {
+                    // The policy changed and no longer allows it: this
+                    // frame is not passed on.
+                    this.finish = None;
+                    return Poll::Ready(None);
+                }
+                let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+                let total = this.counter.fetch_add(len, Ordering::Relaxed) + len;
+                if total > LIVE_AFTER
+                    && let Some(finish) = &mut this.finish
+                {
+                    finish.arm(cx);
                 }
             }
             Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.done(),
             Poll::Pending => {
-                if let Some(finish) = &mut this.finish {
+                // Waiting after bytes came: it lasts. Waiting for the
+                // first bytes is what every response does, once.
+                if this.counter.load(Ordering::Relaxed) > 0
+                    && let Some(finish) = &mut this.finish
+                {
                     finish.arm(cx);
                 }
             }
@@ -171,6 +185,26 @@ impl Finish {
             // Registers the waker; an interval has not passed yet.
             let _ = next.as_mut().poll(cx);
         }
+    }
+
+    /// Whether a policy that came since it was last judged refuses it (the
+    /// denial is recorded): checked on each frame, so that none passes
+    /// after such a change, timer or not.
+    fn refused(&mut self, bytes_out: &AtomicU64) -> bool {
+        let Some(live) = &mut self.live else {
+            return false;
+        };
+        if !live.policy.has_changed().unwrap_or(false) {
+            return false;
+        }
+        let policy = live.policy.borrow_and_update().clone();
+        let judge = Judge::of_record(&self.record);
+        if !judge.decide(&policy, self.record.protocol).is_deny() {
+            return false;
+        }
+        tracing::info!(authority = %self.record.authority, source = %self.record.source, "ended a response the policy no longer allows");
+        self.report(bytes_out.load(Ordering::Relaxed), true);
+        true
     }
 
     /// At a report tick of a live response: reports the bytes so far and
@@ -282,12 +316,13 @@ impl RequestBodyError {
     }
 }
 
-/// A request body, judged again while it lasts: one that waits for its
-/// client or has moved [`LIVE_AFTER`] bytes gets a timer, and at each tick
-/// after a policy change the request is judged as it was at first; refused,
-/// the body ends in [`RequestBodyError::Cut`] and the rest is not sent. A
-/// chunked upload that never ends (a miner's shares going up) outlived a
-/// quarantine before. A body that arrives at once arms nothing.
+/// A request body, judged again while it lasts: each frame after a policy
+/// change, and, once it waits again after its first bytes or has moved
+/// [`LIVE_AFTER`] bytes, each timer tick, judge the request as it was
+/// judged at first; refused, the body ends in [`RequestBodyError::Cut`] and
+/// the rest is not sent. A chunked upload that never ends (a miner's
+/// shares going up) outlived a quarantine before. A body that arrives at
+/// once arms nothing.
 #[derive(Debug)]
 pub struct RequestBody<B = hyper::body::Incoming> {
     inner: B,
@@ -312,7 +347,7 @@ impl<B: Body> RequestBody<B> {
     pub fn judged(
         inner: B,
         record: &Record,
-        policy: PolicyRx,
+        policy: &PolicyRx,
         interval: std::time::Duration,
     ) -> Self {
         if inner.is_end_stream() {
@@ -321,7 +356,7 @@ impl<B: Body> RequestBody<B> {
         RequestBody {
             inner,
             guard: Some(Box::new(Guard {
-                policy,
+                policy: policy.clone(),
                 judge: Judge::of_record(record),
                 protocol: record.protocol,
                 interval,
@@ -352,6 +387,12 @@ impl Guard {
         next.as_mut()
             .reset(tokio::time::Instant::now() + self.interval);
         let _ = next.as_mut().poll(cx);
+        self.refused()
+    }
+
+    /// The refusal, when a policy that came since the last judgement no
+    /// longer allows the request.
+    fn refused(&mut self) -> Option<&'static str> {
         if !self.policy.has_changed().unwrap_or(false) {
             return None;
         }
@@ -386,12 +427,17 @@ where
         if let Some(guard) = &mut this.guard {
             match &polled {
                 Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(reason) = guard.refused() {
+                        tracing::info!(judge = ?guard.judge, reason, "cut a request body the policy no longer allows");
+                        this.guard = None;
+                        return Poll::Ready(Some(Err(RequestBodyError::Cut(reason))));
+                    }
                     guard.moved += frame.data_ref().map_or(0, |d| d.len() as u64);
                     if guard.moved > LIVE_AFTER {
                         guard.arm(cx);
                     }
                 }
-                Poll::Pending => guard.arm(cx),
+                Poll::Pending if guard.moved > 0 => guard.arm(cx),
                 _ => {}
             }
         }

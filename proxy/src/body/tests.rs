@@ -177,7 +177,49 @@ async fn only_a_response_that_lasts_is_armed() {
     let (mut body, tx, _policy, _records) = streaming(Policy::allow_all());
     let waiting = tokio::time::timeout(Duration::from_millis(10), body.frame()).await;
     assert!(waiting.is_err());
-    assert!(armed(&body), "waited for its server");
+    assert!(
+        !armed(&body),
+        "waiting for the first bytes, as every response"
+    );
+    tx.send(Ok(Frame::data(Bytes::from_static(b"one"))))
+        .await
+        .unwrap();
+    // The frame that was waited for comes; then it waits again.
+    let next = tokio::time::timeout(Duration::from_millis(10), body.frame()).await;
+    assert!(next.is_ok());
+    let waiting = tokio::time::timeout(Duration::from_millis(10), body.frame()).await;
+    assert!(waiting.is_err());
+    assert!(armed(&body), "waited again after its first bytes");
+    drop(tx);
+}
+
+/// A frame that comes after a policy change that refuses the response is
+/// not passed on: the response ends there, without waiting for a tick.
+#[tokio::test(start_paused = true)]
+async fn no_frame_passes_after_a_refusing_change() {
+    let (mut body, tx, policy, mut records) = streaming(Policy::allow_all());
+    tx.send(Ok(Frame::data(Bytes::from_static(b"job 1\n"))))
+        .await
+        .unwrap();
+    body.frame().await.unwrap().unwrap();
+    policy
+        .send(Arc::new(Policy {
+            version: 2,
+            quarantined: true,
+            ..Policy::allow_all()
+        }))
+        .unwrap();
+    tx.send(Ok(Frame::data(Bytes::from_static(b"job 2\n"))))
+        .await
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    assert!(body.frame().await.is_none(), "job 2 is not passed on");
+    assert_eq!(start.elapsed(), Duration::ZERO, "at once, not at a tick");
+    let records = drain(&mut records);
+    assert!(
+        records.iter().any(|r| r.denied && r.bytes_out == 6),
+        "{records:?}"
+    );
     drop(tx);
 }
 
@@ -196,7 +238,7 @@ async fn a_request_body_the_policy_no_longer_allows_is_cut() {
     let (policy_tx, policy_rx) = watch::channel(Arc::new(Policy::allow_all()));
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, hyper::Error>>(8);
     let inner = StreamBody::new(ReceiverStream::new(rx));
-    let mut body = RequestBody::judged(inner, &record, policy_rx, Duration::from_secs(1));
+    let mut body = RequestBody::judged(inner, &record, &policy_rx, Duration::from_secs(1));
     tx.send(Ok(Frame::data(Bytes::from_static(b"share 1"))))
         .await
         .unwrap();

@@ -140,7 +140,7 @@ impl Shared {
         let body = crate::body::RequestBody::judged(
             body,
             &pending.record,
-            self.policy.clone(),
+            &self.policy,
             self.report_interval,
         );
         let body = CountingBody::new(body, pending.bytes_in.clone());
