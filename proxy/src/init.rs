@@ -363,6 +363,39 @@ fn jumps() -> [(&'static str, &'static [&'static str]); 3] {
 /// `--redirect-dns on`.
 const DNS_JUMP: usize = 2;
 
+/// `-m owner --uid-owner <uid> -j RETURN` for the sidecar's uid, then for
+/// each of `--skip-outbound-uids` (Envoy's 1337 beside Istio: its traffic
+/// already left Vigil's sidecar once, or is Envoy's own): what every
+/// outbound chain leaves alone first.
+pub fn own_returns(args: &InitArgs) -> Vec<Vec<String>> {
+    std::iter::once(args.proxy_uid)
+        .chain(args.skip_outbound_uids.iter().copied())
+        .map(|uid| {
+            let uid = uid.to_string();
+            strings(&["-m", "owner", "--uid-owner", &uid, "-j", "RETURN"])
+        })
+        .collect()
+}
+
+/// Test helpers shared by init's modules.
+#[cfg(test)]
+pub(crate) mod testing {
+    use clap::Parser;
+
+    use super::{InitArgs, IptablesCommand};
+
+    /// `vigil-proxy init` with `extra` flags.
+    pub fn parse(extra: &[&str]) -> InitArgs {
+        let argv = std::iter::once("vigil-proxy init").chain(extra.iter().copied());
+        InitArgs::try_parse_from(argv).unwrap()
+    }
+
+    /// The commands as the dry run prints them.
+    pub fn lines(commands: &[IptablesCommand]) -> Vec<String> {
+        commands.iter().map(ToString::to_string).collect()
+    }
+}
+
 /// The rules of `VIGIL_INBOUND`, as rule specs (after `-A VIGIL_INBOUND`).
 pub fn inbound_rules(args: &InitArgs) -> Vec<Vec<String>> {
     let mut rules: Vec<Vec<String>> = args
@@ -380,27 +413,8 @@ pub fn inbound_rules(args: &InitArgs) -> Vec<Vec<String>> {
 /// `-A VIGIL_OUTBOUND`): the sidecar's own traffic and loopback first, then
 /// the skips (networks of this family only), then the redirect.
 pub fn outbound_rules(args: &InitArgs, v6: bool) -> Vec<Vec<String>> {
-    let uid = args.proxy_uid.to_string();
     let loopback = if v6 { LOOPBACK_CIDR6 } else { LOOPBACK_CIDR };
-    let mut rules = vec![strings(&[
-        "-m",
-        "owner",
-        "--uid-owner",
-        &uid,
-        "-j",
-        "RETURN",
-    ])];
-    for uid in &args.skip_outbound_uids {
-        let uid = uid.to_string();
-        rules.push(strings(&[
-            "-m",
-            "owner",
-            "--uid-owner",
-            &uid,
-            "-j",
-            "RETURN",
-        ]));
-    }
+    let mut rules = own_returns(args);
     if args.redirect_dns == Switch::On {
         let to = args.dns_port.to_string();
         for proto in ["udp", "tcp"] {

@@ -71,6 +71,16 @@ fn declaring(
     (finishing(inner, finish, Some(live)), tx, policy_tx, records)
 }
 
+/// Sends a policy that quarantines the workload: it refuses everything.
+fn quarantine(policy: &watch::Sender<Arc<Policy>>, version: u64) {
+    let quarantined = Policy {
+        version,
+        quarantined: true,
+        ..Policy::allow_all()
+    };
+    policy.send(Arc::new(quarantined)).unwrap();
+}
+
 fn drain(records: &mut Records) -> Vec<Record> {
     std::iter::from_fn(|| records.try_next()).collect()
 }
@@ -138,13 +148,7 @@ async fn a_trickled_response_of_any_declared_length_is_judged_again() {
         .await
         .unwrap();
     body.frame().await.unwrap().unwrap();
-    policy
-        .send(Arc::new(Policy {
-            version: 2,
-            quarantined: true,
-            ..Policy::allow_all()
-        }))
-        .unwrap();
+    quarantine(&policy, 2);
     let next = tokio::time::timeout(Duration::from_secs(10), body.frame()).await;
     assert!(matches!(next, Ok(None)), "ended at the next tick");
     let records = drain(&mut records);
@@ -202,13 +206,7 @@ async fn no_frame_passes_after_a_refusing_change() {
         .await
         .unwrap();
     body.frame().await.unwrap().unwrap();
-    policy
-        .send(Arc::new(Policy {
-            version: 2,
-            quarantined: true,
-            ..Policy::allow_all()
-        }))
-        .unwrap();
+    quarantine(&policy, 2);
     tx.send(Ok(Frame::data(Bytes::from_static(b"job 2\n"))))
         .await
         .unwrap();
@@ -246,13 +244,7 @@ async fn a_request_body_the_policy_no_longer_allows_is_cut() {
     policy_tx.send_modify(|p| Arc::make_mut(p).version = 2);
     let waiting = tokio::time::timeout(Duration::from_secs(3), body.frame()).await;
     assert!(waiting.is_err(), "a change that allows it: it goes on");
-    policy_tx
-        .send(Arc::new(Policy {
-            version: 3,
-            quarantined: true,
-            ..Policy::allow_all()
-        }))
-        .unwrap();
+    quarantine(&policy_tx, 3);
     let cut = tokio::time::timeout(Duration::from_secs(3), body.frame())
         .await
         .expect("cut at the next tick")

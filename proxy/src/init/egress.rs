@@ -38,17 +38,7 @@ fn jump() -> (&'static str, [&'static str; 2]) {
 /// The rules of [`CHAIN`] for one family (`v6`: ICMPv6).
 pub fn rules(args: &InitArgs, v6: bool) -> Vec<Vec<String>> {
     let mut rules = vec![strings(&["-o", "lo", "-j", "RETURN"])];
-    for uid in std::iter::once(&args.proxy_uid).chain(&args.skip_outbound_uids) {
-        let uid = uid.to_string();
-        rules.push(strings(&[
-            "-m",
-            "owner",
-            "--uid-owner",
-            &uid,
-            "-j",
-            "RETURN",
-        ]));
-    }
+    rules.extend(super::own_returns(args));
     rules.push(strings(&["-p", "tcp", "-j", "RETURN"]));
     rules.push(strings(&["-p", "udp", "-j", "RETURN"]));
     let (icmp, echo_request) = if v6 {
@@ -127,16 +117,7 @@ pub fn plan_remove(families: &[Family]) -> Vec<IptablesCommand> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    fn parse(extra: &[&str]) -> InitArgs {
-        let argv = std::iter::once("vigil-proxy init").chain(extra.iter().copied());
-        InitArgs::try_parse_from(argv).unwrap()
-    }
-
-    fn lines(commands: &[IptablesCommand]) -> Vec<String> {
-        commands.iter().map(ToString::to_string).collect()
-    }
+    use crate::init::testing::{lines, parse};
 
     fn families() -> [Family; 2] {
         [

@@ -52,20 +52,7 @@ fn jumps() -> [(&'static str, [&'static str; 4]); 3] {
 /// the pod talking to itself pass; UDP-Lite out of the pod is dropped; UDP
 /// is marked.
 pub fn mark_rules(args: &InitArgs) -> Vec<Vec<String>> {
-    let own = |uid: u32| {
-        strings(&[
-            "-m",
-            "owner",
-            "--uid-owner",
-            &uid.to_string(),
-            "-j",
-            "RETURN",
-        ])
-    };
-    // The sidecar's own, then `--skip-outbound-uids` (Envoy's 1337 beside
-    // Istio: its UDP already left Vigil's sidecar once, or is Envoy's own).
-    let mut rules = vec![own(args.proxy_uid)];
-    rules.extend(args.skip_outbound_uids.iter().copied().map(own));
+    let mut rules = super::own_returns(args);
     rules.extend([
         strings(&["-p", "udp", "--dport", super::DNS_PORT, "-j", "RETURN"]),
         strings(&["-m", "addrtype", "--dst-type", "LOCAL", "-j", "RETURN"]),
@@ -213,16 +200,7 @@ fn plan_remove_family(family: &Family) -> Vec<IptablesCommand> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    fn parse(extra: &[&str]) -> InitArgs {
-        let argv = std::iter::once("vigil-proxy init").chain(extra.iter().copied());
-        InitArgs::try_parse_from(argv).unwrap()
-    }
-
-    fn lines(commands: &[IptablesCommand]) -> Vec<String> {
-        commands.iter().map(ToString::to_string).collect()
-    }
+    use crate::init::testing::{lines, parse};
 
     #[test]
     fn plans_the_udp_redirect_for_both_families() {
