@@ -154,6 +154,8 @@ pub struct Finish {
 pub struct Live {
     /// The current policy.
     pub policy: PolicyRx,
+    /// The policy version it was last judged by.
+    judged: u64,
     /// How often it is reported.
     pub interval: std::time::Duration,
     next: Option<Pin<Box<Sleep>>>,
@@ -161,10 +163,12 @@ pub struct Live {
 }
 
 impl Live {
-    /// Live reporting every `interval`, judged against `policy`.
-    pub fn new(policy: PolicyRx, interval: std::time::Duration) -> Self {
+    /// Live reporting every `interval`, judged against `policy` when its
+    /// version is no longer `judged` (the one the request was judged by).
+    pub fn new(policy: PolicyRx, interval: std::time::Duration, judged: u64) -> Self {
         Live {
             policy,
+            judged,
             interval,
             next: None,
             record: None,
@@ -198,6 +202,9 @@ impl Finish {
             return false;
         }
         let policy = live.policy.borrow_and_update().clone();
+        if std::mem::replace(&mut live.judged, policy.version) == policy.version {
+            return false;
+        }
         let judge = Judge::of_record(&self.record);
         if !judge.decide(&policy, self.record.protocol).is_deny() {
             return false;
@@ -225,6 +232,8 @@ impl Finish {
         let _ = next.as_mut().poll(cx);
         let changed = live.policy.has_changed().unwrap_or(false);
         let policy = live.policy.borrow_and_update().clone();
+        let changed =
+            changed && std::mem::replace(&mut live.judged, policy.version) != policy.version;
         let denied = changed
             && matches!(
                 Judge::of_record(&self.record).decide(&policy, self.record.protocol),
@@ -333,6 +342,7 @@ pub struct RequestBody<B = hyper::body::Incoming> {
 #[derive(Debug)]
 struct Guard {
     policy: PolicyRx,
+    judged: u64,
     judge: Judge,
     protocol: crate::model::Protocol,
     interval: std::time::Duration,
@@ -348,6 +358,7 @@ impl<B: Body> RequestBody<B> {
         inner: B,
         record: &Record,
         policy: &PolicyRx,
+        judged: u64,
         interval: std::time::Duration,
     ) -> Self {
         if inner.is_end_stream() {
@@ -357,6 +368,7 @@ impl<B: Body> RequestBody<B> {
             inner,
             guard: Some(Box::new(Guard {
                 policy: policy.clone(),
+                judged,
                 judge: Judge::of_record(record),
                 protocol: record.protocol,
                 interval,
@@ -397,6 +409,9 @@ impl Guard {
             return None;
         }
         let policy = self.policy.borrow_and_update().clone();
+        if std::mem::replace(&mut self.judged, policy.version) == policy.version {
+            return None;
+        }
         match self.judge.decide(&policy, self.protocol) {
             Decision::Deny { reason } => Some(reason),
             Decision::Allow => None,

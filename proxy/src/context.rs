@@ -260,6 +260,12 @@ pub struct Pending {
     pub start: Instant,
     /// Request body bytes.
     pub bytes_in: Arc<AtomicU64>,
+    /// The policy version in force when it arrived, at the latest what it
+    /// was judged by: a later one judges its bodies again.
+    pub policy_version: u64,
+    /// An inbound health check (one of `--health-path`): let through by a
+    /// quarantine, so its bodies are not judged again.
+    pub health_check: bool,
     /// Where the record goes if the request is dropped unanswered.
     guard: Option<Telemetry>,
 }
@@ -271,6 +277,8 @@ impl Pending {
             record,
             start: Instant::now(),
             bytes_in: Arc::new(AtomicU64::new(0)),
+            policy_version: 0,
+            health_check: false,
             guard: None,
         }
     }
@@ -335,6 +343,7 @@ impl Shared {
         decision: DecisionLabel,
         status: u16,
     ) -> Response<ProxyBody> {
+        let (judged, health_check) = (pending.policy_version, pending.health_check);
         let (mut record, bytes_in, start) = pending.settle();
         let elapsed = start.elapsed();
         self.metrics.record(record.direction, decision, elapsed);
@@ -347,8 +356,8 @@ impl Shared {
             telemetry: self.telemetry.clone(),
             live: None,
         };
-        let live = (decision == DecisionLabel::allow)
-            .then(|| body::Live::new(self.policy.clone(), self.report_interval));
+        let live = (decision == DecisionLabel::allow && !health_check)
+            .then(|| body::Live::new(self.policy.clone(), self.report_interval, judged));
         response.map(|b| finishing(b, finish, live))
     }
 
@@ -366,7 +375,9 @@ impl Shared {
     /// Arms `pending` so that its record is emitted even if the request is
     /// dropped before it is answered.
     pub fn track(&self, pending: Pending) -> Pending {
-        pending.armed(self.telemetry.clone())
+        let mut pending = pending.armed(self.telemetry.clone());
+        pending.policy_version = self.policy.borrow().version;
+        pending
     }
 
     /// The one decision on a destination the client named (an explicit

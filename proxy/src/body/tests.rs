@@ -67,7 +67,7 @@ fn declaring(
         telemetry,
         live: None,
     };
-    let live = Live::new(policy_rx, Duration::from_secs(1));
+    let live = Live::new(policy_rx, Duration::from_secs(1), 0);
     (finishing(inner, finish, Some(live)), tx, policy_tx, records)
 }
 
@@ -221,6 +221,43 @@ async fn no_frame_passes_after_a_refusing_change() {
     drop(tx);
 }
 
+/// The policy a request was judged by is not judged again, however its
+/// receiver came to see it: a response judged under version 2 passes
+/// frames under version 2, and is refused under version 3.
+#[tokio::test(start_paused = true)]
+async fn the_policy_a_request_was_judged_by_is_not_judged_again() {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let (telemetry, _records) = channel(&mut registry);
+    let (tx, rx) = mpsc::channel(8);
+    let inner = StreamBody::new(ReceiverStream::new(rx)).boxed();
+    let refusing = |version| Policy {
+        version,
+        quarantined: true,
+        ..Policy::allow_all()
+    };
+    // The request was judged by version 2 (a quarantine's health check,
+    // say); the receiver has not marked it seen.
+    let (policy_tx, policy_rx) = watch::channel(Arc::new(Policy::allow_all()));
+    policy_tx.send(Arc::new(refusing(2))).unwrap();
+    let finish = Finish {
+        record: Record::new(Direction::Inbound, Protocol::Http1),
+        bytes_in: Default::default(),
+        telemetry,
+        live: None,
+    };
+    let live = Live::new(policy_rx, Duration::from_secs(1), 2);
+    let mut body = finishing(inner, finish, Some(live));
+    tx.send(Ok(Frame::data(Bytes::from_static(b"ok"))))
+        .await
+        .unwrap();
+    assert!(body.frame().await.unwrap().is_ok(), "judged by version 2");
+    quarantine(&policy_tx, 3);
+    tx.send(Ok(Frame::data(Bytes::from_static(b"more"))))
+        .await
+        .unwrap();
+    assert!(body.frame().await.is_none(), "version 3 judges it again");
+}
+
 /// A request body still coming when the policy stops allowing its request
 /// ends in a cut (the rest is not sent), recognisable through the error
 /// chain; a change that still allows it, or a body that arrives at once,
@@ -236,7 +273,7 @@ async fn a_request_body_the_policy_no_longer_allows_is_cut() {
     let (policy_tx, policy_rx) = watch::channel(Arc::new(Policy::allow_all()));
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, hyper::Error>>(8);
     let inner = StreamBody::new(ReceiverStream::new(rx));
-    let mut body = RequestBody::judged(inner, &record, &policy_rx, Duration::from_secs(1));
+    let mut body = RequestBody::judged(inner, &record, &policy_rx, 0, Duration::from_secs(1));
     tx.send(Ok(Frame::data(Bytes::from_static(b"share 1"))))
         .await
         .unwrap();

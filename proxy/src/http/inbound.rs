@@ -69,8 +69,8 @@ pub async fn serve(
     // A quarantine lets the pod's health checks through, from anyone.
     let upgrade =
         req.method() == http::Method::CONNECT || req.headers().contains_key(http::header::UPGRADE);
-    let health = policy.quarantined
-        && is_health_check(&shared.limits.health_paths, req.uri().path(), upgrade);
+    pending.health_check = is_health_check(&shared.limits.health_paths, req.uri().path(), upgrade);
+    let health = policy.quarantined && pending.health_check;
     if !health && let Decision::Deny { reason } = evaluate_inbound(&policy, source.as_deref()) {
         let caller = source.as_deref().unwrap_or(INTERNET);
         let response = denied_response(reason, ("source", caller), shared.workload(), &policy.mode);
