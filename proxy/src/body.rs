@@ -23,7 +23,7 @@ use tokio::time::Sleep;
 
 use crate::destination::Judge;
 use crate::model::Record;
-use crate::policy::{Decision, PolicyRx};
+use crate::policy::{Decision, Policy, PolicyRx};
 use crate::stream::LiveRecord;
 use crate::telemetry::Telemetry;
 
@@ -154,8 +154,8 @@ pub struct Finish {
 pub struct Live {
     /// The current policy.
     pub policy: PolicyRx,
-    /// The policy version it was last judged by.
-    judged: u64,
+    /// The policy it was last judged by.
+    judged: Option<Arc<Policy>>,
     /// How often it is reported.
     pub interval: std::time::Duration,
     next: Option<Pin<Box<Sleep>>>,
@@ -163,9 +163,14 @@ pub struct Live {
 }
 
 impl Live {
-    /// Live reporting every `interval`, judged against `policy` when its
-    /// version is no longer `judged` (the one the request was judged by).
-    pub fn new(policy: PolicyRx, interval: std::time::Duration, judged: u64) -> Self {
+    /// Live reporting every `interval`, judged against `policy` when it is
+    /// no longer `judged`, the one the request was judged by (none: at its
+    /// first change).
+    pub fn new(
+        policy: PolicyRx,
+        interval: std::time::Duration,
+        judged: Option<Arc<Policy>>,
+    ) -> Self {
         Live {
             policy,
             judged,
@@ -202,7 +207,8 @@ impl Finish {
             return false;
         }
         let policy = live.policy.borrow_and_update().clone();
-        if std::mem::replace(&mut live.judged, policy.version) == policy.version {
+        let then = live.judged.replace(policy.clone());
+        if !crate::policy::differs(then.as_ref(), &policy) {
             return false;
         }
         let judge = Judge::of_record(&self.record);
@@ -232,8 +238,10 @@ impl Finish {
         let _ = next.as_mut().poll(cx);
         let changed = live.policy.has_changed().unwrap_or(false);
         let policy = live.policy.borrow_and_update().clone();
-        let changed =
-            changed && std::mem::replace(&mut live.judged, policy.version) != policy.version;
+        let changed = changed && {
+            let then = live.judged.replace(policy.clone());
+            crate::policy::differs(then.as_ref(), &policy)
+        };
         let denied = changed
             && matches!(
                 Judge::of_record(&self.record).decide(&policy, self.record.protocol),
@@ -342,7 +350,7 @@ pub struct RequestBody<B = hyper::body::Incoming> {
 #[derive(Debug)]
 struct Guard {
     policy: PolicyRx,
-    judged: u64,
+    judged: Option<Arc<Policy>>,
     judge: Judge,
     protocol: crate::model::Protocol,
     interval: std::time::Duration,
@@ -358,7 +366,7 @@ impl<B: Body> RequestBody<B> {
         inner: B,
         record: &Record,
         policy: &PolicyRx,
-        judged: u64,
+        judged: Option<&Arc<Policy>>,
         interval: std::time::Duration,
     ) -> Self {
         if inner.is_end_stream() {
@@ -368,7 +376,7 @@ impl<B: Body> RequestBody<B> {
             inner,
             guard: Some(Box::new(Guard {
                 policy: policy.clone(),
-                judged,
+                judged: judged.cloned(),
                 judge: Judge::of_record(record),
                 protocol: record.protocol,
                 interval,
@@ -409,7 +417,8 @@ impl Guard {
             return None;
         }
         let policy = self.policy.borrow_and_update().clone();
-        if std::mem::replace(&mut self.judged, policy.version) == policy.version {
+        let then = self.judged.replace(policy.clone());
+        if !crate::policy::differs(then.as_ref(), &policy) {
             return None;
         }
         match self.judge.decide(&policy, self.protocol) {

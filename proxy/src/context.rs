@@ -260,9 +260,9 @@ pub struct Pending {
     pub start: Instant,
     /// Request body bytes.
     pub bytes_in: Arc<AtomicU64>,
-    /// The policy version in force when it arrived, at the latest what it
-    /// was judged by: a later one judges its bodies again.
-    pub policy_version: u64,
+    /// The policy it was judged by (none before its judgement): another
+    /// one judges its bodies again.
+    pub judged_by: Option<Arc<Policy>>,
     /// An inbound health check (one of `--health-path`): let through by a
     /// quarantine, so its bodies are not judged again.
     pub health_check: bool,
@@ -277,7 +277,7 @@ impl Pending {
             record,
             start: Instant::now(),
             bytes_in: Arc::new(AtomicU64::new(0)),
-            policy_version: 0,
+            judged_by: None,
             health_check: false,
             guard: None,
         }
@@ -338,12 +338,12 @@ impl Shared {
     /// transport errors).
     pub fn respond(
         &self,
-        pending: Pending,
+        mut pending: Pending,
         response: Response<BoxBody<Bytes, hyper::Error>>,
         decision: DecisionLabel,
         status: u16,
     ) -> Response<ProxyBody> {
-        let (judged, health_check) = (pending.policy_version, pending.health_check);
+        let (judged, health_check) = (pending.judged_by.take(), pending.health_check);
         let (mut record, bytes_in, start) = pending.settle();
         let elapsed = start.elapsed();
         self.metrics.record(record.direction, decision, elapsed);
@@ -375,9 +375,7 @@ impl Shared {
     /// Arms `pending` so that its record is emitted even if the request is
     /// dropped before it is answered.
     pub fn track(&self, pending: Pending) -> Pending {
-        let mut pending = pending.armed(self.telemetry.clone());
-        pending.policy_version = self.policy.borrow().version;
-        pending
+        pending.armed(self.telemetry.clone())
     }
 
     /// The one decision on a destination the client named (an explicit
@@ -406,6 +404,7 @@ impl Shared {
             let response = denied_response(reason, about, self.workload(), &policy.mode);
             return Err(self.respond(pending, response, DecisionLabel::deny, 403));
         }
+        pending.judged_by = Some(policy);
         match resolved {
             Ok(addr) => Ok((addr, pending)),
             Err(e) => {

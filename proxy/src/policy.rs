@@ -115,6 +115,15 @@ impl DefaultPolicy {
 /// The shared, swappable current policy.
 pub type PolicyRx = tokio::sync::watch::Receiver<Arc<Policy>>;
 
+/// Whether `now` is another policy than `then`, the one something was last
+/// judged by (none: never judged), so that it must be judged again. The
+/// same `Arc`, or one with equal content, is not. Version numbers do not
+/// tell: they are the controller's count, which starts again when it
+/// restarts, so one number can name two policies.
+pub fn differs(then: Option<&Arc<Policy>>, now: &Arc<Policy>) -> bool {
+    then.is_none_or(|then| !Arc::ptr_eq(then, now) && **then != **now)
+}
+
 /// The policy to judge by now: the controller's latest; before the first
 /// one arrives, a wait for it until `deadline` (`--policy-wait-ms` after
 /// start), then `default` (`--default-policy`). The one place requests,
@@ -611,6 +620,39 @@ mod tests {
             Some("a/b"),
             "an unknown name is kept, and only a policy that allows it lets it in"
         );
+    }
+
+    /// What judges a body again: another policy, not another number.
+    #[test]
+    fn a_policy_differs_by_content_not_by_version() {
+        let judged = Arc::new(enforced());
+        let restarted = Arc::new(Policy {
+            quarantined: true,
+            ..enforced()
+        });
+        let cases = [
+            (None, judged.clone(), true, "never judged"),
+            (Some(&judged), judged.clone(), false, "the same policy"),
+            (Some(&judged), Arc::new(enforced()), false, "sent again"),
+            (
+                Some(&judged),
+                restarted,
+                true,
+                "same version, other content",
+            ),
+            (
+                Some(&judged),
+                Arc::new(Policy {
+                    version: 4,
+                    ..enforced()
+                }),
+                true,
+                "another version",
+            ),
+        ];
+        for (then, now, differs, case) in cases {
+            assert_eq!(super::differs(then, &now), differs, "{case}");
+        }
     }
 
     #[test]

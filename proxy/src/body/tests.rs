@@ -53,7 +53,8 @@ fn declaring(
         Some(length) => Declared(stream, length).boxed(),
         None => stream.boxed(),
     };
-    let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
+    let policy = Arc::new(policy);
+    let (policy_tx, policy_rx) = watch::channel(policy.clone());
     let record = Record {
         authority: "pool.test:3333".into(),
         method: "GET".into(),
@@ -67,7 +68,7 @@ fn declaring(
         telemetry,
         live: None,
     };
-    let live = Live::new(policy_rx, Duration::from_secs(1), 0);
+    let live = Live::new(policy_rx, Duration::from_secs(1), Some(policy));
     (finishing(inner, finish, Some(live)), tx, policy_tx, records)
 }
 
@@ -222,40 +223,79 @@ async fn no_frame_passes_after_a_refusing_change() {
 }
 
 /// The policy a request was judged by is not judged again, however its
-/// receiver came to see it: a response judged under version 2 passes
-/// frames under version 2, and is refused under version 3.
+/// receiver came to see it and however often the controller sends it: a
+/// response judged under a quarantine (a health check's, say) passes
+/// frames under that quarantine sent again, and is refused under the next.
 #[tokio::test(start_paused = true)]
 async fn the_policy_a_request_was_judged_by_is_not_judged_again() {
-    let mut registry = prometheus_client::registry::Registry::default();
-    let (telemetry, _records) = channel(&mut registry);
-    let (tx, rx) = mpsc::channel(8);
-    let inner = StreamBody::new(ReceiverStream::new(rx)).boxed();
-    let refusing = |version| Policy {
-        version,
-        quarantined: true,
-        ..Policy::allow_all()
-    };
-    // The request was judged by version 2 (a quarantine's health check,
-    // say); the receiver has not marked it seen.
-    let (policy_tx, policy_rx) = watch::channel(Arc::new(Policy::allow_all()));
-    policy_tx.send(Arc::new(refusing(2))).unwrap();
-    let finish = Finish {
-        record: Record::new(Direction::Inbound, Protocol::Http1),
-        bytes_in: Default::default(),
-        telemetry,
-        live: None,
-    };
-    let live = Live::new(policy_rx, Duration::from_secs(1), 2);
-    let mut body = finishing(inner, finish, Some(live));
+    let (mut body, tx, policy_tx, judged) = judged_by_a_quarantine();
     tx.send(Ok(Frame::data(Bytes::from_static(b"ok"))))
         .await
         .unwrap();
     assert!(body.frame().await.unwrap().is_ok(), "judged by version 2");
+    // The controller sends the same policy again (a new stream, say).
+    policy_tx.send(Arc::new((*judged).clone())).unwrap();
+    tx.send(Ok(Frame::data(Bytes::from_static(b"again"))))
+        .await
+        .unwrap();
+    assert!(body.frame().await.unwrap().is_ok(), "the same policy");
     quarantine(&policy_tx, 3);
     tx.send(Ok(Frame::data(Bytes::from_static(b"more"))))
         .await
         .unwrap();
     assert!(body.frame().await.is_none(), "version 3 judges it again");
+}
+
+/// A controller that restarts counts its versions from the start again, so
+/// a sidecar can get another policy under the number it judged by: a
+/// response judged under a quarantine's version 2 that lets it through
+/// (a health check), then version 2 of a new controller process that
+/// refuses it, is judged again. Compared by number, it passed.
+#[tokio::test(start_paused = true)]
+async fn another_policy_under_the_same_version_judges_it_again() {
+    let (mut body, tx, policy_tx, _judged) = judged_by_a_quarantine();
+    tx.send(Ok(Frame::data(Bytes::from_static(b"ok"))))
+        .await
+        .unwrap();
+    assert!(body.frame().await.unwrap().is_ok());
+    let restarted = Policy {
+        version: 2,
+        enforce: true,
+        mode: "enforcement".into(),
+        ..Policy::allow_all()
+    };
+    policy_tx.send(Arc::new(restarted)).unwrap();
+    tx.send(Ok(Frame::data(Bytes::from_static(b"more"))))
+        .await
+        .unwrap();
+    assert!(body.frame().await.is_none(), "another policy, same number");
+}
+
+/// A response to `pool.test:3333` judged by a quarantine (version 2) that
+/// let it through, with a receiver that has not marked it seen.
+fn judged_by_a_quarantine() -> (ProxyBody, Sender, watch::Sender<Arc<Policy>>, Arc<Policy>) {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let (telemetry, _records) = channel(&mut registry);
+    let (tx, rx) = mpsc::channel(8);
+    let inner = StreamBody::new(ReceiverStream::new(rx)).boxed();
+    let judged = Arc::new(Policy {
+        version: 2,
+        quarantined: true,
+        ..Policy::allow_all()
+    });
+    let (policy_tx, policy_rx) = watch::channel(Arc::new(Policy::allow_all()));
+    policy_tx.send(judged.clone()).unwrap();
+    let finish = Finish {
+        record: Record {
+            authority: "pool.test:3333".into(),
+            ..Record::new(Direction::Outbound, Protocol::Http1)
+        },
+        bytes_in: Default::default(),
+        telemetry,
+        live: None,
+    };
+    let live = Live::new(policy_rx, Duration::from_secs(1), Some(judged.clone()));
+    (finishing(inner, finish, Some(live)), tx, policy_tx, judged)
 }
 
 /// A request body still coming when the policy stops allowing its request
@@ -270,10 +310,12 @@ async fn a_request_body_the_policy_no_longer_allows_is_cut() {
         method: "POST".into(),
         ..Record::new(Direction::Outbound, Protocol::Http1)
     };
-    let (policy_tx, policy_rx) = watch::channel(Arc::new(Policy::allow_all()));
+    let judged = Arc::new(Policy::allow_all());
+    let (policy_tx, policy_rx) = watch::channel(judged.clone());
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, hyper::Error>>(8);
     let inner = StreamBody::new(ReceiverStream::new(rx));
-    let mut body = RequestBody::judged(inner, &record, &policy_rx, 0, Duration::from_secs(1));
+    let interval = Duration::from_secs(1);
+    let mut body = RequestBody::judged(inner, &record, &policy_rx, Some(&judged), interval);
     tx.send(Ok(Frame::data(Bytes::from_static(b"share 1"))))
         .await
         .unwrap();

@@ -76,6 +76,7 @@ pub async fn serve(
         let response = denied_response(reason, ("source", caller), shared.workload(), &policy.mode);
         return Ok(shared.respond(pending, response, DecisionLabel::deny, 403));
     }
+    pending.judged_by = Some(policy);
     Ok(shared
         .forward(req, app.addr, &app.name, super::Hop::Inbound, pending)
         .await)

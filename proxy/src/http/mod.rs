@@ -141,7 +141,7 @@ impl Shared {
             body,
             &pending.record,
             &self.policy,
-            pending.policy_version,
+            pending.judged_by.as_ref(),
             self.report_interval,
         );
         let body = CountingBody::new(body, pending.bytes_in.clone());

@@ -250,6 +250,7 @@ async fn redirected(
     if let Decision::Deny { reason } = decision {
         return deny(&shared, pending, reason, &judged.authority, &policy.mode);
     }
+    pending.judged_by = Some(policy);
     send(&shared, req, dst, &judged.authority, pending).await
 }
 
