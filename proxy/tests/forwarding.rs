@@ -462,6 +462,17 @@ async fn forwards_enforces_and_reports() -> Result<()> {
     let seen: serde_json::Value = serde_json::from_str(&body)?;
     assert_eq!(seen["host"], target, "{body}");
     drop(sender);
+    // Empty lines before the request line, which servers skip, do not make
+    // it an opaque stream piped past that judgement.
+    let (line, mut tunnel) = connect(outbound, &target).await?;
+    assert!(line.contains(" 200"), "{line}");
+    tunnel
+        .write_all(b"\r\n\r\nGET /inside HTTP/1.1\r\nHost: attacker.example\r\n\r\n")
+        .await?;
+    let mut head = [0u8; 12];
+    tunnel.read_exact(&mut head).await?;
+    assert_eq!(&head, b"HTTP/1.1 403", "{}", String::from_utf8_lossy(&head));
+    drop(tunnel);
 
     // The IPv6 twins (where ip6tables redirects) serve and enforce alike.
     match (running.outbound_addr6, running.inbound_addr6) {

@@ -113,16 +113,42 @@ fn detect_unbounded(buf: &[u8]) -> Detection {
             Err(TlsError::NotTls | TlsError::Malformed(_)) => Done(Protocol::Opaque),
         };
     }
-    if HTTP1_METHODS.iter().any(|m| buf.starts_with(m)) {
-        return Done(Protocol::Http1);
-    }
-    if HTTP1_METHODS.iter().any(|m| m.starts_with(buf)) {
-        return NeedMore;
+    if matches!(first, b'\r' | b'\n') {
+        // HTTP servers skip empty lines before a request line (RFC 9112,
+        // section 2.2; hyper's parser does), so such a request is HTTP, not
+        // an opaque stream that hides its path and its `Host`.
+        let rest = past_empty_lines(buf);
+        if rest.first().is_some_and(u8::is_ascii_uppercase) {
+            return detect_http1(rest);
+        }
     }
     if matches!(first, b'{' | b' ' | b'\t' | b'\r' | b'\n') {
         return detect_json_line(buf);
     }
+    detect_http1(buf)
+}
+
+/// An HTTP/1.x request line: one of the common methods, or another that
+/// looks like one.
+fn detect_http1(buf: &[u8]) -> Detection {
+    if HTTP1_METHODS.iter().any(|m| buf.starts_with(m)) {
+        return Detection::Done(Protocol::Http1);
+    }
+    if HTTP1_METHODS.iter().any(|m| m.starts_with(buf)) {
+        return Detection::NeedMore;
+    }
     detect_request_line(buf)
+}
+
+/// `buf` past the empty lines (`CRLF` or a bare `LF`) an HTTP server skips
+/// before a request line, as hyper's parser does.
+fn past_empty_lines(mut buf: &[u8]) -> &[u8] {
+    loop {
+        buf = match buf {
+            [b'\r', b'\n', rest @ ..] | [b'\n', rest @ ..] => rest,
+            _ => return buf,
+        };
+    }
 }
 
 /// An HTTP/1.x request line with another method: `METHOD SP target SP

@@ -55,10 +55,32 @@ fn blank_then_json() -> Vec<(Vec<u8>, Detection, usize)> {
         ),
         (job, done(pool("job")), job_len),
         (queue, done(Protocol::Opaque), usize::MAX),
+        // The empty lines a server skips before a request: still HTTP.
         (
             b"\r\n\r\nGET / HTTP/1.1\r\n".to_vec(),
+            done(Protocol::Http1),
+            8,
+        ),
+        (
+            b"\n\r\nPOST /x HTTP/1.1\r\n".to_vec(),
+            done(Protocol::Http1),
+            8,
+        ),
+        (
+            b"\r\nPROPFIND /f HTTP/1.1\r\n".to_vec(),
+            done(Protocol::Http1),
+            24,
+        ),
+        // Not an empty line (a bare CR, blank space): not HTTP to a server.
+        (
+            b"\r\rGET / HTTP/1.1\r\n".to_vec(),
             done(Protocol::Opaque),
-            5,
+            3,
+        ),
+        (
+            b"\r\n GET / HTTP/1.1\r\n".to_vec(),
+            done(Protocol::Opaque),
+            4,
         ),
         (b"  x".to_vec(), done(Protocol::Opaque), 3),
         (b"\n\x16\x03\x01".to_vec(), done(Protocol::Opaque), 2),
