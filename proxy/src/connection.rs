@@ -19,7 +19,7 @@ use crate::context::Shared;
 use crate::detect::Protocol as Detected;
 use crate::http;
 use crate::listener::{Accepted, original_dst, serve_http};
-use crate::sniff::sniff;
+use crate::sniff::{Sniffed, sniff};
 use crate::tcp;
 
 /// Serves one connection accepted by the outbound listener at `listener_addr`.
@@ -41,7 +41,8 @@ pub async fn outbound(
         // only starts once the HTTP version is known, so the version itself
         // is read here within that timeout: a client that sends nothing, or
         // half an HTTP/2 preface, cannot hold a connection slot forever.
-        let sniffed = match sniff(stream, shared.limits.header_read_timeout()).await {
+        let timeout = shared.limits.header_read_timeout();
+        let sniffed = match sniff(stream, timeout, timeout).await {
             Ok(sniffed) => sniffed,
             Err(e) => {
                 return tracing::debug!(%peer, error = %e, "connection failed before a request");
@@ -54,20 +55,39 @@ pub async fn outbound(
             hyper::service::service_fn(move |req| http::outbound::serve(shared.clone(), None, req));
         return serve_http(&builder, watcher, sniffed.io, service).await;
     };
-    let sniffed = match sniff(stream, shared.limits.detect_timeout()).await {
+    let mut sniffed = match sniff_redirected(&shared, stream).await {
         Ok(sniffed) => sniffed,
         Err(e) => return tracing::debug!(%peer, error = %e, "connection failed during detection"),
     };
-    tracing::trace!(%peer, %dst, protocol = ?sniffed.protocol, "outbound connection");
-    match &sniffed.protocol {
-        Detected::Http1 | Detected::Http2 => {
+    loop {
+        tracing::trace!(%peer, %dst, protocol = ?sniffed.protocol, "outbound connection");
+        if matches!(sniffed.protocol, Detected::Http1 | Detected::Http2) {
             let service = hyper::service::service_fn(move |req| {
                 http::outbound::serve(shared.clone(), Some(dst), req)
             });
-            serve_http(&builder, watcher, sniffed.io, service).await;
+            return serve_http(&builder, watcher, sniffed.io, service).await;
         }
-        detected => tcp::forward_outbound(shared, sniffed.io, detected, dst).await,
+        // A silent client that speaks first after all comes back detected.
+        match tcp::forward_outbound(shared.clone(), sniffed, dst).await {
+            Some(late) => sniffed = late,
+            None => return,
+        }
     }
+}
+
+/// Sniffs a redirected connection: silent after `--detect-timeout-ms`,
+/// and one that has begun has `--header-read-timeout-ms` to finish.
+async fn sniff_redirected(
+    shared: &Shared,
+    stream: tokio::net::TcpStream,
+) -> std::io::Result<Sniffed<tokio::net::TcpStream>> {
+    let limits = &shared.limits;
+    sniff(
+        stream,
+        limits.detect_timeout(),
+        limits.header_read_timeout(),
+    )
+    .await
 }
 
 /// Where an inbound connection goes.
@@ -120,19 +140,22 @@ pub async fn inbound(
             return tracing::warn!(%peer, port, "refused an inbound connection to the sidecar's own port");
         }
     };
-    let sniffed = match sniff(stream, shared.limits.detect_timeout()).await {
+    let mut sniffed = match sniff_redirected(&shared, stream).await {
         Ok(sniffed) => sniffed,
         Err(e) => return tracing::debug!(%peer, error = %e, "connection failed during detection"),
     };
-    match &sniffed.protocol {
-        Detected::Http1 | Detected::Http2 => {
+    loop {
+        if matches!(sniffed.protocol, Detected::Http1 | Detected::Http2) {
             let (peer, app) = (peer.ip(), http::inbound::App::new(app));
             let service = hyper::service::service_fn(move |req| {
                 http::inbound::serve(shared.clone(), app.clone(), peer, req)
             });
-            serve_http(&builder, watcher, sniffed.io, service).await;
+            return serve_http(&builder, watcher, sniffed.io, service).await;
         }
-        detected => tcp::forward_inbound(shared, sniffed.io, detected, app).await,
+        match tcp::forward_inbound(shared.clone(), sniffed, app).await {
+            Some(late) => sniffed = late,
+            None => return,
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use crate::detect::Protocol as Detected;
 use crate::model::{Direction, Protocol, Record};
 use crate::policy::Decision;
 use crate::resolve::Lookup;
-use crate::sniff::{PrefixedIo, sniff};
+use crate::sniff::{PrefixedIo, Sniffed, Speaker, first_speaker, sniff};
 use crate::stream::{Inspect, LiveRecord, Stream};
 
 /// How long connecting to a stream's destination may take.
@@ -94,13 +94,26 @@ pub async fn connect(
         };
         // What runs inside the tunnel (TLS, Stratum, ...) is recorded too.
         let limits = &tunnel_shared.limits;
-        let sniffed = match sniff(TokioIo::new(upgraded), limits.detect_timeout()).await {
+        let (silence, stall) = (limits.detect_timeout(), limits.header_read_timeout());
+        let mut sniffed = match sniff(TokioIo::new(upgraded), silence, stall).await {
             Ok(sniffed) => sniffed,
             Err(e) => {
                 tracing::debug!(%authority, error = %e, "CONNECT tunnel closed early");
                 return;
             }
         };
+        if sniffed.silent {
+            // A client that waits out the detect timeout and then speaks
+            // (TLS, HTTP) is judged as if it had not waited.
+            match first_speaker(sniffed.io, &upstream, stall, limits.idle_timeout()).await {
+                Ok(Speaker::Server(io)) => sniffed.io = io,
+                Ok(Speaker::Client(late)) => sniffed = late,
+                Err(e) => {
+                    tracing::debug!(%authority, error = %e, "CONNECT tunnel ended before either side spoke");
+                    return;
+                }
+            }
+        }
         if matches!(sniffed.protocol, Detected::Http1 | Detected::Http2) {
             // Plain HTTP inside the tunnel: served as a connection
             // redirected to `addr`, so that each request's Host is judged
@@ -200,13 +213,21 @@ async fn dial(addr: SocketAddr) -> Result<TcpStream, String> {
 /// Forwards a redirected outbound connection that is not HTTP to its
 /// original destination `dst`. Denied streams are reset (TCP RST), so the
 /// client sees the connection refused rather than a half-open stream.
+///
+/// A silent client (see [`crate::sniff::first_speaker`]) that speaks first
+/// after all is handed back, detected, to be served as what it speaks.
 pub async fn forward_outbound(
     shared: Arc<Shared>,
-    client: PrefixedIo<TcpStream>,
-    detected: &Detected,
+    sniffed: Sniffed<TcpStream>,
     dst: SocketAddr,
-) {
+) -> Option<Sniffed<TcpStream>> {
     let start = Instant::now();
+    let Sniffed {
+        protocol: detected,
+        silent,
+        io: client,
+    } = sniffed;
+    let detected = &detected;
     let sni = match detected {
         Detected::Tls(hello) => hello.sni.as_deref(),
         _ => None,
@@ -224,7 +245,7 @@ pub async fn forward_outbound(
         record.claimed_authority = claimed.clone();
     }
     let judge = judged.judge(dst);
-    decide_then_pipe(&shared, client, judge, dst, record, start).await;
+    decide_then_pipe(&shared, (client, silent), judge, dst, record, start).await
 }
 
 /// The name `sni` a stream to `dst` gives, judged against `dst` (see
@@ -246,35 +267,39 @@ async fn judge_name(shared: &Shared, sni: Option<&str>, dst: SocketAddr) -> Judg
 
 /// Forwards an inbound connection that is not HTTP to the application.
 /// Such callers carry no Vigil identity: they are the internet.
+/// A silent client that speaks first after all is handed back, as by
+/// [`forward_outbound`].
 pub async fn forward_inbound(
     shared: Arc<Shared>,
-    client: PrefixedIo<TcpStream>,
-    detected: &Detected,
+    sniffed: Sniffed<TcpStream>,
     app: SocketAddr,
-) {
+) -> Option<Sniffed<TcpStream>> {
     let start = Instant::now();
     let record = record(
         Direction::Inbound,
-        stream_protocol(detected),
+        stream_protocol(&sniffed.protocol),
         String::new(),
         None,
         "",
     );
     let judge = Judge::Inbound { source: None };
-    decide_then_pipe(&shared, client, judge, app, record, start).await;
+    let client = (sniffed.io, sniffed.silent);
+    decide_then_pipe(&shared, client, judge, app, record, start).await
 }
 
 /// Judges an opaque stream by `judge` (its protocol included: no baseline
 /// allows mining in enforcement): denied -> reset and record; allowed ->
-/// dial `target` and pipe (reset when it is unreachable).
+/// dial `target` and pipe (reset when it is unreachable). A `silent`
+/// client is piped only if the server speaks first; one that speaks first
+/// is handed back, detected, with nothing recorded for it here.
 async fn decide_then_pipe(
     shared: &Shared,
-    client: PrefixedIo<TcpStream>,
+    (client, silent): (PrefixedIo<TcpStream>, bool),
     judge: Judge,
     target: SocketAddr,
     record: Record,
     start: Instant,
-) {
+) -> Option<Sniffed<TcpStream>> {
     let protocol = record.protocol;
     if protocol == Protocol::Stratum {
         tracing::warn!(authority = %record.authority, "Stratum mining protocol detected");
@@ -288,9 +313,23 @@ async fn decide_then_pipe(
     };
     if let Decision::Deny { reason } = decision {
         reset(client.get_ref());
-        return refuse(shared, stream, reason);
+        refuse(shared, stream, reason);
+        return None;
     }
     match dial(target).await {
+        Ok(upstream) if silent => {
+            let limits = &shared.limits;
+            let (stall, idle) = (limits.header_read_timeout(), limits.idle_timeout());
+            match first_speaker(client, &upstream, stall, idle).await {
+                Ok(Speaker::Server(client)) => {
+                    run(shared, client, upstream, stream, |c| reset(c.get_ref())).await;
+                }
+                Ok(Speaker::Client(late)) => return Some(late),
+                Err(e) => {
+                    tracing::debug!(%target, error = %e, "a silent stream ended before either side spoke")
+                }
+            }
+        }
         Ok(upstream) => run(shared, client, upstream, stream, |c| reset(c.get_ref())).await,
         Err(detail) => {
             tracing::debug!(%target, %detail, "opaque stream's destination unavailable");
@@ -308,6 +347,7 @@ async fn decide_then_pipe(
             }
         }
     }
+    None
 }
 
 /// Records a stream refused before it reached its destination.

@@ -347,6 +347,8 @@ async fn forwards_enforces_and_reports() -> Result<()> {
         &hosts_path,
         "--report-interval-ms",
         "50",
+        "--detect-timeout-ms",
+        "200",
     ])?;
     let running = vigil_proxy::start(args).await?;
     let (outbound, inbound, admin) = (
@@ -473,6 +475,20 @@ async fn forwards_enforces_and_reports() -> Result<()> {
     tunnel.read_exact(&mut head).await?;
     assert_eq!(&head, b"HTTP/1.1 403", "{}", String::from_utf8_lossy(&head));
     drop(tunnel);
+    // Nor does waiting out the detect timeout (200 ms here), before the
+    // first byte or after it: the stream was piped raw (200 from the app).
+    let request = b"GET /inside HTTP/1.1\r\nHost: attacker.example\r\n\r\n";
+    for split in [0, 1] {
+        let (line, mut tunnel) = connect(outbound, &target).await?;
+        assert!(line.contains(" 200"), "{line}");
+        tunnel.write_all(&request[..split]).await?;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        tunnel.write_all(&request[split..]).await?;
+        let mut head = [0u8; 12];
+        tunnel.read_exact(&mut head).await?;
+        let head = String::from_utf8_lossy(&head);
+        assert_eq!(head, "HTTP/1.1 403", "{split} byte(s), then a pause");
+    }
 
     // The IPv6 twins (where ip6tables redirects) serve and enforce alike.
     match (running.outbound_addr6, running.inbound_addr6) {
