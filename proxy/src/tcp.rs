@@ -32,7 +32,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The protocol recorded for an opaque stream, from what detection found.
 pub fn stream_protocol(detected: &Detected) -> Protocol {
     match detected {
-        Detected::Tls(_) => Protocol::Tls,
+        Detected::Tls(_) | Detected::UnreadableTls => Protocol::Tls,
         Detected::Stratum(_) => Protocol::Stratum,
         Detected::Http2 => Protocol::Http2,
         Detected::Http1 => Protocol::Http1,
@@ -139,6 +139,11 @@ pub async fn connect(
                 mismatch = true;
             }
         }
+        if matches!(sniffed.protocol, Detected::UnreadableTls) {
+            tracing::info!(%authority, "a TLS ClientHello inside a CONNECT tunnel that cannot be read");
+            record.claimed_authority = crate::detect::UNREADABLE_TLS.to_owned();
+            mismatch = true;
+        }
         let judge = Judge::Outbound {
             authority,
             dst: Some(addr),
@@ -232,7 +237,10 @@ pub async fn forward_outbound(
         Detected::Tls(hello) => hello.sni.as_deref(),
         _ => None,
     };
-    let judged = judge_name(&shared, sni, dst).await;
+    let mut judged = judge_name(&shared, sni, dst).await;
+    if matches!(detected, Detected::UnreadableTls) {
+        judged.mismatch = Some(crate::detect::UNREADABLE_TLS.to_owned());
+    }
     let mut record = record(
         Direction::Outbound,
         stream_protocol(detected),

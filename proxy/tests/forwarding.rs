@@ -12,7 +12,7 @@ use clap::Parser;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -50,7 +50,7 @@ async fn http_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
                         body.to_string(),
                     ))))
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
             });
@@ -489,6 +489,36 @@ async fn forwards_enforces_and_reports() -> Result<()> {
         let head = String::from_utf8_lossy(&head);
         assert_eq!(head, "HTTP/1.1 403", "{split} byte(s), then a pause");
     }
+    // HTTP/2 is judged by its `:authority`: a `host` field beside it that
+    // names another site does not reach the app (a server that reads Host
+    // would serve that site).
+    let (line, tunnel) = connect(outbound, &target).await?;
+    assert!(line.contains(" 200"), "{line}");
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tunnel)).await?;
+    tokio::spawn(conn);
+    let req = Request::get(format!("http://{target}/h2"))
+        .header("host", "attacker.example")
+        .body(Empty::<Bytes>::new())?;
+    let resp = h2.send_request(req).await?;
+    assert_eq!(resp.status(), 200);
+    let seen: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await?.to_bytes())?;
+    assert_ne!(seen["host"], "attacker.example", "{seen}");
+    drop(h2);
+    // A ClientHello the sidecar cannot read (this one claims 20 KiB) names
+    // a server it cannot check: refused in enforcement, as a name that
+    // does not go there, not piped on as a nameless stream.
+    let (line, mut tunnel) = connect(outbound, &target).await?;
+    assert!(line.contains(" 200"), "{line}");
+    tunnel
+        .write_all(b"\x16\x03\x01\x00\x04\x01\x00\x50\x00")
+        .await?;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tunnel.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the tunnel is closed");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.is_empty(), "nothing reached the app: {answer}");
 
     // The IPv6 twins (where ip6tables redirects) serve and enforce alike.
     match (running.outbound_addr6, running.inbound_addr6) {

@@ -59,9 +59,18 @@ pub enum Protocol {
     Tls(ClientHello),
     /// A Stratum mining message (the miner's or the pool's).
     Stratum(Stratum),
-    /// Anything else, malformed TLS included.
+    /// A TLS handshake record whose ClientHello cannot be read (malformed,
+    /// or longer than [`tls::MAX_CLIENT_HELLO_LEN`]) though a server may
+    /// accept it: the name it gives is unknown, so it is not "no name".
+    UnreadableTls,
+    /// Anything else.
     Opaque,
 }
+
+/// What a stream whose ClientHello cannot be read is recorded as claiming
+/// (its `claimed_authority`): a name that cannot be checked is judged as
+/// one that does not go where the stream goes.
+pub const UNREADABLE_TLS: &str = "(unreadable TLS ClientHello)";
 
 impl Protocol {
     /// A short fixed name, for metric labels and logs.
@@ -71,6 +80,7 @@ impl Protocol {
             Protocol::Http2 => "http2",
             Protocol::Tls(_) => "tls",
             Protocol::Stratum(_) => "stratum",
+            Protocol::UnreadableTls => "tls-unreadable",
             Protocol::Opaque => "opaque",
         }
     }
@@ -110,7 +120,8 @@ fn detect_unbounded(buf: &[u8]) -> Detection {
         return match parse_client_hello(buf) {
             Ok(hello) => Done(Protocol::Tls(hello)),
             Err(TlsError::Incomplete) => NeedMore,
-            Err(TlsError::NotTls | TlsError::Malformed(_)) => Done(Protocol::Opaque),
+            Err(TlsError::NotTls) => Done(Protocol::Opaque),
+            Err(TlsError::Malformed(_)) => Done(Protocol::UnreadableTls),
         };
     }
     if matches!(first, b'\r' | b'\n') {

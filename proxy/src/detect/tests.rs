@@ -171,9 +171,11 @@ fn table() -> Vec<(Vec<u8>, Detection, usize)> {
             done(Protocol::Opaque),
             12,
         ),
+        // A handshake record that is not a readable ClientHello: TLS whose
+        // name is unknown, not a nameless stream.
         (
             b"\x16\x03\x01\x00\x05\x02\x00\x00\x01\x00".to_vec(),
-            done(Protocol::Opaque),
+            done(Protocol::UnreadableTls),
             10,
         ),
         (b"\x16\x09".to_vec(), done(Protocol::Opaque), 2),

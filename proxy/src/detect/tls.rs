@@ -275,11 +275,9 @@ fn parse_server_name(data: &[u8]) -> Result<Option<String>, TlsError> {
     while !r.is_empty() {
         let name_type = r.u8("server name type")?;
         let name = r.vec16("server name")?;
-        if name_type != NAME_TYPE_HOST {
+        if name_type != NAME_TYPE_HOST || sni.is_some() {
+            // The first host_name is the one servers (OpenSSL) read.
             continue;
-        }
-        if sni.is_some() {
-            return Err(TlsError::Malformed("duplicate host_name"));
         }
         sni = Some(validate_hostname(name)?);
     }
@@ -287,8 +285,11 @@ fn parse_server_name(data: &[u8]) -> Result<Option<String>, TlsError> {
 }
 
 /// Checks that `name` is a DNS name (letters, digits, `-`, `_`, non-empty
-/// labels of at most 63 bytes, no trailing dot) and lowercases it.
+/// labels of at most 63 bytes) and lowercases it, without the trailing dot
+/// of a fully qualified name (servers strip it: `pool.example.` is
+/// `pool.example`).
 fn validate_hostname(name: &[u8]) -> Result<String, TlsError> {
+    let name = name.strip_suffix(b".").unwrap_or(name);
     if name.is_empty() || name.len() > MAX_HOSTNAME_LEN {
         return Err(TlsError::Malformed("host_name length"));
     }

@@ -131,8 +131,12 @@ impl Shared {
             .flatten();
         parts.uri = upstream_uri(std::mem::take(&mut parts.uri), addr);
         parts.version = version;
-        if !h2
-            && !parts.headers.contains_key(header::HOST)
+        if h2 {
+            // HTTP/2 names its site in `:authority`, which was judged; a
+            // `host` field beside it names another one for the servers that
+            // read it (RFC 9113, section 8.3.1), unjudged.
+            parts.headers.remove(header::HOST);
+        } else if !parts.headers.contains_key(header::HOST)
             && let Ok(value) = HeaderValue::from_str(host)
         {
             parts.headers.insert(header::HOST, value);
