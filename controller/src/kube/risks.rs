@@ -2,7 +2,8 @@
 //! container running as root (or maybe as root: no `runAsUser` and no
 //! `runAsNonRoot`) can change its uid to the sidecar's; one running as the
 //! sidecar's uid (or, beside Istio, as Envoy's) is never redirected; one
-//! with NET_ADMIN, SYS_ADMIN or `privileged` can rewrite the rules; a pod
+//! with NET_ADMIN, SYS_ADMIN or `privileged` can rewrite the rules; one
+//! that mounts the sidecar's controller token can speak for any workload; a pod
 //! on the host's network is not intercepted at all; a pod whose sidecar is
 //! missing or altered is not watched. Pure, table-tested; the validating
 //! webhook denies such pods in enforcement and warns in learning.
@@ -12,7 +13,8 @@ use serde_json::Value;
 use super::config::SidecarArgs;
 use super::identity::{Namespace, str_at};
 use super::inject::{
-    Decision, INIT_CONTAINER, PROXY_CONTAINER, SkipReason, decide, inject, istio_present,
+    Decision, INIT_CONTAINER, PROXY_CONTAINER, SkipReason, TOKEN_VOLUME, decide, inject,
+    istio_present,
 };
 
 /// One way a pod could get around the sidecar.
@@ -54,6 +56,21 @@ pub enum Risk {
         /// The uid.
         uid: i64,
     },
+    /// A container other than the sidecar mounts its controller token:
+    /// with it, a notebook can register and report to the controller as
+    /// any workload (its own policy, the baseline it is judged by).
+    TokenMounted {
+        /// The container.
+        container: String,
+    },
+    /// A volume other than the sidecar's holds the Secret of its
+    /// controller token, for any container to mount.
+    TokenVolume {
+        /// The volume.
+        volume: String,
+        /// The Secret.
+        secret: String,
+    },
     /// A container may rewrite the pod's iptables rules.
     NetAdmin {
         /// The container.
@@ -87,6 +104,14 @@ impl std::fmt::Display for Risk {
                 f,
                 "container {container} runs as uid {uid}, Envoy's, whose traffic is never intercepted: pick another uid"
             ),
+            Self::TokenMounted { container } => write!(
+                f,
+                "container {container} mounts {TOKEN_VOLUME}, the sidecar's controller token, with which it could register and report as any workload: remove the mount"
+            ),
+            Self::TokenVolume { volume, secret } => write!(
+                f,
+                "volume {volume} holds Secret {secret}, the sidecar's controller token, with which a container could register and report as any workload: remove it"
+            ),
             Self::NetAdmin {
                 container,
                 capability,
@@ -111,6 +136,7 @@ pub fn risks(pod: &Value, namespace: &Namespace, args: &SidecarArgs) -> Vec<Risk
             for (name, container) in watched_containers(pod) {
                 out.extend(container_risks(pod, name, container, args, istio));
             }
+            out.extend(token_risks(pod, args));
             out
         }
     }
@@ -205,6 +231,52 @@ fn vigil_env(container: &Value) -> std::collections::BTreeMap<String, Value> {
         .filter(|e| str_at(e, "/name").starts_with("VIGIL_"))
         .map(|e| (str_at(e, "/name").to_owned(), e.clone()))
         .collect()
+}
+
+/// Who else can read the sidecar's controller token: any container but
+/// the sidecar that mounts its volume (init containers before `vigil-init`
+/// too: they can copy it to a shared volume), and any other volume of its
+/// Secret (a `secret` or `projected` one).
+fn token_risks(pod: &Value, args: &SidecarArgs) -> Vec<Risk> {
+    let list = |key: &str| {
+        pod.pointer(&format!("/spec/{key}"))
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    };
+    let mut out = Vec::new();
+    let containers = (list("initContainers").iter())
+        .chain(list("containers"))
+        .chain(list("ephemeralContainers"));
+    for container in containers {
+        let name = str_at(container, "/name");
+        let mounts = container.pointer("/volumeMounts").and_then(Value::as_array);
+        let mounted = mounts
+            .into_iter()
+            .flatten()
+            .any(|m| str_at(m, "/name") == TOKEN_VOLUME);
+        if mounted && name != PROXY_CONTAINER {
+            out.push(Risk::TokenMounted {
+                container: name.to_owned(),
+            });
+        }
+    }
+    let secret = args.proxy_token_secret.as_str();
+    for volume in list("volumes") {
+        let name = str_at(volume, "/name");
+        let projected = volume
+            .pointer("/projected/sources")
+            .and_then(Value::as_array);
+        let holds = str_at(volume, "/secret/secretName") == secret
+            || (projected.into_iter().flatten()).any(|s| str_at(s, "/secret/name") == secret);
+        if holds && name != TOKEN_VOLUME {
+            out.push(Risk::TokenVolume {
+                volume: name.to_owned(),
+                secret: secret.to_owned(),
+            });
+        }
+    }
+    out
 }
 
 /// The risks of one container.

@@ -75,6 +75,67 @@ fn what_can_undo_the_interception_is_found() {
     }
 }
 
+/// The sidecar's controller token is the sidecar's alone: a container that
+/// mounts its volume (an init container before `vigil-init` too), or a
+/// volume of its Secret under another name, is a risk; the sidecar's own
+/// mount is not.
+#[test]
+fn the_sidecar_token_is_the_sidecars_alone() {
+    let args = SidecarArgs::default();
+    let secret = args.proxy_token_secret.clone();
+    let pod = |extra: Value| {
+        let mut spec = json!({"containers": [{"name": "notebook", "image": "nb",
+            "securityContext": {"runAsUser": 1000}}]});
+        for (key, value) in extra.as_object().unwrap() {
+            spec[key] = value.clone();
+        }
+        let pod = json!({"metadata": {"name": "nb"}, "spec": spec});
+        inject(&pod, &enabled(), &args)
+    };
+    let mount = json!([{"name": TOKEN_VOLUME, "mountPath": "/t"}]);
+    let cases: Vec<(&str, Value, Vec<Risk>)> = vec![
+        ("only the sidecar mounts it", pod(json!({})), vec![]),
+        (
+            "the notebook mounts it",
+            pod(json!({"containers": [{"name": "notebook", "image": "nb",
+                "securityContext": {"runAsUser": 1000}, "volumeMounts": mount}]})),
+            vec![Risk::TokenMounted {
+                container: "notebook".into(),
+            }],
+        ),
+        (
+            "an init container before vigil-init mounts it",
+            pod(
+                json!({"initContainers": [{"name": "copy", "image": "busybox",
+                "securityContext": {"runAsUser": 1000}, "volumeMounts": mount}]}),
+            ),
+            vec![Risk::TokenMounted {
+                container: "copy".into(),
+            }],
+        ),
+        (
+            "its Secret under another name",
+            pod(json!({"volumes": [{"name": "mine", "secret": {"secretName": secret}}]})),
+            vec![Risk::TokenVolume {
+                volume: "mine".into(),
+                secret: secret.clone(),
+            }],
+        ),
+        (
+            "its Secret in a projected volume",
+            pod(json!({"volumes": [{"name": "p", "projected": {"sources": [
+                {"secret": {"name": secret}}]}}]})),
+            vec![Risk::TokenVolume {
+                volume: "p".into(),
+                secret: secret.clone(),
+            }],
+        ),
+    ];
+    for (case, pod, want) in cases {
+        assert_eq!(risks(&pod, &enabled(), &args), want, "{case}");
+    }
+}
+
 #[test]
 fn the_pod_level_uid_applies_unless_the_container_overrides_it() {
     let mut pod = injected(Value::Null);
