@@ -489,6 +489,16 @@ async fn forwards_enforces_and_reports() -> Result<()> {
         let head = String::from_utf8_lossy(&head);
         assert_eq!(head, "HTTP/1.1 403", "{split} byte(s), then a pause");
     }
+    // Two Host lines (a server may read the second) get a 400, not a
+    // judgement of the first.
+    let (line, mut tunnel) = connect(outbound, &target).await?;
+    assert!(line.contains(" 200"), "{line}");
+    let two = format!("GET /inside HTTP/1.1\r\nHost: {target}\r\nHost: attacker.example\r\n\r\n");
+    tunnel.write_all(two.as_bytes()).await?;
+    let mut head = [0u8; 12];
+    tunnel.read_exact(&mut head).await?;
+    assert_eq!(&head, b"HTTP/1.1 400", "{}", String::from_utf8_lossy(&head));
+    drop(tunnel);
     // HTTP/2 is judged by its `:authority`: a `host` field beside it that
     // names another site does not reach the app (a server that reads Host
     // would serve that site).

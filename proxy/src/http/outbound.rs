@@ -54,6 +54,22 @@ pub enum Reject {
     NotProxy,
     /// The target authority is missing or malformed.
     BadAuthority,
+    /// More than one `Host`, or one that is not visible text (RFC 9112,
+    /// section 3.2: a 400). Taking the first, or none, judged a name other
+    /// than the one a server might read.
+    BadHost,
+}
+
+/// The request's one `Host` (none: `Ok(None)`), or `Err` when it has
+/// several or one that is not visible ASCII.
+pub fn one_host(headers: &http::HeaderMap) -> Result<Option<&str>, Reject> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let (first, second) = (hosts.next(), hosts.next());
+    match (first, second) {
+        (None, _) => Ok(None),
+        (Some(_), Some(_)) => Err(Reject::BadHost),
+        (Some(host), None) => host.to_str().map(Some).map_err(|_| Reject::BadHost),
+    }
 }
 
 /// Decides what an outbound request is. `original_dst` is the redirected
@@ -131,6 +147,7 @@ fn reject_response(
             "this is vigil-proxy's outbound listener: use it as an HTTP proxy (curl -x, HTTP_PROXY) or redirect traffic to it with iptables"
         }
         Reject::BadAuthority => "the request target has no valid host:port",
+        Reject::BadHost => "a request has one Host, in visible ASCII",
     };
     let error = match reject {
         Reject::NotProxy => "not a proxy request",
@@ -150,11 +167,10 @@ pub async fn serve(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
     let start = Instant::now();
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok());
-    let target = classify(req.method(), req.uri(), host, original_dst, req.version());
+    let target = match one_host(req.headers()) {
+        Ok(host) => classify(req.method(), req.uri(), host, original_dst, req.version()),
+        Err(reject) => Target::Reject(reject),
+    };
     let (host, port, resolved) = match target {
         Target::Reject(reject) => {
             return Ok(shared.reject(Direction::Outbound, start, reject_response(reject)));
@@ -339,6 +355,27 @@ mod tests {
                 want.into_iter().collect::<Vec<_>>(),
                 "{version:?} {sent:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_request_has_one_host_in_visible_ascii() {
+        let headers = |values: &[&[u8]]| {
+            let mut map = http::HeaderMap::new();
+            for v in values {
+                map.append(header::HOST, http::HeaderValue::from_bytes(v).unwrap());
+            }
+            map
+        };
+        let cases: [(&[&[u8]], Result<Option<&str>, Reject>); 5] = [
+            (&[], Ok(None)),
+            (&[b"pypi.org"], Ok(Some("pypi.org"))),
+            (&[b"pypi.org", b"pool.example"], Err(Reject::BadHost)),
+            (&[b"pool.example\x80"], Err(Reject::BadHost)),
+            (&[b"\xffx", b"pypi.org"], Err(Reject::BadHost)),
+        ];
+        for (values, want) in cases {
+            assert_eq!(one_host(&headers(values)), want, "{values:?}");
         }
     }
 
