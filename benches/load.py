@@ -15,8 +15,10 @@ are its own:
      request from the proxy's utime+stime (/proc/PID/stat) over each run,
      also shown apart (user space, kernel);
   3. peak RSS (VmHWM) after the saturation runs;
-  4. HTTP/1.1 paths: `--reps` fixed-rate runs (h2load --h1 --rps, open loop
-     per client) whose p99 minus the direct path's p99 is the added p99.
+  4. HTTP/1.1 paths: `--reps` fixed-rate runs (benches/paced.py: one request
+     every 1/rate s, open loop, latency from the instant each was due; or
+     `--rate-client h2load`, whose clients send in bursts) whose p99 minus
+     the direct path's p99 is the added p99.
 
 By default every proxy is up at once and the runs go in rounds (each path
 once per round), so a burst of other work on the machine falls on all paths
@@ -391,7 +393,23 @@ class Bench:
             live["reps"].append(result)
 
     def fixed_rate(self, live):
-        live["fixed"].append(self.h2load(live["port"], self.a.rate_duration, h1_rate=self.a.rate))
+        if self.a.rate_client == "h2load":
+            result = self.h2load(live["port"], self.a.rate_duration, h1_rate=self.a.rate)
+        else:
+            result = self.paced(live["port"], self.a.rate_duration, self.a.rate)
+        live["fixed"].append(result)
+
+    def paced(self, port, secs, rate):
+        """One request every 1/rate s over 10 keep-alive connections (benches/paced.py), each
+        request's latency counted from the instant it was due."""
+        script = os.path.join(ROOT, "benches", "paced.py")
+        argv = [sys.executable, script, "--port", str(port), "--rate", str(rate),
+                "--duration", str(secs), "--connections", "10"]
+        out = run(argv, self.a.load_cpu, secs + 60, self.a.nice)
+        try:
+            return json.loads(out)
+        except ValueError as e:
+            raise HarnessError(f"cannot read paced.py's output ({e}):\n{out}") from e
 
     def close(self, live):
         """Stops the path's proxy and returns its row (medians of its runs)."""
@@ -625,6 +643,9 @@ def main():
     p.add_argument("--h2-clients", type=int, default=4)
     p.add_argument("--h2-streams", type=int, default=8)
     p.add_argument("--rate", type=int, default=1000, help="req/s of the fixed-rate run")
+    p.add_argument("--rate-client", choices=("paced", "h2load"), default="paced",
+                   help="the fixed-rate runs' client: paced (benches/paced.py, one request every "
+                   "1/rate s) or h2load (h2load --h1 --rps: its clients send together, in bursts of 10)")
     p.add_argument("--rate-duration", type=int, default=10,
                    help="seconds per fixed-rate run (0: no fixed-rate runs)")
     p.add_argument("--hold", type=int, default=1000, help="connections held open (0: skip)")

@@ -172,7 +172,11 @@ def markdown(result):
     if rate_rows:
         lines += ["", f"Fixed rate, ~{a['rate']} req/s, {a['reps']} run{'s' if a['reps'] != 1 else ''} of "
                   f"{a['rate_duration']} s, medians "
-                  "(`h2load --h1 --rps`, open loop per client; added p99 = p99 minus the direct path's):",
+                  + ("(`h2load --h1 --rps`, open loop per client, its 10 clients sending together; "
+                     if a.get("rate_client") == "h2load" else
+                     "(`benches/paced.py`, one request every 1/rate s over 10 connections, latency from "
+                     "the instant each was due; ")
+                  + "added p99 = p99 minus the direct path's):",
                   "", "| path | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | added p99 vs best |",
                   "|---|---|---|---|---|---|---|"]
         for r in rate_rows:

@@ -367,8 +367,9 @@ mod tests {
             }
             map
         };
-        let cases: [(&[&[u8]], Result<Option<&str>, Reject>); 5] = [
-            (&[], Ok(None)),
+        let none: &[&[u8]] = &[];
+        let cases = [
+            (none, Ok(None)),
             (&[b"pypi.org"], Ok(Some("pypi.org"))),
             (&[b"pypi.org", b"pool.example"], Err(Reject::BadHost)),
             (&[b"pool.example\x80"], Err(Reject::BadHost)),
