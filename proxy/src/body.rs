@@ -356,18 +356,41 @@ struct Guard {
     interval: std::time::Duration,
     next: Option<Pin<Box<Sleep>>>,
     moved: u64,
+    scan: Option<MiningScan>,
+}
+
+/// How much of an outbound request body is scanned for a mining call
+/// (getwork over HTTP: `eth_getWork`, `eth_submitLogin`, `mining.*`): such a
+/// call is one short JSON object, and the scan costs a step per byte.
+pub const SCAN_BODY: usize = crate::detect::stratum::MAX_LINE;
+
+/// The scan of an outbound request body for a mining call, and where it is
+/// reported: the request's record again, counted anew under Stratum (as a
+/// stream whose protocol turns out to be Stratum), so the controller's
+/// mining detector sees it.
+#[derive(Debug)]
+struct MiningScan {
+    scanner: crate::detect::stratum::StratumScanner,
+    record: Record,
+    telemetry: Telemetry,
 }
 
 impl<B: Body> RequestBody<B> {
     /// `inner`, judged as `record` was against `policy` when it lasts
     /// (checked every `interval`). A body that is already over (a `GET`'s,
     /// most requests') gets no guard: nothing is allocated for it.
+    ///
+    /// With `scan` (outbound requests), its first [`SCAN_BODY`] bytes are
+    /// scanned for a mining call too: found, it is reported to `scan` as
+    /// Stratum and judged as mining (no baseline allows it in enforcement:
+    /// the body is cut).
     pub fn judged(
         inner: B,
         record: &Record,
         policy: &PolicyRx,
         judged: Option<&Arc<Policy>>,
         interval: std::time::Duration,
+        scan: Option<&Telemetry>,
     ) -> Self {
         if inner.is_end_stream() {
             return RequestBody { inner, guard: None };
@@ -382,12 +405,46 @@ impl<B: Body> RequestBody<B> {
                 interval,
                 next: None,
                 moved: 0,
+                scan: scan.map(|telemetry| MiningScan {
+                    scanner: crate::detect::stratum::StratumScanner::new(),
+                    record: record.clone(),
+                    telemetry: telemetry.clone(),
+                }),
             })),
         }
     }
 }
 
 impl Guard {
+    /// Scans `data`, the next bytes of the body (the first [`SCAN_BODY`]
+    /// of it), for a mining call; found, reports it and gives the refusal
+    /// when the policy in force refuses mining.
+    fn scan(&mut self, data: &[u8]) -> Option<&'static str> {
+        let scan = self.scan.as_mut()?;
+        let room = SCAN_BODY.saturating_sub(usize::try_from(self.moved).unwrap_or(usize::MAX));
+        let found = scan.scanner.feed(&data[..data.len().min(room)]);
+        let done = found.is_some() || data.len() >= room;
+        let scan = if done { self.scan.take()? } else { return None };
+        let found = found?;
+        let policy = self.policy.borrow().clone();
+        let protocol = crate::model::Protocol::Stratum;
+        let refusal = match self.judge.decide(&policy, protocol) {
+            Decision::Deny { reason } => Some(reason),
+            Decision::Allow => None,
+        };
+        tracing::warn!(judge = ?self.judge, method = %found.method, "a mining call inside an HTTP request body");
+        let MiningScan {
+            mut record,
+            telemetry,
+            ..
+        } = scan;
+        record.protocol = protocol;
+        record.count = 1;
+        record.denied = refusal.is_some();
+        telemetry.emit(record);
+        refusal
+    }
+
     fn arm(&mut self, cx: &mut Context<'_>) {
         if self.next.is_none() {
             let next = self
@@ -453,6 +510,12 @@ where
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Some(reason) = guard.refused() {
                         tracing::info!(judge = ?guard.judge, reason, "cut a request body the policy no longer allows");
+                        this.guard = None;
+                        return Poll::Ready(Some(Err(RequestBodyError::Cut(reason))));
+                    }
+                    if let Some(data) = frame.data_ref()
+                        && let Some(reason) = guard.scan(data)
+                    {
                         this.guard = None;
                         return Poll::Ready(Some(Err(RequestBodyError::Cut(reason))));
                     }

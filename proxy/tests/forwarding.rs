@@ -499,6 +499,20 @@ async fn forwards_enforces_and_reports() -> Result<()> {
     tunnel.read_exact(&mut head).await?;
     assert_eq!(&head, b"HTTP/1.1 400", "{}", String::from_utf8_lossy(&head));
     drop(tunnel);
+    // A mining call in a request body (getwork over HTTP) to a destination
+    // the baseline allows is cut in enforcement: no baseline allows mining.
+    let (line, mut tunnel) = connect(outbound, &target).await?;
+    assert!(line.contains(" 200"), "{line}");
+    let call = r#"{"id":1,"jsonrpc":"2.0","method":"eth_getWork","params":[]}"#;
+    let post = format!(
+        "POST / HTTP/1.1\r\nHost: {target}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{call}",
+        call.len()
+    );
+    tunnel.write_all(post.as_bytes()).await?;
+    let mut head = [0u8; 12];
+    tunnel.read_exact(&mut head).await?;
+    assert_eq!(&head, b"HTTP/1.1 403", "{}", String::from_utf8_lossy(&head));
+    drop(tunnel);
     // HTTP/2 is judged by its `:authority`: a `host` field beside it that
     // names another site does not reach the app (a server that reads Host
     // would serve that site).

@@ -315,7 +315,7 @@ async fn a_request_body_the_policy_no_longer_allows_is_cut() {
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, hyper::Error>>(8);
     let inner = StreamBody::new(ReceiverStream::new(rx));
     let interval = Duration::from_secs(1);
-    let mut body = RequestBody::judged(inner, &record, &policy_rx, Some(&judged), interval);
+    let mut body = RequestBody::judged(inner, &record, &policy_rx, Some(&judged), interval, None);
     tx.send(Ok(Frame::data(Bytes::from_static(b"share 1"))))
         .await
         .unwrap();
@@ -352,4 +352,75 @@ fn a_queued_upstream_request_is_small() {
         response <= 200,
         "a response to the client takes {response} bytes"
     );
+}
+
+/// An outbound request body that carries a mining call (getwork over HTTP)
+/// is reported as Stratum, counted anew, even split across frames: let
+/// through while learning, cut in enforcement (no baseline allows mining).
+/// An ordinary JSON-RPC call is not mining, and the scan stops after
+/// `SCAN_BODY` bytes.
+#[tokio::test(start_paused = true)]
+async fn a_mining_call_in_a_request_body_is_reported_and_cut_in_enforcement() {
+    use super::{RequestBody, RequestBodyError, SCAN_BODY};
+    let record = Record {
+        authority: "pool.test:8888".into(),
+        method: "POST".into(),
+        path: "/".into(),
+        ..Record::new(Direction::Outbound, Protocol::Http1)
+    };
+    let login: &[&[u8]] = &[
+        b"{\"id\":1,\"jsonrpc\":\"2.0\",\"method\":\"eth_sub",
+        b"mitLogin\",\"params\":[\"0xwallet\"]}",
+    ];
+    let enforcing = Policy {
+        enforce: true,
+        mode: "enforcement".into(),
+        ..Policy::allow_all()
+    };
+    let padded = [vec![b' '; SCAN_BODY].as_slice(), login[0], login[1]].concat();
+    let benign: &[u8] =
+        b"{\"id\":1,\"jsonrpc\":\"2.0\",\"method\":\"eth_blockNumber\",\"params\":[]}";
+    let cases = [
+        ("learning", Policy::allow_all(), login.to_vec(), Some(false)),
+        ("enforcement", enforcing.clone(), login.to_vec(), Some(true)),
+        ("an ordinary call", enforcing.clone(), vec![benign], None),
+        ("past the scan", enforcing, vec![padded.as_slice()], None),
+    ];
+    for (case, policy, frames, want) in cases {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let (telemetry, mut records) = channel(&mut registry);
+        let (_policy_tx, policy_rx) = watch::channel(Arc::new(policy));
+        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, hyper::Error>>(8);
+        let inner = StreamBody::new(ReceiverStream::new(rx));
+        let interval = Duration::from_secs(1);
+        let mut body =
+            RequestBody::judged(inner, &record, &policy_rx, None, interval, Some(&telemetry));
+        for frame in &frames {
+            tx.send(Ok(Frame::data(Bytes::copy_from_slice(frame))))
+                .await
+                .unwrap();
+        }
+        drop(tx);
+        let mut cut = false;
+        while let Some(frame) = body.frame().await {
+            if let Err(e) = frame {
+                assert!(matches!(e, RequestBodyError::Cut(_)), "{case}: {e}");
+                cut = true;
+                break;
+            }
+        }
+        let mining: Vec<Record> = drain(&mut records)
+            .into_iter()
+            .filter(|r| r.protocol == Protocol::Stratum)
+            .collect();
+        match want {
+            Some(denied) => {
+                assert_eq!(mining.len(), 1, "{case}: {mining:?}");
+                assert_eq!((mining[0].count, mining[0].denied), (1, denied), "{case}");
+                assert_eq!(mining[0].authority, "pool.test:8888", "{case}");
+                assert_eq!(cut, denied, "{case}: cut only in enforcement");
+            }
+            None => assert!(mining.is_empty() && !cut, "{case}: {mining:?}"),
+        }
+    }
 }

@@ -124,6 +124,8 @@ impl Shared {
             Hop::Outbound { source } => Some(source),
             Hop::Inbound => None,
         };
+        // Outbound request bodies are scanned for mining calls.
+        let scan = identity.is_some().then_some(&self.telemetry);
         let upgrade = request_for_upstream(&mut parts.headers, version, identity);
         // The client's side of an upgrade, claimed before the request moves on.
         let client_side = upgrade
@@ -147,6 +149,7 @@ impl Shared {
             &self.policy,
             pending.judged_by.as_ref(),
             self.report_interval,
+            scan,
         );
         let body = CountingBody::new(body, pending.bytes_in.clone());
         let client = if h2 {
