@@ -94,11 +94,20 @@ async fn draining_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
 }
 
 async fn echo_upstream() -> SocketAddr {
+    greeting_echo_upstream(b"").await
+}
+
+/// An echo server that first sends `greeting` (a server-first protocol,
+/// SMTP's banner say, when it is not empty).
+async fn greeting_echo_upstream(greeting: &'static [u8]) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {
+                if stream.write_all(greeting).await.is_err() {
+                    return;
+                }
                 let (mut r, mut w) = stream.split();
                 let _ = tokio::io::copy(&mut r, &mut w).await;
             });
@@ -271,6 +280,7 @@ async fn forwards_enforces_and_reports() -> Result<()> {
     let (app, app_conns) = http_upstream().await;
     let (other, _) = http_upstream().await;
     let echo = echo_upstream().await;
+    let greeter = greeting_echo_upstream(b"220 smtp.test ESMTP\r\n").await;
     let (upload, uploaded) = draining_upstream().await;
 
     // Fake controller.
@@ -280,6 +290,7 @@ async fn forwards_enforces_and_reports() -> Result<()> {
         allowed_authorities: vec![
             format!("allowed.test:{}", app.port()),
             format!("echo.test:{}", echo.port()),
+            format!("echo.test:{}", greeter.port()),
             format!("upload.test:{}", upload.port()),
         ],
         allowed_addrs: vec![],
@@ -447,6 +458,19 @@ async fn forwards_enforces_and_reports() -> Result<()> {
     drop(tunnel);
     let (line, _) = connect(outbound, &format!("blocked.test:{}", echo.port())).await?;
     assert!(line.contains(" 403"), "{line}");
+    // A server-first protocol through a tunnel: the client says nothing
+    // until the server greets; past the detect timeout the server speaks
+    // first, and the stream is piped as it is.
+    let (line, mut tunnel) = connect(outbound, &format!("echo.test:{}", greeter.port())).await?;
+    assert!(line.contains(" 200"), "{line}");
+    let mut banner = [0u8; 21];
+    tokio::time::timeout(Duration::from_secs(5), tunnel.read_exact(&mut banner)).await??;
+    assert_eq!(&banner, b"220 smtp.test ESMTP\r\n");
+    tunnel.write_all(b"EHLO nb\r\n").await?;
+    let mut reply = [0u8; 9];
+    tunnel.read_exact(&mut reply).await?;
+    assert_eq!(&reply, b"EHLO nb\r\n");
+    drop(tunnel);
 
     // Plain HTTP inside a tunnel is judged request by request against the
     // tunnel's address: a Host that does not go there is refused (piped
