@@ -63,25 +63,22 @@ fn dig(pod: &Netns, args: &[&str]) -> String {
 
 /// curl in the pod as uid [`USER`]; returns the status (0: no answer).
 fn curl_as_user(pod: &Netns, url: &str) -> u16 {
+    curl_user(pod, &[url]).0
+}
+
+/// curl `args` in the pod as uid [`USER`]; returns the status (0: no
+/// answer) and the body.
+fn curl_user(pod: &Netns, args: &[&str]) -> (u16, String) {
     let out = pod
         .cmd("setpriv")
         .args(["--reuid", USER, "--regid", USER, "--clear-groups", "curl"])
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "--max-time",
-            "8",
-            "-w",
-            "%{http_code}",
-            url,
-        ])
+        .args(["-s", "--max-time", "8", "-w", "\n%{http_code}"])
+        .args(args)
         .output()
         .expect("running curl");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (status.trim().parse().unwrap_or(0), body.to_owned())
 }
 
 /// The sidecar's metric line for DNS queries of `name` (`requests` or
@@ -229,6 +226,141 @@ fn dns_goes_through_the_sidecar() {
         resolver.log()
     );
     let alert = ctl.wait_alert("unknown_egress", "web", Some("never-seen.test"));
+    assert_eq!(alert["action"], "blocked", "{alert}");
+    drop(sidecar);
+}
+
+/// A name that is both a cluster Service (`db` in namespace `shop`, which
+/// the pod's resolver finds through its search list: `ndots:5`) and a public
+/// name (`shop` is a top-level domain: the attacker registers `db.shop`) is
+/// bound to what the pod's resolver answers for it, never to what the
+/// notebook got by asking the public name itself. Before the search list
+/// was read, `dig db.shop` bound `db.shop` to the attacker's address, and a
+/// connection there showing `Host: db.shop` passed as the learned
+/// `db.shop:8000`.
+#[test]
+fn a_cluster_name_is_not_bound_by_asking_the_public_name() {
+    let test = "a_cluster_name_is_not_bound_by_asking_the_public_name";
+    if !able(test) {
+        return;
+    }
+    if let Some(tool) = ["dig", "dnsmasq", "sh", "mount"]
+        .into_iter()
+        .find(|t| !on_path(t))
+    {
+        eprintln!(
+            "SKIPPED {test}: `{tool}` is not installed (apt-get install -y bind9-dnsutils dnsmasq-base); CI runs it."
+        );
+        return;
+    }
+    const SEARCH: &str = "search default.svc.cluster.local svc.cluster.local cluster.local";
+    const NDOTS: &str = "options ndots:5";
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Network::new();
+    let (pod, srv) = (&net.pod, &net.server);
+    pod.resolv_conf(&["nameserver 10.66.0.2", SEARCH, NDOTS]);
+    // The attacker's server, at an address of its choosing.
+    pod.run("ip", &["route", "add", "192.0.2.0/24", "via", "10.66.0.2"]);
+    srv.run("ip", &["addr", "add", "192.0.2.80/32", "dev", "lo"]);
+    // The cluster's DNS: db.shop.svc.cluster.local is the Service, no other
+    // cluster name exists (NXDOMAIN); asked as it is, db.shop is the public
+    // name; cdn.test is another public name.
+    let mut cluster_dns = srv.cmd("dnsmasq");
+    cluster_dns.args([
+        "--local=/cluster.local/",
+        "--address=/db.shop.svc.cluster.local/10.66.0.2",
+        "--address=/db.shop/192.0.2.80",
+        "--address=/cdn.test/10.66.0.2",
+    ]);
+    let _resolver = common::dnsmasq(cluster_dns, "10.66.0.2", "10.66.0.2", &[], tmp.path());
+    // The sidecar's own lookups go to a resolver that knows the Service but
+    // no public name: what it believes of cdn.test comes from the pod's
+    // answers, and of db.shop from its own search-list lookup.
+    let mut own_dns = pod.cmd("dnsmasq");
+    own_dns.args([
+        "--local=/cluster.local/",
+        "--address=/db.shop.svc.cluster.local/10.66.0.2",
+    ]);
+    let _own_resolver = common::dnsmasq(own_dns, "127.0.0.53", "127.0.0.53", &[], tmp.path());
+    let _db = http_server(srv, "db", "10.66.0.2:8000", tmp.path());
+    let _evil = http_server(srv, "evil", "192.0.2.80:8000", tmp.path());
+    for (ns, server, name, want) in [
+        (srv, "@10.66.0.2", "db.shop", "192.0.2.80"),
+        (srv, "@10.66.0.2", "db.shop.svc.cluster.local", "10.66.0.2"),
+        (pod, "@127.0.0.53", "db.shop.svc.cluster.local", "10.66.0.2"),
+    ] {
+        wait_for(&format!("dnsmasq {server} to answer {name}"), || {
+            let out = ns
+                .cmd("dig")
+                .args(["+short", "+time=1", "+tries=1", server, name])
+                .output()
+                .ok()?;
+            (String::from_utf8_lossy(&out.stdout).trim() == want).then_some(())
+        });
+    }
+    for server in ["10.66.0.2:8000", "192.0.2.80:8000"] {
+        wait_for(&format!("the server at {server}"), || {
+            (srv.curl(&[&format!("http://{server}/")]).0 == 200).then_some(())
+        });
+    }
+
+    let ctl = net.controller(tmp.path());
+    pod.init_redirect();
+    let own = tmp.path().join("sidecar-resolv.conf");
+    std::fs::write(&own, format!("nameserver 127.0.0.53\n{SEARCH}\n{NDOTS}\n")).unwrap();
+    let sidecar = sidecar_with(
+        pod,
+        "web",
+        ctl.grpc,
+        tmp.path(),
+        &["--dns-upstream", "10.66.0.2"],
+        Some(&own),
+    );
+
+    // Learning: the notebook's resolver (curl, the C library) finds the
+    // Service by the search list, and cdn.test after its search names were
+    // NXDOMAIN: both are learned by name.
+    let (status, body) = curl_user(pod, &["http://db.shop:8000/"]);
+    assert_eq!((status, body.as_str()), (200, "db GET /"));
+    assert_eq!(curl_as_user(pod, "http://cdn.test:8000/"), 200);
+    ctl.wait_edge("workload:default/web", "external:db.shop:8000", 1);
+    ctl.wait_edge("workload:default/web", "external:cdn.test:8000", 1);
+
+    ctl.set_mode(&["enforcement"]);
+    wait_for("policy enforce=true at the sidecar", || {
+        let (status, body) = pod.curl(&["http://127.0.0.1:4191/config_dump"]);
+        let dump: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (status == 200 && dump["policy"]["enforce"] == true).then_some(())
+    });
+    let (status, body) = curl_user(pod, &["http://db.shop:8000/"]);
+    assert_eq!((status, body.as_str()), (200, "db GET /"), "the Service");
+    assert_eq!(
+        curl_as_user(pod, "http://cdn.test:8000/"),
+        200,
+        "a public name is still bound to the pod's answer"
+    );
+
+    // The notebook asks the public db.shop itself (an allowed name, so it
+    // is answered), then connects to that address showing db.shop.
+    assert_eq!(dig(pod, &["+short", "db.shop"]).trim(), "192.0.2.80");
+    let (status, body) = curl_user(
+        pod,
+        &[
+            "--resolve",
+            "db.shop:8000:192.0.2.80",
+            "http://db.shop:8000/",
+        ],
+    );
+    assert_eq!(status, 403, "the attacker's db.shop was reached: {body}");
+    assert!(!body.contains("evil"), "{body}");
+    let (_, metrics) = pod.curl(&["http://127.0.0.1:4191/metrics"]);
+    let unbound: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("vigil_proxy_dns_unbound_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(unbound >= 1, "{metrics}");
+    let alert = ctl.wait_alert("name_mismatch", "web", Some("192.0.2.80:8000"));
     assert_eq!(alert["action"], "blocked", "{alert}");
     drop(sidecar);
 }

@@ -170,7 +170,7 @@ pub async fn start(args: Args) -> Result<Running, StartError> {
         policy: policy.clone(),
         telemetry,
         metrics: http_metrics,
-        resolver: Resolver::new(config.hosts.clone()),
+        resolver: Resolver::new(config.hosts.clone(), config.search.clone()),
         identity: identity.clone(),
         source: ::http::HeaderValue::from_str(&identity.source())
             .expect("validated names are valid header text"),

@@ -18,7 +18,7 @@ pub use dns::{DnsArgs, ListenAddr};
 pub use udp::UdpArgs;
 
 use crate::model::is_valid_name;
-use crate::resolve::{ResolveError, parse_hosts};
+use crate::resolve::{ResolveError, SearchList, parse_hosts};
 
 /// Env var for `--outbound-addr`.
 pub const ENV_OUTBOUND_ADDR: &str = "VIGIL_OUTBOUND_ADDR";
@@ -382,6 +382,9 @@ pub struct Config {
     /// Where the DNS listener forwards queries (`--dns-upstream` or
     /// resolv.conf); `None` when the listener is off.
     pub dns_upstream: Option<SocketAddr>,
+    /// The pod's search list (resolv.conf): which answers bind a short
+    /// name (see [`SearchList`]).
+    pub search: SearchList,
 }
 
 impl Config {
@@ -452,9 +455,17 @@ impl Config {
                 })?
             }
         };
+        // The pod's resolv.conf (the sidecar shares it): the upstream
+        // resolver, and the search list its clients resolve short names by.
+        let resolv_conf = std::fs::read_to_string(dns::RESOLV_CONF).ok();
         let dns_upstream = args
             .dns
-            .upstream_from(std::path::Path::new(dns::RESOLV_CONF));
+            .listen()
+            .map(|_| args.dns.upstream(resolv_conf.as_deref()));
+        let search = resolv_conf
+            .as_deref()
+            .map(SearchList::parse)
+            .unwrap_or_default();
         if let Some(upstream) = dns_upstream
             && [args.dns.listen(), args.dns.listen6()].contains(&Some(upstream))
         {
@@ -464,6 +475,7 @@ impl Config {
             args,
             hosts,
             dns_upstream,
+            search,
         })
     }
 

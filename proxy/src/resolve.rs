@@ -118,6 +118,85 @@ pub fn parse_resolv_conf(text: &str) -> Option<IpAddr> {
     })
 }
 
+/// What a stub resolver (glibc, musl, Go's) does with a name that has
+/// fewer dots than `ndots` (resolv.conf `search` and `options ndots:`): it
+/// asks the name with each search domain appended, in order, and asks the
+/// name as it is only when none of those exists. In a Kubernetes pod
+/// (`ndots:5`, `search <ns>.svc.cluster.local svc.cluster.local
+/// cluster.local`) `db.shop` is the Service `db` of namespace `shop`, even
+/// when `db.shop` is also a public name (`shop` is a top-level domain).
+///
+/// So an answer for the name as it is says what a client reaches by that
+/// name only when the listener saw every search name before it answered
+/// NXDOMAIN ([`answers::AnswerStore::answered`]); a notebook that asks the
+/// public `db.shop` directly (dig, or its own DNS code) binds nothing.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SearchList {
+    /// The search domains, lower case, without a trailing dot.
+    pub domains: Vec<String>,
+    /// Names with at least this many dots are asked as they are first.
+    pub ndots: usize,
+}
+
+impl Default for SearchList {
+    /// No search domains, `ndots:1` (the C library's defaults).
+    fn default() -> Self {
+        SearchList {
+            domains: Vec::new(),
+            ndots: 1,
+        }
+    }
+}
+
+/// The longest name DNS can carry, in characters (without the final dot).
+const MAX_NAME_LEN: usize = 253;
+/// resolv.conf caps `ndots` at 15.
+const MAX_NDOTS: usize = 15;
+
+impl SearchList {
+    /// The search list of a resolv.conf text: the last `search` or
+    /// `domain` line wins (a `domain` is a list of one), `options ndots:n`
+    /// (at most 15; 1 by default).
+    pub fn parse(text: &str) -> SearchList {
+        let mut list = SearchList::default();
+        for line in text.lines() {
+            let line = line.split(['#', ';']).next().unwrap_or("");
+            let mut tokens = line.split_whitespace();
+            match tokens.next() {
+                Some("search" | "domain") => {
+                    list.domains = tokens
+                        .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+                        .filter(|d| !d.is_empty())
+                        .collect();
+                }
+                Some("options") => {
+                    for option in tokens {
+                        if let Some(n) = option.strip_prefix("ndots:")
+                            && let Ok(n) = n.parse::<usize>()
+                        {
+                            list.ndots = n.min(MAX_NDOTS);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        list
+    }
+
+    /// The names a stub resolver asks before `name` itself (lower case,
+    /// no trailing dot), in order: none when `name` has `ndots` dots or
+    /// more, and none that would be too long to ask.
+    pub fn asked_before<'a>(&'a self, name: &'a str) -> impl Iterator<Item = String> + 'a {
+        let short = name != "." && name.matches('.').count() < self.ndots;
+        self.domains
+            .iter()
+            .filter(move |_| short)
+            .map(move |domain| format!("{name}.{domain}"))
+            .filter(|full| full.len() <= MAX_NAME_LEN)
+    }
+}
+
 /// How long a name resolved by the system resolver is reused. The system
 /// resolver does not report record TTLs; ten seconds keeps a sidecar from
 /// calling it on every request while following DNS changes promptly.
@@ -251,10 +330,12 @@ pub struct Resolver {
 }
 
 impl Resolver {
-    /// A resolver with these hosts-file overrides.
-    pub fn new(hosts: HashMap<String, IpAddr>) -> Self {
+    /// A resolver with these hosts-file overrides, for a pod whose
+    /// resolver uses `search`.
+    pub fn new(hosts: HashMap<String, IpAddr>, search: SearchList) -> Self {
         Resolver {
             hosts,
+            pod: PodAnswers::new(search),
             ..Resolver::default()
         }
     }
@@ -628,6 +709,87 @@ mod tests {
     }
 
     #[test]
+    fn search_list() {
+        const POD: &str = "nameserver 10.96.0.10\nsearch jupyter.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n";
+        // (resolv.conf, search domains, ndots)
+        let cases: [(&str, &[&str], usize); 7] = [
+            (
+                POD,
+                &[
+                    "jupyter.svc.cluster.local",
+                    "svc.cluster.local",
+                    "cluster.local",
+                ],
+                5,
+            ),
+            ("nameserver 10.0.0.1\n", &[], 1),
+            // The last of `search` and `domain` wins; a `domain` is a list
+            // of one; trailing dots and case go.
+            (
+                "search a.test b.test\ndomain Corp.Example.\n",
+                &["corp.example"],
+                1,
+            ),
+            (
+                "domain x.test\nsearch A.test. b.test # c\n",
+                &["a.test", "b.test"],
+                1,
+            ),
+            // ndots is capped at 15; a bad value keeps the last good one.
+            ("options ndots:2 rotate\noptions ndots:99\n", &[], 15),
+            ("options ndots:3\noptions ndots:x\n", &[], 3),
+            ("; search commented.test\n#options ndots:4\n", &[], 1),
+        ];
+        for (text, domains, ndots) in cases {
+            let list = SearchList::parse(text);
+            assert_eq!(list.domains, domains, "{text:?}");
+            assert_eq!(list.ndots, ndots, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn names_asked_before_a_name() {
+        let pod = SearchList {
+            domains: vec!["ns.svc.cluster.local".into(), "svc.cluster.local".into()],
+            ndots: 5,
+        };
+        let long = format!("{}.x", "a".repeat(240));
+        // (name, the names a resolver asks first)
+        let cases: [(&str, &[&str]); 5] = [
+            (
+                "db.shop",
+                &["db.shop.ns.svc.cluster.local", "db.shop.svc.cluster.local"],
+            ),
+            (
+                "pypi.org",
+                &[
+                    "pypi.org.ns.svc.cluster.local",
+                    "pypi.org.svc.cluster.local",
+                ],
+            ),
+            // Five dots: asked as it is first.
+            ("a.b.c.d.e.f", &[]),
+            (".", &[]),
+            // Too long with a domain appended: a resolver cannot ask it.
+            (&long, &[]),
+        ];
+        for (name, want) in cases {
+            let asked: Vec<String> = pod.asked_before(name).collect();
+            assert_eq!(asked, want, "{name}");
+        }
+        // ndots:1 (no Kubernetes): a dotted name is asked as it is.
+        let plain = SearchList {
+            domains: vec!["corp.example".into()],
+            ndots: 1,
+        };
+        assert_eq!(plain.asked_before("db.shop").count(), 0);
+        assert_eq!(
+            plain.asked_before("db").collect::<Vec<_>>(),
+            ["db.corp.example"]
+        );
+    }
+
+    #[test]
     fn hosts_file() {
         let text =
             "# comment\n\napi 10.0.0.1\n10.0.0.2 db db.local # trailing\n::1 six\nAPI2 10.0.0.3\n";
@@ -663,7 +825,7 @@ mod tests {
 
     #[tokio::test]
     async fn resolves_statically_first() {
-        let r = Resolver::new(parse_hosts("api 10.0.0.1").unwrap());
+        let r = Resolver::new(parse_hosts("api 10.0.0.1").unwrap(), SearchList::default());
         let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
         assert_eq!(
             r.resolve("API", 80, Lookup::Allowed).await.unwrap(),

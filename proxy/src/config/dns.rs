@@ -1,7 +1,6 @@
 //! The DNS listener's flags: where it listens and which resolver it asks.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
 
 use serde::Serialize;
 
@@ -102,13 +101,5 @@ impl DnsArgs {
                 .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
             SocketAddr::new(ip, DNS_PORT)
         })
-    }
-
-    /// [`DnsArgs::upstream`] with the text of `path`; `None` when the
-    /// listener is off.
-    pub fn upstream_from(&self, path: &Path) -> Option<SocketAddr> {
-        self.listen()?;
-        let text = std::fs::read_to_string(path).ok();
-        Some(self.upstream(text.as_deref()))
     }
 }

@@ -132,6 +132,7 @@ fn bind_udp(addr: SocketAddr, v6_only: bool) -> std::io::Result<UdpSocket> {
 #[derive(Clone, Debug, Default)]
 pub struct DnsMetrics {
     dropped: Counter,
+    unbound: Counter,
 }
 
 impl DnsMetrics {
@@ -142,6 +143,11 @@ impl DnsMetrics {
             "vigil_proxy_dns_dropped",
             "DNS queries over UDP dropped because too many were in flight",
             metrics.dropped.clone(),
+        );
+        registry.register(
+            "vigil_proxy_dns_unbound",
+            "DNS answers with addresses not bound to their name, because the pod's resolver asks a search name first (resolv.conf search, ndots) and that name was not answered NXDOMAIN: asked directly, its answer is not what a client reaches by the name",
+            metrics.unbound.clone(),
         );
         metrics
     }
@@ -239,7 +245,13 @@ impl Dns {
             Ok(response) => {
                 let status = match message::read_response(&response, question) {
                     Some(answer) => {
-                        self.answers.insert(&question.name, &answer.addresses);
+                        let bound =
+                            self.answers
+                                .answered(&question.name, answer.rcode, &answer.addresses);
+                        if !bound && !answer.addresses.is_empty() {
+                            self.metrics.unbound.inc();
+                            tracing::debug!(name = %question.name, "answer not bound to the name: a search name before it was not answered NXDOMAIN");
+                        }
                         answer.rcode
                     }
                     None => u16::from(response.get(3).map_or(0, |b| b & 0x0f)),
