@@ -309,6 +309,31 @@ fn pods_that_could_undo_the_interception_are_denied_in_enforcement() {
             .contains("uid 2102, the sidecar's"),
         "{message}"
     );
+    // Letting a setuid program in the image make it root (and then the
+    // sidecar's uid): KubeSpawner turns that off; without it, denied.
+    let mut setuid = jovyan.clone();
+    setuid["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = json!(true);
+    let message = validate("jhub", &setuid)["response"]["status"]["message"].clone();
+    assert!(
+        message
+            .as_str()
+            .unwrap()
+            .contains("notebook may gain privileges"),
+        "{message}"
+    );
+    // Requiring a non-root uid but leaving it to the image, which may pick
+    // the sidecar's (`USER 2102`).
+    let mut image_uid = jovyan.clone();
+    image_uid["spec"]["containers"][0]["securityContext"] =
+        json!({"runAsNonRoot": true, "allowPrivilegeEscalation": false});
+    let message = validate("jhub", &image_uid)["response"]["status"]["message"].clone();
+    assert!(
+        message
+            .as_str()
+            .unwrap()
+            .contains("its image picks the uid"),
+        "{message}"
+    );
     // With NET_ADMIN.
     let mut admin = jovyan.clone();
     admin["spec"]["containers"][0]["securityContext"]["capabilities"] =

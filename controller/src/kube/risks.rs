@@ -40,6 +40,19 @@ pub enum Risk {
         /// The container.
         container: String,
     },
+    /// A container requires a non-root uid but names none: its image picks
+    /// it, and an image may pick the sidecar's.
+    ImageUid {
+        /// The container.
+        container: String,
+    },
+    /// A container may gain privileges (`allowPrivilegeEscalation` is not
+    /// false and `CAP_SETUID` is not dropped): a setuid program in its image
+    /// runs as root and can take the sidecar's uid.
+    MayEscalate {
+        /// The container.
+        container: String,
+    },
     /// A container runs as the sidecar's uid, whose traffic is never
     /// redirected.
     ProxyUid {
@@ -95,6 +108,14 @@ impl std::fmt::Display for Risk {
             Self::MayRunAsRoot { container } => write!(
                 f,
                 "container {container} may run as root (no runAsUser, no runAsNonRoot): set runAsNonRoot: true or a runAsUser"
+            ),
+            Self::ImageUid { container } => write!(
+                f,
+                "container {container} sets runAsNonRoot but no runAsUser, so its image picks the uid and may pick the sidecar's, whose traffic is never intercepted: set a runAsUser"
+            ),
+            Self::MayEscalate { container } => write!(
+                f,
+                "container {container} may gain privileges (allowPrivilegeEscalation is not false and CAP_SETUID is not dropped): a setuid program in its image could take the sidecar's uid, whose traffic is never intercepted: set allowPrivilegeEscalation: false"
             ),
             Self::ProxyUid { container, uid } => write!(
                 f,
@@ -315,7 +336,17 @@ fn container_risks(
         None if !non_root => out.push(Risk::MayRunAsRoot {
             container: container_name.clone(),
         }),
+        None => out.push(Risk::ImageUid {
+            container: container_name.clone(),
+        }),
         _ => {}
+    }
+    // A uid that is no risk itself holds only if the container cannot
+    // become root through a setuid program.
+    if out.is_empty() && may_escalate(container) {
+        out.push(Risk::MayEscalate {
+            container: container_name.clone(),
+        });
     }
     if container
         .pointer("/securityContext/privileged")
@@ -344,6 +375,28 @@ fn container_risks(
         }
     }
     out
+}
+
+/// Whether a setuid program can give `container` back the privileges to
+/// change its uid: `allowPrivilegeEscalation` (a container field only; the
+/// kubelet's default is true) is not false, and the bounding set keeps
+/// `CAP_SETUID` (not dropped by `SETUID` or `ALL`).
+fn may_escalate(container: &Value) -> bool {
+    let escalation = container
+        .pointer("/securityContext/allowPrivilegeEscalation")
+        .and_then(Value::as_bool)
+        != Some(false);
+    let setuid_dropped = container
+        .pointer("/securityContext/capabilities/drop")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .any(|cap| {
+            let cap = cap.to_ascii_uppercase();
+            matches!(cap.strip_prefix("CAP_").unwrap_or(&cap), "SETUID" | "ALL")
+        });
+    escalation && !setuid_dropped
 }
 
 #[cfg(test)]

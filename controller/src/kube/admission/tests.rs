@@ -40,7 +40,7 @@ fn apply(object: &Value, response: &AdmissionResponse) -> Value {
 #[test]
 fn a_pod_in_an_enabled_namespace_is_patched_once() {
     let args = SidecarArgs::default();
-    let object = pod(json!({"runAsUser": 1000}));
+    let object = pod(json!({"runAsUser": 1000, "allowPrivilegeEscalation": false}));
     let response = mutate(
         &review("CREATE", None, object.clone()),
         Some(&enabled()),
@@ -125,7 +125,11 @@ fn enforcement_denies_and_learning_warns() {
         assert!(warned.allowed);
         assert!(warned.warnings.unwrap()[0].contains("runs as root"));
     }
-    let fine = inject(&pod(json!({"runAsUser": 1000})), &enabled(), &args);
+    let fine = inject(
+        &pod(json!({"runAsUser": 1000, "allowPrivilegeEscalation": false})),
+        &enabled(),
+        &args,
+    );
     assert!(
         validate(
             &review("CREATE", None, fine.clone()),
@@ -137,7 +141,7 @@ fn enforcement_denies_and_learning_warns() {
     );
     // kubectl debug adds an ephemeral container with NET_ADMIN: denied.
     let mut debug = fine;
-    debug["spec"]["ephemeralContainers"] = json!([{"name": "dbg", "securityContext": {"runAsUser": 1000, "capabilities": {"add": ["NET_ADMIN"]}}}]);
+    debug["spec"]["ephemeralContainers"] = json!([{"name": "dbg", "securityContext": {"runAsUser": 1000, "allowPrivilegeEscalation": false, "capabilities": {"add": ["NET_ADMIN"]}}}]);
     let response = validate(
         &review("UPDATE", Some("ephemeralcontainers"), debug),
         Some(&enabled()),

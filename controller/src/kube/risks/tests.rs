@@ -25,8 +25,47 @@ fn what_can_undo_the_interception_is_found() {
         container: c.into(),
     };
     let cases: Vec<(Value, Vec<Risk>)> = vec![
-        (injected(json!({"runAsUser": 1000})), vec![]),
-        (injected(json!({"runAsNonRoot": true})), vec![]),
+        (
+            injected(json!({"runAsUser": 1000, "allowPrivilegeEscalation": false})),
+            vec![],
+        ),
+        // The image picks the uid: it may pick the sidecar's.
+        (
+            injected(json!({"runAsNonRoot": true, "allowPrivilegeEscalation": false})),
+            vec![Risk::ImageUid {
+                container: "notebook".into(),
+            }],
+        ),
+        (
+            injected(json!({"runAsNonRoot": true})),
+            vec![Risk::ImageUid {
+                container: "notebook".into(),
+            }],
+        ),
+        // A setuid program can make the container root, then the sidecar's
+        // uid, unless escalation is off or CAP_SETUID is not in its
+        // bounding set.
+        (
+            injected(json!({"runAsUser": 1000})),
+            vec![Risk::MayEscalate {
+                container: "notebook".into(),
+            }],
+        ),
+        (
+            injected(json!({"runAsUser": 1000, "allowPrivilegeEscalation": true,
+                            "capabilities": {"drop": ["NET_RAW"]}})),
+            vec![Risk::MayEscalate {
+                container: "notebook".into(),
+            }],
+        ),
+        (
+            injected(json!({"runAsUser": 1000, "capabilities": {"drop": ["ALL"]}})),
+            vec![],
+        ),
+        (
+            injected(json!({"runAsUser": 1000, "capabilities": {"drop": ["cap_setuid"]}})),
+            vec![],
+        ),
         (injected(json!({"runAsUser": 0})), vec![root("notebook")]),
         (
             injected(json!({})),
@@ -42,28 +81,37 @@ fn what_can_undo_the_interception_is_found() {
             }],
         ),
         (
-            injected(json!({"runAsUser": 1000, "capabilities": {"add": ["NET_ADMIN"]}})),
+            injected(
+                json!({"runAsUser": 1000, "allowPrivilegeEscalation": false, "capabilities": {"add": ["NET_ADMIN"]}}),
+            ),
             vec![Risk::NetAdmin {
                 container: "notebook".into(),
                 capability: "NET_ADMIN".into(),
             }],
         ),
         (
-            injected(json!({"runAsUser": 1000, "capabilities": {"add": ["cap_sys_admin"]}})),
+            injected(
+                json!({"runAsUser": 1000, "allowPrivilegeEscalation": false, "capabilities": {"add": ["cap_sys_admin"]}}),
+            ),
             vec![Risk::NetAdmin {
                 container: "notebook".into(),
                 capability: "SYS_ADMIN".into(),
             }],
         ),
         (
-            injected(json!({"runAsUser": 1000, "privileged": true})),
+            injected(
+                json!({"runAsUser": 1000, "allowPrivilegeEscalation": false, "privileged": true}),
+            ),
             vec![Risk::NetAdmin {
                 container: "notebook".into(),
                 capability: "privileged".into(),
             }],
         ),
         // Without Istio, uid 1337 is nobody special.
-        (injected(json!({"runAsUser": 1337})), vec![]),
+        (
+            injected(json!({"runAsUser": 1337, "allowPrivilegeEscalation": false})),
+            vec![],
+        ),
     ];
     for (pod, want) in cases {
         assert_eq!(
@@ -85,7 +133,7 @@ fn the_sidecar_token_is_the_sidecars_alone() {
     let secret = args.proxy_token_secret.clone();
     let pod = |extra: Value| {
         let mut spec = json!({"containers": [{"name": "notebook", "image": "nb",
-            "securityContext": {"runAsUser": 1000}}]});
+            "securityContext": {"runAsUser": 1000, "allowPrivilegeEscalation": false}}]});
         for (key, value) in extra.as_object().unwrap() {
             spec[key] = value.clone();
         }
@@ -98,7 +146,7 @@ fn the_sidecar_token_is_the_sidecars_alone() {
         (
             "the notebook mounts it",
             pod(json!({"containers": [{"name": "notebook", "image": "nb",
-                "securityContext": {"runAsUser": 1000}, "volumeMounts": mount}]})),
+                "securityContext": {"runAsUser": 1000, "allowPrivilegeEscalation": false}, "volumeMounts": mount}]})),
             vec![Risk::TokenMounted {
                 container: "notebook".into(),
             }],
@@ -107,7 +155,7 @@ fn the_sidecar_token_is_the_sidecars_alone() {
             "an init container before vigil-init mounts it",
             pod(
                 json!({"initContainers": [{"name": "copy", "image": "busybox",
-                "securityContext": {"runAsUser": 1000}, "volumeMounts": mount}]}),
+                "securityContext": {"runAsUser": 1000, "allowPrivilegeEscalation": false}, "volumeMounts": mount}]}),
             ),
             vec![Risk::TokenMounted {
                 container: "copy".into(),
@@ -146,7 +194,8 @@ fn the_pod_level_uid_applies_unless_the_container_overrides_it() {
             container: "notebook".into()
         }]
     );
-    pod["spec"]["containers"][0]["securityContext"] = json!({"runAsUser": 1000});
+    pod["spec"]["containers"][0]["securityContext"] =
+        json!({"runAsUser": 1000, "allowPrivilegeEscalation": false});
     assert!(risks(&pod, &enabled(), &SidecarArgs::default()).is_empty());
 }
 
@@ -162,7 +211,8 @@ fn beside_istio_only_istio_proxy_may_be_envoy() {
     };
     let pod = json!({"metadata": {"name": "nb"}, "spec": {"containers": [
         {"name": "notebook", "image": "nb", "securityContext": {"runAsUser": 1337}},
-        {"name": "istio-proxy", "image": "proxyv2", "securityContext": {"runAsUser": 1337}}]}});
+        {"name": "istio-proxy", "image": "proxyv2", "securityContext": {"runAsUser": 1337,
+            "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]}});
     let pod = inject(&pod, &ns, &SidecarArgs::default());
     assert_eq!(
         risks(&pod, &ns, &SidecarArgs::default()),
@@ -178,19 +228,19 @@ fn a_missing_or_altered_sidecar_is_found() {
     let args = SidecarArgs::default();
     let ns = enabled();
     let opted_out = json!({"metadata": {"name": "nb", "annotations": {"vigil.io/inject": "disabled"}},
-        "spec": {"containers": [{"name": "notebook", "securityContext": {"runAsUser": 1000}}]}});
+        "spec": {"containers": [{"name": "notebook", "securityContext": {"runAsUser": 1000, "allowPrivilegeEscalation": false}}]}});
     assert_eq!(
         risks(&opted_out, &ns, &args),
         vec![Risk::NotInjected(SkipReason::PodDisabled)]
     );
     let not_injected = json!({"metadata": {"name": "nb"},
-        "spec": {"containers": [{"name": "notebook", "securityContext": {"runAsUser": 1000}}]}});
+        "spec": {"containers": [{"name": "notebook", "securityContext": {"runAsUser": 1000, "allowPrivilegeEscalation": false}}]}});
     let found = risks(&not_injected, &ns, &args);
     assert!(found.contains(&Risk::Altered {
         container: PROXY_CONTAINER,
         field: "presence".into()
     }));
-    let mut tampered = injected(json!({"runAsUser": 1000}));
+    let mut tampered = injected(json!({"runAsUser": 1000, "allowPrivilegeEscalation": false}));
     tampered["spec"]["containers"][1]["env"]
         .as_array_mut()
         .unwrap()
@@ -206,14 +256,14 @@ fn a_missing_or_altered_sidecar_is_found() {
         field: "args".into()
     }));
     // Its token mount moved elsewhere: altered.
-    let mut moved = injected(json!({"runAsUser": 1000}));
+    let mut moved = injected(json!({"runAsUser": 1000, "allowPrivilegeEscalation": false}));
     moved["spec"]["containers"][1]["volumeMounts"][0]["mountPath"] = json!("/tmp/x");
     assert!(risks(&moved, &ns, &args).contains(&Risk::Altered {
         container: PROXY_CONTAINER,
         field: "volumeMounts".into()
     }));
     // Another webhook's extra env var and mount on the sidecar are fine.
-    let mut extended = injected(json!({"runAsUser": 1000}));
+    let mut extended = injected(json!({"runAsUser": 1000, "allowPrivilegeEscalation": false}));
     extended["spec"]["containers"][1]["env"]
         .as_array_mut()
         .unwrap()
@@ -232,7 +282,7 @@ fn a_missing_or_altered_sidecar_is_found() {
 #[test]
 fn init_containers_after_vigil_init_and_ephemeral_ones_are_checked() {
     let args = SidecarArgs::default();
-    let mut pod = injected(json!({"runAsUser": 1000}));
+    let mut pod = injected(json!({"runAsUser": 1000, "allowPrivilegeEscalation": false}));
     let admin = json!({"runAsUser": 0, "capabilities": {"add": ["NET_ADMIN"]}});
     let inits = pod["spec"]["initContainers"].as_array_mut().unwrap();
     inits.insert(
