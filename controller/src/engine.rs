@@ -209,6 +209,7 @@ pub fn spawn_with(
             "some stored rows were unreadable and are ignored"
         );
     }
+    let epoch = store.next_policy_epoch()?;
     let mut engine = Engine {
         store,
         modes: Modes::default(),
@@ -216,7 +217,7 @@ pub fn spawn_with(
         graph: Graph::default(),
         baseline: Baseline::default(),
         alerts: BTreeMap::new(),
-        policies: Policies::default(),
+        policies: Policies::from_epoch(epoch),
         dropped: 0,
         seqs: HashMap::new(),
         metrics: EngineMetrics::register(registry),

@@ -185,7 +185,21 @@ pub struct Policies {
     version: u64,
 }
 
+/// Versions a run may number before its range meets the next epoch's.
+const VERSIONS_PER_EPOCH: u64 = 1 << 32;
+
 impl Policies {
+    /// Channels whose versions start above those of every earlier epoch
+    /// (one per controller start, [`crate::store::Store::next_policy_epoch`]):
+    /// a sidecar, and `vigil_proxy_policy_version`, never see the number go
+    /// back when the controller restarts.
+    pub fn from_epoch(epoch: u64) -> Self {
+        Policies {
+            channels: HashMap::new(),
+            version: epoch.saturating_mul(VERSIONS_PER_EPOCH),
+        }
+    }
+
     /// Publishes `spec` for `id` if it differs from the current one; a new
     /// version number is assigned then. Returns whether it changed.
     pub fn publish(&mut self, id: &WorkloadId, mut spec: PolicySpec) -> bool {
@@ -423,6 +437,22 @@ mod tests {
             let got = affected(&edges, &quarantined, &registered, &b, &inv);
             assert_eq!(names(got), want, "{why}");
         }
+    }
+
+    #[test]
+    fn a_later_epoch_numbers_above_an_earlier_one() {
+        let (web, b, g, inv) = fixture();
+        let mut first = Policies::from_epoch(1);
+        for mode in [Mode::Learning, ENFORCE, Mode::Learning] {
+            first.publish(&web, compile_with(&web, mode, &b, &g, &inv));
+        }
+        let last_of_first = first.subscribe(&web).unwrap().borrow().version;
+        // The controller restarted: the same policy comes first.
+        let mut second = Policies::from_epoch(2);
+        second.publish(&web, compile_with(&web, Mode::Learning, &b, &g, &inv));
+        let first_of_second = second.subscribe(&web).unwrap().borrow().version;
+        assert_eq!(last_of_first, VERSIONS_PER_EPOCH + 3);
+        assert_eq!(first_of_second, 2 * VERSIONS_PER_EPOCH + 1);
     }
 
     #[test]
