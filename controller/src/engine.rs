@@ -420,7 +420,18 @@ impl Engine {
             .inventory
             .get(id)
             .map(|_| self.inventory.profile_of(id));
+        let pod_ips = self.inventory.get(id).map_or(&[][..], |r| &r.pod_ips[..]);
+        let (addrs, refused): (Vec<SocketAddr>, Vec<SocketAddr>) = addrs
+            .iter()
+            .partition(|a| crate::inventory::may_advertise(**a, from, pod_ips));
+        if !refused.is_empty() {
+            tracing::warn!(workload = %id, ?refused, ?from, "a registration advertised inbound addresses that are neither the address it came from nor pod IPs of the workload; ignored");
+        }
+        let addrs = addrs.as_slice();
         let mut displaced = self.inventory.owners_of(addrs);
+        if let Some(owner) = from.and_then(|ip| self.inventory.registered_from_owner(ip)) {
+            displaced.insert(owner.clone());
+        }
         displaced.remove(id);
         self.inventory.register(id, addrs, version, from, now);
         let record = self.inventory.set_labels(id, tenant, profile).clone();

@@ -76,6 +76,9 @@ pub struct Inventory {
     workloads: BTreeMap<WorkloadId, WorkloadRecord>,
     by_addr: HashMap<SocketAddr, WorkloadId>,
     by_ip: HashMap<IpAddr, WorkloadId>,
+    /// The workload whose latest registration came from an IP (the newest
+    /// registration owns a reused IP).
+    by_from: HashMap<IpAddr, WorkloadId>,
     connected: HashMap<WorkloadId, usize>,
     /// The workloads each baseline identity stands for (see
     /// [`Inventory::members_of`]), kept with the records.
@@ -117,7 +120,8 @@ impl Inventory {
     }
 
     /// Records a registration that came from `from`; returns the updated
-    /// record.
+    /// record. Of `addrs`, only those a registration from `from` may
+    /// advertise are kept ([`may_advertise`]).
     pub fn register(
         &mut self,
         id: &WorkloadId,
@@ -129,12 +133,18 @@ impl Inventory {
         let new = !self.workloads.contains_key(id);
         let record = self.workloads.entry(id.clone()).or_default();
         record.registered_from = from.map(|ip| ip.to_canonical());
+        if let Some(ip) = record.registered_from {
+            self.by_from.insert(ip, id.clone());
+        }
         if record.first_seen == 0 {
             record.first_seen = now;
         }
         record.last_seen = now;
         record.proxy_version = version.to_owned();
         for addr in addrs {
+            if !may_advertise(*addr, from, &record.pod_ips) {
+                continue;
+            }
             if !record.inbound_addrs.contains(addr) {
                 record.inbound_addrs.push(*addr);
             }
@@ -146,6 +156,11 @@ impl Inventory {
             self.reindex(id);
         }
         &self.workloads[id]
+    }
+
+    /// The workload whose latest registration came from `ip`, if any.
+    pub fn registered_from_owner(&self, ip: IpAddr) -> Option<&WorkloadId> {
+        self.by_from.get(&ip.to_canonical())
     }
 
     /// The workloads that own `addrs` now (see [`Inventory::register`]:
@@ -242,6 +257,9 @@ impl Inventory {
 
     /// Restores a record read back from the store.
     pub fn restore(&mut self, id: WorkloadId, record: WorkloadRecord) {
+        if let Some(ip) = record.registered_from {
+            self.by_from.insert(ip, id.clone());
+        }
         for addr in &record.inbound_addrs {
             self.by_addr.insert(*addr, id.clone());
         }
@@ -258,6 +276,7 @@ impl Inventory {
         self.workloads.clear();
         self.by_addr.clear();
         self.by_ip.clear();
+        self.by_from.clear();
         self.members.clear();
     }
 
@@ -291,7 +310,8 @@ impl Inventory {
 
     /// The IPs `id` calls from: those of the inbound addresses it owns
     /// (the newest registration owns a reused address) and the one its
-    /// latest registration came from; unspecified ones say nothing.
+    /// latest registration came from, unless a newer registration of
+    /// another workload came from it; unspecified ones say nothing.
     pub fn source_ips(&self, id: &WorkloadId) -> BTreeSet<IpAddr> {
         let Some(record) = self.workloads.get(id) else {
             return BTreeSet::new();
@@ -301,7 +321,11 @@ impl Inventory {
             .iter()
             .filter(|addr| self.by_addr.get(addr) == Some(id))
             .map(|addr| addr.ip())
-            .chain(record.registered_from)
+            .chain(
+                record
+                    .registered_from
+                    .filter(|ip| self.by_from.get(ip) == Some(id)),
+            )
             .chain(
                 record
                     .pod_ips
@@ -384,6 +408,18 @@ impl Inventory {
     }
 }
 
+/// Whether a registration that came from `from` may advertise `addr` as
+/// its workload's inbound address: its IP is the one the registration came
+/// from, or one of the workload's pod IPs from the Kubernetes API. The
+/// callers of a workload are allowed its inbound addresses (their policies'
+/// `allowed_addrs`), so an address taken on a registration's word would let
+/// whoever holds a sidecar token open any address to them: register as a
+/// baseline peer with a mining pool's `ip:port`, and every caller may dial it.
+pub fn may_advertise(addr: SocketAddr, from: Option<IpAddr>, pod_ips: &[IpAddr]) -> bool {
+    let ip = addr.ip().to_canonical();
+    from.is_some_and(|from| from.to_canonical() == ip) || pod_ips.contains(&ip)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,11 +487,62 @@ mod tests {
     }
 
     #[test]
+    fn a_registration_advertises_only_its_own_or_its_pods_addresses() {
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let pods = [ip("10.1.0.7"), ip("fd00::7")];
+        // (address, registration came from, may advertise)
+        let cases = [
+            ("10.0.0.9:4143", Some("10.0.0.9"), true),
+            ("127.0.0.1:4143", Some("127.0.0.1"), true),
+            ("10.1.0.7:4143", Some("10.0.0.9"), true),
+            ("[fd00::7]:4143", Some("10.1.0.7"), true),
+            ("[::ffff:10.0.0.9]:4143", Some("10.0.0.9"), true),
+            ("10.0.0.9:4143", Some("::ffff:10.0.0.9"), true),
+            // A pool's address, or the loopback a pod's sidecar binds.
+            ("203.0.113.5:443", Some("10.0.0.9"), false),
+            ("127.0.0.1:4143", Some("10.0.0.9"), false),
+            ("0.0.0.0:4143", Some("10.0.0.9"), false),
+            // Where the registration came from is unknown.
+            ("10.0.0.9:4143", None, false),
+        ];
+        for (addr, from, want) in cases {
+            assert_eq!(
+                may_advertise(sa(addr), from.map(ip), &pods),
+                want,
+                "{addr} from {from:?}"
+            );
+        }
+        let mut inv = Inventory::default();
+        let db = WorkloadId::new("shop", "db").unwrap();
+        let record = inv.register(
+            &db,
+            &[sa("10.0.0.9:4143"), sa("203.0.113.5:443")],
+            "0",
+            Some(ip("10.0.0.9")),
+            1,
+        );
+        assert_eq!(record.inbound_addrs, [sa("10.0.0.9:4143")]);
+        // A newer registration of another workload from that IP (a reused
+        // pod IP) takes it: db no longer calls from it.
+        let nb = WorkloadId::new("shop", "nb").unwrap();
+        inv.register(&nb, &[], "0", Some(ip("10.0.0.9")), 2);
+        assert_eq!(inv.registered_from_owner(ip("10.0.0.9")), Some(&nb));
+        assert_eq!(inv.source_ips(&nb), [ip("10.0.0.9")].into());
+    }
+
+    #[test]
     fn destinations_resolve_by_address_then_by_name() {
         let mut inv = Inventory::default();
         let web = WorkloadId::new("shop", "web").unwrap();
         let db = WorkloadId::new("shop", "db").unwrap();
-        inv.register(&db, &["10.0.0.7:5432".parse().unwrap()], "0.1.0", None, 1);
+        inv.register(
+            &db,
+            &["10.0.0.7:5432".parse().unwrap()],
+            "0.1.0",
+            "10.0.0.7".parse().ok(),
+            1,
+        );
         let wl = |id: &WorkloadId| NodeId::Workload(id.clone());
         let table = [
             (outbound("anything:1", Some("10.0.0.7:5432"), 1), wl(&db)),

@@ -269,7 +269,13 @@ mod tests {
         let db = WorkloadId::new("shop", "db").unwrap();
         let wl = |id: &WorkloadId| NodeId::Workload(id.clone());
         let mut inv = Inventory::default();
-        inv.register(&db, &["127.0.0.1:5432".parse().unwrap()], "0", None, 1);
+        inv.register(
+            &db,
+            &["127.0.0.1:5432".parse().unwrap()],
+            "0",
+            "127.0.0.1".parse().ok(),
+            1,
+        );
         let mut b = Baseline::default();
         let mut g = Graph::default();
         let to_db = (wl(&web), wl(&db));
@@ -310,13 +316,13 @@ mod tests {
             "[::ffff:10.1.2.4]:4143".parse().unwrap(),
             "0.0.0.0:4143".parse().unwrap(),
         ];
-        inv.register(&lab, &addrs, "0", Some("10.1.2.5".parse().unwrap()), 1);
+        // Registered from 10.1.2.4: the other addresses are not its to
+        // advertise.
+        inv.register(&lab, &addrs, "0", Some("10.1.2.4".parse().unwrap()), 1);
         let db = ("shop/db".to_owned(), ["127.0.0.1".parse().unwrap()].into());
         let nb = (
             "lab/nb".to_owned(),
-            ["10.1.2.3", "10.1.2.4", "10.1.2.5"]
-                .map(|ip| ip.parse().unwrap())
-                .into(),
+            ["10.1.2.4"].map(|ip| ip.parse().unwrap()).into(),
         );
         for mode in [Mode::Learning, ENFORCE] {
             let spec = compile_with(&web, mode, &b, &g, &inv);

@@ -1,11 +1,13 @@
 use super::*;
 
+/// A registration of `id` advertising `addrs`, from `from` or else from
+/// the first address's IP (as a sidecar registers from its own address).
 fn reg(id: WorkloadId, addrs: Vec<SocketAddr>, from: Option<IpAddr>) -> Registration {
     Registration {
         id,
+        from: from.or_else(|| addrs.first().map(SocketAddr::ip)),
         addrs,
         version: "t".into(),
-        from,
         ..Registration::default()
     }
 }
@@ -1172,5 +1174,47 @@ async fn replaced_snapshots_are_freed() {
         0,
         "the replaced snapshot is still held"
     );
+    stop(h, thread).await;
+}
+
+/// Whoever holds a sidecar token (in Kubeflow, anyone who may read the
+/// namespace's Secrets, the notebook's own service account among them)
+/// cannot open an address to a workload's callers by advertising it as a
+/// baseline peer's inbound address: a registration's addresses must be the
+/// IP it came from, or a pod IP of the workload.
+#[tokio::test]
+async fn a_registration_cannot_advertise_an_address_it_does_not_come_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, thread) = start(dir.path());
+    let db_addr: SocketAddr = "10.0.0.7:5432".parse().unwrap();
+    let pool: SocketAddr = "203.0.113.5:443".parse().unwrap();
+    let mut nb = h
+        .register(reg(id("nb"), vec![], "10.0.0.9".parse().ok()))
+        .await
+        .unwrap();
+    h.register(reg(id("db"), vec![db_addr], None))
+        .await
+        .unwrap();
+    report(
+        &h,
+        id("nb"),
+        vec![outbound("db:5432", Some("10.0.0.7:5432"), 1)],
+        0,
+    )
+    .await
+    .unwrap();
+    h.set_mode(None, ENFORCE).await.unwrap();
+    assert!(nb.borrow_and_update().allowed_addrs.contains(&db_addr));
+    // The notebook registers as db, from its own IP, advertising the pool.
+    h.register(reg(id("db"), vec![pool], "10.0.0.9".parse().ok()))
+        .await
+        .unwrap();
+    let policy = nb.borrow_and_update().clone();
+    assert!(
+        !policy.allowed_addrs.contains(&pool),
+        "the pool was opened to nb: {:?}",
+        policy.allowed_addrs
+    );
+    assert!(policy.allowed_addrs.contains(&db_addr));
     stop(h, thread).await;
 }
