@@ -84,6 +84,10 @@ dst, port, payload, bind, connect = sys.argv[1], int(sys.argv[2]), sys.argv[3], 
 family = socket.AF_INET6 if ":" in dst else socket.AF_INET
 s = socket.socket(family, socket.SOCK_DGRAM)
 s.settimeout(2)
+if len(sys.argv) > 6:
+    # Bound to a device, as any user may since Linux 5.7: the kernel routes
+    # the datagram again with that device after the mangle table marked it.
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, sys.argv[6].encode())
 if payload == "quic":
     # A QUIC v1 Initial long header (RFC 9000 17.2.2): 8-byte DCID, no SCID,
     # padded to the 1200 bytes a client Initial must fill.
@@ -120,6 +124,32 @@ while True:
     print("got", len(data), peer)
 "#;
 
+/// The notebook's UDP server on port 9053: answers each datagram with
+/// `leak:` and itself.
+const POD_ECHO: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 9053))
+print("listening", flush=True)
+while True:
+    data, peer = s.recvfrom(65535)
+    s.sendto(b"leak:" + data, peer)
+"#;
+
+/// A host that begins a flow from port 53 (`192.0.2.7:53`) to the
+/// notebook's server and waits 2 s for its answer.
+const FROM_PORT_53: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("192.0.2.7", 53))
+s.settimeout(2)
+s.sendto(b"ping", ("10.66.0.1", 9053))
+try:
+    print("answer", s.recvfrom(65535)[0].decode())
+except socket.timeout:
+    print("timeout")
+"#;
+
 /// What the notebook's sender saw.
 #[derive(Debug, PartialEq, Eq)]
 enum Sent {
@@ -140,6 +170,20 @@ impl Notebook<'_> {
     /// Sends `payload` (or `quic`: an Initial) to `ip`:`port` as uid 1000,
     /// from `bind` (`-`: any), `connect`ed or not.
     fn send(&self, ip: &str, port: u16, payload: &str, bind: &str, connect: bool) -> Sent {
+        self.send_via(ip, port, payload, bind, connect, None)
+    }
+
+    /// As [`Notebook::send`], from a socket bound to `device`
+    /// (`SO_BINDTODEVICE`) when given.
+    fn send_via(
+        &self,
+        ip: &str,
+        port: u16,
+        payload: &str,
+        bind: &str,
+        connect: bool,
+        device: Option<&str>,
+    ) -> Sent {
         let out = self
             .pod
             .cmd("setpriv")
@@ -154,6 +198,7 @@ impl Notebook<'_> {
                 bind,
             ])
             .arg(if connect { "connect" } else { "sendto" })
+            .args(device)
             .output()
             .expect("running python3");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -352,6 +397,36 @@ fn udp_goes_through_the_sidecar_and_is_enforced() {
         notebook.send("10.66.0.2", 51820, "tunnel", "-", true),
         Sent::Timeout
     );
+    // From a socket bound to the pod's interface: the policy route to the
+    // relay does not match that device, and the datagram would leave by it.
+    for connect in [false, true] {
+        let sent = notebook.send_via("10.66.0.2", 51820, "device", "-", connect, Some("eth0"));
+        assert!(
+            matches!(sent, Sent::Timeout | Sent::Error(_)),
+            "SO_BINDTODEVICE: {sent:?}"
+        );
+    }
+    // A host sends from port 53 to a server in the notebook: the answer
+    // goes to port 53 but is no DNS query (nat never sees it), so it is
+    // judged as any UDP: 192.0.2.7:53 is not in the baseline.
+    let mut cmd = pod.cmd("setpriv");
+    cmd.args(["--reuid", USER, "--regid", USER, "--clear-groups"])
+        .args([notebook.python, "-u", "-c", POD_ECHO]);
+    let pod_echo = spawn_proc(&format!("pod-echo-{}", pod.name), cmd, tmp.path());
+    wait_for("the notebook's UDP server", || {
+        pod_echo.log().contains("listening").then_some(())
+    });
+    let out = srv
+        .cmd(notebook.python)
+        .args(["-c", FROM_PORT_53])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "timeout",
+        "the answer to port 53 left the pod: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A QUIC Initial to a host the pod never resolved nor reached.
     assert_eq!(notebook.echo("192.0.2.7", 443, "quic"), Sent::Timeout);
     // Straight to the relay itself: nothing comes back, nothing goes out.
@@ -495,6 +570,11 @@ fn without_net_raw_the_pods_udp_is_dropped_not_let_through() {
     assert!(log.contains("udp_addr=off"), "{log}");
     assert!(log.contains("CAP_NET_RAW"), "the log says why: {log}");
     assert_eq!(notebook.echo("10.66.0.2", 7000, "hello"), Sent::Timeout);
+    let sent = notebook.send_via("10.66.0.2", 7000, "device", "-", false, Some("eth0"));
+    assert!(
+        matches!(sent, Sent::Timeout | Sent::Error(_)),
+        "SO_BINDTODEVICE: {sent:?}"
+    );
     notebook.udplite("after!!");
     // The UDP datagram above took 2 s to time out: UDP-Lite sent after it
     // would have arrived by now.
@@ -504,9 +584,11 @@ fn without_net_raw_the_pods_udp_is_dropped_not_let_through() {
         "UDP-Lite left the pod: {}",
         lite.log()
     );
-    assert!(
-        !servers.log().contains("got 5 at 10.66.0.2:7000"),
-        "the datagram left the pod: {}",
-        servers.log()
-    );
+    for got in ["got 5 at 10.66.0.2:7000", "got 6 at 10.66.0.2:7000"] {
+        assert!(
+            !servers.log().contains(got),
+            "the datagram left the pod: {}",
+            servers.log()
+        );
+    }
 }

@@ -23,6 +23,12 @@ use super::{Family, Guard, InitArgs, IptablesCommand, Switch, restore_program, s
 pub const MARK_CHAIN: &str = "VIGIL_UDP";
 /// The `mangle PREROUTING` chain that delivers marked UDP to the relay.
 pub const TPROXY_CHAIN: &str = "VIGIL_UDP_TPROXY";
+/// The `mangle POSTROUTING` chain that drops marked UDP leaving by any
+/// device but `lo`: a socket bound to a device (`SO_BINDTODEVICE`, which
+/// any user may set since Linux 5.7) is routed again with that device
+/// after the mark, the policy route to `lo` does not match it, and the
+/// datagram would go out unjudged.
+pub const LEAK_CHAIN: &str = "VIGIL_UDP_LEAK";
 /// The mark bit (value and mask) of the app's UDP.
 pub const MARK: &str = "0x4000/0x4000";
 /// The routing table that sends marked packets to `lo`.
@@ -40,11 +46,12 @@ fn mangle(op: &str, rest: &[&str]) -> Vec<String> {
 }
 
 /// The jumps from the built-in chains: (parent, rule spec).
-fn jumps() -> [(&'static str, [&'static str; 4]); 3] {
+fn jumps() -> [(&'static str, [&'static str; 4]); 4] {
     [
         ("OUTPUT", ["-p", "udp", "-j", MARK_CHAIN]),
         ("OUTPUT", ["-p", UDPLITE, "-j", MARK_CHAIN]),
         ("PREROUTING", ["-p", "udp", "-j", TPROXY_CHAIN]),
+        ("POSTROUTING", ["-p", "udp", "-j", LEAK_CHAIN]),
     ]
 }
 
@@ -54,7 +61,22 @@ fn jumps() -> [(&'static str, [&'static str; 4]); 3] {
 pub fn mark_rules(args: &InitArgs) -> Vec<Vec<String>> {
     let mut rules = super::own_returns(args);
     rules.extend([
-        strings(&["-p", "udp", "--dport", super::DNS_PORT, "-j", "RETURN"]),
+        // Only the pod's own queries: `nat` sends them to the DNS listener.
+        // A packet to port 53 that answers a flow another host began (the
+        // notebook replying to `host:53`) is no query and gets no `nat`:
+        // it is marked, as any other UDP.
+        strings(&[
+            "-p",
+            "udp",
+            "--dport",
+            super::DNS_PORT,
+            "-m",
+            "conntrack",
+            "--ctdir",
+            "ORIGINAL",
+            "-j",
+            "RETURN",
+        ]),
         strings(&["-m", "addrtype", "--dst-type", "LOCAL", "-j", "RETURN"]),
         strings(&["-p", UDPLITE, "-j", "DROP"]),
         strings(&["-p", "udp", "-j", "MARK", "--set-xmark", MARK]),
@@ -81,6 +103,13 @@ pub fn tproxy_rules(args: &InitArgs, v6: bool) -> Vec<Vec<String>> {
         &port,
         "--tproxy-mark",
         MARK,
+    ])]
+}
+
+/// The rules of [`LEAK_CHAIN`].
+pub fn leak_rules() -> Vec<Vec<String>> {
+    vec![strings(&[
+        "-m", "mark", "--mark", MARK, "!", "-o", "lo", "-j", "DROP",
     ])]
 }
 
@@ -136,6 +165,7 @@ fn plan_family(args: &InitArgs, family: &Family) -> Vec<IptablesCommand> {
     let chains = [
         (MARK_CHAIN, mark_rules(args)),
         (TPROXY_CHAIN, tproxy_rules(args, family.v6)),
+        (LEAK_CHAIN, leak_rules()),
     ];
     let input = super::restore_input("mangle", &chains);
     out.push(IptablesCommand {
@@ -181,7 +211,7 @@ fn plan_remove_family(family: &Family) -> Vec<IptablesCommand> {
             Guard::IfOk(mangle("-C", &check)),
         ));
     }
-    for chain in [MARK_CHAIN, TPROXY_CHAIN] {
+    for chain in [MARK_CHAIN, TPROXY_CHAIN, LEAK_CHAIN] {
         for op in ["-F", "-X"] {
             out.push(iptables(
                 mangle(op, &[chain]),
@@ -212,17 +242,20 @@ mod tests {
              *mangle\n\
              :VIGIL_UDP - [0:0]\n\
              :VIGIL_UDP_TPROXY - [0:0]\n\
+             :VIGIL_UDP_LEAK - [0:0]\n\
              -A VIGIL_UDP -m owner --uid-owner 1337 -j RETURN\n\
-             -A VIGIL_UDP -p udp --dport 53 -j RETURN\n\
+             -A VIGIL_UDP -p udp --dport 53 -m conntrack --ctdir ORIGINAL -j RETURN\n\
              -A VIGIL_UDP -m addrtype --dst-type LOCAL -j RETURN\n\
              -A VIGIL_UDP -p 136 -j DROP\n\
              -A VIGIL_UDP -p udp -j MARK --set-xmark 0x4000/0x4000\n\
              -A VIGIL_UDP_TPROXY -p udp -m mark --mark 0x4000/0x4000 -j TPROXY --on-ip 127.0.0.1 --on-port 5154 --tproxy-mark 0x4000/0x4000\n\
+             -A VIGIL_UDP_LEAK -m mark --mark 0x4000/0x4000 ! -o lo -j DROP\n\
              COMMIT\n\
              EOF",
             "iptables -w -t mangle -C OUTPUT -p udp -j VIGIL_UDP 2>/dev/null || iptables -w -t mangle -I OUTPUT 1 -p udp -j VIGIL_UDP",
             "iptables -w -t mangle -C OUTPUT -p 136 -j VIGIL_UDP 2>/dev/null || iptables -w -t mangle -I OUTPUT 1 -p 136 -j VIGIL_UDP",
             "iptables -w -t mangle -C PREROUTING -p udp -j VIGIL_UDP_TPROXY 2>/dev/null || iptables -w -t mangle -I PREROUTING 1 -p udp -j VIGIL_UDP_TPROXY",
+            "iptables -w -t mangle -C POSTROUTING -p udp -j VIGIL_UDP_LEAK 2>/dev/null || iptables -w -t mangle -I POSTROUTING 1 -p udp -j VIGIL_UDP_LEAK",
         ];
         let both = lines(&plan(&args, &args.families(true)));
         let beside_istio = parse(&["--proxy-uid", "2102", "--skip-outbound-uids", "1337"]);
@@ -238,14 +271,14 @@ mod tests {
             ],
             "Envoy's UDP is let out like the sidecar's"
         );
-        assert_eq!(both[..6], want4);
-        assert_eq!(both.len(), 12);
-        assert_eq!(both[6], "ip -6 route replace local ::/0 dev lo table 4154");
-        assert!(both[8].starts_with("ip6tables-restore"), "{}", both[8]);
+        assert_eq!(both[..7], want4);
+        assert_eq!(both.len(), 14);
+        assert_eq!(both[7], "ip -6 route replace local ::/0 dev lo table 4154");
+        assert!(both[9].starts_with("ip6tables-restore"), "{}", both[9]);
         assert!(
-            both[8].contains("--on-ip ::1 --on-port 5154"),
+            both[9].contains("--on-ip ::1 --on-port 5154"),
             "{}",
-            both[8]
+            both[9]
         );
     }
 
@@ -255,10 +288,13 @@ mod tests {
             "iptables -w -t mangle -C OUTPUT -p udp -j VIGIL_UDP 2>/dev/null && iptables -w -t mangle -D OUTPUT -p udp -j VIGIL_UDP",
             "iptables -w -t mangle -C OUTPUT -p 136 -j VIGIL_UDP 2>/dev/null && iptables -w -t mangle -D OUTPUT -p 136 -j VIGIL_UDP",
             "iptables -w -t mangle -C PREROUTING -p udp -j VIGIL_UDP_TPROXY 2>/dev/null && iptables -w -t mangle -D PREROUTING -p udp -j VIGIL_UDP_TPROXY",
+            "iptables -w -t mangle -C POSTROUTING -p udp -j VIGIL_UDP_LEAK 2>/dev/null && iptables -w -t mangle -D POSTROUTING -p udp -j VIGIL_UDP_LEAK",
             "iptables -w -t mangle -S VIGIL_UDP 2>/dev/null && iptables -w -t mangle -F VIGIL_UDP",
             "iptables -w -t mangle -S VIGIL_UDP 2>/dev/null && iptables -w -t mangle -X VIGIL_UDP",
             "iptables -w -t mangle -S VIGIL_UDP_TPROXY 2>/dev/null && iptables -w -t mangle -F VIGIL_UDP_TPROXY",
             "iptables -w -t mangle -S VIGIL_UDP_TPROXY 2>/dev/null && iptables -w -t mangle -X VIGIL_UDP_TPROXY",
+            "iptables -w -t mangle -S VIGIL_UDP_LEAK 2>/dev/null && iptables -w -t mangle -F VIGIL_UDP_LEAK",
+            "iptables -w -t mangle -S VIGIL_UDP_LEAK 2>/dev/null && iptables -w -t mangle -X VIGIL_UDP_LEAK",
             "[ -n \"$(ip -4 rule list fwmark 0x4000/0x4000 lookup 4154)\" ] && ip -4 rule del fwmark 0x4000/0x4000 lookup 4154",
             "[ -n \"$(ip -4 route show table 4154)\" ] && ip -4 route del local 0.0.0.0/0 dev lo table 4154",
         ];
