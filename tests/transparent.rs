@@ -101,7 +101,7 @@ fn init_is_idempotent_and_removes_only_its_own_rules() {
         "-A PREROUTING -p tcp -j VIGIL_INBOUND",
         "-A OUTPUT -p tcp -j VIGIL_OUTBOUND",
         "-A VIGIL_INBOUND -p tcp -m tcp --dport 4191 -j RETURN",
-        "-A VIGIL_INBOUND -p tcp -j REDIRECT --to-ports 4143",
+        "-A VIGIL_INBOUND -p tcp -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 4143",
         "-A VIGIL_OUTBOUND -m owner --uid-owner 2102 -j RETURN",
         "-A VIGIL_OUTBOUND -d 127.0.0.0/8 -j RETURN",
         "-A VIGIL_OUTBOUND -p tcp -j REDIRECT --to-ports 4140",
@@ -127,7 +127,7 @@ fn init_is_idempotent_and_removes_only_its_own_rules() {
             "-A OUTPUT -p udp -m udp --dport 53 -j VIGIL_OUTBOUND",
             "-A VIGIL_OUTBOUND -p udp -m udp --dport 53 -j REDIRECT --to-ports 4153",
             "-A VIGIL_OUTBOUND -p tcp -j REDIRECT --to-ports 4140",
-            "-A VIGIL_INBOUND -p tcp -j REDIRECT --to-ports 4143",
+            "-A VIGIL_INBOUND -p tcp -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 4143",
         ] {
             assert!(
                 v6.iter().any(|l| *l == want),
@@ -688,4 +688,54 @@ fn a_learned_name_sent_to_another_address_is_refused() {
         (alert["denied"].as_u64() >= Some(4)).then_some(alert)
     });
     assert_eq!(alert["action"], "blocked", "{alert}");
+}
+
+/// The inbound side serves the pod's own addresses, never a destination
+/// that only passes by: a neighbour that routes `192.0.2.77` through the
+/// pod (the node, or a pod on the same bridge with raw sockets) got its
+/// connection redirected to the sidecar, which dialled `192.0.2.77:8000`
+/// for it as uid 2102 (never redirected, never judged as outbound): an
+/// open proxy out of the pod.
+#[test]
+fn the_inbound_side_is_no_open_proxy() {
+    if !able("the_inbound_side_is_no_open_proxy") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Network::new();
+    let (pod, srv) = (&net.pod, &net.server);
+    srv.run("ip", &["addr", "add", "192.0.2.77/32", "dev", "lo"]);
+    pod.run("ip", &["route", "add", "192.0.2.0/24", "via", "10.66.0.2"]);
+    let _far = helper(srv, "far", "192.0.2.77:8000", tmp.path());
+    let _app = helper(pod, "web", "0.0.0.0:8080", tmp.path());
+    for (ns, url) in [
+        (srv, "http://192.0.2.77:8000/"),
+        (pod, "http://127.0.0.1:8080/"),
+    ] {
+        wait_for(&format!("{url} in {}", ns.name), || {
+            (ns.curl(&[url]).0 == 200).then_some(())
+        });
+    }
+    let ctl = net.controller(tmp.path());
+    pod.init_redirect();
+    let _sidecar = sidecar(pod, ctl.grpc, tmp.path());
+    // The root namespace is the neighbour: the pod is its way to 192.0.2.77.
+    let pod_ip = std::net::Ipv4Addr::from(u32::from(net.root_ip) + 1).to_string();
+    check(Command::new("ip").args(["route", "add", "192.0.2.77/32", "via", &pod_ip]));
+    let curl = |url: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "3", "-w", "\n%{http_code}", url])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The pod's own address is served (learning: the app answers)...
+    let own = curl(&format!("http://{pod_ip}:8080/"));
+    assert!(own.starts_with("web GET /"), "{own}");
+    // ...a destination behind it is not.
+    let through = curl("http://192.0.2.77:8000/");
+    assert!(
+        !through.contains("far GET"),
+        "the pod relayed a neighbour's connection to 192.0.2.77:8000: {through}"
+    );
 }

@@ -405,7 +405,21 @@ pub fn inbound_rules(args: &InitArgs) -> Vec<Vec<String>> {
         .map(|p| strings(&["-p", "tcp", "--dport", &p.to_string(), "-j", "RETURN"]))
         .collect();
     let to = args.inbound_port.to_string();
-    rules.push(strings(&["-p", "tcp", "-j", "REDIRECT", "--to-ports", &to]));
+    // Only what comes for the pod's own addresses: a connection that only
+    // passes by (a neighbour routing another destination through the pod)
+    // would have the sidecar dial that destination for it, unjudged.
+    rules.push(strings(&[
+        "-p",
+        "tcp",
+        "-m",
+        "addrtype",
+        "--dst-type",
+        "LOCAL",
+        "-j",
+        "REDIRECT",
+        "--to-ports",
+        &to,
+    ]));
     rules
 }
 

@@ -42,7 +42,7 @@ fn plans_the_default_rules() {
          :VIGIL_INBOUND - [0:0]\n\
          :VIGIL_OUTBOUND - [0:0]\n\
          -A VIGIL_INBOUND -p tcp --dport 4191 -j RETURN\n\
-         -A VIGIL_INBOUND -p tcp -j REDIRECT --to-ports 4143\n\
+         -A VIGIL_INBOUND -p tcp -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 4143\n\
          -A VIGIL_OUTBOUND -m owner --uid-owner 2102 -j RETURN\n\
          -A VIGIL_OUTBOUND -p udp --dport 53 -j REDIRECT --to-ports 4153\n\
          -A VIGIL_OUTBOUND -p tcp --dport 53 -j REDIRECT --to-ports 4153\n\
@@ -83,7 +83,9 @@ fn plans_skips_ports_uid_and_binary() {
         [
             format!("{p} VIGIL_INBOUND -p tcp --dport 22 -j RETURN"),
             format!("{p} VIGIL_INBOUND -p tcp --dport 9000:9100 -j RETURN"),
-            format!("{p} VIGIL_INBOUND -p tcp -j REDIRECT --to-ports 15006"),
+            format!(
+                "{p} VIGIL_INBOUND -p tcp -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 15006"
+            ),
             format!("{p} VIGIL_OUTBOUND -m owner --uid-owner 1337 -j RETURN"),
             format!("{p} VIGIL_OUTBOUND -p udp --dport 53 -j REDIRECT --to-ports 4153"),
             format!("{p} VIGIL_OUTBOUND -p tcp --dport 53 -j REDIRECT --to-ports 4153"),
