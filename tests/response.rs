@@ -395,8 +395,24 @@ fn quarantine_holds_across_sidecar_and_controller_restarts_until_release() {
         "health checks pass"
     );
     assert!(ok(&ctl, &["quarantine", "default/web"]).contains("already quarantined"));
-    // The notebook's ways around it: a path that only starts like a health
-    // check, and a release with the read-only viewer token.
+    assert_eq!(
+        curl(&["-I", &format!("http://{}/healthz", web.inbound)]).0,
+        200,
+        "HEAD, as a probe may send"
+    );
+    // The notebook's ways around it: a request with a body to the health
+    // path (a channel in), a path that only starts like a health check, and
+    // a release with the read-only viewer token.
+    for method in ["POST", "GET"] {
+        let (status, _) = curl(&[
+            "-X",
+            method,
+            "--data-binary",
+            "payload",
+            &format!("http://{}/healthz", web.inbound),
+        ]);
+        assert_eq!(status, 403, "{method} /healthz with a body");
+    }
     let sneaky = curl(&[
         "--path-as-is",
         &format!("http://{}/healthz/../api/contents", web.inbound),

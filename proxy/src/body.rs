@@ -105,6 +105,13 @@ where
                     return Poll::Ready(None);
                 }
                 let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+                if let Some(cap) = this.finish.as_ref().and_then(|f| f.cap)
+                    && this.counter.load(Ordering::Relaxed) + len > cap
+                {
+                    // Past its cap: this frame is not passed on.
+                    this.done();
+                    return Poll::Ready(None);
+                }
                 let total = this.counter.fetch_add(len, Ordering::Relaxed) + len;
                 if total > LIVE_AFTER
                     && let Some(finish) = &mut this.finish
@@ -146,6 +153,9 @@ pub struct Finish {
     pub telemetry: Telemetry,
     /// Set for a streaming response: reported and judged while open.
     pub live: Option<Live>,
+    /// The most body bytes passed on; past them the body ends (a health
+    /// check let through by a quarantine).
+    pub cap: Option<u64>,
 }
 
 /// A streaming response's reporting and re-judging state; its record is a

@@ -263,8 +263,9 @@ pub struct Pending {
     /// The policy it was judged by (none before its judgement): another
     /// one judges its bodies again.
     pub judged_by: Option<Arc<Policy>>,
-    /// An inbound health check (one of `--health-path`): let through by a
-    /// quarantine, so its bodies are not judged again.
+    /// An inbound health check let through by a quarantine (see
+    /// [`crate::policy::is_health_check`]): its response is not judged
+    /// again, and is cut past [`crate::policy::HEALTH_BODY_MAX`].
     pub health_check: bool,
     /// Where the record goes if the request is dropped unanswered.
     guard: Option<Telemetry>,
@@ -355,6 +356,7 @@ impl Shared {
             bytes_in,
             telemetry: self.telemetry.clone(),
             live: None,
+            cap: health_check.then_some(crate::policy::HEALTH_BODY_MAX),
         };
         let live = (decision == DecisionLabel::allow && !health_check)
             .then(|| body::Live::new(self.policy.clone(), self.report_interval, judged));

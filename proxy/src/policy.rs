@@ -426,13 +426,30 @@ pub fn evaluate_inbound(policy: &Policy, source: Option<&str>) -> Decision {
 }
 
 /// Whether an inbound HTTP request is a health check that a quarantine
-/// still lets through, from any caller: its path (without the query) is
-/// exactly one of `health_paths` (`--health-path`, the pod's probes), and it
-/// asks for no upgrade (a probe never does; an upgrade would be a stream
-/// into the workload).
-pub fn is_health_check(health_paths: &[String], path: &str, upgrade: bool) -> bool {
-    !upgrade && health_paths.iter().any(|p| p == path)
+/// still lets through, from any caller: a `GET` or `HEAD` (what the
+/// kubelet's probes send) without a body, whose path (without the query)
+/// is exactly one of `health_paths` (`--health-path`, the pod's probes),
+/// asking for no upgrade (a probe never does; an upgrade would be a stream
+/// into the workload). Anything more would be a channel into a quarantined
+/// notebook for whoever can reach it.
+pub fn is_health_check(
+    health_paths: &[String],
+    method: &http::Method,
+    path: &str,
+    upgrade: bool,
+    body: bool,
+) -> bool {
+    (method == http::Method::GET || method == http::Method::HEAD)
+        && !body
+        && !upgrade
+        && health_paths.iter().any(|p| p == path)
 }
+
+/// The most response body bytes a health check passed through a
+/// quarantine may carry (the kubelet reads 10 KiB of a probe's answer);
+/// past it the response is cut, so that a quarantined notebook cannot
+/// stream out through its probe path.
+pub const HEALTH_BODY_MAX: u64 = 64 * 1024;
 
 #[cfg(test)]
 mod tests {

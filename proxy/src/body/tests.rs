@@ -67,6 +67,7 @@ fn declaring(
         bytes_in: Default::default(),
         telemetry,
         live: None,
+        cap: None,
     };
     let live = Live::new(policy_rx, Duration::from_secs(1), Some(policy));
     (finishing(inner, finish, Some(live)), tx, policy_tx, records)
@@ -293,6 +294,7 @@ fn judged_by_a_quarantine() -> (ProxyBody, Sender, watch::Sender<Arc<Policy>>, A
         bytes_in: Default::default(),
         telemetry,
         live: None,
+        cap: None,
     };
     let live = Live::new(policy_rx, Duration::from_secs(1), Some(judged.clone()));
     (finishing(inner, finish, Some(live)), tx, policy_tx, judged)
@@ -423,4 +425,39 @@ async fn a_mining_call_in_a_request_body_is_reported_and_cut_in_enforcement() {
             None => assert!(mining.is_empty() && !cut, "{case}: {mining:?}"),
         }
     }
+}
+
+/// A health check let through by a quarantine carries at most its cap: the
+/// frame that would pass it ends the body, and the record says what went.
+#[tokio::test(start_paused = true)]
+async fn a_capped_body_ends_at_its_cap() {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let (telemetry, mut records) = channel(&mut registry);
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, hyper::Error>>(8);
+    let inner = StreamBody::new(ReceiverStream::new(rx)).boxed();
+    let finish = Finish {
+        record: Record {
+            path: "/healthz".into(),
+            ..Record::new(Direction::Inbound, Protocol::Http1)
+        },
+        bytes_in: Default::default(),
+        telemetry,
+        live: None,
+        cap: Some(10),
+    };
+    let mut body = finishing(inner, finish, None);
+    for chunk in [&b"ok: 1\n"[..], b"ok: 2\n"] {
+        tx.send(Ok(Frame::data(Bytes::from_static(chunk))))
+            .await
+            .unwrap();
+    }
+    let first = body.frame().await.unwrap().unwrap();
+    assert_eq!(first.into_data().unwrap(), &b"ok: 1\n"[..]);
+    assert!(
+        body.frame().await.is_none(),
+        "the second frame passes the cap"
+    );
+    let sent = drain(&mut records);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].bytes_out, 6);
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 
 use crate::body::ProxyBody;
 use crate::context::{DecisionLabel, Pending, Shared, denied_response};
@@ -69,9 +69,18 @@ pub async fn serve(
     // A quarantine lets the pod's health checks through, from anyone.
     let upgrade =
         req.method() == http::Method::CONNECT || req.headers().contains_key(http::header::UPGRADE);
-    pending.health_check = is_health_check(&shared.limits.health_paths, req.uri().path(), upgrade);
-    let health = policy.quarantined && pending.health_check;
-    if !health && let Decision::Deny { reason } = evaluate_inbound(&policy, source.as_deref()) {
+    let body = !req.body().is_end_stream();
+    pending.health_check = policy.quarantined
+        && is_health_check(
+            &shared.limits.health_paths,
+            req.method(),
+            req.uri().path(),
+            upgrade,
+            body,
+        );
+    if !pending.health_check
+        && let Decision::Deny { reason } = evaluate_inbound(&policy, source.as_deref())
+    {
         let caller = source.as_deref().unwrap_or(INTERNET);
         let response = denied_response(reason, ("source", caller), shared.workload(), &policy.mode);
         return Ok(shared.respond(pending, response, DecisionLabel::deny, 403));

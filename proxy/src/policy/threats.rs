@@ -269,25 +269,39 @@ mod tests {
     #[test]
     fn health_checks_are_exact_paths_without_upgrades() {
         use super::super::is_health_check;
+        use http::Method;
         let paths = ["/healthz".to_owned(), "/api/status".to_owned()];
+        // (method, path, upgrade, body, is a health check)
         let cases = [
-            ("/healthz", false, true),
-            ("/api/status", false, true),
-            ("/healthz", true, false),
-            ("/healthz/", false, false),
-            ("/healthz/../api/contents", false, false),
-            ("/HEALTHZ", false, false),
-            ("/api", false, false),
-            ("/", false, false),
+            (Method::GET, "/healthz", false, false, true),
+            (Method::HEAD, "/healthz", false, false, true),
+            (Method::GET, "/api/status", false, false, true),
+            (Method::GET, "/healthz", true, false, false),
+            (Method::GET, "/healthz/", false, false, false),
+            (Method::GET, "/healthz/../api/contents", false, false, false),
+            (Method::GET, "/HEALTHZ", false, false, false),
+            (Method::GET, "/api", false, false, false),
+            (Method::GET, "/", false, false, false),
+            // A channel into the notebook, not a probe.
+            (Method::POST, "/healthz", false, false, false),
+            (Method::PUT, "/healthz", false, true, false),
+            (Method::GET, "/healthz", false, true, false),
+            (Method::OPTIONS, "/healthz", false, false, false),
         ];
-        for (path, upgrade, want) in cases {
+        for (method, path, upgrade, body, want) in cases {
             assert_eq!(
-                is_health_check(&paths, path, upgrade),
+                is_health_check(&paths, &method, path, upgrade, body),
                 want,
-                "{path} {upgrade}"
+                "{method} {path} upgrade {upgrade} body {body}"
             );
         }
-        assert!(!is_health_check(&[], "/healthz", false));
+        assert!(!is_health_check(
+            &[],
+            &Method::GET,
+            "/healthz",
+            false,
+            false
+        ));
     }
 
     #[test]
