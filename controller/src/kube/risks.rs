@@ -84,6 +84,12 @@ pub enum Risk {
         /// The Secret.
         secret: String,
     },
+    /// A container may open raw sockets (`NET_RAW` added): packets of any
+    /// protocol and type (an ICMP tunnel), from any address.
+    NetRaw {
+        /// The container.
+        container: String,
+    },
     /// A container may rewrite the pod's iptables rules.
     NetAdmin {
         /// The container.
@@ -115,7 +121,7 @@ impl std::fmt::Display for Risk {
             ),
             Self::MayEscalate { container } => write!(
                 f,
-                "container {container} may gain privileges (allowPrivilegeEscalation is not false and CAP_SETUID is not dropped): a setuid program in its image could take the sidecar's uid, whose traffic is never intercepted: set allowPrivilegeEscalation: false"
+                "container {container} may gain privileges (allowPrivilegeEscalation is not false and SETUID or NET_RAW is not dropped): a setuid program in its image could take the sidecar's uid, whose traffic is never intercepted, or a program with file capabilities open raw sockets: set allowPrivilegeEscalation: false"
             ),
             Self::ProxyUid { container, uid } => write!(
                 f,
@@ -132,6 +138,10 @@ impl std::fmt::Display for Risk {
             Self::TokenVolume { volume, secret } => write!(
                 f,
                 "volume {volume} holds Secret {secret}, the sidecar's controller token, with which a container could register and report as any workload: remove it"
+            ),
+            Self::NetRaw { container } => write!(
+                f,
+                "container {container} has NET_RAW and could send raw packets the sidecar never sees (an ICMP tunnel to any host): drop it"
             ),
             Self::NetAdmin {
                 container,
@@ -372,31 +382,39 @@ fn container_risks(
                 container: container_name.clone(),
                 capability: bare,
             });
+        } else if bare == "NET_RAW" {
+            out.push(Risk::NetRaw {
+                container: container_name.clone(),
+            });
         }
     }
     out
 }
 
-/// Whether a setuid program can give `container` back the privileges to
-/// change its uid: `allowPrivilegeEscalation` (a container field only; the
-/// kubelet's default is true) is not false, and the bounding set keeps
-/// `CAP_SETUID` (not dropped by `SETUID` or `ALL`).
+/// Whether a program in `container`'s image can give it privileges back:
+/// `allowPrivilegeEscalation` (a container field only; the kubelet's
+/// default is true) is not false, and the bounding set keeps `CAP_SETUID`
+/// (a setuid-root program can then change to any uid) or `CAP_NET_RAW`
+/// (in the runtimes' default set: a program with file capabilities opens
+/// raw sockets), i.e. `ALL`, or not both of them, are dropped.
 fn may_escalate(container: &Value) -> bool {
     let escalation = container
         .pointer("/securityContext/allowPrivilegeEscalation")
         .and_then(Value::as_bool)
         != Some(false);
-    let setuid_dropped = container
+    let dropped: Vec<String> = container
         .pointer("/securityContext/capabilities/drop")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
-        .any(|cap| {
+        .map(|cap| {
             let cap = cap.to_ascii_uppercase();
-            matches!(cap.strip_prefix("CAP_").unwrap_or(&cap), "SETUID" | "ALL")
-        });
-    escalation && !setuid_dropped
+            cap.strip_prefix("CAP_").unwrap_or(&cap).to_owned()
+        })
+        .collect();
+    let has = |cap: &str| dropped.iter().any(|d| d == cap || d == "ALL");
+    escalation && !(has("SETUID") && has("NET_RAW"))
 }
 
 #[cfg(test)]

@@ -63,8 +63,24 @@ fn what_can_undo_the_interception_is_found() {
             vec![],
         ),
         (
-            injected(json!({"runAsUser": 1000, "capabilities": {"drop": ["cap_setuid"]}})),
+            injected(
+                json!({"runAsUser": 1000, "capabilities": {"drop": ["cap_setuid", "NET_RAW"]}}),
+            ),
             vec![],
+        ),
+        // SETUID alone: a file-capability program still gets NET_RAW.
+        (
+            injected(json!({"runAsUser": 1000, "capabilities": {"drop": ["SETUID"]}})),
+            vec![Risk::MayEscalate {
+                container: "notebook".into(),
+            }],
+        ),
+        (
+            injected(json!({"runAsUser": 1000, "allowPrivilegeEscalation": false,
+                            "capabilities": {"add": ["NET_RAW"]}})),
+            vec![Risk::NetRaw {
+                container: "notebook".into(),
+            }],
         ),
         (injected(json!({"runAsUser": 0})), vec![root("notebook")]),
         (
