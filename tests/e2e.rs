@@ -885,3 +885,69 @@ fn without_edges_to(yaml: &str, needle: &str) -> String {
     flush(&mut block, &mut out);
     out
 }
+
+/// A sidecar token narrowed to a namespace (`vigilctl sidecar-token`, what
+/// the chart puts in each notebook namespace's Secret, which in Kubeflow the
+/// notebook's own service account may read) registers and reports for that
+/// namespace's sidecars only: with it, a notebook in `lab` cannot speak for
+/// another tenant's workload (report mining in its name to get it
+/// quarantined, or teach its baseline).
+#[test]
+fn a_namespace_token_speaks_for_its_namespace_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(&tmp.path().join("data"), tmp.path());
+    let sidecar_file = common::sidecar_token_file(tmp.path());
+    let (ok, token, err) = ctl.vigilctl(&[
+        "sidecar-token",
+        "--namespace",
+        "lab",
+        "--sidecar-token-file",
+        sidecar_file.to_str().unwrap(),
+    ]);
+    assert!(ok && token.starts_with("ns.lab."), "{token} {err}");
+    let lab_token = tmp.path().join("lab.token");
+    std::fs::write(&lab_token, &token).unwrap();
+    let sidecar = |namespace: &str| {
+        let mut cmd = std::process::Command::new(common::bin("vigil-proxy"));
+        cmd.args(["--workload", "nb", "--namespace", namespace])
+            .arg("--controller")
+            .arg(format!("http://{}", ctl.grpc))
+            .arg("--controller-token-file")
+            .arg(&lab_token)
+            .args(["--report-interval-ms", "100", "--app-addr", "127.0.0.1:1"])
+            .args([
+                "--outbound-addr",
+                "127.0.0.1:0",
+                "--inbound-addr",
+                "127.0.0.1:0",
+            ])
+            .args([
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--dns-addr",
+                "off",
+                "--udp-addr",
+                "off",
+            ])
+            .args(["--inbound-addr6", "off", "--outbound-addr6", "off"]);
+        common::spawn_proc(&format!("vigil-proxy-{namespace}"), cmd, tmp.path())
+    };
+    let _lab = sidecar("lab");
+    common::wait_for("lab/nb to register", || {
+        (ctl.json(&["status"])["sidecars_connected"].as_u64()? == 1).then_some(())
+    });
+    let prod = sidecar("prod");
+    common::wait_for("prod/nb to be refused", || {
+        prod.log()
+            .contains("this sidecar token is namespace lab's, not prod's")
+            .then_some(())
+    });
+    let status = ctl.json(&["status"]);
+    assert_eq!(status["sidecars_connected"], 1, "{status}");
+    let graph = ctl.json(&["graph"]);
+    let nodes = graph["nodes"].to_string();
+    assert!(
+        nodes.contains("lab/nb") && !nodes.contains("prod/nb"),
+        "{nodes}"
+    );
+}

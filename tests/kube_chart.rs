@@ -298,21 +298,41 @@ fn cert_manager_and_notebook_namespaces() {
         "vigil-system/vigil-webhook"
     );
     assert!(mutating["webhooks"][0]["clientConfig"]["caBundle"].is_null());
-    // The sidecar token, the same everywhere it is needed.
+    // The sidecar token for the controller, and in each notebook namespace
+    // that token narrowed to the namespace, as vigilctl computes it.
     let secrets = find(&docs, "Secret");
     let tokens = secrets
         .iter()
         .find(|s| s["metadata"]["name"] == "vigil-tokens")
         .unwrap();
-    let sidecar = tokens["data"]["sidecar"].as_str().unwrap();
-    assert!(base64_decode(sidecar).len() >= 32);
+    let sidecar = base64_decode(tokens["data"]["sidecar"].as_str().unwrap());
+    assert!(sidecar.len() >= 32);
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar_file = dir.path().join("sidecar.token");
+    std::fs::write(&sidecar_file, &sidecar).unwrap();
     for ns in ["lab", "jhub"] {
         let copy = secrets
             .iter()
             .find(|s| s["metadata"]["namespace"] == ns)
             .unwrap_or_else(|| panic!("no token Secret in {ns}"));
         assert_eq!(copy["metadata"]["name"], "vigil-sidecar-token");
-        assert_eq!(copy["data"]["token"], sidecar);
+        let token = base64_decode(copy["data"]["token"].as_str().unwrap());
+        let out = Command::new(common::bin("vigilctl"))
+            .args(["sidecar-token", "--namespace", ns, "--sidecar-token-file"])
+            .arg(&sidecar_file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&token),
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "{ns}"
+        );
+        assert!(token.starts_with(format!("ns.{ns}.").as_bytes()));
     }
 }
 

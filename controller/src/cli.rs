@@ -3,7 +3,7 @@
 //! Human output is aligned tables; `--json` prints the API's JSON as is.
 //! Errors say what failed and what to do, and exit non-zero.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -131,6 +131,19 @@ pub enum Command {
     Inject(crate::kube::cli::InjectArgs),
     /// Print a manifest with Vigil's sidecar removed.
     Uninject(crate::kube::cli::UninjectArgs),
+    /// Print the sidecar token narrowed to one namespace: the token to put
+    /// in that namespace's Secret, with which its holder can register and
+    /// report for that namespace's sidecars only (read offline from the
+    /// controller's sidecar token file; the chart does the same).
+    SidecarToken {
+        /// The namespace.
+        #[arg(long)]
+        namespace: String,
+        /// The controller's sidecar token (`--sidecar-token-file` of
+        /// vigil-controller, by default `<data-dir>/sidecar.token`).
+        #[arg(long, env = "VIGIL_SIDECAR_TOKEN_FILE")]
+        sidecar_token_file: PathBuf,
+    },
 }
 
 /// `vigilctl threats` subcommands.
@@ -542,6 +555,20 @@ fn alerts_query(filters: &[(&str, &Option<String>)]) -> String {
     }
 }
 
+/// `vigilctl sidecar-token`: the namespace token of `namespace`.
+fn print_namespace_token(namespace: &str, sidecar_token_file: &Path) -> anyhow::Result<()> {
+    crate::model::WorkloadId::new(namespace, "x")
+        .map_err(|e| anyhow::anyhow!("--namespace {namespace:?}: {e}"))?;
+    let text = std::fs::read_to_string(sidecar_token_file)
+        .with_context(|| format!("cannot read {}", sidecar_token_file.display()))?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        bail!("{} is empty", sidecar_token_file.display());
+    }
+    println!("{}", crate::token::namespace_token(secret, namespace));
+    Ok(())
+}
+
 /// Runs one `vigilctl` command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if response::is_diff(&cli.command) {
@@ -555,6 +582,10 @@ async fn run_command(cli: Cli) -> anyhow::Result<()> {
     let command = match cli.command {
         Command::Inject(args) => return crate::kube::cli::inject(&args),
         Command::Uninject(args) => return crate::kube::cli::uninject(&args),
+        Command::SidecarToken {
+            namespace,
+            sidecar_token_file,
+        } => return print_namespace_token(&namespace, &sidecar_token_file),
         other => other,
     };
     let token = load_token(cli.token_file.as_ref())?;
@@ -568,7 +599,9 @@ async fn run_command(cli: Cli) -> anyhow::Result<()> {
         client: Client::builder(TokioExecutor::new()).build_http(),
     };
     match command {
-        Command::Inject(_) | Command::Uninject(_) => unreachable!("handled above"),
+        Command::Inject(_) | Command::Uninject(_) | Command::SidecarToken { .. } => {
+            unreachable!("handled above")
+        }
         Command::Mode {
             mode: None,
             json,

@@ -17,6 +17,7 @@ use crate::engine::Registration;
 use crate::engine::{EngineError, Handle};
 use crate::model::{Batch, Direction, NameError, Observation, Protocol, WorkloadId};
 use crate::policy::PolicySpec;
+use crate::token::Scope;
 
 /// Most observations accepted in one batch.
 const MAX_OBSERVATIONS: usize = 50_000;
@@ -310,13 +311,13 @@ impl Interceptor for SidecarAuth {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(crate::token::bearer);
-        match presented {
-            Some(token)
-                if crate::token::constant_time_eq(token.as_bytes(), self.token.as_bytes()) =>
-            {
+        match presented.map(|token| crate::token::scope_of(token, &self.token)) {
+            Some(Some(scope)) => {
+                let mut request = request;
+                request.extensions_mut().insert(scope);
                 Ok(request)
             }
-            Some(_) => {
+            Some(None) => {
                 self.refused.inc();
                 Err(Status::unauthenticated("the sidecar token is wrong"))
             }
@@ -342,9 +343,11 @@ impl v1::controller_server::Controller for Ingest {
         request: Request<v1::Registration>,
     ) -> Result<Response<Self::RegisterStream>, Status> {
         let from = request.remote_addr().map(|a| a.ip());
+        let scope = scope(&request);
         let registration = request.into_inner();
         let (tenant, profile) = labels(registration.identity.as_ref())?;
         let id = identity(registration.identity)?;
+        check_scope(&scope, &id)?;
         if registration.inbound_addrs.len() > MAX_ADDRS {
             return Err(Status::invalid_argument(format!(
                 "more than {MAX_ADDRS} inbound addresses"
@@ -386,6 +389,7 @@ impl v1::controller_server::Controller for Ingest {
         &self,
         request: Request<Streaming<v1::ReportBatch>>,
     ) -> Result<Response<Self::ReportStream>, Status> {
+        let scope = scope(&request);
         let mut batches = request.into_inner();
         let engine = self.engine.clone();
         let (tx, rx) = mpsc::channel(16);
@@ -400,7 +404,7 @@ impl v1::controller_server::Controller for Ingest {
                     }
                 };
                 let seq = batch.seq;
-                let result = match apply(&engine, batch).await {
+                let result = match apply(&engine, &scope, batch).await {
                     Ok(()) => Ok(v1::ReportAck { seq }),
                     Err(status) => Err(status),
                 };
@@ -414,10 +418,36 @@ impl v1::controller_server::Controller for Ingest {
     }
 }
 
+/// What the call's token lets it speak for (set by [`SidecarAuth`]; a
+/// service called without the interceptor, as in tests, speaks for any).
+fn scope<T>(request: &Request<T>) -> Scope {
+    request
+        .extensions()
+        .get::<Scope>()
+        .cloned()
+        .unwrap_or(Scope::Any)
+}
+
+/// `PERMISSION_DENIED` unless `scope` lets the caller speak for `id`: a
+/// namespace token registers and reports for its own namespace only.
+fn check_scope(scope: &Scope, id: &WorkloadId) -> Result<(), Status> {
+    if scope.allows(&id.namespace) {
+        return Ok(());
+    }
+    let Scope::Namespace(own) = scope else {
+        unreachable!("Scope::Any allows every namespace")
+    };
+    tracing::warn!(workload = %id, token_namespace = %own, "a sidecar token of one namespace spoke for another; refused");
+    Err(Status::permission_denied(format!(
+        "this sidecar token is namespace {own}'s, not {}'s",
+        id.namespace
+    )))
+}
+
 /// Validates one batch and hands it to the engine. Invalid observations are
 /// skipped (and logged); an invalid identity or an oversized batch fails the
 /// stream.
-async fn apply(engine: &Handle, batch: v1::ReportBatch) -> Result<(), Status> {
+async fn apply(engine: &Handle, scope: &Scope, batch: v1::ReportBatch) -> Result<(), Status> {
     let instance = batch
         .identity
         .as_ref()
@@ -429,6 +459,7 @@ async fn apply(engine: &Handle, batch: v1::ReportBatch) -> Result<(), Status> {
         ));
     }
     let reporter = identity(batch.identity)?;
+    check_scope(scope, &reporter)?;
     if batch.observations.len() > MAX_OBSERVATIONS {
         return Err(Status::invalid_argument(format!(
             "a batch holds at most {MAX_OBSERVATIONS} observations"
