@@ -152,6 +152,13 @@ impl Inventory {
             // reuse an IP).
             self.by_addr.insert(*addr, id.clone());
         }
+        let record = self.workloads.get_mut(id).expect("inserted above");
+        let excess = record.inbound_addrs.len().saturating_sub(MAX_INBOUND_ADDRS);
+        for old in record.inbound_addrs.drain(..excess) {
+            if self.by_addr.get(&old) == Some(id) {
+                self.by_addr.remove(&old);
+            }
+        }
         if new {
             self.reindex(id);
         }
@@ -408,6 +415,11 @@ impl Inventory {
     }
 }
 
+/// Most inbound addresses kept for one workload (its replicas' addresses
+/// over time); past it the oldest go, so that repeated registrations with
+/// new ports cannot grow a record, and every caller's policy, without end.
+pub const MAX_INBOUND_ADDRS: usize = 1024;
+
 /// Whether a registration that came from `from` may advertise `addr` as
 /// its workload's inbound address: its IP is the one the registration came
 /// from, or one of the workload's pod IPs from the Kubernetes API. The
@@ -529,6 +541,29 @@ mod tests {
         inv.register(&nb, &[], "0", Some(ip("10.0.0.9")), 2);
         assert_eq!(inv.registered_from_owner(ip("10.0.0.9")), Some(&nb));
         assert_eq!(inv.source_ips(&nb), [ip("10.0.0.9")].into());
+    }
+
+    #[test]
+    fn repeated_registrations_keep_a_bounded_list_of_addresses() {
+        let mut inv = Inventory::default();
+        let db = WorkloadId::new("shop", "db").unwrap();
+        let from: IpAddr = "10.0.0.9".parse().unwrap();
+        for round in 0..20u16 {
+            let addrs: Vec<SocketAddr> = (0..64)
+                .map(|i| SocketAddr::new(from, 1000 + round * 64 + i))
+                .collect();
+            inv.register(&db, &addrs, "0", Some(from), u64::from(round));
+        }
+        let kept = &inv.get(&db).unwrap().inbound_addrs;
+        assert_eq!(kept.len(), MAX_INBOUND_ADDRS);
+        // The newest are kept, the oldest are no one's any more.
+        assert_eq!(
+            kept.last(),
+            Some(&SocketAddr::new(from, 1000 + 20 * 64 - 1))
+        );
+        let oldest = SocketAddr::new(from, 1000);
+        assert!(!kept.contains(&oldest));
+        assert!(inv.owners_of(&[oldest]).is_empty());
     }
 
     #[test]
