@@ -141,6 +141,9 @@ pub const MAX_PEERS: usize = 1000;
 /// Alert events buffered per subscriber; a subscriber that falls further
 /// behind skips the oldest (and is told how many).
 const ALERT_EVENTS: usize = 4096;
+/// Most sidecar processes whose last applied batch is remembered (for
+/// duplicates); past it the half used longest ago is forgotten.
+pub const MAX_SEQS: usize = 100_000;
 
 /// Commands queued before senders wait.
 const QUEUE: usize = 1024;
@@ -159,6 +162,7 @@ struct Engine {
     policies: Policies,
     dropped: u64,
     /// Last applied batch per sidecar process: (seq, unix seconds).
+    /// Each sidecar process's last applied batch (at most [`MAX_SEQS`]).
     seqs: HashMap<String, (u64, u64)>,
     metrics: EngineMetrics,
     /// The threat lists the `threat` detector consults.

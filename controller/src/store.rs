@@ -299,6 +299,7 @@ impl Store {
             let seen = serde_json::from_str::<Vec<crate::simulate::Seen>>(json).ok()?;
             Some(history_row::encode(&seen))
         })?;
+        store.forget_old_seqs()?;
         Ok(store)
     }
 
@@ -354,6 +355,22 @@ impl Store {
             left,
             "moved rows an earlier version wrote"
         );
+        Ok(())
+    }
+
+    /// Deletes the sequence numbers of processes silent for longer than
+    /// [`SEQ_RETENTION_SECS`] (each sidecar process has its own: without
+    /// this the table only grows).
+    fn forget_old_seqs(&self) -> Result<(), StoreError> {
+        let oldest = crate::model::now_unix().saturating_sub(SEQ_RETENTION_SECS);
+        let tx = self.db.begin_write().map_err(io("write"))?;
+        {
+            let mut table = tx.open_table(REPORT_SEQS).map_err(io("write"))?;
+            table
+                .retain(|_, (_, at)| at >= oldest)
+                .map_err(io("write"))?;
+        }
+        tx.commit().map_err(io("commit"))?;
         Ok(())
     }
 
@@ -797,6 +814,26 @@ impl<'tx> Tables<'tx> {
 mod tests {
     use super::*;
     use crate::model::{Action, AlertKind, Mode};
+
+    #[test]
+    fn sequence_numbers_of_long_silent_processes_are_deleted_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let now = crate::model::now_unix();
+        for (instance, at) in [("old", now - SEQ_RETENTION_SECS - 60), ("new", now)] {
+            let changes = Changes {
+                report_seq: Some((instance.into(), 7, at)),
+                ..Changes::default()
+            };
+            store.write(&changes).unwrap();
+        }
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let tx = store.db.begin_read().unwrap();
+        let table = tx.open_table(REPORT_SEQS).unwrap();
+        assert_eq!(table.len().unwrap(), 1);
+        assert!(table.get("new").unwrap().is_some());
+    }
 
     #[test]
     fn each_start_counts_one_more_policy_epoch() {

@@ -469,6 +469,9 @@ impl Engine {
             changes.report_seq = Some((batch.instance.clone(), batch.seq, now));
             // At once: a re-sent batch later in the same group is a
             // duplicate too.
+            if self.seqs.len() >= super::MAX_SEQS && !self.seqs.contains_key(&batch.instance) {
+                forget_older_half(&mut self.seqs);
+            }
             self.seqs.insert(batch.instance.clone(), (batch.seq, now));
         }
         let mut touched = Vec::new();
@@ -507,5 +510,32 @@ impl Engine {
         self.remember_audit(&changes);
         self.dropped = self.dropped.saturating_add(dropped);
         Some(changes)
+    }
+}
+
+/// Forgets the half of the report sequence numbers last used longest ago:
+/// a flood of made-up process ids (each a new entry) cannot grow them
+/// without end. A forgotten process's next batch is taken as new; only a
+/// batch it re-sends after that could count twice.
+fn forget_older_half(seqs: &mut std::collections::HashMap<String, (u64, u64)>) {
+    let mut times: Vec<u64> = seqs.values().map(|&(_, at)| at).collect();
+    let mid = times.len() / 2;
+    let (_, &mut cutoff, _) = times.select_nth_unstable(mid);
+    seqs.retain(|_, &mut (_, at)| at > cutoff);
+}
+
+#[cfg(test)]
+mod seq_tests {
+    use super::forget_older_half;
+
+    #[test]
+    fn the_older_half_of_the_sequence_numbers_goes() {
+        let mut seqs: std::collections::HashMap<String, (u64, u64)> = (0..10u64)
+            .map(|i| (format!("p{i}"), (1, 100 + i)))
+            .collect();
+        forget_older_half(&mut seqs);
+        let mut kept: Vec<&str> = seqs.keys().map(String::as_str).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, ["p6", "p7", "p8", "p9"]);
     }
 }
