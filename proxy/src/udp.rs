@@ -44,6 +44,53 @@ use flow::{Drop, FlowKey, FlowTable};
 
 /// Datagrams queued for one flow's upstream socket; more are dropped.
 pub const FLOW_QUEUE: usize = 32;
+/// Most bytes of datagrams queued in one relay's flows at once; more are
+/// dropped (`backlog`). Without it the bound was flows x queue x 64 KiB,
+/// gigabytes, while flows wait (for the first policy, say).
+pub const MAX_QUEUED_BYTES: usize = 16 << 20;
+
+/// A datagram queued for its flow, its bytes counted in the relay's
+/// budget until it is taken or dropped.
+#[derive(Debug)]
+struct Queued {
+    data: Vec<u8>,
+    len: usize,
+    budget: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Queued {
+    /// `data`, if `budget` (bytes queued now) has room for it under `max`.
+    fn reserve(
+        data: Vec<u8>,
+        budget: &Arc<std::sync::atomic::AtomicUsize>,
+        max: usize,
+    ) -> Option<Queued> {
+        use std::sync::atomic::Ordering;
+        let len = data.len();
+        budget
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                (queued + len <= max).then_some(queued + len)
+            })
+            .ok()?;
+        Some(Queued {
+            data,
+            len,
+            budget: budget.clone(),
+        })
+    }
+
+    /// The datagram; its bytes leave the budget.
+    fn take(mut self) -> Vec<u8> {
+        std::mem::take(&mut self.data)
+    }
+}
+
+impl std::ops::Drop for Queued {
+    fn drop(&mut self) {
+        self.budget
+            .fetch_sub(self.len, std::sync::atomic::Ordering::AcqRel);
+    }
+}
 /// Largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
 
@@ -81,7 +128,7 @@ impl UdpMetrics {
         let metrics = Self::default();
         registry.register(
             "vigil_proxy_udp_dropped",
-            "Datagrams of the pod's UDP dropped without a flow: sent to the relay itself (direct), past --udp-max-flows (full), or past a flow's queue (backlog)",
+            "Datagrams of the pod's UDP dropped without a flow: sent to the relay itself (direct), past --udp-max-flows (full), or past a flow's queue or the relay's 16 MiB of queued bytes (backlog)",
             metrics.dropped.clone(),
         );
         registry.register(
@@ -169,12 +216,13 @@ pub fn open(args: &UdpArgs) -> Result<Vec<Bound>, UdpError> {
     Ok(bound)
 }
 
-type Table = Arc<Mutex<FlowTable<mpsc::Sender<Vec<u8>>>>>;
+type Table = Arc<Mutex<FlowTable<mpsc::Sender<Queued>>>>;
 
 /// Serves the relay socket until `shutdown` turns true.
 pub fn spawn(udp: Arc<Udp>, bound: Bound, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let table: Table = Arc::new(Mutex::new(FlowTable::new(udp.max_flows)));
+        let budget = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
             let received = tokio::select! {
@@ -190,7 +238,7 @@ pub fn spawn(udp: Arc<Udp>, bound: Bound, mut shutdown: watch::Receiver<bool>) -
             };
             let datagram = buf[..received.len].to_vec();
             let outcome = flow::classify(received.client, received.dst, bound.addr)
-                .and_then(|key| deliver(&udp, &table, key, datagram));
+                .and_then(|key| deliver(&udp, &table, &budget, key, datagram));
             if let Err(why) = outcome {
                 tracing::debug!(client = %received.client, dst = %received.dst, why = why.label(), "UDP datagram dropped");
                 udp.metrics.drop(why);
@@ -200,10 +248,17 @@ pub fn spawn(udp: Arc<Udp>, bound: Bound, mut shutdown: watch::Receiver<bool>) -
 }
 
 /// Hands `datagram` to `key`'s flow, opening one if there is none.
-fn deliver(udp: &Arc<Udp>, table: &Table, key: FlowKey, datagram: Vec<u8>) -> Result<(), Drop> {
+fn deliver(
+    udp: &Arc<Udp>,
+    table: &Table,
+    budget: &Arc<std::sync::atomic::AtomicUsize>,
+    key: FlowKey,
+    datagram: Vec<u8>,
+) -> Result<(), Drop> {
     let mut flows = table.lock().map_err(|_| Drop::Full)?;
     if let Some(tx) = flows.get(&key) {
-        return tx.try_send(datagram).map_err(|_| Drop::Backlog);
+        let queued = Queued::reserve(datagram, budget, MAX_QUEUED_BYTES).ok_or(Drop::Backlog)?;
+        return tx.try_send(queued).map_err(|_| Drop::Backlog);
     }
     let (tx, rx) = mpsc::channel(FLOW_QUEUE);
     let id = flows.insert(key, tx)?;
@@ -228,7 +283,7 @@ enum Ended {
 }
 
 /// One flow, from its first datagram to its end.
-async fn run(udp: &Udp, key: FlowKey, first: Vec<u8>, rx: mpsc::Receiver<Vec<u8>>) {
+async fn run(udp: &Udp, key: FlowKey, first: Vec<u8>, rx: mpsc::Receiver<Queued>) {
     let start = Instant::now();
     let policy = policy::current(&udp.policy, udp.policy_deadline, &udp.default_policy).await;
     let names = udp.answers.names_of(key.dst.ip());
@@ -277,7 +332,7 @@ fn emit(udp: &Udp, live: &mut LiveRecord, totals: (u64, u64), start: Instant, de
 /// Drops a refused (or unrelayable) flow's datagrams until it is idle, the
 /// policy changes (the next datagram is then judged afresh) or the sidecar
 /// stops: one record per flow, not one per datagram.
-async fn hold(udp: &Udp, mut rx: mpsc::Receiver<Vec<u8>>) {
+async fn hold(udp: &Udp, mut rx: mpsc::Receiver<Queued>) {
     let mut policy = udp.policy.clone();
     policy.borrow_and_update();
     let mut stop = udp.stop.clone();
@@ -309,7 +364,7 @@ impl Relay<'_> {
     async fn pipe(
         mut self,
         first: Vec<u8>,
-        mut rx: mpsc::Receiver<Vec<u8>>,
+        mut rx: mpsc::Receiver<Queued>,
         upstream: UdpSocket,
         reply: UdpSocket,
     ) -> Ended {
@@ -348,7 +403,7 @@ impl Relay<'_> {
                 }
                 tokio::select! {
                     got = rx.recv() => match got {
-                        Some(datagram) => pending = Some(datagram),
+                        Some(queued) => pending = Some(queued.take()),
                         None => break Ended::Stopping,
                     },
                     ready = upstream.readable() => {

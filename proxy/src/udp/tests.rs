@@ -6,6 +6,12 @@ use super::*;
 use crate::model::Record;
 use crate::telemetry::{self, Records};
 
+/// `data` as the relay queues it (its own budget).
+fn queued(data: &[u8]) -> Queued {
+    let budget = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    Queued::reserve(data.to_vec(), &budget, MAX_QUEUED_BYTES).unwrap()
+}
+
 struct Harness {
     udp: Udp,
     records: Records,
@@ -61,7 +67,7 @@ async fn echo(reply: &'static [u8]) -> SocketAddr {
 
 struct Flow {
     client: UdpSocket,
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::Sender<Queued>,
     task: JoinHandle<Ended>,
 }
 
@@ -108,7 +114,7 @@ async fn a_flow_is_relayed_both_ways_counted_once_and_ends_when_idle() {
     let dst = echo(b"re:").await;
     let flow = relay(&h, dst, b"one").await;
     assert_eq!(answer(&flow.client).await, b"re:one");
-    flow.tx.send(b"second".to_vec()).await.unwrap();
+    flow.tx.send(queued(b"second")).await.unwrap();
     assert_eq!(answer(&flow.client).await, b"re:second");
     assert_eq!(flow.task.await.unwrap(), Ended::Idle);
     let records = drain(&mut h.records);
@@ -214,7 +220,7 @@ async fn a_refused_flow_swallows_its_datagrams_until_idle_with_one_record() {
     };
     let (tx, rx) = mpsc::channel(FLOW_QUEUE);
     for _ in 0..5 {
-        tx.send(b"more".to_vec()).await.unwrap();
+        tx.send(queued(b"more")).await.unwrap();
     }
     run(&h.udp, key, b"first".to_vec(), rx).await;
     let records = drain(&mut h.records);
@@ -248,16 +254,26 @@ async fn the_flow_table_is_bounded_and_a_flows_datagrams_go_to_it() {
         client: "10.66.0.1:5".parse().unwrap(),
         dst: "10.66.0.2:9".parse().unwrap(),
     };
-    assert_eq!(deliver(&udp, &table, key, b"a".to_vec()), Ok(()));
+    let budget = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    assert_eq!(deliver(&udp, &table, &budget, key, b"a".to_vec()), Ok(()));
     let other = FlowKey {
         client: "10.66.0.1:6".parse().unwrap(),
         ..key
     };
-    assert_eq!(deliver(&udp, &table, other, b"b".to_vec()), Err(Drop::Full));
     assert_eq!(
-        deliver(&udp, &table, key, b"c".to_vec()),
+        deliver(&udp, &table, &budget, other, b"b".to_vec()),
+        Err(Drop::Full)
+    );
+    assert_eq!(
+        deliver(&udp, &table, &budget, key, b"c".to_vec()),
         Ok(()),
         "same flow"
+    );
+    // A datagram past the relay's byte budget is refused as backlog.
+    budget.store(MAX_QUEUED_BYTES, std::sync::atomic::Ordering::Release);
+    assert_eq!(
+        deliver(&udp, &table, &budget, key, b"d".to_vec()),
+        Err(Drop::Backlog)
     );
 }
 
@@ -287,4 +303,23 @@ async fn a_relay_that_cannot_open_is_off_by_default_and_an_error_when_asked_for(
         "{text}"
     );
     assert!(open(&args(&["--udp-addr", "off"])).unwrap().is_empty());
+}
+
+/// Datagrams queued across a relay's flows share one byte budget: past it
+/// they are refused, and each one taken or dropped gives its bytes back.
+#[test]
+fn queued_datagrams_share_a_byte_budget() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let budget = Arc::new(AtomicUsize::new(0));
+    let a = Queued::reserve(vec![0; 600], &budget, 1000).expect("room");
+    assert!(
+        Queued::reserve(vec![0; 500], &budget, 1000).is_none(),
+        "over"
+    );
+    let b = Queued::reserve(vec![0; 400], &budget, 1000).expect("exactly full");
+    assert_eq!(budget.load(Ordering::Acquire), 1000);
+    assert_eq!(a.take().len(), 600, "taken: its bytes are back");
+    assert_eq!(budget.load(Ordering::Acquire), 400);
+    drop(b);
+    assert_eq!(budget.load(Ordering::Acquire), 0, "dropped unsent");
 }
