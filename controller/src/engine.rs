@@ -428,7 +428,9 @@ impl Engine {
         let (addrs, refused): (Vec<SocketAddr>, Vec<SocketAddr>) = addrs
             .iter()
             .partition(|a| crate::inventory::may_advertise(**a, from, pod_ips));
-        if !refused.is_empty() {
+        // A pod's sidecar bound to 0.0.0.0 advertises loopback, which says
+        // nothing from another host: that one is dropped quietly.
+        if refused.iter().any(|a| !a.ip().is_loopback()) {
             tracing::warn!(workload = %id, ?refused, ?from, "a registration advertised inbound addresses that are neither the address it came from nor pod IPs of the workload; ignored");
         }
         let addrs = addrs.as_slice();

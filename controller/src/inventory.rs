@@ -133,7 +133,8 @@ impl Inventory {
         let new = !self.workloads.contains_key(id);
         let record = self.workloads.entry(id.clone()).or_default();
         record.registered_from = from.map(|ip| ip.to_canonical());
-        if let Some(ip) = record.registered_from {
+        // Loopback is every local sidecar's: no one owns it.
+        if let Some(ip) = record.registered_from.filter(|ip| !ip.is_loopback()) {
             self.by_from.insert(ip, id.clone());
         }
         if record.first_seen == 0 {
@@ -264,7 +265,7 @@ impl Inventory {
 
     /// Restores a record read back from the store.
     pub fn restore(&mut self, id: WorkloadId, record: WorkloadRecord) {
-        if let Some(ip) = record.registered_from {
+        if let Some(ip) = record.registered_from.filter(|ip| !ip.is_loopback()) {
             self.by_from.insert(ip, id.clone());
         }
         for addr in &record.inbound_addrs {
@@ -323,15 +324,26 @@ impl Inventory {
         let Some(record) = self.workloads.get(id) else {
             return BTreeSet::new();
         };
+        // An IP another workload has since registered from, or been given
+        // as a pod IP, is that one's now, whatever port this one advertised.
+        // (Loopback is every local sidecar's: it says nothing of who.)
+        let taken = |ip: IpAddr| {
+            let ip = ip.to_canonical();
+            !ip.is_loopback()
+                && [self.by_from.get(&ip), self.by_ip.get(&ip)]
+                    .into_iter()
+                    .flatten()
+                    .any(|owner| owner != id)
+        };
         record
             .inbound_addrs
             .iter()
-            .filter(|addr| self.by_addr.get(addr) == Some(id))
+            .filter(|addr| self.by_addr.get(addr) == Some(id) && !taken(addr.ip()))
             .map(|addr| addr.ip())
             .chain(
                 record
                     .registered_from
-                    .filter(|ip| self.by_from.get(ip) == Some(id)),
+                    .filter(|ip| ip.is_loopback() || self.by_from.get(ip) == Some(id)),
             )
             .chain(
                 record
@@ -541,6 +553,8 @@ mod tests {
         inv.register(&nb, &[], "0", Some(ip("10.0.0.9")), 2);
         assert_eq!(inv.registered_from_owner(ip("10.0.0.9")), Some(&nb));
         assert_eq!(inv.source_ips(&nb), [ip("10.0.0.9")].into());
+        // db still owns 10.0.0.9:4143 as an address, but not its IP.
+        assert!(inv.source_ips(&db).is_empty(), "{:?}", inv.source_ips(&db));
     }
 
     #[test]

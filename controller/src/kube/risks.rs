@@ -121,7 +121,7 @@ impl std::fmt::Display for Risk {
             ),
             Self::MayEscalate { container } => write!(
                 f,
-                "container {container} may gain privileges (allowPrivilegeEscalation is not false and SETUID or NET_RAW is not dropped): a setuid program in its image could take the sidecar's uid, whose traffic is never intercepted, or a program with file capabilities open raw sockets: set allowPrivilegeEscalation: false"
+                "container {container} may gain privileges (allowPrivilegeEscalation is not false): a setuid program in its image, owned by the sidecar's uid, would run as it, and its traffic is never intercepted; or one owned by root, or with file capabilities, gains them: set allowPrivilegeEscalation: false"
             ),
             Self::ProxyUid { container, uid } => write!(
                 f,
@@ -391,30 +391,18 @@ fn container_risks(
     out
 }
 
-/// Whether a program in `container`'s image can give it privileges back:
+/// Whether a program in `container`'s image can change its identity:
 /// `allowPrivilegeEscalation` (a container field only; the kubelet's
-/// default is true) is not false, and the bounding set keeps `CAP_SETUID`
-/// (a setuid-root program can then change to any uid) or `CAP_NET_RAW`
-/// (in the runtimes' default set: a program with file capabilities opens
-/// raw sockets), i.e. `ALL`, or not both of them, are dropped.
+/// default is true) is not false. Then a setuid program runs as its owner,
+/// and one owned by the sidecar's uid (mode 4755, which any image or
+/// writable volume may hold) needs no capability at all: only
+/// `no_new_privs` stops it, whatever the capabilities dropped (as Pod
+/// Security's *restricted* level requires).
 fn may_escalate(container: &Value) -> bool {
-    let escalation = container
+    container
         .pointer("/securityContext/allowPrivilegeEscalation")
         .and_then(Value::as_bool)
-        != Some(false);
-    let dropped: Vec<String> = container
-        .pointer("/securityContext/capabilities/drop")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(|cap| {
-            let cap = cap.to_ascii_uppercase();
-            cap.strip_prefix("CAP_").unwrap_or(&cap).to_owned()
-        })
-        .collect();
-    let has = |cap: &str| dropped.iter().any(|d| d == cap || d == "ALL");
-    escalation && !(has("SETUID") && has("NET_RAW"))
+        != Some(false)
 }
 
 #[cfg(test)]

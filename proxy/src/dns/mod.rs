@@ -245,9 +245,10 @@ impl Dns {
             Ok(response) => {
                 let status = match message::read_response(&response, question) {
                     Some(answer) => {
-                        let bound =
-                            self.answers
-                                .answered(&question.name, answer.rcode, &answer.addresses);
+                        let rcode = binding_rcode(&question.qtype, answer.rcode);
+                        let bound = self
+                            .answers
+                            .answered(&question.name, rcode, &answer.addresses);
                         if !bound && !answer.addresses.is_empty() {
                             self.metrics.unbound.inc();
                             tracing::debug!(name = %question.name, "answer not bound to the name: a search name before it was not answered NXDOMAIN");
@@ -289,6 +290,19 @@ impl Dns {
             bytes_out: response.len() as u64,
             ..Record::new(Direction::Outbound, Protocol::Dns)
         });
+    }
+}
+
+/// The response code name binding takes from an answer to a `qtype`
+/// query: an NXDOMAIN marks a name missing only when an address was asked
+/// for (`A`, `AAAA`), as a resolver's search does; some servers answer
+/// NXDOMAIN for a name that exists when asked another type, and a notebook
+/// could use one to mark a cluster name missing.
+fn binding_rcode(qtype: &str, rcode: u16) -> u16 {
+    if rcode == rcode::NXDOMAIN && !matches!(qtype, "A" | "AAAA") {
+        rcode::NOERROR
+    } else {
+        rcode
     }
 }
 

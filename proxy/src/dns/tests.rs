@@ -253,3 +253,21 @@ async fn a_threat_listed_name_is_refused_even_when_learned_and_a_quarantine_refu
         }
     }
 }
+
+#[test]
+fn only_an_address_querys_nxdomain_marks_a_name_missing() {
+    use super::binding_rcode;
+    use message::rcode::{NOERROR, NXDOMAIN, SERVFAIL};
+    // (query type, response code, what binding takes)
+    let cases = [
+        ("A", NXDOMAIN, NXDOMAIN),
+        ("AAAA", NXDOMAIN, NXDOMAIN),
+        ("TXT", NXDOMAIN, NOERROR),
+        ("TYPE65280", NXDOMAIN, NOERROR),
+        ("A", NOERROR, NOERROR),
+        ("MX", SERVFAIL, SERVFAIL),
+    ];
+    for (qtype, rcode, want) in cases {
+        assert_eq!(binding_rcode(qtype, rcode), want, "{qtype} {rcode}");
+    }
+}

@@ -58,22 +58,18 @@ fn what_can_undo_the_interception_is_found() {
                 container: "notebook".into(),
             }],
         ),
+        // Dropping capabilities does not stop a setuid program owned by
+        // the sidecar's uid: it needs none. Only no_new_privs does.
         (
             injected(json!({"runAsUser": 1000, "capabilities": {"drop": ["ALL"]}})),
-            vec![],
-        ),
-        (
-            injected(
-                json!({"runAsUser": 1000, "capabilities": {"drop": ["cap_setuid", "NET_RAW"]}}),
-            ),
-            vec![],
-        ),
-        // SETUID alone: a file-capability program still gets NET_RAW.
-        (
-            injected(json!({"runAsUser": 1000, "capabilities": {"drop": ["SETUID"]}})),
             vec![Risk::MayEscalate {
                 container: "notebook".into(),
             }],
+        ),
+        (
+            injected(json!({"runAsUser": 1000, "allowPrivilegeEscalation": false,
+                            "capabilities": {"drop": ["ALL"]}})),
+            vec![],
         ),
         (
             injected(json!({"runAsUser": 1000, "allowPrivilegeEscalation": false,
