@@ -184,6 +184,16 @@ impl SearchList {
         list
     }
 
+    /// The names `name` is a search name of: `name` without one of the
+    /// search domains (`pypi.org` for `pypi.org.<ns>.svc.cluster.local`).
+    pub fn searched<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.domains.iter().filter_map(move |domain| {
+            name.strip_suffix(domain.as_str())?
+                .strip_suffix('.')
+                .filter(|short| !short.is_empty())
+        })
+    }
+
     /// The names a stub resolver asks before `name` itself (lower case,
     /// no trailing dot), in order: none when `name` has `ndots` dots or
     /// more, and none that would be too long to ask.
@@ -783,6 +793,19 @@ mod tests {
             ndots: 1,
         };
         assert_eq!(plain.asked_before("db.shop").count(), 0);
+        // And back: what a search name was asked for.
+        assert_eq!(
+            pod.searched("pypi.org.svc.cluster.local")
+                .collect::<Vec<_>>(),
+            ["pypi.org"]
+        );
+        assert_eq!(
+            pod.searched("pypi.org.ns.svc.cluster.local")
+                .collect::<Vec<_>>(),
+            ["pypi.org", "pypi.org.ns"]
+        );
+        assert_eq!(pod.searched("svc.cluster.local").count(), 0);
+        assert_eq!(pod.searched("xsvc.cluster.local").count(), 0);
         assert_eq!(
             plain.asked_before("db").collect::<Vec<_>>(),
             ["db.corp.example"]

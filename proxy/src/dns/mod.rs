@@ -215,7 +215,21 @@ impl Dns {
             Incoming::Query(question) => question,
         };
         let policy = self.current_policy().await;
-        if let Decision::Deny { reason } = evaluate_dns(&policy, &question.name) {
+        let mut decision = evaluate_dns(&policy, &question.name);
+        // A resolver asks an allowed short name with the search domains
+        // first (`pypi.org.<ns>.svc.cluster.local`), and stops at a REFUSED:
+        // those are allowed as the name is (no data of the notebook's in
+        // them), so enforcement needs no learned search names.
+        if matches!(decision, Decision::Deny { .. })
+            && self
+                .answers
+                .search()
+                .searched(&question.name)
+                .any(|short| evaluate_dns(&policy, short) == Decision::Allow)
+        {
+            decision = Decision::Allow;
+        }
+        if let Decision::Deny { reason } = decision {
             tracing::info!(name = %question.name, qtype = %question.qtype, reason, "DNS query refused");
             let response = message::answer(query, rcode::REFUSED);
             self.emit(&question, rcode::REFUSED, true, start, query, &response);

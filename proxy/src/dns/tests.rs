@@ -271,3 +271,31 @@ fn only_an_address_querys_nxdomain_marks_a_name_missing() {
         assert_eq!(binding_rcode(qtype, rcode), want, "{qtype} {rcode}");
     }
 }
+
+/// In enforcement the search names of an allowed name are forwarded as
+/// the name is (a resolver asks them first and stops at a REFUSED), and
+/// those of an unknown one are refused.
+#[tokio::test]
+async fn the_search_names_of_an_allowed_name_are_forwarded_in_enforcement() {
+    let (upstream, seen) = fake_upstream().await;
+    let (dns, _records) = dns(upstream, enforcing(&["pypi.test:443"]));
+    let search = crate::resolve::SearchList::parse(
+        "search lab.svc.cluster.local svc.cluster.local\noptions ndots:5\n",
+    );
+    let dns = Arc::new(Dns {
+        answers: PodAnswers::new(search),
+        ..Arc::into_inner(dns).unwrap()
+    });
+    let (server, _stop) = listen(dns).await;
+    let asked = query(11, "pypi.test.lab.svc.cluster.local.");
+    assert_eq!(ask_udp(server, &asked).await, upstream_answer(&asked));
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    for name in [
+        "evil.test.lab.svc.cluster.local.",
+        "pypi.test.evil.example.",
+    ] {
+        let got = ask_udp(server, &query(12, name)).await;
+        assert_eq!(rcode_of(&got), ResponseCode::Refused, "{name}");
+    }
+    assert_eq!(seen.load(Ordering::SeqCst), 1, "nothing else was forwarded");
+}

@@ -227,14 +227,24 @@ impl AnswerStore {
 #[derive(Clone, Debug, Default)]
 pub struct PodAnswers {
     store: Arc<Mutex<AnswerStore>>,
+    search: Arc<SearchList>,
 }
 
 impl PodAnswers {
     /// Answers for a pod whose resolver uses `search`.
     pub fn new(search: SearchList) -> Self {
         PodAnswers {
-            store: Arc::new(Mutex::new(AnswerStore::with_search(MAX_NAMES, search))),
+            store: Arc::new(Mutex::new(AnswerStore::with_search(
+                MAX_NAMES,
+                search.clone(),
+            ))),
+            search: Arc::new(search),
         }
+    }
+
+    /// The pod's search list.
+    pub fn search(&self) -> &SearchList {
+        &self.search
     }
 
     /// What the pod was answered for `name` (see [`AnswerStore::answered`]);
