@@ -94,11 +94,11 @@ fn dns_metric(pod: &Netns, kind: &str, name: &str) -> Option<u64> {
         .and_then(|n| n.trim().parse().ok())
 }
 
-#[test]
-fn dns_goes_through_the_sidecar() {
-    let test = "dns_goes_through_the_sidecar";
+/// Whether `test` can run here: root and network namespaces (`able`), dig,
+/// dnsmasq, sh and mount; prints why not.
+fn can_run(test: &str) -> bool {
     if !able(test) {
-        return;
+        return false;
     }
     if let Some(tool) = ["dig", "dnsmasq", "sh", "mount"]
         .into_iter()
@@ -107,6 +107,15 @@ fn dns_goes_through_the_sidecar() {
         eprintln!(
             "SKIPPED {test}: `{tool}` is not installed (apt-get install -y bind9-dnsutils dnsmasq-base); CI runs it."
         );
+        return false;
+    }
+    true
+}
+
+#[test]
+fn dns_goes_through_the_sidecar() {
+    let test = "dns_goes_through_the_sidecar";
+    if !can_run(test) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -241,16 +250,7 @@ fn dns_goes_through_the_sidecar() {
 #[test]
 fn a_cluster_name_is_not_bound_by_asking_the_public_name() {
     let test = "a_cluster_name_is_not_bound_by_asking_the_public_name";
-    if !able(test) {
-        return;
-    }
-    if let Some(tool) = ["dig", "dnsmasq", "sh", "mount"]
-        .into_iter()
-        .find(|t| !on_path(t))
-    {
-        eprintln!(
-            "SKIPPED {test}: `{tool}` is not installed (apt-get install -y bind9-dnsutils dnsmasq-base); CI runs it."
-        );
+    if !can_run(test) {
         return;
     }
     const SEARCH: &str = "search default.svc.cluster.local svc.cluster.local cluster.local";
