@@ -210,11 +210,7 @@ fn dns_goes_through_the_sidecar() {
 
     // Enforcement.
     ctl.set_mode(&["enforcement"]);
-    wait_for("policy enforce=true at the sidecar", || {
-        let (status, body) = pod.curl(&["http://127.0.0.1:4191/config_dump"]);
-        let dump: serde_json::Value = serde_json::from_str(&body).ok()?;
-        (status == 200 && dump["policy"]["enforce"] == true).then_some(())
-    });
+    pod.wait_enforced();
     assert_eq!(dig(pod, &["+short", "pypi.test"]).trim(), "10.66.0.2");
     assert_eq!(
         curl_as_user(pod, "http://late.test:8000/"),
@@ -327,11 +323,7 @@ fn a_cluster_name_is_not_bound_by_asking_the_public_name() {
     ctl.wait_edge("workload:default/web", "external:cdn.test:8000", 1);
 
     ctl.set_mode(&["enforcement"]);
-    wait_for("policy enforce=true at the sidecar", || {
-        let (status, body) = pod.curl(&["http://127.0.0.1:4191/config_dump"]);
-        let dump: serde_json::Value = serde_json::from_str(&body).ok()?;
-        (status == 200 && dump["policy"]["enforce"] == true).then_some(())
-    });
+    pod.wait_enforced();
     let (status, body) = curl_user(pod, &["http://db.shop:8000/"]);
     assert_eq!((status, body.as_str()), (200, "db GET /"), "the Service");
     assert_eq!(

@@ -374,11 +374,7 @@ fn transparent_redirect_is_observed_and_enforced() {
 
     // Enforcement: the learned destination passes, a new one gets 403.
     ctl.set_mode(&["enforcement"]);
-    wait_for("policy enforce=true at the sidecar", || {
-        let (status, body) = pod.curl(&["http://127.0.0.1:4191/config_dump"]);
-        let dump: serde_json::Value = serde_json::from_str(&body).ok()?;
-        (status == 200 && dump["policy"]["enforce"] == true).then_some(())
-    });
+    pod.wait_enforced();
     assert_eq!(pod.curl(&["http://10.66.0.2:8000/simple/y"]).0, 200);
     let (status, body) = pod.curl(&["http://10.66.0.2:8001/"]);
     assert_eq!(status, 403, "a new destination is blocked: {body}");
@@ -483,11 +479,7 @@ fn transparent_tls_by_sni_and_opaque_tcp() {
 
     // Enforcement: another SNI name on the same IP and port is reset.
     ctl.set_mode(&["enforcement"]);
-    wait_for("policy enforce=true at the sidecar", || {
-        let (status, body) = pod.curl(&["http://127.0.0.1:4191/config_dump"]);
-        let dump: serde_json::Value = serde_json::from_str(&body).ok()?;
-        (status == 200 && dump["policy"]["enforce"] == true).then_some(())
-    });
+    pod.wait_enforced();
     assert_eq!(https("pypi.test").0, 200, "the learned name still passes");
     let out = pod
         .cmd("curl")
@@ -596,11 +588,7 @@ fn a_learned_name_sent_to_another_address_is_refused() {
     assert_eq!(edge["in_baseline"], false, "a lie is never learned: {edge}");
 
     ctl.set_mode(&["enforcement"]);
-    wait_for("policy enforce=true at the sidecar", || {
-        let (status, body) = pod.curl(&["http://127.0.0.1:4191/config_dump"]);
-        let dump: serde_json::Value = serde_json::from_str(&body).ok()?;
-        (status == 200 && dump["policy"]["enforce"] == true).then_some(())
-    });
+    pod.wait_enforced();
     // The truth passes.
     assert_eq!(
         curl(&["http://pypi.test:8000/simple/"]),

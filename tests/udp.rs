@@ -371,11 +371,7 @@ fn udp_goes_through_the_sidecar_and_is_enforced() {
 
     // Enforcement.
     ctl.set_mode(&["enforcement"]);
-    wait_for("policy enforce=true at the sidecar", || {
-        let (status, body) = pod.curl(&["http://127.0.0.1:4191/config_dump"]);
-        let dump: serde_json::Value = serde_json::from_str(&body).ok()?;
-        (status == 200 && dump["policy"]["enforce"] == true).then_some(())
-    });
+    pod.wait_enforced();
     // The learned flow still works, from any source port the notebook picks.
     assert_eq!(notebook.echo("10.66.0.2", 7000, "again"), hello);
     assert_eq!(

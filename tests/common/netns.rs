@@ -177,6 +177,16 @@ impl Netns {
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
         (code.trim().parse().unwrap_or(0), body.to_owned())
     }
+
+    /// Waits until the sidecar in this namespace (admin port 4191) enforces
+    /// its policy, i.e. the controller's switch to enforcement arrived.
+    pub fn wait_enforced(&self) {
+        super::wait_for("policy enforce=true at the sidecar", || {
+            let (status, body) = self.curl(&["http://127.0.0.1:4191/config_dump"]);
+            let dump: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (status == 200 && dump["policy"]["enforce"] == true).then_some(())
+        });
+    }
 }
 
 impl Drop for Netns {
