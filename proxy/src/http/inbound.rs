@@ -66,18 +66,20 @@ pub async fn serve(
         Caller::Unverified(_) => pending.record.source_ip = Some(peer.to_canonical()),
         Caller::Internet | Caller::Verified(_) => {}
     }
-    // A quarantine lets the pod's health checks through, from anyone.
-    let upgrade =
-        req.method() == http::Method::CONNECT || req.headers().contains_key(http::header::UPGRADE);
-    let body = !req.body().is_end_stream();
-    pending.health_check = policy.quarantined
-        && is_health_check(
+    // A quarantine lets the pod's health checks through, from anyone (looked
+    // at only then: nothing more per request otherwise).
+    pending.health_check = policy.quarantined && {
+        let upgrade = req.method() == http::Method::CONNECT
+            || req.headers().contains_key(http::header::UPGRADE);
+        let body = !req.body().is_end_stream();
+        is_health_check(
             &shared.limits.health_paths,
             req.method(),
             req.uri().path(),
             upgrade,
             body,
-        );
+        )
+    };
     if !pending.health_check
         && let Decision::Deny { reason } = evaluate_inbound(&policy, source.as_deref())
     {
